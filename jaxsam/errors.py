@@ -1,0 +1,27 @@
+"""Errors that jaxsam raises for bad input.
+
+Every error that reaches the command line is a :class:`JaxsamError`: the CLI prints its message
+on one line (no traceback) and exits with status 2. Messages name the problem *and* the fix.
+"""
+
+from __future__ import annotations
+
+
+class JaxsamError(ValueError):
+    """Base class: bad input that the user can fix. The message says how."""
+
+
+class ConfigError(JaxsamError):
+    """A config value is unknown, of the wrong type, or out of range."""
+
+
+class DataError(JaxsamError):
+    """A dataset is missing, unprepared, or has inconsistent arrays."""
+
+
+class RunDirError(JaxsamError):
+    """A run directory is missing, incomplete, damaged, foreign, or would be overwritten."""
+
+
+class DivergenceError(JaxsamError):
+    """A model's loss became NaN or infinite during training."""
