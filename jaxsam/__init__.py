@@ -1,4 +1,3 @@
 """jaxsam: membership-inference audits of SAM vs SGD with many shadow models at once."""
 
 __version__ = "0.1.0"
-

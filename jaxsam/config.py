@@ -1,0 +1,307 @@
+"""The one config tree of a jaxsam run, serialisable to and from the run directory.
+
+A :class:`Config` is a tree of frozen dataclasses. ``config.json`` in a run directory is
+``to_dict(config)``; ``jaxsam train --config FILE`` reads it back with :func:`from_dict`, which
+rejects unknown keys, wrong types and out-of-range values with the key path and the allowed
+values, before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jaxsam.errors import ConfigError
+
+CONFIG_VERSION = 1
+
+QUERY_AUGMENTS = (1, 2, 18)
+TRAIN_AUGMENTS = ("auto", "none", "flip", "flip_crop")
+STRATEGIES = ("auto", "vmap", "vmap_matmul", "chunked", "loop", "sharded")
+SCHEDULES = ("cosine", "constant", "linear")
+DIVERGENCE_POLICIES = ("stop", "exclude")
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the pool comes from.
+
+    Attributes:
+      dataset: ``digits`` (embedded, scikit-learn), a tfds name (``cifar10``, ``fashion_mnist``,
+        ...), or a local file source ``idx:DIR`` / ``npz:FILE``.
+      data_dir: tfds data directory (``None``: tfds' default).
+      manual_dir: directory holding the original files for offline tfds preparation.
+      pool_split: split the membership pool is drawn from.
+      pool_size: number of pool examples (``None``: the whole split).
+      test_split: split of held-out points no model trains on (``None``: none).
+      test_size: number of held-out test points (``None``: the whole split).
+      train_augment: on-device train-time augmentation; ``auto`` picks flip+crop for colour
+        images, none for digits and tabular data.
+      query_augment: number of query augmentations for the logits: 1 (identity), 2 (+ mirror),
+        18 (mirror x 9 shifts).
+      seed: seed of the pool subsampling.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    pool_split: str = "train"
+    pool_size: int | None = None
+    test_split: str | None = "test"
+    test_size: int | None = None
+    train_augment: str = "auto"
+    query_augment: int = 1
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskConfig:
+    """Membership masks: every pool example is in exactly ``round(pkeep * models)`` models."""
+
+    models: int = 32
+    pkeep: float = 0.5
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The network every shadow model shares (each with its own parameters).
+
+    Attributes:
+      name: a model from ``jaxsam.models`` (``mlp``, ``cnn``, ...).
+      width: hidden width (MLP) or base channel count (conv nets).
+      depth: number of hidden layers (MLP) or blocks, where the model has that notion.
+      dtype: compute dtype; ``bfloat16`` keeps float32 master weights.
+    """
+
+    name: str = "mlp"
+    width: int = 256
+    depth: int = 2
+    dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer: ``sgd`` or a SAM-family variant on top of SGD with momentum.
+
+    Attributes:
+      name: ``sgd``, ``sam``, ``asam``, ``gsam``, ``looksam``.
+      learning_rate: peak learning rate.
+      momentum: heavy-ball momentum of the base SGD.
+      weight_decay: decoupled L2 coefficient added to the gradient.
+      rho: SAM neighbourhood radius.
+      schedule: learning-rate schedule over all training steps.
+      warmup_epochs: linear warm-up length in epochs.
+      extra: variant-specific keyword arguments (``eta`` for ASAM, ``alpha`` for GSAM, ``k`` for
+        LookSAM).
+    """
+
+    name: str = "sgd"
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    rho: float = 0.05
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training loop.
+
+    Attributes:
+      epochs: passes over each model's own training subset.
+      batch_size: examples per model per step.
+      seed: seed of initialisation, data order and augmentation (each model its own keys).
+      strategy: how the model axis is executed (``auto`` measures).
+      chunk_size: models per chunk for the ``chunked`` strategy (``None``: auto).
+      steps_per_call: training steps fused into one jitted call (``None``: one epoch).
+      checkpoint_every_steps: orbax checkpoint period in steps (0: only at the end).
+      checkpoint_every_minutes: checkpoint period in minutes (0: off).
+      on_divergence: ``stop`` the run, or ``exclude`` diverged models from scoring.
+      progress: show a progress bar.
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    seed: int = 0
+    strategy: str = "auto"
+    chunk_size: int | None = None
+    steps_per_call: int | None = None
+    checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 10.0
+    on_divergence: str = "stop"
+    progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole run: data, masks, model, optimizer and loop."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    masks: MaskConfig = dataclasses.field(default_factory=MaskConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    version: int = CONFIG_VERSION
+
+
+def _check_choice(path: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{path} = {value!r} is not allowed; use one of {list(allowed)}")
+
+
+def _check_range(path: str, value: float, lo: float | None, hi: float | None, what: str) -> None:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{path} = {value!r} is out of range; it must be {what}")
+
+
+def validate(config: Config) -> Config:
+    """Checks every value's range; returns ``config`` or raises :class:`ConfigError`."""
+    from jaxsam.models import MODELS  # local: models import flax
+    from jaxsam.optim.factory import OPTIMIZERS
+
+    d, m, mo, o, t = config.data, config.masks, config.model, config.optim, config.train
+    if not d.dataset:
+        raise ConfigError("data.dataset is empty; name a dataset such as 'digits' or 'cifar10'")
+    _check_choice("data.train_augment", d.train_augment, TRAIN_AUGMENTS)
+    _check_choice("data.query_augment", d.query_augment, QUERY_AUGMENTS)
+    for name in ("pool_size", "test_size"):
+        value = getattr(d, name)
+        if value is not None:
+            _check_range(f"data.{name}", value, 1, None, "a positive integer or null")
+    if not (isinstance(m.pkeep, float | int) and 0.0 < m.pkeep < 1.0):
+        raise ConfigError(f"masks.pkeep = {m.pkeep!r} must lie strictly between 0 and 1 (e.g. 0.5)")
+    _check_range("masks.models", m.models, 2, None, "at least 2 (each target needs shadows)")
+    keep_count = round(m.pkeep * m.models)
+    if keep_count < 1 or keep_count >= m.models:
+        raise ConfigError(
+            f"masks.pkeep * masks.models rounds to {keep_count} of {m.models} models; every "
+            "example needs at least one IN and one OUT model: raise masks.models or change pkeep"
+        )
+    _check_choice("model.name", mo.name, tuple(MODELS))
+    _check_choice("model.dtype", mo.dtype, DTYPES)
+    _check_range("model.width", mo.width, 1, None, "a positive integer")
+    _check_range("model.depth", mo.depth, 1, None, "a positive integer")
+    _check_choice("optim.name", o.name, tuple(OPTIMIZERS))
+    _check_choice("optim.schedule", o.schedule, SCHEDULES)
+    _check_range("optim.learning_rate", o.learning_rate, 0.0, None, "non-negative")
+    _check_range("optim.momentum", o.momentum, 0.0, 1.0, "in [0, 1]")
+    _check_range("optim.weight_decay", o.weight_decay, 0.0, None, "non-negative")
+    _check_range("optim.rho", o.rho, 0.0, None, "non-negative")
+    _check_range("optim.warmup_epochs", o.warmup_epochs, 0.0, None, "non-negative")
+    _check_range("train.epochs", t.epochs, 1, None, "a positive integer")
+    _check_range("train.batch_size", t.batch_size, 1, None, "a positive integer")
+    _check_choice("train.strategy", t.strategy, STRATEGIES)
+    _check_choice("train.on_divergence", t.on_divergence, DIVERGENCE_POLICIES)
+    if t.chunk_size is not None:
+        _check_range("train.chunk_size", t.chunk_size, 1, None, "a positive integer or null")
+    if t.steps_per_call is not None:
+        _check_range("train.steps_per_call", t.steps_per_call, 1, None, "positive or null")
+    _check_range("train.checkpoint_every_steps", t.checkpoint_every_steps, 0, None, ">= 0")
+    _check_range("train.checkpoint_every_minutes", t.checkpoint_every_minutes, 0, None, ">= 0")
+    return config
+
+
+def to_dict(config: Any) -> dict:
+    """The config tree as plain JSON-able dicts."""
+    return dataclasses.asdict(config)
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is dict or origin is dict:
+        return isinstance(value, Mapping)
+    return True
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or 'config'} must be a JSON object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]}; allowed keys here: {sorted(fields)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key_path = f"{path}.{name}" if path else name
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[name] = _build(annotation, value, key_path)
+            continue
+        if not _type_ok(value, annotation):
+            raise ConfigError(
+                f"{key_path} = {value!r} has the wrong type; expected {annotation}"
+                if not isinstance(annotation, type)
+                else f"{key_path} = {value!r} has the wrong type; expected {annotation.__name__}"
+            )
+        if annotation is float or (
+            typing.get_origin(annotation) in (typing.Union, types.UnionType)
+            and float in typing.get_args(annotation)
+            and isinstance(value, int)
+        ):
+            value = float(value)
+        kwargs[name] = dict(value) if isinstance(value, Mapping) else value
+    return cls(**kwargs)
+
+
+def from_dict(data: Mapping) -> Config:
+    """Builds and validates a :class:`Config` from nested dicts (missing keys take defaults)."""
+    config = _build(Config, data, "")
+    if config.version != CONFIG_VERSION:
+        raise ConfigError(
+            f"config version {config.version} is not supported by this jaxsam "
+            f"(expects {CONFIG_VERSION}); upgrade jaxsam or rewrite the config"
+        )
+    return validate(config)
+
+
+def load(path: str | Path) -> Config:
+    """Reads a JSON config file (such as a run directory's ``config.json``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing JSON file")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid JSON ({e}); fix the syntax") from e
+    return from_dict(data)
+
+
+def replace(config: Config, **overrides: Any) -> Config:
+    """Returns a copy with dotted-path overrides, e.g. ``replace(c, **{"optim.name": "sam"})``."""
+    data = to_dict(config)
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            if p not in node or not isinstance(node[p], dict):
+                raise ConfigError(f"unknown config key {dotted}")
+            node = node[p]
+        if leaf not in node:
+            raise ConfigError(f"unknown config key {dotted}; allowed: {sorted(node)}")
+        node[leaf] = value
+    return from_dict(data)

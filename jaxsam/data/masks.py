@@ -1,0 +1,52 @@
+"""Membership masks: which pool examples each shadow model trains on."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxsam.errors import ConfigError
+
+
+def make_masks(num_models: int, num_examples: int, pkeep: float = 0.5, seed: int = 0) -> np.ndarray:
+    """Draws ``keep[m, i]``: True when model ``m`` trains on pool example ``i``.
+
+    Every example is in exactly ``round(pkeep * num_models)`` models (the argsort-of-uniforms
+    construction of Carlini et al. 2022): in each column, the models whose uniform draw ranks
+    among the lowest ``k`` keep the example. Rows (subset sizes) vary around ``pkeep * N``.
+
+    Args:
+      num_models: M >= 2.
+      num_examples: N >= 1.
+      pkeep: fraction of models that train on each example, strictly in (0, 1).
+      seed: the masks are a pure function of (M, N, pkeep, seed).
+
+    Returns:
+      bool array [M, N].
+    """
+    if num_models < 2:
+        raise ConfigError(f"masks.models = {num_models}: need at least 2 models (target + shadow)")
+    if num_examples < 1:
+        raise ConfigError(f"pool has {num_examples} examples; it needs at least one")
+    if not 0.0 < pkeep < 1.0:
+        raise ConfigError(f"masks.pkeep = {pkeep} must lie strictly between 0 and 1 (e.g. 0.5)")
+    k = round(pkeep * num_models)
+    if not 0 < k < num_models:
+        raise ConfigError(
+            f"pkeep * models rounds to {k} of {num_models}: each example needs at least one IN "
+            "and one OUT model; use more models"
+        )
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x6D61736B]))
+    uniforms = rng.uniform(size=(num_models, num_examples))
+    rank = uniforms.argsort(axis=0).argsort(axis=0)
+    return rank < k
+
+
+def check_masks(keep: np.ndarray, num_examples: int | None = None) -> None:
+    """Raises if ``keep`` is not a bool [M, N] mask with at least one IN and OUT model each."""
+    if keep.ndim != 2 or keep.dtype != np.bool_:
+        raise ConfigError(f"masks must be bool [M, N]; got {keep.dtype} {keep.shape}")
+    if num_examples is not None and keep.shape[1] != num_examples:
+        raise ConfigError(
+            f"masks cover {keep.shape[1]} examples but the pool has {num_examples}; "
+            "rebuild the masks for this pool"
+        )

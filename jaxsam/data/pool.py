@@ -1,0 +1,174 @@
+"""The Pool: the examples membership is defined over, in a fixed order, with stable ids."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+
+from jaxsam.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    """Pool examples plus held-out test points that no model trains on.
+
+    Attributes:
+      x: [N, H, W, C] uint8 images or [N, D] float32 features.
+      y: [N] int32 labels in [0, num_classes).
+      ids: [N] int64 stable ids (the index within ``origin_split`` of the source).
+      test_x, test_y, test_ids: held-out points, same layout ([T, ...], may have T = 0).
+      num_classes: C.
+      mean, std: [channels] float32 per-channel normalisation (images: of x / 255).
+      kind: ``image`` or ``tabular``.
+      dataset: source name; ``pool_split`` / ``test_split``: the split names they came from.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    ids: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    test_ids: np.ndarray
+    num_classes: int
+    mean: np.ndarray
+    std: np.ndarray
+    kind: str
+    dataset: str
+    pool_split: str
+    test_split: str | None
+
+    @property
+    def size(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def fingerprint(self) -> str:
+        """sha256 over dataset name, ids and labels: detects a pool that changed under a run."""
+        h = hashlib.sha256()
+        h.update(f"{self.dataset}/{self.pool_split}".encode())
+        h.update(np.ascontiguousarray(self.ids, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(self.y, dtype=np.int32).tobytes())
+        return h.hexdigest()
+
+    def origin(self) -> dict:
+        """JSON-able description of where the pool came from (stored in the run directory)."""
+        return {
+            "dataset": self.dataset,
+            "pool_split": self.pool_split,
+            "test_split": self.test_split,
+            "pool_size": self.size,
+            "test_size": int(self.test_x.shape[0]),
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "kind": self.kind,
+            "fingerprint": self.fingerprint(),
+        }
+
+
+def channel_stats(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of images scaled to [0, 1] (or of tabular features).
+
+    Returns two float32 arrays [channels] ([D] for tabular data); std is floored at 1e-6.
+    """
+    if kind == "image":
+        flat = x.reshape(-1, x.shape[-1]).astype(np.float64) / 255.0
+    else:
+        flat = x.reshape(x.shape[0], -1).astype(np.float64)
+    mean = flat.mean(axis=0)
+    std = np.maximum(flat.std(axis=0), 1e-6)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _check_arrays(x: np.ndarray, y: np.ndarray, what: str) -> None:
+    if x.shape[0] != y.shape[0]:
+        raise DataError(
+            f"{what}: {x.shape[0]} inputs but {y.shape[0]} labels; images and labels must have "
+            "the same length (check the source files)"
+        )
+    if y.ndim != 1:
+        raise DataError(f"{what}: labels must be 1-D [N], got shape {y.shape}")
+
+
+def make_pool(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    test_x: np.ndarray | None = None,
+    test_y: np.ndarray | None = None,
+    ids: np.ndarray | None = None,
+    test_ids: np.ndarray | None = None,
+    num_classes: int | None = None,
+    kind: str | None = None,
+    dataset: str = "arrays",
+    pool_split: str = "train",
+    test_split: str | None = "test",
+    pool_size: int | None = None,
+    test_size: int | None = None,
+    seed: int = 0,
+) -> Pool:
+    """Builds a :class:`Pool` from arrays, checking shapes and subsampling reproducibly.
+
+    ``pool_size`` / ``test_size`` take a seeded random subset (kept in source order, so ids
+    stay sorted). Images must be uint8 [N, H, W, C]; anything else is treated as tabular
+    float32 [N, D].
+    """
+    _check_arrays(x, y, f"{dataset}/{pool_split}")
+    if test_x is None:
+        test_x = x[:0]
+        test_y = y[:0]
+    _check_arrays(test_x, test_y, f"{dataset}/{test_split}")
+    if kind is None:
+        kind = "image" if (x.dtype == np.uint8 and x.ndim == 4) else "tabular"
+    if kind == "tabular":
+        x = x.reshape(x.shape[0], -1).astype(np.float32)
+        test_x = test_x.reshape(test_x.shape[0], -1).astype(np.float32)
+    ids = np.arange(x.shape[0], dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
+    if test_ids is None:
+        test_ids = np.arange(test_x.shape[0], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+
+    def subsample(n_total: int, n: int | None, split: str) -> np.ndarray:
+        if n is None:
+            return np.arange(n_total)
+        if n > n_total:
+            raise DataError(
+                f"asked for {n} examples from {dataset}/{split}, which has only {n_total}; "
+                f"set the size to at most {n_total}"
+            )
+        return np.sort(rng.choice(n_total, size=n, replace=False))
+
+    sel = subsample(x.shape[0], pool_size, pool_split)
+    tsel = subsample(test_x.shape[0], test_size, test_split or "test")
+    x, y, ids = x[sel], y[sel], ids[sel]
+    test_x, test_y, test_ids = test_x[tsel], test_y[tsel], test_ids[tsel]
+    y = y.astype(np.int32)
+    test_y = test_y.astype(np.int32)
+    if num_classes is None:
+        num_classes = int(max(y.max(initial=0), test_y.max(initial=0))) + 1
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise DataError(
+            f"{dataset}: labels must lie in [0, {num_classes}); got {y.min()}..{y.max()}"
+        )
+    if x.shape[0] == 0:
+        raise DataError(f"{dataset}/{pool_split} is empty; choose a split with examples")
+    mean, std = channel_stats(x, kind)
+    return Pool(
+        x=x,
+        y=y,
+        ids=ids,
+        test_x=test_x,
+        test_y=test_y,
+        test_ids=test_ids,
+        num_classes=int(num_classes),
+        mean=mean,
+        std=std,
+        kind=kind,
+        dataset=dataset,
+        pool_split=pool_split,
+        test_split=test_split,
+    )
