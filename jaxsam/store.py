@@ -1,0 +1,390 @@
+"""The run directory: the only code that reads and writes it.
+
+Layout of ``RUN/`` (format ``jaxsam-run``, version 1)::
+
+    config.json      the full resolved config (``jaxsam train --config RUN/config.json``)
+    run.json         format, version, status, shapes, pool origin, fingerprints, failed models
+    masks/           orbax: keep bool [M, N], pool ids int64 [N], labels int32 [N]
+    logits/          orbax: logits [M, N, A, C] (float32 or bfloat16), labels [N],
+                     test_logits [M, T, A, C], test_labels [T]
+    logits.json      query names, dtype, which parameters (final), masks fingerprint
+    metrics.json     per-model train/test accuracy and losses
+    checkpoints/     orbax CheckpointManager (resume)
+    COMPLETE         written last: the run is whole
+    report.json, report.md, scores/, plots/, analysis.json   (written by score / analyze)
+
+Arrays go through orbax-checkpoint, metadata through JSON; nothing is pickled. Every write of
+a JSON file is atomic (write then rename); orbax finalises its directories atomically. A run
+without ``COMPLETE`` is refused by :func:`load_run` with what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxsam import config as config_lib
+from jaxsam.errors import ConfigError, RunDirError
+
+RUN_FORMAT = "jaxsam-run"
+RUN_VERSION = 1
+COMPLETE = "COMPLETE"
+
+
+def _checkpointer():
+    import orbax.checkpoint as ocp
+
+    return ocp.StandardCheckpointer()
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Writes ``obj`` as indented JSON, atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise RunDirError(f"{path} is missing ({what}); the run directory is incomplete or damaged")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(
+            f"{path} is not valid JSON ({e}); the file is damaged: rerun or restore it"
+        ) from e
+
+
+def save_arrays(path: Path, tree: dict[str, np.ndarray]) -> None:
+    """Saves a flat dict of arrays with orbax, replacing ``path``; waits until it is on disk."""
+    if path.exists():
+        shutil.rmtree(path)
+    ckpt = _checkpointer()
+    ckpt.save(path.absolute(), {k: np.asarray(v) for k, v in tree.items()})
+    ckpt.wait_until_finished()
+
+
+def load_arrays(path: Path, what: str) -> dict[str, np.ndarray]:
+    """Restores a flat dict of arrays saved by :func:`save_arrays` as numpy arrays."""
+    if not path.is_dir():
+        raise RunDirError(f"{path} is missing ({what}); the run directory is incomplete or damaged")
+    try:
+        tree = _checkpointer().restore(path.absolute())
+    except Exception as e:  # orbax/tensorstore raise many types for damaged data
+        raise RunDirError(
+            f"{path} ({what}) cannot be read: {type(e).__name__}: {str(e).splitlines()[0][:200]}; "
+            "the files are damaged: rerun the job or restore the directory"
+        ) from e
+    return {k: np.asarray(v) for k, v in tree.items()}
+
+
+def masks_fingerprint(pool_fingerprint: str, keep: np.ndarray) -> str:
+    """sha256 over the pool's fingerprint and the mask bits: ties logits to their masks."""
+    h = hashlib.sha256(pool_fingerprint.encode())
+    h.update(np.packbits(np.asarray(keep, bool), axis=None).tobytes())
+    h.update(str(keep.shape).encode())
+    return h.hexdigest()
+
+
+def _config_dict(config: config_lib.Config) -> dict:
+    return config_lib.to_dict(config)
+
+
+def prepare_run_dir(
+    path: str | Path, config: config_lib.Config, *, overwrite: bool = False
+) -> Path:
+    """Creates ``path`` for a new run of ``config``, or explains why it cannot.
+
+    Refuses (without touching anything) a directory that holds a different run, an unfinished
+    run of this config (resume it instead), or unrelated files, unless ``overwrite``.
+    Checks that the directory is writable before anything runs.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path} exists and is not a directory; choose another --out")
+    if path.is_dir() and any(path.iterdir()):
+        if overwrite:
+            shutil.rmtree(path)
+        else:
+            info_path = path / "config.json"
+            if not info_path.is_file():
+                raise RunDirError(
+                    f"{path} is not empty and holds no jaxsam run; choose another --out or "
+                    "pass --overwrite to replace its contents"
+                )
+            existing = json.loads(info_path.read_text())
+            if existing != _config_dict(config):
+                raise RunDirError(
+                    f"{path} already holds a different run (its config.json differs); choose "
+                    "another --out or pass --overwrite to replace it"
+                )
+            if not (path / COMPLETE).exists():
+                raise RunDirError(
+                    f"{path} holds an unfinished run of this config; continue it with "
+                    f"`jaxsam train --resume {path}` or pass --overwrite to start over"
+                )
+            raise RunDirError(
+                f"{path} already holds this finished run; score it with `jaxsam score {path}` "
+                "or pass --overwrite to train it again"
+            )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise RunDirError(f"cannot write to {path} ({e.strerror}); choose a writable --out") from e
+    return path
+
+
+def start_run(
+    path: Path,
+    config: config_lib.Config,
+    pool_origin: dict,
+    keep: np.ndarray,
+    ids: np.ndarray,
+    labels: np.ndarray,
+) -> str:
+    """Writes config, masks and the run header; returns the masks fingerprint."""
+    write_json(path / "config.json", _config_dict(config))
+    save_arrays(path / "masks", {"keep": keep, "ids": ids, "labels": labels})
+    fingerprint = masks_fingerprint(pool_origin["fingerprint"], keep)
+    write_json(
+        path / "run.json",
+        {
+            "format": RUN_FORMAT,
+            "version": RUN_VERSION,
+            "status": "training",
+            "models": int(keep.shape[0]),
+            "examples": int(keep.shape[1]),
+            "pool": pool_origin,
+            "masks_fingerprint": fingerprint,
+            "failed_models": [],
+        },
+    )
+    return fingerprint
+
+
+def check_resumable(
+    path: Path, config: config_lib.Config, pool_origin: dict, keep: np.ndarray
+) -> None:
+    """Checks that ``path`` holds an unfinished run of exactly this config, pool and masks."""
+    if not (path / "run.json").is_file():
+        raise RunDirError(f"{path} holds no run to resume; start it with `jaxsam train --out`")
+    existing = read_json(path / "config.json", "config")
+    if existing != _config_dict(config):
+        raise RunDirError(f"{path}/config.json differs from the config being resumed")
+    info = read_json(path / "run.json", "run header")
+    if info.get("masks_fingerprint") != masks_fingerprint(pool_origin["fingerprint"], keep):
+        raise RunDirError(
+            f"{path} was started on another pool or other masks (fingerprint mismatch); "
+            "the data changed since: start a new run"
+        )
+
+
+def update_run_info(path: Path, **fields: Any) -> dict:
+    info = read_json(path / "run.json", "run header")
+    info.update(fields)
+    write_json(path / "run.json", info)
+    return info
+
+
+def finish_run(
+    path: Path,
+    *,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    query_names: list[str],
+    test_logits: np.ndarray,
+    test_labels: np.ndarray,
+    metrics: dict,
+    failed_models: list[int],
+    logits_dtype: str = "float32",
+) -> None:
+    """Writes logits and metrics, then marks the run complete (``COMPLETE`` last)."""
+    info = read_json(path / "run.json", "run header")
+    m, n = info["models"], info["examples"]
+    if logits.shape[:2] != (m, n) or logits.ndim != 4:
+        raise RunDirError(f"logits have shape {logits.shape}; this run needs [{m}, {n}, A, C]")
+    if len(query_names) != logits.shape[2]:
+        raise RunDirError(f"{len(query_names)} query names for {logits.shape[2]} query views")
+    (path / COMPLETE).unlink(missing_ok=True)
+    cast = (lambda a: a.astype(np.float32)) if logits_dtype == "float32" else _to_bf16
+    save_arrays(
+        path / "logits",
+        {
+            "logits": cast(logits),
+            "labels": labels,
+            "test_logits": cast(test_logits),
+            "test_labels": test_labels,
+        },
+    )
+    write_json(
+        path / "logits.json",
+        {
+            "shape": list(logits.shape),
+            "test_shape": list(test_logits.shape),
+            "dtype": logits_dtype,
+            "query_names": list(query_names),
+            "parameters": "final",
+            "batch_norm": "inference mode (running statistics)",
+            "masks_fingerprint": info["masks_fingerprint"],
+        },
+    )
+    write_json(path / "metrics.json", metrics)
+    update_run_info(
+        path,
+        status="complete",
+        failed_models=sorted(int(i) for i in failed_models),
+        queries=int(logits.shape[2]),
+        classes=int(logits.shape[3]),
+    )
+    (path / COMPLETE).write_text("logits and metrics written\n")
+
+
+def _to_bf16(a: np.ndarray) -> np.ndarray:
+    import ml_dtypes
+
+    return a.astype(ml_dtypes.bfloat16)
+
+
+@dataclasses.dataclass
+class Run:
+    """A finished run directory, read back. Arrays are loaded on first access.
+
+    Attributes:
+      path: the directory.
+      name: its base name (``sgd``, ``sam`` in a demo).
+      config: the resolved :class:`jaxsam.config.Config`.
+      info: ``run.json`` (format, shapes, pool origin, fingerprints, failed models).
+      keep: bool [M, N] membership masks.
+      labels: int32 [N] pool labels.
+      logits: float32 [M, N, A, C] (bfloat16 on disk is widened on read).
+      test_logits: float32 [M, T, A, C]; test_labels: int32 [T].
+      query_names: the A query-view names.
+      metrics: per-model accuracies.
+      failed_models: indices of models excluded after divergence.
+    """
+
+    path: Path
+    config: config_lib.Config
+    info: dict
+    keep: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+    query_names: list[str]
+    metrics: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def failed_models(self) -> list[int]:
+        return list(self.info.get("failed_models", []))
+
+    @functools.cached_property
+    def _logit_arrays(self) -> dict[str, np.ndarray]:
+        arrays = load_arrays(self.path / "logits", "logits")
+        for key in ("logits", "labels", "test_logits", "test_labels"):
+            if key not in arrays:
+                raise RunDirError(f"{self.path / 'logits'} has no '{key}' array; rerun the job")
+        m, n = self.keep.shape
+        lg = arrays["logits"]
+        if lg.ndim != 4 or lg.shape[:2] != (m, n):
+            raise RunDirError(
+                f"{self.path / 'logits'} holds logits of shape {lg.shape} but the masks are "
+                f"[{m}, {n}]: logits and masks come from different runs; rerun the job"
+            )
+        if not np.array_equal(arrays["labels"], self.labels):
+            raise RunDirError(f"labels in {self.path / 'logits'} differ from the masks' labels")
+        arrays["logits"] = lg.astype(np.float32)
+        arrays["test_logits"] = arrays["test_logits"].astype(np.float32)
+        return arrays
+
+    @property
+    def logits(self) -> np.ndarray:
+        return self._logit_arrays["logits"]
+
+    @property
+    def test_logits(self) -> np.ndarray:
+        return self._logit_arrays["test_logits"]
+
+    @property
+    def test_labels(self) -> np.ndarray:
+        return self._logit_arrays["test_labels"]
+
+    def read_json(self, name: str) -> Any | None:
+        """Reads ``RUN/name`` (e.g. ``report.json``), or None if it does not exist."""
+        p = self.path / name
+        return read_json(p, name) if p.exists() else None
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        p = self.path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_json(p, obj)
+        return p
+
+
+def load_run(path: str | Path) -> Run:
+    """Reads a finished run directory, checking format, version, completeness and shapes.
+
+    Raises:
+      RunDirError: naming the missing or damaged file and what to do.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"run directory {path} does not exist; pass the --out of a jaxsam run")
+    info = read_json(path / "run.json", "run header")
+    if info.get("format") != RUN_FORMAT:
+        raise RunDirError(f"{path} is not a jaxsam run directory (run.json has no jaxsam format)")
+    if info.get("version") != RUN_VERSION:
+        raise RunDirError(
+            f"{path} has run-directory version {info.get('version')}, this jaxsam reads "
+            f"{RUN_VERSION}; use the jaxsam version that wrote it"
+        )
+    if not (path / COMPLETE).exists():
+        missing = [n for n in ("logits", "logits.json", "metrics.json") if not (path / n).exists()]
+        raise RunDirError(
+            f"{path} is not complete (missing: {', '.join(missing) or 'COMPLETE marker'}); "
+            f"finish it with `jaxsam train --resume {path}`"
+        )
+    try:
+        config = config_lib.from_dict(read_json(path / "config.json", "config"))
+    except ConfigError as e:
+        raise RunDirError(f"{path / 'config.json'} is not a valid config: {e}") from e
+    masks = load_arrays(path / "masks", "masks")
+    if "keep" not in masks or masks["keep"].ndim != 2:
+        raise RunDirError(f"{path / 'masks'} holds no [M, N] 'keep' mask; rerun the job")
+    keep = masks["keep"].astype(bool)
+    if keep.shape != (info["models"], info["examples"]):
+        raise RunDirError(
+            f"{path / 'masks'} has shape {keep.shape}, run.json says "
+            f"[{info['models']}, {info['examples']}]; the directory mixes two runs"
+        )
+    if masks_fingerprint(info["pool"]["fingerprint"], keep) != info["masks_fingerprint"]:
+        raise RunDirError(f"{path / 'masks'} does not match the fingerprint in run.json; rerun")
+    logits_info = read_json(path / "logits.json", "logits metadata")
+    if logits_info.get("masks_fingerprint") != info["masks_fingerprint"]:
+        raise RunDirError(
+            f"{path / 'logits'} were computed under other masks (fingerprint mismatch); "
+            "logits and masks of different runs cannot be combined: rerun the job"
+        )
+    return Run(
+        path=path,
+        config=config,
+        info=info,
+        keep=keep,
+        labels=masks["labels"].astype(np.int32),
+        ids=masks["ids"],
+        query_names=list(logits_info["query_names"]),
+        metrics=read_json(path / "metrics.json", "per-model metrics"),
+    )

@@ -1,0 +1,53 @@
+"""Logits of every model on every pool example under every query view: [M, N, A, C]."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsam.data.augment import normalize, query_views
+from jaxsam.train.setup import TrainSetup
+
+
+def make_logits_fn(setup: TrainSetup, mean: jax.Array, std: jax.Array, kind: str, queries: int):
+    """Returns jitted ``f(params, batch_stats, x) -> [M, B, A, C]`` float32.
+
+    ``params`` / ``batch_stats`` are stacked [M, ...]; ``x`` [B, ...] is one batch of raw pool
+    inputs shared by all models. BatchNorm runs in inference mode (running statistics).
+    """
+    model, has_bn = setup.model, setup.has_batch_norm
+
+    def one_model(params, batch_stats, x):
+        views = query_views(x, queries)  # [A, B, ...]
+        a, b = views.shape[:2]
+        flat = normalize(views.reshape(a * b, *views.shape[2:]), mean, std, kind)
+        variables = {"params": params}
+        if has_bn:
+            variables["batch_stats"] = batch_stats
+        logits = model.apply(variables, flat, train=False).astype(jnp.float32)
+        return logits.reshape(a, b, -1).transpose(1, 0, 2)
+
+    return jax.jit(jax.vmap(one_model, in_axes=(0, 0, None)))
+
+
+def compute_logits(
+    logits_fn, params, batch_stats, x: jax.Array, batch_size: int = 256
+) -> np.ndarray:
+    """Runs ``logits_fn`` over ``x`` [N, ...] in batches; returns host float32 [M, N, A, C]."""
+    n = x.shape[0]
+    if n == 0:
+        m = jax.tree.leaves(params)[0].shape[0]
+        probe = logits_fn(params, batch_stats, jnp.zeros((1, *x.shape[1:]), x.dtype))
+        return np.zeros((m, 0, *probe.shape[2:]), np.float32)
+    parts = []
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        batch = x[start:stop]
+        if stop - start < batch_size and n > batch_size:
+            # Pad the last batch so that one compiled shape serves every batch.
+            pad = batch_size - (stop - start)
+            batch = jnp.concatenate([batch, jnp.repeat(batch[-1:], pad, axis=0)], axis=0)
+        out = logits_fn(params, batch_stats, batch)
+        parts.append(np.asarray(out[:, : stop - start]))
+    return np.concatenate(parts, axis=1)

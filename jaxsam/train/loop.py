@@ -1,0 +1,254 @@
+"""The training loop: masks -> M models trained at once -> logits in a run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsam import store
+from jaxsam.config import Config, validate
+from jaxsam.data import load_pool, make_masks
+from jaxsam.data.augment import query_names
+from jaxsam.data.pool import Pool
+from jaxsam.errors import DivergenceError
+from jaxsam.train import checkpoint as ckpt_lib
+from jaxsam.train.logits import compute_logits, make_logits_fn
+from jaxsam.train.setup import TrainSetup, make_setup
+from jaxsam.train.state import EnsembleState, init_ensemble, model_keys
+from jaxsam.train.step import make_train_steps
+from jaxsam.train.strategies import make_ensemble_fn
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What training leaves behind (before export)."""
+
+    state: EnsembleState
+    setup: TrainSetup
+    losses: np.ndarray  # [M] final-call mean loss
+    train_acc: np.ndarray  # [M] final-call mean batch accuracy
+    failed_models: list[int]
+    seconds: float
+
+
+class _Progress:
+    """A tqdm bar with steps/s, or silence."""
+
+    def __init__(self, total: int, initial: int, enabled: bool, desc: str):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=total, initial=initial, desc=desc, unit="step", leave=True, dynamic_ncols=True
+            )
+
+    def update(self, n: int, loss: float, acc: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", refresh=False)
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _call_plan(
+    start: int, total: int, spe: int, steps_per_call: int | None
+) -> list[tuple[int, int]]:
+    """Splits steps [start, total) into (step0, num_steps) calls that never cross an epoch."""
+    per_call = min(steps_per_call or spe, spe)
+    plan = []
+    step = start
+    while step < total:
+        epoch_end = (step // spe + 1) * spe
+        n = min(per_call, epoch_end - step, total - step)
+        plan.append((step, n))
+        step += n
+    return plan
+
+
+def train_ensemble(
+    config: Config,
+    pool: Pool,
+    keep: np.ndarray,
+    *,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    desc: str = "train",
+) -> TrainResult:
+    """Trains ``M = keep.shape[0]`` models at once on their own subsets of ``pool``.
+
+    Args:
+      config: the run config (validated).
+      pool: the data pool; its arrays are put on the device once.
+      keep: bool [M, N] membership masks.
+      run_dir: where checkpoints go (``None``: no checkpoints).
+      resume: continue from the newest complete checkpoint in ``run_dir``.
+      progress: show a progress bar (default: ``config.train.progress``).
+      desc: progress-bar label.
+    """
+    t = config.train
+    m = keep.shape[0]
+    setup = make_setup(config, pool, keep)
+    mean, std = jnp.asarray(pool.mean), jnp.asarray(pool.std)
+    state = init_ensemble(setup.model, setup.tx, m, pool.input_shape, t.seed)
+    manager = None
+    failed: set[int] = set()
+    if run_dir is not None:
+        manager = ckpt_lib.make_manager(run_dir / "checkpoints", config)
+        if resume:
+            restored = ckpt_lib.restore_latest(manager, state)
+            if restored is not None:
+                state, failed = restored[0], set(restored[1])
+
+    fn = make_train_steps(setup, mean, std, pool.kind, t.batch_size)
+    ensemble_fn = make_ensemble_fn(fn, t.strategy, m, t.chunk_size)
+    shared = (jax.device_put(pool.x), jax.device_put(pool.y))
+    model_data = (jnp.asarray(keep), model_keys(t.seed, m, 1), model_keys(t.seed, m, 2))
+    start = int(state.step)
+    plan = _call_plan(start, setup.total_steps, setup.steps_per_epoch, t.steps_per_call)
+    bar = _Progress(setup.total_steps, start, t.progress if progress is None else progress, desc)
+    losses = np.zeros(m, np.float32)
+    accs = np.zeros(m, np.float32)
+    t0 = time.perf_counter()
+    last_ckpt = time.monotonic()
+    model_state = (state.params, state.batch_stats, state.opt_state)
+    try:
+        for step0, n in plan:
+            model_state, (loss_hist, acc_hist) = ensemble_fn(
+                model_state, model_data, shared, jnp.int32(step0), n
+            )
+            loss_hist = np.asarray(loss_hist)
+            bad = ~np.isfinite(loss_hist).all(axis=1)
+            for i in np.flatnonzero(bad):
+                if int(i) in failed:
+                    continue
+                s = step0 + int(np.argmax(~np.isfinite(loss_hist[i])))
+                lr = float(setup.schedule(s))
+                msg = (
+                    f"model {int(i)} diverged at step {s} (learning rate {lr:.4g}): its loss is "
+                    f"{loss_hist[i][~np.isfinite(loss_hist[i])][0]}; lower optim.learning_rate "
+                    "or set train.on_divergence = 'exclude' to drop diverged models"
+                )
+                if t.on_divergence == "stop":
+                    raise DivergenceError(msg)
+                print(f"warning: {msg}; excluded from scoring")
+                failed.add(int(i))
+            losses = loss_hist.mean(axis=1)
+            accs = np.asarray(acc_hist).mean(axis=1)
+            ok = [i for i in range(m) if i not in failed] or list(range(m))
+            bar.update(n, float(losses[ok].mean()), float(accs[ok].mean()))
+            done = step0 + n
+            if manager is not None and ckpt_lib.due(
+                done,
+                setup.total_steps,
+                t.checkpoint_every_steps,
+                t.checkpoint_every_minutes,
+                last_ckpt,
+            ):
+                state = EnsembleState(jnp.int32(done), *model_state)
+                ckpt_lib.save(manager, state, sorted(failed))
+                last_ckpt = time.monotonic()
+    finally:
+        bar.close()
+        if manager is not None:
+            manager.wait_until_finished()
+    state = EnsembleState(jnp.int32(setup.total_steps), *model_state)
+    jax.block_until_ready(state.params)
+    return TrainResult(state, setup, losses, accs, sorted(failed), time.perf_counter() - t0)
+
+
+def export_logits(result: TrainResult, pool: Pool, queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of all models on the pool and the test points: ([M, N, A, C], [M, T, A, C])."""
+    fn = make_logits_fn(
+        result.setup, jnp.asarray(pool.mean), jnp.asarray(pool.std), pool.kind, queries
+    )
+    p, bs = result.state.params, result.state.batch_stats
+    pool_logits = compute_logits(fn, p, bs, jax.device_put(pool.x))
+    test_logits = compute_logits(fn, p, bs, jax.device_put(pool.test_x))
+    return pool_logits, test_logits
+
+
+def accuracy_metrics(
+    pool_logits: np.ndarray,
+    labels: np.ndarray,
+    keep: np.ndarray,
+    test_logits: np.ndarray,
+    test_labels: np.ndarray,
+) -> dict:
+    """Per-model accuracy (identity view) on IN points, OUT pool points and held-out points."""
+    correct = pool_logits[:, :, 0, :].argmax(-1) == labels[None]
+    train = (correct & keep).sum(1) / np.maximum(keep.sum(1), 1)
+    out = (correct & ~keep).sum(1) / np.maximum((~keep).sum(1), 1)
+    if test_logits.shape[1]:
+        held = (test_logits[:, :, 0, :].argmax(-1) == test_labels[None]).mean(1)
+    else:
+        held = np.full(keep.shape[0], np.nan)
+    return {
+        "train_accuracy": train.tolist(),
+        "test_accuracy": out.tolist(),
+        "heldout_accuracy": [None if np.isnan(v) else float(v) for v in held],
+        "mean_train_accuracy": float(train.mean()),
+        "mean_test_accuracy": float(out.mean()),
+        "mean_heldout_accuracy": None if np.isnan(held).all() else float(np.nanmean(held)),
+    }
+
+
+def train_and_export(
+    config: Config,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool | None = None,
+    desc: str | None = None,
+) -> store.Run:
+    """The whole expensive part: pool, masks, training, logits, into run directory ``out``.
+
+    Returns the finished run, read back through :func:`jaxsam.store.load_run`.
+    """
+    config = validate(config)
+    out = Path(out)
+    pool = load_pool(config.data)
+    keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
+    if resume:
+        store.check_resumable(out, config, pool.origin(), keep)
+    else:
+        store.prepare_run_dir(out, config, overwrite=overwrite)
+        store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
+    result = train_ensemble(
+        config,
+        pool,
+        keep,
+        run_dir=out,
+        resume=resume,
+        progress=progress,
+        desc=desc or f"{config.optim.name} x{config.masks.models}",
+    )
+    pool_logits, test_logits = export_logits(result, pool, config.data.query_augment)
+    metrics = accuracy_metrics(pool_logits, pool.y, keep, test_logits, pool.test_y)
+    metrics.update(
+        final_batch_loss=result.losses.tolist(),
+        train_seconds=result.seconds,
+        steps=result.setup.total_steps,
+        steps_per_epoch=result.setup.steps_per_epoch,
+        failed_models=result.failed_models,
+    )
+    store.finish_run(
+        out,
+        logits=pool_logits,
+        labels=pool.y,
+        query_names=query_names(config.data.query_augment),
+        test_logits=test_logits,
+        test_labels=pool.test_y,
+        metrics=metrics,
+        failed_models=result.failed_models,
+    )
+    return store.load_run(out)

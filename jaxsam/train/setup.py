@@ -1,0 +1,80 @@
+"""From a config to the pieces the loop needs: model, optimizer, schedule, step counts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import numpy as np
+import optax
+
+from jaxsam.config import Config
+from jaxsam.data.augment import resolve_train_augment
+from jaxsam.data.pool import Pool
+from jaxsam.models import make_model
+from jaxsam.optim.factory import make_optimizer
+from jaxsam.train.batches import steps_per_epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSetup:
+    """Everything derived from (config, pool, masks) that the training loop uses."""
+
+    model: nn.Module
+    tx: optax.GradientTransformationExtraArgs
+    schedule: optax.Schedule
+    steps_per_epoch: int
+    total_steps: int
+    augment: str
+    has_batch_norm: bool
+
+
+def make_schedule(config: Config, total_steps: int, spe: int) -> optax.Schedule:
+    """The learning-rate schedule over ``total_steps`` (linear warm-up, then the named decay)."""
+    o = config.optim
+    warmup = min(int(round(o.warmup_epochs * spe)), max(total_steps - 1, 0))
+    decay_steps = max(total_steps - warmup, 1)
+    if o.schedule == "constant":
+        main = optax.constant_schedule(o.learning_rate)
+    elif o.schedule == "linear":
+        main = optax.linear_schedule(o.learning_rate, 0.0, decay_steps)
+    else:
+        main = optax.cosine_decay_schedule(o.learning_rate, decay_steps)
+    if warmup == 0:
+        return main
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, o.learning_rate, warmup), main], [warmup]
+    )
+
+
+def make_setup(config: Config, pool: Pool, keep: np.ndarray) -> TrainSetup:
+    """Builds model, optimizer and schedule for ``config`` on ``pool`` with masks ``keep``."""
+    spe = steps_per_epoch(keep, config.train.batch_size)
+    total = spe * config.train.epochs
+    schedule = make_schedule(config, total, spe)
+    o = config.optim
+    tx = make_optimizer(
+        o.name,
+        learning_rate=schedule,
+        momentum=o.momentum,
+        weight_decay=o.weight_decay,
+        rho=o.rho,
+        **o.extra,
+    )
+    m = config.model
+    model = make_model(m.name, pool.num_classes, width=m.width, depth=m.depth, dtype=m.dtype)
+    import jax
+    import jax.numpy as jnp
+
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, *pool.input_shape)), train=False)
+    )
+    return TrainSetup(
+        model=model,
+        tx=tx,
+        schedule=schedule,
+        steps_per_epoch=spe,
+        total_steps=total,
+        augment=resolve_train_augment(config.data.train_augment, pool.kind, pool.dataset),
+        has_batch_norm="batch_stats" in shapes,
+    )

@@ -1,0 +1,87 @@
+"""One model's training steps, written for a single model and mapped over the model axis."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxsam.data.augment import normalize, train_augment
+from jaxsam.train.batches import batch_indices, epoch_order
+from jaxsam.train.setup import TrainSetup
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example softmax cross-entropy: logits [B, C], int labels [B] -> [B] (nats)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def make_train_steps(
+    setup: TrainSetup, mean: jax.Array, std: jax.Array, kind: str, batch_size: int
+):
+    """Returns ``train_steps(model_state, model_data, shared, step0, num_steps)`` for ONE model.
+
+    ``model_state`` = (params, batch_stats, opt_state); ``model_data`` = (keep_row [N] bool,
+    order_key, augment_key); ``shared`` = (x_pool [N, ...], y_pool [N]) is the same for every
+    model. The function runs ``num_steps`` steps starting at global step ``step0`` (all inside
+    one epoch) under ``lax.scan`` and returns the new model state and per-step (loss, accuracy)
+    arrays [num_steps] float32.
+
+    BatchNorm rule: the running statistics come from the clean forward pass; the SAM family's
+    second (perturbed) pass only contributes its gradient.
+    """
+    model, tx, spe = setup.model, setup.tx, setup.steps_per_epoch
+    has_bn = setup.has_batch_norm
+
+    def loss_fn(params, batch_stats, x, y):
+        variables = {"params": params}
+        if has_bn:
+            variables["batch_stats"] = batch_stats
+            logits, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+            new_stats = updated["batch_stats"]
+        else:
+            logits = model.apply(variables, x, train=True)
+            new_stats = batch_stats
+        loss = cross_entropy(logits, y).mean()
+        return loss, (new_stats, logits)
+
+    def one_step(carry, step, keep_row, order, num_in, aug_key, x_pool, y_pool):
+        params, batch_stats, opt_state = carry
+        idx = batch_indices(order, num_in, step % spe, batch_size)
+        x = train_augment(jax.random.fold_in(aug_key, step), x_pool[idx], setup.augment)
+        x = normalize(x, mean, std, kind)
+        y = y_pool[idx]
+        grad_loss = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, (new_stats, logits)), grads = grad_loss(params, batch_stats, x, y)
+
+        def grad_fn(p):
+            return jax.grad(loss_fn, has_aux=True)(p, batch_stats, x, y)
+
+        updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn)
+        params = optax.apply_updates(params, updates)
+        acc = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
+        return (params, new_stats, opt_state), (loss.astype(jnp.float32), acc)
+
+    def train_steps(
+        model_state: Any, model_data: Any, shared: Any, step0: jax.Array, num_steps: int
+    ):
+        keep_row, order_key, aug_key = model_data
+        x_pool, y_pool = shared
+        order = epoch_order(order_key, keep_row, step0 // spe)
+        num_in = jnp.sum(keep_row.astype(jnp.int32))
+        body = functools.partial(
+            one_step,
+            keep_row=keep_row,
+            order=order,
+            num_in=num_in,
+            aug_key=aug_key,
+            x_pool=x_pool,
+            y_pool=y_pool,
+        )
+        steps = step0 + jnp.arange(num_steps)
+        return jax.lax.scan(lambda c, s: body(c, s), model_state, steps)
+
+    return train_steps
