@@ -1,0 +1,5 @@
+import sys
+
+from jaxsam.cli import main
+
+sys.exit(main())
