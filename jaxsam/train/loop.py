@@ -82,6 +82,7 @@ def train_ensemble(
     resume: bool = False,
     progress: bool | None = None,
     desc: str = "train",
+    first_model: int = 0,
 ) -> TrainResult:
     """Trains ``M = keep.shape[0]`` models at once on their own subsets of ``pool``.
 
@@ -93,12 +94,14 @@ def train_ensemble(
       resume: continue from the newest complete checkpoint in ``run_dir``.
       progress: show a progress bar (default: ``config.train.progress``).
       desc: progress-bar label.
+      first_model: global index of ``keep``'s first row, when training a slice of a larger
+        study (waves, hosts): model ``first_model + i`` draws the same keys as in a full run.
     """
     t = config.train
     m = keep.shape[0]
     setup = make_setup(config, pool, keep)
     mean, std = jnp.asarray(pool.mean), jnp.asarray(pool.std)
-    state = init_ensemble(setup.model, setup.tx, m, pool.input_shape, t.seed)
+    state = init_ensemble(setup.model, setup.tx, m, pool.input_shape, t.seed, first_model)
     manager = None
     failed: set[int] = set()
     if run_dir is not None:
@@ -111,7 +114,11 @@ def train_ensemble(
     fn = make_train_steps(setup, mean, std, pool.kind, t.batch_size)
     ensemble_fn = make_ensemble_fn(fn, t.strategy, m, t.chunk_size)
     shared = (jax.device_put(pool.x), jax.device_put(pool.y))
-    model_data = (jnp.asarray(keep), model_keys(t.seed, m, 1), model_keys(t.seed, m, 2))
+    model_data = (
+        jnp.asarray(keep),
+        model_keys(t.seed, m, 1, first_model),
+        model_keys(t.seed, m, 2, first_model),
+    )
     start = int(state.step)
     plan = _call_plan(start, setup.total_steps, setup.steps_per_epoch, t.steps_per_call)
     bar = _Progress(setup.total_steps, start, t.progress if progress is None else progress, desc)

@@ -32,14 +32,17 @@ class EnsembleState:
         return int(jax.tree.leaves(self.params)[0].shape[0])
 
 
-def model_keys(seed: int, num_models: int, purpose: int) -> jax.Array:
+def model_keys(seed: int, num_models: int, purpose: int, first_model: int = 0) -> jax.Array:
     """One PRNG key per model for ``purpose`` (0 init, 1 data order, 2 augmentation): [M] keys.
+
+    Model ``first_model + i`` gets key i, so a wave or a host that trains models
+    ``[first_model, first_model + num_models)`` of a larger study draws their exact streams.
 
     Keys depend only on (seed, model index, purpose), so a model's stream is the same whether
     it trains alone, in a chunk, on another device, or after a resume.
     """
     base = jax.random.fold_in(jax.random.key(seed), purpose)
-    return jax.vmap(lambda m: jax.random.fold_in(base, m))(jnp.arange(num_models))
+    return jax.vmap(lambda m: jax.random.fold_in(base, m))(first_model + jnp.arange(num_models))
 
 
 def init_ensemble(
@@ -48,6 +51,7 @@ def init_ensemble(
     num_models: int,
     input_shape: tuple[int, ...],
     seed: int,
+    first_model: int = 0,
 ) -> EnsembleState:
     """Initialises M models, each from its own key, and their optimizer states.
 
@@ -57,6 +61,7 @@ def init_ensemble(
       num_models: M.
       input_shape: shape of one input example (without batch).
       seed: run seed.
+      first_model: global index of the first model (waves, hosts).
     """
     dummy = jnp.zeros((1, *input_shape), jnp.float32)
 
@@ -66,7 +71,9 @@ def init_ensemble(
         batch_stats = variables.get("batch_stats", {})
         return params, batch_stats, tx.init(params)
 
-    params, batch_stats, opt_state = jax.jit(jax.vmap(init_one))(model_keys(seed, num_models, 0))
+    params, batch_stats, opt_state = jax.jit(jax.vmap(init_one))(
+        model_keys(seed, num_models, 0, first_model)
+    )
     return EnsembleState(
         step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state=opt_state
     )

@@ -1,0 +1,118 @@
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import jaxsam
+from jaxsam import store
+from jaxsam.errors import RunDirError
+
+from .conftest import tiny_config
+
+
+def test_load_run_exposes_contract(tiny_run):
+    run = jaxsam.load_run(tiny_run.path)
+    m, n = run.keep.shape
+    assert run.keep.dtype == bool and (m, n) == (4, 300)
+    assert run.logits.shape == (m, n, 1, 10) and run.logits.dtype == np.float32
+    assert run.labels.shape == (n,) and run.labels.dtype == np.int32
+    assert run.config == tiny_config()
+    assert run.query_names == ["identity"]
+    assert run.test_logits.shape == (m, 100, 1, 10)
+
+
+def test_round_trip_in_fresh_process_is_identical(tiny_run, tmp_path):
+    dump = tmp_path / "dump.npz"
+    code = (
+        "import sys, numpy as np, jaxsam; r = jaxsam.load_run(sys.argv[1]); "
+        "np.savez(sys.argv[2], keep=r.keep, logits=r.logits, labels=r.labels, "
+        "test_logits=r.test_logits)"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tiny_run.path), str(dump)], check=True)
+    with np.load(dump) as fresh:
+        np.testing.assert_array_equal(fresh["keep"], tiny_run.keep)
+        np.testing.assert_array_equal(fresh["logits"], tiny_run.logits)
+        np.testing.assert_array_equal(fresh["labels"], tiny_run.labels)
+        np.testing.assert_array_equal(fresh["test_logits"], tiny_run.test_logits)
+
+
+def test_save_and_load_arrays_bitwise(tmp_path):
+    rng = np.random.default_rng(0)
+    tree = {"a": rng.normal(size=(3, 4)).astype(np.float32), "b": rng.uniform(size=(5,)) > 0.5}
+    store.save_arrays(tmp_path / "arr", tree)
+    back = store.load_arrays(tmp_path / "arr", "test arrays")
+    for k, v in tree.items():
+        assert back[k].dtype == v.dtype
+        np.testing.assert_array_equal(back[k], v)
+
+
+@pytest.fixture
+def copied_run(tiny_run, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(tiny_run.path, dst)
+    return dst
+
+
+def test_copied_run_reads_back(copied_run, tiny_run):
+    np.testing.assert_array_equal(jaxsam.load_run(copied_run).logits, tiny_run.logits)
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (lambda p: shutil.rmtree(p / "logits"), "logits"),
+        (lambda p: (p / "COMPLETE").unlink(), "not complete"),
+        (lambda p: (p / "run.json").unlink(), "run.json is missing"),
+        (lambda p: (p / "run.json").write_text("{"), "run.json is not valid JSON"),
+        (lambda p: (p / "metrics.json").unlink(), "metrics.json is missing"),
+        (lambda p: shutil.rmtree(p / "masks"), "masks is missing"),
+    ],
+)
+def test_damaged_run_names_the_file(copied_run, damage, fragment):
+    damage(copied_run)
+    with pytest.raises(RunDirError, match=fragment):
+        run = jaxsam.load_run(copied_run)
+        run.logits  # noqa: B018 (logits load lazily)
+
+
+def test_corrupted_logits_bytes_are_reported(copied_run):
+    for f in (copied_run / "logits").rglob("*"):
+        if f.is_file() and f.stat().st_size > 100 and "d" in f.parent.name:
+            f.write_bytes(b"\0" * f.stat().st_size)
+    run = jaxsam.load_run(copied_run)
+    with pytest.raises(RunDirError, match="logits"):
+        run.logits  # noqa: B018
+
+
+def test_masks_from_another_run_are_refused(copied_run, tmp_path):
+    from jaxsam.train import train_and_export
+
+    other = train_and_export(tiny_config(**{"masks.seed": 5}), tmp_path / "other")
+    shutil.rmtree(copied_run / "logits")
+    shutil.copytree(other.path / "logits", copied_run / "logits")
+    shutil.copy(other.path / "logits.json", copied_run / "logits.json")
+    with pytest.raises(RunDirError, match="fingerprint"):
+        jaxsam.load_run(copied_run)
+
+
+def test_missing_directory_and_foreign_directory(tmp_path):
+    with pytest.raises(RunDirError, match="does not exist"):
+        jaxsam.load_run(tmp_path / "nothing")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "run.json").write_text('{"format": "other"}')
+    with pytest.raises(RunDirError, match="not a jaxsam run directory"):
+        jaxsam.load_run(tmp_path / "foreign")
+
+
+def test_prepare_refuses_different_run_and_keeps_it(tiny_run, copied_run):
+    other = tiny_config(**{"optim.name": "sam"})
+    before = sorted(p.name for p in copied_run.iterdir())
+    with pytest.raises(RunDirError, match="different run"):
+        store.prepare_run_dir(copied_run, other)
+    assert sorted(p.name for p in copied_run.iterdir()) == before
+    with pytest.raises(RunDirError, match="already holds this finished run"):
+        store.prepare_run_dir(copied_run, tiny_config())
+    store.prepare_run_dir(copied_run, other, overwrite=True)
+    assert not any(copied_run.iterdir())
