@@ -35,7 +35,7 @@ class EnsembleState:
 def model_keys(seed: int, num_models: int, purpose: int, first_model: int = 0) -> jax.Array:
     """One PRNG key per model for ``purpose`` (0 init, 1 data order, 2 augmentation): [M] keys.
 
-    Model ``first_model + i`` gets key i, so a wave or a host that trains models
+    Row i gets the key of global model ``first_model + i``, so a wave or host that trains models
     ``[first_model, first_model + num_models)`` of a larger study draws their exact streams.
 
     Keys depend only on (seed, model index, purpose), so a model's stream is the same whether
