@@ -1,0 +1,559 @@
+"""Mechanism analyses of a run: memorization subgroups, influence entropy, OUT variance, plots.
+
+These functions turn what a run directory holds (masks ``keep`` [M, N], logits [M, N, A, C],
+labels [N], optionally test logits [M, T, A, C] and attack scores [M, N]) into the statistics
+behind the paper's mechanism claims:
+
+* typical / atypical subgroups of the pool by memorization score, with per-subgroup held-out
+  accuracy and per-subgroup attack TPR at a fixed FPR;
+* the variance across OUT models of the logit-scaled confidence (and the IN - OUT gap);
+* influence-entropy buckets of the test points (see :func:`influence_entropy`).
+
+:func:`analyze_run` returns one JSON-serialisable dict per run; the ``plot_*`` functions draw the
+figures that ``jaxsam analyze`` writes (matplotlib, Agg backend).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsam import memorization as memo
+from jaxsam.errors import ConfigError, DataError
+
+DEFAULT_FPRS: tuple[float, ...] = (0.01, 0.001)
+DEFAULT_QUANTILES: tuple[float, ...] = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
+N_ENTROPY_BUCKETS = 5
+
+
+# --------------------------------------------------------------------------- influence entropy
+
+
+def _entropy_terms(infl: np.ndarray, min_influence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: S = sum_i a_i and Q = sum_i a_i log a_i, a = infl where infl > min, else 0."""
+    a = np.where(np.isfinite(infl) & (infl > min_influence), infl, 0.0).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alog = np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0)), 0.0)
+    return a.sum(0), alog.sum(0)
+
+
+def _entropy_from_terms(s: np.ndarray, q: np.ndarray) -> np.ndarray:
+    # H = -sum p log p with p = a / S  =>  H = log S - Q / S.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = np.log(s) - q / s
+    return np.where(s > 0, np.maximum(h, 0.0), np.nan)
+
+
+def influence_entropy(infl: np.ndarray, *, min_influence: float = 0.0) -> np.ndarray:
+    """Entropy of each test point's distribution of positive influence over the pool.
+
+    Definition (ours; the paper's exact recipe was not available to us): for test point ``j``
+    take the influences ``a_ij = infl[i, j]`` that exceed ``min_influence`` (default 0, i.e. the
+    positive ones; NaN rows are dropped), normalise them to ``p_ij = a_ij / sum_i a_ij`` and return
+    ``H_j = -sum_i p_ij log p_ij`` in nats. Low entropy: the test point leans on a few training
+    examples (an atypical sub-population, which needs memorization); high entropy: many
+    training examples support it (a typical pattern). Raise ``min_influence`` (Feldman & Zhang use
+    0.15 for "high-influence pairs") to suppress the estimation noise of few models.
+
+    Args:
+      infl: float ``[N, T]`` from :func:`jaxsam.memorization.influence`.
+      min_influence: influences at or below this are ignored.
+
+    Returns:
+      float64 ``[T]`` entropies in nats, in ``[0, log N]``; NaN where no influence exceeds
+      ``min_influence``.
+    """
+    if np.ndim(infl) != 2:
+        raise DataError(f"infl must be [N, T], got shape {np.shape(infl)}; pass influence(...).")
+    return _entropy_from_terms(*_entropy_terms(np.asarray(infl), min_influence))
+
+
+def influence_entropy_from_masks(
+    test_correct: np.ndarray | jax.Array,
+    keep: np.ndarray | jax.Array,
+    *,
+    min_influence: float = 0.0,
+    block_size: int = 4096,
+) -> np.ndarray:
+    """:func:`influence_entropy` of the influence matrix, streamed in blocks of pool examples.
+
+    Never holds more than ``block_size x T`` influences, so it works for CIFAR-size N x T.
+
+    Args:
+      test_correct: bool ``[M, T]`` test-point correctness per model.
+      keep: bool ``[M, N]`` masks.
+      min_influence: see :func:`influence_entropy`.
+      block_size: pool examples per block.
+
+    Returns:
+      float64 ``[T]`` entropies in nats (NaN where no influence exceeds ``min_influence``).
+    """
+    keep = np.asarray(keep, bool)
+    t = np.shape(test_correct)[1]
+    s, q = np.zeros(t), np.zeros(t)
+    for start in range(0, keep.shape[1], block_size):
+        block = memo.influence(
+            test_correct, keep[:, start : start + block_size], block_size=block_size
+        )
+        ds, dq = _entropy_terms(block, min_influence)
+        s += ds
+        q += dq
+    return _entropy_from_terms(s, q)
+
+
+def entropy_buckets(
+    entropy: np.ndarray, n_buckets: int = N_ENTROPY_BUCKETS, *, method: str = "quantile"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Assigns each test point to one of ``n_buckets`` influence-entropy buckets.
+
+    Args:
+      entropy: float ``[T]`` (NaN allowed).
+      n_buckets: number of buckets (the paper uses 5).
+      method: "quantile" (default): equal-count buckets between entropy quantiles; "uniform":
+        equal-width buckets between the smallest and largest finite entropy.
+
+    Returns:
+      ``(bucket, edges)``: int ``[T]`` with 0 = lowest entropy (most concentrated influence) up to
+      ``n_buckets - 1``, and -1 for NaN entropy; float ``[n_buckets + 1]`` bucket edges. Bucket
+      ``b`` holds ``edges[b] < H <= edges[b + 1]`` (bucket 0 also its left edge), so ties at an
+      edge (e.g. many zero entropies) fall into the lower bucket.
+    """
+    if n_buckets < 1:
+        raise ConfigError(f"n_buckets must be >= 1, got {n_buckets}; use 5 as in the paper.")
+    e = np.asarray(entropy, np.float64)
+    finite = np.isfinite(e)
+    bucket = np.full(e.shape, -1, np.int64)
+    if not finite.any():
+        return bucket, np.full(n_buckets + 1, np.nan)
+    if method == "quantile":
+        edges = np.quantile(e[finite], np.linspace(0.0, 1.0, n_buckets + 1))
+    elif method == "uniform":
+        edges = np.linspace(e[finite].min(), e[finite].max(), n_buckets + 1)
+    else:
+        raise ConfigError(f"unknown bucket method {method!r}; use 'quantile' or 'uniform'.")
+    inner = edges[1:-1]
+    bucket[finite] = np.searchsorted(inner, e[finite], side="left")
+    return bucket, edges
+
+
+# --------------------------------------------------------------------------- subgroups, TPR
+
+
+def memorization_subgroups(
+    mem: np.ndarray,
+    *,
+    typical_quantile: float = 0.5,
+    atypical_quantile: float = 0.9,
+) -> dict[str, np.ndarray]:
+    """Typical and atypical pool examples by memorization score.
+
+    ``typical``: ``mem <= q(typical_quantile)``; ``atypical``: ``mem >= q(atypical_quantile)`` and
+    ``mem > q(typical_quantile)`` (so the two never overlap, even with ties). Quantiles are taken
+    over the defined (non-NaN) scores; NaN examples are in neither group.
+
+    Args:
+      mem: float ``[N]`` memorization scores.
+      typical_quantile: upper quantile of the typical group (default: the lower half).
+      atypical_quantile: lower quantile of the atypical group (default: the top 10%).
+
+    Returns:
+      ``{"all", "typical", "atypical"}`` -> bool ``[N]`` ("all" = every defined example).
+    """
+    if not 0.0 <= typical_quantile <= atypical_quantile <= 1.0:
+        raise ConfigError(
+            f"need 0 <= typical_quantile <= atypical_quantile <= 1, got {typical_quantile} and "
+            f"{atypical_quantile}; e.g. 0.5 and 0.9."
+        )
+    m = np.asarray(mem, np.float64)
+    ok = np.isfinite(m)
+    if not ok.any():
+        none = np.zeros(m.shape, bool)
+        return {"all": none, "typical": none, "atypical": none.copy()}
+    lo, hi = np.quantile(m[ok], [typical_quantile, atypical_quantile])
+    return {"all": ok, "typical": ok & (m <= lo), "atypical": ok & (m >= hi) & (m > lo)}
+
+
+def threshold_at_fpr(out_scores: np.ndarray, fpr: float) -> float:
+    """Largest-TPR threshold ``t`` whose false-positive rate ``mean(out_scores > t)`` is <= fpr.
+
+    Convention: higher score = member; an example is called a member when ``score > t``.
+    """
+    s = np.sort(np.asarray(out_scores, np.float64).ravel())[::-1]
+    if s.size == 0:
+        raise DataError("no non-member scores to set a threshold; pass masks with OUT entries.")
+    k = math.floor(fpr * s.size + 1e-9)  # at most k non-members above the threshold
+    return float(s[min(k, s.size - 1)]) if k > 0 else float(s[0])
+
+
+def subgroup_tpr_at_fpr(
+    scores: np.ndarray,
+    keep: np.ndarray,
+    groups: Mapping[str, np.ndarray],
+    fprs: Sequence[float] = DEFAULT_FPRS,
+) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per-subgroup attack TPR at fixed FPRs, all M targets pooled.
+
+    The threshold for each FPR is set once on the pooled OUT scores of *all* examples (the attack
+    as actually run), then TPR (and the realised FPR) is measured within each subgroup.
+
+    Args:
+      scores: float ``[M, N]`` membership scores, higher = member.
+      keep: bool ``[M, N]``.
+      groups: name -> bool ``[N]`` example subsets.
+      fprs: target false-positive rates.
+
+    Returns:
+      ``{group: {"tpr": {str(fpr): tpr}, "fpr": {str(fpr): realised fpr}}}``; None where the group
+      has no IN (or OUT) entries.
+    """
+    scores = np.asarray(scores, np.float64)
+    keep = np.asarray(keep, bool)
+    if scores.shape != keep.shape:
+        raise DataError(
+            f"scores {scores.shape} must match keep {keep.shape}; pass one score per model and "
+            "pool example ([M, N]), e.g. an attack's pooled leave-one-out scores."
+        )
+    thresholds = {str(f): threshold_at_fpr(scores[~keep], f) for f in fprs}
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for name, g in groups.items():
+        ins, outs = scores[:, g][keep[:, g]], scores[:, g][~keep[:, g]]
+        out[name] = {
+            "tpr": {
+                k: float(np.mean(ins > t)) if ins.size else None for k, t in thresholds.items()
+            },
+            "fpr": {
+                k: float(np.mean(outs > t)) if outs.size else None for k, t in thresholds.items()
+            },
+        }
+    return out
+
+
+def subgroup_accuracy(
+    correct: np.ndarray, keep: np.ndarray, groups: Mapping[str, np.ndarray]
+) -> dict[str, dict[str, float | None]]:
+    """Held-out (OUT) and training (IN) accuracy of each subgroup, pooled over models.
+
+    Args:
+      correct: bool ``[M, N]``; keep: bool ``[M, N]``; groups: name -> bool ``[N]``.
+
+    Returns:
+      ``{group: {"test": mean correct over OUT entries, "train": ... over IN entries}}``.
+    """
+    correct = np.asarray(correct, bool)
+    keep = np.asarray(keep, bool)
+    res: dict[str, dict[str, float | None]] = {}
+    for name, g in groups.items():
+        c, k = correct[:, g], keep[:, g]
+        res[name] = {
+            "test": float(c[~k].mean()) if (~k).any() else None,
+            "train": float(c[k].mean()) if k.any() else None,
+        }
+    return res
+
+
+# --------------------------------------------------------------------------- per run
+
+
+def confidence_signal(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Logit-scaled confidence averaged over query augmentations: float32 ``[M, N]``.
+
+    Uses :func:`jaxsam.attacks.signals.logit_scaled_confidence` (``[M, N, A]``), higher = member.
+    """
+    from jaxsam.attacks.signals import logit_scaled_confidence
+
+    return np.asarray(logit_scaled_confidence(jnp.asarray(logits), jnp.asarray(labels))).mean(-1)
+
+
+def _num(x: float | np.floating) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _describe(x: np.ndarray, quantiles: Sequence[float]) -> dict:
+    x = np.asarray(x, np.float64)
+    ok = x[np.isfinite(x)]
+    if ok.size == 0:
+        return {"mean": None, "std": None, "median": None, "quantiles": {}, "n_undefined": x.size}
+    return {
+        "mean": _num(ok.mean()),
+        "std": _num(ok.std()),
+        "median": _num(np.median(ok)),
+        "quantiles": {
+            str(q): _num(v) for q, v in zip(quantiles, np.quantile(ok, quantiles), strict=True)
+        },
+        "n_undefined": int(x.size - ok.size),
+    }
+
+
+def analyze_run_arrays(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    keep: np.ndarray,
+    *,
+    scores: np.ndarray | None = None,
+    test_logits: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+    reference_memorization: np.ndarray | None = None,
+    typical_quantile: float = 0.5,
+    atypical_quantile: float = 0.9,
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    n_buckets: int = N_ENTROPY_BUCKETS,
+    min_influence: float = 0.0,
+    block_size: int = 4096,
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """:func:`analyze_run`, also returning the per-example arrays behind the summary.
+
+    Returns:
+      ``(summary, arrays)`` with arrays ``memorization`` [N], ``out_variance`` [N],
+      ``in_out_gap`` [N], ``typical`` / ``atypical`` bool [N] and, with test logits,
+      ``influence_entropy`` [T] and ``entropy_bucket`` int [T].
+    """
+    keep = np.asarray(keep, bool)
+    labels = np.asarray(labels)
+    if np.ndim(logits) != 4 or np.shape(logits)[:2] != keep.shape:
+        raise DataError(
+            f"logits {np.shape(logits)} must be [M, N, A, C] with [M, N] = keep {keep.shape}; "
+            "pass the logits and masks of the same run."
+        )
+    correct = np.asarray(memo.correct_from_logits(logits, labels))
+    mem = np.asarray(memo.memorization(correct, keep), np.float64)
+    signal = confidence_signal(logits, labels)
+    out_var = np.asarray(memo.out_confidence_variance(signal, keep), np.float64)
+    gap = np.asarray(memo.in_out_gap(signal, keep), np.float64)
+    ref = mem if reference_memorization is None else np.asarray(reference_memorization)
+    groups = memorization_subgroups(
+        ref, typical_quantile=typical_quantile, atypical_quantile=atypical_quantile
+    )
+    acc = subgroup_accuracy(correct, keep, groups)
+    tpr = subgroup_tpr_at_fpr(scores, keep, groups, fprs) if scores is not None else None
+    subgroups = {}
+    for name, g in groups.items():
+        subgroups[name] = {
+            "n": int(g.sum()),
+            "memorization_mean": _num(np.nanmean(mem[g])) if g.any() else None,
+            "out_variance_median": _num(np.nanmedian(out_var[g])) if g.any() else None,
+            "accuracy": acc[name],
+            "tpr_at_fpr": tpr[name]["tpr"] if tpr else None,
+            "fpr_realised": tpr[name]["fpr"] if tpr else None,
+        }
+    summary: dict = {
+        "n_models": int(keep.shape[0]),
+        "n_examples": int(keep.shape[1]),
+        "pkeep": float(keep.mean()),
+        "memorization": _describe(mem, quantiles),
+        "out_variance": _describe(out_var, quantiles),
+        "in_out_gap": _describe(gap, quantiles),
+        "subgroup_rule": {
+            "typical": f"mem <= q({typical_quantile})",
+            "atypical": f"mem >= q({atypical_quantile})",
+            "reference": "own run" if reference_memorization is None else "shared reference",
+        },
+        "subgroups": subgroups,
+        "test_accuracy": None,
+        "influence_entropy": None,
+    }
+    arrays = {
+        "memorization": mem,
+        "out_variance": out_var,
+        "in_out_gap": gap,
+        "typical": groups["typical"],
+        "atypical": groups["atypical"],
+    }
+    if test_logits is not None:
+        if test_labels is None:
+            raise DataError("test_logits given without test_labels; pass both or neither.")
+        if np.shape(test_logits)[0] != keep.shape[0]:
+            raise DataError(
+                f"test_logits has {np.shape(test_logits)[0]} models but keep has "
+                f"{keep.shape[0]}; pass the test logits of the same run."
+            )
+        test_correct = np.asarray(memo.correct_from_logits(test_logits, test_labels))
+        ent = influence_entropy_from_masks(
+            test_correct, keep, min_influence=min_influence, block_size=block_size
+        )
+        bucket, edges = entropy_buckets(ent, n_buckets)
+        per_point_acc = test_correct.mean(0)
+        summary["test_accuracy"] = float(test_correct.mean())
+        summary["influence_entropy"] = {
+            "definition": f"entropy (nats) of positive influence > {min_influence} over the pool",
+            "edges": [_num(e) for e in edges],
+            "n_undefined": int((bucket < 0).sum()),
+            "buckets": [
+                {
+                    "bucket": b,
+                    "n": int((bucket == b).sum()),
+                    "test_accuracy": _num(per_point_acc[bucket == b].mean())
+                    if (bucket == b).any()
+                    else None,
+                }
+                for b in range(n_buckets)
+            ],
+        }
+        arrays["influence_entropy"] = ent
+        arrays["entropy_bucket"] = bucket
+    return summary, arrays
+
+
+def analyze_run(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    keep: np.ndarray,
+    *,
+    scores: np.ndarray | None = None,
+    test_logits: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+    **kwargs,
+) -> dict:
+    """Mechanism statistics of one run, as a JSON-serialisable dict.
+
+    Args:
+      logits: float ``[M, N, A, C]`` pool logits.
+      labels: int ``[N]``.
+      keep: bool ``[M, N]`` masks.
+      scores: optional float ``[M, N]`` attack scores (higher = member) for per-subgroup TPR.
+      test_logits: optional float ``[M, T, A, C]`` logits on test points no model trained on.
+      test_labels: int ``[T]``, with ``test_logits``.
+      **kwargs: ``reference_memorization`` (a shared [N] score that defines the subgroups, so two
+        runs are compared on the same examples), ``typical_quantile``, ``atypical_quantile``,
+        ``fprs``, ``quantiles``, ``n_buckets``, ``min_influence``, ``block_size``.
+
+    Returns:
+      dict with ``memorization`` / ``out_variance`` / ``in_out_gap`` (mean, std, median,
+      quantiles, n_undefined), ``subgroups`` (all / typical / atypical: n, memorization mean,
+      OUT-variance median, accuracy {test, train}, tpr_at_fpr {"0.01": ...}), ``test_accuracy``
+      and ``influence_entropy`` buckets (None without test logits). NaN is written as None.
+    """
+    summary, _ = analyze_run_arrays(
+        logits,
+        labels,
+        keep,
+        scores=scores,
+        test_logits=test_logits,
+        test_labels=test_labels,
+        **kwargs,
+    )
+    return summary
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_memorization_histograms(mems: Mapping[str, np.ndarray], path: str | Path) -> Path:
+    """Overlaid histograms of memorization scores, one per run (e.g. SAM vs SGD)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(-1, 1, 41)
+    for name, m in mems.items():
+        m = np.asarray(m)[np.isfinite(m)]
+        ax.hist(m, bins=bins, histtype="step", lw=1.5, label=f"{name} (mean {m.mean():.3f})")
+    ax.set_yscale("log")
+    ax.set_xlabel("Feldman-Zhang memorization  P[correct | in] - P[correct | out]")
+    ax.set_ylabel("examples")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_out_variance(variances: Mapping[str, np.ndarray], path: str | Path) -> Path:
+    """Overlaid distributions of log10 OUT variance of the logit-scaled confidence."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    logs = {
+        k: np.log10(np.asarray(v)[np.isfinite(v) & (np.asarray(v) > 0)])
+        for k, v in variances.items()
+    }
+    finite = [x for x in logs.values() if x.size]
+    if finite:
+        lo = min(x.min() for x in finite)
+        hi = max(x.max() for x in finite)
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 41)
+        for name, x in logs.items():
+            med = np.median(x) if x.size else float("nan")
+            ax.hist(x, bins=bins, histtype="step", lw=1.5, label=f"{name} (median 10^{med:.2f})")
+    ax.set_xlabel("log10 variance of logit-scaled confidence across OUT models")
+    ax.set_ylabel("examples")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_subgroup_bars(summaries: Mapping[str, dict], path: str | Path) -> Path:
+    """Grouped bars per subgroup (all / typical / atypical): held-out accuracy and TPR."""
+    plt = _pyplot()
+    groups = ["all", "typical", "atypical"]
+    runs = list(summaries)
+    has_tpr = any(s["subgroups"]["all"]["tpr_at_fpr"] for s in summaries.values())
+    ncols = 2 if has_tpr else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4), squeeze=False)
+    width = 0.8 / max(len(runs), 1)
+    x = np.arange(len(groups))
+
+    def bars(ax, getter, ylabel):
+        for r, name in enumerate(runs):
+            vals = [getter(summaries[name]["subgroups"][g]) for g in groups]
+            vals = [np.nan if v is None else v for v in vals]
+            ax.bar(x + (r - (len(runs) - 1) / 2) * width, vals, width, label=name)
+        ax.set_xticks(x, groups)
+        ax.set_ylabel(ylabel)
+        ax.legend()
+
+    bars(axes[0, 0], lambda g: g["accuracy"]["test"], "held-out accuracy (OUT models)")
+    if has_tpr:
+        key = next(
+            iter(
+                next(s for s in summaries.values() if s["subgroups"]["all"]["tpr_at_fpr"])[
+                    "subgroups"
+                ]["all"]["tpr_at_fpr"]
+            )
+        )
+        bars(
+            axes[0, 1],
+            lambda g: (g["tpr_at_fpr"] or {}).get(key),
+            f"attack TPR at FPR {key}",
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_entropy_buckets(summaries: Mapping[str, dict], path: str | Path) -> Path | None:
+    """Test accuracy per influence-entropy bucket, one bar group per run; None without data."""
+    runs = [k for k, s in summaries.items() if s.get("influence_entropy")]
+    if not runs:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    nb = len(summaries[runs[0]]["influence_entropy"]["buckets"])
+    width = 0.8 / len(runs)
+    for r, name in enumerate(runs):
+        vals = [b["test_accuracy"] for b in summaries[name]["influence_entropy"]["buckets"]]
+        vals = [np.nan if v is None else v for v in vals]
+        ax.bar(np.arange(nb) + (r - (len(runs) - 1) / 2) * width, vals, width, label=name)
+    ax.set_xticks(np.arange(nb), [f"{b}" for b in range(nb)])
+    ax.set_xlabel("influence-entropy bucket (0 = most concentrated influence)")
+    ax.set_ylabel("test accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,179 @@
+"""``jaxsam analyze RUN...``: memorization and mechanism statistics of one or more runs.
+
+Writes ``analysis.json`` (run name -> the :func:`jaxsam.analysis.analyze_run` dict) and PNG plots
+under ``plots/``: ``memorization_hist.png`` (runs overlaid, e.g. SAM vs SGD),
+``out_variance.png``, ``subgroups.png`` and, when the runs hold test logits,
+``entropy_buckets.png``. Everything goes to ``--out DIR`` when given, else into the first run
+directory. Needs only the run directories (masks, logits, labels, optional test logits).
+Per-subgroup attack TPR is reported when the loaded run carries ``[M, N]`` attack scores
+(a ``.scores`` array, or a dict of them where ``lira_online`` is preferred); else it is null.
+
+Subgroups (typical / atypical) are defined once, from the memorization averaged over all runs
+that share the same pool, so that SAM and SGD are compared on the same examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from jaxsam import analysis
+from jaxsam import memorization as memo
+from jaxsam.errors import DataError
+
+
+def add_parser(subparsers) -> None:
+    """Adds the ``analyze`` sub-command to an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "analyze",
+        help="memorization, OUT-variance and subgroup analyses of run directories",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (e.g. sgd/ sam/)")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="where analysis.json and plots/ go (default: the first run directory)",
+    )
+    p.add_argument("--typical-quantile", type=float, default=0.5)
+    p.add_argument("--atypical-quantile", type=float, default=0.9)
+    p.add_argument(
+        "--min-influence",
+        type=float,
+        default=0.0,
+        help="influences at or below this are ignored in the influence entropy",
+    )
+    p.set_defaults(func=run)
+
+
+def _unique_names(runs: Sequence) -> list[str]:
+    """Run names; duplicates become the shortest distinguishing tail of their paths."""
+    names = [str(getattr(r, "name", None) or Path(r.path).name) for r in runs]
+    if len(set(names)) == len(names):
+        return names
+    parts = [Path(r.path).resolve().parts for r in runs]
+    for k in range(1, max(len(p) for p in parts) + 1):
+        tails = ["/".join(p[-k:]) for p in parts]
+        if len(set(tails)) == len(tails):
+            return tails
+    return [f"{n}#{i}" for i, n in enumerate(names)]
+
+
+def _attack_scores(run) -> np.ndarray | None:
+    """Optional [M, N] attack scores a run may carry (``.scores`` attribute); None otherwise."""
+    s = getattr(run, "scores", None)
+    if isinstance(s, dict):
+        s = s.get("lira_online", next(iter(s.values()), None))
+    if s is None:
+        return None
+    s = np.asarray(s)
+    return s if s.shape == np.shape(run.keep) else None
+
+
+def analyze_runs(
+    runs: Sequence,
+    out_dir: str | Path,
+    *,
+    typical_quantile: float = 0.5,
+    atypical_quantile: float = 0.9,
+    min_influence: float = 0.0,
+) -> dict:
+    """Analyses loaded runs and writes ``out_dir/analysis.json`` and ``out_dir/plots/*.png``.
+
+    Args:
+      runs: objects with ``.keep`` bool [M, N], ``.logits`` [M, N, A, C], ``.labels`` [N],
+        ``.path``, ``.name`` and optionally ``.test_logits`` [M, T, A, C], ``.test_labels`` [T],
+        ``.scores`` [M, N] (higher = member).
+      out_dir: output directory (created).
+
+    Returns:
+      The dict written to ``analysis.json``: run name -> summary, plus ``"_plots"`` (file names).
+    """
+    if not runs:
+        raise DataError("no runs to analyze; pass at least one run directory.")
+    names = _unique_names(runs)
+    # Shared subgroups: average memorization over runs on the same pool (same labels).
+    mems = {}
+    for name, r in zip(names, runs, strict=True):
+        correct = np.asarray(memo.correct_from_logits(r.logits, r.labels))
+        mems[name] = np.asarray(memo.memorization(correct, r.keep))
+    ref = None
+    first = runs[0]
+    if len(runs) > 1 and all(
+        np.shape(r.labels) == np.shape(first.labels) and np.array_equal(r.labels, first.labels)
+        for r in runs
+    ):
+        ref = np.nanmean(np.stack(list(mems.values())), axis=0)
+    summaries, arrays = {}, {}
+    for name, r in zip(names, runs, strict=True):
+        test_logits = getattr(r, "test_logits", None)
+        test_labels = getattr(r, "test_labels", None)
+        summaries[name], arrays[name] = analysis.analyze_run_arrays(
+            np.asarray(r.logits),
+            np.asarray(r.labels),
+            np.asarray(r.keep),
+            scores=_attack_scores(r),
+            test_logits=None if test_logits is None else np.asarray(test_logits),
+            test_labels=None if test_labels is None else np.asarray(test_labels),
+            reference_memorization=ref,
+            typical_quantile=typical_quantile,
+            atypical_quantile=atypical_quantile,
+            min_influence=min_influence,
+        )
+        summaries[name]["run_dir"] = str(r.path)
+    out_dir = Path(out_dir)
+    plots = out_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    written = [
+        analysis.plot_memorization_histograms(
+            {k: a["memorization"] for k, a in arrays.items()}, plots / "memorization_hist.png"
+        ),
+        analysis.plot_out_variance(
+            {k: a["out_variance"] for k, a in arrays.items()}, plots / "out_variance.png"
+        ),
+        analysis.plot_subgroup_bars(summaries, plots / "subgroups.png"),
+        analysis.plot_entropy_buckets(summaries, plots / "entropy_buckets.png"),
+    ]
+    result = dict(summaries)
+    result["_plots"] = [str(p.relative_to(out_dir)) for p in written if p is not None]
+    tmp = out_dir / "analysis.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2, allow_nan=False))
+    tmp.replace(out_dir / "analysis.json")
+    return result
+
+
+def _print_table(result: dict) -> None:
+    names = [k for k in result if not k.startswith("_")]
+    rows = [
+        ("mean memorization", lambda s: s["memorization"]["mean"]),
+        ("median OUT variance", lambda s: s["out_variance"]["median"]),
+        ("held-out acc (typical)", lambda s: s["subgroups"]["typical"]["accuracy"]["test"]),
+        ("held-out acc (atypical)", lambda s: s["subgroups"]["atypical"]["accuracy"]["test"]),
+    ]
+    print(f"{'':26s}" + "".join(f"{n:>14s}" for n in names))
+    for label, get in rows:
+        vals = [get(result[n]) for n in names]
+        print(f"{label:26s}" + "".join(f"{'-' if v is None else f'{v:.4f}':>14s}" for v in vals))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point: loads ``args.runs`` with ``jaxsam.store.load_run`` and analyses them."""
+    from jaxsam.store import load_run
+
+    runs = [load_run(Path(p)) for p in args.runs]
+    out = Path(args.out) if args.out else Path(args.runs[0])
+    result = analyze_runs(
+        runs,
+        out,
+        typical_quantile=args.typical_quantile,
+        atypical_quantile=args.atypical_quantile,
+        min_influence=args.min_influence,
+    )
+    _print_table(result)
+    print(f"wrote {out / 'analysis.json'} and {', '.join(result['_plots'])}")
+    return 0

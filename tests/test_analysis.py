@@ -1,0 +1,239 @@
+"""Mechanism analyses on synthetic inputs with known answers, and the analyze command."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxsam import analysis
+from jaxsam import memorization as memo
+from jaxsam.commands import analyze as analyze_cmd
+
+
+def _reference_lsc(logits, labels):
+    """Private reference logit-scaled confidence z_y - logsumexp_{y' != y} z_y' ([..., N, A])."""
+    z = np.asarray(logits, np.float64)
+    oh = np.eye(z.shape[-1], dtype=bool)[np.asarray(labels)][:, None, :]
+    zy = np.where(oh, z, 0.0).sum(-1)
+    rest = np.where(oh, -np.inf, z)
+    mx = rest.max(-1, keepdims=True)
+    return (zy - (mx[..., 0] + np.log(np.exp(rest - mx).sum(-1)))).astype(np.float32)
+
+
+@pytest.fixture(autouse=True)
+def _signals_module(monkeypatch):
+    """Uses jaxsam.attacks.signals when present; else a private stand-in with the same function."""
+    try:
+        importlib.import_module("jaxsam.attacks.signals")
+    except ImportError:
+        fake = types.ModuleType("jaxsam.attacks.signals")
+        fake.logit_scaled_confidence = _reference_lsc
+        monkeypatch.setitem(sys.modules, "jaxsam.attacks.signals", fake)
+
+
+def _masks(rng, m, n, pkeep=0.5):
+    return np.argsort(rng.uniform(size=(m, n)), axis=0) < round(pkeep * m)
+
+
+# ------------------------------------------------------------------------ influence entropy
+
+
+def test_influence_entropy_known_values():
+    infl = np.array(
+        [
+            [0.5, 0.2, -0.1, 0.0],
+            [0.0, 0.2, -0.3, np.nan],
+            [0.0, 0.2, 0.0, 0.0],
+            [0.0, 0.2, 0.1, 0.0],
+        ]
+    )
+    h = analysis.influence_entropy(infl)
+    assert h[0] == pytest.approx(0.0)  # all influence on one training example
+    assert h[1] == pytest.approx(np.log(4))  # spread evenly over four
+    assert h[2] == pytest.approx(0.0)  # negatives ignored: one positive
+    assert np.isnan(h[3])  # no positive influence
+    h_thr = analysis.influence_entropy(infl, min_influence=0.3)
+    assert h_thr[0] == pytest.approx(0.0) and np.isnan(h_thr[1])
+
+
+def test_influence_entropy_streamed_equals_dense():
+    rng = np.random.default_rng(0)
+    keep = _masks(rng, 12, 23)
+    test_correct = rng.uniform(size=(12, 7)) < 0.6
+    dense = analysis.influence_entropy(memo.influence(test_correct, keep))
+    streamed = analysis.influence_entropy_from_masks(test_correct, keep, block_size=5)
+    np.testing.assert_allclose(streamed, dense, rtol=1e-6)
+
+
+def test_entropy_buckets_quantile_and_uniform():
+    e = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, np.nan])
+    b, edges = analysis.entropy_buckets(e, 5)
+    np.testing.assert_array_equal(b, [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, -1])
+    assert edges[0] == pytest.approx(0.1) and edges[-1] == pytest.approx(1.0)
+    b, _ = analysis.entropy_buckets(np.array([0.0, 0.05, 0.9, 1.0]), 5, method="uniform")
+    np.testing.assert_array_equal(b, [0, 0, 4, 4])
+
+
+# ------------------------------------------------------------------------ subgroups and TPR
+
+
+def test_memorization_subgroups_disjoint_with_ties():
+    mem = np.array([0.0] * 8 + [0.5, 0.9, np.nan])
+    g = analysis.memorization_subgroups(mem, typical_quantile=0.5, atypical_quantile=0.8)
+    assert not (g["typical"] & g["atypical"]).any()
+    np.testing.assert_array_equal(np.flatnonzero(g["typical"]), np.arange(8))
+    np.testing.assert_array_equal(np.flatnonzero(g["atypical"]), [8, 9])
+    assert g["all"].sum() == 10
+
+
+def test_threshold_and_tpr_against_brute_force():
+    rng = np.random.default_rng(1)
+    keep = _masks(rng, 10, 40)
+    scores = rng.normal(size=keep.shape) + 1.5 * keep
+    groups = {"all": np.ones(40, bool), "first": np.arange(40) < 10}
+    res = analysis.subgroup_tpr_at_fpr(scores, keep, groups, fprs=(0.05, 0.01))
+    out = scores[~keep]
+    for f in (0.05, 0.01):
+        # Brute force: the lowest candidate threshold whose FPR is <= f.
+        cands = np.sort(np.concatenate([out, [np.inf]]))
+        t = next(c for c in cands if np.mean(out > c) <= f)
+        for name, g in groups.items():
+            ins = scores[:, g][keep[:, g]]
+            assert res[name]["tpr"][str(f)] == pytest.approx(np.mean(ins > t))
+        assert res["all"]["fpr"][str(f)] <= f
+
+
+def test_subgroup_accuracy_uses_out_entries():
+    keep = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], bool)
+    correct = np.array([[1, 0], [0, 1], [1, 1], [1, 1]], bool)
+    acc = analysis.subgroup_accuracy(correct, keep, {"a": np.array([True, False])})
+    assert acc["a"] == {"test": 0.5, "train": 1.0}
+
+
+# ------------------------------------------------------------------------ analyze_run
+
+
+def _planted_run(rng, m=16, n=60, t=10, c=3):
+    """Typical examples always right; 'atypical' ones (last 10) right only when trained on."""
+    keep = _masks(rng, m, n)
+    labels = rng.integers(0, c, size=n)
+    right = np.ones((m, n), bool)
+    right[:, -10:] = keep[:, -10:]
+    pred = np.where(right, labels[None], (labels[None] + 1) % c)
+    logits = rng.normal(scale=0.1, size=(m, n, 2, c)).astype(np.float32)
+    logits += 3.0 * np.eye(c, dtype=np.float32)[pred][:, :, None, :]
+    test_labels = rng.integers(0, c, size=t)
+    test_logits = 3.0 * np.eye(c, dtype=np.float32)[np.broadcast_to(test_labels, (m, t))]
+    # Test point 0 is right only when pool example n-1 is in.
+    test_logits[:, 0] = (
+        3.0
+        * np.eye(c, dtype=np.float32)[
+            np.where(keep[:, -1], test_labels[0], (test_labels[0] + 1) % c)
+        ]
+    )
+    test_logits = np.repeat(test_logits[:, :, None], 2, axis=2)
+    scores = rng.normal(size=(m, n)) + 2.0 * keep * (np.arange(n) >= n - 10)
+    return keep, labels, logits, test_logits, test_labels, scores
+
+
+def test_analyze_run_on_planted_memorizers():
+    rng = np.random.default_rng(2)
+    keep, labels, logits, test_logits, test_labels, scores = _planted_run(rng)
+    s = analysis.analyze_run(
+        logits, labels, keep, scores=scores, test_logits=test_logits, test_labels=test_labels
+    )
+    json.dumps(s, allow_nan=False)  # JSON-serialisable, no NaN
+    assert s["memorization"]["mean"] == pytest.approx(10 / 60, abs=1e-6)
+    sub = s["subgroups"]
+    assert sub["atypical"]["n"] == 10 and sub["typical"]["n"] == 50
+    assert sub["atypical"]["memorization_mean"] == pytest.approx(1.0)
+    assert sub["atypical"]["accuracy"]["test"] == 0.0 and sub["typical"]["accuracy"]["test"] == 1.0
+    assert sub["atypical"]["accuracy"]["train"] == 1.0
+    assert sub["atypical"]["tpr_at_fpr"]["0.01"] > sub["typical"]["tpr_at_fpr"]["0.01"]
+    ent = s["influence_entropy"]
+    assert sum(b["n"] for b in ent["buckets"]) + ent["n_undefined"] == 10
+    # Test point 0 depends on exactly one pool example (influence 1; the others' influences are
+    # mask-correlation noise below 1): entropy 0 once the noise is thresholded away.
+    _, arrays = analysis.analyze_run_arrays(
+        logits, labels, keep, test_logits=test_logits, test_labels=test_labels, min_influence=0.99
+    )
+    assert arrays["influence_entropy"][0] == pytest.approx(0.0)
+    assert arrays["entropy_bucket"][0] == 0
+    assert np.all(arrays["entropy_bucket"][1:] == -1)  # always right: no influence at all
+    _, noisy = analysis.analyze_run_arrays(
+        logits, labels, keep, test_logits=test_logits, test_labels=test_labels
+    )
+    assert noisy["influence_entropy"][0] > 0.0  # with few models, noise spreads the influence
+    assert s["test_accuracy"] == pytest.approx(1 - 0.5 / 10)
+
+
+def test_out_variance_in_summary_matches_direct():
+    rng = np.random.default_rng(3)
+    keep, labels, logits, *_ = _planted_run(rng)
+    s, arrays = analysis.analyze_run_arrays(logits, labels, keep)
+    lsc = _reference_lsc(logits, labels).mean(-1)
+    direct = [np.var(lsc[~keep[:, i], i], ddof=1) for i in range(keep.shape[1])]
+    np.testing.assert_allclose(arrays["out_variance"], direct, rtol=1e-4, atol=1e-6)
+    assert s["out_variance"]["median"] == pytest.approx(np.median(direct), rel=1e-4)
+    assert s["influence_entropy"] is None and s["test_accuracy"] is None
+
+
+# ------------------------------------------------------------------------ the command
+
+
+class _FakeRun:
+    def __init__(self, path: Path, name: str, rng, with_test: bool):
+        keep, labels, logits, test_logits, test_labels, scores = _planted_run(rng)
+        self.path, self.name = path, name
+        self.keep, self.labels, self.logits = keep, labels, logits
+        self.test_logits = test_logits if with_test else None
+        self.test_labels = test_labels if with_test else None
+        self.scores = scores
+        self.config = {}
+
+    def read_json(self, name):
+        return None
+
+
+def test_analyze_runs_writes_json_and_plots(tmp_path):
+    runs = [
+        _FakeRun(tmp_path / "sgd", "sgd", np.random.default_rng(4), with_test=True),
+        _FakeRun(tmp_path / "sam", "sam", np.random.default_rng(4), with_test=False),
+    ]
+    runs[1].logits = runs[1].logits * 2.0  # same pool and masks, different confidences
+    res = analyze_cmd.analyze_runs(runs, tmp_path / "out")
+    data = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    assert set(data) == {"sgd", "sam", "_plots"}
+    assert data["sgd"]["subgroup_rule"]["reference"] == "shared reference"
+    assert data["sgd"]["influence_entropy"] is not None and data["sam"]["influence_entropy"] is None
+    for p in data["_plots"]:
+        f = tmp_path / "out" / p
+        assert f.stat().st_size > 1000 and f.read_bytes()[:4] == b"\x89PNG"
+    assert "plots/entropy_buckets.png" in data["_plots"]
+    assert res["sgd"]["memorization"]["mean"] == data["sgd"]["memorization"]["mean"]
+
+
+def test_analyze_command_uses_store(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    rng = np.random.default_rng(5)
+    fakes = {}
+    for n in ("a", "b"):
+        (tmp_path / n).mkdir()
+        fakes[str(tmp_path / n)] = _FakeRun(tmp_path / n, "sgd", rng, with_test=False)
+    store = types.ModuleType("jaxsam.store")
+    store.load_run = lambda p: fakes[str(p)]
+    monkeypatch.setitem(sys.modules, "jaxsam.store", store)
+    parser = argparse.ArgumentParser()
+    analyze_cmd.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["analyze", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert args.func(args) == 0
+    data = json.loads((tmp_path / "a" / "analysis.json").read_text())
+    assert {"a", "b"} <= set(data)  # duplicate run names disambiguated by their directories
+    assert "mean memorization" in capsys.readouterr().out
