@@ -322,6 +322,13 @@ class Run:
     def test_labels(self) -> np.ndarray:
         return self._logit_arrays["test_labels"]
 
+    @property
+    def scores(self) -> dict[str, np.ndarray] | None:
+        """Per-attack membership scores [M, N] written by ``jaxsam score``, or None."""
+        if not (self.path / "scores").is_dir():
+            return None
+        return load_arrays(self.path / "scores", "scores")
+
     def read_json(self, name: str) -> Any | None:
         """Reads ``RUN/name`` (e.g. ``report.json``), or None if it does not exist."""
         p = self.path / name
