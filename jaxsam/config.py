@@ -21,7 +21,7 @@ from jaxsam.errors import ConfigError
 CONFIG_VERSION = 1
 
 QUERY_AUGMENTS = (1, 2, 18)
-TRAIN_AUGMENTS = ("auto", "none", "flip", "flip_crop")
+TRAIN_AUGMENTS = ("auto", "none", "flip", "crop", "flip_crop")
 STRATEGIES = ("auto", "vmap", "vmap_matmul", "chunked", "loop", "sharded")
 SCHEDULES = ("cosine", "constant", "linear")
 DIVERGENCE_POLICIES = ("stop", "exclude")
