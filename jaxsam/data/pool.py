@@ -170,11 +170,17 @@ def make_pool(
         test_x = x[:0]
         test_y = y[:0]
     _check_arrays(test_x, test_y, f"{dataset}/{test_split}")
+    if test_x.shape[0] and test_x.shape[1:] != x.shape[1:]:
+        raise DataError(
+            f"{dataset}: test inputs have shape {test_x.shape[1:]} but pool inputs "
+            f"{x.shape[1:]}; both splits must share one input shape"
+        )
     if kind is None:
         kind = "image" if (x.dtype == np.uint8 and x.ndim == 4) else "tabular"
     if kind == "tabular":
-        x = x.reshape(x.shape[0], -1).astype(np.float32)
-        test_x = test_x.reshape(test_x.shape[0], -1).astype(np.float32)
+        width = int(np.prod(x.shape[1:]))
+        x = x.reshape(x.shape[0], width).astype(np.float32)
+        test_x = test_x.reshape(test_x.shape[0], width).astype(np.float32)
     ids = np.arange(x.shape[0], dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
     if test_ids is None:
         test_ids = np.arange(test_x.shape[0], dtype=np.int64)
