@@ -75,12 +75,18 @@ def channel_stats(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
 
     Returns two float32 arrays [channels] ([D] for tabular data); std is floored at 1e-6.
     """
-    if kind == "image":
-        flat = x.reshape(-1, x.shape[-1]).astype(np.float64) / 255.0
-    else:
+    if kind != "image":  # two-pass: exact for features with a large mean
         flat = x.reshape(x.shape[0], -1).astype(np.float64)
-    mean = flat.mean(axis=0)
-    std = np.maximum(flat.std(axis=0), 1e-6)
+        mean = flat.mean(axis=0)
+        std = np.maximum(flat.std(axis=0), 1e-6)
+        return mean.astype(np.float32), std.astype(np.float32)
+    flat = x.reshape(-1, x.shape[-1])
+    scale = 255.0
+    # float64 accumulators without a float64 copy of the data.
+    mean = flat.mean(axis=0, dtype=np.float64)
+    mean_sq = np.einsum("nc,nc->c", flat, flat, dtype=np.float64) / max(flat.shape[0], 1)
+    var = np.maximum(mean_sq - mean**2, 0.0)
+    mean, std = mean / scale, np.maximum(np.sqrt(var) / scale, 1e-6)
     return mean.astype(np.float32), std.astype(np.float32)
 
 

@@ -65,12 +65,12 @@ def _with_ids(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 def _load_tfds(cfg: DataConfig) -> Pool:
     from jaxsam.data import tfds_source
 
-    opts = dict(data_dir=cfg.data_dir, manual_dir=cfg.manual_dir, download=cfg.download)
+    builder = tfds_source.ensure_prepared(cfg.dataset, cfg.data_dir, cfg.manual_dir, cfg.download)
     same = cfg.test_split == cfg.pool_split
-    n_pool = tfds_source.split_size(cfg.dataset, cfg.pool_split, **opts)
+    n_pool = tfds_source.split_size(builder, cfg.pool_split)
     n_test = 0
     if cfg.test_split is not None and not same:
-        n_test = tfds_source.split_size(cfg.dataset, cfg.test_split, **opts)
+        n_test = tfds_source.split_size(builder, cfg.test_split)
     sel, tsel = select_indices(
         n_pool,
         cfg.pool_size,
@@ -82,9 +82,7 @@ def _load_tfds(cfg: DataConfig) -> Pool:
     )
 
     def read(split: str, rows: np.ndarray, whole: bool):
-        return tfds_source.load_tfds_arrays(
-            cfg.dataset, split, rows=None if whole else rows, **opts
-        )
+        return tfds_source.read_split(builder, split, None if whole else rows)
 
     x, y, num_classes = read(cfg.pool_split, sel, cfg.pool_size is None)
     tx = ty = tids = None

@@ -445,6 +445,22 @@ def _read_rows(builder, split: str, rows: np.ndarray, image: str, label: str):
     return x, y
 
 
+def read_split(builder, split: str, rows: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Rows of one split of a prepared builder (see :func:`load_tfds_arrays`)."""
+    image, label, num_classes = _feature_keys(builder)
+    n = _split_size(builder, split)
+    whole = rows is None
+    rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    cached = _read_cache(builder, split, n)
+    if cached is not None:
+        x = cached[0] if whole else cached[0][rows]
+        return np.ascontiguousarray(x), cached[1][rows].astype(np.int32), num_classes
+    x, y = _read_rows(builder, split, rows, image, label)
+    if whole:
+        _write_cache(builder, split, x, y)
+    return x, y, num_classes
+
+
 def load_tfds_arrays(
     name: str,
     split: str,
@@ -465,22 +481,9 @@ def load_tfds_arrays(
     Returns:
       x: uint8 [n, H, W, C]; y: int32 [n]; num_classes.
     """
-    builder = ensure_prepared(name, data_dir, manual_dir, download)
-    image, label, num_classes = _feature_keys(builder)
-    n = _split_size(builder, split)
-    whole = rows is None
-    rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
-    cached = _read_cache(builder, split, n)
-    if cached is not None:
-        return np.ascontiguousarray(cached[0][rows]), cached[1][rows].astype(np.int32), num_classes
-    x, y = _read_rows(builder, split, rows, image, label)
-    if whole:
-        _write_cache(builder, split, x, y)
-    return x, y, num_classes
+    return read_split(ensure_prepared(name, data_dir, manual_dir, download), split, rows)
 
 
-def split_size(
-    name: str, split: str, data_dir: str | None, manual_dir: str | None, download: bool
-) -> int:
-    """Number of examples in ``split`` (preparing first when allowed)."""
-    return _split_size(ensure_prepared(name, data_dir, manual_dir, download), split)
+def split_size(builder, split: str) -> int:
+    """Number of examples in ``split`` of a prepared builder."""
+    return _split_size(builder, split)
