@@ -57,7 +57,10 @@ def looksam(
     .. math::
       g_s \approx g + \alpha\, \frac{\lVert g \rVert}{\lVert g_v \rVert + \epsilon}\, g_v ,
 
-    and hands :math:`g_s` to the base optimizer in both cases. ``k = 1`` is SAM.
+    and hands :math:`g_s` to the base optimizer in both cases. ``k = 1`` is SAM. At
+    :math:`\rho = 0` the stored :math:`g_v` is set to exactly zero (it is zero in exact
+    arithmetic; rounding noise would otherwise be rescaled to length :math:`\alpha\lVert g
+    \rVert`), so ``rho = 0`` is the base optimizer.
 
     The choice is a ``lax.cond`` on the step counter. Without vmap, and with ``stacked=True``,
     the reuse steps really skip the second gradient. Under ``jax.vmap`` the counter is batched,
@@ -106,11 +109,13 @@ def looksam(
         g_v_old = jax.tree.map(lambda v, x: v.astype(x.dtype), state.g_v, g)
         g_norm = where.norm(g)
 
+        rho_t = _perturb.rho_at(rho, state.count)
+
         def sam_step(_: None) -> tuple[PyTree, PyTree]:
             g_s = _perturb.perturbed_grads(
                 g_dir,
                 params,
-                _perturb.rho_at(rho, state.count),
+                rho_t,
                 grad_fn,
                 eps=eps,
                 eta=None,
@@ -119,6 +124,9 @@ def looksam(
             )
             unit = where.scale(g, 1.0 / (g_norm + eps))
             g_v = jax.tree.map(lambda a, b: a - b, g_s, where.scale(unit, where.dot(g_s, unit)))
+            # At rho = 0, g_s = g and g_v is rounding noise that the reuse step would blow up
+            # to length alpha * ||g||; it is exactly zero in exact arithmetic, so make it so.
+            g_v = where.scale(g_v, (rho_t > 0).astype(jnp.float32))
             return g_s, g_v
 
         def reuse_step(_: None) -> tuple[PyTree, PyTree]:
