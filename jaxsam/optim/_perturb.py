@@ -126,5 +126,6 @@ def perturbed_grads(
     if where.stacked:
         _tree.check_stacked(params, "params")
     w_adv = ascent(grads, params, rho, eps=eps, eta=eta, where=where)
+    w_adv = _tree.to_varying(w_adv, where.axis_name)
     g_adv = _tree.call_grad_fn(grad_fn, w_adv, grads, who)
     return _tree.pmean(g_adv, where.axis_name)

@@ -122,3 +122,28 @@ def pmean(tree: PyTree, axis_name: str | None) -> PyTree:
     if axis_name is None:
         return tree
     return jax.lax.pmean(tree, axis_name)
+
+
+def _varying_axes(x: jax.Array) -> frozenset:
+    mat = getattr(jax.typeof(x), "manual_axis_type", None)
+    return getattr(mat, "varying", frozenset())
+
+
+def to_varying(tree: PyTree, axis_name: str | None) -> PyTree:
+    """Mark every leaf as varying over ``axis_name`` (a no-op outside ``shard_map``).
+
+    Under ``shard_map`` with ``check_vma=True``, the cotangent of a replicated (invariant) input
+    is summed over the mesh axis automatically. Casting the perturbed parameters to varying
+    keeps ``grad_fn``'s gradients per device, so that the explicit ``pmean`` over
+    ``axis_name`` gives the mean over devices, the same as under ``pmap`` or
+    ``check_vma=False``.
+    """
+    if axis_name is None or axis_name not in jax.sharding.get_abstract_mesh().manual_axes:
+        return tree  # not under shard_map over this axis (vmap / pmap axis, or no axis)
+
+    def cast(x: jax.Array) -> jax.Array:
+        if axis_name in _varying_axes(x):
+            return x
+        return jax.lax.pcast(x, axis_name, to="varying")
+
+    return jax.tree.map(cast, tree)
