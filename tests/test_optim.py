@@ -305,3 +305,40 @@ def test_composes_with_multisteps():
     g_mean = ((w_np - [1, 0]) + (w_np - [0, 2])) / 2
     g_adv = (w_np + 0.2 * unit(g_mean)) - [0, 2]  # grad_fn of the last micro-batch
     np.testing.assert_allclose(u2, -LR * g_adv, rtol=1e-5)
+
+
+def test_flax_batchnorm_loop_keeps_clean_pass_statistics():
+    """The docs example: BatchNorm statistics come from the clean pass, grad_fn's aux is dropped."""
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train):
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.5)(nn.Dense(4)(x))
+            return nn.Dense(3)(nn.relu(x))
+
+    model = Net()
+    x = jax.random.normal(jax.random.key(0), (8, 5))
+    y = jnp.arange(8) % 3
+    variables = model.init(jax.random.key(1), x, train=False)
+    params, stats = variables["params"], variables["batch_stats"]
+    tx = sam(optax.sgd(0.1), rho=0.5)
+    opt_state = tx.init(params)
+
+    def loss_fn(p):
+        logits, new = model.apply(
+            {"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
+        )
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new["batch_stats"]
+
+    (_, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    updates, _ = tx.update(grads, opt_state, params, grad_fn=grad_fn)
+    # The statistics the loop keeps are those of the clean pass ...
+    _, clean_stats = loss_fn(params)
+    assert_trees_close(new_stats, clean_stats)
+    # ... and the update is the SAM one (gradient at the perturbed point, not the clean one).
+    g_norm = optax.tree.norm(grads)
+    w_adv = jax.tree.map(lambda w, g: w + 0.5 * g / g_norm, params, grads)
+    want = jax.tree.map(lambda g: -0.1 * g, grad_fn(w_adv)[0])
+    assert_trees_close(updates, want, rtol=1e-5, atol=1e-7)
