@@ -57,3 +57,12 @@ def lira_per_target(signal, keep, targets=None, **kw) -> np.ndarray:
     """Scores [len(targets), N] from :func:`lira_one_target`, one Python iteration per target."""
     targets = range(signal.shape[0]) if targets is None else targets
     return np.stack([lira_one_target(signal, keep, t, **kw) for t in targets])
+
+
+def rmia_one_target(prob: np.ndarray, target: int, gamma: float = 1.0) -> np.ndarray:
+    """Online RMIA scores [N] for one target with all pool points as the population z."""
+    prob = np.asarray(prob, np.float64)
+    others = np.arange(prob.shape[0]) != target
+    ratio = (prob[target] / prob[others].mean(0)).mean(-1)
+    rz = np.sort(ratio)
+    return np.searchsorted(rz, ratio / gamma, side="right") / rz.size
