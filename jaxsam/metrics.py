@@ -146,7 +146,9 @@ def per_target_metrics(
     s = np.asarray(scores, np.float64)
     y = np.asarray(is_member, bool)
     if s.ndim != 2 or s.shape != y.shape:
-        raise DataError(f"per-target metrics need [M, N] scores and masks, got {s.shape}, {y.shape}")
+        raise DataError(
+            f"per-target metrics need [M, N] scores and masks, got {s.shape}, {y.shape}"
+        )
     rows = [
         _summary(*_Sorted(s[m], y[m]).curve(), fprs)
         for m in range(s.shape[0])
@@ -157,8 +159,10 @@ def per_target_metrics(
         v = np.asarray(vals, np.float64)
         return {"mean": float(v.mean()), "std": float(v.std())}
 
-    out = {k: {**ms([r[k] for r in rows]), "values": [r[k] for r in rows]} for k in (
-        "auc", "advantage", "balanced_accuracy")}
+    out = {
+        k: {**ms([r[k] for r in rows]), "values": [r[k] for r in rows]}
+        for k in ("auc", "advantage", "balanced_accuracy")
+    }
     out["tpr_at_fpr"] = {k: ms([r["tpr_at_fpr"][k] for r in rows]) for k in rows[0]["tpr_at_fpr"]}
     out["num_nonmembers_per_target"] = float((~y).sum(1).mean())
     return out

@@ -55,7 +55,10 @@ def plot_roc(
 
 
 def plot_roc_compare(
-    runs: Mapping[str, Any], path: str | os.PathLike, *, attack: str = "lira_online",
+    runs: Mapping[str, Any],
+    path: str | os.PathLike,
+    *,
+    attack: str = "lira_online",
     title: str | None = None,
 ) -> str:
     """Compare one attack across runs (e.g. SGD vs SAM) on a log-log ROC plot.

@@ -27,8 +27,9 @@ def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(
-        zip(r, widths)))
+    fmt = lambda r: "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+    )
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
 
 
@@ -53,14 +54,16 @@ def render_markdown(report: dict, title: str) -> str:
     if attacks:
         first = next(iter(attacks.values()))
         keys = list(first["tpr_at_fpr"])
-        header = ["attack", "AUC %", "advantage %", "bal. acc. %"] + [
-            f"TPR@{_fpr_label(k)} %" for k in keys
-        ] + ["AUC per target (mean ± std) %"]
+        header = (
+            ["attack", "AUC %", "advantage %", "bal. acc. %"]
+            + [f"TPR@{_fpr_label(k)} %" for k in keys]
+            + ["AUC per target (mean ± std) %"]
+        )
         rows = []
         for name, e in attacks.items():
             ci = e.get("ci", {})
 
-            def cell(v, cik):
+            def cell(v, cik, ci=ci):
                 c = ci.get(cik)
                 return _pct(v) + (f" [{_pct(c['low'])}, {_pct(c['high'])}]" if c else "")
 
@@ -72,9 +75,22 @@ def render_markdown(report: dict, title: str) -> str:
             ]
             pt = e.get("per_target", {}).get("auc")
             pts = f"{_pct(pt['mean'])} ± {_pct(pt['std'])}" if pt else "-"
-            rows.append([name, cell(e["auc"], "auc"), cell(e["advantage"], "advantage"),
-                         _pct(e["balanced_accuracy"]), *tprs, pts])
-        out += ["", "## Attacks (all targets pooled, leave-one-out)", "", _table(header, rows, True)]
+            rows.append(
+                [
+                    name,
+                    cell(e["auc"], "auc"),
+                    cell(e["advantage"], "advantage"),
+                    _pct(e["balanced_accuracy"]),
+                    *tprs,
+                    pts,
+                ]
+            )
+        out += [
+            "",
+            "## Attacks (all targets pooled, leave-one-out)",
+            "",
+            _table(header, rows, True),
+        ]
         nn = first.get("num_nonmembers")
         if nn:
             out += [
@@ -183,8 +199,10 @@ def compare_table(named_reports: Sequence[tuple[str, dict]], markdown: bool = Fa
             )
     for label, getter in (
         ("mean FZ memorization", lambda r: (r.get("memorization") or {}).get("mean")),
-        ("median OUT conf. variance", lambda r: (r.get("out_confidence_variance") or {}).get(
-            "median")),
+        (
+            "median OUT conf. variance",
+            lambda r: (r.get("out_confidence_variance") or {}).get("median"),
+        ),
     ):
         vals = [getter(r) for r in reps]
         if any(v is not None for v in vals):

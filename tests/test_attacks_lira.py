@@ -23,7 +23,9 @@ def test_online_lira_hand_computation():
     # Example 1: IN {3} -> 2.5; OUT {1, 2, 4} -> 0.5, 0, 1.
     mi0, mo0, mi1, mo1 = 2.5, -0.5, 2.5, 0.5
     var_in = ((2 - mi0) ** 2 + (3 - mi0) ** 2 + (2.5 - mi1) ** 2) / 3  # pooled over 3 IN values
-    var_out = ((-1 - mo0) ** 2 + (0 - mo0) ** 2 + (0.5 - mo1) ** 2 + (0 - mo1) ** 2 + (1 - mo1) ** 2) / 5
+    var_out = (
+        (-1 - mo0) ** 2 + (0 - mo0) ** 2 + (0.5 - mo1) ** 2 + (0 - mo1) ** 2 + (1 - mo1) ** 2
+    ) / 5
     want = [
         _logpdf(1.0, mi0, var_in) - _logpdf(1.0, mo0, var_out),
         _logpdf(-1.0, mi1, var_in) - _logpdf(-1.0, mo1, var_out),

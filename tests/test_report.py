@@ -47,6 +47,7 @@ def test_compare_table_content(tmp_path):
     assert "diff" not in one.splitlines()[0]
     page = render_markdown(rm, "SAM run")
     assert page.startswith("# SAM run") and "lira_online" in page and "0.125" in page
-    png = plot_roc_compare({"SGD": sgd, "SAM": (sam.scores["lira_online"], sam.keep)},
-                           tmp_path / "roc.png")
+    png = plot_roc_compare(
+        {"SGD": sgd, "SAM": (sam.scores["lira_online"], sam.keep)}, tmp_path / "roc.png"
+    )
     assert (tmp_path / "roc.png").stat().st_size > 1000 and png.endswith("roc.png")

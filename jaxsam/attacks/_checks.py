@@ -18,7 +18,9 @@ def check_logits(logits: Any, labels: Any, keep: Any) -> tuple[int, int, int, in
         )
     m, n, a, c = logits.shape
     if np.shape(labels) != (n,):
-        raise DataError(f"labels must be [N={n}], got shape {np.shape(labels)}; pass one label per example")
+        raise DataError(
+            f"labels must be [N={n}], got shape {np.shape(labels)}; pass one label per example"
+        )
     check_keep(keep, m, n)
     if c < 2:
         raise DataError(f"logits need at least 2 classes, got C={c}; pass the full logit vector")
@@ -29,10 +31,14 @@ def check_keep(keep: Any, m: int, n: int) -> np.ndarray:
     """Checks that ``keep`` is a boolean-like ``[M, N]`` mask with M >= 2; returns it as bool."""
     keep = np.asarray(keep)
     if keep.shape != (m, n):
-        raise DataError(f"keep must be [M={m}, N={n}], got shape {keep.shape}; pass the run's masks")
+        raise DataError(
+            f"keep must be [M={m}, N={n}], got shape {keep.shape}; pass the run's masks"
+        )
     if keep.dtype != bool:
         if not np.isin(keep, (0, 1)).all():
-            raise DataError("keep must be boolean (True = model trained on example); got other values")
+            raise DataError(
+                "keep must be boolean (True = model trained on example); got other values"
+            )
         keep = keep.astype(bool)
     if m < 2:
         raise DataError(f"leave-one-out scoring needs M >= 2 models, got M={m}; train more models")

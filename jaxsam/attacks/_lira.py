@@ -237,8 +237,18 @@ def lira_from_signal(
 
 
 def _lira_impl(
-    signal, keep, *, online, fix_variance, mean, offline_test, variance_mode, chunk_size,
-    min_shadows_variance, var_floor, dtype
+    signal,
+    keep,
+    *,
+    online,
+    fix_variance,
+    mean,
+    offline_test,
+    variance_mode,
+    chunk_size,
+    min_shadows_variance,
+    var_floor,
+    dtype,
 ):
     m, n, a = signal.shape
     sig = jnp.asarray(signal)

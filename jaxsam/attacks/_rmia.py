@@ -43,22 +43,32 @@ def _ratio(obs, kin, sum_all, sum_out, n_out, m, online, a):
         mean_out = (sum_out[None] - r[..., None] * obs) / jnp.maximum(n1, 1.0)[..., None]
         # No OUT shadow for an example: fall back to the target's mean OUT probability.
         has = (n1 > 0)[..., None]
-        gmean = jnp.sum(jnp.where(has, mean_out * n1[..., None], 0.0), axis=1) / jnp.maximum(
-            jnp.sum(n1, axis=1), 1.0
-        )[:, None]
+        gmean = (
+            jnp.sum(jnp.where(has, mean_out * n1[..., None], 0.0), axis=1)
+            / jnp.maximum(jnp.sum(n1, axis=1), 1.0)[:, None]
+        )
         mean_out = jnp.where(has, mean_out, gmean[:, None, :])
         ref = 0.5 * ((1.0 + a) * mean_out + (1.0 - a))
     return jnp.mean(obs / jnp.maximum(ref, 1e-30), axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("m", "online", "has_pop_prob"))
-def _score_chunk(obs, kin, sum_all, sum_out, n_out, pop_idx, pobs, psum, *, m, online, a, gamma,
-                 has_pop_prob):
+def _score_chunk(
+    obs, kin, sum_all, sum_out, n_out, pop_idx, pobs, psum, *, m, online, a, gamma, has_pop_prob
+):
     rx = _ratio(obs, kin, sum_all, sum_out, n_out, m, online, a)  # [B, N]
     if has_pop_prob:
         # External points: every model is OUT for them.
-        rz = _ratio(pobs, jnp.zeros(pobs.shape[:2], bool), psum, psum,
-                    jnp.full(pobs.shape[1], float(m)), m, online, a)
+        rz = _ratio(
+            pobs,
+            jnp.zeros(pobs.shape[:2], bool),
+            psum,
+            psum,
+            jnp.full(pobs.shape[1], float(m)),
+            m,
+            online,
+            a,
+        )
     else:
         rz = rx[:, pop_idx]
     rz = jnp.sort(rz, axis=1)
@@ -120,9 +130,19 @@ def rmia_from_signal(
         sl = slice(s0, s0 + step)
         out[sl] = np.asarray(
             _score_chunk(
-                p[sl], k[sl], sum_all, sum_out, n_out, jnp.asarray(pop_idx),
-                pp[sl] if has_pp else None, psum if has_pp else None,
-                m=m, online=online, a=a, gamma=gamma, has_pop_prob=has_pp,
+                p[sl],
+                k[sl],
+                sum_all,
+                sum_out,
+                n_out,
+                jnp.asarray(pop_idx),
+                pp[sl] if has_pp else None,
+                psum if has_pp else None,
+                m=m,
+                online=online,
+                a=a,
+                gamma=gamma,
+                has_pop_prob=has_pp,
             )
         )
     return out
@@ -154,6 +174,12 @@ def rmia(
             raise DataError("population_logits needs population_labels [Z]; pass both")
         pprob = _signals.compute_chunked(_signals.confidence, population_logits, population_labels)
     return rmia_from_signal(
-        prob, keep, online=online, a=a, gamma=gamma, population=population,
-        population_prob=pprob, chunk_size=chunk_size,
+        prob,
+        keep,
+        online=online,
+        a=a,
+        gamma=gamma,
+        population=population,
+        population_prob=pprob,
+        chunk_size=chunk_size,
     )

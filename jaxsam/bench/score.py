@@ -60,8 +60,7 @@ def _signal(m: int, n: int, a: int, c: int, seed: int, chunk: int = 8):
 def _child(spec: dict) -> dict:
     import numpy as np
 
-    from jaxsam.attacks import lira_from_signal, rmia_from_signal
-    from jaxsam.attacks import naive
+    from jaxsam.attacks import lira_from_signal, naive, rmia_from_signal
 
     m, n, a, c = spec["models"], spec["examples"], spec["queries"], spec["classes"]
     sig, keep, sig_seconds = _signal(m, n, a, c, spec["seed"])
@@ -97,8 +96,10 @@ def _child(spec: dict) -> dict:
 
 
 def _spawn(spec: dict) -> dict:
-    code = "import json,sys; from jaxsam.bench.score import _child; " \
-           "print('RESULT', json.dumps(_child(json.loads(sys.argv[1]))))"
+    code = (
+        "import json,sys; from jaxsam.bench.score import _child; "
+        "print('RESULT', json.dumps(_child(json.loads(sys.argv[1]))))"
+    )
     env = dict(os.environ)
     proc = subprocess.run(
         [sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env
