@@ -1,0 +1,62 @@
+"""Shape and value checks shared by the attacks (raise DataError with the fix)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from jaxsam.errors import ConfigError, DataError
+
+
+def check_logits(logits: Any, labels: Any, keep: Any) -> tuple[int, int, int, int]:
+    """Checks ``logits [M, N, A, C]``, ``labels [N]``, ``keep [M, N]``; returns (M, N, A, C)."""
+    if getattr(logits, "ndim", None) != 4:
+        raise DataError(
+            f"logits must be [M, N, A, C], got shape {getattr(logits, 'shape', None)}; "
+            "add a query axis of size 1 if you have a single query"
+        )
+    m, n, a, c = logits.shape
+    if np.shape(labels) != (n,):
+        raise DataError(
+            f"labels must be [N={n}], got shape {np.shape(labels)}; pass one label per example"
+        )
+    check_keep(keep, m, n)
+    if c < 2:
+        raise DataError(f"logits need at least 2 classes, got C={c}; pass the full logit vector")
+    return m, n, a, c
+
+
+def check_keep(keep: Any, m: int, n: int) -> np.ndarray:
+    """Checks that ``keep`` is a boolean-like ``[M, N]`` mask with M >= 2; returns it as bool."""
+    keep = np.asarray(keep)
+    if keep.shape != (m, n):
+        raise DataError(
+            f"keep must be [M={m}, N={n}], got shape {keep.shape}; pass the run's masks"
+        )
+    if keep.dtype != bool:
+        if not np.isin(keep, (0, 1)).all():
+            raise DataError(
+                "keep must be boolean (True = model trained on example); got other values"
+            )
+        keep = keep.astype(bool)
+    if m < 2:
+        raise DataError(f"leave-one-out scoring needs M >= 2 models, got M={m}; train more models")
+    return keep
+
+
+def check_signal(signal: Any, keep: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Checks ``signal [M, N, A]`` (finite) and ``keep [M, N]``; returns float32 and bool arrays."""
+    signal = np.asarray(signal)
+    if signal.ndim != 3:
+        raise DataError(f"signal must be [M, N, A], got shape {signal.shape}; add a query axis")
+    keep = check_keep(keep, signal.shape[0], signal.shape[1])
+    signal = signal.astype(np.float32, copy=False)
+    if not np.isfinite(signal).all():
+        raise DataError("signal has NaN or infinite values; check the logits for diverged models")
+    return signal, keep
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is unknown; choose one of {', '.join(choices)}")

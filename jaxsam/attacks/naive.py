@@ -1,0 +1,68 @@
+"""Straightforward per-target LiRA in NumPy: the reference for tests and the benchmark baseline.
+
+One target at a time: its shadows are the other M - 1 models, and their statistics are
+recomputed from scratch (O(M N A) per target, O(M^2 N A) for all). Slow by design; it only
+supports the default choices (mean, pooled or per-example variance, one-sided offline) and
+returns NaN where a target has no shadow in a group (the fast path falls back instead).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import norm
+
+
+def _stats(x: np.ndarray, w: np.ndarray):
+    """x [S, N, A] shadow scores, w [S, N] group weights -> count [N], mean, SS [N, A]."""
+    cnt = w.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (w[..., None] * x).sum(0) / cnt[:, None]  # NaN for an empty group
+    ss = np.nansum(w[..., None] * (x - mean) ** 2, axis=0)
+    return cnt, mean, ss
+
+
+def lira_one_target(
+    signal: np.ndarray,
+    keep: np.ndarray,
+    target: int,
+    *,
+    online: bool = True,
+    fix_variance: bool = True,
+) -> np.ndarray:
+    """LiRA scores [N] (float64, higher = member) for one target, recomputing its shadows.
+
+    Args:
+      signal: float [M, N, A]; keep: bool [M, N]; target: index of the target model.
+    """
+    signal = np.asarray(signal, np.float64)
+    others = np.arange(signal.shape[0]) != target
+    x, k = signal[others], keep[others]
+    obs = signal[target]
+    out = []
+    for w in (k, ~k):
+        cnt, mean, ss = _stats(x, w.astype(np.float64))
+        pooled = ss.sum(0) / cnt.sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.broadcast_to(pooled, mean.shape) if fix_variance else ss / cnt[:, None]
+        out.append((mean, np.maximum(var, 1e-12)))
+    (mi, vi), (mo, vo) = out
+    if online:
+        ll = norm.logpdf(obs, mi, np.sqrt(vi)) - norm.logpdf(obs, mo, np.sqrt(vo))
+    else:
+        ll = -norm.logsf(obs, mo, np.sqrt(vo))
+    return ll.mean(-1)
+
+
+def lira_per_target(signal, keep, targets=None, **kw) -> np.ndarray:
+    """Scores [len(targets), N] from :func:`lira_one_target`, one Python iteration per target."""
+    targets = range(signal.shape[0]) if targets is None else targets
+    return np.stack([lira_one_target(signal, keep, t, **kw) for t in targets])
+
+
+def rmia_one_target(prob: np.ndarray, target: int, gamma: float = 1.0) -> np.ndarray:
+    """Online RMIA scores [N] for one target with all pool points as the population z."""
+    prob = np.asarray(prob, np.float64)
+    others = np.arange(prob.shape[0]) != target
+    ratio = (prob[target] / prob[others].mean(0)).mean(-1)
+    rz = np.sort(ratio)
+    return np.searchsorted(rz, ratio / gamma, side="right") / rz.size

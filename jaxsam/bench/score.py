@@ -1,0 +1,172 @@
+"""Benchmark: scoring all targets (leave-one-out) vs a straightforward per-target NumPy loop.
+
+``jaxsam bench score [--quick] [--json]``. Synthetic logits [M, N, A, C] (default scale case
+M=256, N=50,000, A=18, C=10) are generated a few models at a time with jax.random, so the full
+float32 logits (9.2 GB at scale) never sit in memory; the logit-scaled confidence [M, N, A] is
+kept. Each attack runs in its own subprocess so that its peak RSS (``ru_maxrss``) is its own;
+the peak includes generating the synthetic logits and the signal array.
+
+Rows: ``signal`` (logits -> logit-scaled confidence, generation excluded), ``lira_online``,
+``lira_offline``, ``rmia`` (online, all pool points as population). ``seconds`` is the first
+call (jit compilation included), ``seconds_warm`` a second identical call.
+``ratio_vs_per_target`` = (per-target NumPy baseline time on ``--baseline-targets`` targets and
+the first ``--baseline-examples`` examples, scaled by M / targets and N / examples) / ``seconds``,
+both measured in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def _signal(m: int, n: int, a: int, c: int, seed: int, chunk: int = 8):
+    """Synthetic logits -> (lsc [M, N, A] float32, keep [M, N], seconds spent on the signal)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxsam.attacks import signals
+
+    rng = np.random.default_rng(seed)
+    keep = np.argsort(rng.random((m, n)), axis=0) < m // 2
+    labels = rng.integers(0, c, n)
+    hard = rng.normal(size=n).astype(np.float32)
+
+    @jax.jit
+    def gen(key, kin):
+        z = jax.random.normal(key, (kin.shape[0], n, a, c), jnp.float32)
+        bump = 2.0 + hard[None, :, None] + 1.5 * kin[..., None]
+        onehot = jax.nn.one_hot(labels, c)[None, :, None, :]
+        return z + onehot * bump[..., None]
+
+    out = np.empty((m, n, a), np.float32)
+    spent = 0.0
+    key = jax.random.key(seed)
+    for s0 in range(0, m, chunk):
+        key, sub = jax.random.split(key)
+        logits = gen(sub, jnp.asarray(keep[s0 : s0 + chunk], jnp.float32)).block_until_ready()
+        t = time.perf_counter()
+        out[s0 : s0 + chunk] = np.asarray(signals.logit_scaled_confidence(logits, labels))
+        spent += time.perf_counter() - t
+    return out, keep, spent
+
+
+def _child(spec: dict) -> dict:
+    import numpy as np
+
+    from jaxsam.attacks import lira_from_signal, naive, rmia_from_signal
+
+    m, n, a, c = spec["models"], spec["examples"], spec["queries"], spec["classes"]
+    sig, keep, sig_seconds = _signal(m, n, a, c, spec["seed"])
+    what = spec["what"]
+    out: dict = {}
+    if what == "signal":
+        out["seconds"] = sig_seconds
+    else:
+        prob = 1.0 / (1.0 + np.exp(-sig)) if what == "rmia" else None
+        call = {
+            "lira_online": lambda: lira_from_signal(sig, keep, online=True),
+            "lira_offline": lambda: lira_from_signal(sig, keep, online=False),
+            "rmia": lambda: rmia_from_signal(prob, keep),
+        }[what]
+        t = time.perf_counter()
+        call()
+        out["seconds"] = time.perf_counter() - t  # first call: includes jit compilation
+    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if what != "signal":
+        t = time.perf_counter()
+        call()
+        out["seconds_warm"] = time.perf_counter() - t
+        # Baseline on k targets and the first nb examples (per-target cost is linear in N).
+        k, nb = spec["targets"], min(n, spec["baseline_examples"])
+        t = time.perf_counter()
+        for tgt in range(k):
+            if what == "rmia":
+                naive.rmia_one_target(prob[:, :nb], tgt)
+            else:
+                naive.lira_one_target(sig[:, :nb], keep[:, :nb], tgt, online=what == "lira_online")
+        out["baseline_seconds_scaled"] = (time.perf_counter() - t) * (m / k) * (n / nb)
+    return out
+
+
+def _spawn(spec: dict) -> dict:
+    code = (
+        "import json,sys; from jaxsam.bench.score import _child; "
+        "print('RESULT', json.dumps(_child(json.loads(sys.argv[1]))))"
+    )
+    env = dict(os.environ)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark child {spec['what']} failed:\n{proc.stderr[-2000:]}")
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT ") :])
+
+
+def run(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="jaxsam bench score", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small case M=32, N=2000, A=4 (<1 min)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per row")
+    p.add_argument("--models", type=int, default=256)
+    p.add_argument("--examples", type=int, default=50_000)
+    p.add_argument("--queries", type=int, default=18)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--baseline-targets", type=int, default=2)
+    p.add_argument("--baseline-examples", type=int, default=10_000)
+    p.add_argument("--attacks", default="lira_online,lira_offline,rmia")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.models, args.examples, args.queries = 32, 2000, 4
+    base = {
+        "models": args.models,
+        "examples": args.examples,
+        "queries": args.queries,
+        "classes": args.classes,
+        "seed": args.seed,
+        "targets": args.baseline_targets,
+        "baseline_examples": args.baseline_examples,
+    }
+    rows = []
+    for what in ["signal", *args.attacks.split(",")]:
+        r = _spawn({**base, "what": what})
+        ratio = None
+        if what != "signal":
+            scaled = r["baseline_seconds_scaled"]
+            ratio = scaled / r["seconds"]
+        row = {
+            "attack": what,
+            "models": args.models,
+            "examples": args.examples,
+            "queries": args.queries,
+            "seconds": round(r["seconds"], 3),
+            "peak_rss_gib": round(r["peak_rss_gib"], 3),
+            "ratio_vs_per_target": None if ratio is None else round(ratio, 1),
+        }
+        if ratio is not None:
+            row["seconds_warm"] = round(r["seconds_warm"], 3)
+            row["baseline_seconds_scaled"] = round(scaled, 2)
+            row["baseline_targets"] = args.baseline_targets
+            row["baseline_examples"] = min(args.examples, args.baseline_examples)
+        rows.append(row)
+        if args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            print(
+                f"{what:14s} M={args.models} N={args.examples} A={args.queries}  "
+                f"{row['seconds']:9.2f} s  peak {row['peak_rss_gib']:.2f} GiB  "
+                + ("" if ratio is None else f"x{ratio:.1f} vs per-target NumPy"),
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(sys.argv[1:]))

@@ -1,0 +1,219 @@
+"""ROC metrics for membership scores: AUC, balanced accuracy, advantage, TPR at low FPR.
+
+Conventions: ``scores`` higher = member; ``is_member`` True for members. Scores of all targets
+are pooled (flattened) unless a per-target helper is used. Ties are handled exactly: all
+examples sharing a score value move across the threshold together, so the ROC has one point
+per distinct score and the AUC equals the Mann-Whitney statistic with ties counted 1/2.
+
+``tpr_at_fpr[f]`` is the highest TPR over thresholds whose FPR is at most ``f``. With ``n``
+non-members, an FPR of ``f`` allows ``f * n`` false positives; when that is below 1 the value is
+the TPR at zero false positives and says nothing specific about ``f`` (``resolvable`` False).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxsam.errors import DataError
+
+DEFAULT_FPRS = (1e-2, 1e-3, 1e-4, 1e-5)
+
+
+def fpr_key(f: float) -> str:
+    """The report key of an FPR: ``repr(float)``, e.g. 0.01 -> "0.01", 1e-05 -> "1e-05"."""
+    return repr(float(f))
+
+
+def _check(scores: Any, is_member: Any) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, np.float64).ravel()
+    y = np.asarray(is_member).ravel()
+    if s.shape != y.shape:
+        raise DataError(
+            f"scores ({np.shape(scores)}) and is_member ({np.shape(is_member)}) differ in shape; "
+            "pass arrays of the same shape"
+        )
+    if np.isnan(s).any():
+        raise DataError("scores contain NaN; check the attack inputs for diverged models")
+    y = y.astype(bool)
+    if y.all() or not y.any():
+        raise DataError("is_member must contain both members and non-members; check the masks")
+    return s, y
+
+
+class _Sorted:
+    """Scores sorted once (descending) with the index of the last item of each tie group."""
+
+    def __init__(self, s: np.ndarray, y: np.ndarray):
+        self.order = np.argsort(-s, kind="stable")
+        ss = s[self.order]
+        self.ends = np.append(np.nonzero(ss[1:] != ss[:-1])[0], ss.size - 1)
+        self.thresholds = ss[self.ends]
+        self.y = y[self.order]
+
+    def curve(self, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(fpr, tpr), each [K + 1] starting at (0, 0); ``w`` are optional per-item weights."""
+        pos = self.y.astype(np.float64)
+        neg = 1.0 - pos
+        if w is not None:
+            ws = w[self.order]
+            pos, neg = pos * ws, neg * ws
+        tp = np.cumsum(pos)[self.ends]
+        fp = np.cumsum(neg)[self.ends]
+        tpr = np.concatenate([[0.0], tp / tp[-1]])
+        fpr = np.concatenate([[0.0], fp / fp[-1]])
+        return fpr, tpr
+
+
+def _auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
+def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, f: float) -> float:
+    idx = np.searchsorted(fpr, f * (1 + 1e-9), side="right") - 1
+    return float(tpr[idx])
+
+
+def roc_curve(scores: Any, is_member: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC of pooled scores.
+
+    Args:
+      scores: float, any shape (e.g. [M, N]); higher = member.
+      is_member: bool, same shape.
+
+    Returns:
+      (fpr, tpr, thresholds): fpr and tpr float64 [K + 1] from (0, 0) to (1, 1), one point per
+      distinct score; thresholds [K] (point i + 1 predicts "member" for scores >= thresholds[i]).
+    """
+    st = _Sorted(*_check(scores, is_member))
+    fpr, tpr = st.curve()
+    return fpr, tpr, st.thresholds
+
+
+def _summary(fpr, tpr, fprs) -> dict:
+    adv = float(np.max(tpr - fpr))
+    return {
+        "auc": _auc(fpr, tpr),
+        "advantage": adv,
+        "balanced_accuracy": 0.5 + adv / 2.0,
+        "tpr_at_fpr": {fpr_key(f): _tpr_at(fpr, tpr, f) for f in fprs},
+    }
+
+
+def roc_metrics(scores: Any, is_member: Any, *, fprs: Sequence[float] = DEFAULT_FPRS) -> dict:
+    """Pooled ROC summary.
+
+    Args:
+      scores: float, any shape (normally [M, N] pooled over all targets); higher = member.
+      is_member: bool, same shape.
+      fprs: false-positive rates at which to read the TPR.
+
+    Returns:
+      dict with ``auc``; ``advantage`` (max TPR - FPR); ``balanced_accuracy`` (best threshold:
+      (1 + advantage) / 2); ``tpr_at_fpr`` {str(fpr): tpr}; ``num_members``; ``num_nonmembers``;
+      ``fpr_support`` {str(fpr): {"false_positives_allowed": fpr * num_nonmembers,
+      "resolvable": bool}}; ``lowest_resolvable_fpr`` (1 / num_nonmembers).
+    """
+    s, y = _check(scores, is_member)
+    fpr, tpr = _Sorted(s, y).curve()
+    out = _summary(fpr, tpr, fprs)
+    n_neg = int((~y).sum())
+    out["num_members"] = int(y.sum())
+    out["num_nonmembers"] = n_neg
+    out["fpr_support"] = {
+        fpr_key(f): {"false_positives_allowed": f * n_neg, "resolvable": bool(f * n_neg >= 1.0)}
+        for f in fprs
+    }
+    out["lowest_resolvable_fpr"] = 1.0 / n_neg
+    return out
+
+
+def per_target_metrics(
+    scores: Any, is_member: Any, *, fprs: Sequence[float] = DEFAULT_FPRS
+) -> dict:
+    """ROC summary of each target separately, as mean and std over targets.
+
+    Args:
+      scores: float [M, N]; is_member: bool [M, N].
+
+    Returns:
+      dict ``{"auc": {"mean", "std", "values"}, "advantage": ..., "balanced_accuracy": ...,
+      "tpr_at_fpr": {str(fpr): {"mean", "std"}}, "num_nonmembers_per_target": mean count}``.
+      Targets whose row has only members or only non-members are skipped.
+    """
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(is_member, bool)
+    if s.ndim != 2 or s.shape != y.shape:
+        raise DataError(
+            f"per-target metrics need [M, N] scores and masks, got {s.shape}, {y.shape}"
+        )
+    rows = [
+        _summary(*_Sorted(s[m], y[m]).curve(), fprs)
+        for m in range(s.shape[0])
+        if y[m].any() and not y[m].all()
+    ]
+
+    def ms(vals):
+        v = np.asarray(vals, np.float64)
+        return {"mean": float(v.mean()), "std": float(v.std())}
+
+    out = {
+        k: {**ms([r[k] for r in rows]), "values": [r[k] for r in rows]}
+        for k in ("auc", "advantage", "balanced_accuracy")
+    }
+    out["tpr_at_fpr"] = {k: ms([r["tpr_at_fpr"][k] for r in rows]) for k in rows[0]["tpr_at_fpr"]}
+    out["num_nonmembers_per_target"] = float((~y).sum(1).mean())
+    return out
+
+
+def bootstrap(
+    scores: Any,
+    is_member: Any,
+    *,
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    num_samples: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Bootstrap intervals of the pooled metrics, resampling examples (columns) with replacement.
+
+    Resampling whole examples (all M targets of an example together) respects the correlation
+    between targets that share an example. Two runs over the same pool with the same ``seed``
+    draw the same resamples, so differences of their ``samples`` are paired.
+
+    Args:
+      scores: float [M, N]; is_member: bool [M, N].
+      num_samples: bootstrap resamples B.
+      seed: seed of the resampling.
+      level: coverage of the percentile interval.
+
+    Returns:
+      dict ``{metric: {"low", "high", "samples": [B floats]}}`` for ``auc``, ``advantage`` and
+      ``tpr@<fpr>`` for each fpr, plus ``num_samples``, ``seed``, ``level``.
+    """
+    s, y = _check(scores, is_member)
+    s2 = np.asarray(scores, np.float64)
+    if s2.ndim != 2:
+        s2 = s2.reshape(1, -1)
+    m, n = s2.shape
+    st = _Sorted(s, y)
+    rng = np.random.default_rng(seed)
+    names = ["auc", "advantage"] + [f"tpr@{fpr_key(f)}" for f in fprs]
+    samples = {k: [] for k in names}
+    for _ in range(num_samples):
+        counts = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+        w = np.broadcast_to(counts, (m, n)).ravel()
+        fpr, tpr = st.curve(w)
+        samples["auc"].append(_auc(fpr, tpr))
+        samples["advantage"].append(float(np.max(tpr - fpr)))
+        for f in fprs:
+            samples[f"tpr@{fpr_key(f)}"].append(_tpr_at(fpr, tpr, f))
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out: dict = {
+        k: {"low": float(np.percentile(v, lo)), "high": float(np.percentile(v, hi)), "samples": v}
+        for k, v in samples.items()
+    }
+    out.update(num_samples=num_samples, seed=seed, level=level)
+    return out

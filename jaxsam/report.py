@@ -1,0 +1,218 @@
+"""Readable reports: one run as Markdown, several runs side by side in the paper's format."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+_FPR_LABEL = {"0.01": "1%", "0.001": "0.1%", "0.0001": "0.01%", "1e-05": "0.001%"}
+
+
+def _fpr_label(key: str) -> str:
+    return _FPR_LABEL.get(key, f"{float(key) * 100:g}%")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{100 * x:.2f}"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{x:.4g}"
+
+
+def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+    )
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+
+
+def render_markdown(report: dict, title: str) -> str:
+    """One run's report (from :func:`jaxsam.scoring.score`) as Markdown.
+
+    All percentages are of pooled (target, example) pairs over all M targets; intervals are
+    bootstrap percentile intervals over examples where the report has them.
+    """
+    acc = report.get("accuracy", {})
+    out = [
+        f"# {title}",
+        "",
+        f"- models M = {report.get('models')}, examples N = {report.get('examples')}, "
+        f"queries A = {report.get('queries')}",
+        f"- accuracy: train {_pct(acc.get('train'))}%, test {_pct(acc.get('test'))}% "
+        "(test = pool points each model did not train on, identity query)",
+    ]
+    if report.get("excluded_models"):
+        out.append(f"- excluded models: {report['excluded_models']}")
+    attacks = report.get("attacks", {})
+    if attacks:
+        first = next(iter(attacks.values()))
+        keys = list(first["tpr_at_fpr"])
+        header = (
+            ["attack", "AUC %", "advantage %", "bal. acc. %"]
+            + [f"TPR@{_fpr_label(k)} %" for k in keys]
+            + ["AUC per target (mean ± std) %"]
+        )
+        rows = []
+        for name, e in attacks.items():
+            ci = e.get("ci", {})
+
+            def cell(v, cik, ci=ci):
+                c = ci.get(cik)
+                return _pct(v) + (f" [{_pct(c['low'])}, {_pct(c['high'])}]" if c else "")
+
+            support = e.get("fpr_support", {})
+            tprs = [
+                cell(e["tpr_at_fpr"][k], f"tpr@{k}")
+                + ("" if support.get(k, {}).get("resolvable", True) else " *")
+                for k in keys
+            ]
+            pt = e.get("per_target", {}).get("auc")
+            pts = f"{_pct(pt['mean'])} ± {_pct(pt['std'])}" if pt else "-"
+            rows.append(
+                [
+                    name,
+                    cell(e["auc"], "auc"),
+                    cell(e["advantage"], "advantage"),
+                    _pct(e["balanced_accuracy"]),
+                    *tprs,
+                    pts,
+                ]
+            )
+        out += [
+            "",
+            "## Attacks (all targets pooled, leave-one-out)",
+            "",
+            _table(header, rows, True),
+        ]
+        nn = first.get("num_nonmembers")
+        if nn:
+            out += [
+                "",
+                f"Non-members pooled: {nn}. A TPR at FPR f rests on f × {nn} allowed false "
+                f"positives; values marked * allow fewer than one (lowest resolvable FPR "
+                f"{1 / nn:.2g}) and are the TPR at zero false positives.",
+            ]
+    extra = _extras(report)
+    if extra:
+        out += ["", "## Mechanism statistics", ""] + [f"- {k}: {_num(v)}" for k, v in extra]
+    return "\n".join(out) + "\n"
+
+
+def _extras(report: dict) -> list[tuple[str, float]]:
+    out = []
+    mem = report.get("memorization")
+    if isinstance(mem, dict) and "mean" in mem:
+        out.append(("mean FZ memorization", float(mem["mean"])))
+    ocv = report.get("out_confidence_variance")
+    if isinstance(ocv, dict) and "median" in ocv:
+        out.append(("median OUT confidence variance", float(ocv["median"])))
+    return out
+
+
+def _diff_ci(a: dict, b: dict, key: str):
+    ca, cb = a.get("ci", {}).get(key), b.get("ci", {}).get(key)
+    if not ca or not cb or "samples" not in ca or "samples" not in cb:
+        return None
+    sa, sb = np.asarray(ca["samples"]), np.asarray(cb["samples"])
+    if sa.size != sb.size:
+        return None
+    d = sb - sa
+    level = a.get("ci", {}).get("level", 0.95)
+    lo, hi = np.percentile(d, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def compare_table(named_reports: Sequence[tuple[str, dict]], markdown: bool = False) -> str:
+    """Runs side by side in the paper's format.
+
+    Rows: test accuracy; for each attack its AUC and TPR at each reported FPR; then, when the
+    reports hold them, mean Feldman-Zhang memorization (``report["memorization"]["mean"]``) and
+    median OUT-confidence variance (``report["out_confidence_variance"]["median"]``).
+    Columns: one per run, then the difference last - first with a 95% bootstrap interval when
+    both reports carry bootstrap samples (paired when both used the same pool, masks and seed,
+    as ``jaxsam demo`` does). Values are percentages except the mechanism statistics. A TPR
+    marked * rests on fewer than one allowed false positive.
+
+    Args:
+      named_reports: [(run name, report dict)], at least one.
+      markdown: pipe table instead of aligned plain text.
+    """
+    if not named_reports:
+        return ""
+    names = [n for n, _ in named_reports]
+    reps = [r for _, r in named_reports]
+    two = len(reps) >= 2
+    header = ["metric", *names] + (["diff (last - first)"] if two else [])
+    rows: list[list[str]] = []
+
+    def add(label, vals, fmt, diff_ci=None):
+        row = [label, *[fmt(v) for v in vals]]
+        if two:
+            a, b = vals[0], vals[-1]
+            if a is None or b is None:
+                row.append("-")
+            else:
+                d = f"{'+' if b - a >= 0 else ''}{fmt(b - a)}"
+                if diff_ci is not None:
+                    d += f" [{fmt(diff_ci[0])}, {fmt(diff_ci[1])}]"
+                row.append(d)
+        rows.append(row)
+
+    add("test accuracy %", [r.get("accuracy", {}).get("test") for r in reps], _pct)
+    attack_names: list[str] = []
+    for r in reps:
+        attack_names += [a for a in r.get("attacks", {}) if a not in attack_names]
+    paired_ok = all(
+        r.get("examples") == reps[0].get("examples") and r.get("models") == reps[0].get("models")
+        for r in reps
+    )
+    for att in attack_names:
+        entries = [r.get("attacks", {}).get(att) for r in reps]
+        have = [e for e in entries if e]
+        ci = (
+            _diff_ci(entries[0], entries[-1], "auc")
+            if two and paired_ok and entries[0] and entries[-1]
+            else None
+        )
+        add(f"{att} AUC %", [e["auc"] if e else None for e in entries], _pct, ci)
+        for k in have[0]["tpr_at_fpr"]:
+            ci = (
+                _diff_ci(entries[0], entries[-1], f"tpr@{k}")
+                if two and paired_ok and entries[0] and entries[-1]
+                else None
+            )
+            unres = any(
+                not e.get("fpr_support", {}).get(k, {}).get("resolvable", True) for e in have
+            )
+            add(
+                f"{att} TPR@{_fpr_label(k)} FPR %" + (" *" if unres else ""),
+                [e["tpr_at_fpr"].get(k) if e else None for e in entries],
+                _pct,
+                ci,
+            )
+    for label, getter in (
+        ("mean FZ memorization", lambda r: (r.get("memorization") or {}).get("mean")),
+        (
+            "median OUT conf. variance",
+            lambda r: (r.get("out_confidence_variance") or {}).get("median"),
+        ),
+    ):
+        vals = [getter(r) for r in reps]
+        if any(v is not None for v in vals):
+            add(label, [None if v is None else float(v) for v in vals], _num)
+    text = _table(header, rows, markdown)
+    notes = []
+    if any("*" in r[0] for r in rows):
+        notes.append("* fewer than one false positive allowed at this FPR in at least one run.")
+    if two:
+        notes.append(
+            "diff: last minus first; [low, high] = 95% paired bootstrap interval over examples."
+        )
+    return text + ("\n\n" + "\n".join(notes) if notes else "") + "\n"

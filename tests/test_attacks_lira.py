@@ -1,0 +1,137 @@
+"""LiRA: hand computation, naive per-target reference, leave-one-out tell-tale, fallbacks."""
+
+import math
+
+import numpy as np
+import pytest
+
+from jaxsam.attacks import lira, lira_from_signal
+from jaxsam.attacks._lira import loo_median
+from jaxsam.attacks.naive import lira_per_target
+from jaxsam.errors import ConfigError, DataError
+
+
+def _logpdf(x, mu, var):
+    return -0.5 * (math.log(2 * math.pi * var) + (x - mu) ** 2 / var)
+
+
+def test_online_lira_hand_computation():
+    # M = 5 models, N = 2 examples, A = 1 query; target model 0.
+    s = np.array([[1.0, -1.0], [2.0, 0.5], [3.0, 0.0], [-1.0, 2.5], [0.0, 1.0]], np.float32)
+    keep = np.array([[1, 1], [1, 0], [1, 0], [0, 1], [0, 0]], bool)
+    # Shadows of target 0. Example 0: IN {1, 2} -> 2, 3; OUT {3, 4} -> -1, 0.
+    # Example 1: IN {3} -> 2.5; OUT {1, 2, 4} -> 0.5, 0, 1.
+    mi0, mo0, mi1, mo1 = 2.5, -0.5, 2.5, 0.5
+    var_in = ((2 - mi0) ** 2 + (3 - mi0) ** 2 + (2.5 - mi1) ** 2) / 3  # pooled over 3 IN values
+    var_out = (
+        (-1 - mo0) ** 2 + (0 - mo0) ** 2 + (0.5 - mo1) ** 2 + (0 - mo1) ** 2 + (1 - mo1) ** 2
+    ) / 5
+    want = [
+        _logpdf(1.0, mi0, var_in) - _logpdf(1.0, mo0, var_out),
+        _logpdf(-1.0, mi1, var_in) - _logpdf(-1.0, mo1, var_out),
+    ]
+    got = lira_from_signal(s[..., None], keep)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # Offline one-sided: -log P[Z > s] with Z ~ N(mu_out, var_out).
+    off = lira_from_signal(s[..., None], keep, online=False)[0]
+    sf = [0.5 * math.erfc((x - mu) / math.sqrt(2 * var_out)) for x, mu in ((1.0, mo0), (-1.0, mo1))]
+    np.testing.assert_allclose(off, [-math.log(v) for v in sf], rtol=1e-6)
+    dens = lira_from_signal(s[..., None], keep, online=False, offline_test="density")[0]
+    np.testing.assert_allclose(
+        dens, [-_logpdf(1.0, mo0, var_out), -_logpdf(-1.0, mo1, var_out)], rtol=1e-6
+    )
+
+
+@pytest.fixture
+def synth():
+    rng = np.random.default_rng(1)
+    m, n, a = 12, 30, 3
+    keep = np.argsort(rng.random((m, n)), 0) < rng.integers(3, 9, n)[None]  # 3..8 IN of 12
+    s = rng.normal(size=(m, n, a)) + rng.normal(size=(1, n, 1)) * 3 + 2.0 * keep[..., None]
+    return s.astype(np.float32), keep
+
+
+@pytest.mark.parametrize("online", [True, False])
+@pytest.mark.parametrize("fix_variance", [True, False])
+def test_matches_naive_per_target(synth, online, fix_variance):
+    s, keep = synth
+    fast = lira_from_signal(s, keep, online=online, fix_variance=fix_variance, chunk_size=5)
+    slow = lira_per_target(s, keep, online=online, fix_variance=fix_variance)
+    np.testing.assert_allclose(fast, slow, rtol=2e-5, atol=1e-4)
+
+
+def test_leave_one_out_tell_tale(synth):
+    s, keep = synth
+    n_star = 4
+    planted, kp = s.copy(), keep.copy()
+    others = np.arange(s.shape[1]) != n_star
+    planted[0, others] = 1e3  # tell-tale: huge values from model 0 everywhere but n*
+    kp[0, others] = ~kp[0, others]  # and its membership flipped
+    kp[0, n_star] = ~kp[0, n_star]  # its own label at n* must not matter either
+    opts = [
+        {},
+        {"online": False},
+        {"fix_variance": False},
+        {"mean": "median"},
+        {"variance_mode": "reference"},
+        {"online": False, "offline_test": "density"},
+    ]
+    for kw in opts:
+        a = lira_from_signal(s, keep, **kw)
+        b = lira_from_signal(planted, kp, **kw)
+        np.testing.assert_allclose(a[0, n_star], b[0, n_star], rtol=1e-5, err_msg=str(kw))
+        # Model 0 is a shadow of the other targets, so the planted value does reach them.
+        assert np.abs(a[1:, n_star] - b[1:, n_star]).max() > 1e-2, kw
+
+
+def test_loo_median_brute_force(synth):
+    s, keep = synth
+    got = loo_median(s, keep, chunk_examples=7)
+    for t in range(s.shape[0]):
+        for n in range(s.shape[1]):
+            sel = keep[:, n].copy()
+            sel[t] = False
+            want = np.median(s[sel, n], axis=0)
+            np.testing.assert_allclose(got[t, n], want, rtol=1e-6)
+
+
+def test_reference_variance_mode(synth):
+    s, keep = synth
+    got = lira_from_signal(s, keep, variance_mode="reference")[0]
+    sh = np.arange(s.shape[0]) != 0
+    x, k = s[sh].astype(np.float64), keep[sh]
+    vals = np.concatenate([x[k[:, n], n].ravel() for n in range(s.shape[1])])
+    var = vals.var()  # grand spread of IN scores, all queries; used for IN and OUT
+    mi = np.stack([x[k[:, n], n].mean(0) for n in range(s.shape[1])])
+    mo = np.stack([x[~k[:, n], n].mean(0) for n in range(s.shape[1])])
+    obs = s[0].astype(np.float64)
+    want = (-((obs - mi) ** 2) / (2 * var) + (obs - mo) ** 2 / (2 * var)).mean(-1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_fallback_no_nan_when_group_empty():
+    rng = np.random.default_rng(2)
+    s = rng.normal(size=(4, 6, 2)).astype(np.float32)
+    keep = np.zeros((4, 6), bool)
+    keep[:, 0] = True  # every model IN: no OUT shadows anywhere
+    keep[0, 1] = True  # single IN model: no IN shadow for target 0
+    keep[1:3, 2:] = True
+    for kw in [{}, {"online": False}, {"fix_variance": False}, {"mean": "median"}]:
+        sc = lira_from_signal(s, keep, **kw)
+        assert np.isfinite(sc).all(), kw
+
+
+def test_lira_from_logits_and_bad_input():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(4, 5, 2, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 5)
+    keep = rng.random((4, 5)) < 0.5
+    assert lira(logits, y, keep).shape == (4, 5)
+    with pytest.raises(DataError):
+        lira(logits[:, :, 0], y, keep)
+    with pytest.raises(DataError):
+        lira(logits, y, keep[:, :3])
+    with pytest.raises(DataError):
+        lira(logits[:1], y, keep[:1])
+    with pytest.raises(ConfigError):
+        lira(logits, y, keep, mean="mode")

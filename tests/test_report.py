@@ -1,0 +1,53 @@
+"""Markdown rendering and the side-by-side comparison table."""
+
+import numpy as np
+
+from jaxsam.plots import plot_roc_compare
+from jaxsam.report import compare_table, render_markdown
+from jaxsam.scoring import score
+
+
+def _runs():
+    rng = np.random.default_rng(0)
+    m, n, a, c = 8, 80, 1, 3
+    y = rng.integers(0, c, n)
+    keep = np.argsort(rng.random((m, n)), 0) < m // 2
+    out = []
+    for gap in (3.0, 0.5):
+        logits = rng.normal(size=(m, n, a, c)).astype(np.float32)
+        idx = (np.arange(m)[:, None], np.arange(n)[None], slice(None), y[None].repeat(m, 0))
+        logits[idx] += 1.0 + gap * keep[..., None]
+        out.append(score(logits, y, keep, attacks=["lira_online", "loss"], bootstrap=20))
+    return out
+
+
+def test_compare_table_content(tmp_path):
+    sgd, sam = _runs()
+    rs, rm = sgd.report, dict(sam.report)
+    rm["memorization"] = {"mean": 0.125}
+    rm["out_confidence_variance"] = {"median": 2.5}
+    txt = compare_table([("SGD", rs), ("SAM", rm)])
+    lines = txt.splitlines()
+    assert "SGD" in lines[0] and "SAM" in lines[0] and "diff (last - first)" in lines[0]
+    body = [ln for ln in lines[2:] if ln.strip()]
+    assert body[0].startswith("test accuracy %")
+    assert body[1].startswith("lira_online AUC %")
+    assert body[2].startswith("lira_online TPR@1% FPR %")
+    assert body[3].startswith("lira_online TPR@0.1% FPR %")
+    auc_row = body[1].split()
+    assert auc_row[3] == f"{100 * rs['attacks']['lira_online']['auc']:.2f}"
+    assert auc_row[4] == f"{100 * rm['attacks']['lira_online']['auc']:.2f}"
+    d = 100 * (rm["attacks"]["lira_online"]["auc"] - rs["attacks"]["lira_online"]["auc"])
+    assert auc_row[5] == f"{d:.2f}" and auc_row[6].startswith("[")  # paired interval
+    assert any(ln.startswith("mean FZ memorization") and "0.125" in ln for ln in body)
+    assert any(ln.startswith("median OUT conf. variance") and "2.5" in ln for ln in body)
+    md = compare_table([("SGD", rs), ("SAM", rm)], markdown=True)
+    assert md.startswith("| metric | SGD | SAM |")
+    one = compare_table([("only", rs)])
+    assert "diff" not in one.splitlines()[0]
+    page = render_markdown(rm, "SAM run")
+    assert page.startswith("# SAM run") and "lira_online" in page and "0.125" in page
+    png = plot_roc_compare(
+        {"SGD": sgd, "SAM": (sam.scores["lira_online"], sam.keep)}, tmp_path / "roc.png"
+    )
+    assert (tmp_path / "roc.png").stat().st_size > 1000 and png.endswith("roc.png")

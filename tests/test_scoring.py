@@ -1,0 +1,67 @@
+"""score(): report keys, JSON round trip, accuracies, excluded models."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxsam import metrics
+from jaxsam.errors import ConfigError
+from jaxsam.scoring import ATTACKS, score
+
+
+@pytest.fixture(scope="module")
+def run():
+    rng = np.random.default_rng(0)
+    m, n, a, c = 8, 60, 2, 4
+    y = rng.integers(0, c, n)
+    keep = np.argsort(rng.random((m, n)), 0) < m // 2
+    logits = rng.normal(size=(m, n, a, c)).astype(np.float32)
+    idx = (np.arange(m)[:, None], np.arange(n)[None], slice(None), y[None].repeat(m, 0))
+    logits[idx] += 1.0 + 2.0 * keep[..., None]
+    return logits, y, keep
+
+
+def test_report_format_and_json_round_trip(run):
+    logits, y, keep = run
+    res = score(logits, y, keep, bootstrap=5)
+    rep = res.report
+    assert json.loads(json.dumps(rep)) == rep
+    assert set(rep["attacks"]) == set(ATTACKS)
+    assert (rep["models"], rep["examples"], rep["queries"]) == (8, 60, 2)
+    for name, e in rep["attacks"].items():
+        for k in ("auc", "balanced_accuracy", "advantage", "num_nonmembers", "per_target", "ci"):
+            assert k in e, (name, k)
+        assert set(e["tpr_at_fpr"]) == {"0.01", "0.001", "0.0001", "1e-05"}
+        assert e["auc"] == pytest.approx(metrics.roc_metrics(res.scores[name], keep)["auc"])
+        assert res.scores[name].shape == (8, 60)
+    assert rep["attacks"]["lira_online"]["auc"] > 0.8
+
+
+def test_accuracy_definition(run):
+    logits, y, keep = run
+    rep = score(logits, y, keep, attacks=["loss"], bootstrap=0).report
+    correct = logits[:, :, 0].argmax(-1) == y[None]
+    train = [(correct[i] & keep[i]).sum() / keep[i].sum() for i in range(8)]
+    test = [(correct[i] & ~keep[i]).sum() / (~keep[i]).sum() for i in range(8)]
+    np.testing.assert_allclose(rep["accuracy"]["per_model"]["train"], train)
+    assert rep["accuracy"]["test"] == pytest.approx(np.mean(test))
+    assert "ci" not in rep["attacks"]["loss"]
+
+
+def test_exclude_models(run):
+    logits, y, keep = run
+    a = score(logits, y, keep, attacks=["lira_online"], bootstrap=0, exclude_models=[2, 5])
+    mask = np.zeros(8, bool)
+    mask[[2, 5]] = True
+    b = score(logits, y, keep, attacks=["lira_online"], bootstrap=0, exclude_models=mask)
+    c = score(logits[~mask], y, keep[~mask], attacks=["lira_online"], bootstrap=0)
+    assert a.report["models"] == 6 and a.report["excluded_models"] == [2, 5]
+    np.testing.assert_array_equal(a.scores["lira_online"], b.scores["lira_online"])
+    np.testing.assert_array_equal(a.scores["lira_online"], c.scores["lira_online"])
+
+
+def test_unknown_attack(run):
+    logits, y, keep = run
+    with pytest.raises(ConfigError, match="lira_online"):
+        score(logits, y, keep, attacks=["lira"])
