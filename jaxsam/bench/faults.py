@@ -265,16 +265,15 @@ CHECKPOINT_DAMAGE: dict[str, Callable[[Path], None]] = {
 }
 
 
-def plant_nan(monkeypatch_target, model: int, step: int) -> Callable:
-    """Wraps ``loop.make_ensemble_fn`` so that model ``model`` goes NaN at global ``step``.
+def nan_factory(real_make: Callable, model: int, step: int) -> Callable:
+    """Wraps ``make_ensemble_fn`` so that model ``model`` goes NaN at global ``step``.
 
     The loss of that step and the model's parameters after it become NaN, as in a real
-    divergence. Returns the original factory (to restore it).
+    divergence. Install it with ``loop.make_ensemble_fn = nan_factory(...)`` (or pytest's
+    monkeypatch).
     """
     import jax
     import jax.numpy as jnp
-
-    real_make = monkeypatch_target.make_ensemble_fn
 
     def make(*a, **kw):
         fn = real_make(*a, **kw)
@@ -291,8 +290,7 @@ def plant_nan(monkeypatch_target, model: int, step: int) -> Callable:
 
         return run
 
-    monkeypatch_target.make_ensemble_fn = make
-    return real_make
+    return make
 
 
 # ---------------------------------------------------------------------------- bad inputs
@@ -521,7 +519,8 @@ def main(args: argparse.Namespace) -> int:
         shutil.disk_usage = real_usage
     tally.add("fault", "disk too small (caught before training)", ok)
 
-    real_make = plant_nan(loop, model=2, step=5)
+    real_make = loop.make_ensemble_fn
+    loop.make_ensemble_fn = nan_factory(real_make, model=2, step=5)
     try:
         out = work / "nan-exclude"
         train_and_export(
