@@ -82,19 +82,30 @@ def test_crash_mid_training_then_resume_is_bitwise(ref, tmp_path, monkeypatch):
     assert faults.same_run(train_and_export(faults.tiny_config(), out, resume=True).path, ref)
 
 
+@pytest.fixture(scope="module")
+def crashed_in_export(tmp_path_factory):
+    """A run that crashed after its last checkpoint, before COMPLETE (trained once)."""
+    out = tmp_path_factory.mktemp("crashed") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        crash_before_complete(mp)
+        with pytest.raises(Crash):
+            train_and_export(faults.tiny_config(), out)
+    return out
+
+
 @pytest.mark.parametrize("damage", sorted(faults.CHECKPOINT_DAMAGE))
-def test_damaged_newest_checkpoint_falls_back_with_a_warning(ref, tmp_path, monkeypatch, damage):
+def test_damaged_newest_checkpoint_falls_back_with_a_warning(
+    ref, crashed_in_export, tmp_path, capsys, damage
+):
     out = tmp_path / "run"
-    crash_before_complete(monkeypatch)
-    with pytest.raises(Crash):
-        train_and_export(faults.tiny_config(), out)
-    monkeypatch.undo()
+    shutil.copytree(crashed_in_export, out)
     newest = faults.newest_checkpoint(out)
     assert newest.name == "8"
     faults.CHECKPOINT_DAMAGE[damage](newest)
     run = train_and_export(faults.tiny_config(), out, resume=True)
     assert faults.same_run(run.path, ref)
     assert run.metrics["final_batch_loss"] == ref.metrics["final_batch_loss"]
+    assert "checkpoint at step 8 is damaged" in capsys.readouterr().out
 
 
 def test_damaged_checkpoint_warning_names_step(tmp_path, capsys):
@@ -132,6 +143,7 @@ def test_every_checkpoint_damaged_restarts_from_scratch(ref, tmp_path, monkeypat
     assert capsys.readouterr().out.count("is damaged") == 2
 
 
+@pytest.mark.slow  # end to end; restore_latest's refusal is tested above without training
 def test_checkpoint_of_other_masks_is_refused(ref, tmp_path, monkeypatch):
     out = tmp_path / "run"
     crash_at_call(monkeypatch, 3)
