@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -163,8 +164,51 @@ def _check_choice(path: str, value: Any, allowed: tuple) -> None:
 
 
 def _check_range(path: str, value: float, lo: float | None, hi: float | None, what: str) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"{path} = {value!r} is not a finite number; it must be {what}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ConfigError(f"{path} = {value!r} is out of range; it must be {what}")
+
+
+# Variant-specific ``optim.extra`` keywords: name -> (type, lower bound, upper bound, meaning).
+# Variants not listed here take no extra keywords. ``jaxsam.optim.factory.EXTRA_ARGS``, when the
+# optimizer package defines it, takes precedence.
+OPTIM_EXTRA: dict[str, dict[str, tuple[type, float | None, float | None, str]]] = {
+    "sgd": {},
+    "sam": {},
+    "asam": {"eta": (float, 0.0, None, "non-negative")},
+    "gsam": {"alpha": (float, 0.0, None, "non-negative")},
+    "looksam": {"k": (int, 1, None, "a positive integer"), "alpha": (float, 0.0, None, ">= 0")},
+}
+
+
+def _optim_extra_spec(name: str) -> dict:
+    try:
+        from jaxsam.optim import factory
+
+        spec = getattr(factory, "EXTRA_ARGS", None)
+    except ImportError:  # pragma: no cover - the optimizer package is part of jaxsam
+        spec = None
+    if spec is not None and name in spec:
+        return spec[name]
+    return OPTIM_EXTRA.get(name, {})
+
+
+def _check_optim_extra(name: str, extra: Mapping) -> None:
+    spec = _optim_extra_spec(name)
+    for key, value in extra.items():
+        path = f"optim.extra.{key}"
+        if key not in spec:
+            allowed = sorted(spec) or "none"
+            raise ConfigError(
+                f"{path} is not a keyword of optimizer {name!r}; allowed here: {allowed}"
+            )
+        kind, lo, hi, what = spec[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path} = {value!r} has the wrong type; expected {kind.__name__}")
+        if kind is int and not isinstance(value, int):
+            raise ConfigError(f"{path} = {value!r} has the wrong type; expected int")
+        _check_range(path, value, lo, hi, what)
 
 
 def validate(config: Config) -> Config:
@@ -211,6 +255,9 @@ def validate(config: Config) -> Config:
         _check_range("train.steps_per_call", t.steps_per_call, 1, None, "positive or null")
     _check_range("train.checkpoint_every_steps", t.checkpoint_every_steps, 0, None, ">= 0")
     _check_range("train.checkpoint_every_minutes", t.checkpoint_every_minutes, 0, None, ">= 0")
+    _check_optim_extra(o.name, o.extra)
+    for path, seed in (("data.seed", d.seed), ("masks.seed", m.seed), ("train.seed", t.seed)):
+        _check_range(path, seed, 0, 2**32 - 1, "an integer in [0, 2**32)")
     return config
 
 

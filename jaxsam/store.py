@@ -63,8 +63,19 @@ def read_json(path: Path, what: str) -> Any:
         ) from e
 
 
+def _remove_partial_writes(path: Path) -> None:
+    """Removes orbax temporary siblings of ``path`` left by a process killed mid-write."""
+    for tmp in path.parent.glob(f"{path.name}.orbax-checkpoint-tmp*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_arrays(path: Path, tree: dict[str, np.ndarray]) -> None:
-    """Saves a flat dict of arrays with orbax, replacing ``path``; waits until it is on disk."""
+    """Saves a flat dict of arrays with orbax, replacing ``path``; waits until it is on disk.
+
+    Orbax writes into a temporary sibling and renames it when complete, so ``path`` either
+    holds the whole tree or does not exist.
+    """
+    _remove_partial_writes(path)
     if path.exists():
         shutil.rmtree(path)
     ckpt = _checkpointer()
@@ -137,12 +148,38 @@ def prepare_run_dir(
             )
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-probe"
+    except OSError as e:
+        raise RunDirError(f"cannot create {path} ({e.strerror}); choose a writable --out") from e
+    check_writable(path)
+    return path
+
+
+def check_writable(path: Path) -> None:
+    """Raises :class:`RunDirError` unless a file can be created (and removed) in ``path``."""
+    probe = path / ".write-probe"
+    try:
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
-        raise RunDirError(f"cannot write to {path} ({e.strerror}); choose a writable --out") from e
-    return path
+        raise RunDirError(
+            f"cannot write to {path} ({e.strerror}); make it writable or choose another --out"
+        ) from e
+
+
+def check_free_space(path: Path, need_bytes: int, what: str) -> None:
+    """Raises :class:`RunDirError` when the disk holding ``path`` has under ``need_bytes`` free.
+
+    Args:
+      path: an existing directory on the disk to check.
+      need_bytes: the estimated bytes the run will still write.
+      what: what those bytes are, for the message.
+    """
+    free = shutil.disk_usage(path).free
+    if free < need_bytes:
+        raise RunDirError(
+            f"not enough disk space in {path}: the run needs about {need_bytes / 2**20:.1f} MiB "
+            f"({what}) but {free / 2**20:.1f} MiB are free; free space or choose another --out"
+        )
 
 
 def start_run(
@@ -175,19 +212,36 @@ def start_run(
 
 def check_resumable(
     path: Path, config: config_lib.Config, pool_origin: dict, keep: np.ndarray
-) -> None:
-    """Checks that ``path`` holds an unfinished run of exactly this config, pool and masks."""
-    if not (path / "run.json").is_file():
+) -> bool:
+    """Checks that ``path`` holds an unfinished run of exactly this config, pool and masks.
+
+    Returns:
+      Whether the run header (``run.json``) exists. ``False`` means the run was killed while
+      it was being started (config written, masks or header not yet): start it again in place.
+
+    Raises:
+      RunDirError: no run, a finished run, another config, or other pool / masks.
+    """
+    if not path.is_dir() or not (path / "config.json").is_file():
         raise RunDirError(f"{path} holds no run to resume; start it with `jaxsam train --out`")
     existing = read_json(path / "config.json", "config")
     if existing != _config_dict(config):
         raise RunDirError(f"{path}/config.json differs from the config being resumed")
+    if (path / COMPLETE).exists():
+        raise RunDirError(
+            f"{path} is already complete; score it with `jaxsam score {path}` (or train it "
+            "again with --out and --overwrite)"
+        )
+    check_writable(path)
+    if not (path / "run.json").is_file():
+        return False
     info = read_json(path / "run.json", "run header")
     if info.get("masks_fingerprint") != masks_fingerprint(pool_origin["fingerprint"], keep):
         raise RunDirError(
             f"{path} was started on another pool or other masks (fingerprint mismatch); "
             "the data changed since: start a new run"
         )
+    return True
 
 
 def update_run_info(path: Path, **fields: Any) -> dict:
@@ -217,6 +271,7 @@ def finish_run(
     if len(query_names) != logits.shape[2]:
         raise RunDirError(f"{len(query_names)} query names for {logits.shape[2]} query views")
     (path / COMPLETE).unlink(missing_ok=True)
+    update_run_info(path, status="exporting")
     cast = (lambda a: a.astype(np.float32)) if logits_dtype == "float32" else _to_bf16
     save_arrays(
         path / "logits",

@@ -1,40 +1,89 @@
 """Orbax checkpoints of the ensemble state, for resume.
 
-A checkpoint holds the stacked params, BatchNorm statistics and optimizer state, and the step.
-Data order and augmentation keys are pure functions of (seed, model, epoch / step), so the step
-is all the RNG state there is: a resumed run replays exactly the batches it would have seen.
+A checkpoint ``RUN/checkpoints/<step>/`` holds two items:
+
+- ``state``: the stacked params, BatchNorm statistics and optimizer state, and the step;
+- ``meta`` (JSON): the step, the failed (diverged) models, the last call's per-model loss and
+  accuracy, the fingerprint of what was trained (pool, masks, global model range, config) and
+  a digest of every state leaf.
+
+Data order and augmentation keys are pure functions of (seed, global model index, epoch / step),
+so the step is all the RNG state there is: a resumed run replays exactly the batches it would
+have seen.
+
+Saving is asynchronous (orbax writes into a temporary directory and renames it when it is
+complete), so a process killed mid-save leaves the previous checkpoints untouched and the
+half-written one is never listed. On restore the digest is recomputed: a checkpoint whose files
+cannot be read, or read back different from what was saved, is skipped with a warning and the
+one before it is used.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from jaxsam.config import Config
+from jaxsam.config import Config, to_dict
+from jaxsam.errors import RunDirError
 from jaxsam.train.state import EnsembleState
 
+KEEP_CHECKPOINTS = 2
+# Config fields that may differ between a checkpoint and the run resuming from it.
+_CADENCE_KEYS = ("progress", "checkpoint_every_steps", "checkpoint_every_minutes")
 
-def make_manager(directory: Path, config: Config):
-    """An orbax ``CheckpointManager`` keeping the two newest checkpoints."""
+
+def make_manager(directory: Path, keep: int = KEEP_CHECKPOINTS):
+    """An async orbax ``CheckpointManager`` that keeps the ``keep`` newest checkpoints.
+
+    Leftover temporary directories of a save that was interrupted are removed on creation.
+    """
     import orbax.checkpoint as ocp
 
-    del config
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=2, create=True, enable_async_checkpointing=True
+        preservation_policy=ocp.checkpoint_managers.LatestN(n=keep),
+        create=True,
+        enable_async_checkpointing=True,
+        cleanup_tmp_directories=True,
     )
     return ocp.CheckpointManager(directory.absolute(), options=options)
 
 
 def due(step: int, total: int, every_steps: int, every_minutes: float, last: float) -> bool:
-    """Whether to checkpoint after ``step``: at the end, every K steps, or every T minutes."""
+    """Whether to checkpoint after ``step``: at the end, every K steps, or every T minutes.
+
+    Args:
+      step: steps done so far.
+      total: steps of the whole run.
+      every_steps: K (0: off).
+      every_minutes: T in minutes (0: off).
+      last: ``time.monotonic()`` of the previous checkpoint.
+    """
     if step >= total:
         return True
     if every_steps and step % every_steps == 0:
         return True
     return bool(every_minutes) and (time.monotonic() - last) >= 60.0 * every_minutes
+
+
+def fingerprint(masks_fingerprint: str, first_model: int, config: Config) -> str:
+    """sha256 tying a checkpoint to its pool and masks, model range and training config.
+
+    The checkpoint cadence and the progress bar are left out: they may change on resume.
+    """
+    cfg = to_dict(config)
+    for key in _CADENCE_KEYS:
+        cfg["train"].pop(key, None)
+    h = hashlib.sha256(masks_fingerprint.encode())
+    h.update(f"first_model={int(first_model)}".encode())
+    h.update(json.dumps(cfg, sort_keys=True).encode())
+    return h.hexdigest()
 
 
 def _state_tree(state: EnsembleState) -> dict:
@@ -46,49 +95,163 @@ def _state_tree(state: EnsembleState) -> dict:
     }
 
 
-def save(manager, state: EnsembleState, failed_models: list[int]) -> None:
-    """Saves ``state`` asynchronously at its step (with the list of failed models)."""
+def _leaf_digest(a: jax.Array) -> jax.Array:
+    """A uint32 position-weighted sum of a leaf's bits (exact: integer arithmetic mod 2^32)."""
+    a = jnp.asarray(a)
+    if a.dtype == jnp.bool_:
+        bits = a.astype(jnp.uint32)
+    elif a.dtype.itemsize == 4:
+        bits = jax.lax.bitcast_convert_type(a, jnp.uint32)
+    elif a.dtype.itemsize == 2:
+        bits = jax.lax.bitcast_convert_type(a, jnp.uint16).astype(jnp.uint32)
+    elif a.dtype.itemsize == 1:
+        bits = jax.lax.bitcast_convert_type(a, jnp.uint8).astype(jnp.uint32)
+    else:  # 64-bit leaves (jax_enable_x64): fold the two halves
+        halves = jax.lax.bitcast_convert_type(a, jnp.uint32)
+        bits = halves[..., 0] ^ (halves[..., 1] * jnp.uint32(0x9E3779B1))
+    bits = bits.ravel()
+    weights = jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
+    return jnp.sum(bits * weights, dtype=jnp.uint32)
+
+
+@jax.jit
+def _digest_leaves(tree: Any) -> list[jax.Array]:
+    return [_leaf_digest(leaf) for leaf in jax.tree.leaves(tree)]
+
+
+def state_digest(state: EnsembleState) -> list[int]:
+    """One uint32 checksum per state leaf, computed on the device (cheap, no host copy)."""
+    return [int(d) for d in jax.device_get(_digest_leaves(_state_tree(state)))]
+
+
+def save(
+    manager,
+    state: EnsembleState,
+    *,
+    failed_models: list[int],
+    fingerprint: str,
+    losses: np.ndarray,
+    accuracies: np.ndarray,
+) -> None:
+    """Starts saving ``state`` at its step; returns once the arrays are copied off the device.
+
+    Args:
+      manager: from :func:`make_manager`.
+      state: the ensemble state (leaves [M, ...]).
+      failed_models: local indices of diverged models.
+      fingerprint: from :func:`fingerprint`.
+      losses, accuracies: float [M], the last call's mean per-model loss (nats) and accuracy.
+    """
     import orbax.checkpoint as ocp
 
     step = int(state.step)
+    meta = {
+        "step": step,
+        "failed_models": sorted(int(i) for i in failed_models),
+        "fingerprint": fingerprint,
+        "digest": state_digest(state),
+        "losses": [float(v) for v in np.asarray(losses)],
+        "accuracies": [float(v) for v in np.asarray(accuracies)],
+    }
     manager.save(
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(_state_tree(state)),
-            meta=ocp.args.JsonSave({"step": step, "failed_models": list(failed_models)}),
+            meta=ocp.args.JsonSave(meta),
         ),
+        force=True,
     )
 
 
-def restore_latest(manager, like: EnsembleState) -> tuple[EnsembleState, list[int]] | None:
-    """Restores the newest readable checkpoint into the structure of ``like``.
+class Restored:
+    """A checkpoint read back: ``state``, ``failed_models``, ``losses`` [M], ``accuracies`` [M]."""
 
-    A checkpoint that cannot be read is skipped with a warning, falling back to the one
-    before it. Returns ``None`` when there is none.
+    def __init__(self, state: EnsembleState, meta: dict):
+        self.state = state
+        self.step = int(meta["step"])
+        self.failed_models = [int(i) for i in meta.get("failed_models", [])]
+        m = state.num_models
+        self.losses = np.asarray(meta.get("losses") or np.zeros(m), np.float32)
+        self.accuracies = np.asarray(meta.get("accuracies") or np.zeros(m), np.float32)
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", flush=True)
+
+
+def restore_latest(manager, like: EnsembleState, fingerprint: str | None = None) -> Restored | None:
+    """Restores the newest intact checkpoint into the structure of ``like``.
+
+    A checkpoint that cannot be read, or whose contents fail the digest check, is skipped with
+    a warning and deleted, falling back to the one before it (a later save at the same step
+    would otherwise collide with it).
+
+    Args:
+      manager: from :func:`make_manager`.
+      like: an ensemble state of the right structure, shapes and dtypes.
+      fingerprint: when given, a checkpoint written for another pool, masks, model range or
+        config is refused.
+
+    Returns:
+      The restored checkpoint, or ``None`` when there is no usable one.
+
+    Raises:
+      RunDirError: a readable checkpoint belongs to another run (fingerprint mismatch).
     """
     import orbax.checkpoint as ocp
 
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state_tree(like))
+    manager.reload()
     for step in sorted(manager.all_steps(), reverse=True):
+        problem = None
         try:
-            out = manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-                ),
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+                "meta"
+            ]
+        except Exception as e:  # damaged metadata
+            meta, problem = None, f"its metadata is unreadable ({type(e).__name__})"
+        if meta is not None and fingerprint is not None and meta.get("fingerprint") != fingerprint:
+            raise RunDirError(
+                f"checkpoint {manager.directory}/{step} was written for other masks, models or "
+                "config (fingerprint mismatch); it cannot be resumed here: start a new run "
+                "or pass --overwrite"
             )
-        except Exception as e:  # damaged checkpoint: fall back to an older one
-            print(
-                f"warning: checkpoint at step {step} is unreadable ({type(e).__name__}); "
-                "falling back to an older one"
+        if problem is None:
+            try:
+                tree = manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+                )["state"]
+            except Exception as e:  # orbax / tensorstore raise many types for damaged data
+                problem = f"its arrays are unreadable ({type(e).__name__})"
+        if problem is None:
+            state = EnsembleState(
+                step=jnp.asarray(tree["step"], jnp.int32),
+                params=tree["params"],
+                batch_stats=tree["batch_stats"],
+                opt_state=tree["opt_state"],
             )
-            continue
-        tree = out["state"]
-        state = EnsembleState(
-            step=np.int32(tree["step"]),
-            params=tree["params"],
-            batch_stats=tree["batch_stats"],
-            opt_state=tree["opt_state"],
+            if int(state.step) != step:
+                problem = f"it holds step {int(state.step)}"
+            elif meta.get("digest") is not None and state_digest(state) != meta["digest"]:
+                problem = "its arrays differ from what was saved (digest mismatch)"
+        if problem is None:
+            return Restored(state, meta)
+        _warn(
+            f"checkpoint at step {step} is damaged: {problem}; deleting it and falling back "
+            "to an older one"
         )
-        return state, list(out["meta"].get("failed_models", []))
+        try:
+            manager.delete(step)
+        except Exception:  # a damaged directory may also fail to delete; it is skipped anyway
+            pass
     return None
+
+
+def state_nbytes(state: EnsembleState) -> int:
+    """Bytes of one checkpoint's arrays."""
+    return int(
+        sum(
+            np.dtype(x.dtype).itemsize * int(np.prod(x.shape))
+            for x in jax.tree.leaves(_state_tree(state))
+        )
+    )

@@ -15,7 +15,7 @@ from jaxsam.config import Config, validate
 from jaxsam.data import load_pool, make_masks
 from jaxsam.data.augment import query_names
 from jaxsam.data.pool import Pool
-from jaxsam.errors import DivergenceError
+from jaxsam.errors import DivergenceError, RunDirError
 from jaxsam.train import checkpoint as ckpt_lib
 from jaxsam.train.logits import compute_logits, make_logits_fn
 from jaxsam.train.setup import TrainSetup, make_setup
@@ -73,6 +73,118 @@ def _call_plan(
     return plan
 
 
+def _check_divergence(
+    loss_hist: np.ndarray, step0: int, failed: set[int], setup: TrainSetup, policy: str
+) -> list[int]:
+    """Finds models whose loss went NaN/inf in one call; stops or returns them to exclude.
+
+    Args:
+      loss_hist: float [M, n], per-model loss of each step of the call.
+      step0: global step of the call's first step.
+      failed: models already excluded (not reported again).
+      setup: for the learning-rate schedule.
+      policy: ``stop`` (raise) or ``exclude`` (warn and return the new failures).
+
+    Raises:
+      DivergenceError: under ``stop``, naming the model, the step and its learning rate.
+    """
+    new = []
+    for i in np.flatnonzero(~np.isfinite(loss_hist).all(axis=1)):
+        if int(i) in failed:
+            continue
+        first = int(np.argmax(~np.isfinite(loss_hist[i])))
+        s = step0 + first
+        lr = float(setup.schedule(s))
+        msg = (
+            f"model {int(i)} diverged at step {s} (learning rate {lr:.4g}): its loss is "
+            f"{loss_hist[i, first]}; lower optim.learning_rate "
+            "or set train.on_divergence = 'exclude' to drop diverged models"
+        )
+        if policy == "stop":
+            raise DivergenceError(msg)
+        print(f"warning: {msg}; excluded from scoring", flush=True)
+        new.append(int(i))
+    return new
+
+
+class _Checkpoints:
+    """The run's orbax checkpoints: fingerprinted saves, fallback restore, clear write errors."""
+
+    def __init__(self, run_dir: Path, config: Config, fingerprint: str):
+        self.dir = run_dir / "checkpoints"
+        self.fingerprint = fingerprint
+        self.train = config.train
+        self.last_time = time.monotonic()
+        self.last_good: int | None = None  # newest step known to be fully on disk
+        self.pending: int | None = None
+        try:
+            self.manager = ckpt_lib.make_manager(self.dir)
+        except OSError as e:
+            raise RunDirError(
+                f"cannot create checkpoints in {self.dir} ({e.strerror}); choose a writable --out"
+            ) from e
+
+    def restore(self, like: EnsembleState) -> ckpt_lib.Restored | None:
+        restored = ckpt_lib.restore_latest(self.manager, like, self.fingerprint)
+        if restored is not None:
+            self.last_good = restored.step
+        return restored
+
+    def _failed(self, step: int, e: Exception) -> RunDirError:
+        kept = f"step {self.last_good}" if self.last_good is not None else "none yet"
+        return RunDirError(
+            f"writing the checkpoint at step {step} to {self.dir} failed "
+            f"({type(e).__name__}: {str(e)[:200]}); the last good checkpoint ({kept}) is "
+            "intact: free disk space or fix permissions, then `jaxsam train --resume RUN`"
+        )
+
+    def maybe_save(self, done: int, total: int, state: EnsembleState, failed, losses, accs) -> None:
+        t = self.train
+        if not ckpt_lib.due(
+            done, total, t.checkpoint_every_steps, t.checkpoint_every_minutes, self.last_time
+        ):
+            return
+        try:
+            ckpt_lib.save(
+                self.manager,
+                state,
+                failed_models=sorted(failed),
+                fingerprint=self.fingerprint,
+                losses=losses,
+                accuracies=accs,
+            )
+        except Exception as e:  # orbax surfaces the previous async write's error here too
+            raise self._failed(done, e) from e
+        # orbax waits for the previous save before starting this one: that one is on disk.
+        self.last_good, self.pending = self.pending, done
+        self.last_time = time.monotonic()
+
+    def close(self, raise_errors: bool) -> None:
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            if raise_errors:
+                raise self._failed(self.pending or 0, e) from e
+            return
+        if self.pending is not None:
+            self.last_good = self.pending
+        self.manager.close()
+
+
+def _check_disk(
+    run_dir: Path, config: Config, pool: Pool, state: EnsembleState, num_models: int
+) -> None:
+    """Fails before training when the disk cannot hold the checkpoints and the logits."""
+    classes, queries = pool.num_classes, config.data.query_augment
+    logits = 4 * num_models * (pool.size + pool.test_x.shape[0]) * queries * classes
+    ckpts = (ckpt_lib.KEEP_CHECKPOINTS + 1) * ckpt_lib.state_nbytes(state)
+    store.check_free_space(
+        run_dir,
+        logits + ckpts,
+        f"{ckpts / 2**20:.1f} MiB of checkpoints and {logits / 2**20:.1f} MiB of logits",
+    )
+
+
 def train_ensemble(
     config: Config,
     pool: Pool,
@@ -86,30 +198,46 @@ def train_ensemble(
 ) -> TrainResult:
     """Trains ``M = keep.shape[0]`` models at once on their own subsets of ``pool``.
 
+    With ``run_dir``, checkpoints go to ``run_dir/checkpoints`` (every
+    ``train.checkpoint_every_steps`` steps / ``train.checkpoint_every_minutes`` minutes and at
+    the end), tagged with a fingerprint of pool, masks, ``first_model`` and config. A resumed
+    run restores the newest intact checkpoint and replays the same calls as an uninterrupted
+    run (same ``_call_plan`` split), so its final state is bitwise the same.
+
     Args:
       config: the run config (validated).
       pool: the data pool; its arrays are put on the device once.
       keep: bool [M, N] membership masks.
       run_dir: where checkpoints go (``None``: no checkpoints).
-      resume: continue from the newest complete checkpoint in ``run_dir``.
+      resume: continue from the newest intact checkpoint in ``run_dir``.
       progress: show a progress bar (default: ``config.train.progress``).
       desc: progress-bar label.
       first_model: global index of ``keep``'s first row, when training a slice of a larger
         study (waves, hosts): model ``first_model + i`` draws the same keys as in a full run.
+
+    Raises:
+      DivergenceError: a model's loss went NaN/inf under ``train.on_divergence = 'stop'``.
+      RunDirError: the disk is too small or not writable, a checkpoint write failed, or the
+        checkpoint belongs to another run.
     """
     t = config.train
     m = keep.shape[0]
     setup = make_setup(config, pool, keep)
     mean, std = jnp.asarray(pool.mean), jnp.asarray(pool.std)
     state = init_ensemble(setup.model, setup.tx, m, pool.input_shape, t.seed, first_model)
-    manager = None
     failed: set[int] = set()
+    losses = np.zeros(m, np.float32)
+    accs = np.zeros(m, np.float32)
+    ckpts = None
     if run_dir is not None:
-        manager = ckpt_lib.make_manager(run_dir / "checkpoints", config)
-        if resume:
-            restored = ckpt_lib.restore_latest(manager, state)
-            if restored is not None:
-                state, failed = restored[0], set(restored[1])
+        _check_disk(run_dir, config, pool, state, m)
+        fp = ckpt_lib.fingerprint(
+            store.masks_fingerprint(pool.origin()["fingerprint"], keep), first_model, config
+        )
+        ckpts = _Checkpoints(run_dir, config, fp)
+        if resume and (restored := ckpts.restore(state)) is not None:
+            state, failed = restored.state, set(restored.failed_models)
+            losses, accs = restored.losses, restored.accuracies
 
     fn = make_train_steps(setup, mean, std, pool.kind, t.batch_size)
     ensemble_fn = make_ensemble_fn(fn, t.strategy, m, t.chunk_size)
@@ -122,51 +250,35 @@ def train_ensemble(
     start = int(state.step)
     plan = _call_plan(start, setup.total_steps, setup.steps_per_epoch, t.steps_per_call)
     bar = _Progress(setup.total_steps, start, t.progress if progress is None else progress, desc)
-    losses = np.zeros(m, np.float32)
-    accs = np.zeros(m, np.float32)
     t0 = time.perf_counter()
-    last_ckpt = time.monotonic()
     model_state = (state.params, state.batch_stats, state.opt_state)
+    ok_exit = False
     try:
         for step0, n in plan:
             model_state, (loss_hist, acc_hist) = ensemble_fn(
                 model_state, model_data, shared, jnp.int32(step0), n
             )
             loss_hist = np.asarray(loss_hist)
-            bad = ~np.isfinite(loss_hist).all(axis=1)
-            for i in np.flatnonzero(bad):
-                if int(i) in failed:
-                    continue
-                s = step0 + int(np.argmax(~np.isfinite(loss_hist[i])))
-                lr = float(setup.schedule(s))
-                msg = (
-                    f"model {int(i)} diverged at step {s} (learning rate {lr:.4g}): its loss is "
-                    f"{loss_hist[i][~np.isfinite(loss_hist[i])][0]}; lower optim.learning_rate "
-                    "or set train.on_divergence = 'exclude' to drop diverged models"
-                )
-                if t.on_divergence == "stop":
-                    raise DivergenceError(msg)
-                print(f"warning: {msg}; excluded from scoring")
-                failed.add(int(i))
+            failed.update(_check_divergence(loss_hist, step0, failed, setup, t.on_divergence))
             losses = loss_hist.mean(axis=1)
             accs = np.asarray(acc_hist).mean(axis=1)
             ok = [i for i in range(m) if i not in failed] or list(range(m))
             bar.update(n, float(losses[ok].mean()), float(accs[ok].mean()))
             done = step0 + n
-            if manager is not None and ckpt_lib.due(
-                done,
-                setup.total_steps,
-                t.checkpoint_every_steps,
-                t.checkpoint_every_minutes,
-                last_ckpt,
-            ):
-                state = EnsembleState(jnp.int32(done), *model_state)
-                ckpt_lib.save(manager, state, sorted(failed))
-                last_ckpt = time.monotonic()
+            if ckpts is not None:
+                ckpts.maybe_save(
+                    done,
+                    setup.total_steps,
+                    EnsembleState(jnp.int32(done), *model_state),
+                    failed,
+                    losses,
+                    accs,
+                )
+        ok_exit = True
     finally:
         bar.close()
-        if manager is not None:
-            manager.wait_until_finished()
+        if ckpts is not None:
+            ckpts.close(raise_errors=ok_exit)
     state = EnsembleState(jnp.int32(setup.total_steps), *model_state)
     jax.block_until_ready(state.params)
     return TrainResult(state, setup, losses, accs, sorted(failed), time.perf_counter() - t0)
@@ -226,7 +338,9 @@ def train_and_export(
     pool = load_pool(config.data)
     keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
     if resume:
-        store.check_resumable(out, config, pool.origin(), keep)
+        if not store.check_resumable(out, config, pool.origin(), keep):
+            # Killed while starting: nothing was trained yet, start again in place.
+            store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
     else:
         store.prepare_run_dir(out, config, overwrite=overwrite)
         store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)

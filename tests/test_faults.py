@@ -1,0 +1,71 @@
+"""SIGKILL a real ``python -m jaxsam train`` subprocess, resume it, compare logits bitwise.
+
+The children share a persistent XLA compilation cache (the same executables, so the same bits)
+to keep this file short on a small CPU.
+"""
+
+import random
+import signal
+
+import pytest
+
+from jaxsam import store
+from jaxsam.bench import faults
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    work = tmp_path_factory.mktemp("faults")
+    faults.use_compilation_cache(work / "xla-cache")
+    cfg = faults.write_config(work / "config.json")
+    seconds = faults.warm_seconds(cfg, work)
+    ref = store.load_run(work / "ref")
+    ref.logits  # noqa: B018
+    return work, cfg, ref, seconds
+
+
+def _chain(setup, name: str, seed: int, stages: list[str]) -> int:
+    """Kills a run at each stage in turn (``random``: a random time), resumes, compares."""
+    work, cfg, ref, seconds = setup
+    rng = random.Random(seed)
+    out = work / name
+    kills = 0
+    first = True
+    for stage in stages:
+        if stage == "random":
+            assert first, "a random-time kill starts the chain"
+            landed = faults.run_and_kill_after(
+                faults.train_args(cfg, out), out, rng.uniform(0, seconds)
+            )[0]
+        else:
+            args = faults.train_args(cfg, out) if first else ["train", "--resume", str(out)]
+            landed = faults.run_child([*args, "--no-progress"], stage) == -signal.SIGKILL
+        first = False
+        if not landed:  # the run finished before this kill point
+            break
+        kills += 1
+        if faults.looks_complete(out):
+            # Killed after COMPLETE was written (while the process was exiting): then it must
+            # really be the whole run.
+            assert stage == "random", f"killed at {stage}, the run looked complete"
+            break
+    if not faults.looks_complete(out):
+        faults.resume(out)
+    assert faults.same_run(out, ref), "the resumed run's logits differ from the reference"
+    return kills
+
+
+def test_sigkill_in_training_save_and_export_then_resume_is_bitwise(setup):
+    rng = random.Random(0)
+    stages = [f"train:{rng.randint(1, 3)}", "save:1", "export", "finish"]
+    assert _chain(setup, "chain", 0, stages) == 4
+
+
+def test_sigkill_at_a_random_time_then_resume_is_bitwise(setup):
+    _chain(setup, "random", 1, ["random", f"save:{random.Random(1).randint(1, 2)}"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2, 8))
+def test_sigkill_at_more_random_times(setup, seed):
+    _chain(setup, f"random-{seed}", seed, ["random"])

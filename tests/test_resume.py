@@ -1,0 +1,195 @@
+"""Resume in-process: call plans, crashes, damaged / foreign checkpoints, failing writes."""
+
+import itertools
+import shutil
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsam import store
+from jaxsam.bench import faults
+from jaxsam.errors import RunDirError
+from jaxsam.train import checkpoint as ckpt_lib
+from jaxsam.train import loop, train_and_export
+from jaxsam.train.loop import _call_plan
+from jaxsam.train.state import EnsembleState
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory):
+    """The uninterrupted tiny run (checkpoint every 2 steps, 2 steps per call, 8 steps)."""
+    return train_and_export(faults.tiny_config(), tmp_path_factory.mktemp("ref") / "run")
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_at_call(monkeypatch, k: int) -> None:
+    """The k-th training call raises (after computing), like a process dying mid-training."""
+    real = loop.make_ensemble_fn
+
+    def make(*a, **kw):
+        fn = real(*a, **kw)
+        count = [0]
+
+        def run(*args):
+            out = fn(*args)
+            count[0] += 1
+            if count[0] == k:
+                raise Crash
+            return out
+
+        return run
+
+    monkeypatch.setattr(loop, "make_ensemble_fn", make)
+
+
+def crash_before_complete(monkeypatch) -> None:
+    real = store.write_json
+
+    def write_json(path, obj):
+        if path.name == "metrics.json":
+            raise Crash
+        return real(path, obj)
+
+    monkeypatch.setattr(store, "write_json", write_json)
+
+
+@pytest.mark.parametrize(
+    "spe, epochs, per_call", list(itertools.product([1, 4, 7], [1, 3], [None, 1, 2, 3, 5, 9]))
+)
+def test_resumed_call_plan_is_the_tail_of_the_uninterrupted_one(spe, epochs, per_call):
+    total = spe * epochs
+    full = _call_plan(0, total, spe, per_call)
+    assert sum(n for _, n in full) == total
+    assert all(s // spe == (s + n - 1) // spe for s, n in full), "a call crosses an epoch"
+    for i, (step0, _) in enumerate(full):
+        # Checkpoints are only taken at call boundaries: resuming there replays the same calls.
+        assert _call_plan(step0, total, spe, per_call) == full[i:]
+
+
+def test_crash_mid_training_then_resume_is_bitwise(ref, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    crash_at_call(monkeypatch, 3)
+    with pytest.raises(Crash):
+        train_and_export(faults.tiny_config(), out)
+    monkeypatch.undo()
+    assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == [2, 4]
+    with pytest.raises(RunDirError, match="not complete"):
+        store.load_run(out)
+    assert faults.same_run(train_and_export(faults.tiny_config(), out, resume=True).path, ref)
+
+
+@pytest.fixture(scope="module")
+def crashed_in_export(tmp_path_factory):
+    """A run that crashed after its last checkpoint, before COMPLETE (trained once)."""
+    out = tmp_path_factory.mktemp("crashed") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        crash_before_complete(mp)
+        with pytest.raises(Crash):
+            train_and_export(faults.tiny_config(), out)
+    return out
+
+
+@pytest.mark.parametrize("damage", sorted(faults.CHECKPOINT_DAMAGE))
+def test_damaged_newest_checkpoint_falls_back_with_a_warning(
+    ref, crashed_in_export, tmp_path, capsys, damage
+):
+    out = tmp_path / "run"
+    shutil.copytree(crashed_in_export, out)
+    newest = faults.newest_checkpoint(out)
+    assert newest.name == "8"
+    faults.CHECKPOINT_DAMAGE[damage](newest)
+    run = train_and_export(faults.tiny_config(), out, resume=True)
+    assert faults.same_run(run.path, ref)
+    assert run.metrics["final_batch_loss"] == ref.metrics["final_batch_loss"]
+    assert "checkpoint at step 8 is damaged" in capsys.readouterr().out
+
+
+def test_damaged_checkpoint_warning_names_step(tmp_path, capsys):
+    state = EnsembleState(jnp.int32(1), {"w": jnp.arange(600.0).reshape(3, 200)}, {}, ())
+    manager = ckpt_lib.make_manager(tmp_path / "ckpt")
+    for step in (1, 2):
+        ckpt_lib.save(
+            manager,
+            state.replace(step=jnp.int32(step), params={"w": state.params["w"] * step}),
+            failed_models=[1],
+            fingerprint="f",
+            losses=np.zeros(3),
+            accuracies=np.ones(3),
+        )
+    manager.wait_until_finished()
+    faults.flip_checkpoint_byte(tmp_path / "ckpt" / "2")
+    restored = ckpt_lib.restore_latest(ckpt_lib.make_manager(tmp_path / "ckpt"), state, "f")
+    assert restored.step == 1 and restored.failed_models == [1]
+    np.testing.assert_array_equal(restored.state.params["w"], state.params["w"])
+    assert "checkpoint at step 2 is damaged" in capsys.readouterr().out
+    assert not (tmp_path / "ckpt" / "2").exists(), "the damaged step would block a new save"
+    with pytest.raises(RunDirError, match="fingerprint mismatch"):
+        ckpt_lib.restore_latest(ckpt_lib.make_manager(tmp_path / "ckpt"), state, "other")
+
+
+def test_every_checkpoint_damaged_restarts_from_scratch(ref, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    crash_at_call(monkeypatch, 3)
+    with pytest.raises(Crash):
+        train_and_export(faults.tiny_config(), out)
+    monkeypatch.undo()
+    for ckpt in (out / "checkpoints").iterdir():
+        faults.truncate_checkpoint(ckpt)
+    assert faults.same_run(train_and_export(faults.tiny_config(), out, resume=True).path, ref)
+    assert capsys.readouterr().out.count("is damaged") == 2
+
+
+@pytest.mark.slow  # end to end; restore_latest's refusal is tested above without training
+def test_checkpoint_of_other_masks_is_refused(ref, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    crash_at_call(monkeypatch, 3)
+    with pytest.raises(Crash):
+        train_and_export(faults.tiny_config(), out)
+    other = tmp_path / "other"
+    with pytest.raises(Crash):
+        train_and_export(faults.tiny_config(**{"train.seed": 7}), other)
+    monkeypatch.undo()
+    shutil.rmtree(out / "checkpoints")
+    shutil.copytree(other / "checkpoints", out / "checkpoints")
+    with pytest.raises(RunDirError, match="fingerprint mismatch"):
+        train_and_export(faults.tiny_config(), out, resume=True)
+
+
+def test_failing_checkpoint_write_keeps_the_last_good_one(ref, tmp_path, monkeypatch):
+    real = ckpt_lib.save
+    calls = [0]
+
+    def full_disk(*a, **kw):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise OSError(28, "No space left on device")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ckpt_lib, "save", full_disk)
+    out = tmp_path / "run"
+    with pytest.raises(RunDirError, match=r"checkpoint at step 6 .* last good checkpoint"):
+        train_and_export(faults.tiny_config(), out)
+    monkeypatch.undo()
+    assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == [2, 4]
+    assert faults.same_run(train_and_export(faults.tiny_config(), out, resume=True).path, ref)
+
+
+def test_resume_of_a_run_killed_while_starting(ref, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real = store.save_arrays
+
+    def die_on_masks(path, tree):
+        if path.name == "masks":
+            raise Crash
+        return real(path, tree)
+
+    monkeypatch.setattr(store, "save_arrays", die_on_masks)
+    with pytest.raises(Crash):
+        train_and_export(faults.tiny_config(), out)
+    monkeypatch.undo()
+    assert (out / "config.json").exists() and not (out / "run.json").exists()
+    assert faults.same_run(train_and_export(faults.tiny_config(), out, resume=True).path, ref)
