@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     if step == "init":
         study = waves.init_study(_config(args), args.out, overwrite=args.overwrite)
         print(
-            f"{study.path}: {study.num_models} models x {study.keep.shape[1]} examples, masks written"
+            f"{study.path}: {study.num_models} models x {study.keep.shape[1]} examples; "
+            "masks written"
         )
         return 0
     if step == "finalize":
@@ -138,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if result is not None:
         print(f"{result.path}: complete, logits {list(result.logits.shape)}")
+    elif dist.process_index() == 0:
+        print(f"{args.out}: complete; `jaxsam status {args.out}` shows it")
     return 0
 
 

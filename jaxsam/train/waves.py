@@ -465,6 +465,9 @@ def train_study(
 ):
     """The whole study in one call: init, every missing wave, finalize (single or multi-host).
 
+    Returns the finished :class:`jaxsam.store.Run` in a single process, ``None`` under
+    ``jax.distributed`` (read it with ``jaxsam.load_run`` in a fresh process).
+
     Under ``jax.distributed`` the orbax writes of ``store`` are single-process, so process 0
     runs init and finalize in a fresh child process (``python -m jaxsam wave ...`` on the CPU)
     while the other processes wait at a barrier; training and the wave saves use all processes.
@@ -503,7 +506,9 @@ def train_study(
         else:
             return finalize(out)
     dist.barrier("jaxsam-study-finalized")
-    return store.load_run(out) if dist.process_index() == 0 else None
+    # Under jax.distributed, orbax reads from one process alone would wait for the others at
+    # exit: a multi-process caller reads the finished run in a fresh process instead.
+    return None
 
 
 def _config_dict(config: Config) -> dict:
