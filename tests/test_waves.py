@@ -104,3 +104,9 @@ def test_wave_cli_job_array_index(tmp_path, monkeypatch, capsys):
     assert waves.done_waves(out) == [(2, 4)]
     assert wave.main(["finalize", str(out)]) == 2  # models 0:2 missing
     assert "0:2" in capsys.readouterr().err
+    from jaxsam.cli import main
+
+    assert main(["status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "not complete; 2/4 models" in text and "missing models: 0:2" in text
+    assert "waves done (1): 00002-00004" in text
