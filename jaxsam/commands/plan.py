@@ -1,0 +1,136 @@
+"""``jaxsam plan --config FILE``: memory per model and example, models per device, time.
+
+Runs on the CPU only (``JAX_PLATFORMS=cpu``; shapes via ``jax.eval_shape``, activation memory
+from XLA's compiled memory analysis of one CPU step): it never touches an accelerator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from jaxsam import config as config_lib
+from jaxsam.errors import ConfigError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "plan",
+        help="print the memory and time plan of a config without touching an accelerator",
+        description=__doc__,
+    )
+    p.add_argument("config_file", nargs="?", type=Path, metavar="CONFIG", help="config file")
+    p.add_argument("--config", type=Path, help="JSON config file (same as CONFIG)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
+    )
+    p.add_argument("--device-memory", type=float, metavar="GiB", help="memory of one device")
+    p.add_argument("--bench-table", type=Path, help="JSON from `jaxsam bench train --json`")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=run)
+
+
+def _load(args: argparse.Namespace) -> config_lib.Config:
+    from jaxsam.commands.train import parse_overrides
+
+    path = args.config or args.config_file
+    cfg = config_lib.load(path) if path is not None else config_lib.Config()
+    if args.set:
+        cfg = config_lib.replace(cfg, **parse_overrides(args.set))
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+    from jaxsam import plan as plan_lib
+
+    cfg = _load(args)
+    plan = plan_lib.memory_plan(cfg)
+    sam = cfg.optim.name in plan_lib.SAM_FAMILY
+    rows = None
+    if args.bench_table is not None:
+        try:
+            rows = json.loads(args.bench_table.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(
+                f"--bench-table {args.bench_table} is not a readable JSON list ({e}); write it "
+                "with `jaxsam bench train --json > table.json`"
+            ) from e
+        if not isinstance(rows, list):
+            raise ConfigError(f"--bench-table {args.bench_table} must hold a JSON list of rows")
+    times = plan_lib.time_estimates(plan, cfg.model.name, sam, rows) if rows else []
+    devices = plan_lib.device_table(plan, args.device_memory)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "params": plan.num_params,
+                    "bytes": {
+                        "params": plan.param_bytes,
+                        "batch_stats": plan.batch_stats_bytes,
+                        "opt_state": plan.opt_state_bytes,
+                        "gradient": plan.grad_bytes,
+                        "sam": plan.sam_bytes,
+                        "state_per_model": plan.state_bytes,
+                        "activation_per_example": plan.activation_bytes_per_example,
+                        "per_model_with_batch": plan.bytes_per_model,
+                        "pool": plan.pool_bytes,
+                    },
+                    "models": plan.num_models,
+                    "steps": plan.steps,
+                    "model_examples": plan.model_examples,
+                    "models_per_device": {name: fit for name, _, fit in devices},
+                    "time": times or None,
+                    "note": None if times else plan_lib.NO_TABLE,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    hb = plan_lib.human_bytes
+    print(
+        f"plan for {cfg.masks.models} x {cfg.model.name} (width {cfg.model.width}, "
+        f"depth {cfg.model.depth}) on {cfg.data.dataset}, optimizer {cfg.optim.name}"
+    )
+    print(f"  parameters per model       {plan.num_params:,}  ({hb(plan.param_bytes)} float32)")
+    print(f"  BatchNorm statistics       {hb(plan.batch_stats_bytes)}")
+    print(f"  optimizer state            {hb(plan.opt_state_bytes)}")
+    print(f"  gradient buffer            {hb(plan.grad_bytes)}")
+    print(f"  SAM perturbed weights      {hb(plan.sam_bytes)}" + ("" if sam else "  (not SAM)"))
+    print(f"  = state per model          {hb(plan.state_bytes)}")
+    print(
+        f"  activations per example    {hb(plan.activation_bytes_per_example)}  "
+        f"[{plan.activation_source}]"
+    )
+    print(f"  per model, batch {plan.batch_size:<4}     {hb(plan.bytes_per_model)}")
+    print(f"  pool on device             {hb(plan.pool_bytes)}  ({plan.pool_size:,} examples)")
+    print(
+        f"  steps                      {plan.steps:,} ({plan.steps_per_epoch} per epoch x "
+        f"{cfg.train.epochs} epochs), {plan.gradient_evaluations_per_step} gradient "
+        f"evaluation(s) per step"
+    )
+    print(f"  model-examples             {plan.model_examples:,}")
+    print("models per device (vmap strategy, 90% of memory):")
+    for name, gib, fit in devices:
+        waves = -(-plan.num_models // fit) if fit else None
+        print(
+            f"  {name:<12} {gib:6.1f} GiB  {fit:>8,} models"
+            + (f"  -> {waves} wave(s) of <= {fit}" if waves else "  -> does not fit")
+        )
+    if times:
+        print("estimated training time (from the benchmark table):")
+        for t in times:
+            extra = " (x2 for SAM)" if t["sam_factor"] > 1 else ""
+            print(
+                f"  {t['backend']:<6} {t['strategy']:<8} "
+                f"{t['model_examples_per_s']:,.0f} model-examples/s -> "
+                f"{plan_lib.human_seconds(t['seconds'])}{extra}"
+            )
+    else:
+        print(plan_lib.NO_TABLE)
+    return 0

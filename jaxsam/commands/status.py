@@ -1,0 +1,55 @@
+"""``jaxsam status RUN``: what is done in a run directory (waves, checkpoints, complete)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "status",
+        help="show what is done in a run directory: waves done / missing, checkpoints",
+        description=__doc__,
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jaxsam.train.waves import status
+
+    st = status(args.run_dir)
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    state = "COMPLETE" if st["complete"] else "not complete"
+    print(
+        f"{st['path']}: {state}; {st['models_done']}/{st['models']} models have logits "
+        f"({st['examples']} pool examples)"
+    )
+    if st["waves_done"]:
+        print(f"  waves done ({len(st['waves_done'])}): {', '.join(st['waves_done'])}")
+    if st["missing"]:
+        print(f"  missing models: {', '.join(st['missing'])}")
+    for w in st["waves_in_progress"]:
+        steps = w["checkpoint_steps"]
+        print(f"  wave {w['wave']} in progress, checkpoints at steps {steps or 'none yet'}")
+    if st["checkpoint_steps"]:
+        print(f"  run checkpoints at steps {st['checkpoint_steps']}")
+    if st["failed_models"]:
+        print(f"  failed (excluded) models: {st['failed_models']}")
+    if not st["complete"]:
+        hint = (
+            f"jaxsam wave finalize {st['path']}"
+            if not st["missing"] and st["layout"] == "waves"
+            else (
+                f"jaxsam wave train {st['path']} --models A:B"
+                if st["layout"] == "waves"
+                else f"jaxsam train --resume {st['path']}"
+            )
+        )
+        print(f"  next: {hint}")
+    return 0

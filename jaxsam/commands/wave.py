@@ -1,0 +1,160 @@
+"""``jaxsam wave init|train|finalize|run``: a study trained as waves into one run directory.
+
+    jaxsam wave init --config study.json --out RUN          # config + masks [M, N], once
+    jaxsam wave train RUN --models 0:64                     # one wave (any order, any host)
+    jaxsam wave train RUN --wave-size 64 --index 3          # job-array style: models 192:256
+    jaxsam wave finalize RUN                                # logits [M, N, A, C], COMPLETE
+    jaxsam wave run --config study.json --out RUN --wave-size 64   # all of the above
+    jaxsam status RUN                                       # what is done
+
+Add ``--distributed`` to ``train`` / ``run`` under srun or on every TPU-VM worker: each wave
+is then split over all processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from jaxsam import config as config_lib
+from jaxsam.errors import ConfigError, JaxsamError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "wave",
+        help="train a study bigger than the hardware as waves of models into one run directory",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _fill(p)
+    p.set_defaults(func=run)
+
+
+def _fill(p: argparse.ArgumentParser) -> None:
+    from jaxsam.train.distributed import add_distributed_args
+
+    sub = p.add_subparsers(dest="wave_command", metavar="STEP", required=True)
+    init = sub.add_parser("init", help="write the config, the full masks and the run header")
+    _config_args(init)
+    init.add_argument("--out", type=Path, required=True, help="run directory to create")
+    init.add_argument("--overwrite", action="store_true", help="replace an existing run")
+
+    train = sub.add_parser("train", help="train one wave and write its logits")
+    train.add_argument("run_dir", type=Path, metavar="RUN")
+    train.add_argument("--models", metavar="A:B", help="global model range of the wave")
+    train.add_argument("--wave-size", type=int, help="with --index: wave INDEX of this size")
+    train.add_argument(
+        "--index",
+        type=int,
+        help="wave number (default: $SLURM_ARRAY_TASK_ID), used with --wave-size",
+    )
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_distributed_args(train)
+
+    fin = sub.add_parser("finalize", help="assemble all waves' logits and mark the run complete")
+    fin.add_argument("run_dir", type=Path, metavar="RUN")
+    fin.add_argument("--drop-waves", action="store_true", help="delete RUN/waves/* once assembled")
+
+    allp = sub.add_parser("run", help="init, train every missing wave, finalize")
+    _config_args(allp)
+    allp.add_argument("--out", type=Path, required=True, help="run directory")
+    allp.add_argument("--wave-size", type=int, help="models per wave (default: all at once)")
+    allp.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    allp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_distributed_args(allp)
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="JSON config file (default: the built-in one)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
+    )
+
+
+def _config(args: argparse.Namespace) -> config_lib.Config:
+    from jaxsam.commands.train import parse_overrides
+
+    cfg = config_lib.load(args.config) if args.config is not None else config_lib.Config()
+    if args.set:
+        cfg = config_lib.replace(cfg, **parse_overrides(args.set))
+    return cfg
+
+
+def _train_range(args: argparse.Namespace, num_models: int) -> tuple[int, int]:
+    from jaxsam.train.waves import parse_range, wave_ranges
+
+    if args.models:
+        return parse_range(args.models, num_models)
+    if args.wave_size:
+        index = args.index
+        if index is None and os.environ.get("SLURM_ARRAY_TASK_ID"):
+            index = int(os.environ["SLURM_ARRAY_TASK_ID"])
+        ranges = wave_ranges(num_models, args.wave_size)
+        if index is None or not 0 <= index < len(ranges):
+            raise ConfigError(
+                f"--wave-size {args.wave_size} makes {len(ranges)} waves; pass --index in "
+                f"0..{len(ranges) - 1} (or run as a SLURM array job)"
+            )
+        return ranges[index]
+    raise ConfigError("jaxsam wave train needs --models A:B, or --wave-size K --index I")
+
+
+def run(args: argparse.Namespace) -> int:
+    from jaxsam.train import distributed as dist
+    from jaxsam.train import waves
+
+    progress = False if getattr(args, "no_progress", False) else None
+    step = args.wave_command
+    if step == "init":
+        study = waves.init_study(_config(args), args.out, overwrite=args.overwrite)
+        print(
+            f"{study.path}: {study.num_models} models x {study.keep.shape[1]} examples; "
+            "masks written"
+        )
+        return 0
+    if step == "finalize":
+        result = waves.finalize(args.run_dir, keep_waves=not args.drop_waves)
+        print(f"{result.path}: complete, logits {list(result.logits.shape)}")
+        return 0
+    dist.maybe_initialize_distributed(args)
+    if step == "train":
+        study = waves.open_study(args.run_dir)
+        a, b = _train_range(args, study.num_models)
+        info = waves.train_wave(args.run_dir, a, b, progress=progress, study=study)
+        if dist.process_index() == 0:
+            print(
+                f"{args.run_dir}: wave {a}:{b} done in {info['train_seconds']:.1f} s "
+                f"({info['processes']} process(es)); `jaxsam status {args.run_dir}` shows the rest"
+            )
+        return 0
+    result = waves.train_study(
+        _config(args),
+        args.out,
+        wave_size=args.wave_size,
+        overwrite=args.overwrite,
+        progress=progress,
+    )
+    if result is not None:
+        print(f"{result.path}: complete, logits {list(result.logits.shape)}")
+    elif dist.process_index() == 0:
+        print(f"{args.out}: complete; `jaxsam status {args.out}` shows it")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (``python -m jaxsam.commands.wave STEP ...``)."""
+    parser = argparse.ArgumentParser(prog="jaxsam wave", description=__doc__)
+    _fill(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except JaxsamError as e:
+        print(f"jaxsam wave: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,534 @@
+"""Studies bigger than the hardware: waves of models written into one run directory.
+
+A study of M models (say 1,024) is trained as waves ``[a, b)`` (e.g. 64 models each) in any
+order, by one job after another or by a job array, on one host or many:
+
+1. :func:`init_study` writes the config, the full bool [M, N] masks and the run header once
+   (``store.start_run``); the masks are a pure function of the config, fixed up front.
+2. :func:`train_wave` trains models ``[a, b)`` (``first_model=a``: the same keys, batches and
+   learning-rate schedule as in a single run of all M models) and writes
+   ``RUN/waves/AAAAA-BBBBB/`` (orbax: logits [b-a, N, A, C], test_logits [b-a, T, A, C],
+   labels [N], test_labels [T], final_batch_loss [b-a], failed [b-a]) and then the marker
+   ``RUN/waves/AAAAA-BBBBB.json``. Under ``jax.distributed`` the wave is split over all
+   processes and the arrays are one global ``jax.Array`` saved by all of them (see
+   :mod:`jaxsam.train.distributed`).
+3. :func:`finalize` checks that the finished waves cover every model exactly once, assembles
+   logits [M, N, A, C] and marks the run ``COMPLETE`` (``store.finish_run``). Until then
+   ``jaxsam.load_run`` and ``jaxsam score`` refuse the run.
+
+The number of steps per epoch depends on the largest training subset over ALL M models, so a
+wave pins it to the full study's value (otherwise a wave whose models happen to have smaller
+subsets would take fewer steps and train differently from a single run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jaxsam import store
+from jaxsam.config import Config
+from jaxsam.config import load as load_config
+from jaxsam.data import load_pool, make_masks
+from jaxsam.data.pool import Pool
+from jaxsam.errors import ConfigError, RunDirError
+from jaxsam.train import distributed as dist
+from jaxsam.train.batches import steps_per_epoch
+
+WAVES_DIR = "waves"
+_NAME = re.compile(r"^(\d{5,})-(\d{5,})$")
+
+
+def wave_name(first: int, stop: int) -> str:
+    """``RUN/waves/`` entry name of models ``[first, stop)``: ``00064-00128``."""
+    return f"{first:05d}-{stop:05d}"
+
+
+def parse_range(text: str, num_models: int) -> tuple[int, int]:
+    """``"64:128"`` -> (64, 128); ``":64"`` and ``"960:"`` take the ends; checks the bounds."""
+    if ":" not in text:
+        raise ConfigError(f"model range {text!r} must look like A:B, e.g. 0:64")
+    lo_s, hi_s = text.split(":", 1)
+    try:
+        lo = int(lo_s) if lo_s.strip() else 0
+        hi = int(hi_s) if hi_s.strip() else num_models
+    except ValueError as e:
+        raise ConfigError(f"model range {text!r} must be two integers A:B, e.g. 0:64") from e
+    if not 0 <= lo < hi <= num_models:
+        raise ConfigError(
+            f"model range {lo}:{hi} is outside the study's {num_models} models; use "
+            f"0 <= A < B <= {num_models}"
+        )
+    return lo, hi
+
+
+def wave_ranges(num_models: int, wave_size: int) -> list[tuple[int, int]]:
+    """Splits ``[0, M)`` into consecutive waves of ``wave_size`` models (the last may be short)."""
+    if wave_size < 1:
+        raise ConfigError(f"wave size {wave_size} must be a positive number of models")
+    return [(a, min(a + wave_size, num_models)) for a in range(0, num_models, wave_size)]
+
+
+@dataclasses.dataclass
+class Study:
+    """An initialised run directory, its config, pool and the full bool [M, N] masks."""
+
+    path: Path
+    config: Config
+    pool: Pool
+    keep: np.ndarray
+
+    @property
+    def num_models(self) -> int:
+        return int(self.keep.shape[0])
+
+
+def init_study(config: Config, out: str | Path, *, overwrite: bool = False) -> Study:
+    """Creates the run directory: config, full masks [M, N] and header, written once."""
+    out = Path(out)
+    pool = load_pool(config.data)
+    keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
+    store.prepare_run_dir(out, config, overwrite=overwrite)
+    store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
+    store.update_run_info(out, layout="waves")
+    return Study(out, config, pool, keep)
+
+
+def open_study(path: str | Path) -> Study:
+    """Re-opens a run directory made by :func:`init_study` (or ``jaxsam train``).
+
+    The masks are recomputed from the config and checked against the fingerprint stored in
+    ``run.json`` (no array is read, so every process of a multi-host job can do this).
+    """
+    path = Path(path)
+    if not (path / "run.json").is_file():
+        raise RunDirError(
+            f"{path} holds no initialised run; create it with `jaxsam wave init --config FILE "
+            f"--out {path}`"
+        )
+    config = load_config(path / "config.json")
+    info = store.read_json(path / "run.json", "run header")
+    pool = load_pool(config.data)
+    keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
+    if store.masks_fingerprint(pool.fingerprint(), keep) != info.get("masks_fingerprint"):
+        raise RunDirError(
+            f"{path} was started on another pool or other masks (fingerprint mismatch); the data "
+            "changed since: start a new run"
+        )
+    return Study(path, config, pool, keep)
+
+
+def _pinned_rows(
+    keep: np.ndarray, lo: int, hi: int, batch_size: int
+) -> tuple[np.ndarray, int, bool]:
+    """Rows ``keep[lo:hi]`` arranged so that training takes the full study's steps per epoch.
+
+    Returns (rows, spe, ghost). When the trainer cannot take ``steps_per_epoch`` directly and
+    the slice's largest subset is smaller than the study's, one ghost row (a copy of the
+    study's largest subset) is appended; its model is trained and thrown away.
+    """
+    spe = steps_per_epoch(keep, batch_size)
+    rows = keep[lo:hi]
+    if steps_per_epoch(rows, batch_size) == spe:
+        return rows, spe, False
+    biggest = int(keep.sum(axis=1).argmax())
+    return np.concatenate([rows, keep[biggest : biggest + 1]], axis=0), spe, True
+
+
+def _trainer_takes_spe() -> bool:
+    from jaxsam.train import loop
+
+    return "steps_per_epoch" in inspect.signature(loop.train_ensemble).parameters
+
+
+def train_rows(
+    study: Study,
+    lo: int,
+    hi: int,
+    *,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    desc: str = "wave",
+) -> dict:
+    """Trains global models ``[lo, hi)`` of ``study`` on this process's devices.
+
+    Returns a dict with ``logits`` [hi-lo, N, A, C] and ``test_logits`` [hi-lo, T, A, C]
+    (float32, host), ``final_batch_loss`` [hi-lo], ``failed`` bool [hi-lo], ``seconds``,
+    ``steps`` and ``steps_per_epoch``.
+    """
+    from jaxsam.train.loop import export_logits, train_ensemble
+
+    cfg = study.config
+    k = hi - lo
+    kwargs = {}
+    if _trainer_takes_spe():
+        rows = study.keep[lo:hi]
+        kwargs["steps_per_epoch"] = steps_per_epoch(study.keep, cfg.train.batch_size)
+    else:
+        rows, _, _ = _pinned_rows(study.keep, lo, hi, cfg.train.batch_size)
+    result = train_ensemble(
+        cfg,
+        study.pool,
+        rows,
+        run_dir=run_dir,
+        resume=resume,
+        progress=progress,
+        desc=desc,
+        first_model=lo,
+        **kwargs,
+    )
+    pool_logits, test_logits = export_logits(result, study.pool, cfg.data.query_augment)
+    failed = np.zeros(k, bool)
+    for i in result.failed_models:
+        if i < k:
+            failed[i] = True
+    return {
+        "logits": pool_logits[:k],
+        "test_logits": test_logits[:k],
+        "final_batch_loss": np.asarray(result.losses[:k], np.float32),
+        "failed": failed,
+        "seconds": float(result.seconds),
+        "steps": int(result.setup.total_steps),
+        "steps_per_epoch": int(result.setup.steps_per_epoch),
+    }
+
+
+def wave_dir(path: Path, first: int, stop: int) -> Path:
+    return Path(path) / WAVES_DIR / wave_name(first, stop)
+
+
+def train_wave(
+    path: str | Path,
+    first: int,
+    stop: int,
+    *,
+    progress: bool | None = None,
+    resume: bool = True,
+    study: Study | None = None,
+) -> dict:
+    """Trains wave ``[first, stop)`` of the study in ``path`` and writes its logits.
+
+    Single process: checkpoints go to ``RUN/waves/AAAAA-BBBBB.work/checkpoints`` and a rerun
+    resumes from them. Under ``jax.distributed`` each process trains its block of the wave
+    (:func:`jaxsam.train.distributed.process_block`) without checkpoints (the wave is the unit
+    of restart), and all processes save the logits together.
+
+    Returns the wave's marker (the JSON written next to its arrays). A wave already done is
+    skipped and its marker returned.
+    """
+    path = Path(path)
+    study = study or open_study(path)
+    parse_range(f"{first}:{stop}", study.num_models)
+    marker = path / WAVES_DIR / f"{wave_name(first, stop)}.json"
+    if marker.is_file():
+        return store.read_json(marker, "wave marker")
+    lo, hi = dist.process_block(first, stop)
+    multi = dist.process_count() > 1
+    work = None if multi else path / WAVES_DIR / f"{wave_name(first, stop)}.work"
+    out = train_rows(
+        study,
+        lo,
+        hi,
+        run_dir=work,
+        resume=resume,
+        progress=progress,
+        desc=f"models {lo}:{hi}",
+    )
+    seconds = out["seconds"]
+    if multi:
+        from jax.experimental import multihost_utils
+
+        seconds = float(np.max(multihost_utils.process_allgather(np.float32(seconds))))
+    arrays = {
+        "logits": out["logits"],
+        "test_logits": out["test_logits"],
+        "final_batch_loss": out["final_batch_loss"],
+        "failed": out["failed"],
+    }
+    _save_wave_arrays(wave_dir(path, first, stop), arrays, study, stop - first)
+    info = {
+        "first_model": first,
+        "stop_model": stop,
+        "processes": dist.process_count(),
+        "train_seconds": seconds,
+        "steps": out["steps"],
+        "steps_per_epoch": out["steps_per_epoch"],
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    dist.barrier(f"jaxsam-wave-{first}-{stop}-saved")
+    if dist.process_index() == 0:
+        store.write_json(marker, info)
+        if work is not None and work.exists():
+            shutil.rmtree(work)
+    dist.barrier(f"jaxsam-wave-{first}-{stop}-marked")
+    return info
+
+
+def _save_wave_arrays(directory: Path, arrays: dict, study: Study, wave_models: int) -> None:
+    """Saves the wave with orbax; per-model arrays as global ``jax.Array`` over processes."""
+    import orbax.checkpoint as ocp
+
+    tree = {}
+    for key, local in arrays.items():
+        tree[key] = dist.global_model_array(np.asarray(local), wave_models)
+    tree["labels"] = np.asarray(study.pool.y, np.int32)
+    tree["test_labels"] = np.asarray(study.pool.test_y, np.int32)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(directory.absolute(), tree, force=True)
+    ckpt.wait_until_finished()
+
+
+def load_wave_arrays(directory: Path) -> dict[str, np.ndarray]:
+    """Reads a wave's arrays back as numpy, whatever process layout wrote them."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    if not directory.is_dir():
+        raise RunDirError(f"{directory} is missing (wave logits); rerun that wave")
+    ckpt = ocp.StandardCheckpointer()
+    try:
+        meta = ckpt.metadata(directory.absolute())
+        tree = getattr(meta, "item_metadata", meta)
+        tree = getattr(tree, "tree", tree)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+        target = {
+            k: jax.ShapeDtypeStruct(tuple(v.shape), v.dtype, sharding=device)
+            for k, v in tree.items()
+        }
+        out = ckpt.restore(directory.absolute(), target)
+    except Exception as e:  # orbax/tensorstore raise many types for damaged data
+        raise RunDirError(
+            f"{directory} (wave logits) cannot be read: {type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]}; delete it and its .json marker and rerun the wave"
+        ) from e
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def done_waves(path: str | Path) -> list[tuple[int, int]]:
+    """The finished waves (those with a marker), sorted by first model."""
+    root = Path(path) / WAVES_DIR
+    found = []
+    if root.is_dir():
+        for p in root.glob("*.json"):
+            m = _NAME.match(p.stem)
+            if m and (root / p.stem).is_dir():
+                found.append((int(m.group(1)), int(m.group(2))))
+    return sorted(found)
+
+
+def missing_ranges(num_models: int, waves: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Model ranges ``[a, b)`` of ``[0, M)`` that no finished wave covers."""
+    covered = np.zeros(num_models, bool)
+    for a, b in waves:
+        covered[a:b] = True
+    out, start = [], None
+    for i, c in enumerate([*covered, True]):
+        if not c and start is None:
+            start = i
+        elif c and start is not None:
+            out.append((start, i))
+            start = None
+    return out
+
+
+def _overlaps(waves: list[tuple[int, int]]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    return [(w, v) for w, v in zip(waves, waves[1:], strict=False) if v[0] < w[1]]
+
+
+def finalize(path: str | Path, *, keep_waves: bool = True):
+    """Assembles every wave's logits into ``RUN/logits`` [M, N, A, C] and marks the run complete.
+
+    Run in ONE process (after all waves): ``jaxsam wave finalize RUN``.
+
+    Raises:
+      RunDirError: when a model has no finished wave, or two waves overlap.
+
+    Returns:
+      The finished :class:`jaxsam.store.Run`.
+    """
+    from jaxsam.data.augment import query_names
+    from jaxsam.train.loop import accuracy_metrics
+
+    path = Path(path)
+    info = store.read_json(path / "run.json", "run header")
+    config = load_config(path / "config.json")
+    m = int(info["models"])
+    waves = done_waves(path)
+    missing = missing_ranges(m, waves)
+    if missing:
+        spans = ", ".join(f"{a}:{b}" for a, b in missing)
+        raise RunDirError(
+            f"{path} is missing the logits of models {spans}; train them with `jaxsam wave train "
+            f"{path} --models A:B` before finalizing"
+        )
+    if _overlaps(waves):
+        (w, v), *_ = _overlaps(waves)
+        raise RunDirError(
+            f"waves {wave_name(*w)} and {wave_name(*v)} in {path / WAVES_DIR} overlap; delete one "
+            "of them (its directory and .json marker) and finalize again"
+        )
+    masks = store.load_arrays(path / "masks", "masks")
+    keep = masks["keep"].astype(bool)
+    parts = [load_wave_arrays(wave_dir(path, a, b)) for a, b in waves]
+    logits = np.concatenate([p["logits"] for p in parts], axis=0)
+    test_logits = np.concatenate([p["test_logits"] for p in parts], axis=0)
+    labels = parts[0]["labels"].astype(np.int32)
+    test_labels = parts[0]["test_labels"].astype(np.int32)
+    if not np.array_equal(labels, masks["labels"].astype(np.int32)):
+        raise RunDirError(f"wave labels in {path / WAVES_DIR} differ from the masks'; rerun them")
+    losses = np.concatenate([p["final_batch_loss"] for p in parts])
+    failed = np.flatnonzero(np.concatenate([p["failed"] for p in parts]).astype(bool))
+    markers = [
+        store.read_json(path / WAVES_DIR / f"{wave_name(a, b)}.json", "wave") for a, b in waves
+    ]
+    metrics = accuracy_metrics(logits, labels, keep, test_logits, test_labels)
+    metrics.update(
+        final_batch_loss=losses.tolist(),
+        train_seconds=float(sum(mk["train_seconds"] for mk in markers)),
+        steps=int(markers[0]["steps"]),
+        steps_per_epoch=int(markers[0]["steps_per_epoch"]),
+        failed_models=[int(i) for i in failed],
+        waves=[wave_name(a, b) for a, b in waves],
+    )
+    store.finish_run(
+        path,
+        logits=logits,
+        labels=labels,
+        query_names=query_names(config.data.query_augment),
+        test_logits=test_logits,
+        test_labels=test_labels,
+        metrics=metrics,
+        failed_models=[int(i) for i in failed],
+    )
+    if not keep_waves:
+        for a, b in waves:
+            shutil.rmtree(wave_dir(path, a, b), ignore_errors=True)
+    return store.load_run(path)
+
+
+def status(path: str | Path) -> dict:
+    """What is done in a run directory: waves done / missing, checkpoints, complete or not."""
+    path = Path(path)
+    if not (path / "run.json").is_file():
+        raise RunDirError(f"{path} holds no jaxsam run (no run.json); check the path")
+    info = store.read_json(path / "run.json", "run header")
+    m = int(info["models"])
+    waves = done_waves(path)
+    complete = (path / store.COMPLETE).exists()
+    root = path / WAVES_DIR
+    in_progress = []
+    if root.is_dir():
+        for work in sorted(root.glob("*.work")):
+            steps = _checkpoint_steps(work / "checkpoints")
+            in_progress.append({"wave": work.name[: -len(".work")], "checkpoint_steps": steps})
+    models_done = (
+        m if complete and not waves else int(m - sum(b - a for a, b in missing_ranges(m, waves)))
+    )
+    return {
+        "path": str(path),
+        "models": m,
+        "examples": int(info["examples"]),
+        "layout": info.get("layout", "single"),
+        "complete": complete,
+        "status": info.get("status"),
+        "waves_done": [wave_name(a, b) for a, b in waves],
+        "models_done": models_done,
+        "missing": [] if complete else [f"{a}:{b}" for a, b in missing_ranges(m, waves)],
+        "waves_in_progress": in_progress,
+        "checkpoint_steps": _checkpoint_steps(path / "checkpoints"),
+        "failed_models": info.get("failed_models", []),
+    }
+
+
+def _checkpoint_steps(directory: Path) -> list[int]:
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def train_study(
+    config: Config,
+    out: str | Path,
+    *,
+    wave_size: int | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+):
+    """The whole study in one call: init, every missing wave, finalize (single or multi-host).
+
+    Returns the finished :class:`jaxsam.store.Run` in a single process, ``None`` under
+    ``jax.distributed`` (read it with ``jaxsam.load_run`` in a fresh process).
+
+    Under ``jax.distributed`` the orbax writes of ``store`` are single-process, so process 0
+    runs init and finalize in a fresh child process (``python -m jaxsam wave ...`` on the CPU)
+    while the other processes wait at a barrier; training and the wave saves use all processes.
+    """
+    out = Path(out)
+    m = config.masks.models
+    size = wave_size or m
+    multi = dist.process_count() > 1
+    resuming = (out / "run.json").is_file() and not overwrite
+    if dist.process_index() == 0 and not resuming:
+        if multi:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            cfg_file = out.parent / f".{out.name}.config.json"
+            cfg_file.write_text(json.dumps(_config_dict(config)))
+            try:
+                _child(
+                    ["init", "--config", str(cfg_file), "--out", str(out)]
+                    + (["--overwrite"] if overwrite else [])
+                )
+            finally:
+                cfg_file.unlink(missing_ok=True)
+        else:
+            init_study(config, out, overwrite=overwrite)
+    dist.barrier("jaxsam-study-init")
+    study = open_study(out)
+    if _config_dict(study.config) != _config_dict(config):
+        raise RunDirError(
+            f"{out} holds a different study (its config.json differs); choose another --out"
+        )
+    for a, b in wave_ranges(m, size):
+        train_wave(out, a, b, progress=progress, study=study)
+    dist.barrier("jaxsam-study-trained")
+    if dist.process_index() == 0:
+        if multi:
+            _child(["finalize", str(out)])
+        else:
+            return finalize(out)
+    dist.barrier("jaxsam-study-finalized")
+    # Under jax.distributed, orbax reads from one process alone would wait for the others at
+    # exit: a multi-process caller reads the finished run in a fresh process instead.
+    return None
+
+
+def _config_dict(config: Config) -> dict:
+    from jaxsam.config import to_dict
+
+    return to_dict(config)
+
+
+def _child(argv: list[str]) -> None:
+    """Runs ``jaxsam wave ARGV`` in a fresh single-process CPU interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAXSAM_")}
+    env["JAX_PLATFORMS"] = "cpu"
+    for key in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_STEP_NODELIST"):
+        env.pop(key, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxsam.commands.wave", *argv], env=env, check=False
+    )
+    if proc.returncode != 0:
+        raise RunDirError(f"`jaxsam wave {argv[0]}` failed (exit {proc.returncode}); see above")

@@ -1,0 +1,93 @@
+"""jaxsam plan: byte counts against a direct count, SAM's buffer, fits and times."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jaxsam import plan as plan_lib
+from jaxsam.cli import main
+
+from .conftest import tiny_config
+
+
+def _mlp_params(d_in: int, width: int, depth: int, classes: int) -> int:
+    sizes = [d_in] + [width] * depth + [classes]
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
+
+
+@pytest.mark.parametrize("width,depth", [(64, 2), (32, 3)])
+def test_mlp_params_match_a_direct_count(width, depth):
+    cfg = tiny_config(**{"model.width": width, "model.depth": depth})
+    p = plan_lib.memory_plan(cfg, activations=False)
+    expected = _mlp_params(8 * 8 * 1, width, depth, 10)
+    assert p.num_params == expected
+    assert p.param_bytes == 4 * expected
+    assert p.batch_stats_bytes == 0
+    # SGD with momentum keeps one trace per parameter (plus scalar counters, if any).
+    assert 4 * expected <= p.opt_state_bytes <= 4 * expected + 64
+    assert p.grad_bytes == p.param_bytes
+    assert p.sam_bytes == 0 and p.gradient_evaluations_per_step == 1
+
+
+def test_sam_adds_one_param_sized_buffer():
+    sgd = plan_lib.memory_plan(tiny_config(), activations=False)
+    sam = plan_lib.memory_plan(tiny_config(**{"optim.name": "sam"}), activations=False)
+    assert sam.sam_bytes == sgd.param_bytes
+    extra_state = sam.opt_state_bytes - sgd.opt_state_bytes
+    assert sam.state_bytes - sgd.state_bytes == sgd.param_bytes + extra_state
+    assert sam.gradient_evaluations_per_step == 2
+
+
+def test_activation_memory_is_positive_and_grows_with_width():
+    small = plan_lib.memory_plan(tiny_config(**{"model.width": 32}))
+    big = plan_lib.memory_plan(tiny_config(**{"model.width": 512}))
+    assert small.activation_bytes_per_example is not None
+    assert 0 < small.activation_bytes_per_example < big.activation_bytes_per_example
+    # At least the hidden activations of the forward pass are kept for the backward one.
+    assert big.activation_bytes_per_example >= 4 * 512 * 2
+
+
+def test_models_per_device_and_steps():
+    cfg = tiny_config()
+    p = plan_lib.memory_plan(cfg, activations=False)
+    assert p.bytes_per_model == p.state_bytes
+    gib = 1.0
+    expected = int((0.9 * gib * plan_lib.GiB - p.pool_bytes) // p.state_bytes)
+    assert p.models_per_device(gib) == expected
+    assert p.pool_bytes == 300 * 64 + 4 * 300  # uint8 images + int32 labels
+    assert p.model_examples == 4 * p.steps * 32
+    assert p.steps == p.steps_per_epoch * cfg.train.epochs
+
+
+def test_time_estimate_from_a_bench_table():
+    p = plan_lib.memory_plan(tiny_config(), activations=False)
+    rows = [
+        {"model": "mlp", "strategy": "loop", "model_examples_per_s": 1000.0, "backend": "cpu"},
+        {"model": "mlp", "strategy": "auto", "model_examples_per_s": 4000.0, "backend": "cpu"},
+        {"model": "cnn", "strategy": "auto", "model_examples_per_s": 9.0, "backend": "cpu"},
+    ]
+    (sgd,) = plan_lib.time_estimates(p, "mlp", False, rows)
+    assert sgd["strategy"] == "auto" and sgd["seconds"] == pytest.approx(p.model_examples / 4000)
+    (sam,) = plan_lib.time_estimates(p, "mlp", True, rows)
+    assert sam["seconds"] == pytest.approx(2 * sgd["seconds"])
+    assert plan_lib.time_estimates(p, "wrn", False, rows) == []
+
+
+def test_plan_command(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(plan_lib.dataclasses.asdict(tiny_config())))
+    assert main(["plan", "--config", str(cfg), "--device-memory", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters per model" in out and "no benchmark table" in out
+    table = tmp_path / "t.json"
+    table.write_text(
+        json.dumps(
+            [{"model": "mlp", "strategy": "auto", "model_examples_per_s": 1e5, "backend": "gpu"}]
+        )
+    )
+    assert main(["plan", "--config", str(cfg), "--bench-table", str(table), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["params"] == _mlp_params(64, 64, 2, 10)
+    assert data["time"][0]["backend"] == "gpu"

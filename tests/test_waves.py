@@ -1,0 +1,112 @@
+"""Waves: a study trained as slices of models equals one run of all of them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import jaxsam
+from jaxsam.errors import ConfigError, RunDirError
+from jaxsam.train import train_and_export, waves
+from jaxsam.train.batches import steps_per_epoch
+
+from .conftest import tiny_config
+
+
+def _cfg(**kw):
+    base = {"train.epochs": 1, "data.pool_size": 120, "data.test_size": 40, "train.batch_size": 16}
+    base.update(kw)
+    return tiny_config(**base)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    return train_and_export(_cfg(), tmp_path_factory.mktemp("full") / "run")
+
+
+def test_two_waves_equal_one_run(full_run, tmp_path):
+    out = tmp_path / "waves"
+    study = waves.init_study(_cfg(), out)
+    np.testing.assert_array_equal(study.keep, full_run.keep)
+    with pytest.raises(RunDirError, match="not complete"):
+        jaxsam.load_run(out)
+    # Second wave first: order must not matter.
+    waves.train_wave(out, 1, 4, progress=False)
+    st = waves.status(out)
+    assert st["waves_done"] == ["00001-00004"] and st["missing"] == ["0:1"]
+    assert not st["complete"] and st["models_done"] == 3
+    with pytest.raises(RunDirError, match="models 0:1"):
+        waves.finalize(out)
+    waves.train_wave(out, 0, 1, progress=False)
+    run = waves.finalize(out)
+    assert waves.status(out)["complete"]
+    back = jaxsam.load_run(out)
+    np.testing.assert_array_equal(back.keep, full_run.keep)
+    np.testing.assert_allclose(back.logits, full_run.logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(back.test_logits, full_run.test_logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(back.labels, full_run.labels)
+    assert back.metrics["steps"] == full_run.metrics["steps"]
+    np.testing.assert_allclose(
+        back.metrics["test_accuracy"], full_run.metrics["test_accuracy"], atol=1e-6
+    )
+    assert run.logits.shape == full_run.logits.shape
+
+
+def test_wave_pins_the_full_studys_steps_per_epoch():
+    # Model 0 has the biggest subset: a wave without it would take fewer steps.
+    keep = np.zeros((3, 40), bool)
+    keep[0, :33] = True
+    keep[1, :10] = True
+    keep[2, 5:20] = True
+    rows, spe, ghost = waves._pinned_rows(keep, 1, 3, 16)
+    assert spe == steps_per_epoch(keep, 16) == 3
+    assert ghost and steps_per_epoch(rows, 16) == 3
+    np.testing.assert_array_equal(rows[:2], keep[1:3])
+    rows, _, ghost = waves._pinned_rows(keep, 0, 2, 16)
+    assert not ghost and rows.shape[0] == 2
+
+
+def test_ranges_and_coverage():
+    assert waves.parse_range("64:128", 1024) == (64, 128)
+    assert waves.parse_range(":64", 1024) == (0, 64)
+    assert waves.parse_range("960:", 1024) == (960, 1024)
+    for bad in ("5", "10:5", "0:2000", "a:b"):
+        with pytest.raises(ConfigError):
+            waves.parse_range(bad, 1024)
+    assert waves.wave_ranges(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert waves.missing_ranges(10, [(0, 4), (8, 10)]) == [(4, 8)]
+    assert waves.missing_ranges(10, []) == [(0, 10)]
+    assert waves.missing_ranges(4, [(0, 4)]) == []
+
+
+def test_overlapping_waves_are_refused(tmp_path):
+    out = tmp_path / "r"
+    waves.init_study(_cfg(), out)
+    (out / "waves" / "00000-00003").mkdir(parents=True)
+    (out / "waves" / "00002-00004").mkdir()
+    for name in ("00000-00003", "00002-00004"):
+        (out / "waves" / f"{name}.json").write_text(json.dumps({}))
+    with pytest.raises(RunDirError, match="overlap"):
+        waves.finalize(out)
+
+
+def test_wave_cli_job_array_index(tmp_path, monkeypatch, capsys):
+    from jaxsam.commands import wave
+
+    out = tmp_path / "r"
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(jaxsam.config.to_dict(_cfg())))
+    assert wave.main(["init", "--config", str(cfg), "--out", str(out)]) == 0
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    assert wave.main(["train", str(out), "--wave-size", "2", "--no-progress"]) == 0
+    assert waves.done_waves(out) == [(2, 4)]
+    assert wave.main(["finalize", str(out)]) == 2  # models 0:2 missing
+    assert "0:2" in capsys.readouterr().err
+    from jaxsam.cli import main
+
+    assert main(["status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "not complete; 2/4 models" in text and "missing models: 0:2" in text
+    assert "waves done (1): 00002-00004" in text
