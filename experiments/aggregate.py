@@ -259,7 +259,8 @@ def render_table(agg: Mapping, markdown: bool = True) -> str:
 
         def fmt(r):
             return "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
             )
 
         table = "\n".join(

@@ -74,7 +74,7 @@ def slug(name: str) -> str:
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value: JSON when it parses (``1``, ``0.5``, ``null``, ``true``), else a string."""
+    """A ``--set`` value: JSON if it parses (``1``, ``0.5``, ``null``, ``true``), else a string."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:

@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     np.savez(args.out, **arrays)
     x, y = arrays["x"], arrays["y"]
     print(
-        f"wrote {args.out}: x {x.dtype} {x.shape}, y {y.shape}, {int(arrays['num_classes'])} classes"
+        f"wrote {args.out}: x {x.dtype} {x.shape}, y {y.shape}, "
+        f"{int(arrays['num_classes'])} classes"
     )
     return 0
 
