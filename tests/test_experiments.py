@@ -15,7 +15,13 @@ from jaxsam.errors import ConfigError, DataError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 SPECS = sorted(CONFIGS.glob("*.json"))
-TINY = {"masks.models": 4, "train.epochs": 1, "train.progress": False}
+TINY = {
+    "masks.models": 4,
+    "train.epochs": 1,
+    "train.progress": False,
+    "train.strategy": "vmap",  # "auto" would time every strategy first
+}
+DIGITS_TINY = {"data.pool_size": 300, "data.test_size": 100}
 
 
 def _needs_scoring():
@@ -115,12 +121,26 @@ def _check_result(res, out, arms, seeds):
         assert auc["n"] == len(seeds) and 0.0 <= auc["mean"] <= 1.0
 
 
-def test_digits_sam_vs_sgd_end_to_end_and_reuse(tmp_path):
+@pytest.fixture(scope="module")
+def digits_experiment(tmp_path_factory):
+    """The digits SAM-vs-SGD experiment, tiny, at two seeds (trained once per module)."""
     _needs_scoring()
-    spec, res, logs, out = _run_tiny("digits_sam_vs_sgd", tmp_path, seeds=(0, 1))
+    tmp = tmp_path_factory.mktemp("exp")
+    return _run_tiny("digits_sam_vs_sgd", tmp, seeds=(0, 1), extra=DIGITS_TINY)
+
+
+def test_digits_sam_vs_sgd_end_to_end_and_reuse(digits_experiment):
+    spec, res, logs, out = digits_experiment
     _check_result(res, out, ["SGD", "SAM"], (0, 1))
     d = res["diff"]["SAM"]["lira_online/auc"]
     assert d["n"] == 2 and d["seeds"] == [0, 1]
+    expected = np.mean(
+        np.subtract(
+            res["summary"]["SAM"]["lira_online/auc"]["values"],
+            res["summary"]["SGD"]["lira_online/auc"]["values"],
+        )
+    )
+    assert d["mean"] == pytest.approx(expected)
     assert all("trained" in m for m in logs)
     # The two seeds differ (different masks), so the aggregation has something to aggregate.
     assert len(set(res["summary"]["SGD"]["lira_online/auc"]["values"])) == 2
@@ -131,31 +151,38 @@ def test_digits_sam_vs_sgd_end_to_end_and_reuse(tmp_path):
     assert res2["summary"] == res["summary"]
 
 
-def test_cli_main_prints_table(tmp_path, capsys):
-    _needs_scoring()
-    argv = [str(CONFIGS / "digits_sam_vs_sgd.json"), "--out", str(tmp_path / "cli"), "--seeds", "0"]
-    argv += [f"--set={k}={json.dumps(v)}" for k, v in {**TINY, "model.width": 8}.items()]
-    assert run_lib.main(argv) == 0
+def test_cli_main_tabulates_and_reports_errors(digits_experiment, capsys):
+    _, res, _, out = digits_experiment
+    argv = [str(CONFIGS / "digits_sam_vs_sgd.json"), "--out", str(out), "--no-train"]
+    argv += [f"--set={k}={json.dumps(v)}" for k, v in {**TINY, **DIGITS_TINY}.items()]
+    assert run_lib.main(argv + ["--seeds", "0,1,2"]) == 0
     text = capsys.readouterr().out
     assert "SAM - SGD" in text and "lira_online AUC %" in text
-    assert run_lib.main(argv + ["--no-train"]) == 0
-    assert run_lib.main([str(tmp_path / "missing.json")]) == 2
+    assert "seeds per arm: SGD 2, SAM 2" in text  # seed 2 was never trained
+    assert run_lib.main([str(out / "missing.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_rho_sweep_end_to_end(tmp_path):
     _needs_scoring()
-    _, res, _, out = _run_tiny("digits_rho_sweep", tmp_path, arms=["rho=0.05", "rho=0.5"])
+    _, res, _, out = _run_tiny(
+        "digits_rho_sweep", tmp_path, arms=["rho=0.05", "rho=0.5"], extra=DIGITS_TINY
+    )
     _check_result(res, out, ["SGD", "rho=0.05", "rho=0.5"], (0,))
     assert set(res["diff"]) == {"rho=0.05", "rho=0.5"}
 
 
+@pytest.mark.slow
 def test_variants_end_to_end(tmp_path):
     _needs_scoring()
     from jaxsam.optim.factory import OPTIMIZERS
 
     if "gsam" not in OPTIMIZERS:
         pytest.skip("the SAM family (gsam, looksam) is not in this jaxsam yet")
-    _, res, _, out = _run_tiny("digits_sam_variants", tmp_path, arms=["GSAM", "LookSAM"])
+    _, res, _, out = _run_tiny(
+        "digits_sam_variants", tmp_path, arms=["GSAM", "LookSAM"], extra=DIGITS_TINY
+    )
     _check_result(res, out, ["SGD", "GSAM", "LookSAM"], (0,))
 
 
