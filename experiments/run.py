@@ -20,6 +20,7 @@ are skipped with a message; the rest still run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -46,6 +47,48 @@ def available_arms(spec: spec_lib.Spec) -> tuple[list[str], list[str]]:
                 f"(it has {list(OPTIMIZERS)}); update jaxsam to run it"
             )
     return ok, skipped
+
+
+@contextlib.contextmanager
+def compile_cache(path: Path | None):
+    """Persists XLA compilations under ``path`` while the block runs (None: leave jax as is).
+
+    Arms and seeds of one experiment compile the same programs again and again (a new trainer
+    per run); with the cache only the first run of each shape pays. Measured on the 2-core CPU:
+    a tiny digits run took 28.7 s cold and 2.8 s with the cache warm. A cache directory the
+    user configured already (``JAX_COMPILATION_CACHE_DIR``) is kept.
+    """
+    import jax
+
+    if path is None or jax.config.jax_compilation_cache_dir:
+        yield
+        return
+    keys = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
+    old = {k: getattr(jax.config, k) for k in keys}
+
+    def reset():  # jax decides once whether a cache is in use; make it look again
+        try:
+            from jax._src import compilation_cache
+
+            compilation_cache.reset_cache()
+        except (ImportError, AttributeError):
+            pass
+
+    Path(path).mkdir(parents=True, exist_ok=True)
+    jax.config.update(keys[0], str(path))
+    jax.config.update(keys[1], 0.0)
+    jax.config.update(keys[2], 0)
+    reset()
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            jax.config.update(k, v)
+        reset()
 
 
 def _train_or_reuse(cfg, out: Path, overwrite: bool, progress: bool, desc: str):
@@ -76,33 +119,8 @@ def _report(run, attacks: tuple[str, ...], rescore: bool) -> dict:
     return rep
 
 
-def run_experiment(
-    spec: spec_lib.Spec,
-    out: Path,
-    *,
-    train: bool = True,
-    overwrite: bool = False,
-    rescore: bool = False,
-    progress: bool = True,
-    log=print,
-) -> dict:
-    """Trains (unless ``train=False``), scores and aggregates every arm x seed of ``spec``.
-
-    Returns:
-      The aggregate dict of :func:`experiments.aggregate.aggregate`, plus ``"experiment"`` (the
-      spec's name, command and seeds), ``"skipped"`` (messages), ``"machine"`` and
-      ``"seconds"`` ({arm: total train+score seconds}). Also writes ``OUT/results.json`` and
-      ``OUT/table.md``.
-    """
-    out = Path(out)
-    arms, skipped = available_arms(spec)
-    for msg in skipped:
-        log(msg)
-    if spec.baseline not in arms:
-        raise JaxsamError(f"the baseline arm {spec.baseline} cannot run here; see messages above")
-    configs = {(a, s): spec.arm_config(a, s) for a in arms for s in spec.seeds}  # validate first
-    per_seed: dict[str, dict[int, dict]] = {a: {} for a in arms}
-    seconds: dict[str, float] = {a: 0.0 for a in arms}
+def _run_all(spec, out, arms, configs, per_seed, seconds, train, overwrite, rescore, progress, log):
+    """Trains/reuses and scores every (seed, arm), filling ``per_seed`` and ``seconds``."""
     for s in spec.seeds:
         for a in arms:
             d = spec.run_dir(out, a, s)
@@ -122,6 +140,40 @@ def run_experiment(
             seconds[a] += time.perf_counter() - t0
             acc = per_seed[a][s].get("accuracy", {}).get("test")
             log(f"{a} seed {s}: {'trained' if trained else 'reused'} {d} (test acc {acc:.4f})")
+
+
+def run_experiment(
+    spec: spec_lib.Spec,
+    out: Path,
+    *,
+    train: bool = True,
+    overwrite: bool = False,
+    rescore: bool = False,
+    progress: bool = True,
+    cache_dir: Path | None = None,
+    log=print,
+) -> dict:
+    """Trains (unless ``train=False``), scores and aggregates every arm x seed of ``spec``.
+
+    Returns:
+      The aggregate dict of :func:`experiments.aggregate.aggregate`, plus ``"experiment"`` (the
+      spec's name, command and seeds), ``"skipped"`` (messages), ``"machine"`` and
+      ``"seconds"`` ({arm: total train+score seconds}). Also writes ``OUT/results.json`` and
+      ``OUT/table.md``.
+    """
+    out = Path(out)
+    arms, skipped = available_arms(spec)
+    for msg in skipped:
+        log(msg)
+    if spec.baseline not in arms:
+        raise JaxsamError(f"the baseline arm {spec.baseline} cannot run here; see messages above")
+    configs = {(a, s): spec.arm_config(a, s) for a in arms for s in spec.seeds}  # validate first
+    per_seed: dict[str, dict[int, dict]] = {a: {} for a in arms}
+    seconds: dict[str, float] = {a: 0.0 for a in arms}
+    with compile_cache(cache_dir):
+        _run_all(
+            spec, out, arms, configs, per_seed, seconds, train, overwrite, rescore, progress, log
+        )
     per_seed = {a: v for a, v in per_seed.items() if v}
     result = agg_lib.aggregate(per_seed, spec.attacks, spec.baseline)
     result["experiment"] = {
@@ -169,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="retrain runs that exist")
     p.add_argument("--rescore", action="store_true", help="rescore runs that have a report")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--compile-cache",
+        type=Path,
+        default=Path("runs/exp/.jax_cache"),
+        help="persistent XLA compilation cache shared by runs (default: runs/exp/.jax_cache)",
+    )
+    p.add_argument("--no-compile-cache", action="store_true", help="compile every run afresh")
     return p
 
 
@@ -189,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             rescore=args.rescore,
             progress=not args.no_progress,
+            cache_dir=None if args.no_compile_cache else args.compile_cache,
         )
     except JaxsamError as e:
         print(f"error: {e}", file=sys.stderr)

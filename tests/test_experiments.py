@@ -96,13 +96,19 @@ def test_unavailable_optimizers_are_skipped(monkeypatch):
     assert len(skipped) == 2 and "gsam" in skipped[0] and "looksam" in skipped[1]
 
 
-def _run_tiny(spec_name, tmp_path, seeds=(0,), extra=None, arms=None):
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One XLA compilation cache for the module's runs (they share most programs)."""
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+def _run_tiny(spec_name, tmp_path, seeds=(0,), extra=None, arms=None, cache=None):
     spec = spec_lib.load(CONFIGS / f"{spec_name}.json")
     sets = {**TINY, **_model_override(spec), **(extra or {})}
     spec = spec_lib.with_overrides(spec, sets, seeds, arms)
     logs = []
     out = tmp_path / spec_name
-    res = run_lib.run_experiment(spec, out, progress=False, log=logs.append)
+    res = run_lib.run_experiment(spec, out, progress=False, cache_dir=cache, log=logs.append)
     return spec, res, logs, out
 
 
@@ -122,11 +128,11 @@ def _check_result(res, out, arms, seeds):
 
 
 @pytest.fixture(scope="module")
-def digits_experiment(tmp_path_factory):
+def digits_experiment(tmp_path_factory, cache_dir):
     """The digits SAM-vs-SGD experiment, tiny, at two seeds (trained once per module)."""
     _needs_scoring()
     tmp = tmp_path_factory.mktemp("exp")
-    return _run_tiny("digits_sam_vs_sgd", tmp, seeds=(0, 1), extra=DIGITS_TINY)
+    return _run_tiny("digits_sam_vs_sgd", tmp, seeds=(0, 1), extra=DIGITS_TINY, cache=cache_dir)
 
 
 def test_digits_sam_vs_sgd_end_to_end_and_reuse(digits_experiment):
@@ -151,6 +157,15 @@ def test_digits_sam_vs_sgd_end_to_end_and_reuse(digits_experiment):
     assert res2["summary"] == res["summary"]
 
 
+def test_compile_cache_is_restored(tmp_path):
+    import jax
+
+    before = jax.config.jax_compilation_cache_dir
+    with run_lib.compile_cache(tmp_path / "c"):
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
+    assert jax.config.jax_compilation_cache_dir == before
+
+
 def test_cli_main_tabulates_and_reports_errors(digits_experiment, capsys):
     _, res, _, out = digits_experiment
     argv = [str(CONFIGS / "digits_sam_vs_sgd.json"), "--out", str(out), "--no-train"]
@@ -164,24 +179,32 @@ def test_cli_main_tabulates_and_reports_errors(digits_experiment, capsys):
 
 
 @pytest.mark.slow
-def test_rho_sweep_end_to_end(tmp_path):
+def test_rho_sweep_end_to_end(tmp_path, cache_dir):
     _needs_scoring()
     _, res, _, out = _run_tiny(
-        "digits_rho_sweep", tmp_path, arms=["rho=0.05", "rho=0.5"], extra=DIGITS_TINY
+        "digits_rho_sweep",
+        tmp_path,
+        arms=["rho=0.05", "rho=0.5"],
+        extra=DIGITS_TINY,
+        cache=cache_dir,
     )
     _check_result(res, out, ["SGD", "rho=0.05", "rho=0.5"], (0,))
     assert set(res["diff"]) == {"rho=0.05", "rho=0.5"}
 
 
 @pytest.mark.slow
-def test_variants_end_to_end(tmp_path):
+def test_variants_end_to_end(tmp_path, cache_dir):
     _needs_scoring()
     from jaxsam.optim.factory import OPTIMIZERS
 
     if "gsam" not in OPTIMIZERS:
         pytest.skip("the SAM family (gsam, looksam) is not in this jaxsam yet")
     _, res, _, out = _run_tiny(
-        "digits_sam_variants", tmp_path, arms=["GSAM", "LookSAM"], extra=DIGITS_TINY
+        "digits_sam_variants",
+        tmp_path,
+        arms=["GSAM", "LookSAM"],
+        extra=DIGITS_TINY,
+        cache=cache_dir,
     )
     _check_result(res, out, ["SGD", "GSAM", "LookSAM"], (0,))
 
@@ -192,7 +215,7 @@ def _npz_source_supported() -> bool:
     return "npz:" in (sources.__doc__ or "") + (sources.load_pool.__doc__ or "")
 
 
-def test_tabular_end_to_end_on_synthetic_npz(tmp_path):
+def test_tabular_end_to_end_on_synthetic_npz(tmp_path, cache_dir):
     _needs_scoring()
     if not _npz_source_supported():
         pytest.skip("the npz: data source is not in this jaxsam yet")
@@ -202,11 +225,11 @@ def test_tabular_end_to_end_on_synthetic_npz(tmp_path):
     path = tmp_path / "purchase_tiny.npz"
     np.savez(path, x=x, y=y, num_classes=np.int64(10))
     extra = {"data.dataset": f"npz:{path}", "data.pool_size": 120, "data.test_size": 40}
-    _, res, _, out = _run_tiny("purchase100_sam_vs_sgd", tmp_path, extra=extra)
+    _, res, _, out = _run_tiny("purchase100_sam_vs_sgd", tmp_path, extra=extra, cache=cache_dir)
     _check_result(res, out, ["SGD", "SAM"], (0,))
 
 
-def test_cifar_command_path_on_fake_pool(tmp_path):
+def test_cifar_command_path_on_fake_pool(tmp_path, cache_dir):
     _needs_scoring()
     if not _npz_source_supported():
         pytest.skip("the npz: data source is not in this jaxsam yet")
@@ -221,7 +244,7 @@ def test_cifar_command_path_on_fake_pool(tmp_path):
         num_classes=np.int64(10),
     )
     spec, res, _, out = _run_tiny(
-        "cifar10_sam_vs_sgd", tmp_path, extra={"data.dataset": f"npz:{path}"}
+        "cifar10_sam_vs_sgd", tmp_path, extra={"data.dataset": f"npz:{path}"}, cache=cache_dir
     )
     _check_result(res, out, ["SGD", "SAM"], (0,))
     # The CIFAR spec's own settings survive: two query views, the flip+crop pool.
