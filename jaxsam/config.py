@@ -21,7 +21,7 @@ from jaxsam.errors import ConfigError
 CONFIG_VERSION = 1
 
 QUERY_AUGMENTS = (1, 2, 18)
-TRAIN_AUGMENTS = ("auto", "none", "flip", "flip_crop")
+TRAIN_AUGMENTS = ("auto", "none", "flip", "crop", "flip_crop")
 STRATEGIES = ("auto", "vmap", "vmap_matmul", "chunked", "loop", "sharded")
 SCHEDULES = ("cosine", "constant", "linear")
 DIVERGENCE_POLICIES = ("stop", "exclude")
@@ -46,6 +46,9 @@ class DataConfig:
       query_augment: number of query augmentations for the logits: 1 (identity), 2 (+ mirror),
         18 (mirror x 9 shifts).
       seed: seed of the pool subsampling.
+      download: let tfds download a dataset that is not prepared (off: prepare offline from
+        ``manual_dir``, or from a known system directory such as Debian's
+        ``/usr/share/datasets/fashion-mnist``).
     """
 
     dataset: str = "digits"
@@ -58,6 +61,7 @@ class DataConfig:
     train_augment: str = "auto"
     query_augment: int = 1
     seed: int = 0
+    download: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

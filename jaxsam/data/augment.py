@@ -36,24 +36,51 @@ def random_crop(key: jax.Array, x: jax.Array, pad: int = 4) -> jax.Array:
     return jax.vmap(crop)(padded, offsets)
 
 
+TRAIN_MODES = ("none", "flip", "crop", "flip_crop")
+# Digits and characters: mirroring changes the class, and small glyphs are not cropped.
+NO_AUGMENT_DATASETS = ("digits", "mnist", "emnist", "kmnist", "binary_alpha_digits")
+# House numbers: crops are fine, mirrors are not.
+CROP_ONLY_DATASETS = ("svhn_cropped",)
+
+
 def train_augment(key: jax.Array, x: jax.Array, mode: str) -> jax.Array:
-    """Applies train-time augmentation ``mode`` (``none``, ``flip``, ``flip_crop``)."""
+    """Applies train-time augmentation ``mode`` to a batch with fresh randomness per example.
+
+    Args:
+      key: PRNG key; vmap over a leading model axis of keys gives each model its own draws.
+      x: [B, H, W, C] images (uint8 or float); [B, D] tabular inputs are returned unchanged.
+      mode: ``none``, ``flip`` (mirror with probability 1/2), ``crop`` (reflect-pad 4, random
+        crop) or ``flip_crop`` (both: the LiRA recipe). Resolve ``auto`` first with
+        :func:`resolve_train_augment`.
+
+    Returns:
+      Same shape and dtype as ``x``.
+    """
+    if mode not in TRAIN_MODES:
+        raise ValueError(f"train augmentation {mode!r} is unknown; use one of {TRAIN_MODES}")
     if mode == "none" or x.ndim != 4:
         return x
     k_flip, k_crop = jax.random.split(key)
     if mode in ("flip", "flip_crop"):
         x = random_flip(k_flip, x)
-    if mode == "flip_crop":
+    if mode in ("crop", "flip_crop"):
         x = random_crop(k_crop, x)
     return x
 
 
 def resolve_train_augment(mode: str, kind: str, dataset: str) -> str:
-    """``auto`` -> flip+crop for natural images, none for digits-like data and tabular data."""
+    """Resolves ``auto``: none for tabular data and digit/character sets (``digits``, ``mnist``,
+    ``idx:`` sources ...), crop only for ``svhn_cropped``, flip+crop for other images.
+    An explicit mode is returned unchanged, except that tabular data always gets ``none``."""
+    if kind != "image":
+        return "none"
     if mode != "auto":
         return mode
-    if kind != "image" or dataset in ("digits", "mnist"):
+    base = dataset.split("/")[0].split(":")[0]
+    if base in NO_AUGMENT_DATASETS or dataset.startswith("idx:"):
         return "none"
+    if base in CROP_ONLY_DATASETS:
+        return "crop"
     return "flip_crop"
 
 
@@ -86,8 +113,12 @@ def _shift(x: jax.Array, dy: int, dx: int) -> jax.Array:
 def query_views(x: jax.Array, count: int) -> jax.Array:
     """Stacks the ``count`` query views of a batch: [B, ...] -> [A, B, ...].
 
-    Tabular inputs only support ``count == 1``.
+    View ``a`` is named ``query_names(count)[a]``. ``shift_{dy}_{dx}`` is the image read at an
+    offset: view[i, j] = x[i + dy, j + dx], with reflect padding at the border; ``mirror_``
+    views shift the left-right mirrored image. Tabular inputs only support ``count == 1``.
     """
+    if count not in (1, 2, 18):
+        raise ValueError(f"query_augment must be 1, 2 or 18, got {count}")
     if count == 1:
         return x[None]
     if x.ndim != 4:

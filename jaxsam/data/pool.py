@@ -75,12 +75,18 @@ def channel_stats(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
 
     Returns two float32 arrays [channels] ([D] for tabular data); std is floored at 1e-6.
     """
-    if kind == "image":
-        flat = x.reshape(-1, x.shape[-1]).astype(np.float64) / 255.0
-    else:
+    if kind != "image":  # two-pass: exact for features with a large mean
         flat = x.reshape(x.shape[0], -1).astype(np.float64)
-    mean = flat.mean(axis=0)
-    std = np.maximum(flat.std(axis=0), 1e-6)
+        mean = flat.mean(axis=0)
+        std = np.maximum(flat.std(axis=0), 1e-6)
+        return mean.astype(np.float32), std.astype(np.float32)
+    flat = x.reshape(-1, x.shape[-1])
+    scale = 255.0
+    # float64 accumulators without a float64 copy of the data.
+    mean = flat.mean(axis=0, dtype=np.float64)
+    mean_sq = np.einsum("nc,nc->c", flat, flat, dtype=np.float64) / max(flat.shape[0], 1)
+    var = np.maximum(mean_sq - mean**2, 0.0)
+    mean, std = mean / scale, np.maximum(np.sqrt(var) / scale, 1e-6)
     return mean.astype(np.float32), std.astype(np.float32)
 
 
@@ -92,6 +98,54 @@ def _check_arrays(x: np.ndarray, y: np.ndarray, what: str) -> None:
         )
     if y.ndim != 1:
         raise DataError(f"{what}: labels must be 1-D [N], got shape {y.shape}")
+
+
+def select_indices(
+    n_pool: int,
+    pool_size: int | None,
+    n_test: int,
+    test_size: int | None,
+    *,
+    seed: int = 0,
+    same_split: bool = False,
+    what: tuple[str, str] = ("pool split", "test split"),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded choice of the pool and test rows, each kept in source order.
+
+    With ``same_split`` the pool and the test points come from one split of ``n_pool`` rows:
+    the test rows are drawn from the rows the pool did not take, so no test point is ever a
+    pool point (``n_test`` is ignored; ``test_size=None`` then means all remaining rows).
+
+    Args:
+      n_pool: rows in the pool's split.
+      pool_size: rows to take (``None``: all of them).
+      n_test: rows in the test split.
+      test_size: test rows to take (``None``: all of them).
+      seed: the choice is a pure function of the sizes and the seed.
+      same_split: pool and test share one split (see above).
+      what: split names for error messages.
+
+    Returns:
+      (sel, tsel): sorted int64 row indices [pool_size] and [test_size].
+    """
+    rng = np.random.default_rng(seed)
+
+    def subsample(n_total: int, n: int | None, split: str) -> np.ndarray:
+        if n is None:
+            return np.arange(n_total, dtype=np.int64)
+        if n > n_total:
+            raise DataError(
+                f"asked for {n} examples from {split}, which has only {n_total}; "
+                f"set the size to at most {n_total}"
+            )
+        return np.sort(rng.choice(n_total, size=n, replace=False)).astype(np.int64)
+
+    sel = subsample(n_pool, pool_size, what[0])
+    if not same_split:
+        return sel, subsample(n_test, test_size, what[1])
+    rest = np.setdiff1d(np.arange(n_pool, dtype=np.int64), sel)
+    tsel = rest[subsample(rest.size, test_size, f"{what[1]} (rows not in the pool)")]
+    return sel, tsel
 
 
 def make_pool(
@@ -122,28 +176,28 @@ def make_pool(
         test_x = x[:0]
         test_y = y[:0]
     _check_arrays(test_x, test_y, f"{dataset}/{test_split}")
+    if test_x.shape[0] and test_x.shape[1:] != x.shape[1:]:
+        raise DataError(
+            f"{dataset}: test inputs have shape {test_x.shape[1:]} but pool inputs "
+            f"{x.shape[1:]}; both splits must share one input shape"
+        )
     if kind is None:
         kind = "image" if (x.dtype == np.uint8 and x.ndim == 4) else "tabular"
     if kind == "tabular":
-        x = x.reshape(x.shape[0], -1).astype(np.float32)
-        test_x = test_x.reshape(test_x.shape[0], -1).astype(np.float32)
+        width = int(np.prod(x.shape[1:]))
+        x = x.reshape(x.shape[0], width).astype(np.float32)
+        test_x = test_x.reshape(test_x.shape[0], width).astype(np.float32)
     ids = np.arange(x.shape[0], dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
     if test_ids is None:
         test_ids = np.arange(test_x.shape[0], dtype=np.int64)
-    rng = np.random.default_rng(seed)
-
-    def subsample(n_total: int, n: int | None, split: str) -> np.ndarray:
-        if n is None:
-            return np.arange(n_total)
-        if n > n_total:
-            raise DataError(
-                f"asked for {n} examples from {dataset}/{split}, which has only {n_total}; "
-                f"set the size to at most {n_total}"
-            )
-        return np.sort(rng.choice(n_total, size=n, replace=False))
-
-    sel = subsample(x.shape[0], pool_size, pool_split)
-    tsel = subsample(test_x.shape[0], test_size, test_split or "test")
+    sel, tsel = select_indices(
+        x.shape[0],
+        pool_size,
+        test_x.shape[0],
+        test_size,
+        seed=seed,
+        what=(f"{dataset}/{pool_split}", f"{dataset}/{test_split or 'test'}"),
+    )
     x, y, ids = x[sel], y[sel], ids[sel]
     test_x, test_y, test_ids = test_x[tsel], test_y[tsel], test_ids[tsel]
     y = y.astype(np.int32)

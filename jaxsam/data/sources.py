@@ -1,40 +1,133 @@
-"""Dataset sources and the one entry point that turns a :class:`DataConfig` into a Pool."""
+"""Dataset sources and the one entry point that turns a :class:`DataConfig` into a Pool.
+
+Names in ``data.dataset``:
+  ``digits``       scikit-learn's 8x8 digits, embedded (the default, no download);
+  ``idx:DIR``      IDX files in the MNIST layout (see :mod:`jaxsam.data.files`);
+  ``npz:FILE``     a numpy ``.npz`` with ``x``, ``y`` (+ ``x_test``, ``y_test``), e.g. Purchase-100;
+  anything else    a tensorflow-datasets name (``cifar10``, ``fashion_mnist``, ...).
+
+If ``data.test_split`` equals ``data.pool_split``, the test points are drawn from the rows the
+pool did not take, so the held-out set never overlaps the pool.
+"""
 
 from __future__ import annotations
 
+import numpy as np
+
 from jaxsam.config import DataConfig
+from jaxsam.data import files
 from jaxsam.data.embedded import load_digits_split
-from jaxsam.data.pool import Pool, make_pool
-from jaxsam.errors import DataError
+from jaxsam.data.pool import Pool, make_pool, select_indices
 
 EMBEDDED = ("digits",)
 
 
+def _pool_from_full(cfg: DataConfig, load_split, num_classes: int | None, kind: str | None) -> Pool:
+    """Builds the pool from a ``load_split(split) -> (x, y, ids)`` that reads whole splits."""
+    x, y, ids = load_split(cfg.pool_split)
+    same = cfg.test_split == cfg.pool_split
+    tx = ty = tids = None
+    if cfg.test_split is not None and not same:
+        tx, ty, tids = load_split(cfg.test_split)
+    n_test = 0 if tx is None else tx.shape[0]
+    sel, tsel = select_indices(
+        x.shape[0],
+        cfg.pool_size,
+        n_test,
+        cfg.test_size,
+        seed=cfg.seed,
+        same_split=same,
+        what=(f"{cfg.dataset}/{cfg.pool_split}", f"{cfg.dataset}/{cfg.test_split}"),
+    )
+    if same:
+        tx, ty, tids = x[tsel], y[tsel], ids[tsel]
+    elif tx is not None:
+        tx, ty, tids = tx[tsel], ty[tsel], tids[tsel]
+    return make_pool(
+        x[sel],
+        y[sel],
+        test_x=tx,
+        test_y=ty,
+        ids=ids[sel],
+        test_ids=tids,
+        num_classes=num_classes,
+        kind=kind,
+        dataset=cfg.dataset,
+        pool_split=cfg.pool_split,
+        test_split=cfg.test_split,
+    )
+
+
+def _with_ids(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return x, y, np.arange(x.shape[0], dtype=np.int64)
+
+
+def _load_tfds(cfg: DataConfig) -> Pool:
+    from jaxsam.data import tfds_source
+
+    builder = tfds_source.ensure_prepared(cfg.dataset, cfg.data_dir, cfg.manual_dir, cfg.download)
+    same = cfg.test_split == cfg.pool_split
+    n_pool = tfds_source.split_size(builder, cfg.pool_split)
+    n_test = 0
+    if cfg.test_split is not None and not same:
+        n_test = tfds_source.split_size(builder, cfg.test_split)
+    sel, tsel = select_indices(
+        n_pool,
+        cfg.pool_size,
+        n_test,
+        cfg.test_size,
+        seed=cfg.seed,
+        same_split=same,
+        what=(f"{cfg.dataset}/{cfg.pool_split}", f"{cfg.dataset}/{cfg.test_split}"),
+    )
+
+    def read(split: str, rows: np.ndarray, whole: bool):
+        return tfds_source.read_split(builder, split, None if whole else rows)
+
+    x, y, num_classes = read(cfg.pool_split, sel, cfg.pool_size is None)
+    tx = ty = tids = None
+    if cfg.test_split is not None:
+        test_rows = tsel
+        if same:
+            tx, ty, _ = read(cfg.pool_split, test_rows, False)
+        else:
+            tx, ty, _ = read(cfg.test_split, test_rows, cfg.test_size is None)
+        tids = test_rows
+    return make_pool(
+        x,
+        y,
+        test_x=tx,
+        test_y=ty,
+        ids=sel,
+        test_ids=tids,
+        num_classes=num_classes,
+        kind="image",
+        dataset=cfg.dataset,
+        pool_split=cfg.pool_split,
+        test_split=cfg.test_split,
+    )
+
+
 def load_pool(cfg: DataConfig) -> Pool:
-    """Loads the pool and held-out test points that ``cfg`` describes."""
+    """Loads the pool and held-out test points that ``cfg`` describes.
+
+    Returns:
+      A :class:`Pool` whose ``ids`` are row indices within ``cfg.pool_split`` of the source
+      (``test_ids`` likewise within ``cfg.test_split``).
+    """
     name = cfg.dataset
     if name == "digits":
-        x, y, ids = load_digits_split(cfg.pool_split)
-        tx = ty = tids = None
-        if cfg.test_split is not None:
-            tx, ty, tids = load_digits_split(cfg.test_split)
-        return make_pool(
-            x,
-            y,
-            test_x=tx,
-            test_y=ty,
-            ids=ids,
-            test_ids=tids,
-            num_classes=10,
-            kind="image",
-            dataset=name,
-            pool_split=cfg.pool_split,
-            test_split=cfg.test_split,
-            pool_size=cfg.pool_size,
-            test_size=cfg.test_size,
-            seed=cfg.seed,
+        return _pool_from_full(cfg, load_digits_split, 10, "image")
+    if name.startswith("idx:"):
+        directory = name[len("idx:") :]
+        return _pool_from_full(
+            cfg, lambda s: _with_ids(*files.load_idx_split(directory, s)), None, "image"
         )
-    raise DataError(
-        f"unknown dataset {name!r}; use 'digits' (embedded), a tfds name such as 'cifar10', "
-        "'idx:DIR' or 'npz:FILE'"
-    )
+    if name.startswith("npz:"):
+        path = name[len("npz:") :]
+        arrays = files.load_npz(path)
+        n_cls = int(arrays["num_classes"]) if "num_classes" in arrays else None
+        return _pool_from_full(
+            cfg, lambda s: _with_ids(*files.npz_split(arrays, s, path)), n_cls, None
+        )
+    return _load_tfds(cfg)

@@ -1,30 +1,32 @@
-"""SAM family as optax transforms (placeholder: plain SAM until the full family lands)."""
+"""The SAM family as optax transforms: one ``update(..., grad_fn=...)`` call is one whole step.
 
-from __future__ import annotations
+>>> tx = jaxsam.optim.sam(optax.sgd(0.1, momentum=0.9), rho=0.05)
+>>> updates, state = tx.update(grads, state, params, grad_fn=jax.grad(loss_fn))
 
-from typing import NamedTuple
+See docs/sam.md for the math, the BatchNorm rule, ensembles and devices.
+"""
 
-import jax
-import jax.numpy as jnp
-import optax
+from jaxsam.optim._gsam import gsam
+from jaxsam.optim._looksam import LookSAMState, looksam
+from jaxsam.optim._sam import SAMState, asam, sam
+from jaxsam.optim.factory import (
+    OPTIMIZERS,
+    SAM_FAMILY,
+    base_sgd,
+    is_sam_family,
+    make_optimizer,
+)
 
-
-class SAMState(NamedTuple):
-    base: optax.OptState
-
-
-def sam(base_optimizer, rho=0.05, eps=1e-12):
-    def init(params):
-        return SAMState(base_optimizer.init(params))
-
-    def update(grads, state, params=None, *, grad_fn, **extra):
-        del extra
-        sq = sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))
-        scale = rho / (jnp.sqrt(sq) + eps)
-        perturbed = jax.tree.map(lambda p, g: p + scale * g, params, grads)
-        out = grad_fn(perturbed)
-        sam_grads = out[0] if isinstance(out, tuple) else out
-        updates, base = base_optimizer.update(sam_grads, state.base, params)
-        return updates, SAMState(base)
-
-    return optax.GradientTransformationExtraArgs(init, update)
+__all__ = [
+    "OPTIMIZERS",
+    "SAM_FAMILY",
+    "LookSAMState",
+    "SAMState",
+    "asam",
+    "base_sgd",
+    "gsam",
+    "is_sam_family",
+    "looksam",
+    "make_optimizer",
+    "sam",
+]

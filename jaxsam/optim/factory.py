@@ -1,23 +1,100 @@
-"""Builds the optimizer a config names (placeholder until the SAM family lands)."""
+"""Build an optimizer from its config name: plain SGD or a member of the SAM family."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import optax
 
 from jaxsam.errors import ConfigError
+from jaxsam.optim._gsam import gsam
+from jaxsam.optim._looksam import looksam
+from jaxsam.optim._sam import asam, sam
 
-OPTIMIZERS = ("sgd", "sam")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "sam", "asam", "gsam", "looksam")
+SAM_FAMILY: tuple[str, ...] = ("sam", "asam", "gsam", "looksam")
+
+_VARIANTS = {"sam": sam, "asam": asam, "gsam": gsam, "looksam": looksam}
 
 
-def make_optimizer(name, *, learning_rate, momentum=0.9, weight_decay=0.0, rho=0.05, **kw):
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {name!r}; use one of {list(OPTIMIZERS)}")
-    base = optax.chain(
-        optax.add_decayed_weights(weight_decay),
-        optax.sgd(learning_rate, momentum=momentum or None),
+def base_sgd(
+    learning_rate: float | optax.Schedule,
+    *,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    """SGD with heavy-ball momentum and coupled (L2, PyTorch-style) weight decay.
+
+    The update is ``-lr * m`` with ``m = momentum * m + g + weight_decay * w``. ``momentum=0``
+    is plain SGD with no momentum buffer.
+    """
+    parts = []
+    if weight_decay:
+        parts.append(optax.add_decayed_weights(weight_decay))
+    parts.append(
+        optax.sgd(learning_rate, momentum=momentum if momentum else None, nesterov=nesterov)
     )
-    if name == "sgd":
-        return optax.with_extra_args_support(base)
-    from jaxsam.optim import sam
+    return optax.chain(*parts)
 
-    return sam(base, rho=rho)
+
+def make_optimizer(
+    name: str,
+    *,
+    learning_rate: float | optax.Schedule,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    rho: float | optax.Schedule | None = None,
+    nesterov: bool = False,
+    **variant_kwargs: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """Return the optimizer named ``name``, built on :func:`base_sgd`.
+
+    Every result takes ``update(grads, state, params, grad_fn=...)``; plain SGD ignores
+    ``grad_fn`` (it is never traced, so passing it costs nothing).
+
+    Args:
+      name: one of :data:`OPTIMIZERS`.
+      learning_rate: float or optax schedule of the step.
+      momentum: heavy-ball momentum of the base SGD (0 disables it).
+      weight_decay: coupled L2 weight decay in the base SGD (not in the ascent direction).
+      rho: SAM-family radius (float or schedule); None takes the variant's default (0.05 for
+        sam/gsam/looksam, 0.5 for asam). Rejected for ``sgd`` unless None.
+      nesterov: Nesterov momentum in the base SGD.
+      **variant_kwargs: passed to the variant (``eta`` for asam, ``alpha`` for gsam, ``k`` and
+        ``alpha`` for looksam, and ``eps``, ``stacked``, ``axis_name`` ... for all).
+
+    Raises:
+      ConfigError: unknown name, or variant arguments the variant does not take.
+    """
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
+    base = base_sgd(learning_rate, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    if name == "sgd":
+        if variant_kwargs:
+            raise ConfigError(
+                f"optimizer 'sgd' takes no SAM arguments, got {sorted(variant_kwargs)}; drop them"
+                " or pick one of " + ", ".join(SAM_FAMILY) + "."
+            )
+        return optax.with_extra_args_support(base)
+    kwargs = dict(variant_kwargs)
+    if rho is not None:
+        kwargs["rho"] = rho
+    try:
+        return _VARIANTS[name](base, **kwargs)
+    except TypeError as err:
+        raise ConfigError(
+            f"bad arguments for optimizer {name!r}: {err}; see help(jaxsam.optim.{name})."
+        ) from None
+
+
+def is_sam_family(tx_or_name: str | optax.GradientTransformation) -> bool:
+    """True when the optimizer needs ``grad_fn`` in ``update`` (a SAM-family transform).
+
+    Accepts a config name or a transformation built directly by :func:`jaxsam.optim.sam`,
+    ``asam``, ``gsam`` or ``looksam``. Wrappers (``optax.chain``, ``inject_hyperparams``,
+    ``MultiSteps``) hide the tag; passing ``grad_fn`` anyway is always safe.
+    """
+    if isinstance(tx_or_name, str):
+        return tx_or_name in SAM_FAMILY
+    return bool(getattr(tx_or_name.update, "jaxsam_needs_grad_fn", False))

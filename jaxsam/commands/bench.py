@@ -1,0 +1,41 @@
+"""``jaxsam bench NAME ...``: the benchmarks behind every figure in the docs.
+
+Each benchmark lives in ``jaxsam.bench.<name>`` and exposes ``run(argv) -> int``; it prints
+its figures as ratios against a baseline measured in the same run (``--json`` for rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {
+    "train": "ensemble training throughput per model and strategy vs a sequential loop",
+    "sam": "SAM-family step time vs SGD (and optax.contrib.sam), and extra memory",
+    "score": "membership scoring at scale vs a per-target NumPy baseline",
+    "data": "pool building and host-to-device throughput vs numpy.load",
+}
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="run a benchmark (train, sam, score, data); --help after the name for options",
+        description="Benchmarks: "
+        + "; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items())
+        + ". Options after NAME go to that benchmark (e.g. jaxsam bench train --json --quick).",
+    )
+    p.add_argument("name", choices=sorted(BENCHMARKS), metavar="NAME",
+                   help=f"one of {', '.join(sorted(BENCHMARKS))}")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for the benchmark")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jaxsam.errors import ConfigError
+
+    try:
+        module = importlib.import_module(f"jaxsam.bench.{args.name}")
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"benchmark {args.name!r} is not available in this install ({e})") from e
+    return int(module.run(list(args.bench_args)) or 0)

@@ -1,0 +1,66 @@
+"""make_optimizer: names, errors, and equality with the directly built transforms."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxsam.errors import ConfigError
+from jaxsam.optim import OPTIMIZERS, gsam, is_sam_family, make_optimizer, sam
+
+LOSS = lambda w: jnp.sum(jnp.cos(w) * jnp.arange(1.0, 5.0)) + 0.1 * jnp.sum(w**2)
+W0 = jnp.array([0.3, -1.0, 2.0, 0.5])
+
+
+def trajectory(tx, steps=4):
+    w, state = W0, tx.init(W0)
+    for _ in range(steps):
+        u, state = tx.update(jax.grad(LOSS)(w), state, w, grad_fn=jax.grad(LOSS))
+        w = optax.apply_updates(w, u)
+    return w
+
+
+def test_names():
+    assert OPTIMIZERS == ("sgd", "sam", "asam", "gsam", "looksam")
+    for name in OPTIMIZERS:
+        tx = make_optimizer(name, learning_rate=0.1)
+        assert isinstance(tx, optax.GradientTransformationExtraArgs)
+        assert np.all(np.isfinite(trajectory(tx, 2)))
+        assert is_sam_family(name) == (name != "sgd")
+
+
+def test_unknown_name_lists_allowed():
+    with pytest.raises(ConfigError, match="sgd, sam, asam, gsam, looksam"):
+        make_optimizer("adamw", learning_rate=0.1)
+    with pytest.raises(ConfigError, match="looksam"):
+        make_optimizer("looksam", learning_rate=0.1, beta=3)
+    with pytest.raises(ConfigError, match="sgd"):
+        make_optimizer("sgd", learning_rate=0.1, alpha=0.1)
+
+
+def test_sgd_matches_hand_written_momentum_and_weight_decay():
+    lr, mom, wd = 0.05, 0.9, 0.01
+    got = trajectory(make_optimizer("sgd", learning_rate=lr, momentum=mom, weight_decay=wd))
+    w, m = np.asarray(W0, np.float64), 0.0
+    for _ in range(4):
+        g = np.asarray(jax.grad(LOSS)(jnp.asarray(w, jnp.float32)), np.float64) + wd * w
+        m = mom * m + g
+        w = w - lr * m
+    np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+
+
+def test_variants_equal_direct_construction_with_schedule():
+    lr = optax.cosine_decay_schedule(0.1, 10)
+    base = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(lr, momentum=0.9, nesterov=True))
+    got = make_optimizer("sam", learning_rate=lr, weight_decay=1e-3, nesterov=True, rho=0.1)
+    np.testing.assert_allclose(trajectory(got), trajectory(sam(base, 0.1)), rtol=1e-6)
+    got = make_optimizer("gsam", learning_rate=lr, weight_decay=1e-3, nesterov=True, alpha=0.2)
+    np.testing.assert_allclose(trajectory(got), trajectory(gsam(base, alpha=0.2)), rtol=1e-6)
+
+
+def test_momentum_zero_has_no_buffer():
+    tx = make_optimizer("sgd", learning_rate=0.1, momentum=0.0)
+    assert sum(x.size for x in jax.tree.leaves(tx.init(W0))) == 0
