@@ -212,7 +212,7 @@ def _fmt(key: str, v: float | None) -> str:
     if v is None or not np.isfinite(v):
         return "-"
     if key in _MECHANISM:
-        return f"{v:.4g}"
+        return f"{v:.4f}"
     return f"{100 * v:.2f}"
 
 

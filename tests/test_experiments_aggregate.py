@@ -121,6 +121,6 @@ def test_render_table_rows_columns_and_markers():
     auc_row = rows["lira_online AUC %"]
     assert "+5.00" in auc_row and auc_row.rstrip(" |").endswith("*")
     assert rows["lira_online TPR@1% FPR %"].rstrip(" |").endswith("~")
-    assert "-0.1 ± 0 *" in rows["median OUT conf. variance"]
+    assert "-0.1000 ± 0.0000 *" in rows["median OUT conf. variance"]
     plain = agg.render_table(res, markdown=False)
     assert "SAM - SGD" in plain and "|" not in plain.splitlines()[0]
