@@ -178,7 +178,6 @@ def test_cli_main_tabulates_and_reports_errors(digits_experiment, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_rho_sweep_end_to_end(tmp_path, cache_dir):
     _needs_scoring()
     _, res, _, out = _run_tiny(
@@ -192,7 +191,6 @@ def test_rho_sweep_end_to_end(tmp_path, cache_dir):
     assert set(res["diff"]) == {"rho=0.05", "rho=0.5"}
 
 
-@pytest.mark.slow
 def test_variants_end_to_end(tmp_path, cache_dir):
     _needs_scoring()
     from jaxsam.optim.factory import OPTIMIZERS
