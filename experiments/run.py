@@ -105,6 +105,8 @@ def _train_or_reuse(cfg, out: Path, overwrite: bool, progress: bool, desc: str):
     try:
         return train_and_export(cfg, out, overwrite=overwrite, progress=progress, desc=desc), True
     except RunDirError as e:
+        if "unfinished run" in str(e):  # interrupted earlier: continue from its checkpoint
+            return train_and_export(cfg, out, resume=True, progress=progress, desc=desc), True
         if "already holds this finished run" not in str(e):
             raise
         return load_run(out), False
