@@ -157,6 +157,22 @@ def test_digits_sam_vs_sgd_end_to_end_and_reuse(digits_experiment):
     assert res2["summary"] == res["summary"]
 
 
+def test_interrupted_run_is_resumed(tmp_path, cache_dir):
+    _needs_scoring()
+    spec, res, _, out = _run_tiny(
+        "digits_sam_vs_sgd", tmp_path, extra={**DIGITS_TINY, "train.epochs": 2}, arms=["SGD"]
+    )
+    run_dir = out / "seed0" / "sgd"
+    (run_dir / "COMPLETE").unlink()  # as if the job had died before finishing
+    (run_dir / "report.json").unlink()
+    logs = []
+    res2 = run_lib.run_experiment(spec, out, progress=False, cache_dir=cache_dir, log=logs.append)
+    assert (run_dir / "COMPLETE").is_file() and "trained" in logs[0]
+    assert res2["summary"]["SGD"]["test_accuracy"]["mean"] == pytest.approx(
+        res["summary"]["SGD"]["test_accuracy"]["mean"], abs=1e-6
+    )
+
+
 def test_compile_cache_is_restored(tmp_path):
     import jax
 
