@@ -1,0 +1,288 @@
+"""Seed aggregation of scored runs, the "difference exceeds noise" rule, and the paper's table.
+
+Everything here is plain Python over report dicts (``RUN/report.json`` as written by
+:func:`jaxsam.commands.score.score_run`); nothing trains or reads arrays.
+
+The rule. Arms of one experiment share every seed (same pool, same masks, same initial keys for
+a given seed), so arm B is compared with the baseline arm A through the paired per-seed
+differences ``d_s = B_s - A_s`` over the n seeds both have. With mean ``d``, sample standard
+deviation ``sd`` (ddof = 1) and standard error ``se = sd / sqrt(n)``, a difference is *called*
+only when
+
+    |d| > t_{0.975, n-1} * se        and n >= 2,
+
+i.e. when the two-sided 95% paired-t confidence interval of the mean difference excludes 0.
+(t_{0.975, n-1} = 12.71, 4.30, 3.18, 2.78 for n = 2, 3, 4, 5; it tends to 1.96, so for many seeds
+this is the familiar "more than two standard errors".) With one seed nothing is called.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+# FPR keys as the scoring report writes them (str(float)).
+TPR_FPRS: tuple[tuple[str, str], ...] = (("0.01", "1%"), ("0.001", "0.1%"))
+
+# Metrics shown as percentages (x100); the mechanism statistics are shown as they are.
+_MECHANISM = ("memorization_mean", "out_variance_median")
+
+
+def t_critical(n: int, level: float = 0.95) -> float:
+    """Two-sided Student-t critical value for ``n`` paired observations (``n - 1`` dof).
+
+    Returns ``inf`` for ``n < 2`` (no noise estimate: nothing can be called a difference).
+    """
+    if n < 2:
+        return math.inf
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2.0, n - 1))
+
+
+def metric_keys(attacks: Sequence[str]) -> list[str]:
+    """Row keys in table order: test accuracy, per attack AUC and TPRs, then mechanism stats."""
+    keys = ["test_accuracy"]
+    for a in attacks:
+        keys.append(f"{a}/auc")
+        keys += [f"{a}/tpr@{k}" for k, _ in TPR_FPRS]
+    return keys + list(_MECHANISM)
+
+
+def metric_label(key: str) -> str:
+    """Human-readable row label of a metric key."""
+    if key == "test_accuracy":
+        return "test accuracy %"
+    if key == "memorization_mean":
+        return "mean FZ memorization"
+    if key == "out_variance_median":
+        return "median OUT conf. variance"
+    attack, what = key.split("/")
+    if what == "auc":
+        return f"{attack} AUC %"
+    fpr = what.removeprefix("tpr@")
+    return f"{attack} TPR@{dict(TPR_FPRS).get(fpr, fpr)} FPR %"
+
+
+def extract_metrics(report: Mapping, attacks: Sequence[str]) -> dict[str, float | None]:
+    """The table's numbers from one report; a value the report lacks is ``None``.
+
+    Args:
+      report: a ``report.json`` dict: ``accuracy.test`` (accuracy on each model's OUT pool
+        points, a fraction), ``attacks[name].auc`` and ``.tpr_at_fpr["0.01" | "0.001"]``
+        (fractions), ``memorization.mean``, ``out_confidence_variance.median``.
+      attacks: attack names to take.
+
+    Returns:
+      {metric key: float or None}, keys as in :func:`metric_keys`.
+    """
+
+    def num(v) -> float | None:
+        return None if v is None else float(v)
+
+    out: dict[str, float | None] = {
+        "test_accuracy": num((report.get("accuracy") or {}).get("test"))
+    }
+    for a in attacks:
+        e = (report.get("attacks") or {}).get(a) or {}
+        out[f"{a}/auc"] = num(e.get("auc"))
+        tprs = e.get("tpr_at_fpr") or {}
+        for k, _ in TPR_FPRS:
+            out[f"{a}/tpr@{k}"] = num(tprs.get(k))
+    out["memorization_mean"] = num((report.get("memorization") or {}).get("mean"))
+    out["out_variance_median"] = num((report.get("out_confidence_variance") or {}).get("median"))
+    return out
+
+
+def summarize(values: Sequence[float]) -> dict:
+    """Mean, sample std (ddof = 1; 0 for one value) and count of finite ``values``."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
+    if v.size == 0:
+        return {"mean": None, "std": None, "n": 0, "values": []}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        "n": int(v.size),
+        "values": [float(x) for x in v],
+    }
+
+
+def paired_difference(a: Mapping[int, float], b: Mapping[int, float], level: float = 0.95) -> dict:
+    """``b - a`` over the seeds both have, with its standard error and the noise rule.
+
+    Args:
+      a, b: {seed: value} of the baseline arm and the compared arm (None values are skipped).
+      level: confidence level of the paired-t interval.
+
+    Returns:
+      {"mean", "std", "se", "n", "t", "half_width", "exceeds_noise", "seeds"}; ``exceeds_noise``
+      is True when ``|mean| > t * se`` with ``n >= 2`` (see the module docstring).
+    """
+    seeds = sorted(
+        s
+        for s in set(a) & set(b)
+        if a[s] is not None and b[s] is not None and np.isfinite(a[s]) and np.isfinite(b[s])
+    )
+    d = np.asarray([b[s] - a[s] for s in seeds], np.float64)
+    n = int(d.size)
+    if n == 0:
+        return {
+            "mean": None,
+            "std": None,
+            "se": None,
+            "n": 0,
+            "t": math.inf,
+            "half_width": None,
+            "exceeds_noise": False,
+            "seeds": [],
+        }
+    mean = float(d.mean())
+    std = float(d.std(ddof=1)) if n > 1 else None
+    se = std / math.sqrt(n) if std is not None else None
+    t = t_critical(n, level)
+    half = t * se if se is not None else None
+    exceeds = bool(n >= 2 and half is not None and abs(mean) > half)
+    return {
+        "mean": mean,
+        "std": std,
+        "se": se,
+        "n": n,
+        "t": t,
+        "half_width": half,
+        "exceeds_noise": exceeds,
+        "seeds": seeds,
+    }
+
+
+def aggregate(
+    per_seed: Mapping[str, Mapping[int, Mapping]],
+    attacks: Sequence[str],
+    baseline: str,
+    level: float = 0.95,
+) -> dict:
+    """Aggregates per-seed reports of several arms.
+
+    Args:
+      per_seed: {arm: {seed: report dict}}; arms in display order, ``baseline`` among them.
+      attacks: attack names for the table rows.
+      baseline: the arm every other arm is compared with (e.g. ``"SGD"``).
+      level: confidence level of the paired-t rule.
+
+    Returns:
+      {"arms": [...], "baseline", "metrics": [keys], "summary": {arm: {key: summarize()}},
+      "diff": {arm: {key: paired_difference()}} for arms other than the baseline,
+      "seeds": {arm: [seeds]}, "level"}.
+    """
+    if baseline not in per_seed:
+        raise KeyError(f"baseline arm {baseline!r} has no runs; arms: {list(per_seed)}")
+    keys = metric_keys(attacks)
+    values = {
+        arm: {s: extract_metrics(rep, attacks) for s, rep in reps.items()}
+        for arm, reps in per_seed.items()
+    }
+    summary = {
+        arm: {k: summarize([m[k] for m in vals.values()]) for k in keys}
+        for arm, vals in values.items()
+    }
+    diff = {}
+    for arm, vals in values.items():
+        if arm == baseline:
+            continue
+        base = values[baseline]
+        diff[arm] = {
+            k: paired_difference(
+                {s: m[k] for s, m in base.items()}, {s: m[k] for s, m in vals.items()}, level
+            )
+            for k in keys
+        }
+    return {
+        "arms": list(per_seed),
+        "baseline": baseline,
+        "metrics": keys,
+        "summary": summary,
+        "diff": diff,
+        "seeds": {arm: sorted(reps) for arm, reps in per_seed.items()},
+        "level": level,
+    }
+
+
+def _fmt(key: str, v: float | None) -> str:
+    if v is None or not np.isfinite(v):
+        return "-"
+    if key in _MECHANISM:
+        return f"{v:.4f}"
+    return f"{100 * v:.2f}"
+
+
+def _fmt_signed(key: str, v: float | None) -> str:
+    s = _fmt(key, v)
+    return s if s == "-" or s.startswith("-") else "+" + s
+
+
+def render_table(agg: Mapping, markdown: bool = True) -> str:
+    """The paper's table from :func:`aggregate`: rows = metrics, columns = arms, then differences.
+
+    Arm cells read ``mean ± std`` over seeds (std omitted for one seed). Difference cells read
+    ``mean ± se`` of the paired per-seed differences, followed by ``*`` when the difference
+    exceeds the noise (paired-t rule of the module docstring) and ``~`` when it does not.
+    Percentages for accuracy, AUC and TPR; the mechanism statistics as they are.
+    """
+    arms, base = list(agg["arms"]), agg["baseline"]
+    others = [a for a in arms if a != base]
+    header = ["metric", *arms] + [f"{a} - {base}" for a in others]
+    rows = []
+    for key in agg["metrics"]:
+        row = [metric_label(key)]
+        for arm in arms:
+            s = agg["summary"][arm][key]
+            cell = _fmt(key, s["mean"])
+            if s["n"] > 1 and cell != "-":
+                cell += f" ± {_fmt(key, s['std'])}"
+            row.append(cell)
+        for arm in others:
+            d = agg["diff"][arm][key]
+            cell = _fmt_signed(key, d["mean"])
+            if cell != "-":
+                if d["se"] is not None:
+                    cell += f" ± {_fmt(key, d['se'])}"
+                cell += " *" if d["exceeds_noise"] else " ~"
+            row.append(cell)
+        rows.append(row)
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        table = "\n".join(lines)
+    else:
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+        def fmt(r):
+            return "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+
+        table = "\n".join(
+            [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+        )
+    n_seeds = {a: len(agg["seeds"][a]) for a in arms}
+    notes = [
+        f"seeds per arm: {', '.join(f'{a} {n}' for a, n in n_seeds.items())}; "
+        "arm cells: mean ± std over seeds.",
+        f"difference cells: mean ± standard error of the paired per-seed differences; "
+        f"* = exceeds the noise (|mean| > t_{{{agg['level']:.3g}, n-1}} x se, n >= 2), "
+        "~ = within the noise.",
+    ]
+    return table + "\n\n" + "\n".join(notes) + "\n"
+
+
+def verdicts(agg: Mapping, arm: str) -> dict[str, str]:
+    """For ``arm`` vs the baseline: metric key -> ``higher`` / ``lower`` / ``no call``."""
+    out = {}
+    for key, d in agg["diff"][arm].items():
+        if not d["exceeds_noise"]:
+            out[key] = "no call"
+        else:
+            out[key] = "higher" if d["mean"] > 0 else "lower"
+    return out
