@@ -14,7 +14,18 @@ import sys
 from jaxsam import __version__
 from jaxsam.errors import JaxsamError
 
-COMMANDS = ("demo", "train", "score", "compare", "analyze", "bench", "plan", "status", "prepare")
+COMMANDS = (
+    "demo",
+    "train",
+    "score",
+    "compare",
+    "analyze",
+    "bench",
+    "plan",
+    "status",
+    "prepare",
+    "wave",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,17 +55,20 @@ def test_two_waves_equal_one_run(full_run, tmp_path):
 
 
 def test_wave_pins_the_full_studys_steps_per_epoch():
-    # Model 0 has the biggest subset: a wave without it would take fewer steps.
+    # Model 0 has the biggest subset: a wave without it would take fewer steps on its own.
+    from jaxsam.data import load_pool
+    from jaxsam.train.setup import make_setup
+
     keep = np.zeros((3, 40), bool)
     keep[0, :33] = True
     keep[1, :10] = True
     keep[2, 5:20] = True
-    rows, spe, ghost = waves._pinned_rows(keep, 1, 3, 16)
-    assert spe == steps_per_epoch(keep, 16) == 3
-    assert ghost and steps_per_epoch(rows, 16) == 3
-    np.testing.assert_array_equal(rows[:2], keep[1:3])
-    rows, _, ghost = waves._pinned_rows(keep, 0, 2, 16)
-    assert not ghost and rows.shape[0] == 2
+    assert steps_per_epoch(keep[1:3], 16) == 2
+    cfg = tiny_config()
+    pool = load_pool(cfg.data)
+    pinned = make_setup(cfg, pool, keep[1:3], steps_per_epoch(keep, 16))
+    assert pinned.steps_per_epoch == 3
+    assert pinned.total_steps == 3 * cfg.train.epochs
 
 
 def test_ranges_and_coverage():

@@ -14,19 +14,24 @@ BENCHMARKS = {
     "sam": "SAM-family step time vs SGD (and optax.contrib.sam), and extra memory",
     "score": "membership scoring at scale vs a per-target NumPy baseline",
     "data": "pool building and host-to-device throughput vs numpy.load",
+    "faults": "fault injection: kills, damaged checkpoints, NaNs, full disk, bad inputs",
 }
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="run a benchmark (train, sam, score, data); --help after the name for options",
+        help="run a benchmark (train, sam, score, data, faults); --help after NAME for options",
         description="Benchmarks: "
         + "; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items())
         + ". Options after NAME go to that benchmark (e.g. jaxsam bench train --json --quick).",
     )
-    p.add_argument("name", choices=sorted(BENCHMARKS), metavar="NAME",
-                   help=f"one of {', '.join(sorted(BENCHMARKS))}")
+    p.add_argument(
+        "name",
+        choices=sorted(BENCHMARKS),
+        metavar="NAME",
+        help=f"one of {', '.join(sorted(BENCHMARKS))}",
+    )
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for the benchmark")
     p.set_defaults(func=run)
 

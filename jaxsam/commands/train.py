@@ -34,6 +34,16 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--wave-size",
+        type=int,
+        default=None,
+        metavar="K",
+        help="train the study in waves of K models into the one run directory",
+    )
+    from jaxsam.train.distributed import add_distributed_args
+
+    add_distributed_args(p)
     p.set_defaults(func=run)
 
 
@@ -67,7 +77,18 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_lib.load(args.config) if args.config is not None else config_lib.Config()
         if args.set:
             cfg = config_lib.replace(cfg, **parse_overrides(args.set))
-        run = train_and_export(cfg, args.out, overwrite=args.overwrite, progress=progress)
+        from jaxsam.train.distributed import maybe_initialize_distributed
+
+        if maybe_initialize_distributed(args) or args.wave_size:
+            from jaxsam.train.waves import train_study
+
+            run = train_study(
+                cfg, args.out, wave_size=args.wave_size, overwrite=args.overwrite, progress=progress
+            )
+            if run is None:  # multi-process: finished and finalized by process 0
+                return 0
+        else:
+            run = train_and_export(cfg, args.out, overwrite=args.overwrite, progress=progress)
     m = run.metrics
     print(
         f"{run.path}: {run.keep.shape[0]} models, train acc {m['mean_train_accuracy']:.4f}, "

@@ -195,6 +195,7 @@ def train_ensemble(
     progress: bool | None = None,
     desc: str = "train",
     first_model: int = 0,
+    steps_per_epoch: int | None = None,
 ) -> TrainResult:
     """Trains ``M = keep.shape[0]`` models at once on their own subsets of ``pool``.
 
@@ -214,6 +215,8 @@ def train_ensemble(
       desc: progress-bar label.
       first_model: global index of ``keep``'s first row, when training a slice of a larger
         study (waves, hosts): model ``first_model + i`` draws the same keys as in a full run.
+      steps_per_epoch: pin the steps per epoch (waves pass the full study's value, so a slice
+        trains exactly as its models would in one full run); ``None``: from ``keep``.
 
     Raises:
       DivergenceError: a model's loss went NaN/inf under ``train.on_divergence = 'stop'``.
@@ -222,7 +225,7 @@ def train_ensemble(
     """
     t = config.train
     m = keep.shape[0]
-    setup = make_setup(config, pool, keep)
+    setup = make_setup(config, pool, keep, steps_per_epoch)
     mean, std = jnp.asarray(pool.mean), jnp.asarray(pool.std)
     state = init_ensemble(setup.model, setup.tx, m, pool.input_shape, t.seed, first_model)
     failed: set[int] = set()

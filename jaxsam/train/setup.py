@@ -47,9 +47,13 @@ def make_schedule(config: Config, total_steps: int, spe: int) -> optax.Schedule:
     )
 
 
-def make_setup(config: Config, pool: Pool, keep: np.ndarray) -> TrainSetup:
-    """Builds model, optimizer and schedule for ``config`` on ``pool`` with masks ``keep``."""
-    spe = steps_per_epoch(keep, config.train.batch_size)
+def make_setup(config: Config, pool: Pool, keep: np.ndarray, spe: int | None = None) -> TrainSetup:
+    """Builds model, optimizer and schedule for ``config`` on ``pool`` with masks ``keep``.
+
+    ``spe`` pins the steps per epoch (a wave or host training a slice of a study passes the
+    full study's value, so its models take exactly the steps of a full run).
+    """
+    spe = spe or steps_per_epoch(keep, config.train.batch_size)
     total = spe * config.train.epochs
     schedule = make_schedule(config, total, spe)
     o = config.optim

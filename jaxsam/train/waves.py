@@ -24,7 +24,6 @@ subsets would take fewer steps and train differently from a single run).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import re
 import shutil
@@ -125,29 +124,6 @@ def open_study(path: str | Path) -> Study:
     return Study(path, config, pool, keep)
 
 
-def _pinned_rows(
-    keep: np.ndarray, lo: int, hi: int, batch_size: int
-) -> tuple[np.ndarray, int, bool]:
-    """Rows ``keep[lo:hi]`` arranged so that training takes the full study's steps per epoch.
-
-    Returns (rows, spe, ghost). When the trainer cannot take ``steps_per_epoch`` directly and
-    the slice's largest subset is smaller than the study's, one ghost row (a copy of the
-    study's largest subset) is appended; its model is trained and thrown away.
-    """
-    spe = steps_per_epoch(keep, batch_size)
-    rows = keep[lo:hi]
-    if steps_per_epoch(rows, batch_size) == spe:
-        return rows, spe, False
-    biggest = int(keep.sum(axis=1).argmax())
-    return np.concatenate([rows, keep[biggest : biggest + 1]], axis=0), spe, True
-
-
-def _trainer_takes_spe() -> bool:
-    from jaxsam.train import loop
-
-    return "steps_per_epoch" in inspect.signature(loop.train_ensemble).parameters
-
-
 def train_rows(
     study: Study,
     lo: int,
@@ -168,22 +144,16 @@ def train_rows(
 
     cfg = study.config
     k = hi - lo
-    kwargs = {}
-    if _trainer_takes_spe():
-        rows = study.keep[lo:hi]
-        kwargs["steps_per_epoch"] = steps_per_epoch(study.keep, cfg.train.batch_size)
-    else:
-        rows, _, _ = _pinned_rows(study.keep, lo, hi, cfg.train.batch_size)
     result = train_ensemble(
         cfg,
         study.pool,
-        rows,
+        study.keep[lo:hi],
         run_dir=run_dir,
         resume=resume,
         progress=progress,
         desc=desc,
         first_model=lo,
-        **kwargs,
+        steps_per_epoch=steps_per_epoch(study.keep, cfg.train.batch_size),
     )
     pool_logits, test_logits = export_logits(result, study.pool, cfg.data.query_augment)
     failed = np.zeros(k, bool)
