@@ -17,6 +17,7 @@ from jaxsam.data.augment import query_names
 from jaxsam.data.pool import Pool
 from jaxsam.errors import DivergenceError
 from jaxsam.train import checkpoint as ckpt_lib
+from jaxsam.train.calibrate import resolve_plan
 from jaxsam.train.logits import compute_logits, make_logits_fn
 from jaxsam.train.setup import TrainSetup, make_setup
 from jaxsam.train.state import EnsembleState, init_ensemble, model_keys
@@ -101,6 +102,7 @@ def train_ensemble(
     m = keep.shape[0]
     setup = make_setup(config, pool, keep)
     mean, std = jnp.asarray(pool.mean), jnp.asarray(pool.std)
+    setup = resolve_plan(setup, config, pool, keep)  # strategy, conv form, chunk size
     state = init_ensemble(setup.model, setup.tx, m, pool.input_shape, t.seed, first_model)
     manager = None
     failed: set[int] = set()
@@ -112,7 +114,7 @@ def train_ensemble(
                 state, failed = restored[0], set(restored[1])
 
     fn = make_train_steps(setup, mean, std, pool.kind, t.batch_size)
-    ensemble_fn = make_ensemble_fn(fn, t.strategy, m, t.chunk_size)
+    ensemble_fn = make_ensemble_fn(fn, setup.plan.strategy, m, setup.plan.chunk_size)
     shared = (jax.device_put(pool.x), jax.device_put(pool.y))
     model_data = (
         jnp.asarray(keep),
