@@ -199,7 +199,9 @@ def calibrate(
     path = cache_path()
     key = _table_key(config, pool, k)
     table = _read_table(path) if use_cache else {}
-    if key in table:
+    if key in table and set(table[key].get("rates", {})) >= {
+        f"{c.strategy}+{c.conv_impl}" for c in CANDIDATES
+    }:
         return {**table[key], "cached": True}
     rates = {}
     inputs = _one_model_inputs(setup, config, pool, keep, k)
@@ -212,6 +214,25 @@ def calibrate(
         table[key] = entry
         _write_table(path, table)
     return {**entry, "cached": False}
+
+
+def record(config: Config, pool: Pool, k: int, rates: dict[str, float]) -> dict:
+    """Writes measured candidate rates for ``k`` models into the table (what the bench does).
+
+    ``rates`` maps ``loop+lax`` / ``vmap+lax`` / ``vmap+matmul`` to model-examples per second.
+    """
+    path = cache_path()
+    entry = {"best": max(rates, key=rates.get), "rates": dict(rates)}
+    table = _read_table(path)
+    table[_table_key(config, pool, k)] = entry
+    _write_table(path, table)
+    return entry
+
+
+def calibration_models(num_models: int, cap: int) -> int:
+    """k: models per device timed by the calibration (bounded by memory and per backend)."""
+    per_dev = -(-num_models // jax.local_device_count())
+    return max(1, min(per_dev, cap, CALIBRATION_MODELS.get(jax.default_backend(), 32)))
 
 
 def explicit_plan(config: Config) -> Plan:
@@ -245,7 +266,7 @@ def auto_plan(
     cap = memory_cap(setup, config, pool, keep)
     if config.train.chunk_size:
         cap = min(cap, config.train.chunk_size)
-    k = max(1, min(per_dev, cap, CALIBRATION_MODELS.get(jax.default_backend(), 32)))
+    k = calibration_models(m, cap)
     if config.model.name not in CONV_MODELS:
         best, source = "vmap+lax", "rule"
     elif k == 1:
