@@ -80,14 +80,16 @@ class ModelConfig:
 
     Attributes:
       name: a model from ``jaxsam.models`` (``mlp``, ``cnn``, ...).
-      width: hidden width (MLP) or base channel count (conv nets).
-      depth: number of hidden layers (MLP) or blocks, where the model has that notion.
+      width: hidden width (MLP) or first-stage channel count (conv nets); ``None``: the
+        model's standard size (``jaxsam.models.STANDARD``).
+      depth: hidden layers (MLP) or conv layers (CNN), where the name does not fix it;
+        ``None``: the model's standard depth.
       dtype: compute dtype; ``bfloat16`` keeps float32 master weights.
     """
 
     name: str = "mlp"
-    width: int = 256
-    depth: int = 2
+    width: int | None = None
+    depth: int | None = None
     dtype: str = "float32"
 
 
@@ -236,8 +238,10 @@ def validate(config: Config) -> Config:
         )
     _check_choice("model.name", mo.name, tuple(MODELS))
     _check_choice("model.dtype", mo.dtype, DTYPES)
-    _check_range("model.width", mo.width, 1, None, "a positive integer")
-    _check_range("model.depth", mo.depth, 1, None, "a positive integer")
+    if mo.width is not None:
+        _check_range("model.width", mo.width, 1, None, "a positive integer or null")
+    if mo.depth is not None:
+        _check_range("model.depth", mo.depth, 1, None, "a positive integer or null")
     _check_choice("optim.name", o.name, tuple(OPTIMIZERS))
     _check_choice("optim.schedule", o.schedule, SCHEDULES)
     _check_range("optim.learning_rate", o.learning_rate, 0.0, None, "non-negative")

@@ -1,4 +1,12 @@
-"""Flax linen models written so that many copies batch well over a leading model axis."""
+"""Flax linen models written so that many copies batch well over a leading model axis.
+
+Every model takes ``(x [B, H, W, C] or [B, D] float, train: bool)`` and returns float32 logits
+[B, num_classes]; ``dtype`` is the compute dtype (parameters stay float32 master weights).
+Conv nets take ``conv_impl`` (``lax`` or ``matmul``, see :mod:`jaxsam.models.layers`); the
+parameters are the same under both, so a run may switch form between training and inference.
+
+``width`` / ``depth`` of ``None`` select each model's standard size (:data:`STANDARD`).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +15,103 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxsam.models.cnn import SmallCNN
+from jaxsam.models.layers import CONV_IMPLS
 from jaxsam.models.mlp import MLP
+from jaxsam.models.resnet import ResNet9, ResNet18, WideResNet
+
+# name -> (standard width, standard depth); depth is fixed by the name for ResNets/WRNs.
+STANDARD: dict[str, tuple[int, int]] = {
+    "mlp": (256, 2),
+    "cnn": (32, 3),
+    "resnet18": (64, 18),
+    "wrn16_4": (64, 16),
+    "wrn28_2": (32, 28),
+    "resnet9": (64, 9),
+}
 
 
-def _mlp(num_classes: int, width: int, depth: int, dtype) -> nn.Module:
+def _mlp(num_classes, width, depth, dtype, conv_impl):
+    del conv_impl
     return MLP(num_classes=num_classes, width=width, depth=depth, dtype=dtype)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": _mlp}
+def _cnn(num_classes, width, depth, dtype, conv_impl):
+    return SmallCNN(num_classes, width=width, depth=depth, dtype=dtype, conv_impl=conv_impl)
+
+
+def _resnet18(num_classes, width, depth, dtype, conv_impl):
+    del depth
+    return ResNet18(num_classes, width=width, dtype=dtype, conv_impl=conv_impl)
+
+
+def _wrn(wrn_depth: int):
+    def build(num_classes, width, depth, dtype, conv_impl):
+        del depth
+        return WideResNet(
+            num_classes, depth=wrn_depth, width=width, dtype=dtype, conv_impl=conv_impl
+        )
+
+    return build
+
+
+def _resnet9(num_classes, width, depth, dtype, conv_impl):
+    del depth
+    return ResNet9(num_classes, width=width, dtype=dtype, conv_impl=conv_impl)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": _mlp,
+    "cnn": _cnn,
+    "resnet18": _resnet18,
+    "wrn16_4": _wrn(16),
+    "wrn28_2": _wrn(28),
+    "resnet9": _resnet9,
+}
+
+CONV_MODELS = ("cnn", "resnet18", "wrn16_4", "wrn28_2", "resnet9")
 
 
 def make_model(
-    name: str, num_classes: int, *, width: int = 256, depth: int = 2, dtype: str = "float32"
+    name: str,
+    num_classes: int,
+    *,
+    width: int | None = None,
+    depth: int | None = None,
+    dtype: str = "float32",
+    conv_impl: str = "lax",
 ) -> nn.Module:
-    """Builds model ``name``; ``dtype`` is the compute dtype (params stay float32)."""
+    """Builds model ``name``.
+
+    Args:
+      name: a key of :data:`MODELS`.
+      num_classes: C, the logits width.
+      width: hidden width (MLP) or channels of the first stage (conv nets); ``None``: standard.
+      depth: hidden layers (MLP) or conv layers (CNN); ignored where the name fixes it.
+      dtype: compute dtype, ``float32`` or ``bfloat16`` (params stay float32).
+      conv_impl: ``lax`` (grouped under vmap) or ``matmul`` (im2col; batched matmul under vmap).
+    """
     from jaxsam.errors import ConfigError
 
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; use one of {sorted(MODELS)}")
-    return MODELS[name](num_classes, width, depth, jnp.dtype(dtype))
+    if conv_impl not in CONV_IMPLS:
+        raise ConfigError(f"unknown conv_impl {conv_impl!r}; use one of {list(CONV_IMPLS)}")
+    std_width, std_depth = STANDARD[name]
+    return MODELS[name](
+        num_classes,
+        std_width if width is None else width,
+        std_depth if depth is None else depth,
+        jnp.dtype(dtype),
+        conv_impl,
+    )
+
+
+def with_conv_impl(model: nn.Module, conv_impl: str) -> nn.Module:
+    """The same model (same parameter tree) computing its convolutions as ``conv_impl``."""
+    if hasattr(model, "conv_impl"):
+        return model.clone(conv_impl=conv_impl)
+    return model
+
+
+__all__ = ["CONV_MODELS", "MODELS", "STANDARD", "make_model", "with_conv_impl"]

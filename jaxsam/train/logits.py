@@ -8,17 +8,24 @@ import numpy as np
 
 from jaxsam.data.augment import normalize, query_views
 from jaxsam.train.setup import TrainSetup
+from jaxsam.train.strategies import model_map
 
 
 def make_logits_fn(setup: TrainSetup, mean: jax.Array, std: jax.Array, kind: str, queries: int):
-    """Returns jitted ``f(params, batch_stats, x) -> [M, B, A, C]`` float32.
+    """Returns ``f(params, batch_stats, x) -> [M, B, A, C]`` float32.
 
     ``params`` / ``batch_stats`` are stacked [M, ...]; ``x`` [B, ...] is one batch of raw pool
-    inputs shared by all models. BatchNorm runs in inference mode (running statistics).
+    inputs shared by all models (one copy on each device, never one per model). The model axis
+    runs under the setup's execution plan (``setup.plan``: vmap, chunks, loop or sharded over
+    all local devices; plain vmap when no plan is set). BatchNorm runs in inference mode
+    (running statistics).
     """
     model, has_bn = setup.model, setup.has_batch_norm
+    plan = setup.plan
 
-    def one_model(params, batch_stats, x):
+    def one_model(state, data, x):
+        del data
+        params, batch_stats = state
         views = query_views(x, queries)  # [A, B, ...]
         a, b = views.shape[:2]
         flat = normalize(views.reshape(a * b, *views.shape[2:]), mean, std, kind)
@@ -28,7 +35,14 @@ def make_logits_fn(setup: TrainSetup, mean: jax.Array, std: jax.Array, kind: str
         logits = model.apply(variables, flat, train=False).astype(jnp.float32)
         return logits.reshape(a, b, -1).transpose(1, 0, 2)
 
-    return jax.jit(jax.vmap(one_model, in_axes=(0, 0, None)))
+    strategy = plan.strategy if plan is not None else "vmap"
+    chunk = plan.chunk_size if plan is not None else None
+    mapped = model_map(one_model, strategy, chunk_size=chunk)
+
+    def logits_fn(params, batch_stats, x):
+        return mapped((params, batch_stats), None, x)
+
+    return logits_fn
 
 
 def compute_logits(

@@ -17,6 +17,7 @@ from jaxsam.data.augment import query_names
 from jaxsam.data.pool import Pool
 from jaxsam.errors import DivergenceError, RunDirError
 from jaxsam.train import checkpoint as ckpt_lib
+from jaxsam.train.calibrate import resolve_plan
 from jaxsam.train.logits import compute_logits, make_logits_fn
 from jaxsam.train.setup import TrainSetup, make_setup
 from jaxsam.train.state import EnsembleState, init_ensemble, model_keys
@@ -227,6 +228,7 @@ def train_ensemble(
     m = keep.shape[0]
     setup = make_setup(config, pool, keep, steps_per_epoch)
     mean, std = jnp.asarray(pool.mean), jnp.asarray(pool.std)
+    setup = resolve_plan(setup, config, pool, keep)  # strategy, conv form, chunk size
     state = init_ensemble(setup.model, setup.tx, m, pool.input_shape, t.seed, first_model)
     failed: set[int] = set()
     losses = np.zeros(m, np.float32)
@@ -243,7 +245,7 @@ def train_ensemble(
             losses, accs = restored.losses, restored.accuracies
 
     fn = make_train_steps(setup, mean, std, pool.kind, t.batch_size)
-    ensemble_fn = make_ensemble_fn(fn, t.strategy, m, t.chunk_size)
+    ensemble_fn = make_ensemble_fn(fn, setup.plan.strategy, m, setup.plan.chunk_size)
     shared = (jax.device_put(pool.x), jax.device_put(pool.y))
     model_data = (
         jnp.asarray(keep),

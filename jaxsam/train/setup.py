@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
 import numpy as np
@@ -27,6 +28,9 @@ class TrainSetup:
     total_steps: int
     augment: str
     has_batch_norm: bool
+    # The resolved execution plan (jaxsam.train.strategies.Plan); None until
+    # jaxsam.train.calibrate.resolve_plan has run (then ``model`` uses ``plan.conv_impl``).
+    plan: Any = None
 
 
 def make_schedule(config: Config, total_steps: int, spe: int) -> optax.Schedule:

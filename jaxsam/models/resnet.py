@@ -1,0 +1,127 @@
+"""Residual conv nets for CIFAR-scale images: ResNet-18, Wide ResNets, a fast ResNet-9.
+
+Every convolution is a :class:`jaxsam.models.layers.Conv` so that ``conv_impl="matmul"`` turns
+all of them into matmuls (what the ``vmap_matmul`` strategy needs). BatchNorm statistics are
+per model: under a model axis each model keeps and updates its own ``batch_stats``.
+
+Input [B, H, W, C] float; output float32 logits [B, num_classes].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxsam.models.layers import Conv, batch_norm, dense_head
+
+
+class BasicBlock(nn.Module):
+    """Post-activation ResNet basic block (two 3x3 convs), 1x1 projection when shapes change."""
+
+    features: int
+    stride: int
+    conv_impl: str
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        conv = lambda f, k=3, s=1: Conv(f, k, s, conv_impl=self.conv_impl, dtype=self.dtype)
+        y = nn.relu(batch_norm(train, self.dtype)(conv(self.features, 3, self.stride)(x)))
+        y = batch_norm(train, self.dtype, zero_init=True)(conv(self.features)(y))
+        if x.shape[-1] != self.features or self.stride != 1:
+            x = batch_norm(train, self.dtype)(conv(self.features, 1, self.stride)(x))
+        return nn.relu(x + y)
+
+
+class ResNet18(nn.Module):
+    """ResNet-18, CIFAR variant: 3x3 stem without max-pool, stages of 2 blocks with
+    ``width * (1, 2, 4, 8)`` channels (standard width 64, about 0.56 GFLOP forward at 32x32)."""
+
+    num_classes: int
+    width: int = 64
+    dtype: Any = jnp.float32
+    conv_impl: str = "lax"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = Conv(self.width, conv_impl=self.conv_impl, dtype=self.dtype)(x)
+        x = nn.relu(batch_norm(train, self.dtype)(x))
+        for i, mult in enumerate((1, 2, 4, 8)):
+            for j in range(2):
+                stride = 2 if (i > 0 and j == 0) else 1
+                x = BasicBlock(self.width * mult, stride, self.conv_impl, self.dtype)(x, train)
+        return dense_head(x, self.num_classes, self.dtype)
+
+
+class WideBlock(nn.Module):
+    """Pre-activation wide-ResNet block (BN-ReLU-conv twice), 1x1 projection on shape change."""
+
+    features: int
+    stride: int
+    conv_impl: str
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        conv = lambda f, k=3, s=1: Conv(f, k, s, conv_impl=self.conv_impl, dtype=self.dtype)
+        o = nn.relu(batch_norm(train, self.dtype)(x))
+        y = conv(self.features, 3, self.stride)(o)
+        y = conv(self.features)(nn.relu(batch_norm(train, self.dtype)(y)))
+        if x.shape[-1] != self.features or self.stride != 1:
+            x = conv(self.features, 1, self.stride)(o)
+        return x + y
+
+
+class WideResNet(nn.Module):
+    """WRN-``depth``-k: a 16-channel stem, three stages of ``(depth - 4) / 6`` blocks with
+    ``width * (1, 2, 4)`` channels (``width = 16 k``), final BN-ReLU, pool, linear head."""
+
+    num_classes: int
+    depth: int = 16
+    width: int = 64
+    dtype: Any = jnp.float32
+    conv_impl: str = "lax"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        n = (self.depth - 4) // 6
+        x = Conv(16, conv_impl=self.conv_impl, dtype=self.dtype)(x)
+        for i, mult in enumerate((1, 2, 4)):
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                x = WideBlock(self.width * mult, stride, self.conv_impl, self.dtype)(x, train)
+        x = nn.relu(batch_norm(train, self.dtype)(x))
+        return dense_head(x, self.num_classes, self.dtype)
+
+
+class ResNet9(nn.Module):
+    """Fast ResNet-9 (Page's DAWNBench / airbench family): conv-BN-ReLU stem, three stages of
+    ``width * (2, 4, 8)`` channels with max-pools, residual pairs after stages 1 and 3, global
+    max-pool, linear head scaled by 1/8."""
+
+    num_classes: int
+    width: int = 64
+    dtype: Any = jnp.float32
+    conv_impl: str = "lax"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        def cbr(h, f, pool=False):
+            h = Conv(f, conv_impl=self.conv_impl, dtype=self.dtype)(h)
+            if pool:
+                h = nn.max_pool(h, (2, 2), strides=(2, 2))
+            return nn.relu(batch_norm(train, self.dtype)(h))
+
+        w = self.width
+        x = cbr(x, w)
+        x = cbr(x, 2 * w, pool=True)
+        x = x + cbr(cbr(x, 2 * w), 2 * w)
+        x = cbr(x, 4 * w, pool=True)
+        x = cbr(x, 8 * w, pool=True)
+        x = x + cbr(cbr(x, 8 * w), 8 * w)
+        x = jnp.max(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
+        out = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype)(x)
+        return out.astype(jnp.float32) * 0.125

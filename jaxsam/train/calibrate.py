@@ -1,0 +1,298 @@
+"""The ``auto`` strategy: choose how the model axis runs, by measurement, within device memory.
+
+:func:`resolve_plan` turns ``config.train.strategy`` into a :class:`~jaxsam.train.strategies.Plan`
+and returns the setup with the model switched to the plan's convolution form.
+
+For ``auto``:
+
+1. **Memory.** One model's training step is compiled once; XLA's ``memory_analysis`` gives its
+   temporary (activation) bytes plus its argument bytes. Models per device are capped so that a
+   chunk uses at most ``MEMORY_FRACTION`` of the device's free memory (GPU: ``memory_stats``;
+   CPU: ``MemAvailable``). A larger M runs in chunks, never all at once.
+2. **Measurement.** Nets without convolutions batch perfectly under vmap (a batched matmul):
+   they get ``vmap`` without measuring. Conv nets time a few real training steps (the same
+   train step, optimizer and data) of ``k`` models under each candidate: the loop of
+   single-model jitted calls, vmap with ``lax`` (grouped) convolutions, vmap with matmul-form
+   convolutions. The fastest in model-examples per second wins.
+3. **Devices.** With several local devices the model axis is sharded over all of them, and the
+   measured choice runs inside each device (``loop`` becomes an in-program loop, chunk 1).
+4. **Cache.** Results are stored per (backend, device kind, model, width, depth, dtype,
+   optimizer, batch, input shape, k) in ``$JAXSAM_CACHE_DIR/strategy_table.json`` (default
+   ``~/.cache/jaxsam``), so each configuration is measured once per machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsam.config import Config
+from jaxsam.data.pool import Pool
+from jaxsam.models import CONV_MODELS, with_conv_impl
+from jaxsam.train.setup import TrainSetup
+from jaxsam.train.state import init_ensemble, model_keys
+from jaxsam.train.strategies import Plan, make_ensemble_fn
+
+MEMORY_FRACTION = 0.5
+CALIBRATION_MODELS = {"cpu": 8}  # k per backend; others: 32
+TABLE_NAME = "strategy_table.json"
+
+
+def cache_path() -> Path:
+    """``$JAXSAM_CACHE_DIR/strategy_table.json`` (default ``~/.cache/jaxsam``)."""
+    root = os.environ.get("JAXSAM_CACHE_DIR") or Path.home() / ".cache" / "jaxsam"
+    return Path(root) / TABLE_NAME
+
+
+def _read_table(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_table(path: Path, table: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home only costs a re-measurement next time
+
+
+def free_device_memory(device: jax.Device | None = None) -> int:
+    """Bytes the device can still allocate (GPU/TPU: ``memory_stats``; CPU: MemAvailable)."""
+    device = device or jax.local_devices()[0]
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without stats
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def _one_model_inputs(setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray, k: int):
+    state = init_ensemble(setup.model, setup.tx, k, pool.input_shape, config.train.seed)
+    model_state = (state.params, state.batch_stats, state.opt_state)
+    model_data = (
+        jnp.asarray(keep[:k]),
+        model_keys(config.train.seed, k, 1),
+        model_keys(config.train.seed, k, 2),
+    )
+    shared = (jax.device_put(pool.x), jax.device_put(pool.y))
+    return model_state, model_data, shared
+
+
+def _train_fn(setup: TrainSetup, pool: Pool, batch_size: int):
+    from jaxsam.train.step import make_train_steps
+
+    mean, std = jnp.asarray(pool.mean), jnp.asarray(pool.std)
+    return make_train_steps(setup, mean, std, pool.kind, batch_size)
+
+
+def per_model_bytes(setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray) -> int:
+    """Device bytes one model's training call needs: XLA temporaries + its state, x1.25."""
+    fn = _train_fn(setup, pool, config.train.batch_size)
+    ms, md, shared = _one_model_inputs(setup, config, pool, keep, 1)
+    take = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
+    lowered = jax.jit(fn, static_argnums=(4,)).lower(take(ms), take(md), shared, jnp.int32(0), 1)
+    try:
+        mem = lowered.compile().memory_analysis()
+        temp = int(mem.temp_size_in_bytes)
+    except Exception:  # noqa: BLE001 - backends without memory analysis
+        temp = 0
+    state_bytes = sum(a.nbytes for a in jax.tree.leaves(ms))
+    if temp == 0:  # fallback: a generous per-example activation estimate
+        temp = 64 * int(np.prod(pool.input_shape)) * config.train.batch_size * 4
+    return int(1.25 * (temp + 2 * state_bytes))
+
+
+def memory_cap(setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray) -> int:
+    """Models per device that fit into ``MEMORY_FRACTION`` of its free memory (>= 1)."""
+    need = per_model_bytes(setup, config, pool, keep)
+    return max(1, int(MEMORY_FRACTION * free_device_memory() // max(need, 1)))
+
+
+def time_plan(
+    setup: TrainSetup,
+    config: Config,
+    pool: Pool,
+    keep: np.ndarray,
+    plan: Plan,
+    num_models: int,
+    num_steps: int = 2,
+    repeats: int = 2,
+    inputs: tuple | None = None,
+) -> float:
+    """Model-examples per second of ``plan`` on ``num_models`` models (after one warm-up).
+
+    ``inputs`` = ``(model_state, model_data, shared)`` for ``num_models`` models may be passed
+    to skip the initialisation (it is copied, not donated).
+    """
+    setup = dataclasses.replace(setup, model=with_conv_impl(setup.model, plan.conv_impl))
+    fn = _train_fn(setup, pool, config.train.batch_size)
+    efn = make_ensemble_fn(fn, plan.strategy, num_models, plan.chunk_size)
+    if inputs is None:
+        inputs = _one_model_inputs(setup, config, pool, keep, num_models)
+    ms, md, shared = inputs
+    ms = jax.tree.map(jnp.copy, ms)
+    num_steps = max(1, min(num_steps, setup.steps_per_epoch))
+    ms, _ = efn(ms, md, shared, jnp.int32(0), num_steps)
+    jax.block_until_ready(ms)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ms, hist = efn(ms, md, shared, jnp.int32(0), num_steps)
+        jax.block_until_ready((ms, hist))
+        best = min(best, time.perf_counter() - t0)
+    return num_models * num_steps * config.train.batch_size / best
+
+
+def _table_key(config: Config, pool: Pool, k: int) -> str:
+    d = jax.local_devices()[0]
+    mo = config.model
+    return "|".join(
+        str(v)
+        for v in (
+            jax.default_backend(),
+            getattr(d, "device_kind", "?"),
+            jax.__version__,
+            mo.name,
+            mo.width,
+            mo.depth,
+            mo.dtype,
+            config.optim.name,
+            config.train.batch_size,
+            "x".join(map(str, pool.input_shape)),
+            k,
+        )
+    )
+
+
+CANDIDATES = (Plan("loop", "lax"), Plan("vmap", "lax"), Plan("vmap", "matmul"))
+
+
+def calibrate(
+    setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray, k: int, use_cache: bool = True
+) -> dict:
+    """Measures the candidates on ``k`` models; returns ``{"best": name, "rates": {...}}``.
+
+    Names are ``loop+lax``, ``vmap+lax``, ``vmap+matmul``; rates are model-examples per second.
+    """
+    path = cache_path()
+    key = _table_key(config, pool, k)
+    table = _read_table(path) if use_cache else {}
+    if key in table and set(table[key].get("rates", {})) >= {
+        f"{c.strategy}+{c.conv_impl}" for c in CANDIDATES
+    }:
+        return {**table[key], "cached": True}
+    rates = {}
+    inputs = _one_model_inputs(setup, config, pool, keep, k)
+    for cand in CANDIDATES:
+        name = f"{cand.strategy}+{cand.conv_impl}"
+        rates[name] = time_plan(setup, config, pool, keep, cand, k, inputs=inputs)
+    entry = {"best": max(rates, key=rates.get), "rates": rates}
+    if use_cache:
+        table = _read_table(path)
+        table[key] = entry
+        _write_table(path, table)
+    return {**entry, "cached": False}
+
+
+def record(config: Config, pool: Pool, k: int, rates: dict[str, float]) -> dict:
+    """Writes measured candidate rates for ``k`` models into the table (what the bench does).
+
+    ``rates`` maps ``loop+lax`` / ``vmap+lax`` / ``vmap+matmul`` to model-examples per second.
+    """
+    path = cache_path()
+    entry = {"best": max(rates, key=rates.get), "rates": dict(rates)}
+    table = _read_table(path)
+    table[_table_key(config, pool, k)] = entry
+    _write_table(path, table)
+    return entry
+
+
+def calibration_models(num_models: int, cap: int) -> int:
+    """k: models per device timed by the calibration (bounded by memory and per backend)."""
+    per_dev = -(-num_models // jax.local_device_count())
+    return max(1, min(per_dev, cap, CALIBRATION_MODELS.get(jax.default_backend(), 32)))
+
+
+def explicit_plan(config: Config) -> Plan:
+    """The plan a non-``auto`` ``train.strategy`` names.
+
+    ``chunked`` and ``sharded`` use matmul-form convolutions (they vmap inside); ``vmap`` keeps
+    ``lax`` convolutions (grouped under vmap) and ``vmap_matmul`` switches them to matmuls.
+    """
+    t = config.train
+    conv = config.model.name in CONV_MODELS
+    if t.strategy == "vmap":
+        return Plan("vmap", "lax")
+    if t.strategy == "vmap_matmul":
+        return Plan("vmap", "matmul")
+    if t.strategy == "loop":
+        return Plan("loop", "lax")
+    if t.strategy == "chunked":
+        return Plan("chunked", "matmul" if conv else "lax", t.chunk_size or 8)
+    if t.strategy == "sharded":
+        return Plan("sharded", "matmul" if conv else "lax", t.chunk_size)
+    raise ValueError(f"not an explicit strategy: {t.strategy!r}")
+
+
+def auto_plan(
+    setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray, use_cache: bool = True
+) -> Plan:
+    """Chooses the plan for ``train.strategy = 'auto'`` (see the module docstring)."""
+    m = keep.shape[0]
+    ndev = jax.local_device_count()
+    per_dev = -(-m // ndev)
+    cap = memory_cap(setup, config, pool, keep)
+    if config.train.chunk_size:
+        cap = min(cap, config.train.chunk_size)
+    k = calibration_models(m, cap)
+    if config.model.name not in CONV_MODELS:
+        best, source = "vmap+lax", "rule"
+    elif k == 1:
+        best, source = "loop+lax", "rule"
+    else:
+        result = calibrate(setup, config, pool, keep, k, use_cache)
+        best, source = result["best"], "cache" if result["cached"] else "calibrated"
+    strategy, conv_impl = best.split("+")
+    if strategy == "loop":
+        if ndev > 1:
+            return Plan("sharded", conv_impl, 1, source)
+        return Plan("loop", conv_impl, None, source)
+    chunk = None if per_dev <= k else k
+    if ndev > 1:
+        return Plan("sharded", conv_impl, chunk, source)
+    if chunk:
+        return Plan("chunked", conv_impl, chunk, source)
+    return Plan("vmap", conv_impl, None, source)
+
+
+def resolve_plan(
+    setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray, use_cache: bool = True
+) -> TrainSetup:
+    """``setup`` with ``plan`` resolved and the model switched to the plan's conv form."""
+    if config.train.strategy == "auto":
+        plan = auto_plan(setup, config, pool, keep, use_cache)
+    else:
+        plan = explicit_plan(config)
+    return dataclasses.replace(setup, plan=plan, model=with_conv_impl(setup.model, plan.conv_impl))
