@@ -174,7 +174,10 @@ def check_free_space(path: Path, need_bytes: int, what: str) -> None:
       need_bytes: the estimated bytes the run will still write.
       what: what those bytes are, for the message.
     """
-    free = shutil.disk_usage(path).free
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:  # the directory may not exist yet
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
     if free < need_bytes:
         raise RunDirError(
             f"not enough disk space in {path}: the run needs about {need_bytes / 2**20:.1f} MiB "

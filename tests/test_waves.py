@@ -63,7 +63,7 @@ def test_wave_pins_the_full_studys_steps_per_epoch():
     keep[0, :33] = True
     keep[1, :10] = True
     keep[2, 5:20] = True
-    assert steps_per_epoch(keep[1:3], 16) == 2
+    assert steps_per_epoch(keep[1:3], 16) == 1
     cfg = tiny_config()
     pool = load_pool(cfg.data)
     pinned = make_setup(cfg, pool, keep[1:3], steps_per_epoch(keep, 16))
