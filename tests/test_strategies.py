@@ -62,7 +62,12 @@ def assert_trees_close(a, b, rtol=1e-3, atol=1e-4):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+HEAVY = ("resnet18", "wrn16_4", "wrn28_2")  # ~20-60 s of CPU compile each: -m slow
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in sorted(MODELS)]
+)
 def test_one_vmapped_step_equals_the_loop(name):
     cfg, pool, keep, setup = tiny(name, m=2)
     _, loop_state, loop_hist = run_plan(cfg, pool, keep, setup, Plan("loop"))
