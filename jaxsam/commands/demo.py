@@ -81,15 +81,14 @@ def plot_comparison(named: list[tuple[str, dict, object]], path: Path, attack: s
     from jaxsam.metrics import roc_curve
 
     curves = {}
-    for label, rep, run in named:
+    for label, _, run in named:
         scores = store.load_arrays(run.path / "scores", "scores")
         if attack not in scores:
             continue
         ok = np.ones(run.keep.shape[0], bool)
         ok[run.failed_models] = False
         fpr, tpr = roc_curve(scores[attack][ok].ravel(), run.keep[ok].ravel())[:2]
-        auc = rep["attacks"][attack]["auc"]
-        curves[f"{label} (AUC {auc:.3f})"] = (fpr, tpr)
+        curves[label] = (fpr, tpr)  # plot_roc adds each curve's AUC to its label
     path.parent.mkdir(parents=True, exist_ok=True)
     plots.plot_roc(curves, path, title=f"{attack}: " + " vs ".join(n for n, _, _ in named))
 
