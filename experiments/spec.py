@@ -25,7 +25,6 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from jaxsam import config as config_lib
 from jaxsam.errors import ConfigError
@@ -73,23 +72,9 @@ def slug(name: str) -> str:
     return "".join(c if (c.isalnum() or c in ".-") else "_" for c in name.lower())
 
 
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: JSON if it parses (``1``, ``0.5``, ``null``, ``true``), else a string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def parse_sets(items: list[str]) -> dict:
-    """``["train.epochs=1", ...]`` -> ``{"train.epochs": 1, ...}``."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r} is not KEY=VALUE; write e.g. --set train.epochs=1")
-        out[key.strip()] = parse_value(value)
-    return out
+    """``["train.epochs=1", ...]`` -> ``{"train.epochs": 1, ...}`` (jaxsam's ``--set`` syntax)."""
+    return config_lib.parse_assignments(items)
 
 
 def from_dict(data: Mapping, name: str) -> Spec:

@@ -346,6 +346,24 @@ def load(path: str | Path) -> Config:
     return from_dict(data)
 
 
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``["optim.rho=0.1", "data.pool_size=null"]`` -> ``{"optim.rho": 0.1, ...}``.
+
+    Values are JSON where they parse (``1``, ``0.5``, ``null``, ``true``), else strings. This is
+    the ``--set KEY=VALUE`` syntax of every command that takes config overrides.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE; write e.g. --set optim.rho=0.1")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
 def replace(config: Config, **overrides: Any) -> Config:
     """Returns a copy with dotted-path overrides, e.g. ``replace(c, **{"optim.name": "sam"})``."""
     data = to_dict(config)

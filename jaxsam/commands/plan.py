@@ -33,12 +33,11 @@ def add_parser(subparsers) -> None:
 
 
 def _load(args: argparse.Namespace) -> config_lib.Config:
-    from jaxsam.commands.train import parse_overrides
 
     path = args.config or args.config_file
     cfg = config_lib.load(path) if path is not None else config_lib.Config()
     if args.set:
-        cfg = config_lib.replace(cfg, **parse_overrides(args.set))
+        cfg = config_lib.replace(cfg, **config_lib.parse_assignments(args.set))
     return cfg
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from jaxsam import config as config_lib
@@ -47,21 +46,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """``["optim.rho=0.1", "data.dataset=cifar10"]`` -> {"optim.rho": 0.1, ...} (JSON values)."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r} must look like KEY=VALUE, e.g. optim.rho=0.1")
-        key, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key.strip()] = value
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from jaxsam.train import train_and_export
 
@@ -76,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("jaxsam train needs --out RUN (or --resume RUN)")
         cfg = config_lib.load(args.config) if args.config is not None else config_lib.Config()
         if args.set:
-            cfg = config_lib.replace(cfg, **parse_overrides(args.set))
+            cfg = config_lib.replace(cfg, **config_lib.parse_assignments(args.set))
         from jaxsam.train.distributed import maybe_initialize_distributed
 
         if maybe_initialize_distributed(args) or args.wave_size:

@@ -75,11 +75,10 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> config_lib.Config:
-    from jaxsam.commands.train import parse_overrides
 
     cfg = config_lib.load(args.config) if args.config is not None else config_lib.Config()
     if args.set:
-        cfg = config_lib.replace(cfg, **parse_overrides(args.set))
+        cfg = config_lib.replace(cfg, **config_lib.parse_assignments(args.set))
     return cfg
 
 
