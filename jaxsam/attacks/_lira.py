@@ -48,24 +48,60 @@ def auto_chunk(n: int, a: int, budget: int = 1 << 24) -> int:
     return max(1, budget // max(1, n * a))
 
 
+def _group_stats_t(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Two-pass statistics of one group; x [A, n, M], w [1, n, M] (1 = in the group).
+
+    Returns count [n], mean [A, n] (0 where count = 0), SS [A, n]. The model axis is the minor
+    (contiguous) one, so the reductions vectorize on CPU.
+    """
+    count = jnp.sum(w, axis=-1)  # [1, n]
+    mean = jnp.sum(w * x, axis=-1) / jnp.maximum(count, 1.0)
+    ss = jnp.sum(w * jnp.square(x - mean[..., None]), axis=-1)
+    return count[0], mean, ss
+
+
 @functools.partial(jax.jit, static_argnames=("dtype",))
-def group_stats(signal: jax.Array, member: jax.Array, dtype=jnp.float32) -> tuple[jax.Array, ...]:
-    """Full-group statistics over all M models.
+def _in_out_stats(signal: jax.Array, keep: jax.Array, dtype) -> tuple[tuple[jax.Array, ...], ...]:
+    """IN and OUT statistics of a chunk of examples: signal [M, n, A], keep [M, n]."""
+    x = jnp.transpose(signal, (2, 1, 0)).astype(dtype)  # [A, n, M]
+    w = keep.T.astype(dtype)[None]  # [1, n, M]
+    out = []
+    for g in (w, 1.0 - w):
+        count, mean, ss = _group_stats_t(x, g)
+        out.append((count, mean.T, ss.T))
+    return tuple(out)
+
+
+def group_stats(
+    signal: np.ndarray, keep: np.ndarray, dtype, chunk_examples: int | None = None
+) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+    """IN and OUT group statistics over all M models, computed over examples in chunks.
+
+    Only one chunk of the signal (about 16M values) is converted to ``dtype`` at a time, so peak
+    memory stays near the size of the float32 signal itself.
 
     Args:
       signal: float32 [M, N, A].
-      member: bool [M, N], True where the model belongs to the group (IN: keep; OUT: ~keep).
+      keep: bool [M, N].
       dtype: accumulation dtype (float64 needs ``jax.enable_x64``).
 
     Returns:
-      count [N], mean [N, A] (0 where count = 0), SS [N, A] (sum of squared deviations).
+      ``(count [N], mean [N, A], SS [N, A])`` for IN, then for OUT; SS is the sum of squared
+      deviations from the group mean, mean is 0 for an empty group.
     """
-    signal = signal.astype(dtype)
-    w = member.astype(dtype)[..., None]
-    count = jnp.sum(member, axis=0).astype(dtype)
-    mean = jnp.sum(w * signal, axis=0) / jnp.maximum(count, 1.0)[:, None]
-    ss = jnp.sum(w * jnp.square(signal - mean[None]), axis=0)
-    return count, mean, ss
+    m, n, a = signal.shape
+    step = chunk_examples or max(1, (1 << 24) // (m * a))
+    parts = [
+        _in_out_stats(
+            jnp.asarray(signal[:, s0 : s0 + step]), jnp.asarray(keep[:, s0 : s0 + step]), dtype
+        )
+        for s0 in range(0, n, step)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(
+        tuple(jnp.concatenate([p[g][i] for p in parts], axis=0) for i in range(3)) for g in range(2)
+    )
 
 
 def _loo(obs, r, count, mean, ss):
@@ -103,7 +139,7 @@ def _group(obs, r, stats, loc, *, fix_variance, variance_mode, min_shadows, var_
         ref = (jnp.sum(ss1, axis=(1, 2)) + between) / (total * a)  # [B]
         pooled = jnp.broadcast_to(ref[:, None], pooled.shape)
     if fix_variance:
-        var = jnp.broadcast_to(pooled[:, None, :], obs.shape)
+        var = pooled[:, None, :]  # [B, 1, A]: log(var) is taken once per target and query
     else:
         per = ss1 / jnp.maximum(n1, 1.0)[..., None]
         var = jnp.where((n1 >= min_shadows)[..., None], per, pooled[:, None, :])
@@ -251,10 +287,7 @@ def _lira_impl(
     dtype,
 ):
     m, n, a = signal.shape
-    sig = jnp.asarray(signal)
-    k = jnp.asarray(keep)
-    in_stats = group_stats(sig, k, dtype)
-    out_stats = group_stats(sig, ~k, dtype)
+    in_stats, out_stats = group_stats(signal, keep, dtype)
     loc_in = loc_out = None
     if mean == "median":
         loc_out = loo_median(signal, ~keep)
@@ -265,8 +298,8 @@ def _lira_impl(
         sl = slice(s0, s0 + step)
         out[sl] = np.asarray(
             _score_chunk(
-                sig[sl],
-                k[sl],
+                jnp.asarray(signal[sl]),
+                jnp.asarray(keep[sl]),
                 in_stats,
                 out_stats,
                 None if loc_in is None else jnp.asarray(loc_in[sl]),

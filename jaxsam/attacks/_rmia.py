@@ -76,6 +76,25 @@ def _score_chunk(
     return count.astype(jnp.float32) / rz.shape[1]
 
 
+@jax.jit
+def _sums_chunk(prob: jax.Array, keep: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Sums over models of one chunk of examples: prob [M, n, A], keep [M, n] -> [n, A] x 2, [n]."""
+    x = jnp.transpose(prob, (1, 2, 0))  # [n, A, M]: the model axis contiguous for the reduction
+    out = (~keep).T.astype(prob.dtype)[:, None, :]  # [n, 1, M]
+    return jnp.sum(x, axis=-1), jnp.sum(out * x, axis=-1), jnp.sum(out[:, 0], axis=-1)
+
+
+def _model_sums(prob: np.ndarray, keep: np.ndarray, chunk_examples: int | None = None):
+    """sum over all models, sum over OUT models [N, A] and OUT count [N], a chunk at a time."""
+    m, n, a = prob.shape
+    step = chunk_examples or max(1, (1 << 24) // (m * a))
+    parts = [
+        _sums_chunk(jnp.asarray(prob[:, s0 : s0 + step]), jnp.asarray(keep[:, s0 : s0 + step]))
+        for s0 in range(0, n, step)
+    ]
+    return tuple(jnp.concatenate([p[i] for p in parts], axis=0) for i in range(3))
+
+
 def rmia_from_signal(
     prob: Array,
     keep: Array,
@@ -112,11 +131,7 @@ def rmia_from_signal(
     pop_idx = np.arange(n) if population is None else np.asarray(population, np.int64)
     if pop_idx.ndim != 1 or pop_idx.size == 0 or pop_idx.min() < 0 or pop_idx.max() >= n:
         raise DataError(f"population must be non-empty indices into N={n}; pass e.g. np.arange(N)")
-    p = jnp.asarray(prob)
-    k = jnp.asarray(keep)
-    sum_all = jnp.sum(p, axis=0)
-    sum_out = jnp.sum(jnp.where(~k[..., None], p, 0.0), axis=0)
-    n_out = jnp.sum(~k, axis=0).astype(jnp.float32)
+    sum_all, sum_out, n_out = _model_sums(prob, keep)
     has_pp = population_prob is not None
     if has_pp:
         pp = np.asarray(population_prob, np.float32)
@@ -130,8 +145,8 @@ def rmia_from_signal(
         sl = slice(s0, s0 + step)
         out[sl] = np.asarray(
             _score_chunk(
-                p[sl],
-                k[sl],
+                jnp.asarray(prob[sl]),
+                jnp.asarray(keep[sl]),
                 sum_all,
                 sum_out,
                 n_out,
