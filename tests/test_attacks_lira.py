@@ -135,3 +135,37 @@ def test_lira_from_logits_and_bad_input():
         lira(logits[:1], y, keep[:1])
     with pytest.raises(ConfigError):
         lira(logits, y, keep, mean="mode")
+
+
+def test_group_stats_in_example_chunks_match_numpy(synth):
+    import jax
+    import jax.numpy as jnp
+
+    from jaxsam.attacks import _lira
+
+    s, keep = synth
+    with jax.enable_x64(True):
+        (ci, mi, si), (co, mo, so) = _lira.group_stats(s, keep, jnp.float64, chunk_examples=7)
+    x = s.astype(np.float64)
+    for member, count, mean, ss in ((keep, ci, mi, si), (~keep, co, mo, so)):
+        w = member[..., None]
+        c = member.sum(0)
+        want_mean = (w * x).sum(0) / c[:, None]
+        want_ss = (w * (x - want_mean) ** 2).sum(0)
+        np.testing.assert_array_equal(np.asarray(count), c)
+        np.testing.assert_allclose(np.asarray(mean), want_mean, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(ss), want_ss, rtol=1e-10, atol=1e-10)
+
+
+def test_scores_do_not_depend_on_the_statistics_chunking(synth, monkeypatch):
+    import functools
+
+    from jaxsam.attacks import _lira
+
+    s, keep = synth
+    whole = lira_from_signal(s, keep, fix_variance=False)
+    monkeypatch.setattr(
+        _lira, "group_stats", functools.partial(_lira.group_stats, chunk_examples=4)
+    )
+    chunked = lira_from_signal(s, keep, fix_variance=False)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-6)

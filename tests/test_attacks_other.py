@@ -81,3 +81,13 @@ def test_threshold_attacks_signs():
     assert attacks.calibrated_loss_attack(logits, y, keep).shape == (3, 4)
     r = attacks.rmia(logits, y, keep)
     assert r.shape == (3, 4) and (r >= 0).all() and (r <= 1).all()
+
+
+def test_rmia_model_sums_in_example_chunks(probs):
+    from jaxsam.attacks._rmia import _model_sums
+
+    p, keep = probs
+    s_all, s_out, n_out = (np.asarray(x) for x in _model_sums(p, keep, chunk_examples=6))
+    np.testing.assert_allclose(s_all, p.sum(0), rtol=1e-6)
+    np.testing.assert_allclose(s_out, (p * ~keep[..., None]).sum(0), rtol=1e-6)
+    np.testing.assert_array_equal(n_out, (~keep).sum(0))
