@@ -107,6 +107,10 @@ class OptimConfig:
       warmup_epochs: linear warm-up length in epochs.
       extra: variant-specific keyword arguments (``eta`` for ASAM, ``alpha`` for GSAM, ``k`` for
         LookSAM).
+      fused_passes: SAM family only: run the clean and the perturbed gradient pass as the two
+        iterations of one ``lax.scan`` body (:func:`jaxsam.optim.fused_update`), so that they
+        share one set of activation buffers (peak memory of an SGD step plus about one
+        parameter buffer; see docs/sam.md for the speed on each backend). Ignored for ``sgd``.
     """
 
     name: str = "sgd"
@@ -117,6 +121,7 @@ class OptimConfig:
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     extra: dict = dataclasses.field(default_factory=dict)
+    fused_passes: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

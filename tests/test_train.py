@@ -89,3 +89,23 @@ def test_nan_loss_stops_with_model_step_and_learning_rate():
     keep = make_masks(4, pool.size, 0.5, 0)
     with pytest.raises(DivergenceError, match=r"model \d+ diverged at step \d+ \(learning rate"):
         train_ensemble(cfg, pool, keep)
+
+
+def test_fused_passes_train_the_same_models():
+    """optim.fused_passes only changes where XLA puts the buffers: same params and BN stats."""
+    over = {
+        "optim.name": "sam",
+        "train.epochs": 1,
+        "data.pool_size": 120,
+        "model.name": "resnet9",
+        "model.width": 4,
+        "masks.models": 2,
+        "train.strategy": "vmap",
+    }
+    pool = load_pool(tiny_config(**over).data)
+    keep = make_masks(2, pool.size, 0.5, 0)
+    a = train_ensemble(tiny_config(**over), pool, keep)
+    b = train_ensemble(tiny_config(**over, **{"optim.fused_passes": True}), pool, keep)
+    assert jax.tree.leaves(a.state.batch_stats)  # the BatchNorm rule is exercised
+    for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)

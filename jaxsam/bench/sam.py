@@ -5,9 +5,10 @@
 For each model (a small MLP and a small CNN, both defined here) and each optimizer it jit-compiles
 ``jax.vmap`` of one training step over M models, times it, and prints the step time as a ratio to
 the SGD step of the same model measured in the same run. Optimizers: ``sgd`` (baseline), jaxsam's
-``sam``, ``asam``, ``gsam``, ``looksam`` (k=5) and ``optax_contrib_sam`` (optax.contrib.sam with
-``opaque_mode=True``, the one-call mode). Under vmap LookSAM's ``lax.cond`` becomes a select, so
-its row shows the cost of a SAM step on every step.
+``sam``, ``sam_fused`` (the same SAM with both passes in one body, :func:`fused_update`, as the
+trainer runs it), ``asam``, ``gsam``, ``looksam`` (k=5) and ``optax_contrib_sam``
+(optax.contrib.sam with ``opaque_mode=True``, the one-call mode). Under vmap LookSAM's
+``lax.cond`` becomes a select, so its row shows the cost of a SAM step on every step.
 
 Memory is XLA's own account of the compiled step (``compiled.memory_analysis()``: arguments +
 outputs - aliased + temporaries), reported as the extra over SGD in units of one parameter-sized
@@ -29,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsam.optim import asam, base_sgd, gsam, looksam, sam
+from jaxsam.optim import asam, base_sgd, fused_update, gsam, looksam, sam
 
 PyTree = Any
 
@@ -69,6 +70,7 @@ def optimizers() -> dict[str, optax.GradientTransformation]:
     return {
         "sgd": optax.with_extra_args_support(base()),
         "sam": sam(base(), 0.05),
+        "sam_fused": sam(base(), 0.05),
         "asam": asam(base(), 0.5, eta=0.01),
         "gsam": gsam(base(), 0.05, alpha=0.1),
         "looksam": looksam(base(), 0.05, k=5),
@@ -76,14 +78,24 @@ def optimizers() -> dict[str, optax.GradientTransformation]:
     }
 
 
-def build_step(model: nn.Module, tx: optax.GradientTransformation, opaque: bool) -> Callable:
-    """One per-model training step; the caller vmaps it over models."""
+def build_step(
+    model: nn.Module, tx: optax.GradientTransformation, opaque: bool, fused: bool = False
+) -> Callable:
+    """One per-model training step; the caller vmaps it over models.
+
+    ``fused``: both gradient passes through one ``lax.scan`` body (:func:`fused_update`).
+    """
 
     def step(params: PyTree, opt_state: PyTree, x: jax.Array, y: jax.Array):
         def loss_fn(p):
             logits = model.apply({"params": p}, x)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
+        if fused:
+            updates, opt_state, loss = fused_update(
+                tx, jax.value_and_grad(loss_fn), opt_state, params
+            )
+            return optax.apply_updates(params, updates), opt_state, loss
         loss, g = jax.value_and_grad(loss_fn)(params)
         grad_fn = (lambda p, _: jax.grad(loss_fn)(p)) if opaque else jax.grad(loss_fn)
         updates, opt_state = tx.update(g, opt_state, params, grad_fn=grad_fn)
@@ -122,7 +134,9 @@ def measure(
 
     runs = {}
     for name, tx in optimizers().items():
-        step = build_step(model, tx, opaque=name == "optax_contrib_sam")
+        step = build_step(
+            model, tx, opaque=name == "optax_contrib_sam", fused=name.endswith("_fused")
+        )
         fn = jax.jit(jax.vmap(step), donate_argnums=(0, 1))
         params = jax.tree.map(jnp.copy, params0)
         state = jax.vmap(tx.init)(params)

@@ -16,6 +16,7 @@ from jaxsam.optim.factory import (
     is_sam_family,
     make_optimizer,
 )
+from jaxsam.optim.fused import fused_update
 
 __all__ = [
     "OPTIMIZERS",
@@ -24,6 +25,7 @@ __all__ = [
     "SAMState",
     "asam",
     "base_sgd",
+    "fused_update",
     "gsam",
     "is_sam_family",
     "looksam",

@@ -91,5 +91,5 @@ def gsam(
         return updates, SAMState(count=optax.safe_increment(state.count), base_state=base_state)
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    mark_sam_family(tx)
+    mark_sam_family(tx, _perturb.ascent_point(rho, eps, None, where))
     return tx

@@ -145,5 +145,5 @@ def looksam(
         return updates, new_state
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    mark_sam_family(tx)
+    mark_sam_family(tx, _perturb.ascent_point(rho, eps, None, where))
     return tx

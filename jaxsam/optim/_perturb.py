@@ -15,6 +15,7 @@ from jaxsam.optim import _tree
 
 PyTree = Any
 GradFn = Callable[[PyTree], Any]
+AscentPoint = Callable[[PyTree, Any, PyTree], PyTree]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,3 +130,19 @@ def perturbed_grads(
     w_adv = _tree.to_varying(w_adv, where.axis_name)
     g_adv = _tree.call_grad_fn(grad_fn, w_adv, grads, who)
     return _tree.pmean(g_adv, where.axis_name)
+
+
+def ascent_point(
+    rho: float | optax.Schedule, eps: float, eta: float | None, where: Sharding
+) -> AscentPoint:
+    """``(grads, state, params) -> w + e``: the point where a SAM-family update calls ``grad_fn``.
+
+    ``state`` is the transform's state (its ``count`` drives a ``rho`` schedule). Zero
+    ``grads`` give exactly ``params`` (the perturbation is ``rho * 0 / (0 + eps)``).
+    """
+
+    def point(grads: PyTree, state: Any, params: PyTree) -> PyTree:
+        g_dir, _ = where.clean(grads)
+        return ascent(g_dir, params, rho_at(rho, state.count), eps=eps, eta=eta, where=where)
+
+    return point

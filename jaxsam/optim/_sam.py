@@ -26,9 +26,16 @@ class SAMState(NamedTuple):
     base_state: optax.OptState
 
 
-def mark_sam_family(tx: optax.GradientTransformationExtraArgs) -> None:
-    """Tag ``tx.update`` so that :func:`jaxsam.optim.is_sam_family` recognises it."""
+def mark_sam_family(
+    tx: optax.GradientTransformationExtraArgs, ascent_point: _perturb.AscentPoint
+) -> None:
+    """Tag ``tx.update`` so that :func:`jaxsam.optim.is_sam_family` recognises it.
+
+    ``ascent_point(grads, state, params)`` is the point at which ``update`` evaluates
+    ``grad_fn``; :func:`jaxsam.optim.fused_update` uses it to run both passes in one body.
+    """
     tx.update.jaxsam_needs_grad_fn = True  # type: ignore[attr-defined]
+    tx.update.jaxsam_ascent_point = ascent_point  # type: ignore[attr-defined]
 
 
 def _make(
@@ -71,7 +78,7 @@ def _make(
         return updates, SAMState(count=optax.safe_increment(state.count), base_state=base_state)
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    mark_sam_family(tx)
+    mark_sam_family(tx, _perturb.ascent_point(rho, eps, eta, where))
     return tx
 
 

@@ -28,6 +28,8 @@ class TrainSetup:
     total_steps: int
     augment: str
     has_batch_norm: bool
+    # Both SAM passes in one lax.scan body (optim.fused_passes; False for plain SGD).
+    fused_passes: bool = False
     # The resolved execution plan (jaxsam.train.strategies.Plan); None until
     # jaxsam.train.calibrate.resolve_plan has run (then ``model`` uses ``plan.conv_impl``).
     plan: Any = None
@@ -85,4 +87,5 @@ def make_setup(config: Config, pool: Pool, keep: np.ndarray, spe: int | None = N
         total_steps=total,
         augment=resolve_train_augment(config.data.train_augment, pool.kind, pool.dataset),
         has_batch_norm="batch_stats" in shapes,
+        fused_passes=bool(o.fused_passes) and o.name != "sgd",
     )

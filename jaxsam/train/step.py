@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxsam.data.augment import normalize, train_augment
+from jaxsam.optim.fused import fused_update
 from jaxsam.train.batches import batch_indices, epoch_order
 from jaxsam.train.setup import TrainSetup
 
@@ -31,7 +32,8 @@ def make_train_steps(
     arrays [num_steps] float32.
 
     BatchNorm rule: the running statistics come from the clean forward pass; the SAM family's
-    second (perturbed) pass only contributes its gradient.
+    second (perturbed) pass only contributes its gradient. With ``setup.fused_passes`` both
+    passes run through one ``lax.scan`` body (:func:`jaxsam.optim.fused_update`), same rule.
     """
     model, tx, spe = setup.model, setup.tx, setup.steps_per_epoch
     has_bn = setup.has_batch_norm
@@ -55,12 +57,17 @@ def make_train_steps(
         x = normalize(x, mean, std, kind)
         y = y_pool[idx]
         grad_loss = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, (new_stats, logits)), grads = grad_loss(params, batch_stats, x, y)
+        if setup.fused_passes:
+            updates, opt_state, (loss, (new_stats, logits)) = fused_update(
+                tx, lambda p: grad_loss(p, batch_stats, x, y), opt_state, params
+            )
+        else:
+            (loss, (new_stats, logits)), grads = grad_loss(params, batch_stats, x, y)
 
-        def grad_fn(p):
-            return jax.grad(loss_fn, has_aux=True)(p, batch_stats, x, y)
+            def grad_fn(p):
+                return jax.grad(loss_fn, has_aux=True)(p, batch_stats, x, y)
 
-        updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn)
+            updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn)
         params = optax.apply_updates(params, updates)
         acc = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
         return (params, new_stats, opt_state), (loss.astype(jnp.float32), acc)
