@@ -89,6 +89,7 @@ def _config(args, net: str, optim: str):
         "train.progress": False,
         "optim.name": optim,
         "train.strategy": "auto",
+        "optim.fused_passes": bool(args.fused_passes),
     }
     if args.width is not None:
         over["model.width"] = args.width
@@ -149,6 +150,7 @@ def bench_net(args, net: str, optim: str, pool) -> list[dict]:
             "model": net,
             "width": cfg.model.width,
             "optim": optim,
+            "fused_passes": bool(args.fused_passes) and optim != "sgd",
             "dtype": args.dtype,
             "strategy": strategy,
             "plan": plan.describe(),
@@ -220,6 +222,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=None, help="default 32 (quick: 16)")
     p.add_argument("--epoch-estimate", action="store_true", help="256x25k epoch, extrapolated")
     p.add_argument("--sharded-on-one", action="store_true", help="time sharded on 1 device too")
+    p.add_argument("--fused-passes", action="store_true", help="SAM: both passes in one scan body")
     args = p.parse_args(argv)
     q = args.quick
     args.models = args.models or (4 if q else 16)
