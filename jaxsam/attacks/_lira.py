@@ -28,6 +28,7 @@ Every variance is floored at ``var_floor``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -72,6 +73,27 @@ def _in_out_stats(signal: jax.Array, keep: jax.Array, dtype) -> tuple[tuple[jax.
     return tuple(out)
 
 
+def over_example_chunks(
+    fn: Callable[[jax.Array, jax.Array], Any],
+    signal: np.ndarray,
+    keep: np.ndarray,
+    chunk_examples: int | None = None,
+) -> Any:
+    """``fn(signal[:, chunk], keep[:, chunk])`` over chunks of examples, outputs joined on axis 0.
+
+    ``signal`` [M, N, A] and ``keep`` [M, N] stay host arrays; only one chunk (about 16M values
+    by default) is on the device at a time. Every output leaf of ``fn`` must have the chunk's
+    examples as its leading axis.
+    """
+    m, n, a = signal.shape
+    step = chunk_examples or max(1, (1 << 24) // (m * a))
+    parts = [
+        fn(jnp.asarray(signal[:, s0 : s0 + step]), jnp.asarray(keep[:, s0 : s0 + step]))
+        for s0 in range(0, n, step)
+    ]
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *parts)
+
+
 def group_stats(
     signal: np.ndarray, keep: np.ndarray, dtype, chunk_examples: int | None = None
 ) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
@@ -84,24 +106,14 @@ def group_stats(
       signal: float32 [M, N, A].
       keep: bool [M, N].
       dtype: accumulation dtype (float64 needs ``jax.enable_x64``).
+      chunk_examples: examples per chunk (None: about 16M values per chunk).
 
     Returns:
       ``(count [N], mean [N, A], SS [N, A])`` for IN, then for OUT; SS is the sum of squared
       deviations from the group mean, mean is 0 for an empty group.
     """
-    m, n, a = signal.shape
-    step = chunk_examples or max(1, (1 << 24) // (m * a))
-    parts = [
-        _in_out_stats(
-            jnp.asarray(signal[:, s0 : s0 + step]), jnp.asarray(keep[:, s0 : s0 + step]), dtype
-        )
-        for s0 in range(0, n, step)
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    return tuple(
-        tuple(jnp.concatenate([p[g][i] for p in parts], axis=0) for i in range(3)) for g in range(2)
-    )
+    stats = functools.partial(_in_out_stats, dtype=dtype)
+    return over_example_chunks(stats, signal, keep, chunk_examples)
 
 
 def _loo(obs, r, count, mean, ss):

@@ -28,7 +28,7 @@ import numpy as np
 
 from jaxsam.attacks import signals as _signals
 from jaxsam.attacks._checks import check_logits, check_signal
-from jaxsam.attacks._lira import auto_chunk
+from jaxsam.attacks._lira import auto_chunk, over_example_chunks
 from jaxsam.errors import ConfigError, DataError
 
 Array = Any
@@ -86,13 +86,7 @@ def _sums_chunk(prob: jax.Array, keep: jax.Array) -> tuple[jax.Array, jax.Array,
 
 def _model_sums(prob: np.ndarray, keep: np.ndarray, chunk_examples: int | None = None):
     """sum over all models, sum over OUT models [N, A] and OUT count [N], a chunk at a time."""
-    m, n, a = prob.shape
-    step = chunk_examples or max(1, (1 << 24) // (m * a))
-    parts = [
-        _sums_chunk(jnp.asarray(prob[:, s0 : s0 + step]), jnp.asarray(keep[:, s0 : s0 + step]))
-        for s0 in range(0, n, step)
-    ]
-    return tuple(jnp.concatenate([p[i] for p in parts], axis=0) for i in range(3))
+    return over_example_chunks(_sums_chunk, prob, keep, chunk_examples)
 
 
 def rmia_from_signal(
