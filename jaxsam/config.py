@@ -123,6 +123,11 @@ class OptimConfig:
     extra: dict = dataclasses.field(default_factory=dict)
     fused_passes: bool = False
 
+    @property
+    def runs_fused_passes(self) -> bool:
+        """``fused_passes`` as it takes effect: plain SGD has one pass and ignores it."""
+        return bool(self.fused_passes) and self.name != "sgd"
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:

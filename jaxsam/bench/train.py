@@ -150,7 +150,7 @@ def bench_net(args, net: str, optim: str, pool) -> list[dict]:
             "model": net,
             "width": cfg.model.width,
             "optim": optim,
-            "fused_passes": bool(args.fused_passes) and optim != "sgd",
+            "fused_passes": cfg.optim.runs_fused_passes,
             "dtype": args.dtype,
             "strategy": strategy,
             "plan": plan.describe(),

@@ -178,7 +178,7 @@ def _table_key(config: Config, pool: Pool, k: int) -> str:
             mo.width,
             mo.depth,
             mo.dtype,
-            config.optim.name,
+            config.optim.name + ("+fused" if config.optim.runs_fused_passes else ""),
             config.train.batch_size,
             "x".join(map(str, pool.input_shape)),
             k,

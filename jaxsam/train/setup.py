@@ -87,5 +87,5 @@ def make_setup(config: Config, pool: Pool, keep: np.ndarray, spe: int | None = N
         total_steps=total,
         augment=resolve_train_augment(config.data.train_augment, pool.kind, pool.dataset),
         has_batch_norm="batch_stats" in shapes,
-        fused_passes=bool(o.fused_passes) and o.name != "sgd",
+        fused_passes=o.runs_fused_passes,
     )
