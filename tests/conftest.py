@@ -11,6 +11,18 @@ import pytest  # noqa: E402
 from jaxsam import config as config_lib  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_strategy_table(tmp_path_factory):
+    """Keep the tests' `auto` calibrations out of the user's ~/.cache/jaxsam (and vice versa)."""
+    old = os.environ.get("JAXSAM_CACHE_DIR")
+    os.environ["JAXSAM_CACHE_DIR"] = str(tmp_path_factory.mktemp("jaxsam_cache"))
+    yield
+    if old is None:
+        os.environ.pop("JAXSAM_CACHE_DIR", None)
+    else:
+        os.environ["JAXSAM_CACHE_DIR"] = old
+
+
 def tiny_config(**overrides) -> config_lib.Config:
     """4 MLPs on a 300-example digits pool, 3 epochs: trains in a few seconds on a CPU."""
     base = {
