@@ -5,7 +5,8 @@ CIFAR-shaped pool (random uint8 [N, 32, 32, 3], 10 classes) through the product'
 (``make_setup`` -> ``make_train_steps`` -> ``make_ensemble_fn``), and prints model-examples per
 second and the ratio to the sequential loop of single-model jitted calls measured in the same
 run. Where the device's peak is known (H100 / H200: 989 TFLOP/s dense bf16) it adds the
-model-FLOP utilisation, with FLOPs from XLA's cost analysis of one model's compiled step.
+model-FLOP utilisation, with FLOPs from XLA's cost analysis of one model's lowered step
+(:func:`step_cost` says why not the compiled one).
 
 ``--epoch-estimate`` adds, per row, the time for 256 models x 25,000 examples x 1 epoch
 EXTRAPOLATED from the measured throughput (labelled as such), next to the FLOP-based physical
@@ -48,26 +49,47 @@ def synthetic_pool(n: int, size: int, seed: int = 0):
     return make_pool(x, y, num_classes=10, kind="image", dataset="synthetic", test_split=None)
 
 
-def _flops_per_example(setup, config, pool, keep) -> float | None:
-    """XLA cost-analysis FLOPs of one model's training step, per example (None if unknown)."""
+def step_cost(setup, config, pool, keep) -> dict[str, float]:
+    """XLA cost analysis of one model's training step, per example of the batch.
+
+    Returns ``{"flops": ..., "bytes_accessed": ...}`` (an entry is missing where the backend
+    does not report it). FLOPs come from the *lowered* (unoptimised) program: there every
+    convolution is still an HLO convolution, so they count the model's arithmetic on every
+    backend. The compiled program's count would not: on GPUs convolutions become cuDNN custom
+    calls that XLA's cost analysis skips (measured on an H200: 10.8 MFLOP per example for
+    resnet9 against 1,976 MFLOP counted before compilation). Bytes come from the compiled
+    program (after fusion); on GPUs they too miss the custom calls' traffic, so the HBM floor
+    built on them is a lower bound.
+    """
     from jaxsam.train.calibrate import _one_model_inputs, _train_fn
 
     fn = _train_fn(setup, pool, config.train.batch_size)
     ms, md, shared = _one_model_inputs(setup, config, pool, keep, 1)
     take = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
+    b = config.train.batch_size
+    out = {}
     try:
-        compiled = (
-            jax.jit(fn, static_argnums=(4,))
-            .lower(take(ms), take(md), shared, jnp.int32(0), 1)
-            .compile()
+        lowered = jax.jit(fn, static_argnums=(4,)).lower(
+            take(ms), take(md), shared, jnp.int32(0), 1
         )
-        cost = compiled.cost_analysis()
-        if isinstance(cost, list | tuple):
-            cost = cost[0]
-        flops = float(cost.get("flops", 0.0))
+        for key, name, stage in (
+            ("flops", "flops", lowered),
+            ("bytes accessed", "bytes_accessed", None),
+        ):
+            cost = (stage or lowered.compile()).cost_analysis()
+            if isinstance(cost, list | tuple):
+                cost = cost[0]
+            value = float((cost or {}).get(key, 0.0) or 0.0)
+            if value > 0:
+                out[name] = value / b
     except Exception:  # noqa: BLE001 - backends without cost analysis
-        return None
-    return flops / config.train.batch_size if flops > 0 else None
+        pass
+    return out
+
+
+def _flops_per_example(setup, config, pool, keep) -> float | None:
+    """XLA cost-analysis FLOPs of one model's training step, per example (None if unknown)."""
+    return step_cost(setup, config, pool, keep).get("flops")
 
 
 def _peak() -> float | None:
@@ -98,8 +120,14 @@ def _config(args, net: str, optim: str):
     return config_lib.replace(config_lib.Config(), **over)
 
 
-def bench_net(args, net: str, optim: str, pool) -> list[dict]:
-    """Rows for one (net, optimizer): every requested strategy, loop first."""
+def bench_net(args, net: str, optim: str, pool, fixed_plan=None) -> list[dict]:
+    """Rows for one (net, optimizer): every requested strategy, loop first.
+
+    With ``fixed_plan`` (a :class:`~jaxsam.train.strategies.Plan`) the loop is skipped and the
+    ``auto`` row times that plan instead of choosing one: the suite times SAM on the plan that
+    ``auto`` chose for SGD, so that SAM/SGD compares the same execution. Its
+    ``ratio_vs_loop`` is then ``None``.
+    """
     import dataclasses
 
     from jaxsam.data.masks import make_masks
@@ -127,12 +155,14 @@ def bench_net(args, net: str, optim: str, pool) -> list[dict]:
     rows = []
     loop_rate = None
     measured: dict[str, float] = {}  # candidate name -> rate, fed to the auto table
-    for strategy in ["loop", *strategies]:
+    for strategy in strategies if fixed_plan is not None else ["loop", *strategies]:
         cfg = dataclasses.replace(
             base_cfg, train=dataclasses.replace(base_cfg.train, strategy=strategy)
         )
         t0 = time.perf_counter()
-        if strategy == "auto":
+        if strategy == "auto" and fixed_plan is not None:
+            plan = fixed_plan
+        elif strategy == "auto":
             if len(measured) == 3 and jax.local_device_count() == 1:
                 cap = memory_cap(setup, cfg, pool, keep)
                 if calibration_models(m, cap) == m:  # the table entry auto will look up
@@ -154,10 +184,13 @@ def bench_net(args, net: str, optim: str, pool) -> list[dict]:
             "dtype": args.dtype,
             "strategy": strategy,
             "plan": plan.describe(),
+            "plan_strategy": plan.strategy,
+            "plan_conv_impl": plan.conv_impl,
+            "plan_chunk_size": plan.chunk_size,
             "models": m,
             "batch_size": args.batch_size,
             "model_examples_per_s": rate,
-            "ratio_vs_loop": rate / loop_rate,
+            "ratio_vs_loop": None if loop_rate is None else rate / loop_rate,
             "backend": jax.default_backend(),
             "device": getattr(jax.local_devices()[0], "device_kind", "?"),
             "devices": jax.local_device_count(),
@@ -184,8 +217,10 @@ def bench_net(args, net: str, optim: str, pool) -> list[dict]:
 def _fmt(r: dict) -> str:
     s = (
         f"{r['model']:9s} {r['optim']:4s} {r['strategy']:12s} {r['plan']:22s} M={r['models']:<4d}"
-        f" {r['model_examples_per_s']:12.1f} ex/s  {r['ratio_vs_loop']:6.2f}x loop"
+        f" {r['model_examples_per_s']:12.1f} ex/s"
     )
+    if r["ratio_vs_loop"] is not None:
+        s += f"  {r['ratio_vs_loop']:6.2f}x loop"
     if "mfu" in r:
         s += f"  mfu {100 * r['mfu']:.1f}%"
     if "epoch256_s_extrapolated" in r:

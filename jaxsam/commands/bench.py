@@ -15,13 +15,14 @@ BENCHMARKS = {
     "score": "membership scoring at scale vs a per-target NumPy baseline",
     "data": "pool building and host-to-device throughput vs numpy.load",
     "faults": "fault injection: kills, damaged checkpoints, NaNs, full disk, bad inputs",
+    "suite": "every benchmark behind the README figures in one run: DIR/bench.json, bench.md",
 }
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="run a benchmark (train, sam, score, data, faults); --help after NAME for options",
+        help="run a benchmark (train, sam, score, data, faults, suite); --help after NAME for options",
         description="Benchmarks: "
         + "; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items())
         + ". Options after NAME go to that benchmark (e.g. jaxsam bench train --json --quick).",

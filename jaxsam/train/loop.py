@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -197,6 +198,7 @@ def train_ensemble(
     desc: str = "train",
     first_model: int = 0,
     steps_per_epoch: int | None = None,
+    on_call: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
     """Trains ``M = keep.shape[0]`` models at once on their own subsets of ``pool``.
 
@@ -218,6 +220,9 @@ def train_ensemble(
         study (waves, hosts): model ``first_model + i`` draws the same keys as in a full run.
       steps_per_epoch: pin the steps per epoch (waves pass the full study's value, so a slice
         trains exactly as its models would in one full run); ``None``: from ``keep``.
+      on_call: called as ``on_call(step0, num_steps, seconds)`` after each compiled call has
+        finished (its results are on the host), ``seconds`` counted from the first call's
+        start; the benchmark suite uses it to separate the compile from the steady epoch.
 
     Raises:
       DivergenceError: a model's loss went NaN/inf under ``train.on_divergence = 'stop'``.
@@ -269,6 +274,8 @@ def train_ensemble(
             accs = np.asarray(acc_hist).mean(axis=1)
             ok = [i for i in range(m) if i not in failed] or list(range(m))
             bar.update(n, float(losses[ok].mean()), float(accs[ok].mean()))
+            if on_call is not None:
+                on_call(step0, n, time.perf_counter() - t0)
             done = step0 + n
             if ckpts is not None:
                 ckpts.maybe_save(
