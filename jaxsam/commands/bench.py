@@ -22,7 +22,7 @@ BENCHMARKS = {
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="run a benchmark (train, sam, score, data, faults, suite); --help after NAME for options",
+        help="run a benchmark (train, sam, score, data, faults, suite); NAME --help for options",
         description="Benchmarks: "
         + "; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items())
         + ". Options after NAME go to that benchmark (e.g. jaxsam bench train --json --quick).",
