@@ -157,7 +157,7 @@ def memory_plan(config: Config, *, activations: bool = True) -> MemoryPlan:
         learning_rate=optax.constant_schedule(o.learning_rate),
         momentum=o.momentum,
         weight_decay=o.weight_decay,
-        rho=o.rho,
+        rho=o.rho if o.name != "sgd" else None,
         **o.extra,
     )
     dummy = jax.ShapeDtypeStruct((1, *shape), jnp.float32)

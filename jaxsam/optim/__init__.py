@@ -6,9 +6,10 @@
 See docs/sam.md for the math, the BatchNorm rule, ensembles and devices.
 """
 
+from jaxsam.optim._family import SAMState
 from jaxsam.optim._gsam import gsam
 from jaxsam.optim._looksam import LookSAMState, looksam
-from jaxsam.optim._sam import SAMState, asam, sam
+from jaxsam.optim._sam import asam, sam
 from jaxsam.optim.factory import (
     OPTIMIZERS,
     SAM_FAMILY,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import optax
 
-from jaxsam.errors import ConfigError
+from jaxsam.optim._family import SAMState
 from jaxsam.optim._gsam import gsam
-from jaxsam.optim._looksam import looksam
+from jaxsam.optim._looksam import LookSAMState, looksam
 from jaxsam.optim._sam import asam, sam
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "sam", "asam", "gsam", "looksam")
@@ -65,15 +67,18 @@ def make_optimizer(
         ``alpha`` for looksam, and ``eps``, ``stacked``, ``axis_name`` ... for all).
 
     Raises:
-      ConfigError: unknown name, or variant arguments the variant does not take.
+      ValueError: unknown name.
+      TypeError: ``rho`` or variant arguments for ``sgd``, or arguments the variant does not
+        take.
     """
     if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
     base = base_sgd(learning_rate, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     if name == "sgd":
-        if variant_kwargs:
-            raise ConfigError(
-                f"optimizer 'sgd' takes no SAM arguments, got {sorted(variant_kwargs)}; drop them"
+        if variant_kwargs or rho is not None:
+            given = sorted(variant_kwargs) + (["rho"] if rho is not None else [])
+            raise TypeError(
+                f"optimizer 'sgd' takes no SAM arguments, got {given}; drop them"
                 " or pick one of " + ", ".join(SAM_FAMILY) + "."
             )
         return optax.with_extra_args_support(base)
@@ -83,18 +88,29 @@ def make_optimizer(
     try:
         return _VARIANTS[name](base, **kwargs)
     except TypeError as err:
-        raise ConfigError(
+        raise TypeError(
             f"bad arguments for optimizer {name!r}: {err}; see help(jaxsam.optim.{name})."
         ) from None
 
 
-def is_sam_family(tx_or_name: str | optax.GradientTransformation) -> bool:
-    """True when the optimizer needs ``grad_fn`` in ``update`` (a SAM-family transform).
+def _is_sam_state(node: Any) -> bool:
+    return isinstance(node, SAMState | LookSAMState)
 
-    Accepts a config name or a transformation built directly by :func:`jaxsam.optim.sam`,
-    ``asam``, ``gsam`` or ``looksam``. Wrappers (``optax.chain``, ``inject_hyperparams``,
-    ``MultiSteps``) hide the tag; passing ``grad_fn`` anyway is always safe.
+
+def is_sam_family(tx_or_name: str | optax.GradientTransformation, params: Any = None) -> bool:
+    """True when the optimizer needs ``grad_fn`` in ``update`` (holds a SAM-family transform).
+
+    Accepts a config name or a transformation. A transformation is recognised by its state: the
+    state of a SAM-family transform is a :class:`SAMState` or :class:`LookSAMState`, and wrappers
+    keep the inner states (``optax.chain``, ``inject_hyperparams``, ``apply_if_finite``,
+    ``MultiSteps``), so ``is_sam_family(optax.chain(sam(...), ...))`` is True. The state's shapes
+    are traced with ``jax.eval_shape`` (nothing is allocated) on ``params``, default a float32
+    vector of one element; pass ``params`` (arrays or ``jax.ShapeDtypeStruct``) when ``tx.init``
+    needs a particular tree, e.g. under ``optax.masked`` with a mask tree.
     """
     if isinstance(tx_or_name, str):
         return tx_or_name in SAM_FAMILY
-    return bool(getattr(tx_or_name.update, "jaxsam_needs_grad_fn", False))
+    like = jax.ShapeDtypeStruct((1,), jnp.float32) if params is None else params
+    state = jax.eval_shape(tx_or_name.init, like)
+    nodes = jax.tree.leaves(state, is_leaf=_is_sam_state)
+    return any(_is_sam_state(node) for node in nodes)

@@ -68,7 +68,7 @@ def make_setup(config: Config, pool: Pool, keep: np.ndarray, spe: int | None = N
         learning_rate=schedule,
         momentum=o.momentum,
         weight_decay=o.weight_decay,
-        rho=o.rho,
+        rho=o.rho if o.name != "sgd" else None,
         **o.extra,
     )
     m = config.model
