@@ -34,17 +34,17 @@ from jaxsam.errors import JaxsamError, RunDirError
 
 def available_arms(spec: spec_lib.Spec) -> tuple[list[str], list[str]]:
     """(arms this jaxsam can run, messages about the skipped ones)."""
-    from jaxsam.optim.factory import OPTIMIZERS
+    from jaxsam.optim import registry
 
     ok, skipped = [], []
     for arm, over in spec.arms.items():
         name = over.get("optim.name", spec.overrides.get("optim.name", "sgd"))
-        if name in OPTIMIZERS:
+        if name in registry.REGISTRY:
             ok.append(arm)
         else:
             skipped.append(
                 f"skipping arm {arm}: optimizer {name!r} is not in this jaxsam "
-                f"(it has {list(OPTIMIZERS)}); update jaxsam to run it"
+                f"(it has {list(registry.names())}); update jaxsam to run it"
             )
     return ok, skipped
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxsam.errors import ConfigError
+from jaxsam.optim import registry as optim_registry  # a plain table: loads no jax
 
 CONFIG_VERSION = 1
 
@@ -98,15 +99,16 @@ class OptimConfig:
     """Optimizer: ``sgd`` or a SAM-family variant on top of SGD with momentum.
 
     Attributes:
-      name: ``sgd``, ``sam``, ``asam``, ``gsam``, ``looksam``.
+      name: a name of the optimizer registry (:mod:`jaxsam.optim.registry`): ``sgd``, ``sam``,
+        ``asam``, ``gsam``, ``looksam``.
       learning_rate: peak learning rate.
       momentum: heavy-ball momentum of the base SGD.
       weight_decay: decoupled L2 coefficient added to the gradient.
       rho: SAM neighbourhood radius.
       schedule: learning-rate schedule over all training steps.
       warmup_epochs: linear warm-up length in epochs.
-      extra: variant-specific keyword arguments (``eta`` for ASAM, ``alpha`` for GSAM, ``k`` for
-        LookSAM).
+      extra: variant-specific keyword arguments (``eta`` for ASAM, ``alpha`` for GSAM, ``k`` and
+        ``alpha`` for LookSAM), checked against the registry entry's argument spec.
       fused_passes: SAM family only: run the clean and the perturbed gradient pass as the two
         iterations of one ``lax.scan`` body (:func:`jaxsam.optim.fused_update`), so that they
         share one set of activation buffers (peak memory of an SGD step plus about one
@@ -126,7 +128,7 @@ class OptimConfig:
     @property
     def runs_fused_passes(self) -> bool:
         """``fused_passes`` as it takes effect: plain SGD has one pass and ignores it."""
-        return bool(self.fused_passes) and self.name != "sgd"
+        return bool(self.fused_passes) and optim_registry.is_sam_family(self.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,51 +184,9 @@ def _check_range(path: str, value: float, lo: float | None, hi: float | None, wh
         raise ConfigError(f"{path} = {value!r} is out of range; it must be {what}")
 
 
-# Variant-specific ``optim.extra`` keywords: name -> (type, lower bound, upper bound, meaning).
-# Variants not listed here take no extra keywords. ``jaxsam.optim.factory.EXTRA_ARGS``, when the
-# optimizer package defines it, takes precedence.
-OPTIM_EXTRA: dict[str, dict[str, tuple[type, float | None, float | None, str]]] = {
-    "sgd": {},
-    "sam": {},
-    "asam": {"eta": (float, 0.0, None, "non-negative")},
-    "gsam": {"alpha": (float, 0.0, None, "non-negative")},
-    "looksam": {"k": (int, 1, None, "a positive integer"), "alpha": (float, 0.0, None, ">= 0")},
-}
-
-
-def _optim_extra_spec(name: str) -> dict:
-    try:
-        from jaxsam.optim import factory
-
-        spec = getattr(factory, "EXTRA_ARGS", None)
-    except ImportError:  # pragma: no cover - the optimizer package is part of jaxsam
-        spec = None
-    if spec is not None and name in spec:
-        return spec[name]
-    return OPTIM_EXTRA.get(name, {})
-
-
-def _check_optim_extra(name: str, extra: Mapping) -> None:
-    spec = _optim_extra_spec(name)
-    for key, value in extra.items():
-        path = f"optim.extra.{key}"
-        if key not in spec:
-            allowed = sorted(spec) or "none"
-            raise ConfigError(
-                f"{path} is not a keyword of optimizer {name!r}; allowed here: {allowed}"
-            )
-        kind, lo, hi, what = spec[key]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{path} = {value!r} has the wrong type; expected {kind.__name__}")
-        if kind is int and not isinstance(value, int):
-            raise ConfigError(f"{path} = {value!r} has the wrong type; expected int")
-        _check_range(path, value, lo, hi, what)
-
-
 def validate(config: Config) -> Config:
     """Checks every value's range; returns ``config`` or raises :class:`ConfigError`."""
     from jaxsam.models import MODELS  # local: models import flax
-    from jaxsam.optim.factory import OPTIMIZERS
 
     d, m, mo, o, t = config.data, config.masks, config.model, config.optim, config.train
     if not d.dataset:
@@ -252,7 +212,7 @@ def validate(config: Config) -> Config:
         _check_range("model.width", mo.width, 1, None, "a positive integer or null")
     if mo.depth is not None:
         _check_range("model.depth", mo.depth, 1, None, "a positive integer or null")
-    _check_choice("optim.name", o.name, tuple(OPTIMIZERS))
+    _check_choice("optim.name", o.name, optim_registry.names())
     _check_choice("optim.schedule", o.schedule, SCHEDULES)
     _check_range("optim.learning_rate", o.learning_rate, 0.0, None, "non-negative")
     _check_range("optim.momentum", o.momentum, 0.0, 1.0, "in [0, 1]")
@@ -269,7 +229,7 @@ def validate(config: Config) -> Config:
         _check_range("train.steps_per_call", t.steps_per_call, 1, None, "positive or null")
     _check_range("train.checkpoint_every_steps", t.checkpoint_every_steps, 0, None, ">= 0")
     _check_range("train.checkpoint_every_minutes", t.checkpoint_every_minutes, 0, None, ">= 0")
-    _check_optim_extra(o.name, o.extra)
+    optim_registry.check_args(o.name, o.extra, prefix="optim.extra.", error=ConfigError)
     for path, seed in (("data.seed", d.seed), ("masks.seed", m.seed), ("train.seed", t.seed)):
         _check_range(path, seed, 0, 2**32 - 1, "an integer in [0, 2**32)")
     return config

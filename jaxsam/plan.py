@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from jaxsam.config import Config
+from jaxsam.optim import registry
 
 GiB = 1024**3
 
@@ -51,7 +52,6 @@ KNOWN_DATASETS: dict[str, tuple[tuple[int, ...], int, int, int]] = {
     "svhn_cropped": ((32, 32, 3), 10, 73257, 26032),
 }
 
-SAM_FAMILY = ("sam", "asam", "gsam", "looksam")
 NO_TABLE = "no benchmark table: run jaxsam bench train --json > table.json"
 
 
@@ -147,26 +147,19 @@ def memory_plan(config: Config, *, activations: bool = True) -> MemoryPlan:
     import optax
 
     from jaxsam.models import make_model
-    from jaxsam.optim.factory import make_optimizer
+    from jaxsam.optim.factory import from_config
 
     shape, classes, n, is_image = _pool_shape(config)
     mo, o, t = config.model, config.optim, config.train
     model = make_model(mo.name, classes, width=mo.width, depth=mo.depth, dtype=mo.dtype)
-    tx = make_optimizer(
-        o.name,
-        learning_rate=optax.constant_schedule(o.learning_rate),
-        momentum=o.momentum,
-        weight_decay=o.weight_decay,
-        rho=o.rho,
-        **o.extra,
-    )
+    tx = from_config(o, optax.constant_schedule(o.learning_rate))
     dummy = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), dummy)
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
     opt_state = jax.eval_shape(tx.init, params)
     param_bytes = tree_bytes(params)
-    sam = o.name in SAM_FAMILY
+    sam = registry.is_sam_family(o.name)
     act, source = None, "not computed"
     if activations:
         act, source = _activation_bytes(model, params, batch_stats, shape, t.batch_size)
@@ -254,7 +247,8 @@ def time_estimates(plan: MemoryPlan, model_name: str, sam: bool, rows: list[dict
     out = []
     for backend, row in sorted(by_backend.items()):
         rate = float(row["model_examples_per_s"])
-        factor = 2.0 if sam and str(row.get("optimizer", "sgd")) not in SAM_FAMILY else 1.0
+        measured_sam = registry.is_sam_family(str(row.get("optimizer", "sgd")))
+        factor = 2.0 if sam and not measured_sam else 1.0
         seconds = plan.model_examples * factor / rate
         out.append(
             {

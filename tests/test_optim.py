@@ -231,22 +231,33 @@ def test_grad_fn_with_aux_and_unknown_extra_args():
 
 
 def test_missing_grad_fn_and_bad_config_raise():
+    """Library misuse raises ValueError/TypeError as optax does, never the CLI's ConfigError."""
     w = jnp.ones(2)
     tx = sam(optax.sgd(0.1))
-    with pytest.raises(ConfigError, match="grad_fn"):
-        tx.update(w, tx.init(w), w)
-    with pytest.raises(ConfigError, match="rho"):
-        sam(optax.sgd(0.1), rho=-1.0)
-    with pytest.raises(ConfigError, match="k must"):
-        looksam(optax.sgd(0.1), k=0)
-    with pytest.raises(ConfigError, match="grad_fn must return"):
-        tx.update(w, tx.init(w), w, grad_fn=lambda p: (p, p, p))
+    triple = lambda p: (p, p, p)  # noqa: E731
+    cases = [
+        (TypeError, "grad_fn", lambda: tx.update(w, tx.init(w), w)),
+        (ValueError, "rho", lambda: sam(optax.sgd(0.1), rho=-1.0)),
+        (ValueError, "k must", lambda: looksam(optax.sgd(0.1), k=0)),
+        (TypeError, "grad_fn must return", lambda: tx.update(w, tx.init(w), w, grad_fn=triple)),
+        (ValueError, "params", lambda: tx.update(w, tx.init(w), None, grad_fn=lambda p: p)),
+    ]
+    for kind, match, call in cases:
+        with pytest.raises(kind, match=match) as err:
+            call()
+        assert not isinstance(err.value, ConfigError), match
 
 
 def test_is_sam_family():
     assert is_sam_family(sam(base())) and is_sam_family(looksam(base()))
     assert not is_sam_family(base())
     assert is_sam_family("gsam") and not is_sam_family("sgd")
+    # Recognised through wrappers: the SAM-family state is inside theirs.
+    assert is_sam_family(optax.chain(sam(base())))
+    assert is_sam_family(optax.chain(optax.clip(1.0), gsam(base()), optax.scale(0.5)))
+    assert is_sam_family(optax.inject_hyperparams(sam)(base(), rho=0.1))
+    assert is_sam_family(optax.apply_if_finite(looksam(base()), 3))
+    assert not is_sam_family(optax.chain(base(), optax.scale(0.5)))
 
 
 # ---------------------------------------------------------------- composition with optax
@@ -342,3 +353,89 @@ def test_flax_batchnorm_loop_keeps_clean_pass_statistics():
     w_adv = jax.tree.map(lambda w, g: w + 0.5 * g / g_norm, params, grads)
     want = jax.tree.map(lambda g: -0.1 * g, grad_fn(w_adv)[0])
     assert_trees_close(updates, want, rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------- regressions (issue 13, point 6)
+
+
+def test_extra_args_reach_the_base_optimizer():
+    """``value=`` for reduce_on_plateau is forwarded, as optax's own wrappers forward it."""
+    plateau = optax.contrib.reduce_on_plateau(patience=1, factor=0.5, accumulation_size=1)
+    for make in (sam, asam, gsam, looksam):
+        tx = make(optax.chain(optax.sgd(LR), plateau))
+        params = jnp.ones(3)
+        state = tx.init(params)
+        loss = lambda w: 0.5 * jnp.sum(w**2)  # noqa: E731
+        for value in (3.0, 5.0):
+            _, state = tx.update(
+                jax.grad(loss)(params), state, params, grad_fn=jax.grad(loss), value=value
+            )
+        plateau_state = state.base_state[1]
+        assert float(plateau_state.best_value) == 3.0, make.__name__
+        assert float(plateau_state.scale) == 0.5, make.__name__  # one step without progress
+
+
+def test_negative_hyperparameters_are_rejected():
+    cases = [
+        ("eta", lambda: asam(base(), 0.5, eta=-0.01)),
+        ("alpha", lambda: gsam(base(), 0.05, alpha=-0.1)),
+        ("alpha", lambda: looksam(base(), 0.05, alpha=-0.7)),
+        ("rho", lambda: sam(base(), rho=jnp.asarray(-0.05))),
+        ("rho", lambda: sam(base(), rho=np.array([0.05, -0.05]))),
+        ("rho", lambda: gsam(base(), rho=float("nan"))),
+        ("eps", lambda: sam(base(), eps=-1e-12)),
+    ]
+    for name, call in cases:
+        with pytest.raises(ValueError, match=name) as err:
+            call()
+        assert not isinstance(err.value, ConfigError)
+    sam(base(), rho=jnp.asarray(0.0))  # zero and arrays of non-negative values are fine
+
+
+def test_looksam_at_tiny_rho_takes_base_steps_not_noise_steps():
+    """At rho = 1e-9, g_v is float32 rounding; stretched to alpha*||g|| it would be a noise step."""
+    params, state = run_jax(looksam(base(), rho=1e-9, k=3, alpha=0.7), steps=6)
+    np.testing.assert_allclose(flat(params), reference("sgd", 6), rtol=2e-5, atol=2e-6)
+    assert all(float(jnp.abs(v).max()) == 0.0 for v in jax.tree.leaves(state.g_v))
+    # Above the noise floor the guard keeps g_v: LookSAM is still LookSAM.
+    params, state = run_jax(looksam(base(), rho=1e-2, k=3, alpha=0.7), steps=6)
+    want = reference("looksam", 6, rho=1e-2, k=3, alpha=0.7)
+    np.testing.assert_allclose(flat(params), want, rtol=1e-4, atol=1e-5)
+    assert np.abs(want - reference("sgd", 6)).max() > 1e-3
+
+
+def test_looksam_noise_guard_tolerance_is_explicit():
+    """tol=0 keeps even a rounding-size g_v; the default drops it."""
+    _, kept = run_jax(looksam(base(), rho=1e-9, k=3, tol=0.0), steps=1)
+    _, dropped = run_jax(looksam(base(), rho=1e-9, k=3), steps=1)
+    assert max(float(jnp.abs(v).max()) for v in jax.tree.leaves(kept.g_v)) > 0.0
+    assert max(float(jnp.abs(v).max()) for v in jax.tree.leaves(dropped.g_v)) == 0.0
+
+
+@pytest.mark.parametrize("make", [sam, asam, gsam, lambda b: looksam(b, k=2)])
+def test_nan_only_at_perturbed_point_is_skipped_by_apply_if_finite_on_the_base(make):
+    """apply_if_finite around the base sees the SAM gradient; the SAM step keeps its own state."""
+    loss = lambda w: 0.5 * jnp.sum((w - 1.0) ** 2)  # noqa: E731
+    nan_there = lambda w: jax.grad(loss)(w) * jnp.nan  # noqa: E731
+    tx = make(optax.apply_if_finite(optax.sgd(LR, momentum=MOM), max_consecutive_errors=3))
+    w = jnp.array([2.0, -1.0, 0.5])
+    state0 = tx.init(w)
+    for _ in range(2):  # warm up: nonzero momentum (and g_v); looksam's step 2 is a SAM step
+        warm_u, state0 = tx.update(jax.grad(loss)(w), state0, w, grad_fn=jax.grad(loss))
+        w = optax.apply_updates(w, warm_u)
+    clean = jax.grad(loss)(w)
+    updates, state = jax.jit(lambda s: tx.update(clean, s, w, grad_fn=nan_there))(state0)
+    np.testing.assert_array_equal(updates, 0.0)
+    assert int(state.base_state.notfinite_count) == 1
+    # Nothing of the bad step stays behind: count, momentum (and LookSAM's g_v) as before it.
+    inner, inner0 = state.base_state.inner_state, state0.base_state.inner_state
+    for a, b in zip(jax.tree.leaves(inner), jax.tree.leaves(inner0), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(state.count) == int(state0.count) == 2
+    for a, b in zip(jax.tree.leaves(state[2:]), jax.tree.leaves(state0[2:]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The next good step is the step that would have been taken without the bad one.
+    good, _ = tx.update(clean, state, w, grad_fn=jax.grad(loss))
+    want, _ = tx.update(clean, state0, w, grad_fn=jax.grad(loss))
+    np.testing.assert_allclose(good, want, rtol=1e-6)
+    assert bool(jnp.all(jnp.isfinite(good))) and float(jnp.abs(good).sum()) > 0

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from jaxsam import config as config_lib
 from jaxsam.errors import ConfigError
+from jaxsam.optim import registry
 
 
 def add_parser(subparsers) -> None:
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     plan = plan_lib.memory_plan(cfg)
-    sam = cfg.optim.name in plan_lib.SAM_FAMILY
+    sam = registry.is_sam_family(cfg.optim.name)
     rows = None
     if args.bench_table is not None:
         try:

@@ -4,31 +4,41 @@
 >>> updates, state = tx.update(grads, state, params, grad_fn=jax.grad(loss_fn))
 
 See docs/sam.md for the math, the BatchNorm rule, ensembles and devices.
+
+The names below are imported on first use, so that :mod:`jaxsam.optim.registry` (which the
+config layer reads) loads without jax.
 """
 
-from jaxsam.optim._gsam import gsam
-from jaxsam.optim._looksam import LookSAMState, looksam
-from jaxsam.optim._sam import SAMState, asam, sam
-from jaxsam.optim.factory import (
-    OPTIMIZERS,
-    SAM_FAMILY,
-    base_sgd,
-    is_sam_family,
-    make_optimizer,
-)
-from jaxsam.optim.fused import fused_update
+from __future__ import annotations
 
-__all__ = [
-    "OPTIMIZERS",
-    "SAM_FAMILY",
-    "LookSAMState",
-    "SAMState",
-    "asam",
-    "base_sgd",
-    "fused_update",
-    "gsam",
-    "is_sam_family",
-    "looksam",
-    "make_optimizer",
-    "sam",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "OPTIMIZERS": "jaxsam.optim.registry",
+    "LookSAMState": "jaxsam.optim._looksam",
+    "SAMState": "jaxsam.optim._family",
+    "asam": "jaxsam.optim._sam",
+    "base_sgd": "jaxsam.optim.factory",
+    "from_config": "jaxsam.optim.factory",
+    "fused_update": "jaxsam.optim.fused",
+    "gsam": "jaxsam.optim._gsam",
+    "is_sam_family": "jaxsam.optim.factory",
+    "looksam": "jaxsam.optim._looksam",
+    "make_optimizer": "jaxsam.optim.factory",
+    "sam": "jaxsam.optim._sam",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'jaxsam.optim' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

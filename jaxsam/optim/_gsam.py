@@ -5,13 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
-from jaxsam.optim import _perturb
-from jaxsam.optim._sam import SAMState, mark_sam_family
+from jaxsam.optim import _family, _perturb, _tree
 
 PyTree = Any
+
+
+def _gsam_rule(alpha: float | jax.Array) -> _family.Rule:
+    """g_GSAM = g_p - alpha * (g - <g, unit(g_p)> unit(g_p)), with the global clean g."""
+
+    def rule(step: _family.Step) -> tuple[PyTree, tuple]:
+        where, g = step.where, step.clean
+        g_p = step.perturbed()
+        unit_p = where.scale(g_p, _tree.safe_div(1.0, where.norm(g_p) + step.eps))
+        along = where.dot(g, unit_p)
+        g_perp = jax.tree.map(lambda a, b: a - b, g, where.scale(unit_p, along))
+        return jax.tree.map(lambda a, b: a - alpha * b, g_p, g_perp), ()
+
+    return rule
 
 
 def gsam(
@@ -43,53 +55,20 @@ def gsam(
     Args:
       base_optimizer: optimizer that consumes the GSAM gradient.
       rho: ascent radius, or a schedule of the step count.
-      alpha: weight of the gap-ascent term (paper: 0.01 to 0.3 depending on the task).
+      alpha: weight >= 0 of the gap-ascent term (paper: 0.01 to 0.3 depending on the task).
       eps, stacked, axis_name, sync_perturbation, param_axis_name: as in :func:`jaxsam.optim.sam`.
         The decomposition always uses the global (``pmean``-ed) clean gradient.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; state is :class:`SAMState`.
 
+    Raises:
+      ValueError: a negative ``rho``, ``alpha`` or ``eps``.
+
     References:
       Zhuang et al., Surrogate Gap Minimization Improves Sharpness-Aware Training, ICLR 2022.
       The decomposition follows big_vision's ``gsam_gradient``.
     """
-    _perturb.check_rho(rho)
     where = _perturb.Sharding(stacked, axis_name, sync_perturbation, param_axis_name)
-    base = optax.with_extra_args_support(base_optimizer)
-
-    def init_fn(params: PyTree) -> SAMState:
-        if stacked:
-            _perturb._tree.check_stacked(params, "params")
-        return SAMState(count=jnp.zeros([], jnp.int32), base_state=base.init(params))
-
-    def update_fn(
-        grads: PyTree,
-        state: SAMState,
-        params: PyTree | None = None,
-        *,
-        grad_fn: _perturb.GradFn | None = None,
-        **extra_args: Any,
-    ) -> tuple[PyTree, SAMState]:
-        del extra_args
-        g_dir, g = where.clean(grads)
-        g_p = _perturb.perturbed_grads(
-            g_dir,
-            params,
-            _perturb.rho_at(rho, state.count),
-            grad_fn,
-            eps=eps,
-            eta=None,
-            where=where,
-            who="gsam",
-        )
-        unit_p = where.scale(g_p, 1.0 / (where.norm(g_p) + eps))
-        along = where.dot(g, unit_p)
-        g_perp = jax.tree.map(lambda a, b: a - b, g, where.scale(unit_p, along))
-        g_gsam = jax.tree.map(lambda a, b: a - alpha * b, g_p, g_perp)
-        updates, base_state = base.update(g_gsam, state.base_state, params)
-        return updates, SAMState(count=optax.safe_increment(state.count), base_state=base_state)
-
-    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    mark_sam_family(tx, _perturb.ascent_point(rho, eps, None, where))
-    return tx
+    _perturb.check_nonnegative(alpha, "alpha", "gsam")
+    return _family.build("gsam", base_optimizer, rho, eps=eps, where=where, rule=_gsam_rule(alpha))

@@ -8,9 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsam.errors import ConfigError
-from jaxsam.optim import _perturb
-from jaxsam.optim._sam import mark_sam_family
+from jaxsam.optim import _family, _perturb, _tree
 
 PyTree = Any
 
@@ -19,7 +17,8 @@ class LookSAMState(NamedTuple):
     """State of :func:`looksam`.
 
     Attributes:
-      count: int32 [] updates taken; a SAM step runs when ``count % k == 0``.
+      count: int32 [] updates taken; a SAM step runs when ``count % k == 0``. A step whose
+        gradient for the base optimizer is not finite is not counted (and keeps ``g_v``).
       base_state: state of the base optimizer.
       g_v: the sharpness direction from the last SAM step (the part of the SAM gradient
         orthogonal to the clean gradient); same shapes and dtypes as the gradients. This is the
@@ -31,12 +30,50 @@ class LookSAMState(NamedTuple):
     g_v: PyTree
 
 
+def _noise_tol(tree: PyTree) -> float:
+    """The default guard: 100 x the machine epsilon of the gradients' dtype (float32: 1.2e-5)."""
+    leaves = jax.tree.leaves(tree)
+    dtype = jnp.result_type(*leaves) if leaves else jnp.float32
+    return 100.0 * float(jnp.finfo(dtype).eps)
+
+
+def _looksam_rule(k: int | jax.Array, alpha: float | jax.Array, tol: float | None) -> _family.Rule:
+    """A SAM step (storing g_v) when ``count % k == 0``, else a reuse of the stored g_v."""
+
+    def rule(step: _family.Step) -> tuple[PyTree, tuple]:
+        where, g, eps = step.where, step.clean, step.eps
+        (g_v_stored,) = step.extra
+        g_v_old = jax.tree.map(lambda v, x: v.astype(x.dtype), g_v_stored, g)
+        g_norm = where.norm(g)
+
+        def sam_step(_: None) -> tuple[PyTree, PyTree]:
+            g_s = step.perturbed()
+            unit = where.scale(g, _tree.safe_div(1.0, g_norm + eps))
+            g_v = jax.tree.map(lambda a, b: a - b, g_s, where.scale(unit, where.dot(g_s, unit)))
+            # The noise guard (see the docstring): a g_v within rounding of zero is zero.
+            rel = _noise_tol(g_s) if tol is None else tol
+            real = (where.norm(g_v) > rel * where.norm(g_s)) & (step.rho > 0)
+            return g_s, where.scale(g_v, real.astype(jnp.float32))
+
+        def reuse_step(_: None) -> tuple[PyTree, PyTree]:
+            factor = alpha * _tree.safe_div(g_norm, where.norm(g_v_old) + eps)
+            g_s = jax.tree.map(lambda a, b: a + b, g, where.scale(g_v_old, factor))
+            return g_s, g_v_old
+
+        is_sam = jnp.asarray(step.count % k == 0)
+        g_s, g_v = jax.lax.cond(is_sam, sam_step, reuse_step, None)
+        return g_s, (jax.tree.map(lambda v, old: v.astype(old.dtype), g_v, g_v_stored),)
+
+    return rule
+
+
 def looksam(
     base_optimizer: optax.GradientTransformation,
     rho: float | optax.Schedule = 0.05,
     k: int = 5,
     alpha: float = 0.7,
     *,
+    tol: float | None = None,
     eps: float = 1e-12,
     stacked: bool = False,
     axis_name: str | None = None,
@@ -57,10 +94,14 @@ def looksam(
     .. math::
       g_s \approx g + \alpha\, \frac{\lVert g \rVert}{\lVert g_v \rVert + \epsilon}\, g_v ,
 
-    and hands :math:`g_s` to the base optimizer in both cases. ``k = 1`` is SAM. At
-    :math:`\rho = 0` the stored :math:`g_v` is set to exactly zero (it is zero in exact
-    arithmetic; rounding noise would otherwise be rescaled to length :math:`\alpha\lVert g
-    \rVert`), so ``rho = 0`` is the base optimizer.
+    and hands :math:`g_s` to the base optimizer in both cases. ``k = 1`` is SAM.
+
+    The noise guard: the reuse step rescales :math:`g_v` to length :math:`\alpha \lVert g
+    \rVert` whatever its size, so a :math:`g_v` made of float32 rounding (at a tiny ``rho``,
+    e.g. early in a warm-up from 0) would become a full-size step in a noise direction. A SAM
+    step therefore stores :math:`g_v = 0` when :math:`\lVert g_v \rVert \le \tau \lVert g_s
+    \rVert` with :math:`\tau` = ``tol`` (and always at ``rho = 0``); the reuse steps are then
+    plain base steps on :math:`g`. ``rho = 0`` is exactly the base optimizer.
 
     The choice is a ``lax.cond`` on the step counter. Without vmap, and with ``stacked=True``,
     the reuse steps really skip the second gradient. Under ``jax.vmap`` the counter is batched,
@@ -72,78 +113,33 @@ def looksam(
       base_optimizer: optimizer that consumes the LookSAM gradient.
       rho: ascent radius, or a schedule of the step count.
       k: period of the SAM steps, int >= 1 (paper: 5).
-      alpha: weight of the reused sharpness direction (paper: 0.7).
+      alpha: weight >= 0 of the reused sharpness direction (paper: 0.7).
+      tol: relative size below which a new :math:`g_v` counts as rounding noise and is stored
+        as zero; None (default) is 100 x the machine epsilon of the gradients' dtype (1.2e-5
+        in float32; docs/sam.md has the measurement). 0 keeps every nonzero :math:`g_v`.
       eps, stacked, axis_name, sync_perturbation, param_axis_name: as in :func:`jaxsam.optim.sam`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with :class:`LookSAMState`.
 
+    Raises:
+      ValueError: ``k`` not an integer >= 1, or a negative ``rho``, ``alpha``, ``tol``, ``eps``.
+
     References:
       Liu et al., Towards Efficient and Scalable Sharpness-Aware Minimization, CVPR 2022.
     """
-    _perturb.check_rho(rho)
     if isinstance(k, (int, float)) and (k < 1 or int(k) != k):
-        raise ConfigError(f"looksam k must be an integer >= 1, got {k}; k=1 is plain SAM.")
+        raise ValueError(f"looksam: k must be an integer >= 1, got {k}; k=1 is plain SAM.")
+    _perturb.check_nonnegative(alpha, "alpha", "looksam")
+    _perturb.check_nonnegative(tol, "tol", "looksam")
     where = _perturb.Sharding(stacked, axis_name, sync_perturbation, param_axis_name)
-    base = optax.with_extra_args_support(base_optimizer)
-
-    def init_fn(params: PyTree) -> LookSAMState:
-        if stacked:
-            _perturb._tree.check_stacked(params, "params")
-        return LookSAMState(
-            count=jnp.zeros([], jnp.int32),
-            base_state=base.init(params),
-            g_v=jax.tree.map(jnp.zeros_like, params),
-        )
-
-    def update_fn(
-        grads: PyTree,
-        state: LookSAMState,
-        params: PyTree | None = None,
-        *,
-        grad_fn: _perturb.GradFn | None = None,
-        **extra_args: Any,
-    ) -> tuple[PyTree, LookSAMState]:
-        del extra_args
-        g_dir, g = where.clean(grads)
-        g_v_old = jax.tree.map(lambda v, x: v.astype(x.dtype), state.g_v, g)
-        g_norm = where.norm(g)
-
-        rho_t = _perturb.rho_at(rho, state.count)
-
-        def sam_step(_: None) -> tuple[PyTree, PyTree]:
-            g_s = _perturb.perturbed_grads(
-                g_dir,
-                params,
-                rho_t,
-                grad_fn,
-                eps=eps,
-                eta=None,
-                where=where,
-                who="looksam",
-            )
-            unit = where.scale(g, 1.0 / (g_norm + eps))
-            g_v = jax.tree.map(lambda a, b: a - b, g_s, where.scale(unit, where.dot(g_s, unit)))
-            # At rho = 0, g_s = g and g_v is rounding noise that the reuse step would blow up
-            # to length alpha * ||g||; it is exactly zero in exact arithmetic, so make it so.
-            g_v = where.scale(g_v, (rho_t > 0).astype(jnp.float32))
-            return g_s, g_v
-
-        def reuse_step(_: None) -> tuple[PyTree, PyTree]:
-            factor = alpha * g_norm / (where.norm(g_v_old) + eps)
-            g_s = jax.tree.map(lambda a, b: a + b, g, where.scale(g_v_old, factor))
-            return g_s, g_v_old
-
-        is_sam = jnp.asarray(state.count % k == 0)
-        g_s, g_v = jax.lax.cond(is_sam, sam_step, reuse_step, None)
-        updates, base_state = base.update(g_s, state.base_state, params)
-        new_state = LookSAMState(
-            count=optax.safe_increment(state.count),
-            base_state=base_state,
-            g_v=jax.tree.map(lambda v, old: v.astype(old.dtype), g_v, state.g_v),
-        )
-        return updates, new_state
-
-    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    mark_sam_family(tx, _perturb.ascent_point(rho, eps, None, where))
-    return tx
+    return _family.build(
+        "looksam",
+        base_optimizer,
+        rho,
+        eps=eps,
+        where=where,
+        rule=_looksam_rule(k, alpha, tol),
+        state_cls=LookSAMState,
+        init_extra=lambda params: (jax.tree.map(jnp.zeros_like, params),),
+    )

@@ -8,9 +8,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from jaxsam.errors import ConfigError
 from jaxsam.optim import _tree
 
 PyTree = Any
@@ -52,16 +52,39 @@ class Sharding:
             lambda x: (x * _tree.per_model(factor, x, self.stacked)).astype(x.dtype), tree
         )
 
+    def all_finite(self, tree: PyTree) -> jax.Array:
+        """bool []: no NaN or inf anywhere in ``tree`` (over all slices of ``param_axis_name``)."""
+        finite = _tree.all_finite(tree)
+        if self.param_axis_name is None:
+            return finite
+        bad = jax.lax.psum(jnp.logical_not(finite).astype(jnp.int32), self.param_axis_name)
+        return bad == 0
+
     def clean(self, grads: PyTree) -> tuple[PyTree, PyTree]:
         """Return (gradient to perturb with, global clean gradient)."""
         global_grads = _tree.pmean(grads, self.axis_name)
         return (global_grads if self.sync_perturbation else grads), global_grads
 
 
-def check_rho(rho: Any, name: str = "rho") -> None:
-    """Reject a negative constant rho (schedules and traced values are not checked)."""
-    if isinstance(rho, (int, float)) and not isinstance(rho, bool) and rho < 0:
-        raise ConfigError(f"{name} must be >= 0, got {rho}; pass a non-negative radius.")
+def check_nonnegative(value: Any, name: str, who: str) -> None:
+    """Reject a negative (or NaN) constant: a float or a concrete array, any shape.
+
+    Schedules (callables) and traced values (``optax.inject_hyperparams`` under ``jit``) are not
+    checked: they have no value yet.
+
+    Raises:
+      ValueError: some element of ``value`` is negative or NaN.
+    """
+    if value is None or callable(value):
+        return
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{who}: {name} must be a number, got {value!r}") from err
+    if not np.all(arr >= 0):
+        raise ValueError(f"{who}: {name} must be >= 0, got {value!r}; pass a non-negative value.")
 
 
 def rho_at(rho: float | optax.Schedule, count: jax.Array) -> jax.Array:
@@ -88,7 +111,8 @@ def ascent(
       grads: gradient tree g, same shapes as ``params`` (per model, or [M, ...] when stacked).
       params: parameter tree w.
       rho: radius, float32 scalar.
-      eps: added to the norm so that g = 0 gives e = 0 instead of NaN.
+      eps: added to the norm. A zero gradient gives e = 0 for every eps >= 0 (the factor is
+        defined as 0 where ``||g|| + eps`` is 0), so ``eps = 0`` is allowed.
       eta: ASAM's offset in T, or None for plain SAM.
       where: the reduction layout.
 
@@ -102,12 +126,40 @@ def ascent(
         t = jax.tree.map(lambda w: jnp.abs(w) + eta, params)
         weighted = jax.tree.map(lambda ti, g: ti * g, t, grads)
         direction = jax.tree.map(lambda ti, tg: ti * tg, t, weighted)
-    factor = rho / (where.norm(weighted) + eps)
+    factor = _tree.safe_div(rho, where.norm(weighted) + eps)
     return jax.tree.map(
         lambda w, d: (w + d * _tree.per_model(factor, d, where.stacked)).astype(w.dtype),
         params,
         direction,
     )
+
+
+class AscentProbe:
+    """A stand-in ``grad_fn`` that asks a SAM-family update where it would take the gradient.
+
+    Passed as ``tx.update(..., grad_fn=probe)``, it reaches the SAM-family transform through
+    optax's extra arguments (``optax.chain``, ``optax.inject_hyperparams`` and other wrappers
+    forward them). The transform then calls :meth:`record` with its ascent point ``w + e`` (cast
+    to varying over its ``axis_name``) and its :class:`Sharding`, and goes on with the zero
+    gradients that calling the probe returns; the caller keeps the recorded point and discards
+    the rest of the update.
+    :func:`jaxsam.optim.fused_update` uses this to run both gradient passes in one body.
+
+    Attributes:
+      points: the recorded ascent points, one per SAM-family transform reached.
+      shardings: their :class:`Sharding` (static).
+    """
+
+    def __init__(self) -> None:
+        self.points: list[PyTree] = []
+        self.shardings: list[Sharding] = []
+
+    def record(self, point: PyTree, where: Sharding) -> None:
+        self.points.append(point)
+        self.shardings.append(where)
+
+    def __call__(self, params: PyTree) -> PyTree:
+        return jax.tree.map(jnp.zeros_like, params)
 
 
 def perturbed_grads(
@@ -122,27 +174,7 @@ def perturbed_grads(
     who: str,
 ) -> PyTree:
     """Gradient at the perturbed point, averaged over ``where.axis_name`` if set."""
-    if params is None:
-        raise ConfigError(f"{who}.update needs params; call tx.update(grads, state, params, ...).")
-    if where.stacked:
-        _tree.check_stacked(params, "params")
     w_adv = ascent(grads, params, rho, eps=eps, eta=eta, where=where)
     w_adv = _tree.to_varying(w_adv, where.axis_name)
     g_adv = _tree.call_grad_fn(grad_fn, w_adv, grads, who)
     return _tree.pmean(g_adv, where.axis_name)
-
-
-def ascent_point(
-    rho: float | optax.Schedule, eps: float, eta: float | None, where: Sharding
-) -> AscentPoint:
-    """``(grads, state, params) -> w + e``: the point where a SAM-family update calls ``grad_fn``.
-
-    ``state`` is the transform's state (its ``count`` drives a ``rho`` schedule). Zero
-    ``grads`` give exactly ``params`` (the perturbation is ``rho * 0 / (0 + eps)``).
-    """
-
-    def point(grads: PyTree, state: Any, params: PyTree) -> PyTree:
-        g_dir, _ = where.clean(grads)
-        return ascent(g_dir, params, rho_at(rho, state.count), eps=eps, eta=eta, where=where)
-
-    return point

@@ -2,84 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
-import jax
-import jax.numpy as jnp
 import optax
 
-from jaxsam.optim import _perturb
+from jaxsam.optim import _family, _perturb
 
 PyTree = Any
 
 
-class SAMState(NamedTuple):
-    """State of :func:`sam` and :func:`asam`.
-
-    Attributes:
-      count: int32 [] number of updates taken (the step that a ``rho`` schedule sees). Under
-        ``jax.vmap`` it is per model, [M] from the outside.
-      base_state: state of the base optimizer.
-    """
-
-    count: jax.Array
-    base_state: optax.OptState
-
-
-def mark_sam_family(
-    tx: optax.GradientTransformationExtraArgs, ascent_point: _perturb.AscentPoint
-) -> None:
-    """Tag ``tx.update`` so that :func:`jaxsam.optim.is_sam_family` recognises it.
-
-    ``ascent_point(grads, state, params)`` is the point at which ``update`` evaluates
-    ``grad_fn``; :func:`jaxsam.optim.fused_update` uses it to run both passes in one body.
-    """
-    tx.update.jaxsam_needs_grad_fn = True  # type: ignore[attr-defined]
-    tx.update.jaxsam_ascent_point = ascent_point  # type: ignore[attr-defined]
-
-
-def _make(
-    who: str,
-    base_optimizer: optax.GradientTransformation,
-    rho: float | optax.Schedule,
-    eta: float | None,
-    eps: float,
-    where: _perturb.Sharding,
-) -> optax.GradientTransformationExtraArgs:
-    _perturb.check_rho(rho)
-    base = optax.with_extra_args_support(base_optimizer)
-
-    def init_fn(params: PyTree) -> SAMState:
-        if where.stacked:
-            _perturb._tree.check_stacked(params, "params")
-        return SAMState(count=jnp.zeros([], jnp.int32), base_state=base.init(params))
-
-    def update_fn(
-        grads: PyTree,
-        state: SAMState,
-        params: PyTree | None = None,
-        *,
-        grad_fn: _perturb.GradFn | None = None,
-        **extra_args: Any,
-    ) -> tuple[PyTree, SAMState]:
-        del extra_args  # optax convention: unknown extra arguments are ignored.
-        g_dir, _ = where.clean(grads)
-        g_adv = _perturb.perturbed_grads(
-            g_dir,
-            params,
-            _perturb.rho_at(rho, state.count),
-            grad_fn,
-            eps=eps,
-            eta=eta,
-            where=where,
-            who=who,
-        )
-        updates, base_state = base.update(g_adv, state.base_state, params)
-        return updates, SAMState(count=optax.safe_increment(state.count), base_state=base_state)
-
-    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    mark_sam_family(tx, _perturb.ascent_point(rho, eps, eta, where))
-    return tx
+def _sam_rule(step: _family.Step) -> tuple[PyTree, tuple]:
+    """SAM and ASAM hand the perturbed gradient itself to the base optimizer."""
+    return step.perturbed(), ()
 
 
 def sam(
@@ -108,7 +42,8 @@ def sam(
         decay belongs here, so that it is not part of the ascent direction).
       rho: ascent radius >= 0, or an optax schedule of the step count. ``rho=0`` gives exactly
         the base optimizer fed with ``grad_fn(params)``.
-      eps: added to the gradient norm; a zero gradient gives a zero perturbation, not NaN.
+      eps: >= 0, added to the gradient norm; a zero gradient gives a zero perturbation, not
+        NaN, for every eps (also 0).
       stacked: parameters are an explicit ensemble with a leading model axis [M, ...] that is
         not vmapped; norms are per model. ``grad_fn`` must then map stacked params to stacked
         grads. Equal to ``stacked=False`` under ``jax.vmap``.
@@ -123,7 +58,11 @@ def sam(
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update(grads, state, params, *,
       grad_fn, **extra)`` takes the clean gradients ``grads`` at ``params`` and ``grad_fn(p)``
-      returning the gradients at ``p`` (or ``(grads, aux)``; ``aux`` is dropped).
+      returning the gradients at ``p`` (or ``(grads, aux)``; ``aux`` is dropped). The other
+      extra arguments go to ``base_optimizer``. State: :class:`SAMState`.
+
+    Raises:
+      ValueError: a negative ``rho`` or ``eps`` (a number or an array).
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -139,7 +78,7 @@ def sam(
       ICLR 2021.
     """
     where = _perturb.Sharding(stacked, axis_name, sync_perturbation, param_axis_name)
-    return _make("sam", base_optimizer, rho, None, eps, where)
+    return _family.build("sam", base_optimizer, rho, eps=eps, where=where, rule=_sam_rule)
 
 
 def asam(
@@ -167,7 +106,7 @@ def asam(
       base_optimizer: optimizer that consumes the ASAM gradient.
       rho: ascent radius (ASAM's radii are larger than SAM's; 0.5 on CIFAR-10 in the paper),
         or a schedule.
-      eta: offset that keeps zero weights movable (paper: 0.01).
+      eta: offset >= 0 that keeps zero weights movable (paper: 0.01).
       eps, stacked, axis_name, sync_perturbation, param_axis_name: as in :func:`sam`.
 
     Returns:
@@ -178,4 +117,4 @@ def asam(
       Deep Neural Networks, ICML 2021.
     """
     where = _perturb.Sharding(stacked, axis_name, sync_perturbation, param_axis_name)
-    return _make("asam", base_optimizer, rho, eta, eps, where)
+    return _family.build("asam", base_optimizer, rho, eps=eps, where=where, rule=_sam_rule, eta=eta)

@@ -15,8 +15,6 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from jaxsam.errors import ConfigError
-
 PyTree = Any
 
 
@@ -69,18 +67,18 @@ def per_model(scale: jax.Array, leaf: jax.Array, stacked: bool) -> jax.Array:
 
 
 def check_stacked(tree: PyTree, name: str) -> None:
-    """Raise ConfigError unless every leaf of ``tree`` has the same leading (model) axis."""
+    """Raise ValueError unless every leaf of ``tree`` has the same leading (model) axis."""
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return
     if any(jnp.ndim(x) == 0 for x in leaves):
-        raise ConfigError(
+        raise ValueError(
             f"stacked=True needs a leading model axis on every leaf of {name}, but a leaf is a "
             "scalar; stack the models along axis 0 or use stacked=False under jax.vmap."
         )
     sizes = {x.shape[0] for x in leaves}
     if len(sizes) != 1:
-        raise ConfigError(
+        raise ValueError(
             f"stacked=True needs one model-axis size on every leaf of {name}, got {sorted(sizes)};"
             " stack all models along axis 0 or use stacked=False under jax.vmap."
         )
@@ -97,7 +95,7 @@ def grads_only(out: Any, like: PyTree) -> PyTree:
         return out
     if isinstance(out, tuple) and len(out) == 2 and jax.tree.structure(out[0]) == want:
         return out[0]
-    raise ConfigError(
+    raise TypeError(
         "grad_fn must return grads with the structure of params, or (grads, aux); got "
         f"{jax.tree.structure(out)}. Return jax.grad(loss_fn, has_aux=...)(params)."
     )
@@ -108,7 +106,7 @@ def call_grad_fn(
 ) -> PyTree:
     """Evaluate ``grad_fn(params)`` and keep only the gradients (cast to ``like``'s dtypes)."""
     if grad_fn is None:
-        raise ConfigError(
+        raise TypeError(
             f"{who}.update needs the keyword grad_fn (params -> grads or (grads, aux)); pass "
             "grad_fn=lambda p: jax.grad(loss_fn)(p) to tx.update."
         )
@@ -147,3 +145,15 @@ def to_varying(tree: PyTree, axis_name: str | None) -> PyTree:
         return jax.lax.pcast(x, axis_name, to="varying")
 
     return jax.tree.map(cast, tree)
+
+
+def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
+    """``num / den`` where ``den > 0``, else 0 (a zero direction stays zero, even with eps = 0)."""
+    ok = den > 0
+    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+
+
+def all_finite(tree: PyTree) -> jax.Array:
+    """bool []: every element of every leaf is finite (True for an empty tree)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)

@@ -1,20 +1,19 @@
-"""Build an optimizer from its config name: plain SGD or a member of the SAM family."""
+"""Build an optimizer from its registry name: plain SGD or a member of the SAM family."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import jax
+import jax.numpy as jnp
 import optax
 
-from jaxsam.errors import ConfigError
-from jaxsam.optim._gsam import gsam
-from jaxsam.optim._looksam import looksam
-from jaxsam.optim._sam import asam, sam
+from jaxsam.optim import registry
+from jaxsam.optim._family import SAMState
+from jaxsam.optim._looksam import LookSAMState
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "sam", "asam", "gsam", "looksam")
-SAM_FAMILY: tuple[str, ...] = ("sam", "asam", "gsam", "looksam")
-
-_VARIANTS = {"sam": sam, "asam": asam, "gsam": gsam, "looksam": looksam}
+if TYPE_CHECKING:
+    from jaxsam.config import OptimConfig
 
 
 def base_sgd(
@@ -54,7 +53,7 @@ def make_optimizer(
     ``grad_fn`` (it is never traced, so passing it costs nothing).
 
     Args:
-      name: one of :data:`OPTIMIZERS`.
+      name: a name of :data:`jaxsam.optim.registry.REGISTRY`.
       learning_rate: float or optax schedule of the step.
       momentum: heavy-ball momentum of the base SGD (0 disables it).
       weight_decay: coupled L2 weight decay in the base SGD (not in the ascent direction).
@@ -65,36 +64,69 @@ def make_optimizer(
         ``alpha`` for looksam, and ``eps``, ``stacked``, ``axis_name`` ... for all).
 
     Raises:
-      ConfigError: unknown name, or variant arguments the variant does not take.
+      ValueError: unknown name.
+      TypeError: ``rho`` or variant arguments for ``sgd``, or arguments the variant does not
+        take.
     """
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
+    spec = registry.entry(name)
     base = base_sgd(learning_rate, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
-    if name == "sgd":
-        if variant_kwargs:
-            raise ConfigError(
-                f"optimizer 'sgd' takes no SAM arguments, got {sorted(variant_kwargs)}; drop them"
-                " or pick one of " + ", ".join(SAM_FAMILY) + "."
+    if not spec.sam_family:
+        if variant_kwargs or rho is not None:
+            given = sorted(variant_kwargs) + (["rho"] if rho is not None else [])
+            family = [n for n in registry.names() if registry.is_sam_family(n)]
+            raise TypeError(
+                f"optimizer {name!r} takes no SAM arguments, got {given}; drop them"
+                " or pick one of " + ", ".join(family) + "."
             )
         return optax.with_extra_args_support(base)
     kwargs = dict(variant_kwargs)
     if rho is not None:
         kwargs["rho"] = rho
     try:
-        return _VARIANTS[name](base, **kwargs)
+        return spec.load()(base, **kwargs)
     except TypeError as err:
-        raise ConfigError(
+        raise TypeError(
             f"bad arguments for optimizer {name!r}: {err}; see help(jaxsam.optim.{name})."
         ) from None
 
 
-def is_sam_family(tx_or_name: str | optax.GradientTransformation) -> bool:
-    """True when the optimizer needs ``grad_fn`` in ``update`` (a SAM-family transform).
+def from_config(
+    optim: OptimConfig, learning_rate: float | optax.Schedule
+) -> optax.GradientTransformationExtraArgs:
+    """The optimizer of a config's ``optim`` section (the trainer's and ``jaxsam plan``'s).
 
-    Accepts a config name or a transformation built directly by :func:`jaxsam.optim.sam`,
-    ``asam``, ``gsam`` or ``looksam``. Wrappers (``optax.chain``, ``inject_hyperparams``,
-    ``MultiSteps``) hide the tag; passing ``grad_fn`` anyway is always safe.
+    ``optim.rho`` goes to SAM-family entries only (a config always carries a ``rho``, also for
+    ``sgd``); ``optim.extra`` are the entry's keywords, validated by the config already.
+    """
+    rho = optim.rho if registry.is_sam_family(optim.name) else None
+    return make_optimizer(
+        optim.name,
+        learning_rate=learning_rate,
+        momentum=optim.momentum,
+        weight_decay=optim.weight_decay,
+        rho=rho,
+        **optim.extra,
+    )
+
+
+def _is_sam_state(node: Any) -> bool:
+    return isinstance(node, SAMState | LookSAMState)
+
+
+def is_sam_family(tx_or_name: str | optax.GradientTransformation, params: Any = None) -> bool:
+    """True when the optimizer needs ``grad_fn`` in ``update`` (holds a SAM-family transform).
+
+    Accepts a config name or a transformation. A transformation is recognised by its state: the
+    state of a SAM-family transform is a :class:`SAMState` or :class:`LookSAMState`, and wrappers
+    keep the inner states (``optax.chain``, ``inject_hyperparams``, ``apply_if_finite``,
+    ``MultiSteps``), so ``is_sam_family(optax.chain(sam(...), ...))`` is True. The state's shapes
+    are traced with ``jax.eval_shape`` (nothing is allocated) on ``params``, default a float32
+    vector of one element; pass ``params`` (arrays or ``jax.ShapeDtypeStruct``) when ``tx.init``
+    needs a particular tree, e.g. under ``optax.masked`` with a mask tree.
     """
     if isinstance(tx_or_name, str):
-        return tx_or_name in SAM_FAMILY
-    return bool(getattr(tx_or_name.update, "jaxsam_needs_grad_fn", False))
+        return registry.is_sam_family(tx_or_name)
+    like = jax.ShapeDtypeStruct((1,), jnp.float32) if params is None else params
+    state = jax.eval_shape(tx_or_name.init, like)
+    nodes = jax.tree.leaves(state, is_leaf=_is_sam_state)
+    return any(_is_sam_state(node) for node in nodes)

@@ -13,7 +13,7 @@ from jaxsam.config import Config
 from jaxsam.data.augment import resolve_train_augment
 from jaxsam.data.pool import Pool
 from jaxsam.models import make_model
-from jaxsam.optim.factory import make_optimizer
+from jaxsam.optim.factory import from_config
 from jaxsam.train.batches import steps_per_epoch
 
 
@@ -63,14 +63,7 @@ def make_setup(config: Config, pool: Pool, keep: np.ndarray, spe: int | None = N
     total = spe * config.train.epochs
     schedule = make_schedule(config, total, spe)
     o = config.optim
-    tx = make_optimizer(
-        o.name,
-        learning_rate=schedule,
-        momentum=o.momentum,
-        weight_decay=o.weight_decay,
-        rho=o.rho,
-        **o.extra,
-    )
+    tx = from_config(o, schedule)
     m = config.model
     model = make_model(m.name, pool.num_classes, width=m.width, depth=m.depth, dtype=m.dtype)
     import jax
