@@ -17,7 +17,11 @@ from jaxsam.attacks import signals as sig
 from jaxsam.attacks._checks import check_logits
 from jaxsam.attacks._lira import lira_from_signal
 from jaxsam.attacks._rmia import rmia_from_signal
-from jaxsam.attacks.threshold import calibrated_loss_from_signal
+from jaxsam.attacks.threshold import (
+    THRESHOLD_SIGNALS,
+    calibrated_loss_from_signal,
+    threshold_scores,
+)
 from jaxsam.errors import ConfigError, DataError
 
 ATTACKS = (
@@ -49,41 +53,35 @@ class ScoreResult:
     models: np.ndarray
 
 
-class _Signals:
-    """Signals computed on demand, once. lsc gives loss and confidence in closed form."""
-
-    def __init__(self, logits, labels):
-        self.logits, self.labels, self._cache = logits, labels, {}
-
-    def get(self, name: str) -> np.ndarray:
-        if name not in self._cache:
-            if name == "lsc":
-                v = sig.compute_chunked(sig.logit_scaled_confidence, self.logits, self.labels)
-            elif name == "confidence":  # p = sigmoid(lsc)
-                lsc = self.get("lsc").astype(np.float64)
-                v = (1.0 / (1.0 + np.exp(-lsc))).astype(np.float32)
-            elif name == "loss":  # -log p = softplus(-lsc)
-                v = np.logaddexp(0.0, -self.get("lsc").astype(np.float64)).astype(np.float32)
-            else:
-                v = sig.compute_chunked(sig.SIGNALS[name], self.logits, self.labels)
-            self._cache[name] = v
-        return self._cache[name]
+# attack -> the signals it needs ([M, N, A] each, from signals.compute_signals)
+_NEEDS = {
+    "lira_online": ("logit_scaled_confidence",),
+    "lira_offline": ("logit_scaled_confidence",),
+    "rmia": ("confidence",),
+    "calibrated_loss": ("loss",),
+    **{name: (sig_name,) for name, (sig_name, _) in THRESHOLD_SIGNALS.items()},
+}
 
 
-def _run_attack(name: str, s: _Signals, keep: np.ndarray, settings: dict) -> np.ndarray:
-    q = settings.get("threshold_query", 0)
+def _signals_for(names: Sequence[str], logits, labels) -> dict[str, np.ndarray]:
+    """Every signal the attacks ``names`` need, in one float64 pass over the logits."""
+    wanted = list(dict.fromkeys(s for a in names for s in _NEEDS[a]))
+    return sig.compute_signals(wanted, logits, labels)
+
+
+def _run_attack(name: str, s: dict[str, np.ndarray], keep: np.ndarray, settings: dict):
     if name == "lira_online":
-        return lira_from_signal(s.get("lsc"), keep, online=True, **settings.get("lira", {}))
+        lsc = s["logit_scaled_confidence"]
+        return lira_from_signal(lsc, keep, online=True, **settings.get("lira", {}))
     if name == "lira_offline":
-        return lira_from_signal(s.get("lsc"), keep, online=False, **settings.get("lira", {}))
+        lsc = s["logit_scaled_confidence"]
+        return lira_from_signal(lsc, keep, online=False, **settings.get("lira", {}))
     if name == "rmia":
-        return rmia_from_signal(s.get("confidence"), keep, **settings.get("rmia", {}))
+        return rmia_from_signal(s["confidence"], keep, **settings.get("rmia", {}))
     if name == "calibrated_loss":
-        return calibrated_loss_from_signal(s.get("loss"), keep)
-    sign = {"loss": -1.0, "confidence": 1.0, "entropy": -1.0, "modified_entropy": -1.0}[name]
-    v = s.get(name)
-    v = v.mean(-1) if q is None else v[..., q]
-    return (sign * v).astype(np.float32)
+        return calibrated_loss_from_signal(s["loss"], keep)
+    q = settings.get("threshold_query", 0)
+    return threshold_scores(name, s[THRESHOLD_SIGNALS[name][0]], q)
 
 
 def _model_mask(exclude_models: Any, m: int) -> np.ndarray:
@@ -165,7 +163,7 @@ def score(
     m, n, a, c = check_logits(logits, labels, keep)
     keep = keep.astype(bool)
     settings = dict(settings or {})
-    s = _Signals(logits, labels)
+    s = _signals_for(names, logits, labels)
     report: dict = {
         "attacks": {},
         "accuracy": accuracy(logits, labels, keep),
