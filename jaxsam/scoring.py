@@ -84,7 +84,16 @@ def _run_attack(name: str, s: dict[str, np.ndarray], keep: np.ndarray, settings:
     return threshold_scores(name, s[THRESHOLD_SIGNALS[name][0]], q)
 
 
-def _model_mask(exclude_models: Any, m: int) -> np.ndarray:
+def kept_models(exclude_models: Any, m: int) -> np.ndarray:
+    """Bool [M]: the models that are scored, i.e. not in ``exclude_models``.
+
+    The one rule that ``score``, ``jaxsam score``, ``compare``/``demo`` plots and ``analyze``
+    use to drop failed models.
+
+    Args:
+      exclude_models: None, bool [M] (True = drop) or int indices in [0, M).
+      m: number of models M.
+    """
     use = np.ones(m, bool)
     if exclude_models is None:
         return use
@@ -100,10 +109,13 @@ def _model_mask(exclude_models: Any, m: int) -> np.ndarray:
 
 
 def accuracy(logits: Any, labels: Any, keep: Any) -> dict:
-    """Per-model accuracy on query 0 (identity) over IN points ("train") and OUT points ("test").
+    """Per-model accuracy on query 0 (identity) over IN points and OUT (pool non-member) points.
 
-    Returns ``{"train": mean, "test": mean, "per_model": {"train": [M], "test": [M]}}``; a model
-    with no OUT (or IN) point gets NaN there, which the means skip.
+    Returns ``{"train": mean, "out": mean, "per_model": {"train": [M], "out": [M]}}``: "train"
+    over the pool points each model trained on, "out" over the pool points it did not train on
+    (not the held-out split: see ``heldout`` in ``jaxsam score``'s report). A model with no OUT
+    (or IN) point gets NaN there, which the means skip. ``test`` (and ``per_model.test``) repeat
+    "out" under the name used before, for readers of older reports; it will be removed.
     """
     pred = np.stack([np.asarray(logits[i, :, 0, :]).argmax(-1) for i in range(logits.shape[0])])
     correct = pred == np.asarray(labels)[None]
@@ -111,11 +123,15 @@ def accuracy(logits: Any, labels: Any, keep: Any) -> dict:
     with np.errstate(invalid="ignore"):
         tr = (correct & keep).sum(1) / keep.sum(1)
         te = (correct & ~keep).sum(1) / (~keep).sum(1)
-    return {
+    out = {
         "train": float(np.nanmean(tr)),
-        "test": float(np.nanmean(te)),
-        "per_model": {"train": [float(x) for x in tr], "test": [float(x) for x in te]},
+        "out": float(np.nanmean(te)),
+        "per_model": {"train": [float(x) for x in tr], "out": [float(x) for x in te]},
     }
+    out["test"] = out["out"]  # deprecated alias, kept one version
+    out["per_model"]["test"] = out["per_model"]["out"]
+    out["deprecated"] = {"test": "renamed 'out' (OUT pool non-member accuracy)"}
+    return out
 
 
 def score(
@@ -147,7 +163,8 @@ def score(
 
     Returns:
       :class:`ScoreResult`. ``report`` has ``attacks`` {name: roc_metrics + ``per_target`` +
-      ``ci``}, ``accuracy`` {train, test, per_model}, ``models``, ``examples``, ``queries``,
+      ``ci``}, ``accuracy`` {train, out, per_model} (see :func:`accuracy`), ``models``,
+      ``examples``, ``queries``,
       ``classes``, ``excluded_models``, ``fprs``, ``bootstrap``, ``settings``.
     """
     names = list(ATTACKS if attacks is None else attacks)
@@ -155,7 +172,7 @@ def score(
     if unknown or not names:
         raise ConfigError(f"unknown attack(s) {unknown}; choose from {', '.join(ATTACKS)}")
     m0 = getattr(logits, "shape", (0,))[0]
-    use = _model_mask(exclude_models, m0)
+    use = kept_models(exclude_models, m0)
     idx = np.nonzero(use)[0]
     keep = np.asarray(keep)
     if not use.all():

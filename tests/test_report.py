@@ -30,7 +30,7 @@ def test_compare_table_content(tmp_path):
     lines = txt.splitlines()
     assert "SGD" in lines[0] and "SAM" in lines[0] and "diff (last - first)" in lines[0]
     body = [ln for ln in lines[2:] if ln.strip()]
-    assert body[0].startswith("test accuracy %")
+    assert body[0].startswith("OUT (pool non-member) accuracy %")
     assert body[1].startswith("lira_online AUC %")
     assert body[2].startswith("lira_online TPR@1% FPR %")
     assert body[3].startswith("lira_online TPR@0.1% FPR %")
