@@ -445,7 +445,10 @@ class Run:
 
     @property
     def scores(self) -> dict[str, np.ndarray] | None:
-        """Per-attack membership scores [M, N] written by ``jaxsam score``, or None."""
+        """Per-attack membership scores [M, N] written by ``jaxsam score``, or None.
+
+        Rows of failed (excluded) models are NaN: they were not scored.
+        """
         if not (self.path / "scores").is_dir():
             return None
         return load_arrays(self.path / "scores", "scores")

@@ -75,7 +75,7 @@ def mechanism_stats(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray) ->
     }
 
 
-def heldout_accuracy(run, ok: np.ndarray) -> float | None:
+def kept_heldout_accuracy(run, ok: np.ndarray) -> float | None:
     """Mean accuracy (identity view) of the kept models on the held-out split; None without one."""
     test_logits = run.test_logits
     if test_logits.shape[1] == 0:
@@ -115,7 +115,7 @@ def score_run(run, attacks: list[str] | None = None, bootstrap: int = 200) -> di
     )
     rep = dict(result.report)
     rep["run"] = run_summary(run)
-    rep["accuracy"] = dict(rep["accuracy"], heldout=heldout_accuracy(run, ok))
+    rep["accuracy"] = dict(rep["accuracy"], heldout=kept_heldout_accuracy(run, ok))
     rep.update(mechanism_stats(run.logits[ok], run.labels, run.keep[ok]))
     markdown = report.render_markdown(rep, title=f"jaxsam report: {run.name}")
     curves = {}
