@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from jaxsam.report import OUT_ACCURACY_LABEL, out_accuracy
+
 # FPR keys as the scoring report writes them (str(float)).
 TPR_FPRS: tuple[tuple[str, str], ...] = (("0.01", "1%"), ("0.001", "0.1%"))
 
@@ -43,8 +45,8 @@ def t_critical(n: int, level: float = 0.95) -> float:
 
 
 def metric_keys(attacks: Sequence[str]) -> list[str]:
-    """Row keys in table order: test accuracy, per attack AUC and TPRs, then mechanism stats."""
-    keys = ["test_accuracy"]
+    """Row keys in table order: OUT accuracy, per attack AUC and TPRs, then mechanism stats."""
+    keys = ["out_accuracy"]
     for a in attacks:
         keys.append(f"{a}/auc")
         keys += [f"{a}/tpr@{k}" for k, _ in TPR_FPRS]
@@ -53,8 +55,8 @@ def metric_keys(attacks: Sequence[str]) -> list[str]:
 
 def metric_label(key: str) -> str:
     """Human-readable row label of a metric key."""
-    if key == "test_accuracy":
-        return "test accuracy %"
+    if key == "out_accuracy":
+        return OUT_ACCURACY_LABEL
     if key == "memorization_mean":
         return "mean FZ memorization"
     if key == "out_variance_median":
@@ -70,9 +72,10 @@ def extract_metrics(report: Mapping, attacks: Sequence[str]) -> dict[str, float 
     """The table's numbers from one report; a value the report lacks is ``None``.
 
     Args:
-      report: a ``report.json`` dict: ``accuracy.test`` (accuracy on each model's OUT pool
-        points, a fraction), ``attacks[name].auc`` and ``.tpr_at_fpr["0.01" | "0.001"]``
-        (fractions), ``memorization.mean``, ``out_confidence_variance.median``.
+      report: a ``report.json`` dict: ``accuracy.out`` (accuracy on each model's OUT pool
+        points, a fraction; reports written before the rename call it ``accuracy.test``),
+        ``attacks[name].auc`` and ``.tpr_at_fpr["0.01" | "0.001"]`` (fractions),
+        ``memorization.mean``, ``out_confidence_variance.median``.
       attacks: attack names to take.
 
     Returns:
@@ -82,9 +85,7 @@ def extract_metrics(report: Mapping, attacks: Sequence[str]) -> dict[str, float 
     def num(v) -> float | None:
         return None if v is None else float(v)
 
-    out: dict[str, float | None] = {
-        "test_accuracy": num((report.get("accuracy") or {}).get("test"))
-    }
+    out: dict[str, float | None] = {"out_accuracy": out_accuracy(report)}
     for a in attacks:
         e = (report.get("attacks") or {}).get(a) or {}
         out[f"{a}/auc"] = num(e.get("auc"))

@@ -8,10 +8,11 @@ Usage::
 
 For each seed and arm it trains (or reuses) the run directory ``OUT/seed{s}/{arm}``, scores it
 with :func:`jaxsam.commands.score.score_run` (``RUN/report.json``), then prints the paper's table
-(rows: test accuracy, each attack's AUC and TPR at 1% / 0.1% FPR, mean memorization, median OUT
-variance; columns: arms as mean ± std over seeds, then each arm minus the baseline with its
-standard error and whether it exceeds the noise). It writes ``OUT/results.json`` (the
-aggregate, see :func:`experiments.aggregate.aggregate`) and ``OUT/table.md``.
+(rows: OUT (pool non-member) accuracy, each attack's AUC and TPR at 1% / 0.1% FPR, mean
+memorization, median OUT variance; columns: arms as mean ± std over seeds, then each arm minus
+the baseline with its standard error and whether it exceeds the noise). It writes
+``OUT/results.json`` (the aggregate, see :func:`experiments.aggregate.aggregate`) and
+``OUT/table.md``.
 
 Arms whose optimizer this jaxsam does not have (e.g. ``gsam`` before the SAM family is installed)
 are skipped with a message; the rest still run.
@@ -30,6 +31,7 @@ from pathlib import Path
 from experiments import aggregate as agg_lib
 from experiments import spec as spec_lib
 from jaxsam.errors import JaxsamError, RunDirError
+from jaxsam.report import out_accuracy
 
 
 def available_arms(spec: spec_lib.Spec) -> tuple[list[str], list[str]]:
@@ -140,8 +142,8 @@ def _run_all(spec, out, arms, configs, per_seed, seconds, train, overwrite, resc
                 run, trained = load_run(d), False
             per_seed[a][s] = _report(run, spec.attacks, rescore or trained)
             seconds[a] += time.perf_counter() - t0
-            acc = per_seed[a][s].get("accuracy", {}).get("test")
-            log(f"{a} seed {s}: {'trained' if trained else 'reused'} {d} (test acc {acc:.4f})")
+            acc = out_accuracy(per_seed[a][s])
+            log(f"{a} seed {s}: {'trained' if trained else 'reused'} {d} (OUT acc {acc:.4f})")
 
 
 def run_experiment(

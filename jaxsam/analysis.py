@@ -4,8 +4,8 @@ These functions turn what a run directory holds (masks ``keep`` [M, N], logits [
 labels [N], optionally test logits [M, T, A, C] and attack scores [M, N]) into the statistics
 behind the paper's mechanism claims:
 
-* typical / atypical subgroups of the pool by memorization score, with per-subgroup held-out
-  accuracy and per-subgroup attack TPR at a fixed FPR;
+* typical / atypical subgroups of the pool by memorization score, with per-subgroup OUT (pool
+  non-member) accuracy and per-subgroup attack TPR at a fixed FPR;
 * the variance across OUT models of the logit-scaled confidence (and the IN - OUT gap);
 * influence-entropy buckets of the test points (see :func:`influence_entropy`).
 
@@ -236,13 +236,13 @@ def subgroup_tpr_at_fpr(
 def subgroup_accuracy(
     correct: np.ndarray, keep: np.ndarray, groups: Mapping[str, np.ndarray]
 ) -> dict[str, dict[str, float | None]]:
-    """Held-out (OUT) and training (IN) accuracy of each subgroup, pooled over models.
+    """OUT (pool non-member) and training (IN) accuracy of each subgroup, pooled over models.
 
     Args:
       correct: bool ``[M, N]``; keep: bool ``[M, N]``; groups: name -> bool ``[N]``.
 
     Returns:
-      ``{group: {"test": mean correct over OUT entries, "train": ... over IN entries}}``.
+      ``{group: {"out": mean correct over OUT entries, "train": ... over IN entries}}``.
     """
     correct = np.asarray(correct, bool)
     keep = np.asarray(keep, bool)
@@ -250,7 +250,7 @@ def subgroup_accuracy(
     for name, g in groups.items():
         c, k = correct[:, g], keep[:, g]
         res[name] = {
-            "test": float(c[~k].mean()) if (~k).any() else None,
+            "out": float(c[~k].mean()) if (~k).any() else None,
             "train": float(c[k].mean()) if k.any() else None,
         }
     return res
@@ -321,7 +321,7 @@ def analyze_run_arrays(
             f"logits {np.shape(logits)} must be [M, N, A, C] with [M, N] = keep {keep.shape}; "
             "pass the logits and masks of the same run."
         )
-    correct = np.asarray(memo.correct_from_logits(logits, labels))
+    correct = np.asarray(memo.correct_from_logits(logits, labels, query=memo.MEMORIZATION_QUERY))
     mem = np.asarray(memo.memorization(correct, keep), np.float64)
     signal = confidence_signal(logits, labels)
     out_var = np.asarray(memo.out_confidence_variance(signal, keep), np.float64)
@@ -355,7 +355,7 @@ def analyze_run_arrays(
             "reference": "own run" if reference_memorization is None else "shared reference",
         },
         "subgroups": subgroups,
-        "test_accuracy": None,
+        "heldout_accuracy": None,
         "influence_entropy": None,
     }
     arrays = {
@@ -373,13 +373,15 @@ def analyze_run_arrays(
                 f"test_logits has {np.shape(test_logits)[0]} models but keep has "
                 f"{keep.shape[0]}; pass the test logits of the same run."
             )
-        test_correct = np.asarray(memo.correct_from_logits(test_logits, test_labels))
+        test_correct = np.asarray(
+            memo.correct_from_logits(test_logits, test_labels, query=memo.MEMORIZATION_QUERY)
+        )
         ent = influence_entropy_from_masks(
             test_correct, keep, min_influence=min_influence, block_size=block_size
         )
         bucket, edges = entropy_buckets(ent, n_buckets)
         per_point_acc = test_correct.mean(0)
-        summary["test_accuracy"] = float(test_correct.mean())
+        summary["heldout_accuracy"] = float(test_correct.mean())
         summary["influence_entropy"] = {
             "definition": f"entropy (nats) of positive influence > {min_influence} over the pool",
             "edges": [_num(e) for e in edges],
@@ -388,7 +390,7 @@ def analyze_run_arrays(
                 {
                     "bucket": b,
                     "n": int((bucket == b).sum()),
-                    "test_accuracy": _num(per_point_acc[bucket == b].mean())
+                    "heldout_accuracy": _num(per_point_acc[bucket == b].mean())
                     if (bucket == b).any()
                     else None,
                 }
@@ -426,8 +428,10 @@ def analyze_run(
     Returns:
       dict with ``memorization`` / ``out_variance`` / ``in_out_gap`` (mean, std, median,
       quantiles, n_undefined), ``subgroups`` (all / typical / atypical: n, memorization mean,
-      OUT-variance median, accuracy {test, train}, tpr_at_fpr {"0.01": ...}), ``test_accuracy``
-      and ``influence_entropy`` buckets (None without test logits). NaN is written as None.
+      OUT-variance median, accuracy {out, train}, tpr_at_fpr {"0.01": ...}),
+      ``heldout_accuracy`` (accuracy on the held-out test points) and ``influence_entropy``
+      buckets (None without test logits). NaN is written as None. Every accuracy and the
+      memorization use the identity view (query 0).
     """
     summary, _ = analyze_run_arrays(
         logits,
@@ -497,7 +501,7 @@ def plot_out_variance(variances: Mapping[str, np.ndarray], path: str | Path) -> 
 
 
 def plot_subgroup_bars(summaries: Mapping[str, dict], path: str | Path) -> Path:
-    """Grouped bars per subgroup (all / typical / atypical): held-out accuracy and TPR."""
+    """Grouped bars per subgroup (all / typical / atypical): OUT accuracy and attack TPR."""
     plt = _pyplot()
     groups = ["all", "typical", "atypical"]
     runs = list(summaries)
@@ -516,7 +520,7 @@ def plot_subgroup_bars(summaries: Mapping[str, dict], path: str | Path) -> Path:
         ax.set_ylabel(ylabel)
         ax.legend()
 
-    bars(axes[0, 0], lambda g: g["accuracy"]["test"], "held-out accuracy (OUT models)")
+    bars(axes[0, 0], lambda g: g["accuracy"]["out"], "OUT (pool non-member) accuracy")
     if has_tpr:
         key = next(
             iter(
@@ -537,7 +541,7 @@ def plot_subgroup_bars(summaries: Mapping[str, dict], path: str | Path) -> Path:
 
 
 def plot_entropy_buckets(summaries: Mapping[str, dict], path: str | Path) -> Path | None:
-    """Test accuracy per influence-entropy bucket, one bar group per run; None without data."""
+    """Held-out accuracy per influence-entropy bucket, one bar group per run; None without data."""
     runs = [k for k, s in summaries.items() if s.get("influence_entropy")]
     if not runs:
         return None
@@ -546,12 +550,12 @@ def plot_entropy_buckets(summaries: Mapping[str, dict], path: str | Path) -> Pat
     nb = len(summaries[runs[0]]["influence_entropy"]["buckets"])
     width = 0.8 / len(runs)
     for r, name in enumerate(runs):
-        vals = [b["test_accuracy"] for b in summaries[name]["influence_entropy"]["buckets"]]
+        vals = [b["heldout_accuracy"] for b in summaries[name]["influence_entropy"]["buckets"]]
         vals = [np.nan if v is None else v for v in vals]
         ax.bar(np.arange(nb) + (r - (len(runs) - 1) / 2) * width, vals, width, label=name)
     ax.set_xticks(np.arange(nb), [f"{b}" for b in range(nb)])
     ax.set_xlabel("influence-entropy bucket (0 = most concentrated influence)")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("held-out accuracy")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -228,3 +228,28 @@ def correct_from_logits(
     lg = jnp.asarray(logits, jnp.float32)
     lg = lg.mean(axis=2) if query is None else lg[:, :, query]
     return jnp.argmax(lg, axis=-1) == jnp.asarray(labels)[None, :]
+
+
+# The query view whose correctness defines memorization everywhere (report, analyze): the
+# identity view, the same view every accuracy in metrics.json and report.json is measured on.
+MEMORIZATION_QUERY = 0
+
+
+def memorization_from_logits(
+    logits: np.ndarray | Array, labels: np.ndarray | Array, keep: np.ndarray | Array
+) -> Array:
+    """Feldman-Zhang memorization from saved logits: the one rule ``score`` and ``analyze`` use.
+
+    Correctness is the arg-max of the identity view (query :data:`MEMORIZATION_QUERY` = 0), not
+    an average over the query augmentations: memorization is then exactly the IN minus OUT gap
+    of the per-example accuracy that the report's train and OUT accuracies average.
+
+    Args:
+      logits: float ``[M, N, A, C]`` of the models to use (drop failed models first).
+      labels: int ``[N]``.
+      keep: bool ``[M, N]`` masks of the same models.
+
+    Returns:
+      float32 ``[N]`` (see :func:`memorization`).
+    """
+    return memorization(correct_from_logits(logits, labels, query=MEMORIZATION_QUERY), keep)

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+OUT_ACCURACY_LABEL = "OUT (pool non-member) accuracy %"
+HELDOUT_ACCURACY_LABEL = "held-out accuracy %"
 _FPR_LABEL = {"0.01": "1%", "0.001": "0.1%", "0.0001": "0.01%", "1e-05": "0.001%"}
 
 
@@ -33,6 +35,25 @@ def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
 
 
+def out_accuracy(report: dict) -> float | None:
+    """Mean OUT (pool non-member) accuracy of a report; also reads reports written before the
+    rename, which called it ``accuracy.test``."""
+    acc = report.get("accuracy") or {}
+    v = acc.get("out", acc.get("test"))
+    return None if v is None else float(v)
+
+
+def heldout_accuracy(report: dict) -> float | None:
+    """Mean accuracy on the held-out split (``accuracy.heldout``), None when the report has none.
+
+    Reports written before the rename held it only under ``run.heldout_accuracy``.
+    """
+    v = (report.get("accuracy") or {}).get("heldout")
+    if v is None:
+        v = (report.get("run") or {}).get("heldout_accuracy")
+    return None if v is None else float(v)
+
+
 def render_markdown(report: dict, title: str) -> str:
     """One run's report (from :func:`jaxsam.scoring.score`) as Markdown.
 
@@ -45,8 +66,9 @@ def render_markdown(report: dict, title: str) -> str:
         "",
         f"- models M = {report.get('models')}, examples N = {report.get('examples')}, "
         f"queries A = {report.get('queries')}",
-        f"- accuracy: train {_pct(acc.get('train'))}%, test {_pct(acc.get('test'))}% "
-        "(test = pool points each model did not train on, identity query)",
+        f"- accuracy (identity query): train {_pct(acc.get('train'))}% (pool points each model "
+        f"trained on), OUT {_pct(out_accuracy(report))}% (pool points it did not train on), "
+        f"held-out {_pct(heldout_accuracy(report))}% (the held-out split no model trained on)",
     ]
     if report.get("excluded_models"):
         out.append(f"- excluded models: {report['excluded_models']}")
@@ -132,9 +154,11 @@ def _diff_ci(a: dict, b: dict, key: str):
 def compare_table(named_reports: Sequence[tuple[str, dict]], markdown: bool = False) -> str:
     """Runs side by side in the paper's format.
 
-    Rows: test accuracy; for each attack its AUC and TPR at each reported FPR; then, when the
-    reports hold them, mean Feldman-Zhang memorization (``report["memorization"]["mean"]``) and
-    median OUT-confidence variance (``report["out_confidence_variance"]["median"]``).
+    Rows: OUT (pool non-member) accuracy (each model on the pool points it did not train on),
+    held-out accuracy (the held-out split, when a report has it); for each attack its AUC and
+    TPR at each reported FPR; then, when the reports hold them, mean Feldman-Zhang memorization
+    (``report["memorization"]["mean"]``) and median OUT-confidence variance
+    (``report["out_confidence_variance"]["median"]``).
     Columns: one per run, then the difference last - first with a 95% bootstrap interval when
     both reports carry bootstrap samples (paired when both used the same pool, masks and seed,
     as ``jaxsam demo`` does). Values are percentages except the mechanism statistics. A TPR
@@ -165,7 +189,10 @@ def compare_table(named_reports: Sequence[tuple[str, dict]], markdown: bool = Fa
                 row.append(d)
         rows.append(row)
 
-    add("test accuracy %", [r.get("accuracy", {}).get("test") for r in reps], _pct)
+    add(OUT_ACCURACY_LABEL, [out_accuracy(r) for r in reps], _pct)
+    held = [heldout_accuracy(r) for r in reps]
+    if any(v is not None for v in held):
+        add(HELDOUT_ACCURACY_LABEL, held, _pct)
     attack_names: list[str] = []
     for r in reps:
         attack_names += [a for a in r.get("attacks", {}) if a not in attack_names]

@@ -17,7 +17,11 @@ from jaxsam.attacks import signals as sig
 from jaxsam.attacks._checks import check_logits
 from jaxsam.attacks._lira import lira_from_signal
 from jaxsam.attacks._rmia import rmia_from_signal
-from jaxsam.attacks.threshold import calibrated_loss_from_signal
+from jaxsam.attacks.threshold import (
+    THRESHOLD_SIGNALS,
+    calibrated_loss_from_signal,
+    threshold_scores,
+)
 from jaxsam.errors import ConfigError, DataError
 
 ATTACKS = (
@@ -49,44 +53,47 @@ class ScoreResult:
     models: np.ndarray
 
 
-class _Signals:
-    """Signals computed on demand, once. lsc gives loss and confidence in closed form."""
-
-    def __init__(self, logits, labels):
-        self.logits, self.labels, self._cache = logits, labels, {}
-
-    def get(self, name: str) -> np.ndarray:
-        if name not in self._cache:
-            if name == "lsc":
-                v = sig.compute_chunked(sig.logit_scaled_confidence, self.logits, self.labels)
-            elif name == "confidence":  # p = sigmoid(lsc)
-                lsc = self.get("lsc").astype(np.float64)
-                v = (1.0 / (1.0 + np.exp(-lsc))).astype(np.float32)
-            elif name == "loss":  # -log p = softplus(-lsc)
-                v = np.logaddexp(0.0, -self.get("lsc").astype(np.float64)).astype(np.float32)
-            else:
-                v = sig.compute_chunked(sig.SIGNALS[name], self.logits, self.labels)
-            self._cache[name] = v
-        return self._cache[name]
+# attack -> the signals it needs ([M, N, A] each, from signals.compute_signals)
+_NEEDS = {
+    "lira_online": ("logit_scaled_confidence",),
+    "lira_offline": ("logit_scaled_confidence",),
+    "rmia": ("confidence",),
+    "calibrated_loss": ("loss",),
+    **{name: (sig_name,) for name, (sig_name, _) in THRESHOLD_SIGNALS.items()},
+}
 
 
-def _run_attack(name: str, s: _Signals, keep: np.ndarray, settings: dict) -> np.ndarray:
-    q = settings.get("threshold_query", 0)
+def _signals_for(names: Sequence[str], logits, labels) -> dict[str, np.ndarray]:
+    """Every signal the attacks ``names`` need, in one float64 pass over the logits."""
+    wanted = list(dict.fromkeys(s for a in names for s in _NEEDS[a]))
+    return sig.compute_signals(wanted, logits, labels)
+
+
+def _run_attack(name: str, s: dict[str, np.ndarray], keep: np.ndarray, settings: dict):
     if name == "lira_online":
-        return lira_from_signal(s.get("lsc"), keep, online=True, **settings.get("lira", {}))
+        lsc = s["logit_scaled_confidence"]
+        return lira_from_signal(lsc, keep, online=True, **settings.get("lira", {}))
     if name == "lira_offline":
-        return lira_from_signal(s.get("lsc"), keep, online=False, **settings.get("lira", {}))
+        lsc = s["logit_scaled_confidence"]
+        return lira_from_signal(lsc, keep, online=False, **settings.get("lira", {}))
     if name == "rmia":
-        return rmia_from_signal(s.get("confidence"), keep, **settings.get("rmia", {}))
+        return rmia_from_signal(s["confidence"], keep, **settings.get("rmia", {}))
     if name == "calibrated_loss":
-        return calibrated_loss_from_signal(s.get("loss"), keep)
-    sign = {"loss": -1.0, "confidence": 1.0, "entropy": -1.0, "modified_entropy": -1.0}[name]
-    v = s.get(name)
-    v = v.mean(-1) if q is None else v[..., q]
-    return (sign * v).astype(np.float32)
+        return calibrated_loss_from_signal(s["loss"], keep)
+    q = settings.get("threshold_query", 0)
+    return threshold_scores(name, s[THRESHOLD_SIGNALS[name][0]], q)
 
 
-def _model_mask(exclude_models: Any, m: int) -> np.ndarray:
+def kept_models(exclude_models: Any, m: int) -> np.ndarray:
+    """Bool [M]: the models that are scored, i.e. not in ``exclude_models``.
+
+    The one rule that ``score``, ``jaxsam score``, ``compare``/``demo`` plots and ``analyze``
+    use to drop failed models.
+
+    Args:
+      exclude_models: None, bool [M] (True = drop) or int indices in [0, M).
+      m: number of models M.
+    """
     use = np.ones(m, bool)
     if exclude_models is None:
         return use
@@ -102,10 +109,13 @@ def _model_mask(exclude_models: Any, m: int) -> np.ndarray:
 
 
 def accuracy(logits: Any, labels: Any, keep: Any) -> dict:
-    """Per-model accuracy on query 0 (identity) over IN points ("train") and OUT points ("test").
+    """Per-model accuracy on query 0 (identity) over IN points and OUT (pool non-member) points.
 
-    Returns ``{"train": mean, "test": mean, "per_model": {"train": [M], "test": [M]}}``; a model
-    with no OUT (or IN) point gets NaN there, which the means skip.
+    Returns ``{"train": mean, "out": mean, "per_model": {"train": [M], "out": [M]}}``: "train"
+    over the pool points each model trained on, "out" over the pool points it did not train on
+    (not the held-out split: see ``heldout`` in ``jaxsam score``'s report). A model with no OUT
+    (or IN) point gets NaN there, which the means skip. ``test`` (and ``per_model.test``) repeat
+    "out" under the name used before, for readers of older reports; it will be removed.
     """
     pred = np.stack([np.asarray(logits[i, :, 0, :]).argmax(-1) for i in range(logits.shape[0])])
     correct = pred == np.asarray(labels)[None]
@@ -113,11 +123,15 @@ def accuracy(logits: Any, labels: Any, keep: Any) -> dict:
     with np.errstate(invalid="ignore"):
         tr = (correct & keep).sum(1) / keep.sum(1)
         te = (correct & ~keep).sum(1) / (~keep).sum(1)
-    return {
+    out = {
         "train": float(np.nanmean(tr)),
-        "test": float(np.nanmean(te)),
-        "per_model": {"train": [float(x) for x in tr], "test": [float(x) for x in te]},
+        "out": float(np.nanmean(te)),
+        "per_model": {"train": [float(x) for x in tr], "out": [float(x) for x in te]},
     }
+    out["test"] = out["out"]  # deprecated alias, kept one version
+    out["per_model"]["test"] = out["per_model"]["out"]
+    out["deprecated"] = {"test": "renamed 'out' (OUT pool non-member accuracy)"}
+    return out
 
 
 def score(
@@ -149,7 +163,8 @@ def score(
 
     Returns:
       :class:`ScoreResult`. ``report`` has ``attacks`` {name: roc_metrics + ``per_target`` +
-      ``ci``}, ``accuracy`` {train, test, per_model}, ``models``, ``examples``, ``queries``,
+      ``ci``}, ``accuracy`` {train, out, per_model} (see :func:`accuracy`), ``models``,
+      ``examples``, ``queries``,
       ``classes``, ``excluded_models``, ``fprs``, ``bootstrap``, ``settings``.
     """
     names = list(ATTACKS if attacks is None else attacks)
@@ -157,7 +172,7 @@ def score(
     if unknown or not names:
         raise ConfigError(f"unknown attack(s) {unknown}; choose from {', '.join(ATTACKS)}")
     m0 = getattr(logits, "shape", (0,))[0]
-    use = _model_mask(exclude_models, m0)
+    use = kept_models(exclude_models, m0)
     idx = np.nonzero(use)[0]
     keep = np.asarray(keep)
     if not use.all():
@@ -165,7 +180,7 @@ def score(
     m, n, a, c = check_logits(logits, labels, keep)
     keep = keep.astype(bool)
     settings = dict(settings or {})
-    s = _Signals(logits, labels)
+    s = _signals_for(names, logits, labels)
     report: dict = {
         "attacks": {},
         "accuracy": accuracy(logits, labels, keep),

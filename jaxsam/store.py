@@ -11,7 +11,9 @@ Layout of ``RUN/`` (format ``jaxsam-run``, version 1)::
     metrics.json     per-model train/test accuracy and losses
     checkpoints/     orbax CheckpointManager (resume)
     COMPLETE         written last: the run is whole
-    report.json, report.md, scores/, plots/, analysis.json   (written by score / analyze)
+    report.json, report.md, scores/, plots/, analysis.json   (written by score / analyze;
+                     report.json, report.md, scores/ and plots/roc.png are published together
+                     by write_report_files)
 
 Arrays go through orbax-checkpoint, metadata through JSON; nothing is pickled. Every write of
 a JSON file is atomic (write then rename); orbax finalises its directories atomically. A run
@@ -26,6 +28,8 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +312,65 @@ def finish_run(
     (path / COMPLETE).write_text("logits and metrics written\n")
 
 
+REPORT_FILES = ("report.json", "report.md", "scores")
+
+
+def write_report_files(
+    path: Path,
+    *,
+    report: dict,
+    markdown: str,
+    scores: dict[str, np.ndarray],
+    extra: dict[str, Callable[[Path], Any]] | None = None,
+) -> None:
+    """Publishes ``jaxsam score``'s outputs in ``RUN/`` together, or leaves the old ones alone.
+
+    Everything is first written into a private staging directory inside ``path``
+    (``.report-staging-*``, same disk, so the moves below are renames): ``report.json``,
+    ``report.md``, ``scores/`` (orbax) and each ``extra`` file (relative name -> a function that
+    writes that file at the path it is given, e.g. ``{"plots/roc.png": draw}``). Only when all
+    of them are written are they moved into place: the old ``report.json`` is removed first and
+    the new one is moved last, so a run directory always holds either no ``report.json`` or a
+    ``report.json`` whose ``report.md`` and ``scores/`` were written with it. A failure before
+    the moves leaves the previous outputs as they were and no new ``report.json``.
+
+    Args:
+      path: the run directory.
+      report: the JSON-serialisable report (``report.json``).
+      markdown: the text of ``report.md``.
+      scores: attack name -> score array (``scores/``).
+      extra: further files to publish with them, by path relative to ``path``.
+    """
+    path = Path(path)
+    extra = dict(extra or {})
+    for name in REPORT_FILES:
+        if name in extra:
+            raise ValueError(f"extra file {name!r} would replace a report file; rename it")
+    staging = Path(tempfile.mkdtemp(prefix=".report-staging-", dir=path))
+    try:
+        (staging / "report.md").write_text(markdown)
+        save_arrays(staging / "scores", scores)
+        for rel, write in extra.items():
+            target = staging / "extra" / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write(target)
+        write_json(staging / "report.json", report)
+        # Everything is on disk: publish. report.json goes first (removed) and last (added).
+        (path / "report.json").unlink(missing_ok=True)
+        old = staging / "old"
+        old.mkdir()
+        for rel in ["scores", "report.md", *extra]:
+            src = staging / ("extra" if rel in extra else "") / rel
+            dst = path / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst.is_dir() and not dst.is_symlink():
+                os.replace(dst, old / rel.replace("/", "_"))
+            os.replace(src, dst)
+        os.replace(staging / "report.json", path / "report.json")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _to_bf16(a: np.ndarray) -> np.ndarray:
     import ml_dtypes
 
@@ -382,7 +445,10 @@ class Run:
 
     @property
     def scores(self) -> dict[str, np.ndarray] | None:
-        """Per-attack membership scores [M, N] written by ``jaxsam score``, or None."""
+        """Per-attack membership scores [M, N] written by ``jaxsam score``, or None.
+
+        Rows of failed (excluded) models are NaN: they were not scored.
+        """
         if not (self.path / "scores").is_dir():
             return None
         return load_arrays(self.path / "scores", "scores")

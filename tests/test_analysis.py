@@ -113,7 +113,7 @@ def test_subgroup_accuracy_uses_out_entries():
     keep = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], bool)
     correct = np.array([[1, 0], [0, 1], [1, 1], [1, 1]], bool)
     acc = analysis.subgroup_accuracy(correct, keep, {"a": np.array([True, False])})
-    assert acc["a"] == {"test": 0.5, "train": 1.0}
+    assert acc["a"] == {"out": 0.5, "train": 1.0}
 
 
 # ------------------------------------------------------------------------ analyze_run
@@ -153,7 +153,7 @@ def test_analyze_run_on_planted_memorizers():
     sub = s["subgroups"]
     assert sub["atypical"]["n"] == 10 and sub["typical"]["n"] == 50
     assert sub["atypical"]["memorization_mean"] == pytest.approx(1.0)
-    assert sub["atypical"]["accuracy"]["test"] == 0.0 and sub["typical"]["accuracy"]["test"] == 1.0
+    assert sub["atypical"]["accuracy"]["out"] == 0.0 and sub["typical"]["accuracy"]["out"] == 1.0
     assert sub["atypical"]["accuracy"]["train"] == 1.0
     assert sub["atypical"]["tpr_at_fpr"]["0.01"] > sub["typical"]["tpr_at_fpr"]["0.01"]
     ent = s["influence_entropy"]
@@ -170,7 +170,7 @@ def test_analyze_run_on_planted_memorizers():
         logits, labels, keep, test_logits=test_logits, test_labels=test_labels
     )
     assert noisy["influence_entropy"][0] > 0.0  # with few models, noise spreads the influence
-    assert s["test_accuracy"] == pytest.approx(1 - 0.5 / 10)
+    assert s["heldout_accuracy"] == pytest.approx(1 - 0.5 / 10)
 
 
 def test_out_variance_in_summary_matches_direct():
@@ -181,7 +181,7 @@ def test_out_variance_in_summary_matches_direct():
     direct = [np.var(lsc[~keep[:, i], i], ddof=1) for i in range(keep.shape[1])]
     np.testing.assert_allclose(arrays["out_variance"], direct, rtol=1e-4, atol=1e-6)
     assert s["out_variance"]["median"] == pytest.approx(np.median(direct), rel=1e-4)
-    assert s["influence_entropy"] is None and s["test_accuracy"] is None
+    assert s["influence_entropy"] is None and s["heldout_accuracy"] is None
 
 
 # ------------------------------------------------------------------------ the command

@@ -69,8 +69,16 @@ def test_threshold_attacks_signs():
     logits = rng.normal(size=(3, 4, 2, 5)).astype(np.float32)
     y = rng.integers(0, 5, 4)
     np.testing.assert_allclose(attacks.loss_attack(logits, y), -S.loss(logits, y)[..., 0])
+    # The confidence attack scores logit(p_y) (same ranking as p_y, never saturates): its
+    # sigmoid is the mean confidence over the queries.
+    sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
     np.testing.assert_allclose(
-        attacks.confidence_attack(logits, y, query=None), S.confidence(logits, y).mean(-1)
+        sigmoid(attacks.confidence_attack(logits, y, query=None)),
+        S.confidence(logits, y).mean(-1),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        attacks.confidence_attack(logits, y), S.logit_scaled_confidence(logits, y)[..., 0]
     )
     np.testing.assert_allclose(attacks.entropy_attack(logits, y), -S.entropy(logits, y)[..., 0])
     np.testing.assert_allclose(

@@ -32,7 +32,7 @@ def test_score_and_compare_from_a_copied_run(tiny_run, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["compare", str(copy), str(tiny_run.path)]) == 0
     table = capsys.readouterr().out
-    assert "test accuracy" in table and "lira_online AUC" in table
+    assert "OUT (pool non-member) accuracy" in table and "lira_online AUC" in table
 
 
 def test_train_config_written_by_a_run_reproduces_it(tiny_run, tmp_path):
@@ -124,7 +124,7 @@ def test_demo_runs_end_to_end_on_a_tiny_setting(tmp_path, capsys):
         == 0
     )
     text = capsys.readouterr().out
-    assert "test accuracy" in text and "lira_online AUC" in text
+    assert "OUT (pool non-member) accuracy" in text and "lira_online AUC" in text
     for opt in ("sgd", "sam"):
         assert (out / opt / "report.json").is_file()
     assert (out / "roc_compare.png").stat().st_size > 1000

@@ -117,12 +117,12 @@ def _check_result(res, out, arms, seeds):
     assert res["arms"] == arms
     assert json.loads((out / "results.json").read_text())["arms"] == arms
     table = (out / "table.md").read_text()
-    assert "test accuracy %" in table and "mean FZ memorization" in table
+    assert "OUT (pool non-member) accuracy %" in table and "mean FZ memorization" in table
     for a in arms:
         assert res["seeds"][a] == list(seeds)
         for s in seeds:
             assert (out / f"seed{s}" / spec_lib.slug(a) / "report.json").is_file()
-        acc = res["summary"][a]["test_accuracy"]
+        acc = res["summary"][a]["out_accuracy"]
         assert acc["n"] == len(seeds) and 0.0 <= acc["mean"] <= 1.0
         auc = res["summary"][a]["lira_online/auc"]
         assert auc["n"] == len(seeds) and 0.0 <= auc["mean"] <= 1.0
@@ -169,8 +169,8 @@ def test_interrupted_run_is_resumed(tmp_path, cache_dir):
     logs = []
     res2 = run_lib.run_experiment(spec, out, progress=False, cache_dir=cache_dir, log=logs.append)
     assert (run_dir / "COMPLETE").is_file() and "trained" in logs[0]
-    assert res2["summary"]["SGD"]["test_accuracy"]["mean"] == pytest.approx(
-        res["summary"]["SGD"]["test_accuracy"]["mean"], abs=1e-6
+    assert res2["summary"]["SGD"]["out_accuracy"]["mean"] == pytest.approx(
+        res["summary"]["SGD"]["out_accuracy"]["mean"], abs=1e-6
     )
 
 

@@ -61,7 +61,9 @@ def test_paired_difference_uses_only_common_finite_seeds():
 def test_extract_metrics_reads_report_and_marks_missing():
     rep = _report(0.9, 0.6, 0.05, 0.01, 0.2, 0.3)
     m = agg.extract_metrics(rep, ["lira_online", "rmia"])
-    assert m["test_accuracy"] == 0.9
+    assert m["out_accuracy"] == 0.9  # a report written before the rename (accuracy.test)
+    new = dict(rep, accuracy={"out": 0.8, "test": 0.8, "train": 1.0})
+    assert agg.extract_metrics(new, ["lira_online"])["out_accuracy"] == 0.8
     assert m["lira_online/auc"] == 0.6
     assert m["lira_online/tpr@0.01"] == 0.05 and m["lira_online/tpr@0.001"] == 0.01
     assert m["rmia/auc"] is None
@@ -111,7 +113,7 @@ def test_render_table_rows_columns_and_markers():
     assert lines[0] == "| metric | SGD | SAM | SAM - SGD |"
     rows = {ln.split(" | ")[0].lstrip("| "): ln for ln in lines[2:] if ln.startswith("|")}
     assert list(rows) == [
-        "test accuracy %",
+        "OUT (pool non-member) accuracy %",
         "lira_online AUC %",
         "lira_online TPR@1% FPR %",
         "lira_online TPR@0.1% FPR %",

@@ -30,7 +30,7 @@ def test_compare_table_content(tmp_path):
     lines = txt.splitlines()
     assert "SGD" in lines[0] and "SAM" in lines[0] and "diff (last - first)" in lines[0]
     body = [ln for ln in lines[2:] if ln.strip()]
-    assert body[0].startswith("test accuracy %")
+    assert body[0].startswith("OUT (pool non-member) accuracy %")
     assert body[1].startswith("lira_online AUC %")
     assert body[2].startswith("lira_online TPR@1% FPR %")
     assert body[3].startswith("lira_online TPR@0.1% FPR %")
@@ -51,3 +51,16 @@ def test_compare_table_content(tmp_path):
         {"SGD": sgd, "SAM": (sam.scores["lira_online"], sam.keep)}, tmp_path / "roc.png"
     )
     assert (tmp_path / "roc.png").stat().st_size > 1000 and png.endswith("roc.png")
+
+
+def test_reports_written_before_the_accuracy_rename_still_read():
+    """report.json of the previous version: accuracy.test (= OUT accuracy), held-out in run."""
+    old = {"accuracy": {"train": 1.0, "test": 0.875}, "run": {"heldout_accuracy": 0.75}}
+    new = {"accuracy": {"train": 1.0, "out": 0.5, "heldout": 0.625}}
+    lines = compare_table([("old", old), ("new", new)]).splitlines()
+    out_row = next(ln for ln in lines if ln.startswith("OUT (pool non-member) accuracy %"))
+    held_row = next(ln for ln in lines if ln.startswith("held-out accuracy %"))
+    assert out_row.split()[-3:] == ["87.50", "50.00", "-37.50"]
+    assert held_row.split()[-3:] == ["75.00", "62.50", "-12.50"]
+    page = render_markdown(old, "old run")
+    assert "OUT 87.50%" in page and "held-out 75.00%" in page

@@ -45,7 +45,10 @@ def test_accuracy_definition(run):
     train = [(correct[i] & keep[i]).sum() / keep[i].sum() for i in range(8)]
     test = [(correct[i] & ~keep[i]).sum() / (~keep[i]).sum() for i in range(8)]
     np.testing.assert_allclose(rep["accuracy"]["per_model"]["train"], train)
-    assert rep["accuracy"]["test"] == pytest.approx(np.mean(test))
+    assert rep["accuracy"]["out"] == pytest.approx(np.mean(test))
+    np.testing.assert_allclose(rep["accuracy"]["per_model"]["out"], test)
+    # the name used before the rename stays readable for one version
+    assert rep["accuracy"]["test"] == rep["accuracy"]["out"]
     assert "ci" not in rep["attacks"]["loss"]
 
 

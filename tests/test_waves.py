@@ -49,7 +49,7 @@ def test_two_waves_equal_one_run(full_run, tmp_path):
     np.testing.assert_array_equal(back.labels, full_run.labels)
     assert back.metrics["steps"] == full_run.metrics["steps"]
     np.testing.assert_allclose(
-        back.metrics["test_accuracy"], full_run.metrics["test_accuracy"], atol=1e-6
+        back.metrics["out_accuracy"], full_run.metrics["out_accuracy"], atol=1e-6
     )
     assert run.logits.shape == full_run.logits.shape
 

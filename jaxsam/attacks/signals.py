@@ -1,9 +1,27 @@
-"""Per-example membership signals computed from logits.
+"""Per-example membership signals computed from logits, with exact rankings.
 
 Every function takes ``logits`` of shape ``[..., N, A, C]`` (any float dtype; numpy or jax) and
 integer ``labels`` of shape ``[N]`` and returns float32 ``[..., N, A]`` of the same array kind
-(numpy in, numpy out; jax in, jax out). All forms are computed from log-softmax / logsumexp so
-that confident predictions (p_y -> 1) do not round to infinities.
+(numpy in, numpy out; jax in, jax out).
+
+Precision. Numpy input is computed in float64 and rounded once to float32 at the end; jax input
+is computed in its own dtype (float32 unless ``jax_enable_x64``). Every signal is built from
+pieces that carry full *relative* precision even for confident predictions:
+
+* ``t`` = the arg-max class, ``d_i = z_i - z_t <= 0`` and ``S = sum_{i != t} exp(d_i)`` (from
+  ``log S`` = a logsumexp over the non-top classes, so it never underflows to a wrong value);
+* ``-log p_i = log1p(S) - d_i`` (never ``log(softmax)``, which rounds ``p_t`` to 1 and the
+  loss to 0 once ``S`` drops below the float epsilon);
+* ``log(1 - p_i) = log1p(-p_i)`` for ``p_i <= 1/2`` and ``log S - log1p(S)`` for the top class
+  when ``p_t > 1/2`` (``1 - p_t = S / (1 + S)``, no cancellation).
+
+The loss, entropy and modified entropy are sums of non-negative terms of these pieces, so they
+keep their relative precision (the tests hold the modified entropy to 1e-6 of a float64
+reference) and stay distinct and ordered for logits such as ``[z, 0]`` with z = 15 ... 40,
+where the float32 softmax has long rounded ``p_y`` to 1. ``confidence`` is ``p_y`` itself and
+does saturate to 1.0 in float32 above a logit-scaled confidence of about 17: the confidence
+attack therefore ranks by :func:`logit_scaled_confidence`, a strictly increasing function of
+``p_y`` (``p_y = sigmoid(lsc)``) with the same ROC.
 
 Sign conventions: ``logit_scaled_confidence``, ``hinge`` and ``confidence`` are higher for
 members; ``loss``, ``entropy`` and ``modified_entropy`` are lower for members (the threshold
@@ -12,6 +30,8 @@ attacks negate them).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -20,89 +40,145 @@ import numpy as np
 
 Array = Any
 
-
-def _prepare(logits: Array, labels: Array) -> tuple[jax.Array, jax.Array, bool]:
-    is_numpy = not isinstance(logits, jax.Array)
-    z = jnp.asarray(logits)
-    if z.ndim < 3:
-        raise ValueError(f"logits must be [..., N, A, C], got shape {z.shape}; add a query axis")
-    y = jnp.asarray(labels).astype(jnp.int32)
-    if y.shape != (z.shape[-3],):
-        raise ValueError(f"labels must be [N={z.shape[-3]}], got shape {y.shape}")
-    if z.dtype not in (jnp.float32, jnp.float64):
-        z = z.astype(jnp.float32)
-    return z, y, is_numpy
+# Elements of one logits chunk in :func:`compute_signals` (float64: 32 MiB per temporary).
+_CHUNK_ELEMENTS = 1 << 22
 
 
-def _finish(x: jax.Array, is_numpy: bool) -> Array:
-    x = x.astype(jnp.float32)
-    return np.asarray(x) if is_numpy else x
+class _Parts:
+    """Log-space pieces of one logits block, computed on first use with array module ``xp``.
+
+    ``z``: float ``[..., N, A, C]``; ``y``: int ``[N]``. Works with numpy and inside ``jax.jit``.
+    """
+
+    def __init__(self, xp, z, y):
+        self.xp, self.z, self.y = xp, z, y
+
+    @functools.cached_property
+    def is_y(self):  # bool [N, 1, C]
+        xp = self.xp
+        return xp.arange(self.z.shape[-1]) == self.y[:, None, None]
+
+    @functools.cached_property
+    def is_top(self):  # bool [..., N, A, C]
+        xp = self.xp
+        return xp.arange(self.z.shape[-1]) == xp.argmax(self.z, axis=-1)[..., None]
+
+    @functools.cached_property
+    def d(self):  # z_i - z_t <= 0
+        return self.z - self.xp.max(self.z, axis=-1, keepdims=True)
+
+    @functools.cached_property
+    def log_s(self):  # log S = logsumexp over the non-top classes of d, [..., N, A, 1]
+        return _logsumexp_where(self.xp, self.d, ~self.is_top)
+
+    @functools.cached_property
+    def log1p_s(self):
+        return self.xp.log1p(self.xp.exp(self.log_s))
+
+    @functools.cached_property
+    def neg_logp(self):  # -log p_i >= 0, relative-accurate
+        return self.log1p_s - self.d
+
+    @functools.cached_property
+    def p(self):
+        return self.xp.exp(-self.neg_logp)
+
+    @functools.cached_property
+    def log1m_p(self):  # log(1 - p_i) <= 0, relative-accurate
+        xp = self.xp
+        top_big = self.is_top & (self.log_s < 0)  # p_t > 1/2
+        small = xp.log1p(-xp.where(top_big, 0.0, self.p))  # p <= 1/2 where used
+        return xp.where(top_big, self.log_s - self.log1p_s, small)
+
+    def at_y(self, x):
+        """``x[..., n, a, y_n]``: the true-class entry of a per-class array."""
+        return self.xp.sum(self.xp.where(self.is_y, x, 0.0), axis=-1)
 
 
-def _onehot(z: jax.Array, y: jax.Array) -> jax.Array:
-    # [N, 1, C] broadcast against [..., N, A, C]
-    return jax.nn.one_hot(y, z.shape[-1], dtype=bool)[:, None, :]
+def _logsumexp_where(xp, x, where):
+    """logsumexp over the last axis of the entries where ``where``; -inf when there are none."""
+    masked = xp.where(where, x, -xp.inf)
+    m = xp.max(masked, axis=-1, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0.0)
+    return m + xp.log(xp.sum(xp.where(where, xp.exp(masked - m), 0.0), axis=-1, keepdims=True))
 
 
-@jax.jit
-def _lsc(z: jax.Array, y: jax.Array) -> jax.Array:
-    oh = _onehot(z, y)
-    zy = jnp.sum(jnp.where(oh, z, 0.0), axis=-1)
-    rest = jax.nn.logsumexp(jnp.where(oh, -jnp.inf, z), axis=-1)
-    return zy - rest
+def _lsc(P: _Parts):
+    zy = P.at_y(P.z)
+    return zy - _logsumexp_where(P.xp, P.z, ~P.is_y)[..., 0]
 
 
-@jax.jit
-def _hinge(z: jax.Array, y: jax.Array) -> jax.Array:
-    oh = _onehot(z, y)
-    zy = jnp.sum(jnp.where(oh, z, 0.0), axis=-1)
-    return zy - jnp.max(jnp.where(oh, -jnp.inf, z), axis=-1)
+def _hinge(P: _Parts):
+    zy = P.at_y(P.z)
+    return zy - P.xp.max(P.xp.where(P.is_y, -P.xp.inf, P.z), axis=-1)
 
 
-@jax.jit
-def _loss(z: jax.Array, y: jax.Array) -> jax.Array:
-    logp = jax.nn.log_softmax(z, axis=-1)
-    return -jnp.sum(jnp.where(_onehot(z, y), logp, 0.0), axis=-1)
+def _loss(P: _Parts):
+    return P.at_y(P.neg_logp)
 
 
-@jax.jit
-def _entropy(z: jax.Array, y: jax.Array) -> jax.Array:
-    del y
-    logp = jax.nn.log_softmax(z, axis=-1)
-    p = jnp.exp(logp)
-    return -jnp.sum(jnp.where(p > 0, p * logp, 0.0), axis=-1)
+def _confidence(P: _Parts):
+    return P.xp.exp(-_loss(P))
 
 
-def _log1m_softmax(z: jax.Array) -> jax.Array:
-    """log(1 - p_i) for every class, stable also for the dominant class."""
-    logp = jax.nn.log_softmax(z, axis=-1)
-    p = jnp.exp(logp)
-    # For every class but the arg-max, p_i <= 1/2 and log1p(-p_i) is exact.
-    top = jnp.argmax(z, axis=-1)
-    is_top = jax.nn.one_hot(top, z.shape[-1], dtype=bool)
-    lse = jax.nn.logsumexp(z, axis=-1, keepdims=True)
-    top_rest = jax.nn.logsumexp(jnp.where(is_top, -jnp.inf, z), axis=-1, keepdims=True) - lse
-    return jnp.where(is_top, top_rest, jnp.log1p(-jnp.minimum(p, 0.5)))
+def _entropy(P: _Parts):
+    # sum_i p_i (-log p_i): non-negative terms; p_i = 0 terms are 0 even where -log p_i = inf.
+    xp = P.xp
+    return xp.sum(xp.where(P.p > 0, P.p * P.neg_logp, 0.0), axis=-1)
 
 
-@jax.jit
-def _mentr(z: jax.Array, y: jax.Array) -> jax.Array:
-    oh = _onehot(z, y)
-    logp = jax.nn.log_softmax(z, axis=-1)
-    p = jnp.exp(logp)
-    log1m = _log1m_softmax(z)
-    # -(1 - p_y) log p_y  -  sum_{i != y} p_i log(1 - p_i)
-    term_y = -jnp.exp(jnp.sum(jnp.where(oh, log1m, 0.0), axis=-1)) * jnp.sum(
-        jnp.where(oh, logp, 0.0), axis=-1
-    )
-    term_rest = -jnp.sum(jnp.where(oh, 0.0, p * log1m), axis=-1)
-    return term_y + term_rest
+def _mentr(P: _Parts):
+    # (1 - p_y)(-log p_y) + sum_{i != y} p_i (-log(1 - p_i)): non-negative terms.
+    xp = P.xp
+    term_y = xp.exp(P.at_y(P.log1m_p)) * _loss(P)
+    rest = xp.where(P.is_y | (P.p == 0), 0.0, -P.p * P.log1m_p)
+    return term_y + xp.sum(rest, axis=-1)
+
+
+_FORMULAS: dict[str, Callable[[_Parts], Any]] = {
+    "logit_scaled_confidence": _lsc,
+    "hinge": _hinge,
+    "loss": _loss,
+    "confidence": _confidence,
+    "entropy": _entropy,
+    "modified_entropy": _mentr,
+}
+
+
+@functools.partial(jax.jit, static_argnames="names")
+def _jax_signals(z: jax.Array, y: jax.Array, names: tuple[str, ...]) -> tuple[jax.Array, ...]:
+    P = _Parts(jnp, z, y)
+    return tuple(_FORMULAS[n](P).astype(jnp.float32) for n in names)
+
+
+def _numpy_signals(z: np.ndarray, y: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
+    P = _Parts(np, np.asarray(z, np.float64), np.asarray(y, np.int64))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        return [np.asarray(_FORMULAS[n](P), np.float64).astype(np.float32) for n in names]
+
+
+def _check(logits: Array, labels: Array) -> None:
+    shape = np.shape(logits)
+    if len(shape) < 3:
+        raise ValueError(f"logits must be [..., N, A, C], got shape {shape}; add a query axis")
+    if np.shape(labels) != (shape[-3],):
+        raise ValueError(f"labels must be [N={shape[-3]}], got shape {np.shape(labels)}")
+    if shape[-1] < 2:
+        raise ValueError(f"logits need at least 2 classes, got C={shape[-1]}")
+
+
+def _signal(name: str, logits: Array, labels: Array) -> Array:
+    _check(logits, labels)
+    if isinstance(logits, jax.Array):
+        z = logits if logits.dtype in (jnp.float32, jnp.float64) else logits.astype(jnp.float32)
+        return _jax_signals(z, jnp.asarray(labels).astype(jnp.int32), (name,))[0]
+    return _numpy_signals(np.asarray(logits), np.asarray(labels), [name])[0]
 
 
 def logit_scaled_confidence(logits: Array, labels: Array) -> Array:
     """LiRA's logit-scaled confidence ``log p_y - log sum_{y' != y} p_y'``.
 
-    Computed as ``z_y - logsumexp_{y' != y} z_y'`` (exact and stable).
+    Computed as ``z_y - logsumexp_{y' != y} z_y'`` (exact and stable; ``= logit(p_y)``).
 
     Args:
       logits: float ``[..., N, A, C]``.
@@ -111,26 +187,30 @@ def logit_scaled_confidence(logits: Array, labels: Array) -> Array:
     Returns:
       float32 ``[..., N, A]``; higher = more confident on the true label (members).
     """
-    z, y, is_np = _prepare(logits, labels)
-    return _finish(_lsc(z, y), is_np)
+    return _signal("logit_scaled_confidence", logits, labels)
 
 
 def hinge(logits: Array, labels: Array) -> Array:
     """Hinge signal ``z_y - max_{y' != y} z_y'``: float32 ``[..., N, A]``, higher = member."""
-    z, y, is_np = _prepare(logits, labels)
-    return _finish(_hinge(z, y), is_np)
+    return _signal("hinge", logits, labels)
 
 
 def loss(logits: Array, labels: Array) -> Array:
-    """Cross-entropy ``-log p_y`` (nats): float32 ``[..., N, A]``, lower = member."""
-    z, y, is_np = _prepare(logits, labels)
-    return _finish(_loss(z, y), is_np)
+    """Cross-entropy ``-log p_y`` (nats): float32 ``[..., N, A]``, lower = member.
+
+    ``log1p(S) - d_y`` (see the module docstring): a confident correct prediction gets its true,
+    tiny loss (about ``exp(-lsc)``), not 0.
+    """
+    return _signal("loss", logits, labels)
 
 
 def confidence(logits: Array, labels: Array) -> Array:
-    """Softmax probability of the true label ``p_y``: float32 ``[..., N, A]``, higher = member."""
-    z, y, is_np = _prepare(logits, labels)
-    return _finish(jnp.exp(-_loss(z, y)), is_np)
+    """Softmax probability of the true label ``p_y``: float32 ``[..., N, A]``, higher = member.
+
+    Saturates to 1.0 in float32 once ``p_y > 1 - 6e-8`` (logit-scaled confidence above about
+    17); rank by :func:`logit_scaled_confidence` instead (same order, never saturates).
+    """
+    return _signal("confidence", logits, labels)
 
 
 def entropy(logits: Array, labels: Array) -> Array:
@@ -138,22 +218,21 @@ def entropy(logits: Array, labels: Array) -> Array:
 
     ``labels`` is only checked for shape; the entropy ignores it.
     """
-    z, y, is_np = _prepare(logits, labels)
-    return _finish(_entropy(z, y), is_np)
+    return _signal("entropy", logits, labels)
 
 
 def modified_entropy(logits: Array, labels: Array) -> Array:
     """Song & Mittal (2021) modified entropy, float32 ``[..., N, A]``, lower = member.
 
     ``Mentr = -(1 - p_y) log p_y - sum_{i != y} p_i log(1 - p_i)``. It is 0 for a confident
-    correct prediction and grows without bound for a confident wrong one.
+    correct prediction and grows without bound for a confident wrong one. Every term is
+    non-negative and computed in log space, so the result keeps its relative precision.
 
     References:
       Song & Mittal, "Systematic Evaluation of Privacy Risks of Machine Learning Models",
       USENIX Security 2021.
     """
-    z, y, is_np = _prepare(logits, labels)
-    return _finish(_mentr(z, y), is_np)
+    return _signal("modified_entropy", logits, labels)
 
 
 SIGNALS = {
@@ -166,16 +245,64 @@ SIGNALS = {
 }
 
 
-def compute_chunked(fn, logits: Array, labels: Array, *, chunk_models: int = 8) -> np.ndarray:
-    """Apply a signal to ``[M, N, A, C]`` logits a few models at a time.
+def _chunks(m: int, n: int, per_model: int, budget: int):
+    """(model slice, example slice) blocks of at most ~``budget`` elements, row-major."""
+    if per_model * n <= budget:
+        step = max(1, budget // max(per_model * n, 1))
+        for s in range(0, m, step):
+            yield slice(s, min(s + step, m)), slice(0, n)
+        return
+    step_n = max(1, budget // max(per_model, 1))
+    for i in range(m):
+        for s in range(0, n, step_n):
+            yield slice(i, i + 1), slice(s, min(s + step_n, n))
 
-    Keeps the float32 copy of the logits bounded (``chunk_models * N * A * C`` values) when the
-    stored logits are float16/bfloat16 or a memory map. Returns numpy float32 ``[M, N, A]``.
+
+def compute_signals(
+    names: Sequence[str], logits: Array, labels: Array, *, chunk_elements: int = _CHUNK_ELEMENTS
+) -> dict[str, np.ndarray]:
+    """Several signals of ``[M, N, A, C]`` logits in one float64 pass, a block at a time.
+
+    Each block (at most about ``chunk_elements`` logits, split over models and then examples) is
+    widened to float64 once; the shared log-space pieces are computed once for all ``names``.
+    Works on float16 / bfloat16 arrays and memory maps without a full float copy.
+
+    Args:
+      names: keys of :data:`SIGNALS`.
+      logits: float ``[M, N, A, C]``.
+      labels: int ``[N]``.
+      chunk_elements: block size in logits.
+
+    Returns:
+      {name: numpy float32 ``[M, N, A]``}.
     """
-    m = logits.shape[0]
-    out = np.empty(logits.shape[:-1], np.float32)
-    for start in range(0, m, chunk_models):
-        out[start : start + chunk_models] = np.asarray(
-            fn(jnp.asarray(np.asarray(logits[start : start + chunk_models])), labels)
-        )
+    unknown = [n for n in names if n not in _FORMULAS]
+    if unknown:
+        raise ValueError(f"unknown signal(s) {unknown}; choose from {', '.join(_FORMULAS)}")
+    if np.ndim(logits) != 4:
+        raise ValueError(f"logits must be [M, N, A, C], got shape {np.shape(logits)}")
+    _check(logits, labels)
+    m, n, a, c = logits.shape
+    y = np.asarray(labels)
+    out = {k: np.empty((m, n, a), np.float32) for k in names}
+    for ms, ns in _chunks(m, n, a * c, chunk_elements):
+        block = np.asarray(logits[ms, ns])
+        for k, v in zip(names, _numpy_signals(block, y[ns], names), strict=True):
+            out[k][ms, ns] = v
+    return out
+
+
+def compute_chunked(fn, logits: Array, labels: Array, *, chunk_models: int = 8) -> np.ndarray:
+    """Apply one signal function of :data:`SIGNALS` to ``[M, N, A, C]`` logits in blocks.
+
+    The blocks go through the numpy (float64) path, at most ``chunk_models`` models and about
+    4M logits at a time, so a float16/bfloat16 array or a memory map is never widened whole.
+    Returns numpy float32 ``[M, N, A]``.
+    """
+    m, n, a, c = logits.shape
+    budget = min(_CHUNK_ELEMENTS, max(chunk_models, 1) * n * a * c)
+    out = np.empty((m, n, a), np.float32)
+    y = np.asarray(labels)
+    for ms, ns in _chunks(m, n, a * c, budget):
+        out[ms, ns] = np.asarray(fn(np.asarray(logits[ms, ns]), y[ns]))
     return out

@@ -8,6 +8,9 @@ members (loss, entropy, modified entropy) are negated, so higher score = member 
 The difficulty-calibrated loss attack (Watson et al., ICLR 2022) subtracts each example's mean
 loss under reference models that did not train on it: ``score = mean_OUT_loss(x) - loss_m(x)``.
 Here the references are the other models that have x OUT (leave-one-out).
+
+Every signal comes from :func:`jaxsam.attacks.signals.compute_signals` (log space, float64), so
+the rankings are exact: see the module docstring there.
 """
 
 from __future__ import annotations
@@ -22,43 +25,97 @@ from jaxsam.attacks._checks import check_keep, check_logits
 Array = Any
 
 
-def _select(sig: np.ndarray, query: int | None) -> np.ndarray:
+# attack -> (signal it ranks by, sign that makes higher = member)
+THRESHOLD_SIGNALS: dict[str, tuple[str, float]] = {
+    "loss": ("loss", -1.0),
+    "confidence": ("logit_scaled_confidence", 1.0),
+    "entropy": ("entropy", -1.0),
+    "modified_entropy": ("modified_entropy", -1.0),
+}
+
+
+def _logit_of_mean_probability(lsc: np.ndarray) -> np.ndarray:
+    """``logit(mean_a p_a)`` for ``p_a = sigmoid(lsc_a)``, in log space: [..., A] -> [...].
+
+    ``log mean p = logsumexp_a(log p_a) - log A`` and ``log p_a = -softplus(-lsc_a)``; the
+    ``log A`` terms cancel in the logit. Never saturates, unlike ``mean p`` in float32.
+    """
+    lsc = np.asarray(lsc, np.float64)
+    log_p = -np.logaddexp(0.0, -lsc)
+    log_q = -np.logaddexp(0.0, lsc)  # log(1 - p)
+    return np.logaddexp.reduce(log_p, axis=-1) - np.logaddexp.reduce(log_q, axis=-1)
+
+
+def threshold_scores(attack: str, signal: Array, query: int | None = 0) -> np.ndarray:
+    """Scores [M, N] of a threshold attack from its signal [M, N, A] (higher = member).
+
+    Args:
+      attack: a key of :data:`THRESHOLD_SIGNALS`.
+      signal: float [M, N, A], the signal ``THRESHOLD_SIGNALS[attack][0]`` (for ``confidence``
+        this is the logit-scaled confidence, see :func:`confidence_attack`).
+      query: which query to use; None averages over the A queries (for ``confidence`` the
+        probabilities are averaged, and the score is the logit of that mean).
+
+    Returns:
+      numpy float32 [M, N].
+    """
+    if attack not in THRESHOLD_SIGNALS:
+        raise ValueError(
+            f"unknown threshold attack {attack!r}; choose from {list(THRESHOLD_SIGNALS)}"
+        )
+    sign = THRESHOLD_SIGNALS[attack][1]
+    sig = np.asarray(signal)
     if query is None:
-        return sig.mean(axis=-1)
-    return sig[..., query]
+        if attack == "confidence":
+            return _logit_of_mean_probability(sig).astype(np.float32)
+        sel = sig.astype(np.float64).mean(axis=-1)
+    else:
+        sel = sig[..., query]
+    return (sign * sel).astype(np.float32)
 
 
-def _threshold(fn, logits, labels, keep, query, sign):
+def _threshold(attack, logits, labels, keep, query):
     if keep is None:
         keep = np.ones(logits.shape[:2], bool)
     check_logits(logits, labels, keep)
-    sig = _signals.compute_chunked(fn, logits, labels)
-    return (sign * _select(sig, query)).astype(np.float32)
+    name = THRESHOLD_SIGNALS[attack][0]
+    sig = _signals.compute_signals([name], logits, labels)[name]
+    return threshold_scores(attack, sig, query)
 
 
 def loss_attack(logits: Array, labels: Array, keep: Array | None = None, *, query: int | None = 0):
     """Loss threshold: scores ``-loss`` [M, N], higher = member.
 
+    The loss is computed in log space (float64, then float32), so a confident member's tiny loss
+    is kept (``exp(-lsc)``, e.g. 4e-18 at lsc = 40) instead of rounding to 0.
+
     Args:
       logits: float [M, N, A, C]. labels: int [N]. keep: unused (shape-checked if given).
       query: which query augmentation to use (0 = identity); None averages over all A.
     """
-    return _threshold(_signals.loss, logits, labels, keep, query, -1.0)
+    return _threshold("loss", logits, labels, keep, query)
 
 
 def confidence_attack(logits, labels, keep=None, *, query: int | None = 0) -> np.ndarray:
-    """Confidence threshold: scores ``p_y`` [M, N], higher = member. See :func:`loss_attack`."""
-    return _threshold(_signals.confidence, logits, labels, keep, query, 1.0)
+    """Confidence threshold, scored as ``logit(p_y)`` [M, N], higher = member.
+
+    ``logit(p_y)`` is the logit-scaled confidence ``z_y - logsumexp_{y' != y} z_y'``: a strictly
+    increasing function of ``p_y``, so the ROC is that of thresholding ``p_y``, but it never
+    saturates (``p_y`` is exactly 1.0 in float32 for every lsc above about 17). With
+    ``query=None`` the score is the logit of the mean of ``p_y`` over the queries. See
+    :func:`loss_attack` for the arguments.
+    """
+    return _threshold("confidence", logits, labels, keep, query)
 
 
 def entropy_attack(logits, labels, keep=None, *, query: int | None = 0) -> np.ndarray:
     """Entropy threshold: scores ``-entropy`` [M, N], higher = member."""
-    return _threshold(_signals.entropy, logits, labels, keep, query, -1.0)
+    return _threshold("entropy", logits, labels, keep, query)
 
 
 def modified_entropy_attack(logits, labels, keep=None, *, query: int | None = 0) -> np.ndarray:
     """Song & Mittal modified-entropy threshold: scores ``-Mentr`` [M, N], higher = member."""
-    return _threshold(_signals.modified_entropy, logits, labels, keep, query, -1.0)
+    return _threshold("modified_entropy", logits, labels, keep, query)
 
 
 def calibrated_loss_from_signal(
@@ -103,5 +160,5 @@ def calibrated_loss_attack(
     """Watson et al. (2022) difficulty-calibrated loss, leave-one-out: scores [M, N], higher =
     member. logits float [M, N, A, C], labels int [N], keep bool [M, N]."""
     check_logits(logits, labels, keep)
-    sig = _signals.compute_chunked(_signals.loss, logits, labels)
+    sig = _signals.compute_signals(["loss"], logits, labels)["loss"]
     return calibrated_loss_from_signal(sig, keep, chunk_size=chunk_size)

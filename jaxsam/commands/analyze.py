@@ -10,6 +10,9 @@ Per-subgroup attack TPR is reported when the loaded run carries ``[M, N]`` attac
 
 Subgroups (typical / atypical) are defined once, from the memorization averaged over all runs
 that share the same pool, so that SAM and SGD are compared on the same examples.
+
+Failed (excluded) models, listed in a run's ``run.json`` ``failed_models``, are dropped before
+anything is computed, exactly as ``jaxsam score`` drops them: they are in no statistic.
 """
 
 from __future__ import annotations
@@ -75,6 +78,24 @@ def _attack_scores(run) -> np.ndarray | None:
     return s if s.shape == np.shape(run.keep) else None
 
 
+class _KeptModels:
+    """A run's arrays restricted to its kept models (``failed_models`` dropped)."""
+
+    def __init__(self, run):
+        from jaxsam.scoring import kept_models
+
+        ok = kept_models(getattr(run, "failed_models", None) or [], np.shape(run.keep)[0])
+        self.path, self.name = run.path, getattr(run, "name", None)
+        self.labels = np.asarray(run.labels)
+        self.keep = np.asarray(run.keep, bool)[ok]
+        self.logits = np.asarray(run.logits)[ok]
+        test_logits = getattr(run, "test_logits", None)
+        self.test_logits = None if test_logits is None else np.asarray(test_logits)[ok]
+        self.test_labels = getattr(run, "test_labels", None)
+        scores = _attack_scores(run)
+        self.scores = None if scores is None else scores[ok]
+
+
 def analyze_runs(
     runs: Sequence,
     out_dir: str | Path,
@@ -88,7 +109,8 @@ def analyze_runs(
     Args:
       runs: objects with ``.keep`` bool [M, N], ``.logits`` [M, N, A, C], ``.labels`` [N],
         ``.path``, ``.name`` and optionally ``.test_logits`` [M, T, A, C], ``.test_labels`` [T],
-        ``.scores`` [M, N] (higher = member).
+        ``.scores`` [M, N] (higher = member), ``.failed_models`` (indices of excluded models,
+        dropped from every statistic).
       out_dir: output directory (created).
 
     Returns:
@@ -97,11 +119,11 @@ def analyze_runs(
     if not runs:
         raise DataError("no runs to analyze; pass at least one run directory.")
     names = _unique_names(runs)
+    runs = [_KeptModels(r) for r in runs]
     # Shared subgroups: average memorization over runs on the same pool (same labels).
     mems = {}
     for name, r in zip(names, runs, strict=True):
-        correct = np.asarray(memo.correct_from_logits(r.logits, r.labels))
-        mems[name] = np.asarray(memo.memorization(correct, r.keep))
+        mems[name] = np.asarray(memo.memorization_from_logits(r.logits, r.labels, r.keep))
     ref = None
     first = runs[0]
     if len(runs) > 1 and all(
@@ -117,7 +139,7 @@ def analyze_runs(
             np.asarray(r.logits),
             np.asarray(r.labels),
             np.asarray(r.keep),
-            scores=_attack_scores(r),
+            scores=r.scores,
             test_logits=None if test_logits is None else np.asarray(test_logits),
             test_labels=None if test_labels is None else np.asarray(test_labels),
             reference_memorization=ref,
@@ -152,8 +174,9 @@ def _print_table(result: dict) -> None:
     rows = [
         ("mean memorization", lambda s: s["memorization"]["mean"]),
         ("median OUT variance", lambda s: s["out_variance"]["median"]),
-        ("held-out acc (typical)", lambda s: s["subgroups"]["typical"]["accuracy"]["test"]),
-        ("held-out acc (atypical)", lambda s: s["subgroups"]["atypical"]["accuracy"]["test"]),
+        ("OUT acc (typical)", lambda s: s["subgroups"]["typical"]["accuracy"]["out"]),
+        ("OUT acc (atypical)", lambda s: s["subgroups"]["atypical"]["accuracy"]["out"]),
+        ("held-out acc", lambda s: s["heldout_accuracy"]),
     ]
     print(f"{'':26s}" + "".join(f"{n:>14s}" for n in names))
     for label, get in rows:

@@ -9,7 +9,7 @@ from pathlib import Path
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "compare",
-        help="print scored runs side by side (test accuracy, AUC, TPR at low FPR, ...)",
+        help="print scored runs side by side (OUT and held-out accuracy, AUC, TPR at low FPR, ...)",
         description="Print the reports of RUN... side by side. Runs not yet scored are scored "
         "first (from their saved logits).",
     )

@@ -6,8 +6,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from jaxsam import config as config_lib
 from jaxsam.errors import ConfigError, RunDirError
 
@@ -79,14 +77,14 @@ def plot_comparison(named: list[tuple[str, dict, object]], path: Path, attack: s
     """Log-log ROC of ``attack`` for each (label, report, run), from the runs' saved scores."""
     from jaxsam import plots, store
     from jaxsam.metrics import roc_curve
+    from jaxsam.scoring import kept_models
 
     curves = {}
     for label, _, run in named:
         scores = store.load_arrays(run.path / "scores", "scores")
         if attack not in scores:
             continue
-        ok = np.ones(run.keep.shape[0], bool)
-        ok[run.failed_models] = False
+        ok = kept_models(run.failed_models, run.keep.shape[0])
         fpr, tpr = roc_curve(scores[attack][ok].ravel(), run.keep[ok].ravel())[:2]
         curves[label] = (fpr, tpr)  # plot_roc adds each curve's AUC to its label
     path.parent.mkdir(parents=True, exist_ok=True)

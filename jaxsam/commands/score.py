@@ -50,19 +50,23 @@ def run_summary(run) -> dict:
 
 
 def mechanism_stats(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> dict:
-    """Mean Feldman-Zhang memorization and the median OUT variance of logit-scaled confidence."""
-    from jaxsam.attacks.signals import logit_scaled_confidence
-    from jaxsam.memorization import memorization, out_confidence_variance
+    """Mean Feldman-Zhang memorization and the median OUT variance of logit-scaled confidence.
 
-    correct = logits[:, :, 0, :].argmax(-1) == labels[None]
-    mem = memorization(correct, keep)
-    signal = np.asarray(logit_scaled_confidence(logits, labels)).mean(-1)  # [M, N]
-    var = out_confidence_variance(signal, keep)
+    Pass the kept models only. Memorization follows the rule ``analyze`` uses
+    (:func:`jaxsam.memorization.memorization_from_logits`: identity view, query 0); the OUT
+    variance uses the logit-scaled confidence averaged over the queries, as ``analyze`` does.
+    """
+    from jaxsam.analysis import confidence_signal
+    from jaxsam.memorization import memorization_from_logits, out_confidence_variance
+
+    mem = np.asarray(memorization_from_logits(logits, labels, keep))
+    var = np.asarray(out_confidence_variance(confidence_signal(logits, labels), keep))
     return {
         "memorization": {
             "mean": float(np.nanmean(mem)),
             "median": float(np.nanmedian(mem)),
             "fraction_above_0.5": float(np.nanmean(mem > 0.5)),
+            "query": 0,
         },
         "out_confidence_variance": {
             "median": float(np.nanmedian(var)),
@@ -71,40 +75,69 @@ def mechanism_stats(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray) ->
     }
 
 
+def kept_heldout_accuracy(run, ok: np.ndarray) -> float | None:
+    """Mean accuracy (identity view) of the kept models on the held-out split; None without one."""
+    test_logits = run.test_logits
+    if test_logits.shape[1] == 0:
+        return None
+    pred = test_logits[ok][:, :, 0, :].argmax(-1)
+    return float((pred == run.test_labels[None]).mean())
+
+
+def full_scores(scores: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """[M', N] scores of the kept models -> [M, N] with NaN rows for the excluded models."""
+    out = np.full((ok.shape[0], scores.shape[1]), np.nan, np.float32)
+    out[ok] = scores
+    return out
+
+
 def score_run(run, attacks: list[str] | None = None, bootstrap: int = 200) -> dict:
-    """Scores ``run`` (a :class:`jaxsam.store.Run`), writes its report files, returns the report."""
+    """Scores ``run`` (a :class:`jaxsam.store.Run`), writes its report files, returns the report.
+
+    Failed models (``run.failed_models``) are dropped from every attack (as targets and as
+    shadows), the accuracies and the mechanism statistics. ``scores/`` holds ``[M, N]`` arrays
+    with NaN rows for them. Nothing is written until everything is computed; then
+    ``report.json``, ``report.md``, ``scores/`` and ``plots/roc.png`` are published together
+    (:func:`jaxsam.store.write_report_files`).
+    """
     from jaxsam import plots, report, store
     from jaxsam.metrics import roc_curve
-    from jaxsam.scoring import score
+    from jaxsam.scoring import kept_models, score
 
-    ok = np.ones(run.keep.shape[0], bool)
-    ok[run.failed_models] = False
+    ok = kept_models(run.failed_models, run.keep.shape[0])
     result = score(
         run.logits,
         run.labels,
         run.keep,
         attacks=attacks,
         bootstrap=bootstrap,
-        exclude_models=run.failed_models,
+        exclude_models=~ok,
     )
     rep = dict(result.report)
     rep["run"] = run_summary(run)
+    rep["accuracy"] = dict(rep["accuracy"], heldout=kept_heldout_accuracy(run, ok))
     rep.update(mechanism_stats(run.logits[ok], run.labels, run.keep[ok]))
-    run.write_json("report.json", rep)
-    (run.path / "report.md").write_text(
-        report.render_markdown(rep, title=f"jaxsam report: {run.name}")
-    )
-    store.save_arrays(run.path / "scores", {k: np.asarray(v) for k, v in result.scores.items()})
+    markdown = report.render_markdown(rep, title=f"jaxsam report: {run.name}")
     curves = {}
     for name, s in result.scores.items():
-        fpr, tpr = roc_curve(np.asarray(s)[ok].ravel(), run.keep[ok].ravel())[:2]
+        fpr, tpr = roc_curve(np.asarray(s).ravel(), result.keep.ravel())[:2]
         curves[name] = (fpr, tpr)
-    (run.path / "plots").mkdir(exist_ok=True)
-    plots.plot_roc(curves, run.path / "plots" / "roc.png", title=f"{run.name}: membership ROC")
+
+    def draw_roc(path):
+        plots.plot_roc(curves, path, title=f"{run.name}: membership ROC")
+
+    store.write_report_files(
+        run.path,
+        report=rep,
+        markdown=markdown,
+        scores={k: full_scores(np.asarray(v), ok) for k, v in result.scores.items()},
+        extra={"plots/roc.png": draw_roc},
+    )
     return rep
 
 
 def run(args: argparse.Namespace) -> int:
+    from jaxsam.report import heldout_accuracy, out_accuracy
     from jaxsam.store import load_run
 
     attacks = [a.strip() for a in args.attacks.split(",")] if args.attacks else None
@@ -112,8 +145,11 @@ def run(args: argparse.Namespace) -> int:
     for r in runs:
         rep = score_run(r, attacks, args.bootstrap)
         lo = rep["attacks"].get("lira_online") or next(iter(rep["attacks"].values()))
+        held = heldout_accuracy(rep)
+        excluded = f", excluded models {r.failed_models}" if r.failed_models else ""
         print(
-            f"{r.path}: test acc {rep['accuracy']['test']:.4f}, "
-            f"AUC {lo['auc']:.4f}; wrote {r.path / 'report.json'}"
+            f"{r.path}: OUT (pool non-member) acc {out_accuracy(rep):.4f}, held-out acc "
+            f"{'-' if held is None else f'{held:.4f}'}, AUC {lo['auc']:.4f}{excluded}; "
+            f"wrote {r.path / 'report.json'}"
         )
     return 0

@@ -74,8 +74,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             run = train_and_export(cfg, args.out, overwrite=args.overwrite, progress=progress)
     m = run.metrics
+
+    def acc(key: str) -> str:
+        return "-" if m.get(key) is None else f"{m[key]:.4f}"
+
     print(
-        f"{run.path}: {run.keep.shape[0]} models, train acc {m['mean_train_accuracy']:.4f}, "
-        f"test acc {m['mean_test_accuracy']:.4f}, logits {list(run.logits.shape)}"
+        f"{run.path}: {run.keep.shape[0]} models, train acc {acc('mean_train_accuracy')}, "
+        f"OUT (pool non-member) acc {acc('mean_out_accuracy')}, "
+        f"held-out acc {acc('mean_heldout_accuracy')}, logits {list(run.logits.shape)}"
     )
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
@@ -313,8 +313,17 @@ def accuracy_metrics(
     keep: np.ndarray,
     test_logits: np.ndarray,
     test_labels: np.ndarray,
+    failed_models: Sequence[int] = (),
 ) -> dict:
-    """Per-model accuracy (identity view) on IN points, OUT pool points and held-out points."""
+    """Per-model accuracy (identity view, query 0) on three sets of points.
+
+    * ``train_accuracy``: the pool points the model trained on (IN);
+    * ``out_accuracy``: the pool points the model did not train on (OUT, pool non-members);
+    * ``heldout_accuracy``: the held-out split that no model trained on.
+
+    Lists have one entry per model, None for a failed (excluded) model; the ``mean_*`` values
+    average the other models.
+    """
     correct = pool_logits[:, :, 0, :].argmax(-1) == labels[None]
     train = (correct & keep).sum(1) / np.maximum(keep.sum(1), 1)
     out = (correct & ~keep).sum(1) / np.maximum((~keep).sum(1), 1)
@@ -322,13 +331,23 @@ def accuracy_metrics(
         held = (test_logits[:, :, 0, :].argmax(-1) == test_labels[None]).mean(1)
     else:
         held = np.full(keep.shape[0], np.nan)
+    ok = np.ones(keep.shape[0], bool)
+    ok[list(failed_models)] = False
+    train, out, held = (np.where(ok, v, np.nan) for v in (train, out, held))
+
+    def per_model(v):
+        return [None if np.isnan(x) else float(x) for x in v]
+
+    def mean(v):
+        return None if np.isnan(v).all() else float(np.nanmean(v))
+
     return {
-        "train_accuracy": train.tolist(),
-        "test_accuracy": out.tolist(),
-        "heldout_accuracy": [None if np.isnan(v) else float(v) for v in held],
-        "mean_train_accuracy": float(train.mean()),
-        "mean_test_accuracy": float(out.mean()),
-        "mean_heldout_accuracy": None if np.isnan(held).all() else float(np.nanmean(held)),
+        "train_accuracy": per_model(train),
+        "out_accuracy": per_model(out),
+        "heldout_accuracy": per_model(held),
+        "mean_train_accuracy": mean(train),
+        "mean_out_accuracy": mean(out),
+        "mean_heldout_accuracy": mean(held),
     }
 
 
@@ -366,7 +385,9 @@ def train_and_export(
         desc=desc or f"{config.optim.name} x{config.masks.models}",
     )
     pool_logits, test_logits = export_logits(result, pool, config.data.query_augment)
-    metrics = accuracy_metrics(pool_logits, pool.y, keep, test_logits, pool.test_y)
+    metrics = accuracy_metrics(
+        pool_logits, pool.y, keep, test_logits, pool.test_y, result.failed_models
+    )
     metrics.update(
         final_batch_loss=result.losses.tolist(),
         train_seconds=result.seconds,

@@ -360,7 +360,7 @@ def finalize(path: str | Path, *, keep_waves: bool = True):
     markers = [
         store.read_json(path / WAVES_DIR / f"{wave_name(a, b)}.json", "wave") for a, b in waves
     ]
-    metrics = accuracy_metrics(logits, labels, keep, test_logits, test_labels)
+    metrics = accuracy_metrics(logits, labels, keep, test_logits, test_labels, failed)
     metrics.update(
         final_batch_loss=losses.tolist(),
         train_seconds=float(sum(mk["train_seconds"] for mk in markers)),
