@@ -6,6 +6,7 @@
 #
 # Usage (from the repository root, with the package importable, e.g. PYTHONPATH=$PWD):
 #   bash experiments/gpu_session.sh OUTDIR [SUITE_BUDGET_S] [STUDY_TIMEOUT_S] [IDX_DIR]
+# (SUITE_BUDGET_S = 0 runs the study alone.)
 # IDX_DIR holds Fashion-MNIST's four original IDX files (default .devdata/fashion-mnist; copy
 # them from /usr/share/datasets/fashion-mnist). Results land flat in OUTDIR: bench.json,
 # bench.md, study_table.md, study_results.json, study_metrics_*.json, env.txt; the run
@@ -25,11 +26,13 @@ export PYTHONUNBUFFERED=1 JAXSAM_CACHE_DIR=$work/cache PYTHONPATH=${PYTHONPATH:-
 cat "$out/env.txt"
 
 t0=$(date +%s)
-python3 -m jaxsam bench suite --out "$work/suite" --budget-s "$suite_budget" \
-  --sections train:cnn,train:resnet9,epoch,plan,sam,train:wrn16_4,train:resnet18,score,chunked \
-  --section-timeout-s 110
-cp "$work/suite/bench.json" "$work/suite/bench.md" "$out/" 2>/dev/null
-echo "suite took $(( $(date +%s) - t0 )) s"
+if [ "$suite_budget" != 0 ]; then  # 0: the study alone
+  python3 -m jaxsam bench suite --out "$work/suite" --budget-s "$suite_budget" \
+    --sections train:cnn,train:resnet9,epoch,plan,sam,train:wrn16_4,train:resnet18,score,chunked \
+    --section-timeout-s 110
+  cp "$work/suite/bench.json" "$work/suite/bench.md" "$out/" 2>/dev/null
+  echo "suite took $(( $(date +%s) - t0 )) s"
+fi
 
 t1=$(date +%s)
 timeout "$study_timeout" python3 -m experiments.run \
