@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import flax.linen as nn
@@ -12,7 +13,7 @@ import optax
 from jaxsam.config import Config
 from jaxsam.data.augment import resolve_train_augment
 from jaxsam.data.pool import Pool
-from jaxsam.models import make_model
+from jaxsam.models import CONV_MODELS, make_model
 from jaxsam.optim.factory import from_config
 from jaxsam.train.batches import steps_per_epoch
 
@@ -69,6 +70,13 @@ def make_setup(config: Config, pool: Pool, keep: np.ndarray, spe: int | None = N
     import jax
     import jax.numpy as jnp
 
+    if o.runs_fused_passes and m.name in CONV_MODELS and jax.default_backend() == "cpu":
+        warnings.warn(
+            "optim.fused_passes=true runs both SAM passes in one loop body, where XLA:CPU "
+            f"executes {m.name}'s convolutions several times slower (docs/sam.md); unless "
+            "memory is the limit, leave it false on the CPU",
+            stacklevel=2,
+        )
     shapes = jax.eval_shape(
         lambda: model.init(jax.random.key(0), jnp.zeros((1, *pool.input_shape)), train=False)
     )
