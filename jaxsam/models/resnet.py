@@ -18,22 +18,41 @@ import jax.numpy as jnp
 from jaxsam.models.layers import Conv, batch_norm, dense_head
 
 
-class BasicBlock(nn.Module):
-    """Post-activation ResNet basic block (two 3x3 convs), 1x1 projection when shapes change."""
+class _Block(nn.Module):
+    """What both residual blocks hold: output channels, stride, conv form and dtype."""
 
     features: int
     stride: int
     conv_impl: str
     dtype: Any
 
+    def conv(self, features: int, kernel: int = 3, stride: int = 1) -> Conv:
+        return Conv(features, kernel, stride, conv_impl=self.conv_impl, dtype=self.dtype)
+
+    def reshapes(self, x: jax.Array) -> bool:
+        """Whether the shortcut needs a 1x1 projection (channels or resolution change)."""
+        return x.shape[-1] != self.features or self.stride != 1
+
+
+class BasicBlock(_Block):
+    """Post-activation ResNet basic block (two 3x3 convs), 1x1 projection when shapes change."""
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        conv = lambda f, k=3, s=1: Conv(f, k, s, conv_impl=self.conv_impl, dtype=self.dtype)
-        y = nn.relu(batch_norm(train, self.dtype)(conv(self.features, 3, self.stride)(x)))
-        y = batch_norm(train, self.dtype, zero_init=True)(conv(self.features)(y))
-        if x.shape[-1] != self.features or self.stride != 1:
-            x = batch_norm(train, self.dtype)(conv(self.features, 1, self.stride)(x))
+        y = nn.relu(batch_norm(train, self.dtype)(self.conv(self.features, 3, self.stride)(x)))
+        y = batch_norm(train, self.dtype, zero_init=True)(self.conv(self.features)(y))
+        if self.reshapes(x):
+            x = batch_norm(train, self.dtype)(self.conv(self.features, 1, self.stride)(x))
         return nn.relu(x + y)
+
+
+def _stages(x, block, widths, blocks: int, train: bool, conv_impl: str, dtype) -> jax.Array:
+    """Residual stages: ``blocks`` blocks per width, the first of each later stage strided."""
+    for i, features in enumerate(widths):
+        for j in range(blocks):
+            stride = 2 if (i > 0 and j == 0) else 1
+            x = block(features, stride, conv_impl, dtype)(x, train)
+    return x
 
 
 class ResNet18(nn.Module):
@@ -49,29 +68,21 @@ class ResNet18(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = Conv(self.width, conv_impl=self.conv_impl, dtype=self.dtype)(x)
         x = nn.relu(batch_norm(train, self.dtype)(x))
-        for i, mult in enumerate((1, 2, 4, 8)):
-            for j in range(2):
-                stride = 2 if (i > 0 and j == 0) else 1
-                x = BasicBlock(self.width * mult, stride, self.conv_impl, self.dtype)(x, train)
+        widths = [self.width * mult for mult in (1, 2, 4, 8)]
+        x = _stages(x, BasicBlock, widths, 2, train, self.conv_impl, self.dtype)
         return dense_head(x, self.num_classes, self.dtype)
 
 
-class WideBlock(nn.Module):
+class WideBlock(_Block):
     """Pre-activation wide-ResNet block (BN-ReLU-conv twice), 1x1 projection on shape change."""
-
-    features: int
-    stride: int
-    conv_impl: str
-    dtype: Any
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        conv = lambda f, k=3, s=1: Conv(f, k, s, conv_impl=self.conv_impl, dtype=self.dtype)
         o = nn.relu(batch_norm(train, self.dtype)(x))
-        y = conv(self.features, 3, self.stride)(o)
-        y = conv(self.features)(nn.relu(batch_norm(train, self.dtype)(y)))
-        if x.shape[-1] != self.features or self.stride != 1:
-            x = conv(self.features, 1, self.stride)(o)
+        y = self.conv(self.features, 3, self.stride)(o)
+        y = self.conv(self.features)(nn.relu(batch_norm(train, self.dtype)(y)))
+        if self.reshapes(x):
+            x = self.conv(self.features, 1, self.stride)(o)
         return x + y
 
 
@@ -89,10 +100,8 @@ class WideResNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         n = (self.depth - 4) // 6
         x = Conv(16, conv_impl=self.conv_impl, dtype=self.dtype)(x)
-        for i, mult in enumerate((1, 2, 4)):
-            for j in range(n):
-                stride = 2 if (i > 0 and j == 0) else 1
-                x = WideBlock(self.width * mult, stride, self.conv_impl, self.dtype)(x, train)
+        widths = [self.width * mult for mult in (1, 2, 4)]
+        x = _stages(x, WideBlock, widths, n, train, self.conv_impl, self.dtype)
         x = nn.relu(batch_norm(train, self.dtype)(x))
         return dense_head(x, self.num_classes, self.dtype)
 
