@@ -356,6 +356,14 @@ def load(path: str | Path) -> Config:
     return from_dict(data)
 
 
+def add_set_option(parser: Any, help: str = "override a config value") -> None:
+    """Adds the repeatable ``--set KEY=VALUE`` option to an argparse parser.
+
+    Read its values with :func:`parse_assignments`.
+    """
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def parse_assignments(items: list[str]) -> dict[str, Any]:
     """``["optim.rho=0.1", "data.pool_size=null"]`` -> ``{"optim.rho": 0.1, ...}``.
 

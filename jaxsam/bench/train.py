@@ -50,10 +50,10 @@ def synthetic_pool(n: int, size: int, seed: int = 0):
 
 def _flops_per_example(setup, config, pool, keep) -> float | None:
     """XLA cost-analysis FLOPs of one model's training step, per example (None if unknown)."""
-    from jaxsam.train.calibrate import _one_model_inputs, _train_fn
+    from jaxsam.train.calibrate import ensemble_inputs, train_fn
 
-    fn = _train_fn(setup, pool, config.train.batch_size)
-    ms, md, shared = _one_model_inputs(setup, config, pool, keep, 1)
+    fn = train_fn(setup, pool, config.train.batch_size)
+    ms, md, shared = ensemble_inputs(setup, config, pool, keep, 1)
     take = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
     try:
         compiled = (
@@ -104,9 +104,9 @@ def bench_net(args, net: str, optim: str, pool) -> list[dict]:
 
     from jaxsam.data.masks import make_masks
     from jaxsam.train.calibrate import (
-        _one_model_inputs,
         auto_plan,
         calibration_models,
+        ensemble_inputs,
         explicit_plan,
         memory_cap,
         record,
@@ -120,7 +120,7 @@ def bench_net(args, net: str, optim: str, pool) -> list[dict]:
     setup = make_setup(base_cfg, pool, keep)
     peak = _peak()
     flops = _flops_per_example(setup, base_cfg, pool, keep) if peak or args.epoch_estimate else None
-    inputs = _one_model_inputs(setup, base_cfg, pool, keep, m)
+    inputs = ensemble_inputs(setup, base_cfg, pool, keep, m)
     strategies = [s for s in args.strategies if s != "loop"]
     if "sharded" in strategies and jax.local_device_count() == 1 and not args.sharded_on_one:
         strategies.remove("sharded")  # identical to vmap+matmul on one device
