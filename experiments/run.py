@@ -13,9 +13,6 @@ memorization, median OUT variance; columns: arms as mean ± std over seeds, then
 the baseline with its standard error and whether it exceeds the noise). It writes
 ``OUT/results.json`` (the aggregate, see :func:`experiments.aggregate.aggregate`) and
 ``OUT/table.md``.
-
-Arms whose optimizer this jaxsam does not have (e.g. ``gsam`` before the SAM family is installed)
-are skipped with a message; the rest still run.
 """
 
 from __future__ import annotations
@@ -30,25 +27,9 @@ from pathlib import Path
 
 from experiments import aggregate as agg_lib
 from experiments import spec as spec_lib
+from jaxsam import config as config_lib
 from jaxsam.errors import JaxsamError, RunDirError
 from jaxsam.report import out_accuracy
-
-
-def available_arms(spec: spec_lib.Spec) -> tuple[list[str], list[str]]:
-    """(arms this jaxsam can run, messages about the skipped ones)."""
-    from jaxsam.optim import registry
-
-    ok, skipped = [], []
-    for arm, over in spec.arms.items():
-        name = over.get("optim.name", spec.overrides.get("optim.name", "sgd"))
-        if name in registry.REGISTRY:
-            ok.append(arm)
-        else:
-            skipped.append(
-                f"skipping arm {arm}: optimizer {name!r} is not in this jaxsam "
-                f"(it has {list(registry.names())}); update jaxsam to run it"
-            )
-    return ok, skipped
 
 
 @contextlib.contextmanager
@@ -94,12 +75,12 @@ def compile_cache(path: Path | None):
 
 
 def _train_or_reuse(cfg, out: Path, overwrite: bool, progress: bool, desc: str):
-    from jaxsam.store import load_run
+    from jaxsam import store
     from jaxsam.train import train_and_export
 
-    if not overwrite and (out / "run.json").is_file():
+    if not overwrite and store.has_run(out):
         try:
-            run = load_run(out)
+            run = store.load_run(out)
             if run.config == cfg:
                 return run, False
         except JaxsamError:
@@ -111,7 +92,7 @@ def _train_or_reuse(cfg, out: Path, overwrite: bool, progress: bool, desc: str):
             return train_and_export(cfg, out, resume=True, progress=progress, desc=desc), True
         if "already holds this finished run" not in str(e):
             raise
-        return load_run(out), False
+        return store.load_run(out), False
 
 
 def _report(run, attacks: tuple[str, ...], rescore: bool) -> dict:
@@ -124,7 +105,12 @@ def _report(run, attacks: tuple[str, ...], rescore: bool) -> dict:
 
 
 def _run_all(spec, out, arms, configs, per_seed, seconds, train, overwrite, rescore, progress, log):
-    """Trains/reuses and scores every (seed, arm), filling ``per_seed`` and ``seconds``."""
+    """Trains/reuses and scores every (seed, arm), filling ``per_seed`` and ``seconds``.
+
+    Returns:
+      Messages about the runs skipped (``--no-train`` with no run to tabulate).
+    """
+    skipped = []
     for s in spec.seeds:
         for a in arms:
             d = spec.run_dir(out, a, s)
@@ -134,16 +120,20 @@ def _run_all(spec, out, arms, configs, per_seed, seconds, train, overwrite, resc
                     configs[a, s], d, overwrite, progress, desc=f"{a} seed {s}"
                 )
             else:
-                from jaxsam.store import load_run
+                from jaxsam import store
 
-                if not (d / "run.json").is_file():
-                    log(f"no run at {d}; skipped (--no-train only tabulates finished runs)")
+                if not store.has_run(d):
+                    skipped.append(
+                        f"no run at {d}; skipped (--no-train only tabulates finished runs)"
+                    )
+                    log(skipped[-1])
                     continue
-                run, trained = load_run(d), False
+                run, trained = store.load_run(d), False
             per_seed[a][s] = _report(run, spec.attacks, rescore or trained)
             seconds[a] += time.perf_counter() - t0
             acc = out_accuracy(per_seed[a][s])
             log(f"{a} seed {s}: {'trained' if trained else 'reused'} {d} (OUT acc {acc:.4f})")
+    return skipped
 
 
 def run_experiment(
@@ -161,21 +151,18 @@ def run_experiment(
 
     Returns:
       The aggregate dict of :func:`experiments.aggregate.aggregate`, plus ``"experiment"`` (the
-      spec's name, command and seeds), ``"skipped"`` (messages), ``"machine"`` and
+      spec's name, command and seeds), ``"skipped"`` (messages about runs ``--no-train`` found
+      missing), ``"machine"`` and
       ``"seconds"`` ({arm: total train+score seconds}). Also writes ``OUT/results.json`` and
       ``OUT/table.md``.
     """
     out = Path(out)
-    arms, skipped = available_arms(spec)
-    for msg in skipped:
-        log(msg)
-    if spec.baseline not in arms:
-        raise JaxsamError(f"the baseline arm {spec.baseline} cannot run here; see messages above")
+    arms = list(spec.arms)
     configs = {(a, s): spec.arm_config(a, s) for a in arms for s in spec.seeds}  # validate first
     per_seed: dict[str, dict[int, dict]] = {a: {} for a in arms}
     seconds: dict[str, float] = {a: 0.0 for a in arms}
     with compile_cache(cache_dir):
-        _run_all(
+        skipped = _run_all(
             spec, out, arms, configs, per_seed, seconds, train, overwrite, rescore, progress, log
         )
     per_seed = {a: v for a, v in per_seed.items() if v}
@@ -214,12 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the spec's)")
     p.add_argument("--arms", default=None, help="comma-separated arms (baseline always kept)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every arm, e.g. --set train.epochs=5 (repeatable)",
+    config_lib.add_set_option(
+        p, "config override for every arm, e.g. --set train.epochs=5 (repeatable)"
     )
     p.add_argument("--no-train", action="store_true", help="only tabulate finished runs")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that exist")

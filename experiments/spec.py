@@ -22,7 +22,6 @@ keys); ``data.seed`` (the pool subsample) stays as the spec sets it, so all seed
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -111,14 +110,8 @@ def from_dict(data: Mapping, name: str) -> Spec:
 
 def load(path: str | Path) -> Spec:
     """Reads an experiment spec file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiment spec {path} does not exist; see experiments/configs/")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"experiment spec {path} is not valid JSON ({e}); fix the syntax") from e
-    return from_dict(data, path.stem)
+    data = config_lib.read_json_file(path, "experiment spec", "see experiments/configs/")
+    return from_dict(data, Path(path).stem)
 
 
 def with_overrides(

@@ -37,13 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"jaxsam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"jaxsam.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"jaxsam.commands.{name}":
-                raise
-            continue
-        module.add_parser(sub)
+        importlib.import_module(f"jaxsam.commands.{name}").add_parser(sub)
     return parser
 
 

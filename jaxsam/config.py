@@ -304,16 +304,34 @@ def from_dict(data: Mapping) -> Config:
     return validate(config)
 
 
-def load(path: str | Path) -> Config:
-    """Reads a JSON config file (such as a run directory's ``config.json``)."""
+def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:
+    """Parses the JSON file ``path``, or raises a :class:`ConfigError` naming ``what`` it is.
+
+    Args:
+      path: the file.
+      what: what the file is, for messages (``config file``, ``experiment spec``).
+      missing_hint: what to do when the file does not exist.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass an existing JSON file")
+        raise ConfigError(f"{what} {path} does not exist; {missing_hint}")
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ConfigError(f"config file {path} is not valid JSON ({e}); fix the syntax") from e
-    return from_dict(data)
+        raise ConfigError(f"{what} {path} is not valid JSON ({e}); fix the syntax") from e
+
+
+def load(path: str | Path) -> Config:
+    """Reads a JSON config file (such as a run directory's ``config.json``)."""
+    return from_dict(read_json_file(path, "config file", "pass an existing JSON file"))
+
+
+def add_set_option(parser: Any, help: str = "override a config value") -> None:
+    """Adds the repeatable ``--set KEY=VALUE`` option to an argparse parser.
+
+    Read its values with :func:`parse_assignments`.
+    """
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:

@@ -76,12 +76,8 @@ def test_fashion_mnist_whole_split_equals_the_idx_files(fmnist_dir):
 
 
 def test_fashion_mnist_trains_and_writes_logits(fmnist_dir, tmp_path):
-    import jaxsam.train
-
-    train_and_export = getattr(jaxsam.train, "train_and_export", None)
-    if train_and_export is None:
-        pytest.skip("jaxsam.train.train_and_export does not exist yet (trainer not merged)")
     from jaxsam import config as cfgmod
+    from jaxsam.train import train_and_export
 
     config = cfgmod.replace(
         cfgmod.Config(),

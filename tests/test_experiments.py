@@ -24,10 +24,6 @@ TINY = {
 DIGITS_TINY = {"data.pool_size": 300, "data.test_size": 100}
 
 
-def _needs_scoring():
-    pytest.importorskip("jaxsam.scoring", reason="jaxsam.scoring (attacks) not installed yet")
-
-
 def _model_override(spec: spec_lib.Spec) -> dict:
     """Keeps the spec's model where this jaxsam has it, else the MLP; always tiny."""
     from jaxsam.models import MODELS
@@ -86,17 +82,6 @@ def test_overrides_seeds_arms_and_bad_input():
         spec_lib.from_dict({"arms": {"A": {}}, "typo": 1}, "x")
 
 
-def test_unavailable_optimizers_are_skipped(monkeypatch):
-    from jaxsam.optim import registry
-
-    older = {name: registry.REGISTRY[name] for name in ("sgd", "sam")}
-    monkeypatch.setattr(registry, "REGISTRY", older)
-    spec = spec_lib.load(CONFIGS / "digits_sam_variants.json")
-    ok, skipped = run_lib.available_arms(spec)
-    assert ok == ["SGD", "SAM"]
-    assert len(skipped) == 2 and "gsam" in skipped[0] and "looksam" in skipped[1]
-
-
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     """One XLA compilation cache for the module's runs (they share most programs)."""
@@ -131,7 +116,6 @@ def _check_result(res, out, arms, seeds):
 @pytest.fixture(scope="module")
 def digits_experiment(tmp_path_factory, cache_dir):
     """The digits SAM-vs-SGD experiment, tiny, at two seeds (trained once per module)."""
-    _needs_scoring()
     tmp = tmp_path_factory.mktemp("exp")
     return _run_tiny("digits_sam_vs_sgd", tmp, seeds=(0, 1), extra=DIGITS_TINY, cache=cache_dir)
 
@@ -159,7 +143,6 @@ def test_digits_sam_vs_sgd_end_to_end_and_reuse(digits_experiment):
 
 
 def test_interrupted_run_is_resumed(tmp_path, cache_dir):
-    _needs_scoring()
     spec, res, _, out = _run_tiny(
         "digits_sam_vs_sgd", tmp_path, extra={**DIGITS_TINY, "train.epochs": 2}, arms=["SGD"]
     )
@@ -195,41 +178,18 @@ def test_cli_main_tabulates_and_reports_errors(digits_experiment, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_rho_sweep_end_to_end(tmp_path, cache_dir):
-    _needs_scoring()
-    _, res, _, out = _run_tiny(
-        "digits_rho_sweep",
-        tmp_path,
-        arms=["rho=0.05", "rho=0.5"],
-        extra=DIGITS_TINY,
-        cache=cache_dir,
-    )
-    _check_result(res, out, ["SGD", "rho=0.05", "rho=0.5"], (0,))
-    assert set(res["diff"]) == {"rho=0.05", "rho=0.5"}
-
-
-def test_variants_end_to_end(tmp_path, cache_dir):
-    _needs_scoring()
-    _, res, _, out = _run_tiny(
-        "digits_sam_variants",
-        tmp_path,
-        arms=["GSAM", "LookSAM"],
-        extra=DIGITS_TINY,
-        cache=cache_dir,
-    )
-    _check_result(res, out, ["SGD", "GSAM", "LookSAM"], (0,))
-
-
-def _npz_source_supported() -> bool:
-    from jaxsam.data import sources
-
-    return "npz:" in (sources.__doc__ or "") + (sources.load_pool.__doc__ or "")
+@pytest.mark.parametrize(
+    "spec_name, arms",
+    [("digits_rho_sweep", ["rho=0.05", "rho=0.5"]), ("digits_sam_variants", ["GSAM", "LookSAM"])],
+    ids=["rho_sweep", "variants"],
+)
+def test_arms_end_to_end(tmp_path, cache_dir, spec_name, arms):
+    _, res, _, out = _run_tiny(spec_name, tmp_path, arms=arms, extra=DIGITS_TINY, cache=cache_dir)
+    _check_result(res, out, ["SGD", *arms], (0,))
+    assert set(res["diff"]) == set(arms)
 
 
 def test_tabular_end_to_end_on_synthetic_npz(tmp_path, cache_dir):
-    _needs_scoring()
-    if not _npz_source_supported():
-        pytest.skip("the npz: data source is not in this jaxsam yet")
     rng = np.random.default_rng(0)
     x = (rng.random((200, 24)) < 0.3).astype(np.uint8)
     y = (x[:, :5].argmax(1) + 5 * (x[:, 5] > 0)).astype(np.int32)  # learnable, 10 classes
@@ -241,9 +201,6 @@ def test_tabular_end_to_end_on_synthetic_npz(tmp_path, cache_dir):
 
 
 def test_cifar_command_path_on_fake_pool(tmp_path, cache_dir):
-    _needs_scoring()
-    if not _npz_source_supported():
-        pytest.skip("the npz: data source is not in this jaxsam yet")
     rng = np.random.default_rng(1)
     path = tmp_path / "fake_cifar.npz"
     np.savez(

@@ -10,15 +10,15 @@ import signal
 import pytest
 
 from jaxsam import store
-from jaxsam.bench import faults
+from jaxsam.bench import tiny_runs as runs
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     work = tmp_path_factory.mktemp("faults")
-    faults.use_compilation_cache(work / "xla-cache")
-    cfg = faults.write_config(work / "config.json")
-    seconds = faults.warm_seconds(cfg, work)
+    runs.use_compilation_cache(work / "xla-cache")
+    cfg = runs.write_config(work / "config.json")
+    seconds = runs.warm_seconds(cfg, work)
     ref = store.load_run(work / "ref")
     ref.logits  # noqa: B018
     return work, cfg, ref, seconds
@@ -34,24 +34,24 @@ def _chain(setup, name: str, seed: int, stages: list[str]) -> int:
     for stage in stages:
         if stage == "random":
             assert first, "a random-time kill starts the chain"
-            landed = faults.run_and_kill_after(
-                faults.train_args(cfg, out), out, rng.uniform(0, seconds)
+            landed = runs.run_and_kill_after(
+                runs.train_args(cfg, out), out, rng.uniform(0, seconds)
             )[0]
         else:
-            args = faults.train_args(cfg, out) if first else ["train", "--resume", str(out)]
-            landed = faults.run_child([*args, "--no-progress"], stage) == -signal.SIGKILL
+            args = runs.train_args(cfg, out) if first else ["train", "--resume", str(out)]
+            landed = runs.run_child([*args, "--no-progress"], stage) == -signal.SIGKILL
         first = False
         if not landed:  # the run finished before this kill point
             break
         kills += 1
-        if faults.looks_complete(out):
+        if runs.looks_complete(out):
             # Killed after COMPLETE was written (while the process was exiting): then it must
             # really be the whole run.
             assert stage == "random", f"killed at {stage}, the run looked complete"
             break
-    if not faults.looks_complete(out):
-        faults.resume(out)
-    assert faults.same_run(out, ref), "the resumed run's logits differ from the reference"
+    if not runs.looks_complete(out):
+        runs.resume(out)
+    assert runs.same_run(out, ref), "the resumed run's logits differ from the reference"
     return kills
 
 
@@ -61,6 +61,7 @@ def test_sigkill_in_training_save_and_export_then_resume_is_bitwise(setup):
     assert _chain(setup, "chain", 0, stages) == 4
 
 
+@pytest.mark.slow  # the same kill-and-resume path as above, at a random time
 def test_sigkill_at_a_random_time_then_resume_is_bitwise(setup):
     _chain(setup, "random", 1, ["random", f"save:{random.Random(1).randint(1, 2)}"])
 

@@ -121,10 +121,8 @@ def test_gd_and_preconditioned_descent_reach_their_interpolators(problem):
 
 
 def test_project_sam_transform_stays_in_row_space(problem):
-    try:
-        from jaxsam.optim import sam
-    except ImportError:
-        pytest.skip("jaxsam.optim.sam is not available on this branch yet")
+    from jaxsam.optim import sam
+
     assert callable(sam)
     from experiments.linear_theory import train as tr
 

@@ -7,81 +7,73 @@ import numpy as np
 import pytest
 
 from jaxsam import config as config_lib
-from jaxsam import store
-from jaxsam.bench import faults
+from jaxsam import hooks, scoring, store
+from jaxsam.bench import tiny_runs as runs
 from jaxsam.errors import ConfigError, DivergenceError, JaxsamError, RunDirError
-from jaxsam.train import loop, train_and_export
+from jaxsam.train import train_and_export
 from jaxsam.train.setup import make_schedule
+
+from .fault_harness import BAD_CONFIGS, bad_run_dirs, crash_before_complete
 
 
 @pytest.fixture(scope="module")
 def ref(tmp_path_factory):
-    return train_and_export(faults.tiny_config(), tmp_path_factory.mktemp("ref") / "run")
+    return train_and_export(runs.tiny_config(), tmp_path_factory.mktemp("ref") / "run")
 
 
 def test_same_config_and_seed_give_identical_masks_logits_metrics(ref, tmp_path):
-    again = train_and_export(faults.tiny_config(), tmp_path / "again")
-    assert faults.same_run(again.path, ref)
+    again = train_and_export(runs.tiny_config(), tmp_path / "again")
+    assert runs.same_run(again.path, ref)
     drop = {"train_seconds"}
     strip = lambda m: {k: v for k, v in m.items() if k not in drop}  # noqa: E731
     assert strip(again.metrics) == strip(ref.metrics)
     assert json.loads((again.path / "logits.json").read_text()) == json.loads(
         (ref.path / "logits.json").read_text()
     )
-    scoring = pytest.importorskip("jaxsam.scoring")
     a = scoring.score(again.logits, again.labels, again.keep, bootstrap=0).report
     b = scoring.score(ref.logits, ref.labels, ref.keep, bootstrap=0).report
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def test_a_different_seed_gives_different_logits(ref, tmp_path):
-    other = train_and_export(faults.tiny_config(**{"train.seed": 1}), tmp_path / "other")
+    other = train_and_export(runs.tiny_config(**{"train.seed": 1}), tmp_path / "other")
     assert np.array_equal(other.keep, ref.keep)
     assert not np.array_equal(other.logits, ref.logits)
 
 
-def test_planted_nan_stops_naming_model_step_and_learning_rate(tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "make_ensemble_fn", faults.nan_factory(loop.make_ensemble_fn, 1, 3))
-    cfg = faults.tiny_config(**{"optim.warmup_epochs": 1.0})  # a step-dependent learning rate
-    with pytest.raises(DivergenceError) as err:
-        train_and_export(cfg, tmp_path / "run")
+def test_planted_nan_stops_naming_model_step_and_learning_rate(tmp_path):
+    cfg = runs.tiny_config(**{"optim.warmup_epochs": 1.0})  # a step-dependent learning rate
+    with hooks.installed("train_call", hooks.nan_in_model(1, 3)):
+        with pytest.raises(DivergenceError) as err:
+            train_and_export(cfg, tmp_path / "run")
     lr = float(make_schedule(cfg, 8, 4)(3))
     assert f"model 1 diverged at step 3 (learning rate {lr:.4g})" in str(err.value)
     assert lr > 0 and "\n" not in str(err.value)
     assert not (tmp_path / "run" / store.COMPLETE).exists()
 
 
-def test_planted_nan_under_exclude_marks_the_model_failed(ref, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(loop, "make_ensemble_fn", faults.nan_factory(loop.make_ensemble_fn, 2, 5))
-    cfg = faults.tiny_config(**{"train.on_divergence": "exclude"})
-    run = train_and_export(cfg, tmp_path / "run")
+def test_planted_nan_under_exclude_marks_the_model_failed(ref, tmp_path, capsys):
+    cfg = runs.tiny_config(**{"train.on_divergence": "exclude"})
+    with hooks.installed("train_call", hooks.nan_in_model(2, 5)):
+        run = train_and_export(cfg, tmp_path / "run")
     assert "model 2 diverged at step 5" in capsys.readouterr().out
     assert run.failed_models == [2] and run.metrics["failed_models"] == [2]
     others = [0, 1, 3]
     # The other models are untouched, bit for bit.
-    assert faults.bitwise_equal(run.logits[others], ref.logits[others])
+    assert runs.bitwise_equal(run.logits[others], ref.logits[others])
     assert np.isnan(run.logits[2]).all()
 
 
-def test_failed_models_survive_a_resume(tmp_path, monkeypatch):
-    cfg = faults.tiny_config(**{"train.on_divergence": "exclude"})
-    monkeypatch.setattr(loop, "make_ensemble_fn", faults.nan_factory(loop.make_ensemble_fn, 0, 1))
-    real_write = store.write_json
-
-    def crash(path, obj):
-        if path.name == "metrics.json":
-            raise KeyboardInterrupt
-        return real_write(path, obj)
-
-    monkeypatch.setattr(store, "write_json", crash)
-    with pytest.raises(KeyboardInterrupt):
-        train_and_export(cfg, tmp_path / "run")
-    monkeypatch.undo()
+def test_failed_models_survive_a_resume(tmp_path):
+    cfg = runs.tiny_config(**{"train.on_divergence": "exclude"})
+    with hooks.installed("train_call", hooks.nan_in_model(0, 1)):
+        with crash_before_complete(KeyboardInterrupt()), pytest.raises(KeyboardInterrupt):
+            train_and_export(cfg, tmp_path / "run")
     run = train_and_export(cfg, tmp_path / "run", resume=True)
     assert run.failed_models == [0]
 
 
-@pytest.mark.parametrize("data, fragment", faults.BAD_CONFIGS)
+@pytest.mark.parametrize("data, fragment", BAD_CONFIGS)
 def test_bad_config_is_rejected_with_key_path(data, fragment):
     with pytest.raises(ConfigError) as err:
         config_lib.from_dict(data)
@@ -121,7 +113,7 @@ def test_too_small_disk_is_caught_before_training(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
     out = tmp_path / "run"
     with pytest.raises(RunDirError, match=r"not enough disk space .* MiB of checkpoints"):
-        train_and_export(faults.tiny_config(), out)
+        train_and_export(runs.tiny_config(), out)
     assert not (out / "checkpoints").exists()
 
 
@@ -129,7 +121,7 @@ def test_unwritable_output_is_caught_before_training(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(RunDirError, match="cannot create"):
-        train_and_export(faults.tiny_config(), blocker / "run")
+        train_and_export(runs.tiny_config(), blocker / "run")
     real = type(tmp_path).write_text
 
     def read_only(self, *a, **kw):
@@ -139,11 +131,11 @@ def test_unwritable_output_is_caught_before_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(type(tmp_path), "write_text", read_only)
     with pytest.raises(RunDirError, match="cannot write to .*Permission denied"):
-        train_and_export(faults.tiny_config(), tmp_path / "ro")
+        train_and_export(runs.tiny_config(), tmp_path / "ro")
 
 
 def test_bad_run_directories_are_refused_clearly(ref, tmp_path):
-    for what, action, fragment in faults._bad_run_dirs(tmp_path, ref.path):
+    for what, action, fragment in bad_run_dirs(tmp_path, ref.path):
         with pytest.raises(JaxsamError) as err:
             action()
         assert fragment in str(err.value), what
@@ -151,10 +143,20 @@ def test_bad_run_directories_are_refused_clearly(ref, tmp_path):
 
 
 def test_checkpoint_fingerprint_ignores_cadence_but_not_training():
-    from jaxsam.train.checkpoint import fingerprint
+    from jaxsam.store.checkpoints import fingerprint
 
-    base = fingerprint("m", 0, faults.tiny_config())
-    assert base == fingerprint("m", 0, faults.tiny_config(**{"train.checkpoint_every_steps": 5}))
-    assert base != fingerprint("m", 4, faults.tiny_config())
-    assert base != fingerprint("n", 0, faults.tiny_config())
-    assert base != fingerprint("m", 0, faults.tiny_config(**{"optim.learning_rate": 0.2}))
+    base = fingerprint("m", 0, runs.tiny_config())
+    assert base == fingerprint("m", 0, runs.tiny_config(**{"train.checkpoint_every_steps": 5}))
+    assert base != fingerprint("m", 4, runs.tiny_config())
+    assert base != fingerprint("n", 0, runs.tiny_config())
+    assert base != fingerprint("m", 0, runs.tiny_config(**{"optim.learning_rate": 0.2}))
+
+
+def test_bench_bad_input_sweep_is_rejected_clearly(ref, tmp_path):
+    from jaxsam.bench import faults
+
+    cases = list(faults.bad_inputs(ref.path, tmp_path))
+    assert len(cases) > 60  # two per config key, then the run directory's files
+    for what, action, fragment in cases:
+        ok, msg = faults.rejected_clearly(action, fragment)
+        assert ok, f"{what}: {msg}"

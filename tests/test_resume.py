@@ -7,54 +7,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsam import store
-from jaxsam.bench import faults
+from jaxsam import hooks, store
+from jaxsam.bench import tiny_runs as runs
 from jaxsam.errors import RunDirError
-from jaxsam.train import checkpoint as ckpt_lib
-from jaxsam.train import loop, train_and_export
+from jaxsam.store import checkpoints as ckpt_lib
+from jaxsam.train import train_and_export
 from jaxsam.train.loop import _call_plan
 from jaxsam.train.state import EnsembleState
+
+from .fault_harness import Crash, crash_at_call, crash_before_complete
 
 
 @pytest.fixture(scope="module")
 def ref(tmp_path_factory):
     """The uninterrupted tiny run (checkpoint every 2 steps, 2 steps per call, 8 steps)."""
-    return train_and_export(faults.tiny_config(), tmp_path_factory.mktemp("ref") / "run")
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_at_call(monkeypatch, k: int) -> None:
-    """The k-th training call raises (after computing), like a process dying mid-training."""
-    real = loop.make_ensemble_fn
-
-    def make(*a, **kw):
-        fn = real(*a, **kw)
-        count = [0]
-
-        def run(*args):
-            out = fn(*args)
-            count[0] += 1
-            if count[0] == k:
-                raise Crash
-            return out
-
-        return run
-
-    monkeypatch.setattr(loop, "make_ensemble_fn", make)
-
-
-def crash_before_complete(monkeypatch) -> None:
-    real = store.write_json
-
-    def write_json(path, obj):
-        if path.name == "metrics.json":
-            raise Crash
-        return real(path, obj)
-
-    monkeypatch.setattr(store, "write_json", write_json)
+    return train_and_export(runs.tiny_config(), tmp_path_factory.mktemp("ref") / "run")
 
 
 @pytest.mark.parametrize(
@@ -70,40 +37,36 @@ def test_resumed_call_plan_is_the_tail_of_the_uninterrupted_one(spe, epochs, per
         assert _call_plan(step0, total, spe, per_call) == full[i:]
 
 
-def test_crash_mid_training_then_resume_is_bitwise(ref, tmp_path, monkeypatch):
+def test_crash_mid_training_then_resume_is_bitwise(ref, tmp_path):
     out = tmp_path / "run"
-    crash_at_call(monkeypatch, 3)
-    with pytest.raises(Crash):
-        train_and_export(faults.tiny_config(), out)
-    monkeypatch.undo()
+    with crash_at_call(3), pytest.raises(Crash):
+        train_and_export(runs.tiny_config(), out)
     assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == [2, 4]
     with pytest.raises(RunDirError, match="not complete"):
         store.load_run(out)
-    assert faults.same_run(train_and_export(faults.tiny_config(), out, resume=True).path, ref)
+    assert runs.same_run(train_and_export(runs.tiny_config(), out, resume=True).path, ref)
 
 
 @pytest.fixture(scope="module")
 def crashed_in_export(tmp_path_factory):
     """A run that crashed after its last checkpoint, before COMPLETE (trained once)."""
     out = tmp_path_factory.mktemp("crashed") / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        crash_before_complete(mp)
-        with pytest.raises(Crash):
-            train_and_export(faults.tiny_config(), out)
+    with crash_before_complete(), pytest.raises(Crash):
+        train_and_export(runs.tiny_config(), out)
     return out
 
 
-@pytest.mark.parametrize("damage", sorted(faults.CHECKPOINT_DAMAGE))
+@pytest.mark.parametrize("damage", sorted(hooks.CHECKPOINT_DAMAGE))
 def test_damaged_newest_checkpoint_falls_back_with_a_warning(
     ref, crashed_in_export, tmp_path, capsys, damage
 ):
     out = tmp_path / "run"
     shutil.copytree(crashed_in_export, out)
-    newest = faults.newest_checkpoint(out)
+    newest = hooks.newest_checkpoint(out)
     assert newest.name == "8"
-    faults.CHECKPOINT_DAMAGE[damage](newest)
-    run = train_and_export(faults.tiny_config(), out, resume=True)
-    assert faults.same_run(run.path, ref)
+    hooks.CHECKPOINT_DAMAGE[damage](newest)
+    run = train_and_export(runs.tiny_config(), out, resume=True)
+    assert runs.same_run(run.path, ref)
     assert run.metrics["final_batch_loss"] == ref.metrics["final_batch_loss"]
     assert "checkpoint at step 8 is damaged" in capsys.readouterr().out
 
@@ -121,7 +84,7 @@ def test_damaged_checkpoint_warning_names_step(tmp_path, capsys):
             accuracies=np.ones(3),
         )
     manager.wait_until_finished()
-    faults.flip_checkpoint_byte(tmp_path / "ckpt" / "2")
+    hooks.flip_checkpoint_byte(tmp_path / "ckpt" / "2")
     restored = ckpt_lib.restore_latest(ckpt_lib.make_manager(tmp_path / "ckpt"), state, "f")
     assert restored.step == 1 and restored.failed_models == [1]
     np.testing.assert_array_equal(restored.state.params["w"], state.params["w"])
@@ -131,51 +94,38 @@ def test_damaged_checkpoint_warning_names_step(tmp_path, capsys):
         ckpt_lib.restore_latest(ckpt_lib.make_manager(tmp_path / "ckpt"), state, "other")
 
 
-def test_every_checkpoint_damaged_restarts_from_scratch(ref, tmp_path, monkeypatch, capsys):
+def test_every_checkpoint_damaged_restarts_from_scratch(ref, tmp_path, capsys):
     out = tmp_path / "run"
-    crash_at_call(monkeypatch, 3)
-    with pytest.raises(Crash):
-        train_and_export(faults.tiny_config(), out)
-    monkeypatch.undo()
+    with crash_at_call(3), pytest.raises(Crash):
+        train_and_export(runs.tiny_config(), out)
     for ckpt in (out / "checkpoints").iterdir():
-        faults.truncate_checkpoint(ckpt)
-    assert faults.same_run(train_and_export(faults.tiny_config(), out, resume=True).path, ref)
+        hooks.truncate_checkpoint(ckpt)
+    assert runs.same_run(train_and_export(runs.tiny_config(), out, resume=True).path, ref)
     assert capsys.readouterr().out.count("is damaged") == 2
 
 
 @pytest.mark.slow  # end to end; restore_latest's refusal is tested above without training
-def test_checkpoint_of_other_masks_is_refused(ref, tmp_path, monkeypatch):
+def test_checkpoint_of_other_masks_is_refused(ref, tmp_path):
     out = tmp_path / "run"
-    crash_at_call(monkeypatch, 3)
-    with pytest.raises(Crash):
-        train_and_export(faults.tiny_config(), out)
+    with crash_at_call(3), pytest.raises(Crash):
+        train_and_export(runs.tiny_config(), out)
     other = tmp_path / "other"
-    with pytest.raises(Crash):
-        train_and_export(faults.tiny_config(**{"train.seed": 7}), other)
-    monkeypatch.undo()
+    with crash_at_call(3), pytest.raises(Crash):
+        train_and_export(runs.tiny_config(**{"train.seed": 7}), other)
     shutil.rmtree(out / "checkpoints")
     shutil.copytree(other / "checkpoints", out / "checkpoints")
     with pytest.raises(RunDirError, match="fingerprint mismatch"):
-        train_and_export(faults.tiny_config(), out, resume=True)
+        train_and_export(runs.tiny_config(), out, resume=True)
 
 
-def test_failing_checkpoint_write_keeps_the_last_good_one(ref, tmp_path, monkeypatch):
-    real = ckpt_lib.save
-    calls = [0]
-
-    def full_disk(*a, **kw):
-        calls[0] += 1
-        if calls[0] == 3:
-            raise OSError(28, "No space left on device")
-        return real(*a, **kw)
-
-    monkeypatch.setattr(ckpt_lib, "save", full_disk)
+def test_failing_checkpoint_write_keeps_the_last_good_one(ref, tmp_path):
+    full_disk = hooks.raise_at(3, OSError(28, "No space left on device"))
     out = tmp_path / "run"
-    with pytest.raises(RunDirError, match=r"checkpoint at step 6 .* last good checkpoint"):
-        train_and_export(faults.tiny_config(), out)
-    monkeypatch.undo()
+    with hooks.installed("checkpoint", full_disk):
+        with pytest.raises(RunDirError, match=r"checkpoint at step 6 .* last good checkpoint"):
+            train_and_export(runs.tiny_config(), out)
     assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == [2, 4]
-    assert faults.same_run(train_and_export(faults.tiny_config(), out, resume=True).path, ref)
+    assert runs.same_run(train_and_export(runs.tiny_config(), out, resume=True).path, ref)
 
 
 def test_resume_of_a_run_killed_while_starting(ref, tmp_path, monkeypatch):
@@ -189,7 +139,7 @@ def test_resume_of_a_run_killed_while_starting(ref, tmp_path, monkeypatch):
 
     monkeypatch.setattr(store, "save_arrays", die_on_masks)
     with pytest.raises(Crash):
-        train_and_export(faults.tiny_config(), out)
+        train_and_export(runs.tiny_config(), out)
     monkeypatch.undo()
     assert (out / "config.json").exists() and not (out / "run.json").exists()
-    assert faults.same_run(train_and_export(faults.tiny_config(), out, resume=True).path, ref)
+    assert runs.same_run(train_and_export(runs.tiny_config(), out, resume=True).path, ref)

@@ -6,7 +6,7 @@ statistics are obtained by removing m's own value from the group it belongs to (
 Welford down-date), so the whole attack costs O(M N A) instead of O(M^2 N A) and never loops in
 Python over targets or examples (only over chunks of targets, to bound memory).
 
-Decisions (see docs/attacks.md and DESIGN.md section 4):
+Decisions (explained in docs/attacks.md):
 
 * location: the mean of the shadow scores (paper) by default, ``mean="median"`` as an option;
 * spread: always the spread around each example's mean (maximum-likelihood, ddof = 0);

@@ -61,10 +61,10 @@ def step_cost(setup, config, pool, keep) -> dict[str, float]:
     program (after fusion); on GPUs they too miss the custom calls' traffic, so the HBM floor
     built on them is a lower bound.
     """
-    from jaxsam.train.calibrate import _one_model_inputs, _train_fn
+    from jaxsam.train.calibrate import ensemble_inputs, train_fn
 
-    fn = _train_fn(setup, pool, config.train.batch_size)
-    ms, md, shared = _one_model_inputs(setup, config, pool, keep, 1)
+    fn = train_fn(setup, pool, config.train.batch_size)
+    ms, md, shared = ensemble_inputs(setup, config, pool, keep, 1)
     take = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
     b = config.train.batch_size
     out = {}
@@ -132,9 +132,9 @@ def bench_net(args, net: str, optim: str, pool, fixed_plan=None) -> list[dict]:
 
     from jaxsam.data.masks import make_masks
     from jaxsam.train.calibrate import (
-        _one_model_inputs,
         auto_plan,
         calibration_models,
+        ensemble_inputs,
         explicit_plan,
         memory_cap,
         record,
@@ -148,7 +148,7 @@ def bench_net(args, net: str, optim: str, pool, fixed_plan=None) -> list[dict]:
     setup = make_setup(base_cfg, pool, keep)
     peak = _peak()
     flops = _flops_per_example(setup, base_cfg, pool, keep) if peak or args.epoch_estimate else None
-    inputs = _one_model_inputs(setup, base_cfg, pool, keep, m)
+    inputs = ensemble_inputs(setup, base_cfg, pool, keep, m)
     strategies = [s for s in args.strategies if s != "loop"]
     if "sharded" in strategies and jax.local_device_count() == 1 and not args.sharded_on_one:
         strategies.remove("sharded")  # identical to vmap+matmul on one device

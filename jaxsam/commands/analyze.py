@@ -18,13 +18,12 @@ anything is computed, exactly as ``jaxsam score`` drops them: they are in no sta
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from jaxsam import analysis
+from jaxsam import analysis, store
 from jaxsam import memorization as memo
 from jaxsam.errors import DataError
 
@@ -46,10 +45,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--typical-quantile", type=float, default=0.5)
     p.add_argument("--atypical-quantile", type=float, default=0.9)
     p.add_argument(
-        "--min-influence",
-        type=float,
-        default=0.0,
-        help="influences at or below this are ignored in the influence entropy",
+        "--min-influence", type=float, default=0.0, help="entropy ignores influences <= this"
     )
     p.set_defaults(func=run)
 
@@ -149,8 +145,7 @@ def analyze_runs(
         )
         summaries[name]["run_dir"] = str(r.path)
     out_dir = Path(out_dir)
-    plots = out_dir / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
+    plots = store.plots_dir(out_dir)
     written = [
         analysis.plot_memorization_histograms(
             {k: a["memorization"] for k, a in arrays.items()}, plots / "memorization_hist.png"
@@ -163,9 +158,7 @@ def analyze_runs(
     ]
     result = dict(summaries)
     result["_plots"] = [str(p.relative_to(out_dir)) for p in written if p is not None]
-    tmp = out_dir / "analysis.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2, allow_nan=False))
-    tmp.replace(out_dir / "analysis.json")
+    store.write_analysis(out_dir, result)
     return result
 
 
@@ -186,9 +179,7 @@ def _print_table(result: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point: loads ``args.runs`` with ``jaxsam.store.load_run`` and analyses them."""
-    from jaxsam.store import load_run
-
-    runs = [load_run(Path(p)) for p in args.runs]
+    runs = [store.load_run(Path(p)) for p in args.runs]
     out = Path(args.out) if args.out else Path(args.runs[0])
     result = analyze_runs(
         runs,

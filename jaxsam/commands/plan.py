@@ -24,9 +24,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("config_file", nargs="?", type=Path, metavar="CONFIG", help="config file")
     p.add_argument("--config", type=Path, help="JSON config file (same as CONFIG)")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
-    )
+    config_lib.add_set_option(p)
     p.add_argument("--device-memory", type=float, metavar="GiB", help="memory of one device")
     p.add_argument("--bench-table", type=Path, help="JSON from `jaxsam bench train --json`")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from jaxsam import config as config_lib
+from jaxsam import store
 from jaxsam.errors import ConfigError
 
 
@@ -24,13 +25,7 @@ def add_parser(subparsers) -> None:
         metavar="RUN",
         help="continue the unfinished run RUN from its last complete checkpoint",
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set optim.name=sam (JSON values)",
-    )
+    config_lib.add_set_option(p, "override a config value, e.g. --set optim.name=sam (JSON values)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument(
@@ -53,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.config is not None or args.set:
             raise ConfigError("--resume takes the config stored in the run; drop --config/--set")
-        cfg = config_lib.load(args.resume / "config.json")
+        cfg = store.read_config(args.resume)
         run = train_and_export(cfg, args.resume, resume=True, progress=progress)
     else:
         if args.out is None:

@@ -69,9 +69,7 @@ def _fill(p: argparse.ArgumentParser) -> None:
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="JSON config file (default: the built-in one)")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
-    )
+    config_lib.add_set_option(p)
 
 
 def _config(args: argparse.Namespace) -> config_lib.Config:

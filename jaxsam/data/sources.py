@@ -30,15 +30,7 @@ def _pool_from_full(cfg: DataConfig, load_split, num_classes: int | None, kind: 
     if cfg.test_split is not None and not same:
         tx, ty, tids = load_split(cfg.test_split)
     n_test = 0 if tx is None else tx.shape[0]
-    sel, tsel = select_indices(
-        x.shape[0],
-        cfg.pool_size,
-        n_test,
-        cfg.test_size,
-        seed=cfg.seed,
-        same_split=same,
-        what=(f"{cfg.dataset}/{cfg.pool_split}", f"{cfg.dataset}/{cfg.test_split}"),
-    )
+    sel, tsel = _select(cfg, x.shape[0], n_test)
     if same:
         tx, ty, tids = x[tsel], y[tsel], ids[tsel]
     elif tx is not None:
@@ -58,6 +50,19 @@ def _pool_from_full(cfg: DataConfig, load_split, num_classes: int | None, kind: 
     )
 
 
+def _select(cfg: DataConfig, n_pool: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`select_indices` with the config's sizes, seed and split names."""
+    return select_indices(
+        n_pool,
+        cfg.pool_size,
+        n_test,
+        cfg.test_size,
+        seed=cfg.seed,
+        same_split=cfg.test_split == cfg.pool_split,
+        what=(f"{cfg.dataset}/{cfg.pool_split}", f"{cfg.dataset}/{cfg.test_split}"),
+    )
+
+
 def _with_ids(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, y, np.arange(x.shape[0], dtype=np.int64)
 
@@ -71,15 +76,7 @@ def _load_tfds(cfg: DataConfig) -> Pool:
     n_test = 0
     if cfg.test_split is not None and not same:
         n_test = tfds_source.split_size(builder, cfg.test_split)
-    sel, tsel = select_indices(
-        n_pool,
-        cfg.pool_size,
-        n_test,
-        cfg.test_size,
-        seed=cfg.seed,
-        same_split=same,
-        what=(f"{cfg.dataset}/{cfg.pool_split}", f"{cfg.dataset}/{cfg.test_split}"),
-    )
+    sel, tsel = _select(cfg, n_pool, n_test)
 
     def read(split: str, rows: np.ndarray, whole: bool):
         return tfds_source.read_split(builder, split, None if whole else rows)

@@ -446,7 +446,16 @@ def _read_rows(builder, split: str, rows: np.ndarray, image: str, label: str):
 
 
 def read_split(builder, split: str, rows: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-    """Rows of one split of a prepared builder (see :func:`load_tfds_arrays`)."""
+    """Rows of one split of a prepared builder (from :func:`ensure_prepared`).
+
+    Args:
+      builder: the prepared tfds builder.
+      split: split name (``train``, ``test``, ...).
+      rows: int64 row indices to read (``None``: the whole split, which is then cached).
+
+    Returns:
+      x: uint8 [n, H, W, C]; y: int32 [n]; num_classes.
+    """
     image, label, num_classes = _feature_keys(builder)
     n = _split_size(builder, split)
     whole = rows is None
@@ -459,29 +468,6 @@ def read_split(builder, split: str, rows: np.ndarray | None = None) -> tuple[np.
     if whole:
         _write_cache(builder, split, x, y)
     return x, y, num_classes
-
-
-def load_tfds_arrays(
-    name: str,
-    split: str,
-    *,
-    data_dir: str | None = None,
-    manual_dir: str | None = None,
-    download: bool = False,
-    rows: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Rows of one split of a prepared tfds image-classification dataset.
-
-    Args:
-      name: tfds name (``cifar10``, ``fashion_mnist``, ``cifar100/config:version`` ...).
-      split: split name (``train``, ``test``, ...).
-      data_dir, manual_dir, download: see :func:`ensure_prepared`.
-      rows: int64 row indices to read (``None``: the whole split, which is then cached).
-
-    Returns:
-      x: uint8 [n, H, W, C]; y: int32 [n]; num_classes.
-    """
-    return read_split(ensure_prepared(name, data_dir, manual_dir, download), split, rows)
 
 
 def split_size(builder, split: str) -> int:

@@ -88,7 +88,13 @@ def free_device_memory(device: jax.Device | None = None) -> int:
     return 8 << 30
 
 
-def _one_model_inputs(setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray, k: int):
+def ensemble_inputs(setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray, k: int):
+    """Fresh training inputs of the first ``k`` models, as the trainer builds them.
+
+    Returns:
+      ``(model_state, model_data, shared)``: stacked (params, batch_stats, opt_state) [k, ...];
+      (keep bool [k, N], data keys [k], augmentation keys [k]); the pool (x, y) on the device.
+    """
     state = init_ensemble(setup.model, setup.tx, k, pool.input_shape, config.train.seed)
     model_state = (state.params, state.batch_stats, state.opt_state)
     model_data = (
@@ -100,7 +106,8 @@ def _one_model_inputs(setup: TrainSetup, config: Config, pool: Pool, keep: np.nd
     return model_state, model_data, shared
 
 
-def _train_fn(setup: TrainSetup, pool: Pool, batch_size: int):
+def train_fn(setup: TrainSetup, pool: Pool, batch_size: int):
+    """The one-model trainer of ``setup`` (:func:`jaxsam.train.step.make_train_steps`)."""
     from jaxsam.train.step import make_train_steps
 
     mean, std = jnp.asarray(pool.mean), jnp.asarray(pool.std)
@@ -109,8 +116,8 @@ def _train_fn(setup: TrainSetup, pool: Pool, batch_size: int):
 
 def per_model_bytes(setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray) -> int:
     """Device bytes one model's training call needs: XLA temporaries + its state, x1.25."""
-    fn = _train_fn(setup, pool, config.train.batch_size)
-    ms, md, shared = _one_model_inputs(setup, config, pool, keep, 1)
+    fn = train_fn(setup, pool, config.train.batch_size)
+    ms, md, shared = ensemble_inputs(setup, config, pool, keep, 1)
     take = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
     lowered = jax.jit(fn, static_argnums=(4,)).lower(take(ms), take(md), shared, jnp.int32(0), 1)
     try:
@@ -147,10 +154,10 @@ def time_plan(
     to skip the initialisation (it is copied, not donated).
     """
     setup = dataclasses.replace(setup, model=with_conv_impl(setup.model, plan.conv_impl))
-    fn = _train_fn(setup, pool, config.train.batch_size)
-    efn = make_ensemble_fn(fn, plan.strategy, num_models, plan.chunk_size)
+    fn = train_fn(setup, pool, config.train.batch_size)
+    efn = make_ensemble_fn(fn, plan.strategy, plan.chunk_size)
     if inputs is None:
-        inputs = _one_model_inputs(setup, config, pool, keep, num_models)
+        inputs = ensemble_inputs(setup, config, pool, keep, num_models)
     ms, md, shared = inputs
     ms = jax.tree.map(jnp.copy, ms)
     num_steps = max(1, min(num_steps, setup.steps_per_epoch))
@@ -204,7 +211,7 @@ def calibrate(
     }:
         return {**table[key], "cached": True}
     rates = {}
-    inputs = _one_model_inputs(setup, config, pool, keep, k)
+    inputs = ensemble_inputs(setup, config, pool, keep, k)
     for cand in CANDIDATES:
         name = f"{cand.strategy}+{cand.conv_impl}"
         rates[name] = time_plan(setup, config, pool, keep, cand, k, inputs=inputs)

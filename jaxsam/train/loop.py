@@ -11,13 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsam import store
+from jaxsam import hooks, store
 from jaxsam.config import Config, validate
 from jaxsam.data import load_pool, make_masks
 from jaxsam.data.augment import query_names
 from jaxsam.data.pool import Pool
-from jaxsam.errors import DivergenceError, RunDirError
-from jaxsam.train import checkpoint as ckpt_lib
+from jaxsam.errors import DivergenceError
+from jaxsam.store import checkpoints as ckpt_lib
 from jaxsam.train.calibrate import resolve_plan
 from jaxsam.train.logits import compute_logits, make_logits_fn
 from jaxsam.train.setup import TrainSetup, make_setup
@@ -109,70 +109,6 @@ def _check_divergence(
     return new
 
 
-class _Checkpoints:
-    """The run's orbax checkpoints: fingerprinted saves, fallback restore, clear write errors."""
-
-    def __init__(self, run_dir: Path, config: Config, fingerprint: str):
-        self.dir = run_dir / "checkpoints"
-        self.fingerprint = fingerprint
-        self.train = config.train
-        self.last_time = time.monotonic()
-        self.last_good: int | None = None  # newest step known to be fully on disk
-        self.pending: int | None = None
-        try:
-            self.manager = ckpt_lib.make_manager(self.dir)
-        except OSError as e:
-            raise RunDirError(
-                f"cannot create checkpoints in {self.dir} ({e.strerror}); choose a writable --out"
-            ) from e
-
-    def restore(self, like: EnsembleState) -> ckpt_lib.Restored | None:
-        restored = ckpt_lib.restore_latest(self.manager, like, self.fingerprint)
-        if restored is not None:
-            self.last_good = restored.step
-        return restored
-
-    def _failed(self, step: int, e: Exception) -> RunDirError:
-        kept = f"step {self.last_good}" if self.last_good is not None else "none yet"
-        return RunDirError(
-            f"writing the checkpoint at step {step} to {self.dir} failed "
-            f"({type(e).__name__}: {str(e)[:200]}); the last good checkpoint ({kept}) is "
-            "intact: free disk space or fix permissions, then `jaxsam train --resume RUN`"
-        )
-
-    def maybe_save(self, done: int, total: int, state: EnsembleState, failed, losses, accs) -> None:
-        t = self.train
-        if not ckpt_lib.due(
-            done, total, t.checkpoint_every_steps, t.checkpoint_every_minutes, self.last_time
-        ):
-            return
-        try:
-            ckpt_lib.save(
-                self.manager,
-                state,
-                failed_models=sorted(failed),
-                fingerprint=self.fingerprint,
-                losses=losses,
-                accuracies=accs,
-            )
-        except Exception as e:  # orbax surfaces the previous async write's error here too
-            raise self._failed(done, e) from e
-        # orbax waits for the previous save before starting this one: that one is on disk.
-        self.last_good, self.pending = self.pending, done
-        self.last_time = time.monotonic()
-
-    def close(self, raise_errors: bool) -> None:
-        try:
-            self.manager.wait_until_finished()
-        except Exception as e:
-            if raise_errors:
-                raise self._failed(self.pending or 0, e) from e
-            return
-        if self.pending is not None:
-            self.last_good = self.pending
-        self.manager.close()
-
-
 def _check_disk(
     run_dir: Path, config: Config, pool: Pool, state: EnsembleState, num_models: int
 ) -> None:
@@ -244,13 +180,13 @@ def train_ensemble(
         fp = ckpt_lib.fingerprint(
             store.masks_fingerprint(pool.origin()["fingerprint"], keep), first_model, config
         )
-        ckpts = _Checkpoints(run_dir, config, fp)
+        ckpts = ckpt_lib.Checkpoints(run_dir, config, fp)
         if resume and (restored := ckpts.restore(state)) is not None:
             state, failed = restored.state, set(restored.failed_models)
             losses, accs = restored.losses, restored.accuracies
 
     fn = make_train_steps(setup, mean, std, pool.kind, t.batch_size)
-    ensemble_fn = make_ensemble_fn(fn, setup.plan.strategy, m, setup.plan.chunk_size)
+    ensemble_fn = make_ensemble_fn(fn, setup.plan.strategy, setup.plan.chunk_size)
     shared = (jax.device_put(pool.x), jax.device_put(pool.y))
     model_data = (
         jnp.asarray(keep),
@@ -265,8 +201,11 @@ def train_ensemble(
     ok_exit = False
     try:
         for step0, n in plan:
-            model_state, (loss_hist, acc_hist) = ensemble_fn(
-                model_state, model_data, shared, jnp.int32(step0), n
+            model_state, (loss_hist, acc_hist) = hooks.fire(
+                "train_call",
+                ensemble_fn(model_state, model_data, shared, jnp.int32(step0), n),
+                step0=step0,
+                num_steps=n,
             )
             loss_hist = np.asarray(loss_hist)
             failed.update(_check_divergence(loss_hist, step0, failed, setup, t.on_divergence))

@@ -193,7 +193,6 @@ def model_map(
 def make_ensemble_fn(
     fn: Callable,
     strategy: str,
-    num_models: int,
     chunk_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ) -> Callable:
@@ -202,12 +201,9 @@ def make_ensemble_fn(
     ``fn(model_state, model_data, shared, step0, num_steps)`` is what
     :func:`jaxsam.train.step.make_train_steps` returns. The result has the same signature over
     stacked ``model_state`` / ``model_data`` [M, ...] (``model_state`` is donated) and returns
-    the new stacked state and per-model histories [M, num_steps]. ``auto`` falls back to
-    ``vmap`` here; :func:`jaxsam.train.calibrate.resolve_plan` does the real choice.
+    the new stacked state and per-model histories [M, num_steps]. ``strategy`` is a resolved
+    one (:func:`jaxsam.train.calibrate.resolve_plan` chooses for ``auto``).
     """
-    del num_models
-    if strategy == "auto":
-        strategy = "vmap"
 
     def one(state, data, shared, num_steps):
         pool, step0 = shared

@@ -6,12 +6,10 @@ order, by one job after another or by a job array, on one host or many:
 1. :func:`init_study` writes the config, the full bool [M, N] masks and the run header once
    (``store.start_run``); the masks are a pure function of the config, fixed up front.
 2. :func:`train_wave` trains models ``[a, b)`` (``first_model=a``: the same keys, batches and
-   learning-rate schedule as in a single run of all M models) and writes
-   ``RUN/waves/AAAAA-BBBBB/`` (orbax: logits [b-a, N, A, C], test_logits [b-a, T, A, C],
-   labels [N], test_labels [T], final_batch_loss [b-a], failed [b-a]) and then the marker
-   ``RUN/waves/AAAAA-BBBBB.json``. Under ``jax.distributed`` the wave is split over all
-   processes and the arrays are one global ``jax.Array`` saved by all of them (see
-   :mod:`jaxsam.train.distributed`).
+   learning-rate schedule as in a single run of all M models) and writes its logits and then
+   its marker under ``RUN/waves/`` (layout: :mod:`jaxsam.store.waves`). Under
+   ``jax.distributed`` the wave is split over all processes and the arrays are one global
+   ``jax.Array`` saved by all of them (see :mod:`jaxsam.train.distributed`).
 3. :func:`finalize` checks that the finished waves cover every model exactly once, assembles
    logits [M, N, A, C] and marks the run ``COMPLETE`` (``store.finish_run``). Until then
    ``jaxsam.load_run`` and ``jaxsam score`` refuse the run.
@@ -25,8 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
-import shutil
 import time
 from pathlib import Path
 
@@ -34,20 +30,13 @@ import numpy as np
 
 from jaxsam import store
 from jaxsam.config import Config
-from jaxsam.config import load as load_config
 from jaxsam.data import load_pool, make_masks
 from jaxsam.data.pool import Pool
 from jaxsam.errors import ConfigError, RunDirError
+from jaxsam.store import waves as wave_store
+from jaxsam.store.waves import WAVES_DIR, done_waves, wave_name
 from jaxsam.train import distributed as dist
 from jaxsam.train.batches import steps_per_epoch
-
-WAVES_DIR = "waves"
-_NAME = re.compile(r"^(\d{5,})-(\d{5,})$")
-
-
-def wave_name(first: int, stop: int) -> str:
-    """``RUN/waves/`` entry name of models ``[first, stop)``: ``00064-00128``."""
-    return f"{first:05d}-{stop:05d}"
 
 
 def parse_range(text: str, num_models: int) -> tuple[int, int]:
@@ -107,13 +96,13 @@ def open_study(path: str | Path) -> Study:
     ``run.json`` (no array is read, so every process of a multi-host job can do this).
     """
     path = Path(path)
-    if not (path / "run.json").is_file():
+    if not store.has_run(path):
         raise RunDirError(
             f"{path} holds no initialised run; create it with `jaxsam wave init --config FILE "
             f"--out {path}`"
         )
-    config = load_config(path / "config.json")
-    info = store.read_json(path / "run.json", "run header")
+    config = store.read_config(path)
+    info = store.read_run_info(path)
     pool = load_pool(config.data)
     keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
     if store.masks_fingerprint(pool.fingerprint(), keep) != info.get("masks_fingerprint"):
@@ -171,10 +160,6 @@ def train_rows(
     }
 
 
-def wave_dir(path: Path, first: int, stop: int) -> Path:
-    return Path(path) / WAVES_DIR / wave_name(first, stop)
-
-
 def train_wave(
     path: str | Path,
     first: int,
@@ -197,12 +182,12 @@ def train_wave(
     path = Path(path)
     study = study or open_study(path)
     parse_range(f"{first}:{stop}", study.num_models)
-    marker = path / WAVES_DIR / f"{wave_name(first, stop)}.json"
-    if marker.is_file():
-        return store.read_json(marker, "wave marker")
+    done = wave_store.read_marker(path, first, stop)
+    if done is not None:
+        return done
     lo, hi = dist.process_block(first, stop)
     multi = dist.process_count() > 1
-    work = None if multi else path / WAVES_DIR / f"{wave_name(first, stop)}.work"
+    work = None if multi else wave_store.work_dir(path, first, stop)
     out = train_rows(
         study,
         lo,
@@ -217,13 +202,13 @@ def train_wave(
         from jax.experimental import multihost_utils
 
         seconds = float(np.max(multihost_utils.process_allgather(np.float32(seconds))))
-    arrays = {
-        "logits": out["logits"],
-        "test_logits": out["test_logits"],
-        "final_batch_loss": out["final_batch_loss"],
-        "failed": out["failed"],
+    tree = {
+        key: dist.global_model_array(np.asarray(out[key]), stop - first)
+        for key in ("logits", "test_logits", "final_batch_loss", "failed")
     }
-    _save_wave_arrays(wave_dir(path, first, stop), arrays, study, stop - first)
+    tree["labels"] = np.asarray(study.pool.y, np.int32)
+    tree["test_labels"] = np.asarray(study.pool.test_y, np.int32)
+    wave_store.save_arrays(path, first, stop, tree)
     info = {
         "first_model": first,
         "stop_model": stop,
@@ -235,64 +220,9 @@ def train_wave(
     }
     dist.barrier(f"jaxsam-wave-{first}-{stop}-saved")
     if dist.process_index() == 0:
-        store.write_json(marker, info)
-        if work is not None and work.exists():
-            shutil.rmtree(work)
+        wave_store.mark_done(path, first, stop, info)
     dist.barrier(f"jaxsam-wave-{first}-{stop}-marked")
     return info
-
-
-def _save_wave_arrays(directory: Path, arrays: dict, study: Study, wave_models: int) -> None:
-    """Saves the wave with orbax; per-model arrays as global ``jax.Array`` over processes."""
-    import orbax.checkpoint as ocp
-
-    tree = {}
-    for key, local in arrays.items():
-        tree[key] = dist.global_model_array(np.asarray(local), wave_models)
-    tree["labels"] = np.asarray(study.pool.y, np.int32)
-    tree["test_labels"] = np.asarray(study.pool.test_y, np.int32)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    ckpt = ocp.StandardCheckpointer()
-    ckpt.save(directory.absolute(), tree, force=True)
-    ckpt.wait_until_finished()
-
-
-def load_wave_arrays(directory: Path) -> dict[str, np.ndarray]:
-    """Reads a wave's arrays back as numpy, whatever process layout wrote them."""
-    import jax
-    import orbax.checkpoint as ocp
-
-    if not directory.is_dir():
-        raise RunDirError(f"{directory} is missing (wave logits); rerun that wave")
-    ckpt = ocp.StandardCheckpointer()
-    try:
-        meta = ckpt.metadata(directory.absolute())
-        tree = getattr(meta, "item_metadata", meta)
-        tree = getattr(tree, "tree", tree)
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
-        target = {
-            k: jax.ShapeDtypeStruct(tuple(v.shape), v.dtype, sharding=device)
-            for k, v in tree.items()
-        }
-        out = ckpt.restore(directory.absolute(), target)
-    except Exception as e:  # orbax/tensorstore raise many types for damaged data
-        raise RunDirError(
-            f"{directory} (wave logits) cannot be read: {type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200]}; delete it and its .json marker and rerun the wave"
-        ) from e
-    return {k: np.asarray(v) for k, v in out.items()}
-
-
-def done_waves(path: str | Path) -> list[tuple[int, int]]:
-    """The finished waves (those with a marker), sorted by first model."""
-    root = Path(path) / WAVES_DIR
-    found = []
-    if root.is_dir():
-        for p in root.glob("*.json"):
-            m = _NAME.match(p.stem)
-            if m and (root / p.stem).is_dir():
-                found.append((int(m.group(1)), int(m.group(2))))
-    return sorted(found)
 
 
 def missing_ranges(num_models: int, waves: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -329,8 +259,8 @@ def finalize(path: str | Path, *, keep_waves: bool = True):
     from jaxsam.train.loop import accuracy_metrics
 
     path = Path(path)
-    info = store.read_json(path / "run.json", "run header")
-    config = load_config(path / "config.json")
+    info = store.read_run_info(path)
+    config = store.read_config(path)
     m = int(info["models"])
     waves = done_waves(path)
     missing = missing_ranges(m, waves)
@@ -346,9 +276,9 @@ def finalize(path: str | Path, *, keep_waves: bool = True):
             f"waves {wave_name(*w)} and {wave_name(*v)} in {path / WAVES_DIR} overlap; delete one "
             "of them (its directory and .json marker) and finalize again"
         )
-    masks = store.load_arrays(path / "masks", "masks")
+    masks = store.load_masks(path)
     keep = masks["keep"].astype(bool)
-    parts = [load_wave_arrays(wave_dir(path, a, b)) for a, b in waves]
+    parts = [wave_store.load_arrays(path, a, b) for a, b in waves]
     logits = np.concatenate([p["logits"] for p in parts], axis=0)
     test_logits = np.concatenate([p["test_logits"] for p in parts], axis=0)
     labels = parts[0]["labels"].astype(np.int32)
@@ -357,9 +287,7 @@ def finalize(path: str | Path, *, keep_waves: bool = True):
         raise RunDirError(f"wave labels in {path / WAVES_DIR} differ from the masks'; rerun them")
     losses = np.concatenate([p["final_batch_loss"] for p in parts])
     failed = np.flatnonzero(np.concatenate([p["failed"] for p in parts]).astype(bool))
-    markers = [
-        store.read_json(path / WAVES_DIR / f"{wave_name(a, b)}.json", "wave") for a, b in waves
-    ]
+    markers = [wave_store.read_marker(path, a, b) for a, b in waves]
     metrics = accuracy_metrics(logits, labels, keep, test_logits, test_labels, failed)
     metrics.update(
         final_batch_loss=losses.tolist(),
@@ -381,25 +309,19 @@ def finalize(path: str | Path, *, keep_waves: bool = True):
     )
     if not keep_waves:
         for a, b in waves:
-            shutil.rmtree(wave_dir(path, a, b), ignore_errors=True)
+            wave_store.remove(path, a, b)
     return store.load_run(path)
 
 
 def status(path: str | Path) -> dict:
     """What is done in a run directory: waves done / missing, checkpoints, complete or not."""
     path = Path(path)
-    if not (path / "run.json").is_file():
+    if not store.has_run(path):
         raise RunDirError(f"{path} holds no jaxsam run (no run.json); check the path")
-    info = store.read_json(path / "run.json", "run header")
+    info = store.read_run_info(path)
     m = int(info["models"])
     waves = done_waves(path)
-    complete = (path / store.COMPLETE).exists()
-    root = path / WAVES_DIR
-    in_progress = []
-    if root.is_dir():
-        for work in sorted(root.glob("*.work")):
-            steps = _checkpoint_steps(work / "checkpoints")
-            in_progress.append({"wave": work.name[: -len(".work")], "checkpoint_steps": steps})
+    complete = store.is_complete(path)
     models_done = (
         m if complete and not waves else int(m - sum(b - a for a, b in missing_ranges(m, waves)))
     )
@@ -413,16 +335,10 @@ def status(path: str | Path) -> dict:
         "waves_done": [wave_name(a, b) for a, b in waves],
         "models_done": models_done,
         "missing": [] if complete else [f"{a}:{b}" for a, b in missing_ranges(m, waves)],
-        "waves_in_progress": in_progress,
-        "checkpoint_steps": _checkpoint_steps(path / "checkpoints"),
+        "waves_in_progress": wave_store.in_progress(path),
+        "checkpoint_steps": wave_store.checkpoint_steps(path),
         "failed_models": info.get("failed_models", []),
     }
-
-
-def _checkpoint_steps(directory: Path) -> list[int]:
-    if not directory.is_dir():
-        return []
-    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def train_study(
@@ -446,7 +362,7 @@ def train_study(
     m = config.masks.models
     size = wave_size or m
     multi = dist.process_count() > 1
-    resuming = (out / "run.json").is_file() and not overwrite
+    resuming = store.has_run(out) and not overwrite
     if dist.process_index() == 0 and not resuming:
         if multi:
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,19 +1,25 @@
 """The run directory: the only code that reads and writes it.
 
+This package owns every file of a run directory: this module the run itself (config, masks,
+logits, metrics, the ``COMPLETE`` marker, reports and analyses), :mod:`jaxsam.store.checkpoints`
+the resume checkpoints and :mod:`jaxsam.store.waves` the per-wave logits of a study trained in
+waves. It is the only code in jaxsam that imports orbax.
+
 Layout of ``RUN/`` (format ``jaxsam-run``, version 1)::
 
     config.json      the full resolved config (``jaxsam train --config RUN/config.json``)
     run.json         format, version, status, shapes, pool origin, fingerprints, failed models
     masks/           orbax: keep bool [M, N], pool ids int64 [N], labels int32 [N]
-    logits/          orbax: logits [M, N, A, C] (float32 or bfloat16), labels [N],
+    logits/          orbax: logits float32 [M, N, A, C], labels [N],
                      test_logits [M, T, A, C], test_labels [T]
     logits.json      query names, dtype, which parameters (final), masks fingerprint
     metrics.json     per-model train/test accuracy and losses
-    checkpoints/     orbax CheckpointManager (resume)
+    checkpoints/     orbax CheckpointManager (resume; :mod:`jaxsam.store.checkpoints`)
+    waves/           per-wave logits of a study trained in waves (:mod:`jaxsam.store.waves`)
     COMPLETE         written last: the run is whole
-    report.json, report.md, scores/, plots/, analysis.json   (written by score / analyze;
-                     report.json, report.md, scores/ and plots/roc.png are published together
-                     by write_report_files)
+    report.json, report.md, scores/, plots/roc.png   (written by ``jaxsam score``, published
+                     together by write_report_files)
+    analysis.json, plots/             (written by ``jaxsam analyze``, here or in its --out)
 
 Arrays go through orbax-checkpoint, metadata through JSON; nothing is pickled. Every write of
 a JSON file is atomic (write then rename); orbax finalises its directories atomically. A run
@@ -36,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from jaxsam import config as config_lib
+from jaxsam import hooks
 from jaxsam.errors import ConfigError, RunDirError
 
 RUN_FORMAT = "jaxsam-run"
@@ -49,10 +56,14 @@ def _checkpointer():
     return ocp.StandardCheckpointer()
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Writes ``obj`` as indented JSON, atomically (temp file + rename)."""
+def write_json(path: Path, obj: Any, *, allow_nan: bool = True) -> None:
+    """Writes ``obj`` as indented JSON, atomically (temp file + rename).
+
+    ``allow_nan=False`` refuses NaN and infinities (strict JSON) with a ``ValueError``.
+    """
+    hooks.fire("json", path=path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, allow_nan=allow_nan) + "\n")
     os.replace(tmp, path)
 
 
@@ -84,21 +95,71 @@ def save_arrays(path: Path, tree: dict[str, np.ndarray]) -> None:
         shutil.rmtree(path)
     ckpt = _checkpointer()
     ckpt.save(path.absolute(), {k: np.asarray(v) for k, v in tree.items()})
+    hooks.fire("arrays_sent", path=path)
     ckpt.wait_until_finished()
 
 
-def load_arrays(path: Path, what: str) -> dict[str, np.ndarray]:
-    """Restores a flat dict of arrays saved by :func:`save_arrays` as numpy arrays."""
+def load_arrays(
+    path: Path,
+    what: str,
+    *,
+    missing: str = "the run directory is incomplete or damaged",
+    damaged: str = "the files are damaged: rerun the job or restore the directory",
+    any_layout: bool = False,
+) -> dict[str, np.ndarray]:
+    """Restores a flat dict of arrays saved by :func:`save_arrays` as numpy arrays.
+
+    Args:
+      path: the orbax directory.
+      what: what it holds, for messages.
+      missing, damaged: what to do when it is missing or cannot be read, for messages.
+      any_layout: read arrays saved as global ``jax.Array`` by several processes (a wave under
+        ``jax.distributed``) onto this process's CPU, whatever process layout wrote them.
+    """
     if not path.is_dir():
-        raise RunDirError(f"{path} is missing ({what}); the run directory is incomplete or damaged")
+        raise RunDirError(f"{path} is missing ({what}); {missing}")
+    ckpt = _checkpointer()
     try:
-        tree = _checkpointer().restore(path.absolute())
+        target = _single_device_target(ckpt, path) if any_layout else None
+        tree = ckpt.restore(path.absolute(), target)
     except Exception as e:  # orbax/tensorstore raise many types for damaged data
         raise RunDirError(
             f"{path} ({what}) cannot be read: {type(e).__name__}: {str(e).splitlines()[0][:200]}; "
-            "the files are damaged: rerun the job or restore the directory"
+            f"{damaged}"
         ) from e
     return {k: np.asarray(v) for k, v in tree.items()}
+
+
+def _single_device_target(ckpt, path: Path) -> dict:
+    """Restore target that puts every saved array whole on this process's first CPU device."""
+    import jax
+
+    meta = ckpt.metadata(path.absolute())
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+    return {
+        k: jax.ShapeDtypeStruct(tuple(v.shape), v.dtype, sharding=device) for k, v in tree.items()
+    }
+
+
+def save_global_arrays(path: Path, tree: dict) -> None:
+    """Saves a flat dict of arrays from every process of a ``jax.distributed`` job together.
+
+    Per-model arrays are global ``jax.Array`` sharded over the processes; each process writes
+    its shards. Every process calls this with the same keys; in a single process it is
+    :func:`save_arrays` without the cleanup of a killed write (orbax's ``force`` replaces).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = _checkpointer()
+    ckpt.save(path.absolute(), tree, force=True)
+    hooks.fire("arrays_sent", path=path)
+    ckpt.wait_until_finished()
+
+
+def load_masks(path: str | Path) -> dict[str, np.ndarray]:
+    """``RUN/masks``: ``keep`` bool [M, N], pool ``ids`` int64 [N], ``labels`` int32 [N]."""
+    return load_arrays(Path(path) / "masks", "masks")
 
 
 def masks_fingerprint(pool_fingerprint: str, keep: np.ndarray) -> str:
@@ -181,7 +242,7 @@ def check_free_space(path: Path, need_bytes: int, what: str) -> None:
     probe = Path(path)
     while not probe.exists() and probe != probe.parent:  # the directory may not exist yet
         probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    free = hooks.fire("free_space", shutil.disk_usage(probe).free, path=path)
     if free < need_bytes:
         raise RunDirError(
             f"not enough disk space in {path}: the run needs about {need_bytes / 2**20:.1f} MiB "
@@ -251,8 +312,19 @@ def check_resumable(
     return True
 
 
+def has_run(path: str | Path) -> bool:
+    """Whether ``path`` holds a run header (``run.json``): a run was started there."""
+    return (Path(path) / "run.json").is_file()
+
+
+def read_run_info(path: str | Path) -> dict:
+    """The run header ``RUN/run.json`` (format, shapes, pool origin, fingerprints, status)."""
+    return read_json(Path(path) / "run.json", "run header")
+
+
 def update_run_info(path: Path, **fields: Any) -> dict:
-    info = read_json(path / "run.json", "run header")
+    """Updates fields of the run header; returns the new header."""
+    info = read_run_info(path)
     info.update(fields)
     write_json(path / "run.json", info)
     return info
@@ -268,7 +340,6 @@ def finish_run(
     test_labels: np.ndarray,
     metrics: dict,
     failed_models: list[int],
-    logits_dtype: str = "float32",
 ) -> None:
     """Writes logits and metrics, then marks the run complete (``COMPLETE`` last)."""
     info = read_json(path / "run.json", "run header")
@@ -279,13 +350,12 @@ def finish_run(
         raise RunDirError(f"{len(query_names)} query names for {logits.shape[2]} query views")
     (path / COMPLETE).unlink(missing_ok=True)
     update_run_info(path, status="exporting")
-    cast = (lambda a: a.astype(np.float32)) if logits_dtype == "float32" else _to_bf16
     save_arrays(
         path / "logits",
         {
-            "logits": cast(logits),
+            "logits": logits.astype(np.float32),
             "labels": labels,
-            "test_logits": cast(test_logits),
+            "test_logits": test_logits.astype(np.float32),
             "test_labels": test_labels,
         },
     )
@@ -294,7 +364,7 @@ def finish_run(
         {
             "shape": list(logits.shape),
             "test_shape": list(test_logits.shape),
-            "dtype": logits_dtype,
+            "dtype": "float32",
             "query_names": list(query_names),
             "parameters": "final",
             "batch_norm": "inference mode (running statistics)",
@@ -371,10 +441,19 @@ def write_report_files(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _to_bf16(a: np.ndarray) -> np.ndarray:
-    import ml_dtypes
+def plots_dir(out_dir: str | Path) -> Path:
+    """``out_dir/plots/``, created (with ``out_dir``): where ``jaxsam analyze`` puts its PNGs."""
+    plots = Path(out_dir) / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    return plots
 
-    return a.astype(ml_dtypes.bfloat16)
+
+def write_analysis(out_dir: str | Path, result: dict) -> Path:
+    """Writes ``out_dir/analysis.json`` atomically, as strict JSON (a NaN is a ``ValueError``)."""
+    path = Path(out_dir) / "analysis.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, result, allow_nan=False)
+    return path
 
 
 @dataclasses.dataclass
@@ -388,7 +467,7 @@ class Run:
       info: ``run.json`` (format, shapes, pool origin, fingerprints, failed models).
       keep: bool [M, N] membership masks.
       labels: int32 [N] pool labels.
-      logits: float32 [M, N, A, C] (bfloat16 on disk is widened on read).
+      logits: float32 [M, N, A, C].
       test_logits: float32 [M, T, A, C]; test_labels: int32 [T].
       query_names: the A query-view names.
       metrics: per-model accuracies.
@@ -465,6 +544,24 @@ class Run:
         return p
 
 
+def read_config(path: str | Path) -> config_lib.Config:
+    """The run's resolved config, from ``RUN/config.json``.
+
+    Raises:
+      RunDirError: the file is missing, not JSON, or not a valid config.
+    """
+    path = Path(path)
+    try:
+        return config_lib.from_dict(read_json(path / "config.json", "config"))
+    except ConfigError as e:
+        raise RunDirError(f"{path / 'config.json'} is not a valid config: {e}") from e
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether the run in ``path`` has its ``COMPLETE`` marker (all its files are written)."""
+    return (Path(path) / COMPLETE).exists()
+
+
 def load_run(path: str | Path) -> Run:
     """Reads a finished run directory, checking format, version, completeness and shapes.
 
@@ -488,11 +585,8 @@ def load_run(path: str | Path) -> Run:
             f"{path} is not complete (missing: {', '.join(missing) or 'COMPLETE marker'}); "
             f"finish it with `jaxsam train --resume {path}`"
         )
-    try:
-        config = config_lib.from_dict(read_json(path / "config.json", "config"))
-    except ConfigError as e:
-        raise RunDirError(f"{path / 'config.json'} is not a valid config: {e}") from e
-    masks = load_arrays(path / "masks", "masks")
+    config = read_config(path)
+    masks = load_masks(path)
     if "keep" not in masks or masks["keep"].ndim != 2:
         raise RunDirError(f"{path / 'masks'} holds no [M, N] 'keep' mask; rerun the job")
     keep = masks["keep"].astype(bool)

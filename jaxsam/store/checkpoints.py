@@ -1,4 +1,8 @@
-"""Orbax checkpoints of the ensemble state, for resume.
+"""Orbax checkpoints of the ensemble state in ``RUN/checkpoints/``, for resume.
+
+:class:`Checkpoints` is what the trainer uses: fingerprinted saves on a cadence, restore of the
+newest intact checkpoint, and write errors that name the last good one. The functions below it
+are its parts (and are tested alone).
 
 A checkpoint ``RUN/checkpoints/<step>/`` holds two items:
 
@@ -24,15 +28,18 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsam import hooks
 from jaxsam.config import Config, to_dict
 from jaxsam.errors import RunDirError
-from jaxsam.train.state import EnsembleState
+
+if TYPE_CHECKING:
+    from jaxsam.train.state import EnsembleState
 
 KEEP_CHECKPOINTS = 2
 # Config fields that may differ between a checkpoint and the run resuming from it.
@@ -224,7 +231,7 @@ def restore_latest(manager, like: EnsembleState, fingerprint: str | None = None)
             except Exception as e:  # orbax / tensorstore raise many types for damaged data
                 problem = f"its arrays are unreadable ({type(e).__name__})"
         if problem is None:
-            state = EnsembleState(
+            state = like.replace(
                 step=jnp.asarray(tree["step"], jnp.int32),
                 params=tree["params"],
                 batch_stats=tree["batch_stats"],
@@ -255,3 +262,88 @@ def state_nbytes(state: EnsembleState) -> int:
             for x in jax.tree.leaves(_state_tree(state))
         )
     )
+
+
+class Checkpoints:
+    """The run's checkpoints: fingerprinted saves, fallback restore, clear write errors.
+
+    Args:
+      run_dir: the run (or wave work) directory; checkpoints go to ``run_dir/checkpoints``.
+      config: the run config (its ``train`` cadence decides when :meth:`maybe_save` saves).
+      fingerprint: from :func:`fingerprint`; a checkpoint with another one is refused.
+
+    Raises:
+      RunDirError: the directory cannot be created.
+    """
+
+    def __init__(self, run_dir: Path, config: Config, fingerprint: str):
+        self.dir = run_dir / "checkpoints"
+        self.fingerprint = fingerprint
+        self.train = config.train
+        self.last_time = time.monotonic()
+        self.last_good: int | None = None  # newest step known to be fully on disk
+        self.pending: int | None = None
+        try:
+            self.manager = make_manager(self.dir)
+        except OSError as e:
+            raise RunDirError(
+                f"cannot create checkpoints in {self.dir} ({e.strerror}); choose a writable --out"
+            ) from e
+
+    def restore(self, like: EnsembleState) -> Restored | None:
+        """The newest intact checkpoint (see :func:`restore_latest`), or None."""
+        restored = restore_latest(self.manager, like, self.fingerprint)
+        if restored is not None:
+            self.last_good = restored.step
+        return restored
+
+    def _failed(self, step: int, e: Exception) -> RunDirError:
+        kept = f"step {self.last_good}" if self.last_good is not None else "none yet"
+        return RunDirError(
+            f"writing the checkpoint at step {step} to {self.dir} failed "
+            f"({type(e).__name__}: {str(e)[:200]}); the last good checkpoint ({kept}) is "
+            "intact: free disk space or fix permissions, then `jaxsam train --resume RUN`"
+        )
+
+    def maybe_save(
+        self,
+        done: int,
+        total: int,
+        state: EnsembleState,
+        failed,
+        losses: np.ndarray,
+        accs: np.ndarray,
+    ) -> None:
+        """Saves ``state`` after step ``done`` of ``total`` when :func:`due`; see :func:`save`."""
+        t = self.train
+        every = (t.checkpoint_every_steps, t.checkpoint_every_minutes)
+        if not due(done, total, *every, self.last_time):
+            return
+        try:
+            hooks.fire("checkpoint", step=done)
+            save(
+                self.manager,
+                state,
+                failed_models=sorted(failed),
+                fingerprint=self.fingerprint,
+                losses=losses,
+                accuracies=accs,
+            )
+            hooks.fire("checkpoint_sent", step=done)
+        except Exception as e:  # orbax surfaces the previous async write's error here too
+            raise self._failed(done, e) from e
+        # orbax waits for the previous save before starting this one: that one is on disk.
+        self.last_good, self.pending = self.pending, done
+        self.last_time = time.monotonic()
+
+    def close(self, raise_errors: bool) -> None:
+        """Waits for the last save; raises its error only when ``raise_errors``."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            if raise_errors:
+                raise self._failed(self.pending or 0, e) from e
+            return
+        if self.pending is not None:
+            self.last_good = self.pending
+        self.manager.close()
