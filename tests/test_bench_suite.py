@@ -89,7 +89,7 @@ def test_budget_spent_marks_sections_skipped(tmp_path):
 
 @pytest.mark.slow
 def test_quick_suite_runs_every_section(tmp_path):
-    rows = _run_suite(tmp_path, "--quick", "--budget-s", "900")
+    rows = _run_suite(tmp_path, "--quick", "--budget-s", "1700", timeout=1800)
     assert not [r for r in rows if "status" in r], [r for r in rows if "status" in r]
     assert {r["bench"] for r in rows} == set(suite.SECTIONS)
     train = [r for r in rows if r["bench"] == "train"]
