@@ -36,7 +36,7 @@ fi
 
 t1=$(date +%s)
 timeout "$study_timeout" python3 -m experiments.run \
-  experiments/configs/fashion_mnist_resnet_sam_vs_sgd.json --out "$work/study" --no-progress \
+  experiments/configs/fashion_mnist_resnet_sam_vs_sgd.json --out "$work/study" --no-progress --seeds 0 \
   --set "data.dataset=idx:$idx"
 echo "study exit $? after $(( $(date +%s) - t1 )) s"
 cp "$work/study/table.md" "$out/study_table.md" 2>/dev/null
