@@ -144,10 +144,55 @@ def group_stats(
     return (count[0], mean[0], ss[0]), (count[1], mean[1], ss[1])
 
 
+def _parents(masks: np.ndarray) -> list[int | None]:
+    """For each set, another set that holds it plus at most one model per example, or None."""
+    out: list[int | None] = []
+    for a, ma in enumerate(masks):
+        parent = None
+        for b, mb in enumerate(masks):
+            if b != a and not (ma & ~mb).any() and (mb & ~ma).sum(axis=0).max() <= 1:
+                parent = b
+                break
+        out.append(parent)
+    return out
+
+
+def all_set_stats(signal: np.ndarray, masks: np.ndarray, dtype) -> tuple[jax.Array, ...]:
+    """:func:`set_stats` of distinct sets, down-dating where a set is another minus one model.
+
+    A cut group is typically the whole group minus its last model at each example: its
+    statistics then cost one gather of [N, A] values instead of a pass over the signal.
+    """
+    parents = _parents(masks)
+    roots = [i for i, p in enumerate(parents) if p is None]
+    count, mean, ss = set_stats(signal, masks[roots], dtype)
+    done = {r: (count[i], mean[i], ss[i]) for i, r in enumerate(roots)}
+    cols = np.arange(masks.shape[2])
+    while len(done) < len(masks):
+        for a, b in enumerate(parents):
+            if a in done or b not in done:
+                continue
+            extra = masks[b] & ~masks[a]  # [M, N]: at most one model per example
+            x = jnp.asarray(signal[extra.argmax(axis=0), cols], dtype)  # [N, A]
+            r = jnp.asarray(extra.any(axis=0), dtype)
+            done[a] = _loo(x, r, *done[b])
+    return tuple(jnp.stack([done[i][k] for i in range(len(masks))]) for k in range(3))
+
+
 def _take(stats, pick):
-    """Per-target statistics: stats over S sets, pick [B, N] -> count [B, N], mean/SS [B, N, A]."""
-    cols = jnp.arange(pick.shape[1])[None, :]
-    return tuple(s[pick, cols] for s in stats)
+    """Per-target statistics from a family's J candidate sets.
+
+    stats: count [J, N], mean and SS [J, N, A]; pick: int [B, N] (the candidate of each target
+    and example), or None when J = 1. Returns count [B or 1, N], mean and SS [B or 1, N, A].
+    """
+    out = [s[0][None] for s in stats]
+    for j in range(1, stats[0].shape[0]):
+        sel = pick == j
+        out = [
+            jnp.where(sel if s.ndim == 2 else sel[..., None], s[j][None], o)
+            for s, o in zip(stats, out, strict=True)
+        ]
+    return tuple(out)
 
 
 def _loo(obs, r, count, mean, ss):
@@ -181,14 +226,16 @@ def _global_variance(n1, mean1, ss1, variance_mode):
     return jnp.broadcast_to(ref[:, None], pooled.shape)
 
 
-def _group(obs, stats, role, opts: LiraOptions):
+def _group(obs, stats, targets, opts: LiraOptions):
     """Location and variance [B, N, A] of one group for a chunk of targets.
 
-    role: (pick, inside) of the location sets, (pick, inside) of the global-variance sets or
-    None (same sets), and the precomputed median [B, N, A] or None.
+    stats: the candidate sets' statistics of the location family and of the global-variance
+    family (None: the same); targets: (pick, inside) for each of the two families (pick None
+    when a family has one candidate) and the precomputed median [B, N, A] or None.
     """
-    (pick, inside), var_role, median = role
-    n1, mean1, ss1 = _loo(obs, inside.astype(obs.dtype), *_take(stats, pick))
+    loc_stats, var_stats = stats
+    (pick, inside), var_targets, median = targets
+    n1, mean1, ss1 = _loo(obs, inside.astype(obs.dtype), *_take(loc_stats, pick))
     has = (n1 > 0)[..., None]
     total = jnp.maximum(jnp.sum(n1, axis=1), 1.0)  # [B]
     # Global (per target, per query) mean of the group: fallback location (old groups only).
@@ -196,9 +243,9 @@ def _group(obs, stats, role, opts: LiraOptions):
     loc = mean1 if median is None else median
     location = jnp.where(has & jnp.isfinite(loc), loc, gmean[:, None, :])
     if opts.fix_variance:
-        if var_role is not None:
-            vpick, vinside = var_role
-            n1, mean1, ss1 = _loo(obs, vinside.astype(obs.dtype), *_take(stats, vpick))
+        if var_stats is not None:
+            vpick, vinside = var_targets
+            n1, mean1, ss1 = _loo(obs, vinside.astype(obs.dtype), *_take(var_stats, vpick))
         # [B, 1, A]: log(var) is taken once per target and query
         var = _global_variance(n1, mean1, ss1, opts.variance_mode)[:, None, :]
     else:
@@ -213,12 +260,13 @@ def _logpdf(x, mu, var):
 
 
 @functools.partial(jax.jit, static_argnames=("opts",))
-def _score_chunk(obs, stats, role_in, role_out, *, opts: LiraOptions):
-    """Scores [B, N] float32 of a chunk of targets: obs [B, N, A]; stats over all sets."""
-    obs = obs.astype(stats[1].dtype)
-    mu_out, var_out = _group(obs, stats, role_out, opts)
+def _score_chunk(obs, stats, targets, *, opts: LiraOptions):
+    """Scores [B, N] float32 of a chunk of targets: obs [B, N, A]; per group (a dict keyed by
+    "in" and "out"), the statistics and the targets' picks (see :func:`_group`)."""
+    obs = obs.astype(stats["out"][0][1].dtype)
+    mu_out, var_out = _group(obs, stats["out"], targets["out"], opts)
     if opts.online:
-        mu_in, var_in = _group(obs, stats, role_in, opts)
+        mu_in, var_in = _group(obs, stats["in"], targets["in"], opts)
         if opts.variance_mode == "reference" and opts.fix_variance:
             var_out = var_in  # the published code's choice, kept only in this mode
         per_query = _logpdf(obs, mu_in, var_in) - _logpdf(obs, mu_out, var_out)
@@ -292,22 +340,25 @@ def _lira_impl(signal, keep, opts: LiraOptions):
         var_sets = {g: _groups.shadow_sets(keep, g, False) for g in groups}
     if opts.equal_groups:
         _check_sets(keep, sets, var_sets, opts)
-    listed = [("loc", g, s) for g, s in sets.items()] + [("var", g, s) for g, s in var_sets.items()]
-    masks, ids = _dedupe([s.masks for _, _, s in listed])
-    stats = set_stats(signal, masks, dtype)
-    # Target m's candidate (an index into the stacked sets) and whether it is in it, per group.
-    where = {(role, g): (i[s.pick], s.inside) for (role, g, s), i in zip(listed, ids, strict=True)}
-    roles = {}  # per group, host arrays [M, N] (and [M, N, A]) that each chunk of targets slices
-    for g, s in sets.items():
-        med = _groups.shadow_median(signal, s) if opts.mean == "median" else None
-        roles[g] = (where["loc", g], where.get(("var", g)), med)
+    # Location families (cut) and, for a global variance, leave-one-out families per group.
+    families = {("loc", g): sets[g] for g in groups} | {("var", g): v for g, v in var_sets.items()}
+    masks, ids = _dedupe([f.masks for f in families.values()])
+    every = all_set_stats(signal, masks, dtype)
+    stats, picks = {}, {}  # per family: its candidates' statistics; (pick, inside) [M, N]
+    for (key, f), idx in zip(families.items(), ids, strict=True):
+        stats[key] = tuple(x[jnp.asarray(idx)] for x in every)
+        picks[key] = (None if f.masks.shape[0] == 1 else f.pick, f.inside)
+    by_group, targets = {}, {}  # targets: host arrays [M, ...] that each chunk slices
+    for g in groups:
+        med = _groups.shadow_median(signal, sets[g]) if opts.mean == "median" else None
+        by_group[g] = (stats["loc", g], stats.get(("var", g)))
+        targets[g] = (picks["loc", g], picks.get(("var", g)), med)
     step = opts.chunk_size or auto_chunk(n, a)
     out = np.empty((m, n), np.float32)
     for s0 in range(0, m, step):
-        sl = slice(s0, s0 + step)
-        chunk = {g: jax.tree.map(lambda x, sl=sl: jnp.asarray(x[sl]), r) for g, r in roles.items()}
-        out[sl] = np.asarray(
-            _score_chunk(jnp.asarray(signal[sl]), stats, chunk.get("in"), chunk["out"], opts=opts)
+        chunk = jax.tree.map(lambda x, s0=s0: jnp.asarray(x[s0 : s0 + step]), targets)
+        out[s0 : s0 + step] = np.asarray(
+            _score_chunk(jnp.asarray(signal[s0 : s0 + step]), by_group, chunk, opts=opts)
         )
     return out
 

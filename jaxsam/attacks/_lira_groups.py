@@ -77,10 +77,11 @@ def _prefixes(member: np.ndarray, t: np.ndarray) -> ShadowSets:
     length = t + inside
     base = length.min(axis=0)  # [N]
     offset = length - base
-    used = np.unique(offset)
+    used = np.flatnonzero(np.bincount(offset.ravel()))  # the offsets that occur, ascending
     masks = np.stack([member & (rank < base + j) for j in used])
-    pick = np.searchsorted(used, offset).astype(np.int32)
-    return ShadowSets(masks, pick, inside)
+    lookup = np.zeros(used[-1] + 1, np.int32)
+    lookup[used] = np.arange(used.size)
+    return ShadowSets(masks, lookup[offset], inside)
 
 
 def shadow_sets(keep: np.ndarray, group: str, equal_groups: bool) -> ShadowSets:
