@@ -224,3 +224,38 @@ def test_scores_do_not_depend_on_the_statistics_chunking(synth, monkeypatch):
     chunked = lira_from_signal(s, keep, fix_variance=False)
     assert calls, "the statistics must go through set_stats"
     np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [{}, {"online": False}, {"mean": "median"}])
+def test_float32_precision_close_to_float64(synth, kw):
+    # float32 accumulation down-dates twice (cut set, then the target): close with a global
+    # variance. (Per-example variance from 2 or 3 shadows can lose most of a tiny sum of
+    # squares in float32; that is what the float64 default is for.)
+    s, keep = synth
+    lo = lira_from_signal(s, keep, precision="float32", **kw)
+    hi = lira_from_signal(s, keep, **kw)
+    np.testing.assert_allclose(lo, hi, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_cut_statistics_by_down_date_match_a_direct_pass(synth, exact):
+    import jax
+    import jax.numpy as jnp
+
+    from jaxsam.attacks import _lira, _lira_groups
+    from jaxsam.data.masks import make_masks
+
+    s, keep = synth
+    if exact:
+        keep = make_masks(*keep.shape, 0.5, seed=2)
+    masks = _lira_groups.cut_to_smallest(keep).masks
+    if exact:  # the whole group minus its last model, and the whole group
+        np.testing.assert_array_equal(masks[-1], keep)
+        assert _lira._parents(masks) == [1, None]  # one down-date, no pass of its own
+    else:
+        masks = np.concatenate([masks, keep[None]])  # the whole group too
+    with jax.enable_x64(True):
+        derived = _lira.all_set_stats(s, masks, jnp.float64)
+        direct = _lira.set_stats(s, masks, jnp.float64)
+    for a, b in zip(derived, direct, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)

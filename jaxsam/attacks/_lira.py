@@ -145,12 +145,14 @@ def group_stats(
 
 
 def _parents(masks: np.ndarray) -> list[int | None]:
-    """For each set, another set that holds it plus at most one model per example, or None."""
+    """For each set, another set that holds it plus one model at some examples (at most one
+    per example), or None. Strictly larger parents, so no set is its own ancestor."""
     out: list[int | None] = []
     for a, ma in enumerate(masks):
         parent = None
         for b, mb in enumerate(masks):
-            if b != a and not (ma & ~mb).any() and (mb & ~ma).sum(axis=0).max() <= 1:
+            extra = (mb & ~ma).sum(axis=0)
+            if b != a and not (ma & ~mb).any() and extra.max() == 1:
                 parent = b
                 break
         out.append(parent)
