@@ -24,7 +24,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxsam.errors import ConfigError
+from jaxsam.errors import ConfigError, TooFewModelsError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +105,8 @@ def smallest_models(pkeep: float, online: bool, need: int) -> int:
 def check_sizes(
     keep: np.ndarray, sets: dict[str, ShadowSets], what: str, need: int, online: bool
 ) -> None:
-    """Raises ConfigError, naming the smallest M that works, if a target has < ``need`` shadows.
+    """Raises TooFewModelsError (a ConfigError) naming the smallest M that works, if a target
+    has fewer than ``need`` shadows.
 
     Args:
       keep: bool [M, N]; sets: group name -> its ShadowSets; what: the options, for the message;
@@ -119,7 +120,7 @@ def check_sizes(
         tgt, ex = np.unravel_index(np.argmin(sizes), sizes.shape)
         pkeep = float(keep.mean())
         k = int(keep[:, ex].sum())
-        raise ConfigError(
+        raise TooFewModelsError(
             f"LiRA ({what}) needs at least {need} {group.upper()} shadow(s) for every target "
             f"and example after equalising the groups, but target {tgt} gets "
             f"{int(sizes[tgt, ex])} at example {ex} (which is in {k} of M={m} models). "
