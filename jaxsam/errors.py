@@ -19,6 +19,10 @@ class DataError(JaxsamError):
     """A dataset is missing, unprepared, or has inconsistent arrays."""
 
 
+class TooFewModelsError(ConfigError):
+    """An attack needs more models than the study has (e.g. LiRA's equal shadow groups)."""
+
+
 class RunDirError(JaxsamError):
     """A run directory is missing, incomplete, damaged, foreign, or would be overwritten."""
 

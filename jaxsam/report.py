@@ -72,6 +72,8 @@ def render_markdown(report: dict, title: str) -> str:
     ]
     if report.get("excluded_models"):
         out.append(f"- excluded models: {report['excluded_models']}")
+    for name, why in report.get("skipped_attacks", {}).items():
+        out.append(f"- {name} not scored: {why}")
     attacks = report.get("attacks", {})
     if attacks:
         first = next(iter(attacks.values()))

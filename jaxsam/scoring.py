@@ -22,7 +22,7 @@ from jaxsam.attacks.threshold import (
     calibrated_loss_from_signal,
     threshold_scores,
 )
-from jaxsam.errors import ConfigError, DataError
+from jaxsam.errors import ConfigError, DataError, TooFewModelsError
 
 ATTACKS = (
     "lira_online",
@@ -165,7 +165,12 @@ def score(
       :class:`ScoreResult`. ``report`` has ``attacks`` {name: roc_metrics + ``per_target`` +
       ``ci``}, ``accuracy`` {train, out, per_model} (see :func:`accuracy`), ``models``,
       ``examples``, ``queries``,
-      ``classes``, ``excluded_models``, ``fprs``, ``bootstrap``, ``settings``.
+      ``classes``, ``excluded_models``, ``fprs``, ``bootstrap``, ``settings``, and
+      ``skipped_attacks`` {name: why} when scoring all attacks and the study is too small for
+      some (LiRA's equal shadow groups need 2 IN and 2 OUT models per example).
+
+    Raises:
+      TooFewModelsError: an attack named in ``attacks`` needs more models than the study has.
     """
     names = list(ATTACKS if attacks is None else attacks)
     unknown = [a for a in names if a not in ATTACKS]
@@ -196,7 +201,15 @@ def score(
     }
     scores: dict[str, np.ndarray] = {}
     for name in names:
-        sc = _run_attack(name, s, keep, settings)
+        try:
+            sc = _run_attack(name, s, keep, settings)
+        except TooFewModelsError as e:
+            if attacks is not None:  # asked for by name: say why it cannot run
+                raise
+            # Scoring every attack: one that the study is too small for is left out, saying why
+            # (e.g. LiRA with 3 kept models, one of 4 having failed).
+            report.setdefault("skipped_attacks", {})[name] = str(e)
+            continue
         scores[name] = sc
         entry = metrics.roc_metrics(sc, keep, fprs=fprs)
         entry["per_target"] = metrics.per_target_metrics(sc, keep, fprs=fprs)

@@ -1,4 +1,8 @@
-"""LiRA: hand computation, naive per-target reference, leave-one-out tell-tale, fallbacks."""
+"""LiRA: hand computation, naive per-target reference, leave-one-out tell-tale, fallbacks.
+
+The null test (no membership signal), the published-code compatibility test and the too-few-
+shadows errors live in test_attacks_lira_null.py.
+"""
 
 import math
 
@@ -30,12 +34,36 @@ def test_online_lira_hand_computation():
         _logpdf(1.0, mi0, var_in) - _logpdf(1.0, mo0, var_out),
         _logpdf(-1.0, mi1, var_in) - _logpdf(-1.0, mo1, var_out),
     ]
-    got = lira_from_signal(s[..., None], keep)[0]
+    got = lira_from_signal(s[..., None], keep, equal_groups=False)[0]
     np.testing.assert_allclose(got, want, rtol=1e-6)
     # Offline one-sided: -log P[Z > s] with Z ~ N(mu_out, var_out).
-    off = lira_from_signal(s[..., None], keep, online=False)[0]
+    off = lira_from_signal(s[..., None], keep, online=False, equal_groups=False)[0]
     sf = [0.5 * math.erfc((x - mu) / math.sqrt(2 * var_out)) for x, mu in ((1.0, mo0), (-1.0, mo1))]
     np.testing.assert_allclose(off, [-math.log(v) for v in sf], rtol=1e-6)
+    dens = lira_from_signal(
+        s[..., None], keep, online=False, offline_test="density", equal_groups=False
+    )[0]
+    np.testing.assert_allclose(
+        dens, [-_logpdf(1.0, mo0, var_out), -_logpdf(-1.0, mo1, var_out)], rtol=1e-6
+    )
+
+
+def test_online_lira_hand_computation_equal_groups():
+    # The same study with the default equal groups. Target 0's leave-one-out IN groups have 2
+    # (example 0: models 1, 2) and 1 (example 1: model 3) shadows, so both are cut to 1, keeping
+    # the lowest index: example 0 uses model 1 only. The OUT groups have 2 and 3 shadows, cut to
+    # 2: example 1 uses models 1, 2 and drops model 4.
+    s = np.array([[1.0, -1.0], [2.0, 0.5], [3.0, 0.0], [-1.0, 2.5], [0.0, 1.0]], np.float32)
+    keep = np.array([[1, 1], [1, 0], [1, 0], [0, 1], [0, 0]], bool)
+    mi0, mo0, mi1, mo1 = 2.0, -0.5, 2.5, 0.25
+    # The global variance pools every leave-one-out shadow (around the full groups' means).
+    var_in = ((2 - 2.5) ** 2 + (3 - 2.5) ** 2 + 0.0) / 3
+    var_out = ((-1 + 0.5) ** 2 + (0 + 0.5) ** 2 + (0.5 - 0.5) ** 2 + 0.5**2 + 0.5**2) / 5
+    want = [
+        _logpdf(1.0, mi0, var_in) - _logpdf(1.0, mo0, var_out),
+        _logpdf(-1.0, mi1, var_in) - _logpdf(-1.0, mo1, var_out),
+    ]
+    np.testing.assert_allclose(lira_from_signal(s[..., None], keep)[0], want, rtol=1e-6)
     dens = lira_from_signal(s[..., None], keep, online=False, offline_test="density")[0]
     np.testing.assert_allclose(
         dens, [-_logpdf(1.0, mo0, var_out), -_logpdf(-1.0, mo1, var_out)], rtol=1e-6
@@ -51,12 +79,30 @@ def synth():
     return s.astype(np.float32), keep
 
 
+@pytest.mark.parametrize("equal_groups", [True, False])
 @pytest.mark.parametrize("online", [True, False])
 @pytest.mark.parametrize("fix_variance", [True, False])
-def test_matches_naive_per_target(synth, online, fix_variance):
+def test_matches_naive_per_target(synth, online, fix_variance, equal_groups):
     s, keep = synth
-    fast = lira_from_signal(s, keep, online=online, fix_variance=fix_variance, chunk_size=5)
-    slow = lira_per_target(s, keep, online=online, fix_variance=fix_variance)
+    kw = dict(online=online, fix_variance=fix_variance, equal_groups=equal_groups)
+    fast = lira_from_signal(s, keep, chunk_size=5, **kw)
+    slow = lira_per_target(s, keep, **kw)
+    np.testing.assert_allclose(fast, slow, rtol=2e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"mean": "median"},
+        {"mean": "median", "fix_variance": False},
+        {"online": False, "offline_test": "density"},
+        {"online": False, "mean": "median", "equal_groups": False},
+    ],
+)
+def test_matches_naive_per_target_median_and_density(synth, kw):
+    s, keep = synth
+    fast = lira_from_signal(s, keep, chunk_size=7, **kw)
+    slow = lira_per_target(s, keep, **kw)
     np.testing.assert_allclose(fast, slow, rtol=2e-5, atol=1e-4)
 
 
@@ -75,6 +121,11 @@ def test_leave_one_out_tell_tale(synth):
         {"mean": "median"},
         {"variance_mode": "reference"},
         {"online": False, "offline_test": "density"},
+        {"equal_groups": False},
+        {"equal_groups": False, "fix_variance": False},
+        {"compat": "reference"},
+        {"compat": "reference", "online": False},
+        {"compat": "reference", "fix_variance": False},
     ]
     for kw in opts:
         a = lira_from_signal(s, keep, **kw)
@@ -97,7 +148,7 @@ def test_loo_median_brute_force(synth):
 
 def test_reference_variance_mode(synth):
     s, keep = synth
-    got = lira_from_signal(s, keep, variance_mode="reference")[0]
+    got = lira_from_signal(s, keep, variance_mode="reference", equal_groups=False)[0]
     sh = np.arange(s.shape[0]) != 0
     x, k = s[sh].astype(np.float64), keep[sh]
     vals = np.concatenate([x[k[:, n], n].ravel() for n in range(s.shape[1])])
@@ -117,7 +168,8 @@ def test_fallback_no_nan_when_group_empty():
     keep[0, 1] = True  # single IN model: no IN shadow for target 0
     keep[1:3, 2:] = True
     for kw in [{}, {"online": False}, {"fix_variance": False}, {"mean": "median"}]:
-        sc = lira_from_signal(s, keep, **kw)
+        # The old leave-one-out groups fall back; the default raises (test_attacks_lira_null).
+        sc = lira_from_signal(s, keep, equal_groups=False, **kw)
         assert np.isfinite(sc).all(), kw
 
 
@@ -125,7 +177,7 @@ def test_lira_from_logits_and_bad_input():
     rng = np.random.default_rng(3)
     logits = rng.normal(size=(4, 5, 2, 3)).astype(np.float32)
     y = rng.integers(0, 3, 5)
-    keep = rng.random((4, 5)) < 0.5
+    keep = np.argsort(rng.random((4, 5)), 0) < 2  # exact 2-of-4 masks
     assert lira(logits, y, keep).shape == (4, 5)
     with pytest.raises(DataError):
         lira(logits[:, :, 0], y, keep)
@@ -158,14 +210,52 @@ def test_group_stats_in_example_chunks_match_numpy(synth):
 
 
 def test_scores_do_not_depend_on_the_statistics_chunking(synth, monkeypatch):
-    import functools
-
     from jaxsam.attacks import _lira
 
     s, keep = synth
     whole = lira_from_signal(s, keep, fix_variance=False)
-    monkeypatch.setattr(
-        _lira, "group_stats", functools.partial(_lira.group_stats, chunk_examples=4)
-    )
+    calls, whole_stats = [], _lira.set_stats
+
+    def chunked_stats(signal, masks, dtype, chunk_examples=None):
+        calls.append(chunk_examples)
+        return whole_stats(signal, masks, dtype, chunk_examples=4)
+
+    monkeypatch.setattr(_lira, "set_stats", chunked_stats)
     chunked = lira_from_signal(s, keep, fix_variance=False)
+    assert calls, "the statistics must go through set_stats"
     np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [{}, {"online": False}, {"mean": "median"}])
+def test_float32_precision_close_to_float64(synth, kw):
+    # float32 accumulation down-dates twice (cut set, then the target): close with a global
+    # variance. (Per-example variance from 2 or 3 shadows can lose most of a tiny sum of
+    # squares in float32; that is what the float64 default is for.)
+    s, keep = synth
+    lo = lira_from_signal(s, keep, precision="float32", **kw)
+    hi = lira_from_signal(s, keep, **kw)
+    np.testing.assert_allclose(lo, hi, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_cut_statistics_by_down_date_match_a_direct_pass(synth, exact):
+    import jax
+    import jax.numpy as jnp
+
+    from jaxsam.attacks import _lira, _lira_groups
+    from jaxsam.data.masks import make_masks
+
+    s, keep = synth
+    if exact:
+        keep = make_masks(*keep.shape, 0.5, seed=2)
+    masks = _lira_groups.cut_to_smallest(keep).masks
+    if exact:  # the whole group minus its last model, and the whole group
+        np.testing.assert_array_equal(masks[-1], keep)
+        assert _lira._parents(masks) == [1, None]  # one down-date, no pass of its own
+    else:
+        masks = np.concatenate([masks, keep[None]])  # the whole group too
+    with jax.enable_x64(True):
+        derived = _lira.all_set_stats(s, masks, jnp.float64)
+        direct = _lira.set_stats(s, masks, jnp.float64)
+    for a, b in zip(derived, direct, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)

@@ -68,3 +68,23 @@ def test_unknown_attack(run):
     logits, y, keep = run
     with pytest.raises(ConfigError, match="lira_online"):
         score(logits, y, keep, attacks=["lira"])
+
+
+def test_lira_left_out_when_the_kept_models_are_too_few(run):
+    # 4 models, 2-of-4 masks, one excluded: examples are in 1 or 2 of the 3 kept models, so
+    # LiRA's equal groups are empty for some targets. Scoring all attacks leaves LiRA out and
+    # says why; asking for LiRA by name raises.
+    from jaxsam.errors import TooFewModelsError
+    from jaxsam.report import render_markdown
+
+    logits, y, keep = run
+    keep4 = np.argsort(np.random.default_rng(1).random((4, keep.shape[1])), 0) < 2
+    res = score(logits[:4], y, keep4, bootstrap=0, exclude_models=[1])
+    skipped = res.report["skipped_attacks"]
+    assert set(skipped) == {"lira_online", "lira_offline"}
+    assert all("smallest M that works" in why for why in skipped.values())
+    assert set(res.report["attacks"]) == set(ATTACKS) - set(skipped)
+    assert "lira_online not scored" in render_markdown(res.report, "t")
+    with pytest.raises(TooFewModelsError, match="smallest M that works"):
+        score(logits[:4], y, keep4, attacks=["lira_online"], bootstrap=0, exclude_models=[1])
+    assert "skipped_attacks" not in score(logits, y, keep, bootstrap=0).report

@@ -5,6 +5,7 @@ Convention: every attack returns numpy float32 scores [M, N]; higher score = mem
 
 from jaxsam.attacks import signals
 from jaxsam.attacks._lira import lira, lira_from_signal
+from jaxsam.attacks._lira_options import LiraOptions
 from jaxsam.attacks._rmia import rmia, rmia_from_signal
 from jaxsam.attacks.threshold import (
     calibrated_loss_attack,
@@ -15,6 +16,7 @@ from jaxsam.attacks.threshold import (
 )
 
 __all__ = [
+    "LiraOptions",
     "calibrated_loss_attack",
     "confidence_attack",
     "entropy_attack",

@@ -1,28 +1,41 @@
 """Likelihood-ratio attack (LiRA, Carlini et al. 2022) for all targets at once.
 
-Every model m in turn is the target; all *other* models are its shadows (leave-one-out). The
-statistics of the full IN and OUT groups of each example are computed once; target m's shadow
-statistics are obtained by removing m's own value from the group it belongs to (an exact
-Welford down-date), so the whole attack costs O(M N A) instead of O(M^2 N A) and never loops in
-Python over targets or examples (only over chunks of targets, to bound memory).
+Every model m in turn is the target; its shadows are *other* models (it never enters its own
+statistics). Which ones: by default each of m's groups (IN, OUT) is cut to a size that depends
+neither on the example nor on m's membership (k - 1 IN and M - k - 1 OUT with exact k-of-M
+masks), because the leave-one-out groups leave m's own group one shadow short and bias the score
+against members even when there is no signal (see :mod:`jaxsam.attacks._lira_groups` and
+docs/attacks.md). ``equal_groups=False`` keeps all leave-one-out shadows (the old behaviour).
 
-Decisions (explained in docs/attacks.md):
+The statistics (count, mean, sum of squared deviations) of a few candidate shadow sets per group
+are computed once over all M models; target m's statistics are obtained by removing m's own value
+from the candidate that holds its shadows (an exact Welford down-date), so the whole attack costs
+O(M N A) instead of O(M^2 N A) and never loops in Python over targets or examples (only over
+chunks, to bound memory).
+
+Decisions (see docs/attacks.md):
 
 * location: the mean of the shadow scores (paper) by default, ``mean="median"`` as an option;
 * spread: always the spread around each example's mean (maximum-likelihood, ddof = 0);
-* ``fix_variance=True`` ("global variance"): one variance for IN and one for OUT per query
-  augmentation, each the pooled within-example variance ``sum_n SS_n / sum_n n_n``;
-  ``variance_mode="reference"`` reproduces the reference code instead (spread around the grand
-  mean, over all queries, and the IN spread used for both distributions online);
+* ``fix_variance=True`` ("global variance"): one variance for IN and one for OUT per target and
+  query augmentation, each the pooled within-example variance ``sum_n SS_n / sum_n n_n`` over
+  all of the target's leave-one-out shadows (a per-target constant, so the group sizes cannot
+  bias it); ``variance_mode="reference"`` takes the spread around the grand mean instead, over
+  all queries, and online uses the IN spread for both distributions;
 * offline: one-sided test against the OUT Gaussian, ``-log P[Z > s]`` (paper) by default,
-  ``offline_test="density"`` gives the reference code's ``-log pdf_OUT(s)``;
+  ``offline_test="density"`` gives the published code's ``-log pdf_OUT(s)``;
 * queries: the per-query log-likelihood ratios (online) or log-probabilities (offline) are
-  averaged over the A queries.
+  averaged over the A queries;
+* ``compat="reference"``: everything the published code (tensorflow/privacy
+  research/mi_lira_2021/plot.py) does: median, grand-mean spread (IN spread reused online),
+  density offline test, groups cut to the smallest size, global variance from the cut groups.
 
-Fallbacks (no NaN ever leaves): an example whose group (IN or OUT) has no shadow for a target
-uses that target's global mean of the group (over all examples, same query); with per-example
-variance, a group with fewer than ``min_shadows_variance`` shadows uses the pooled variance.
-Every variance is floored at ``var_floor``.
+With equal groups, options that the masks cannot support (an empty group, per-example variance
+with fewer than 2 shadows) raise a ConfigError naming the smallest M that works. With
+``equal_groups=False`` the old fallbacks apply instead: an example whose group has no shadow for
+a target uses that target's global mean of the group (same query); per-example variance with
+fewer than ``min_shadows_variance`` shadows uses the pooled variance. Every variance is floored
+at ``var_floor``.
 """
 
 from __future__ import annotations
@@ -36,8 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.stats import norm
 
+from jaxsam.attacks import _lira_groups as _groups
 from jaxsam.attacks import signals as _signals
-from jaxsam.attacks._checks import check_choice, check_logits, check_signal
+from jaxsam.attacks._checks import check_logits, check_signal
+from jaxsam.attacks._lira_options import LiraOptions
 
 Array = Any
 
@@ -62,15 +77,17 @@ def _group_stats_t(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array, ja
 
 
 @functools.partial(jax.jit, static_argnames=("dtype",))
-def _in_out_stats(signal: jax.Array, keep: jax.Array, dtype) -> tuple[tuple[jax.Array, ...], ...]:
-    """IN and OUT statistics of a chunk of examples: signal [M, n, A], keep [M, n]."""
+def _sets_stats_chunk(signal: jax.Array, masks: jax.Array, dtype) -> tuple[jax.Array, ...]:
+    """Statistics of S sets on a chunk of examples: signal [M, n, A], masks [M, n, S].
+
+    Returns count [n, S], mean [n, S, A], SS [n, S, A].
+    """
     x = jnp.transpose(signal, (2, 1, 0)).astype(dtype)  # [A, n, M]
-    w = keep.T.astype(dtype)[None]  # [1, n, M]
-    out = []
-    for g in (w, 1.0 - w):
-        count, mean, ss = _group_stats_t(x, g)
-        out.append((count, mean.T, ss.T))
-    return tuple(out)
+    out = [_group_stats_t(x, masks[:, :, s].T.astype(dtype)[None]) for s in range(masks.shape[2])]
+    count = jnp.stack([c for c, _, _ in out], axis=1)
+    mean = jnp.stack([mu.T for _, mu, _ in out], axis=1)
+    ss = jnp.stack([q.T for _, _, q in out], axis=1)
+    return count, mean, ss
 
 
 def over_example_chunks(
@@ -81,9 +98,9 @@ def over_example_chunks(
 ) -> Any:
     """``fn(signal[:, chunk], keep[:, chunk])`` over chunks of examples, outputs joined on axis 0.
 
-    ``signal`` [M, N, A] and ``keep`` [M, N] stay host arrays; only one chunk (about 16M values
-    by default) is on the device at a time. Every output leaf of ``fn`` must have the chunk's
-    examples as its leading axis.
+    ``signal`` [M, N, A] and ``keep`` [M, N, ...] stay host arrays; only one chunk (about 16M
+    values by default) is on the device at a time. Every output leaf of ``fn`` must have the
+    chunk's examples as its leading axis.
     """
     m, n, a = signal.shape
     step = chunk_examples or max(1, (1 << 24) // (m * a))
@@ -94,115 +111,168 @@ def over_example_chunks(
     return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *parts)
 
 
-def group_stats(
-    signal: np.ndarray, keep: np.ndarray, dtype, chunk_examples: int | None = None
-) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
-    """IN and OUT group statistics over all M models, computed over examples in chunks.
+def set_stats(
+    signal: np.ndarray, masks: np.ndarray, dtype, chunk_examples: int | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Statistics of S sets of models at every example, computed over examples in chunks.
 
     Only one chunk of the signal (about 16M values) is converted to ``dtype`` at a time, so peak
     memory stays near the size of the float32 signal itself.
 
     Args:
       signal: float32 [M, N, A].
-      keep: bool [M, N].
+      masks: bool [S, M, N]: set s holds model m at example n.
       dtype: accumulation dtype (float64 needs ``jax.enable_x64``).
       chunk_examples: examples per chunk (None: about 16M values per chunk).
 
     Returns:
-      ``(count [N], mean [N, A], SS [N, A])`` for IN, then for OUT; SS is the sum of squared
-      deviations from the group mean, mean is 0 for an empty group.
+      ``count [S, N]``, ``mean [S, N, A]`` (0 for an empty set), ``SS [S, N, A]`` (sum of
+      squared deviations from the set's mean).
     """
-    stats = functools.partial(_in_out_stats, dtype=dtype)
-    return over_example_chunks(stats, signal, keep, chunk_examples)
+    stats = functools.partial(_sets_stats_chunk, dtype=dtype)
+    by_example = np.moveaxis(masks, 0, -1)  # [M, N, S]
+    count, mean, ss = over_example_chunks(stats, signal, by_example, chunk_examples)
+    return count.T, jnp.swapaxes(mean, 0, 1), jnp.swapaxes(ss, 0, 1)
+
+
+def group_stats(
+    signal: np.ndarray, keep: np.ndarray, dtype, chunk_examples: int | None = None
+) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+    """IN and OUT group statistics over all M models: ``(count [N], mean [N, A], SS [N, A])``
+    for IN, then for OUT (see :func:`set_stats`)."""
+    count, mean, ss = set_stats(signal, np.stack([keep, ~keep]), dtype, chunk_examples)
+    return (count[0], mean[0], ss[0]), (count[1], mean[1], ss[1])
+
+
+def _parents(masks: np.ndarray) -> list[int | None]:
+    """For each set, another set that holds it plus one model at some examples (at most one
+    per example), or None. Strictly larger parents, so no set is its own ancestor."""
+    out: list[int | None] = []
+    for a, ma in enumerate(masks):
+        parent = None
+        for b, mb in enumerate(masks):
+            extra = (mb & ~ma).sum(axis=0)
+            if b != a and not (ma & ~mb).any() and extra.max() == 1:
+                parent = b
+                break
+        out.append(parent)
+    return out
+
+
+def all_set_stats(signal: np.ndarray, masks: np.ndarray, dtype) -> tuple[jax.Array, ...]:
+    """:func:`set_stats` of distinct sets, down-dating where a set is another minus one model.
+
+    A cut group is typically the whole group minus its last model at each example: its
+    statistics then cost one gather of [N, A] values instead of a pass over the signal.
+    """
+    parents = _parents(masks)
+    roots = [i for i, p in enumerate(parents) if p is None]
+    count, mean, ss = set_stats(signal, masks[roots], dtype)
+    done = {r: (count[i], mean[i], ss[i]) for i, r in enumerate(roots)}
+    cols = np.arange(masks.shape[2])
+    while len(done) < len(masks):
+        for a, b in enumerate(parents):
+            if a in done or b not in done:
+                continue
+            extra = masks[b] & ~masks[a]  # [M, N]: at most one model per example
+            x = jnp.asarray(signal[extra.argmax(axis=0), cols], dtype)  # [N, A]
+            r = jnp.asarray(extra.any(axis=0), dtype)
+            done[a] = _loo(x, r, *done[b])
+    return tuple(jnp.stack([done[i][k] for i in range(len(masks))]) for k in range(3))
+
+
+def _take(stats, pick):
+    """Per-target statistics from a family's J candidate sets.
+
+    stats: count [J, N], mean and SS [J, N, A]; pick: int [B, N] (the candidate of each target
+    and example), or None when J = 1. Returns count [B or 1, N], mean and SS [B or 1, N, A].
+    """
+    out = [s[0][None] for s in stats]
+    for j in range(1, stats[0].shape[0]):
+        sel = pick == j
+        out = [
+            jnp.where(sel if s.ndim == 2 else sel[..., None], s[j][None], o)
+            for s, o in zip(stats, out, strict=True)
+        ]
+    return tuple(out)
 
 
 def _loo(obs, r, count, mean, ss):
-    """Leave-one-out group statistics for a chunk of targets.
+    """Down-date per-target set statistics by the target's own value where it is in the set.
 
-    obs [B, N, A]; r [B, N] (1.0 where the target is in this group). Returns count' [B, N],
-    mean' [B, N, A] (garbage where count' = 0), SS' [B, N, A].
+    obs [B, N, A]; r [B, N] (1.0 where the target is in the set); count [B, N]; mean, ss
+    [B, N, A]. Returns count' [B, N], mean' [B, N, A] (garbage where count' = 0), SS' [B, N, A].
     """
-    n1 = count[None] - r
+    n1 = count - r
     safe = jnp.maximum(n1, 1.0)[..., None]
-    d = obs - mean[None]
+    d = obs - mean
     rr = r[..., None]
-    mean1 = mean[None] - rr * d / safe
-    ss1 = ss[None] - rr * jnp.square(d) * (count[None, :, None] / safe)
+    mean1 = mean - rr * d / safe
+    ss1 = ss - rr * jnp.square(d) * (count[..., None] / safe)
     ss1 = jnp.where(n1[..., None] > 0, jnp.maximum(ss1, 0.0), 0.0)
     return n1, mean1, ss1
 
 
-def _group(obs, r, stats, loc, *, fix_variance, variance_mode, min_shadows, var_floor):
-    """Location and variance [B, N, A] of one group for a chunk of targets."""
-    count, mean, ss = stats
-    n1, mean1, ss1 = _loo(obs, r, count, mean, ss)
+def _global_variance(n1, mean1, ss1, variance_mode):
+    """One variance per target and query [B, A] from its shadows' statistics."""
     has = (n1 > 0)[..., None]
     total = jnp.maximum(jnp.sum(n1, axis=1), 1.0)  # [B]
-    # Global (per target, per query) mean of the group: fallback location.
-    gmean = jnp.sum(jnp.where(has, n1[..., None] * mean1, 0.0), axis=1) / total[:, None]  # [B, A]
-    loc = mean1 if loc is None else loc
-    location = jnp.where(has & jnp.isfinite(loc), loc, gmean[:, None, :])
     pooled = jnp.sum(ss1, axis=1) / total[:, None]  # [B, A]
-    if variance_mode == "reference":
-        a = obs.shape[-1]
-        m1 = jnp.where(has, mean1, 0.0)
-        grand = jnp.sum(n1[..., None] * m1, axis=(1, 2)) / (total * a)  # [B]
-        between = jnp.sum(n1[..., None] * jnp.square(m1 - grand[:, None, None]), axis=(1, 2))
-        ref = (jnp.sum(ss1, axis=(1, 2)) + between) / (total * a)  # [B]
-        pooled = jnp.broadcast_to(ref[:, None], pooled.shape)
-    if fix_variance:
-        var = pooled[:, None, :]  # [B, 1, A]: log(var) is taken once per target and query
+    if variance_mode == "pooled":
+        return pooled
+    a = mean1.shape[-1]
+    m1 = jnp.where(has, mean1, 0.0)
+    grand = jnp.sum(n1[..., None] * m1, axis=(1, 2)) / (total * a)  # [B]
+    between = jnp.sum(n1[..., None] * jnp.square(m1 - grand[:, None, None]), axis=(1, 2))
+    ref = (jnp.sum(ss1, axis=(1, 2)) + between) / (total * a)  # [B]
+    return jnp.broadcast_to(ref[:, None], pooled.shape)
+
+
+def _group(obs, stats, targets, opts: LiraOptions):
+    """Location and variance [B, N, A] of one group for a chunk of targets.
+
+    stats: the candidate sets' statistics of the location family and of the global-variance
+    family (None: the same); targets: (pick, inside) for each of the two families (pick None
+    when a family has one candidate) and the precomputed median [B, N, A] or None.
+    """
+    loc_stats, var_stats = stats
+    (pick, inside), var_targets, median = targets
+    n1, mean1, ss1 = _loo(obs, inside.astype(obs.dtype), *_take(loc_stats, pick))
+    has = (n1 > 0)[..., None]
+    total = jnp.maximum(jnp.sum(n1, axis=1), 1.0)  # [B]
+    # Global (per target, per query) mean of the group: fallback location (old groups only).
+    gmean = jnp.sum(jnp.where(has, n1[..., None] * mean1, 0.0), axis=1) / total[:, None]  # [B, A]
+    loc = mean1 if median is None else median
+    location = jnp.where(has & jnp.isfinite(loc), loc, gmean[:, None, :])
+    if opts.fix_variance:
+        if var_stats is not None:
+            vpick, vinside = var_targets
+            n1, mean1, ss1 = _loo(obs, vinside.astype(obs.dtype), *_take(var_stats, vpick))
+        # [B, 1, A]: log(var) is taken once per target and query
+        var = _global_variance(n1, mean1, ss1, opts.variance_mode)[:, None, :]
     else:
+        pooled = jnp.sum(ss1, axis=1) / total[:, None]  # [B, A]
         per = ss1 / jnp.maximum(n1, 1.0)[..., None]
-        var = jnp.where((n1 >= min_shadows)[..., None], per, pooled[:, None, :])
-    return location, jnp.maximum(var, var_floor)
+        var = jnp.where((n1 >= opts.min_shadows_variance)[..., None], per, pooled[:, None, :])
+    return location, jnp.maximum(var, opts.var_floor)
 
 
 def _logpdf(x, mu, var):
     return -0.5 * (_LOG_2PI + jnp.log(var) + jnp.square(x - mu) / var)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "online",
-        "fix_variance",
-        "offline_test",
-        "variance_mode",
-        "min_shadows",
-        "var_floor",
-    ),
-)
-def _score_chunk(
-    obs,
-    kin,
-    in_stats,
-    out_stats,
-    loc_in,
-    loc_out,
-    *,
-    online,
-    fix_variance,
-    offline_test,
-    variance_mode,
-    min_shadows,
-    var_floor,
-):
-    obs = obs.astype(in_stats[1].dtype)
-    r_in = kin.astype(obs.dtype)
-    kw = dict(
-        fix_variance=fix_variance,
-        variance_mode=variance_mode,
-        min_shadows=min_shadows,
-        var_floor=var_floor,
-    )
-    mu_out, var_out = _group(obs, 1.0 - r_in, out_stats, loc_out, **kw)
-    if online:
-        mu_in, var_in = _group(obs, r_in, in_stats, loc_in, **kw)
-        if variance_mode == "reference" and fix_variance:
-            var_out = var_in  # the reference code's choice, kept only in this mode
+@functools.partial(jax.jit, static_argnames=("opts",))
+def _score_chunk(obs, stats, targets, *, opts: LiraOptions):
+    """Scores [B, N] float32 of a chunk of targets: obs [B, N, A]; per group (a dict keyed by
+    "in" and "out"), the statistics and the targets' picks (see :func:`_group`)."""
+    obs = obs.astype(stats["out"][0][1].dtype)
+    mu_out, var_out = _group(obs, stats["out"], targets["out"], opts)
+    if opts.online:
+        mu_in, var_in = _group(obs, stats["in"], targets["in"], opts)
+        if opts.variance_mode == "reference" and opts.fix_variance:
+            var_out = var_in  # the published code's choice, kept only in this mode
         per_query = _logpdf(obs, mu_in, var_in) - _logpdf(obs, mu_out, var_out)
-    elif offline_test == "one_sided":
+    elif opts.offline_test == "one_sided":
         per_query = -norm.logsf((obs - mu_out) / jnp.sqrt(var_out))
     else:
         per_query = -_logpdf(obs, mu_out, var_out)
@@ -215,27 +285,83 @@ def loo_median(signal: np.ndarray, member: np.ndarray, chunk_examples: int | Non
     Target m's value at (n, a) is the median of the group's scores over all models but m.
     Sorting runs over chunks of examples; no loop over targets.
     """
+    return _groups.shadow_median(signal, _groups.leave_one_out(member), chunk_examples)
+
+
+def _describe(opts: LiraOptions) -> str:
+    kind = "online" if opts.online else "offline"
+    var = "global variance" if opts.fix_variance else "per-example variance"
+    return f"{kind}, {var}" + (f", compat={opts.compat!r}" if opts.compat else "")
+
+
+def _check_sets(keep, sets, var_sets, opts: LiraOptions) -> None:
+    """With equal groups: raise, naming the smallest M, where the masks cannot serve ``opts``."""
+    what = _describe(opts)
+    need = 1
+    if not opts.fix_variance:
+        need = opts.min_shadows_variance
+    elif not var_sets and opts.variance_mode == "pooled":
+        need = 2  # a within-example spread from the cut groups themselves
+    _groups.check_sizes(keep, sets, what, need, opts.online)
+    for group, s in var_sets.items():
+        # The pooled variance needs some example with 2 or more leave-one-out shadows.
+        if s.sizes().max(axis=1).min() < 2:
+            _groups.check_sizes(keep, {group: s}, what, 2, opts.online)
+
+
+def _dedupe(masks_list: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Stack candidate sets [J_i, M, N] without repeats; returns masks [S, M, N] and, per input,
+    the index of each of its candidates in the stack."""
+    unique: list[np.ndarray] = []
+    ids = []
+    for masks in masks_list:
+        idx = []
+        for mk in masks:
+            hit = next((i for i, u in enumerate(unique) if np.array_equal(u, mk)), None)
+            if hit is None:
+                unique.append(mk)
+                hit = len(unique) - 1
+            idx.append(hit)
+        ids.append(np.asarray(idx, np.int32))
+    return np.stack(unique), ids
+
+
+def lira_scores(signal: np.ndarray, keep: np.ndarray, opts: LiraOptions) -> np.ndarray:
+    """LiRA scores from a checked signal (float32 [M, N, A]) and keep (bool [M, N])."""
+    with jax.enable_x64(opts.precision == "float64"):
+        return _lira_impl(signal, keep, opts)
+
+
+def _lira_impl(signal, keep, opts: LiraOptions):
     m, n, a = signal.shape
-    out = np.empty(signal.shape, np.float32)
-    step = chunk_examples or max(1, (1 << 22) // (m * a))
-    idx_m = np.arange(m)[:, None, None]
-    for s0 in range(0, n, step):
-        s = signal[:, s0 : s0 + step]
-        g = member[:, s0 : s0 + step]
-        vals = np.where(g[..., None], s, np.inf)
-        order = np.argsort(vals, axis=0, kind="stable")
-        srt = np.take_along_axis(vals, order, axis=0)
-        rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.broadcast_to(idx_m, order.shape), axis=0)
-        cnt = g.sum(0)[None, :, None]  # [1, n, 1]
-        r = g[..., None].astype(np.int64)  # [M, n, 1]
-        k = cnt - r
-        lo, hi = (k - 1) // 2, k // 2
-        lo = np.where(r.astype(bool) & (lo >= rank), lo + 1, lo)
-        hi = np.where(r.astype(bool) & (hi >= rank), hi + 1, hi)
-        lo, hi = np.clip(lo, 0, m - 1), np.clip(hi, 0, m - 1)
-        med = 0.5 * (np.take_along_axis(srt, lo, 0) + np.take_along_axis(srt, hi, 0))
-        out[:, s0 : s0 + step] = np.where(k > 0, med, np.nan)
+    dtype = jnp.float64 if opts.precision == "float64" else jnp.float32
+    groups = opts.groups
+    sets = {g: _groups.shadow_sets(keep, g, opts.equal_groups) for g in groups}
+    var_sets = {}  # global variance from all leave-one-out shadows, the location from the cut
+    if opts.fix_variance and opts.equal_groups and opts.variance_groups == "all":
+        var_sets = {g: _groups.shadow_sets(keep, g, False) for g in groups}
+    if opts.equal_groups:
+        _check_sets(keep, sets, var_sets, opts)
+    # Location families (cut) and, for a global variance, leave-one-out families per group.
+    families = {("loc", g): sets[g] for g in groups} | {("var", g): v for g, v in var_sets.items()}
+    masks, ids = _dedupe([f.masks for f in families.values()])
+    every = all_set_stats(signal, masks, dtype)
+    stats, picks = {}, {}  # per family: its candidates' statistics; (pick, inside) [M, N]
+    for (key, f), idx in zip(families.items(), ids, strict=True):
+        stats[key] = tuple(x[jnp.asarray(idx)] for x in every)
+        picks[key] = (None if f.masks.shape[0] == 1 else f.pick, f.inside)
+    by_group, targets = {}, {}  # targets: host arrays [M, ...] that each chunk slices
+    for g in groups:
+        med = _groups.shadow_median(signal, sets[g]) if opts.mean == "median" else None
+        by_group[g] = (stats["loc", g], stats.get(("var", g)))
+        targets[g] = (picks["loc", g], picks.get(("var", g)), med)
+    step = opts.chunk_size or auto_chunk(n, a)
+    out = np.empty((m, n), np.float32)
+    for s0 in range(0, m, step):
+        chunk = jax.tree.map(lambda x, s0=s0: jnp.asarray(x[s0 : s0 + step]), targets)
+        out[s0 : s0 + step] = np.asarray(
+            _score_chunk(jnp.asarray(signal[s0 : s0 + step]), by_group, chunk, opts=opts)
+        )
     return out
 
 
@@ -245,9 +371,11 @@ def lira_from_signal(
     *,
     online: bool = True,
     fix_variance: bool = True,
-    mean: str = "mean",
-    offline_test: str = "one_sided",
-    variance_mode: str = "pooled",
+    mean: str | None = None,
+    offline_test: str | None = None,
+    variance_mode: str | None = None,
+    equal_groups: bool | None = None,
+    compat: str | None = None,
     chunk_size: int | None = None,
     min_shadows_variance: int = 2,
     var_floor: float = 1e-12,
@@ -263,68 +391,21 @@ def lira_from_signal(
     Returns:
       numpy float32 [M, N]: target m's score for example n, higher = member.
     """
-    check_choice("mean", mean, ("mean", "median"))
-    check_choice("offline_test", offline_test, ("one_sided", "density"))
-    check_choice("variance_mode", variance_mode, ("pooled", "reference"))
-    check_choice("precision", precision, ("float64", "float32"))
+    opts = LiraOptions.from_keywords(
+        online=online,
+        fix_variance=fix_variance,
+        mean=mean,
+        offline_test=offline_test,
+        variance_mode=variance_mode,
+        equal_groups=equal_groups,
+        compat=compat,
+        chunk_size=chunk_size,
+        min_shadows_variance=min_shadows_variance,
+        var_floor=var_floor,
+        precision=precision,
+    )
     signal, keep = check_signal(signal, keep)
-    with jax.enable_x64(precision == "float64"):
-        return _lira_impl(
-            signal,
-            keep,
-            online=online,
-            fix_variance=fix_variance,
-            mean=mean,
-            offline_test=offline_test,
-            variance_mode=variance_mode,
-            chunk_size=chunk_size,
-            min_shadows_variance=min_shadows_variance,
-            var_floor=var_floor,
-            dtype=jnp.float64 if precision == "float64" else jnp.float32,
-        )
-
-
-def _lira_impl(
-    signal,
-    keep,
-    *,
-    online,
-    fix_variance,
-    mean,
-    offline_test,
-    variance_mode,
-    chunk_size,
-    min_shadows_variance,
-    var_floor,
-    dtype,
-):
-    m, n, a = signal.shape
-    in_stats, out_stats = group_stats(signal, keep, dtype)
-    loc_in = loc_out = None
-    if mean == "median":
-        loc_out = loo_median(signal, ~keep)
-        loc_in = loo_median(signal, keep) if online else None
-    step = chunk_size or auto_chunk(n, a)
-    out = np.empty((m, n), np.float32)
-    for s0 in range(0, m, step):
-        sl = slice(s0, s0 + step)
-        out[sl] = np.asarray(
-            _score_chunk(
-                jnp.asarray(signal[sl]),
-                jnp.asarray(keep[sl]),
-                in_stats,
-                out_stats,
-                None if loc_in is None else jnp.asarray(loc_in[sl]),
-                None if loc_out is None else jnp.asarray(loc_out[sl]),
-                online=online,
-                fix_variance=fix_variance,
-                offline_test=offline_test,
-                variance_mode=variance_mode,
-                min_shadows=min_shadows_variance,
-                var_floor=var_floor,
-            )
-        )
-    return out
+    return lira_scores(signal, keep, opts)
 
 
 def lira(
@@ -334,53 +415,72 @@ def lira(
     *,
     online: bool = True,
     fix_variance: bool = True,
-    mean: str = "mean",
-    offline_test: str = "one_sided",
-    variance_mode: str = "pooled",
+    mean: str | None = None,
+    offline_test: str | None = None,
+    variance_mode: str | None = None,
+    equal_groups: bool | None = None,
+    compat: str | None = None,
     chunk_size: int | None = None,
     min_shadows_variance: int = 2,
     var_floor: float = 1e-12,
     precision: str = "float64",
 ) -> np.ndarray:
-    """LiRA membership scores for every model as the target, leave-one-out.
+    """LiRA membership scores for every model as the target.
 
     Args:
       logits: float [M, N, A, C] (any float dtype; numpy, jax or a memory map).
       labels: int [N].
       keep: bool [M, N], True where model m trained on example n.
       online: use IN and OUT shadows (likelihood ratio); False: OUT shadows only.
-      fix_variance: one (pooled) variance per group and query instead of per example.
-      mean: ``"mean"`` (paper) or ``"median"`` as the Gaussian's location.
-      offline_test: ``"one_sided"`` (paper: ``-log P_OUT[Z > s]``) or ``"density"``
-        (reference code: ``-log pdf_OUT(s)``).
-      variance_mode: ``"pooled"`` (pooled within-example variance, separate for IN and OUT) or
-        ``"reference"`` (the reference code's spread around the grand mean; IN spread for both).
+      fix_variance: one (global) variance per group and query instead of per example.
+      mean: ``"mean"`` (paper; default) or ``"median"`` as the Gaussian's location.
+      offline_test: ``"one_sided"`` (paper, default: ``-log P_OUT[Z > s]``) or ``"density"``
+        (published code: ``-log pdf_OUT(s)``).
+      variance_mode: ``"pooled"`` (default: pooled within-example variance, separate for IN and
+        OUT) or ``"reference"`` (the published code's spread around the grand mean; IN spread
+        for both).
+      equal_groups: True (default): each target's IN and OUT groups are cut to sizes that do not
+        depend on its membership (k - 1 IN, M - k - 1 OUT with exact k-of-M masks), which makes
+        the attack unbiased when there is no signal; False: all leave-one-out shadows (the old
+        behaviour, biased against members at small M).
+      compat: None (default) or ``"reference"``: everything the published code does (median,
+        grand-mean spread with the IN spread reused online, density offline test, groups cut to
+        the smallest size and the global variance taken from them). Keywords that contradict it
+        raise a ConfigError.
       chunk_size: targets scored per jitted call (None: about 16M values per chunk).
-      min_shadows_variance: per-example variance needs this many shadows, else pooled.
+      min_shadows_variance: per-example variance needs this many shadows per group (>= 2).
       var_floor: lower bound on every variance.
-      precision: ``"float64"`` (default; exact leave-one-out down-dates even for tiny groups)
-        or ``"float32"`` (faster; fine with global variance and many shadows).
+      precision: ``"float64"`` (default; exact down-dates even for tiny groups) or
+        ``"float32"`` (faster; fine with global variance and many shadows).
 
     Returns:
       numpy float32 [M, N]: target m's score for example n; higher = member. Model m never
       enters its own shadow statistics.
 
+    Raises:
+      ConfigError: with equal groups, when the masks leave a target too few shadows for the
+        options (an empty group; per-example variance with fewer than ``min_shadows_variance``);
+        the message names the smallest M that works.
+
     Example:
       >>> scores = lira(logits, labels, keep)            # online, global variance
       >>> off = lira(logits, labels, keep, online=False)  # offline, one-sided
+      >>> ref = lira(logits, labels, keep, compat="reference")  # as the published code
     """
     check_logits(logits, labels, keep)
-    signal = _signals.compute_chunked(_signals.logit_scaled_confidence, logits, labels)
-    return lira_from_signal(
-        signal,
-        keep,
+    opts = LiraOptions.from_keywords(
         online=online,
         fix_variance=fix_variance,
         mean=mean,
         offline_test=offline_test,
         variance_mode=variance_mode,
+        equal_groups=equal_groups,
+        compat=compat,
         chunk_size=chunk_size,
         min_shadows_variance=min_shadows_variance,
         var_floor=var_floor,
         precision=precision,
     )
+    signal = _signals.compute_chunked(_signals.logit_scaled_confidence, logits, labels)
+    signal, keep = check_signal(signal, keep)
+    return lira_scores(signal, keep, opts)

@@ -1,9 +1,10 @@
 """Straightforward per-target LiRA in NumPy: the reference for tests and the benchmark baseline.
 
 One target at a time: its shadows are the other M - 1 models, and their statistics are
-recomputed from scratch (O(M N A) per target, O(M^2 N A) for all). Slow by design; it only
-supports the default choices (mean, pooled or per-example variance, one-sided offline) and
-returns NaN where a target has no shadow in a group (the fast path falls back instead).
+recomputed from scratch (O(M N A) per target, O(M^2 N A) for all). Slow by design; it supports
+the mean or median location, pooled or per-example variance, equal (cut) or leave-one-out
+groups, and both offline tests. It returns NaN where a target has no shadow in a group (the
+fast path then falls back with ``equal_groups=False``, or raises).
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ def _stats(x: np.ndarray, w: np.ndarray):
     return cnt, mean, ss
 
 
+def _cut(member: np.ndarray) -> np.ndarray:
+    """The first ``min_n |group_n|`` shadows of the group at every example, in model order."""
+    rank = np.cumsum(member, axis=0) - 1
+    return member & (rank < member.sum(0).min())
+
+
 def lira_one_target(
     signal: np.ndarray,
     keep: np.ndarray,
@@ -28,8 +35,14 @@ def lira_one_target(
     *,
     online: bool = True,
     fix_variance: bool = True,
+    equal_groups: bool = True,
+    mean: str = "mean",
+    offline_test: str = "one_sided",
 ) -> np.ndarray:
     """LiRA scores [N] (float64, higher = member) for one target, recomputing its shadows.
+
+    With ``equal_groups`` the location (and per-example variance) comes from each group cut to
+    its smallest size over the examples; a global variance always pools all shadows.
 
     Args:
       signal: float [M, N, A]; keep: bool [M, N]; target: index of the target model.
@@ -39,17 +52,25 @@ def lira_one_target(
     x, k = signal[others], keep[others]
     obs = signal[target]
     out = []
-    for w in (k, ~k):
-        cnt, mean, ss = _stats(x, w.astype(np.float64))
-        pooled = ss.sum(0) / cnt.sum()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            var = np.broadcast_to(pooled, mean.shape) if fix_variance else ss / cnt[:, None]
-        out.append((mean, np.maximum(var, 1e-12)))
+    for member in (k, ~k):
+        cut = _cut(member) if equal_groups else member
+        cnt, loc, ss = _stats(x, cut.astype(np.float64))
+        if mean == "median":
+            loc = np.nanmedian(np.where(cut[..., None], x, np.nan), axis=0)
+        if fix_variance:
+            all_cnt, _, all_ss = _stats(x, member.astype(np.float64))
+            var = np.broadcast_to(all_ss.sum(0) / all_cnt.sum(), loc.shape)
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                var = ss / cnt[:, None]
+        out.append((loc, np.maximum(var, 1e-12)))
     (mi, vi), (mo, vo) = out
     if online:
         ll = norm.logpdf(obs, mi, np.sqrt(vi)) - norm.logpdf(obs, mo, np.sqrt(vo))
-    else:
+    elif offline_test == "one_sided":
         ll = -norm.logsf(obs, mo, np.sqrt(vo))
+    else:
+        ll = -norm.logpdf(obs, mo, np.sqrt(vo))
     return ll.mean(-1)
 
 

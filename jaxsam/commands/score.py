@@ -147,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         lo = rep["attacks"].get("lira_online") or next(iter(rep["attacks"].values()))
         held = heldout_accuracy(rep)
         excluded = f", excluded models {r.failed_models}" if r.failed_models else ""
+        for name, why in rep.get("skipped_attacks", {}).items():
+            print(f"{r.path}: {name} not scored: {why}")
         print(
             f"{r.path}: OUT (pool non-member) acc {out_accuracy(rep):.4f}, held-out acc "
             f"{'-' if held is None else f'{held:.4f}'}, AUC {lo['auc']:.4f}{excluded}; "

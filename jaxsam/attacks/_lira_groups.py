@@ -1,0 +1,177 @@
+"""Which shadows each LiRA target is compared against (host-side, [M, N] masks only).
+
+Target m's group at example n is a set of *other* models: the IN group holds models that trained
+on n, the OUT group models that did not.
+
+* Leave-one-out (the old behaviour, ``equal_groups=False``): all other models. With exact k-of-M
+  masks the target's own group is then one shadow short (k - 1 IN when it is a member, M - k - 1
+  OUT when it is not), which biases the score against members even without any signal.
+* Cut (the default): each of target m's groups is cut to the smallest size it has over m's
+  examples, keeping the lowest-indexed shadows. The sizes then depend neither on the example nor
+  on m's membership; with exact k-of-M masks they are k - 1 IN and M - k - 1 OUT, i.e. the one
+  shadow that the target's absence adds to a group is dropped. Only the other models' masks
+  decide the cut (m's own mask never does).
+
+Both are described by :class:`ShadowSets`: a few candidate sets per group, each a prefix (in model
+order) of the group at every example, and for every (target, example) the candidate that holds
+the target's shadows, plus whether the target itself is in it (its value is then left out by a
+down-date). The statistics of each candidate are computed once over all models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jaxsam.errors import ConfigError, TooFewModelsError
+
+
+@dataclasses.dataclass(frozen=True)
+class ShadowSets:
+    """Candidate shadow sets of one group and each target's choice among them.
+
+    Attributes:
+      masks: bool [J, M, N]: candidate j holds model i at example n.
+      pick: int32 [M, N]: the candidate holding target m's shadows at example n.
+      inside: bool [M, N]: target m itself is in that candidate (and must be left out).
+    """
+
+    masks: np.ndarray
+    pick: np.ndarray
+    inside: np.ndarray
+
+    def sizes(self) -> np.ndarray:
+        """Number of shadows of every target at every example, int [M, N]."""
+        counts = self.masks.sum(axis=1)  # [J, N]
+        return counts[self.pick, np.arange(self.pick.shape[1])[None, :]] - self.inside
+
+
+def leave_one_out(member: np.ndarray) -> ShadowSets:
+    """All other models of the group: one candidate (the whole group), the target left out."""
+    m, n = member.shape
+    return ShadowSets(member[None], np.zeros((m, n), np.int32), member)
+
+
+def cut_to_smallest(member: np.ndarray) -> ShadowSets:
+    """Every target's group cut to its smallest leave-one-out size over its examples.
+
+    Target m keeps, at every example, the first ``t_m`` models of the group other than itself (in
+    model order), ``t_m = min_n |group_n \\ {m}|``. With exact k-of-M masks ``t_m`` is k - 1 for
+    the IN group and M - k - 1 for the OUT group, for every target.
+    """
+    shadows = member.sum(axis=0)[None, :] - member  # [M, N]: group size without the target
+    return _prefixes(member, shadows.min(axis=1, keepdims=True))
+
+
+def _prefixes(member: np.ndarray, t: np.ndarray) -> ShadowSets:
+    """Target m's shadows at n: the first ``t[m]`` models of the group other than m.
+
+    That set is the first ``t`` models of the group when m is not among the first ``t + 1``, and
+    the first ``t + 1`` models without m otherwise. Candidates are the prefixes of lengths that
+    occur (per example, relative to the shortest one), so there are few of them.
+    """
+    t = np.broadcast_to(t, member.shape).astype(np.int32)
+    rank = np.cumsum(member, axis=0, dtype=np.int32) - 1  # position of model i within the group
+    inside = member & (rank <= t)
+    length = t + inside
+    base = length.min(axis=0)  # [N]
+    offset = length - base
+    used = np.flatnonzero(np.bincount(offset.ravel()))  # the offsets that occur, ascending
+    masks = np.stack([member & (rank < base + j) for j in used])
+    lookup = np.zeros(used[-1] + 1, np.int32)
+    lookup[used] = np.arange(used.size)
+    return ShadowSets(masks, lookup[offset], inside)
+
+
+def shadow_sets(keep: np.ndarray, group: str, equal_groups: bool) -> ShadowSets:
+    """The shadow sets of ``group`` (``"in"`` or ``"out"``) for every target."""
+    member = keep if group == "in" else ~keep
+    return cut_to_smallest(member) if equal_groups else leave_one_out(member)
+
+
+def smallest_models(pkeep: float, online: bool, need: int) -> int:
+    """Smallest M whose exact k-of-M masks (k = round(pkeep M)) leave ``need`` cut shadows.
+
+    The cut groups then hold k - 1 IN and M - k - 1 OUT shadows.
+    """
+    for m in range(2, 100_000):
+        k = round(pkeep * m)
+        if 0 < k < m and m - k - 1 >= need and (not online or k - 1 >= need):
+            return m
+    raise ConfigError(f"pkeep={pkeep} leaves no usable number of models")
+
+
+def check_sizes(
+    keep: np.ndarray, sets: dict[str, ShadowSets], what: str, need: int, online: bool
+) -> None:
+    """Raises TooFewModelsError (a ConfigError) naming the smallest M that works, if a target
+    has fewer than ``need`` shadows.
+
+    Args:
+      keep: bool [M, N]; sets: group name -> its ShadowSets; what: the options, for the message;
+      need: shadows every target needs in every group; online: whether IN shadows are needed.
+    """
+    m, n = keep.shape
+    for group, s in sets.items():
+        sizes = s.sizes()
+        if sizes.min() >= need:
+            continue
+        tgt, ex = np.unravel_index(np.argmin(sizes), sizes.shape)
+        pkeep = float(keep.mean())
+        k = int(keep[:, ex].sum())
+        raise TooFewModelsError(
+            f"LiRA ({what}) needs at least {need} {group.upper()} shadow(s) for every target "
+            f"and example after equalising the groups, but target {tgt} gets "
+            f"{int(sizes[tgt, ex])} at example {ex} (which is in {k} of M={m} models). "
+            f"With pkeep={pkeep:.2f} the smallest M that works is "
+            f"{smallest_models(pkeep, online, need)}: train more models"
+            + (", or use fix_variance=True" if need > 1 else "")
+            + ". (equal_groups=False keeps the old leave-one-out groups, biased at small M.)"
+        )
+
+
+def loo_median_chunk(s: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Median of the group ``g`` without the target, for every target: s [M, n, A], g [M, n].
+
+    Returns float [M, n, A]; NaN where the target has no shadow in the group. Sorting is done
+    once per example; target m's median skips its own rank when it is in the group.
+    """
+    m = s.shape[0]
+    idx_m = np.arange(m)[:, None, None]
+    vals = np.where(g[..., None], s, np.inf)
+    order = np.argsort(vals, axis=0, kind="stable")
+    srt = np.take_along_axis(vals, order, axis=0)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(idx_m, order.shape), axis=0)
+    cnt = g.sum(0)[None, :, None]  # [1, n, 1]
+    r = g[..., None].astype(np.int64)  # [M, n, 1]
+    k = cnt - r
+    lo, hi = (k - 1) // 2, k // 2
+    lo = np.where(r.astype(bool) & (lo >= rank), lo + 1, lo)
+    hi = np.where(r.astype(bool) & (hi >= rank), hi + 1, hi)
+    lo, hi = np.clip(lo, 0, m - 1), np.clip(hi, 0, m - 1)
+    med = 0.5 * (np.take_along_axis(srt, lo, 0) + np.take_along_axis(srt, hi, 0))
+    return np.where(k > 0, med, np.nan)
+
+
+def shadow_median(
+    signal: np.ndarray, sets: ShadowSets, chunk_examples: int | None = None
+) -> np.ndarray:
+    """Median of every target's shadows: float32 [M, N, A], NaN where it has none.
+
+    Args:
+      signal: float32 [M, N, A]; sets: the group's ShadowSets; chunk_examples: examples sorted
+        at a time (None: about 4M values per chunk).
+    """
+    m, n, a = signal.shape
+    out = np.empty(signal.shape, np.float32)
+    step = chunk_examples or max(1, (1 << 22) // (m * a))
+    for s0 in range(0, n, step):
+        sl = slice(s0, s0 + step)
+        pick = sets.pick[:, sl, None]
+        med = np.zeros(signal[:, sl].shape, np.float64)
+        for j, mask in enumerate(sets.masks):
+            med = np.where(pick == j, loo_median_chunk(signal[:, sl], mask[:, sl]), med)
+        out[:, sl] = med
+    return out
