@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxsam.models.layers import Conv
+from jaxsam.models.layers import ConvNet
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(ConvNet):
     """``depth`` 3x3 conv + ReLU layers (``width``, then ``2 * width`` channels), 2x2 max-pool
     after each while the feature map is larger than 4x4, global average pool, a ReLU layer of
     ``2 * width`` units and a linear head.
@@ -19,11 +17,8 @@ class SmallCNN(nn.Module):
     Input [B, H, W, C] float; output float32 logits [B, num_classes].
     """
 
-    num_classes: int
     width: int = 32
     depth: int = 3
-    dtype: Any = jnp.float32
-    conv_impl: str = "lax"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -31,7 +26,7 @@ class SmallCNN(nn.Module):
         x = x.astype(self.dtype)
         for d in range(self.depth):
             ch = self.width if d == 0 else 2 * self.width
-            x = nn.relu(Conv(ch, use_bias=True, conv_impl=self.conv_impl, dtype=self.dtype)(x))
+            x = nn.relu(self.conv(ch, use_bias=True)(x))
             if x.shape[1] > 4:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)

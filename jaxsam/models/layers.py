@@ -101,6 +101,25 @@ class Conv(nn.Module):
         return y
 
 
+class ConvNet(nn.Module):
+    """The fields every built-in conv net has, and its way of making a convolution.
+
+    Attributes:
+      num_classes: C, the logits width.
+      width: channels of the first stage (each net documents its standard value).
+      dtype: compute dtype of activations and convolutions (parameters stay float32).
+      conv_impl: ``lax`` or ``matmul`` (:class:`Conv`), chosen by the execution plan.
+    """
+
+    num_classes: int
+    width: int = 64
+    dtype: Any = jnp.float32
+    conv_impl: str = "lax"
+
+    def conv(self, features: int, kernel: int = 3, stride: int = 1, **kw) -> Conv:
+        return Conv(features, kernel, stride, conv_impl=self.conv_impl, dtype=self.dtype, **kw)
+
+
 def batch_norm(train: bool, dtype: Any, name: str | None = None, zero_init: bool = False):
     """BatchNorm with per-model running statistics (the model axis is never reduced over).
 

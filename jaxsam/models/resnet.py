@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxsam.models.layers import Conv, batch_norm, dense_head
+from jaxsam.models.layers import Conv, ConvNet, batch_norm, dense_head
 
 
 class _Block(nn.Module):
@@ -55,18 +55,13 @@ def _stages(x, block, widths, blocks: int, train: bool, conv_impl: str, dtype) -
     return x
 
 
-class ResNet18(nn.Module):
+class ResNet18(ConvNet):
     """ResNet-18, CIFAR variant: 3x3 stem without max-pool, stages of 2 blocks with
     ``width * (1, 2, 4, 8)`` channels (standard width 64, about 0.56 GFLOP forward at 32x32)."""
 
-    num_classes: int
-    width: int = 64
-    dtype: Any = jnp.float32
-    conv_impl: str = "lax"
-
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = Conv(self.width, conv_impl=self.conv_impl, dtype=self.dtype)(x)
+        x = self.conv(self.width)(x)
         x = nn.relu(batch_norm(train, self.dtype)(x))
         widths = [self.width * mult for mult in (1, 2, 4, 8)]
         x = _stages(x, BasicBlock, widths, 2, train, self.conv_impl, self.dtype)
@@ -86,40 +81,31 @@ class WideBlock(_Block):
         return x + y
 
 
-class WideResNet(nn.Module):
+class WideResNet(ConvNet):
     """WRN-``depth``-k: a 16-channel stem, three stages of ``(depth - 4) / 6`` blocks with
     ``width * (1, 2, 4)`` channels (``width = 16 k``), final BN-ReLU, pool, linear head."""
 
-    num_classes: int
     depth: int = 16
-    width: int = 64
-    dtype: Any = jnp.float32
-    conv_impl: str = "lax"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         n = (self.depth - 4) // 6
-        x = Conv(16, conv_impl=self.conv_impl, dtype=self.dtype)(x)
+        x = self.conv(16)(x)
         widths = [self.width * mult for mult in (1, 2, 4)]
         x = _stages(x, WideBlock, widths, n, train, self.conv_impl, self.dtype)
         x = nn.relu(batch_norm(train, self.dtype)(x))
         return dense_head(x, self.num_classes, self.dtype)
 
 
-class ResNet9(nn.Module):
+class ResNet9(ConvNet):
     """Fast ResNet-9 (Page's DAWNBench / airbench family): conv-BN-ReLU stem, three stages of
     ``width * (2, 4, 8)`` channels with max-pools, residual pairs after stages 1 and 3, global
     max-pool, linear head scaled by 1/8."""
 
-    num_classes: int
-    width: int = 64
-    dtype: Any = jnp.float32
-    conv_impl: str = "lax"
-
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         def cbr(h, f, pool=False):
-            h = Conv(f, conv_impl=self.conv_impl, dtype=self.dtype)(h)
+            h = self.conv(f)(h)
             if pool:
                 h = nn.max_pool(h, (2, 2), strides=(2, 2))
             return nn.relu(batch_norm(train, self.dtype)(h))
