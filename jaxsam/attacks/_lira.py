@@ -365,45 +365,19 @@ def _lira_impl(signal, keep, opts: LiraOptions):
     return out
 
 
-def lira_from_signal(
-    signal: Array,
-    keep: Array,
-    *,
-    online: bool = True,
-    fix_variance: bool = True,
-    mean: str | None = None,
-    offline_test: str | None = None,
-    variance_mode: str | None = None,
-    equal_groups: bool | None = None,
-    compat: str | None = None,
-    chunk_size: int | None = None,
-    min_shadows_variance: int = 2,
-    var_floor: float = 1e-12,
-    precision: str = "float64",
-) -> np.ndarray:
+def lira_from_signal(signal: Array, keep: Array, **options: Any) -> np.ndarray:
     """LiRA scores from a precomputed signal (normally the logit-scaled confidence).
 
     Args:
       signal: float [M, N, A], target-model signal for every model, example and query.
       keep: bool [M, N], True where model m trained on example n.
-      Other arguments: as :func:`lira`.
+      **options: the keyword options of :func:`lira` (``online``, ``fix_variance``, ``compat``,
+        ...); an unknown name is a ``TypeError``.
 
     Returns:
       numpy float32 [M, N]: target m's score for example n, higher = member.
     """
-    opts = LiraOptions.from_keywords(
-        online=online,
-        fix_variance=fix_variance,
-        mean=mean,
-        offline_test=offline_test,
-        variance_mode=variance_mode,
-        equal_groups=equal_groups,
-        compat=compat,
-        chunk_size=chunk_size,
-        min_shadows_variance=min_shadows_variance,
-        var_floor=var_floor,
-        precision=precision,
-    )
+    opts = LiraOptions.from_keywords(**options)
     signal, keep = check_signal(signal, keep)
     return lira_scores(signal, keep, opts)
 
