@@ -11,6 +11,34 @@ import pytest  # noqa: E402
 from jaxsam import config as config_lib  # noqa: E402
 
 
+def run_on_host_devices(script: str, devices: int, timeout: float = 300) -> str:
+    """Runs ``script`` in a fresh Python on ``devices`` forced CPU devices; returns its stdout.
+
+    A fresh process because this one has already initialised jax with one CPU device. The
+    repository root goes first on PYTHONPATH, so the child imports this checkout's jaxsam.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ)
+    flag = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flag).strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=root,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_strategy_table(tmp_path_factory):
     """Keep the tests' `auto` calibrations out of the user's ~/.cache/jaxsam (and vice versa)."""

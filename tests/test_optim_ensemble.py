@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -15,6 +12,8 @@ import pytest
 
 from jaxsam.errors import ConfigError
 from jaxsam.optim import asam, gsam, looksam, sam
+
+from .conftest import run_on_host_devices
 
 M, STEPS = 8, 3
 
@@ -267,21 +266,4 @@ SHARD_MAP_SCRIPT = textwrap.dedent(
 
 @pytest.mark.multidevice
 def test_shard_map_on_four_host_devices():
-    """Runs in a fresh process: this one has already initialised jax with one CPU device."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARD_MAP_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=root,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "SHARD_MAP_OK" in proc.stdout
+    assert "SHARD_MAP_OK" in run_on_host_devices(SHARD_MAP_SCRIPT, 4)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -15,6 +11,8 @@ import pytest
 
 from jaxsam.errors import ConfigError
 from jaxsam.optim import asam, base_sgd, fused_update, gsam, looksam, sam
+
+from .conftest import run_on_host_devices
 
 M, B = 4, 16
 
@@ -215,18 +213,4 @@ print("FUSED_SHARD_MAP_OK")
 @pytest.mark.multidevice
 def test_fused_under_shard_map_equals_two_calls_on_two_devices():
     """check_vma=True: without the cast to varying the fused update was 2.000x too large."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    env["JAX_PLATFORMS"] = "cpu"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARD_MAP_FUSED],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=root,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "FUSED_SHARD_MAP_OK" in proc.stdout
+    assert "FUSED_SHARD_MAP_OK" in run_on_host_devices(SHARD_MAP_FUSED, 2)

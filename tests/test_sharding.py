@@ -1,13 +1,11 @@
 """The model axis sharded over 4 forced host devices (run in a subprocess: pytest has 1 device)."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+
+from .conftest import run_on_host_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -59,20 +57,8 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.multidevice
 def test_sharded_over_four_devices_equals_one_device_and_has_no_all_gather():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    env["JAX_PLATFORMS"] = "cpu"
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    stdout = run_on_host_devices(SCRIPT, 4, timeout=900)
+    line = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")][-1]
     r = json.loads(line[len("RESULT ") :])
     assert r["devices"] == 4
     for m in (4, 6):
