@@ -1,7 +1,7 @@
 """Seed aggregation of scored runs, the "difference exceeds noise" rule, and the paper's table.
 
 Everything here is plain Python over report dicts (``RUN/report.json`` as written by
-:func:`jaxsam.commands.score.score_run`); nothing trains or reads arrays.
+:func:`jaxsam.pipeline.score.score_run`); nothing trains or reads arrays.
 
 The rule. Arms of one experiment share every seed (same pool, same masks, same initial keys for
 a given seed), so arm B is compared with the baseline arm A through the paired per-seed

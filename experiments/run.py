@@ -7,7 +7,7 @@ Usage::
     python -m experiments.run SPEC --no-train          # re-tabulate finished runs only
 
 For each seed and arm it trains (or reuses) the run directory ``OUT/seed{s}/{arm}``, scores it
-with :func:`jaxsam.commands.score.score_run` (``RUN/report.json``), then prints the paper's table
+with :func:`jaxsam.pipeline.score.score_run` (``RUN/report.json``), then prints the paper's table
 (rows: OUT (pool non-member) accuracy, each attack's AUC and TPR at 1% / 0.1% FPR, mean
 memorization, median OUT variance; columns: arms as mean ± std over seeds, then each arm minus
 the baseline with its standard error and whether it exceeds the noise). It writes
@@ -28,7 +28,7 @@ from pathlib import Path
 from experiments import aggregate as agg_lib
 from experiments import spec as spec_lib
 from jaxsam import config as config_lib
-from jaxsam.errors import JaxsamError, RunDirError
+from jaxsam.errors import JaxsamError, RunExistsError
 from jaxsam.report import out_accuracy
 
 
@@ -76,7 +76,7 @@ def compile_cache(path: Path | None):
 
 def _train_or_reuse(cfg, out: Path, overwrite: bool, progress: bool, desc: str):
     from jaxsam import store
-    from jaxsam.train import train_and_export
+    from jaxsam.pipeline.study import train_and_export
 
     if not overwrite and store.has_run(out):
         try:
@@ -87,16 +87,14 @@ def _train_or_reuse(cfg, out: Path, overwrite: bool, progress: bool, desc: str):
             pass
     try:
         return train_and_export(cfg, out, overwrite=overwrite, progress=progress, desc=desc), True
-    except RunDirError as e:
-        if "unfinished run" in str(e):  # interrupted earlier: continue from its checkpoint
+    except RunExistsError as e:
+        if not e.finished:  # interrupted earlier: continue from its checkpoint
             return train_and_export(cfg, out, resume=True, progress=progress, desc=desc), True
-        if "already holds this finished run" not in str(e):
-            raise
         return store.load_run(out), False
 
 
 def _report(run, attacks: tuple[str, ...], rescore: bool) -> dict:
-    from jaxsam.commands.score import score_run
+    from jaxsam.pipeline.score import score_run
 
     rep = None if rescore else run.read_json("report.json")
     if rep is None or any(a not in rep.get("attacks", {}) for a in attacks):

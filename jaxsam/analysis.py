@@ -1,4 +1,4 @@
-"""Mechanism analyses of a run: memorization subgroups, influence entropy, OUT variance, plots.
+"""Mechanism analyses of a run: memorization subgroups, influence entropy, OUT variance.
 
 These functions turn what a run directory holds (masks ``keep`` [M, N], logits [M, N, A, C],
 labels [N], optionally test logits [M, T, A, C] and attack scores [M, N]) into the statistics
@@ -9,24 +9,24 @@ behind the paper's mechanism claims:
 * the variance across OUT models of the logit-scaled confidence (and the IN - OUT gap);
 * influence-entropy buckets of the test points (see :func:`influence_entropy`).
 
-:func:`analyze_run` returns one JSON-serialisable dict per run; the ``plot_*`` functions draw the
-figures that ``jaxsam analyze`` writes (matplotlib, Agg backend).
+Accuracy and TPR at a fixed FPR are the definitions of :mod:`jaxsam.metrics`. :func:`analyze_run`
+returns one JSON-serialisable dict per run; :func:`mechanism_stats` is the short summary the
+score report carries. The figures are drawn by :mod:`jaxsam.plots`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxsam import memorization as memo
+from jaxsam import metrics
 from jaxsam.errors import ConfigError, DataError
 
-DEFAULT_FPRS: tuple[float, ...] = (0.01, 0.001)
 DEFAULT_QUANTILES: tuple[float, ...] = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 N_ENTROPY_BUCKETS = 5
 
@@ -178,28 +178,17 @@ def memorization_subgroups(
     return {"all": ok, "typical": ok & (m <= lo), "atypical": ok & (m >= hi) & (m > lo)}
 
 
-def threshold_at_fpr(out_scores: np.ndarray, fpr: float) -> float:
-    """Largest-TPR threshold ``t`` whose false-positive rate ``mean(out_scores > t)`` is <= fpr.
-
-    Convention: higher score = member; an example is called a member when ``score > t``.
-    """
-    s = np.sort(np.asarray(out_scores, np.float64).ravel())[::-1]
-    if s.size == 0:
-        raise DataError("no non-member scores to set a threshold; pass masks with OUT entries.")
-    k = math.floor(fpr * s.size + 1e-9)  # at most k non-members above the threshold
-    return float(s[min(k, s.size - 1)]) if k > 0 else float(s[0])
-
-
 def subgroup_tpr_at_fpr(
     scores: np.ndarray,
     keep: np.ndarray,
     groups: Mapping[str, np.ndarray],
-    fprs: Sequence[float] = DEFAULT_FPRS,
+    fprs: Sequence[float] = metrics.HEADLINE_FPRS,
 ) -> dict[str, dict[str, dict[str, float | None]]]:
     """Per-subgroup attack TPR at fixed FPRs, all M targets pooled.
 
-    The threshold for each FPR is set once on the pooled OUT scores of *all* examples (the attack
-    as actually run), then TPR (and the realised FPR) is measured within each subgroup.
+    The threshold for each FPR is the attack's own operating point on all examples pooled
+    (:func:`jaxsam.metrics.threshold_at_fpr`, the point behind the report's ``tpr_at_fpr``);
+    TPR (and the realised FPR) is then measured within each subgroup.
 
     Args:
       scores: float ``[M, N]`` membership scores, higher = member.
@@ -218,17 +207,13 @@ def subgroup_tpr_at_fpr(
             f"scores {scores.shape} must match keep {keep.shape}; pass one score per model and "
             "pool example ([M, N]), e.g. an attack's pooled leave-one-out scores."
         )
-    thresholds = {str(f): threshold_at_fpr(scores[~keep], f) for f in fprs}
+    thresholds = {metrics.fpr_key(f): metrics.threshold_at_fpr(scores, keep, f) for f in fprs}
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for name, g in groups.items():
-        ins, outs = scores[:, g][keep[:, g]], scores[:, g][~keep[:, g]]
+        s, k = scores[:, g], keep[:, g]
         out[name] = {
-            "tpr": {
-                k: float(np.mean(ins > t)) if ins.size else None for k, t in thresholds.items()
-            },
-            "fpr": {
-                k: float(np.mean(outs > t)) if outs.size else None for k, t in thresholds.items()
-            },
+            "tpr": {key: metrics.pooled_accuracy(s >= t, k) for key, t in thresholds.items()},
+            "fpr": {key: metrics.pooled_accuracy(s >= t, ~k) for key, t in thresholds.items()},
         }
     return out
 
@@ -249,10 +234,7 @@ def subgroup_accuracy(
     res: dict[str, dict[str, float | None]] = {}
     for name, g in groups.items():
         c, k = correct[:, g], keep[:, g]
-        res[name] = {
-            "out": float(c[~k].mean()) if (~k).any() else None,
-            "train": float(c[k].mean()) if k.any() else None,
-        }
+        res[name] = {"out": metrics.pooled_accuracy(c, ~k), "train": metrics.pooled_accuracy(c, k)}
     return res
 
 
@@ -267,6 +249,53 @@ def confidence_signal(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     from jaxsam.attacks.signals import logit_scaled_confidence
 
     return np.asarray(logit_scaled_confidence(jnp.asarray(logits), jnp.asarray(labels))).mean(-1)
+
+
+def mechanism_arrays(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> dict:
+    """The per-example arrays behind the mechanism claims, for the models given.
+
+    Pass the kept models only (failed ones dropped). Memorization uses the identity view's
+    correctness (:data:`jaxsam.metrics.ACCURACY_QUERY`); the OUT variance uses the logit-scaled
+    confidence averaged over the queries (:func:`confidence_signal`).
+
+    Returns:
+      ``correct`` bool [M, N], ``memorization`` float64 [N], ``signal`` float32 [M, N] and
+      ``out_variance`` float64 [N].
+    """
+    correct = metrics.correct_predictions(logits, labels)
+    signal = confidence_signal(logits, labels)
+    return {
+        "correct": correct,
+        "memorization": np.asarray(memo.memorization(correct, keep), np.float64),
+        "signal": signal,
+        "out_variance": np.asarray(memo.out_confidence_variance(signal, keep), np.float64),
+    }
+
+
+def mechanism_stats(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> dict:
+    """The report's mechanism summary: mean memorization and median OUT variance.
+
+    Computed from :func:`mechanism_arrays` (the arrays ``analyze`` describes in full). Pass the
+    kept models only.
+
+    Returns:
+      ``{"memorization": {mean, median, fraction_above_0.5, query},
+      "out_confidence_variance": {median, mean}}``.
+    """
+    a = mechanism_arrays(logits, labels, keep)
+    mem, var = a["memorization"], a["out_variance"]
+    return {
+        "memorization": {
+            "mean": float(np.nanmean(mem)),
+            "median": float(np.nanmedian(mem)),
+            "fraction_above_0.5": float(np.nanmean(mem > 0.5)),
+            "query": metrics.ACCURACY_QUERY,
+        },
+        "out_confidence_variance": {
+            "median": float(np.nanmedian(var)),
+            "mean": float(np.nanmean(var)),
+        },
+    }
 
 
 def _num(x: float | np.floating) -> float | None:
@@ -301,7 +330,7 @@ def analyze_run_arrays(
     reference_memorization: np.ndarray | None = None,
     typical_quantile: float = 0.5,
     atypical_quantile: float = 0.9,
-    fprs: Sequence[float] = DEFAULT_FPRS,
+    fprs: Sequence[float] = metrics.HEADLINE_FPRS,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     n_buckets: int = N_ENTROPY_BUCKETS,
     min_influence: float = 0.0,
@@ -321,11 +350,9 @@ def analyze_run_arrays(
             f"logits {np.shape(logits)} must be [M, N, A, C] with [M, N] = keep {keep.shape}; "
             "pass the logits and masks of the same run."
         )
-    correct = np.asarray(memo.correct_from_logits(logits, labels, query=memo.MEMORIZATION_QUERY))
-    mem = np.asarray(memo.memorization(correct, keep), np.float64)
-    signal = confidence_signal(logits, labels)
-    out_var = np.asarray(memo.out_confidence_variance(signal, keep), np.float64)
-    gap = np.asarray(memo.in_out_gap(signal, keep), np.float64)
+    mech = mechanism_arrays(logits, labels, keep)
+    correct, mem, out_var = mech["correct"], mech["memorization"], mech["out_variance"]
+    gap = np.asarray(memo.in_out_gap(mech["signal"], keep), np.float64)
     ref = mem if reference_memorization is None else np.asarray(reference_memorization)
     groups = memorization_subgroups(
         ref, typical_quantile=typical_quantile, atypical_quantile=atypical_quantile
@@ -373,15 +400,12 @@ def analyze_run_arrays(
                 f"test_logits has {np.shape(test_logits)[0]} models but keep has "
                 f"{keep.shape[0]}; pass the test logits of the same run."
             )
-        test_correct = np.asarray(
-            memo.correct_from_logits(test_logits, test_labels, query=memo.MEMORIZATION_QUERY)
-        )
+        test_correct = metrics.correct_predictions(test_logits, test_labels)
         ent = influence_entropy_from_masks(
             test_correct, keep, min_influence=min_influence, block_size=block_size
         )
         bucket, edges = entropy_buckets(ent, n_buckets)
-        per_point_acc = test_correct.mean(0)
-        summary["heldout_accuracy"] = float(test_correct.mean())
+        summary["heldout_accuracy"] = metrics.pooled_accuracy(test_correct)
         summary["influence_entropy"] = {
             "definition": f"entropy (nats) of positive influence > {min_influence} over the pool",
             "edges": [_num(e) for e in edges],
@@ -390,9 +414,7 @@ def analyze_run_arrays(
                 {
                     "bucket": b,
                     "n": int((bucket == b).sum()),
-                    "heldout_accuracy": _num(per_point_acc[bucket == b].mean())
-                    if (bucket == b).any()
-                    else None,
+                    "heldout_accuracy": metrics.pooled_accuracy(test_correct[:, bucket == b]),
                 }
                 for b in range(n_buckets)
             ],
@@ -402,28 +424,20 @@ def analyze_run_arrays(
     return summary, arrays
 
 
-def analyze_run(
-    logits: np.ndarray,
-    labels: np.ndarray,
-    keep: np.ndarray,
-    *,
-    scores: np.ndarray | None = None,
-    test_logits: np.ndarray | None = None,
-    test_labels: np.ndarray | None = None,
-    **kwargs,
-) -> dict:
+def analyze_run(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray, **kwargs) -> dict:
     """Mechanism statistics of one run, as a JSON-serialisable dict.
 
     Args:
       logits: float ``[M, N, A, C]`` pool logits.
       labels: int ``[N]``.
       keep: bool ``[M, N]`` masks.
-      scores: optional float ``[M, N]`` attack scores (higher = member) for per-subgroup TPR.
-      test_logits: optional float ``[M, T, A, C]`` logits on test points no model trained on.
-      test_labels: int ``[T]``, with ``test_logits``.
-      **kwargs: ``reference_memorization`` (a shared [N] score that defines the subgroups, so two
-        runs are compared on the same examples), ``typical_quantile``, ``atypical_quantile``,
-        ``fprs``, ``quantiles``, ``n_buckets``, ``min_influence``, ``block_size``.
+      **kwargs: the keywords of :func:`analyze_run_arrays`: ``scores`` (optional float
+        ``[M, N]`` attack scores, higher = member, for per-subgroup TPR), ``test_logits``
+        (optional float ``[M, T, A, C]`` logits on test points no model trained on) with
+        ``test_labels`` (int ``[T]``), ``reference_memorization`` (a shared [N] score that
+        defines the subgroups, so two runs are compared on the same examples),
+        ``typical_quantile``, ``atypical_quantile``, ``fprs``, ``quantiles``, ``n_buckets``,
+        ``min_influence``, ``block_size``.
 
     Returns:
       dict with ``memorization`` / ``out_variance`` / ``in_out_gap`` (mean, std, median,
@@ -433,131 +447,4 @@ def analyze_run(
       buckets (None without test logits). NaN is written as None. Every accuracy and the
       memorization use the identity view (query 0).
     """
-    summary, _ = analyze_run_arrays(
-        logits,
-        labels,
-        keep,
-        scores=scores,
-        test_logits=test_logits,
-        test_labels=test_labels,
-        **kwargs,
-    )
-    return summary
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_memorization_histograms(mems: Mapping[str, np.ndarray], path: str | Path) -> Path:
-    """Overlaid histograms of memorization scores, one per run (e.g. SAM vs SGD)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(-1, 1, 41)
-    for name, m in mems.items():
-        m = np.asarray(m)[np.isfinite(m)]
-        ax.hist(m, bins=bins, histtype="step", lw=1.5, label=f"{name} (mean {m.mean():.3f})")
-    ax.set_yscale("log")
-    ax.set_xlabel("Feldman-Zhang memorization  P[correct | in] - P[correct | out]")
-    ax.set_ylabel("examples")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_out_variance(variances: Mapping[str, np.ndarray], path: str | Path) -> Path:
-    """Overlaid distributions of log10 OUT variance of the logit-scaled confidence."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    logs = {
-        k: np.log10(np.asarray(v)[np.isfinite(v) & (np.asarray(v) > 0)])
-        for k, v in variances.items()
-    }
-    finite = [x for x in logs.values() if x.size]
-    if finite:
-        lo = min(x.min() for x in finite)
-        hi = max(x.max() for x in finite)
-        bins = np.linspace(lo, hi if hi > lo else lo + 1, 41)
-        for name, x in logs.items():
-            med = np.median(x) if x.size else float("nan")
-            ax.hist(x, bins=bins, histtype="step", lw=1.5, label=f"{name} (median 10^{med:.2f})")
-    ax.set_xlabel("log10 variance of logit-scaled confidence across OUT models")
-    ax.set_ylabel("examples")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_subgroup_bars(summaries: Mapping[str, dict], path: str | Path) -> Path:
-    """Grouped bars per subgroup (all / typical / atypical): OUT accuracy and attack TPR."""
-    plt = _pyplot()
-    groups = ["all", "typical", "atypical"]
-    runs = list(summaries)
-    has_tpr = any(s["subgroups"]["all"]["tpr_at_fpr"] for s in summaries.values())
-    ncols = 2 if has_tpr else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4), squeeze=False)
-    width = 0.8 / max(len(runs), 1)
-    x = np.arange(len(groups))
-
-    def bars(ax, getter, ylabel):
-        for r, name in enumerate(runs):
-            vals = [getter(summaries[name]["subgroups"][g]) for g in groups]
-            vals = [np.nan if v is None else v for v in vals]
-            ax.bar(x + (r - (len(runs) - 1) / 2) * width, vals, width, label=name)
-        ax.set_xticks(x, groups)
-        ax.set_ylabel(ylabel)
-        ax.legend()
-
-    bars(axes[0, 0], lambda g: g["accuracy"]["out"], "OUT (pool non-member) accuracy")
-    if has_tpr:
-        key = next(
-            iter(
-                next(s for s in summaries.values() if s["subgroups"]["all"]["tpr_at_fpr"])[
-                    "subgroups"
-                ]["all"]["tpr_at_fpr"]
-            )
-        )
-        bars(
-            axes[0, 1],
-            lambda g: (g["tpr_at_fpr"] or {}).get(key),
-            f"attack TPR at FPR {key}",
-        )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_entropy_buckets(summaries: Mapping[str, dict], path: str | Path) -> Path | None:
-    """Held-out accuracy per influence-entropy bucket, one bar group per run; None without data."""
-    runs = [k for k, s in summaries.items() if s.get("influence_entropy")]
-    if not runs:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    nb = len(summaries[runs[0]]["influence_entropy"]["buckets"])
-    width = 0.8 / len(runs)
-    for r, name in enumerate(runs):
-        vals = [b["heldout_accuracy"] for b in summaries[name]["influence_entropy"]["buckets"]]
-        vals = [np.nan if v is None else v for v in vals]
-        ax.bar(np.arange(nb) + (r - (len(runs) - 1) / 2) * width, vals, width, label=name)
-    ax.set_xticks(np.arange(nb), [f"{b}" for b in range(nb)])
-    ax.set_xlabel("influence-entropy bucket (0 = most concentrated influence)")
-    ax.set_ylabel("held-out accuracy")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return analyze_run_arrays(logits, labels, keep, **kwargs)[0]

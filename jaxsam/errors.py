@@ -27,5 +27,18 @@ class RunDirError(JaxsamError):
     """A run directory is missing, incomplete, damaged, foreign, or would be overwritten."""
 
 
+class RunExistsError(RunDirError):
+    """The output directory already holds a run of this very config.
+
+    Attributes:
+      finished: True when that run is complete (score it, or reuse it), False when it stopped
+        before the end (continue it with ``resume=True``).
+    """
+
+    def __init__(self, message: str, *, finished: bool):
+        super().__init__(message)
+        self.finished = finished
+
+
 class DivergenceError(JaxsamError):
     """A model's loss became NaN or infinite during training."""

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsam.errors import DataError
+from jaxsam.metrics import ACCURACY_QUERY, correct_predictions
 
 Array = jax.Array
 
@@ -208,8 +209,8 @@ def in_out_gap(signal: np.ndarray | Array, keep: np.ndarray | Array) -> Array:
 
 def correct_from_logits(
     logits: np.ndarray | Array, labels: np.ndarray | Array, *, query: int | None = None
-) -> Array:
-    """Per-model correctness from saved logits.
+) -> np.ndarray:
+    """Per-model correctness from saved logits (:func:`jaxsam.metrics.correct_predictions`).
 
     Args:
       logits: float ``[M, N, A, C]`` (A query augmentations, C classes).
@@ -220,19 +221,12 @@ def correct_from_logits(
     Returns:
       bool ``[M, N]``: argmax prediction equals the label.
     """
-    if np.ndim(logits) != 4 or np.shape(labels) != (np.shape(logits)[1],):
-        raise DataError(
-            f"logits {np.shape(logits)} and labels {np.shape(labels)} must be [M, N, A, C] and "
-            "[N]; pass the run's logits and labels."
-        )
-    lg = jnp.asarray(logits, jnp.float32)
-    lg = lg.mean(axis=2) if query is None else lg[:, :, query]
-    return jnp.argmax(lg, axis=-1) == jnp.asarray(labels)[None, :]
+    return correct_predictions(logits, labels, query=query)
 
 
 # The query view whose correctness defines memorization everywhere (report, analyze): the
 # identity view, the same view every accuracy in metrics.json and report.json is measured on.
-MEMORIZATION_QUERY = 0
+MEMORIZATION_QUERY = ACCURACY_QUERY
 
 
 def memorization_from_logits(

@@ -1,4 +1,11 @@
-"""ROC metrics for membership scores: AUC, balanced accuracy, advantage, TPR at low FPR.
+"""The statistics layer: accuracy of the shadow models, and ROC metrics of membership scores.
+
+Every accuracy jaxsam reports (``metrics.json``, ``report.json``, ``analysis.json``) is built
+from :func:`correct_predictions` (arg-max of the identity view, query 0) and averaged by
+:func:`accuracy_per_model` or :func:`pooled_accuracy`. Every TPR at a fixed FPR, pooled or per
+subgroup, reads the same ROC point (:func:`threshold_at_fpr`).
+
+ROC metrics: AUC, balanced accuracy, advantage, TPR at low FPR.
 
 Conventions: ``scores`` higher = member; ``is_member`` True for members. Scores of all targets
 are pooled (flattened) unless a per-target helper is used. Ties are handled exactly: all
@@ -19,12 +26,70 @@ import numpy as np
 
 from jaxsam.errors import DataError
 
-DEFAULT_FPRS = (1e-2, 1e-3, 1e-4, 1e-5)
+# The FPRs of the paper's tables (attack TPR at 1% and 0.1%), and every FPR ``jaxsam score``
+# reports. ``analyze`` reports per-subgroup TPR at the headline FPRs.
+HEADLINE_FPRS = (1e-2, 1e-3)
+DEFAULT_FPRS = (*HEADLINE_FPRS, 1e-4, 1e-5)
+
+# The query view every accuracy (and memorization) is measured on: the identity view.
+ACCURACY_QUERY = 0
 
 
 def fpr_key(f: float) -> str:
     """The report key of an FPR: ``repr(float)``, e.g. 0.01 -> "0.01", 1e-05 -> "1e-05"."""
     return repr(float(f))
+
+
+def correct_predictions(
+    logits: Any, labels: Any, *, query: int | None = ACCURACY_QUERY
+) -> np.ndarray:
+    """Per-model correctness from saved logits, one model at a time (bounded host memory).
+
+    Args:
+      logits: float ``[M, N, A, C]`` (A query views, C classes); may be memory-mapped.
+      labels: int ``[N]``.
+      query: the view to classify from (default: the identity view); None averages the logits
+        over the A views first.
+
+    Returns:
+      bool ``[M, N]``: the arg-max prediction equals the label.
+    """
+    labels = np.asarray(labels)
+    if np.ndim(logits) != 4 or labels.shape != (np.shape(logits)[1],):
+        raise DataError(
+            f"logits {np.shape(logits)} and labels {labels.shape} must be [M, N, A, C] and [N]; "
+            "pass the run's logits and labels."
+        )
+    out = np.empty(np.shape(logits)[:2], bool)
+    for m in range(out.shape[0]):
+        z = np.asarray(logits[m], np.float32)
+        z = z.mean(axis=1) if query is None else z[:, query]
+        out[m] = z.argmax(-1) == labels
+    return out
+
+
+def accuracy_per_model(correct: Any, where: Any = None) -> np.ndarray:
+    """Accuracy of each model over the points ``where`` selects (all points by default).
+
+    Args:
+      correct: bool ``[M, K]`` from :func:`correct_predictions`.
+      where: optional bool ``[M, K]``: e.g. ``keep`` (train accuracy) or ``~keep`` (OUT, pool
+        non-member accuracy).
+
+    Returns:
+      float64 ``[M]`` fractions; NaN for a model with no selected point.
+    """
+    correct = np.asarray(correct, bool)
+    where = np.ones_like(correct) if where is None else np.asarray(where, bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (correct & where).sum(1) / where.sum(1)
+
+
+def pooled_accuracy(correct: Any, where: Any = None) -> float | None:
+    """Accuracy over all (model, point) entries ``where`` selects, pooled; None if none is."""
+    correct = np.asarray(correct, bool)
+    picked = correct if where is None else correct[np.asarray(where, bool)]
+    return float(picked.mean()) if picked.size else None
 
 
 def _check(scores: Any, is_member: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -71,9 +136,33 @@ def _auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
 
 
+def _point_at(fpr: np.ndarray, f: float) -> int:
+    """Index of the ROC point with the highest TPR whose FPR is at most ``f``."""
+    return int(np.searchsorted(fpr, f * (1 + 1e-9), side="right") - 1)
+
+
 def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, f: float) -> float:
-    idx = np.searchsorted(fpr, f * (1 + 1e-9), side="right") - 1
-    return float(tpr[idx])
+    return float(tpr[_point_at(fpr, f)])
+
+
+def threshold_at_fpr(scores: Any, is_member: Any, fpr: float) -> float:
+    """The threshold of ``tpr_at_fpr[fpr]``: call ``score >= threshold`` a member.
+
+    The pooled ROC point with the highest TPR whose FPR is at most ``fpr`` (the point
+    :func:`roc_metrics` reads). Applied to a subset of the examples it gives that subset's TPR
+    at the attack's operating point.
+
+    Args:
+      scores: float, any shape; higher = member.
+      is_member: bool, same shape.
+      fpr: the false-positive rate, in [0, 1].
+
+    Returns:
+      The threshold; ``inf`` when even the highest score has an FPR above ``fpr``.
+    """
+    st = _Sorted(*_check(scores, is_member))
+    idx = _point_at(st.curve()[0], fpr)
+    return float(st.thresholds[idx - 1]) if idx > 0 else float("inf")
 
 
 def roc_curve(scores: Any, is_member: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,6 +1,11 @@
 """Memory and time plan of a study, computed on the CPU before anything runs.
 
-Per model (bytes, from ``jax.eval_shape``: nothing is allocated):
+Everything is built on the trainer's own pieces: its setup (:func:`jaxsam.train.setup.make_setup`:
+model, optimizer, schedule) and its one-model training step, measured by the estimator the
+``auto`` strategy also uses (:func:`jaxsam.train.memory.step_memory`). Nothing is allocated or
+trained, and known datasets are not even loaded (their shapes are in :data:`KNOWN_DATASETS`).
+
+Per model (bytes, from ``jax.eval_shape`` of the trainer's initialisation):
 
 - parameters (float32 master weights), BatchNorm statistics, optimizer state;
 - one gradient buffer (param-sized) during the step;
@@ -8,10 +13,11 @@ Per model (bytes, from ``jax.eval_shape``: nothing is allocated):
   second gradient reuses the gradient buffer, and its two passes run one after the other, so
   activation memory does not double; compute does (two gradient evaluations per step).
 
-Per example: activation memory of one training step (forward + backward), from XLA's compiled
-memory analysis of one model's step on the CPU (the temporary buffers), divided by the batch
-size. On GPU/TPU the figure differs somewhat (other fusion decisions): treat it as a guide and
-keep a margin (``usable`` below takes 90% of the device).
+Per example: activation memory of one training step, from XLA's compiled memory analysis of
+the trainer's forward and backward pass of one model on the CPU (its temporary buffers),
+divided by the batch size. On GPU/TPU the figure differs somewhat
+(other fusion decisions): treat it as a guide and keep a margin (``usable`` below takes 90% of
+the device).
 
 Models per device: ``floor((0.9 * device_memory - pool) / (state + B * activation))`` for the
 ``vmap`` strategy, where all models' batches are live at once.
@@ -25,6 +31,7 @@ import math
 import numpy as np
 
 from jaxsam.config import Config
+from jaxsam.data.pool import Pool
 from jaxsam.optim import registry
 
 GiB = 1024**3
@@ -102,30 +109,41 @@ class MemoryPlan:
         return max(0, int(usable // self.bytes_per_model))
 
 
-def tree_bytes(tree) -> int:
-    """Total bytes of a pytree of arrays or ``ShapeDtypeStruct``s."""
+def _pool_shapes(config: Config) -> Pool:
+    """The pool as the trainer sees it, without loading data where the dataset is known.
+
+    For a dataset in :data:`KNOWN_DATASETS` (pool from its train split) the arrays are
+    ``jax.ShapeDtypeStruct``s (uint8 images, int32 labels) with unit normalisation: shapes
+    are all the trainer's setup and step need to be built. Other datasets are loaded.
+    """
     import jax
 
-    return int(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
-
-
-def tree_size(tree) -> int:
-    import jax
-
-    return int(sum(math.prod(x.shape) for x in jax.tree.leaves(tree)))
-
-
-def _pool_shape(config: Config) -> tuple[tuple[int, ...], int, int, bool]:
-    """(input shape, classes, pool size, is uint8 image) without loading data where known."""
     d = config.data
-    if d.dataset in KNOWN_DATASETS and d.pool_split == "train":
-        shape, classes, n_train, _ = KNOWN_DATASETS[d.dataset]
-        n = min(d.pool_size or n_train, n_train)
-        return shape, classes, n, True
-    from jaxsam.data import load_pool
+    if d.dataset not in KNOWN_DATASETS or d.pool_split != "train":
+        from jaxsam.data import load_pool
 
-    pool = load_pool(d)
-    return pool.input_shape, pool.num_classes, pool.size, pool.kind == "image"
+        return load_pool(d)
+    shape, classes, n_train, _ = KNOWN_DATASETS[d.dataset]
+    n = min(d.pool_size or n_train, n_train)
+    x = jax.ShapeDtypeStruct((n, *shape), np.uint8)
+    y = jax.ShapeDtypeStruct((n,), np.int32)
+    empty = jax.ShapeDtypeStruct((0, *shape), np.uint8)
+    channels = shape[-1]
+    return Pool(
+        x=x,
+        y=y,
+        ids=y,
+        test_x=empty,
+        test_y=jax.ShapeDtypeStruct((0,), np.int32),
+        test_ids=jax.ShapeDtypeStruct((0,), np.int64),
+        num_classes=classes,
+        mean=np.zeros(channels, np.float32),
+        std=np.ones(channels, np.float32),
+        kind="image",
+        dataset=d.dataset,
+        pool_split="train",
+        test_split=None,
+    )
 
 
 def _steps_per_epoch(config: Config, n: int) -> int:
@@ -141,39 +159,39 @@ def _steps_per_epoch(config: Config, n: int) -> int:
 
 
 def memory_plan(config: Config, *, activations: bool = True) -> MemoryPlan:
-    """The memory and step plan of ``config`` (CPU only; nothing is trained)."""
+    """The memory and step plan of ``config`` (CPU only; nothing is trained).
+
+    Args:
+      config: the study's config.
+      activations: compile the trainer's step for the activation memory (a few seconds);
+        False leaves ``activation_bytes_per_example`` None.
+    """
     import jax
-    import jax.numpy as jnp
-    import optax
 
-    from jaxsam.models import make_model
-    from jaxsam.optim.factory import from_config
+    from jaxsam.train.memory import step_memory, tree_bytes, tree_size
+    from jaxsam.train.setup import make_setup
 
-    shape, classes, n, is_image = _pool_shape(config)
-    mo, o, t = config.model, config.optim, config.train
-    model = make_model(mo.name, classes, width=mo.width, depth=mo.depth, dtype=mo.dtype)
-    tx = from_config(o, optax.constant_schedule(o.learning_rate))
-    dummy = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
-    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), dummy)
-    params = variables["params"]
-    batch_stats = variables.get("batch_stats", {})
-    opt_state = jax.eval_shape(tx.init, params)
-    param_bytes = tree_bytes(params)
-    sam = registry.is_sam_family(o.name)
-    act, source = None, "not computed"
-    if activations:
-        act, source = _activation_bytes(model, params, batch_stats, shape, t.batch_size)
-    pool_bytes = n * math.prod(shape) * (1 if is_image else 4) + 4 * n
+    pool = _pool_shapes(config)
+    n, t = pool.size, config.train
     spe = _steps_per_epoch(config, n)
+    setup = make_setup(config, pool, None, spe)
+    with jax.default_device(jax.devices("cpu")[0]):
+        mem = step_memory(setup, pool, t.batch_size, compile_step=activations)
+    param_bytes = tree_bytes(mem.params)
+    sam = registry.is_sam_family(config.optim.name)
+    sam_bytes = param_bytes if sam else 0
+    act = None if mem.temp_bytes is None else mem.temp_bytes / t.batch_size
+    is_image = pool.kind == "image"
+    pool_bytes = n * math.prod(pool.input_shape) * (1 if is_image else 4) + 4 * n
     return MemoryPlan(
-        num_params=tree_size(params),
+        num_params=tree_size(mem.params),
         param_bytes=param_bytes,
-        batch_stats_bytes=tree_bytes(batch_stats),
-        opt_state_bytes=tree_bytes(opt_state),
+        batch_stats_bytes=tree_bytes(mem.batch_stats),
+        opt_state_bytes=tree_bytes(mem.opt_state),
         grad_bytes=param_bytes,
-        sam_bytes=param_bytes if sam else 0,
+        sam_bytes=sam_bytes,
         activation_bytes_per_example=act,
-        activation_source=source,
+        activation_source=mem.note + ("" if act is None else " on the CPU (temporaries / batch)"),
         pool_bytes=int(pool_bytes),
         num_models=config.masks.models,
         pool_size=n,
@@ -182,36 +200,6 @@ def memory_plan(config: Config, *, activations: bool = True) -> MemoryPlan:
         steps=spe * t.epochs,
         gradient_evaluations_per_step=2 if sam else 1,
     )
-
-
-def _activation_bytes(model, params, batch_stats, shape, batch_size: int):
-    """Temporary bytes per example of one model's forward+backward, from XLA on the CPU."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    has_bn = bool(jax.tree.leaves(batch_stats))
-
-    def loss(p, bs, x, y):
-        variables = {"params": p}
-        if has_bn:
-            variables["batch_stats"] = bs
-            logits, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
-        else:
-            logits = model.apply(variables, x, train=True)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-    x = jax.ShapeDtypeStruct((batch_size, *shape), jnp.float32)
-    y = jax.ShapeDtypeStruct((batch_size,), jnp.int32)
-    try:
-        cpu = jax.devices("cpu")[0]
-        with jax.default_device(cpu):
-            compiled = jax.jit(jax.grad(loss)).lower(params, batch_stats, x, y).compile()
-        stats = compiled.memory_analysis()
-        temp = float(stats.temp_size_in_bytes)
-    except Exception as e:  # memory analysis is not available on every jax build
-        return None, f"unavailable ({type(e).__name__})"
-    return temp / batch_size, "XLA memory analysis of one CPU step (temporaries / batch)"
 
 
 def device_table(plan: MemoryPlan, device_gib: float | None = None) -> list[tuple[str, float, int]]:

@@ -1,9 +1,20 @@
-"""Log-log ROC plots (matplotlib, Agg backend: no display needed)."""
+"""Every figure jaxsam draws (matplotlib, Agg backend: no display needed).
+
+* membership ROC curves on log-log axes: :func:`plot_roc` (``jaxsam score``'s ``plots/roc.png``
+  and the ``compare`` / ``demo`` comparison), :func:`plot_roc_compare`;
+* the mechanism figures of ``jaxsam analyze`` (``plots/*.png`` next to ``analysis.json``):
+  :func:`plot_memorization_histograms`, :func:`plot_out_variance`, :func:`plot_subgroup_bars`
+  and :func:`plot_entropy_buckets`.
+
+The functions take arrays or summaries already computed (by :mod:`jaxsam.metrics` and
+:mod:`jaxsam.analysis`) and only draw; each writes one PNG and returns its path.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -13,6 +24,40 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxsam import metrics  # noqa: E402
+
+SUBGROUPS = ("all", "typical", "atypical")
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    """Lays out, writes (PNG, 120 dpi, parent directories created) and closes ``fig``."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _overlaid_histograms(ax, series: Mapping[str, np.ndarray], bins, label: Callable) -> None:
+    """One step histogram per run on ``ax``; ``label(name, values)`` names its legend entry."""
+    for name, values in series.items():
+        ax.hist(values, bins=bins, histtype="step", lw=1.5, label=label(name, values))
+    ax.set_ylabel("examples")
+    ax.legend()
+
+
+def _grouped_bars(ax, series: Mapping[str, Sequence[float | None]], ticks: Sequence[str]) -> None:
+    """One bar per run at each tick, side by side; None is drawn as a gap."""
+    x = np.arange(len(ticks))
+    width = 0.8 / max(len(series), 1)
+    for r, (name, values) in enumerate(series.items()):
+        vals = [np.nan if v is None else v for v in values]
+        ax.bar(x + (r - (len(series) - 1) / 2) * width, vals, width, label=name)
+    ax.set_xticks(x, list(ticks))
+    ax.legend()
+
+
+# --------------------------------------------------------------------------- ROC
 
 
 def plot_roc(
@@ -47,10 +92,7 @@ def plot_roc(
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return str(path)
 
 
@@ -83,3 +125,79 @@ def plot_roc_compare(
         fpr, tpr, _ = metrics.roc_curve(scores, member)
         curves[label] = (fpr, tpr)
     return plot_roc(curves, path, title or f"{attack}: all targets pooled")
+
+
+# --------------------------------------------------------------------------- mechanism figures
+
+
+def plot_memorization_histograms(mems: Mapping[str, np.ndarray], path: str | Path) -> Path:
+    """Overlaid histograms of memorization scores ``[N]``, one per run (e.g. SAM vs SGD)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    finite = {k: np.asarray(m)[np.isfinite(m)] for k, m in mems.items()}
+    _overlaid_histograms(
+        ax, finite, np.linspace(-1, 1, 41), lambda name, m: f"{name} (mean {m.mean():.3f})"
+    )
+    ax.set_yscale("log")
+    ax.set_xlabel("Feldman-Zhang memorization  P[correct | in] - P[correct | out]")
+    return _save(fig, path)
+
+
+def plot_out_variance(variances: Mapping[str, np.ndarray], path: str | Path) -> Path:
+    """Overlaid distributions of log10 OUT variance ``[N]`` of the logit-scaled confidence."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    logs = {
+        k: np.log10(np.asarray(v)[np.isfinite(v) & (np.asarray(v) > 0)])
+        for k, v in variances.items()
+    }
+    finite = [x for x in logs.values() if x.size]
+    if finite:
+        lo = min(x.min() for x in finite)
+        hi = max(x.max() for x in finite)
+
+        def label(name, x):
+            med = np.median(x) if x.size else float("nan")
+            return f"{name} (median 10^{med:.2f})"
+
+        _overlaid_histograms(ax, logs, np.linspace(lo, hi if hi > lo else lo + 1, 41), label)
+    else:
+        ax.set_ylabel("examples")
+        ax.legend()
+    ax.set_xlabel("log10 variance of logit-scaled confidence across OUT models")
+    return _save(fig, path)
+
+
+def plot_subgroup_bars(summaries: Mapping[str, dict], path: str | Path) -> Path:
+    """Grouped bars per subgroup (all / typical / atypical): OUT accuracy and attack TPR.
+
+    ``summaries``: run name -> :func:`jaxsam.analysis.analyze_run` summary.
+    """
+    with_tpr = [s for s in summaries.values() if s["subgroups"]["all"]["tpr_at_fpr"]]
+    ncols = 2 if with_tpr else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4), squeeze=False)
+
+    def bars(ax, getter, ylabel):
+        series = {n: [getter(s["subgroups"][g]) for g in SUBGROUPS] for n, s in summaries.items()}
+        _grouped_bars(ax, series, SUBGROUPS)
+        ax.set_ylabel(ylabel)
+
+    bars(axes[0, 0], lambda g: g["accuracy"]["out"], "OUT (pool non-member) accuracy")
+    if with_tpr:
+        key = next(iter(with_tpr[0]["subgroups"]["all"]["tpr_at_fpr"]))
+        bars(axes[0, 1], lambda g: (g["tpr_at_fpr"] or {}).get(key), f"attack TPR at FPR {key}")
+    return _save(fig, path)
+
+
+def plot_entropy_buckets(summaries: Mapping[str, dict], path: str | Path) -> Path | None:
+    """Held-out accuracy per influence-entropy bucket, one bar group per run; None without data."""
+    series = {
+        name: [b["heldout_accuracy"] for b in s["influence_entropy"]["buckets"]]
+        for name, s in summaries.items()
+        if s.get("influence_entropy")
+    }
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    _grouped_bars(ax, series, [str(b) for b in range(len(next(iter(series.values()))))])
+    ax.set_xlabel("influence-entropy bucket (0 = most concentrated influence)")
+    ax.set_ylabel("held-out accuracy")
+    return _save(fig, path)

@@ -117,12 +117,10 @@ def accuracy(logits: Any, labels: Any, keep: Any) -> dict:
     (or IN) point gets NaN there, which the means skip. ``test`` (and ``per_model.test``) repeat
     "out" under the name used before, for readers of older reports; it will be removed.
     """
-    pred = np.stack([np.asarray(logits[i, :, 0, :]).argmax(-1) for i in range(logits.shape[0])])
-    correct = pred == np.asarray(labels)[None]
+    correct = metrics.correct_predictions(logits, labels)
     keep = np.asarray(keep, bool)
-    with np.errstate(invalid="ignore"):
-        tr = (correct & keep).sum(1) / keep.sum(1)
-        te = (correct & ~keep).sum(1) / (~keep).sum(1)
+    tr = metrics.accuracy_per_model(correct, keep)
+    te = metrics.accuracy_per_model(correct, ~keep)
     out = {
         "train": float(np.nanmean(tr)),
         "out": float(np.nanmean(te)),

@@ -14,6 +14,7 @@ import pytest
 from jaxsam import analysis
 from jaxsam import memorization as memo
 from jaxsam.commands import analyze as analyze_cmd
+from jaxsam.pipeline.analyze import analyze_runs
 
 
 def _reference_lsc(logits, labels):
@@ -207,7 +208,7 @@ def test_analyze_runs_writes_json_and_plots(tmp_path):
         _FakeRun(tmp_path / "sam", "sam", np.random.default_rng(4), with_test=False),
     ]
     runs[1].logits = runs[1].logits * 2.0  # same pool and masks, different confidences
-    res = analyze_cmd.analyze_runs(runs, tmp_path / "out")
+    res = analyze_runs(runs, tmp_path / "out")
     data = json.loads((tmp_path / "out" / "analysis.json").read_text())
     assert set(data) == {"sgd", "sam", "_plots"}
     assert data["sgd"]["subgroup_rule"]["reference"] == "shared reference"

@@ -75,11 +75,10 @@ def _fail(*args, **kwargs):
 
 @pytest.mark.parametrize("where", ["mechanism", "plot"])
 def test_failure_mid_scoring_publishes_nothing(failed_run, monkeypatch, where):
-    from jaxsam import plots
-    from jaxsam.commands import score as score_cmd
+    from jaxsam import analysis, plots
 
     path = failed_run.path
-    target = (score_cmd, "mechanism_stats") if where == "mechanism" else (plots, "plot_roc")
+    target = (analysis, "mechanism_stats") if where == "mechanism" else (plots, "plot_roc")
     monkeypatch.setattr(*target, _fail)
     with pytest.raises(RuntimeError, match="planted failure"):
         cli.main(["score", str(path), "--bootstrap", "0"])

@@ -1,5 +1,6 @@
 """``jaxsam analyze RUN...``: memorization and mechanism statistics of one or more runs.
 
+The work is :func:`jaxsam.pipeline.analyze.analyze_runs`; this module parses and prints.
 Writes ``analysis.json`` (run name -> the :func:`jaxsam.analysis.analyze_run` dict) and PNG plots
 under ``plots/``: ``memorization_hist.png`` (runs overlaid, e.g. SAM vs SGD),
 ``out_variance.png``, ``subgroups.png`` and, when the runs hold test logits,
@@ -18,14 +19,9 @@ anything is computed, exactly as ``jaxsam score`` drops them: they are in no sta
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from jaxsam import analysis, store
-from jaxsam import memorization as memo
-from jaxsam.errors import DataError
+from jaxsam import store
 
 
 def add_parser(subparsers) -> None:
@@ -50,118 +46,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _unique_names(runs: Sequence) -> list[str]:
-    """Run names; duplicates become the shortest distinguishing tail of their paths."""
-    names = [str(getattr(r, "name", None) or Path(r.path).name) for r in runs]
-    if len(set(names)) == len(names):
-        return names
-    parts = [Path(r.path).resolve().parts for r in runs]
-    for k in range(1, max(len(p) for p in parts) + 1):
-        tails = ["/".join(p[-k:]) for p in parts]
-        if len(set(tails)) == len(tails):
-            return tails
-    return [f"{n}#{i}" for i, n in enumerate(names)]
-
-
-def _attack_scores(run) -> np.ndarray | None:
-    """Optional [M, N] attack scores a run may carry (``.scores`` attribute); None otherwise."""
-    s = getattr(run, "scores", None)
-    if isinstance(s, dict):
-        s = s.get("lira_online", next(iter(s.values()), None))
-    if s is None:
-        return None
-    s = np.asarray(s)
-    return s if s.shape == np.shape(run.keep) else None
-
-
-class _KeptModels:
-    """A run's arrays restricted to its kept models (``failed_models`` dropped)."""
-
-    def __init__(self, run):
-        from jaxsam.scoring import kept_models
-
-        ok = kept_models(getattr(run, "failed_models", None) or [], np.shape(run.keep)[0])
-        self.path, self.name = run.path, getattr(run, "name", None)
-        self.labels = np.asarray(run.labels)
-        self.keep = np.asarray(run.keep, bool)[ok]
-        self.logits = np.asarray(run.logits)[ok]
-        test_logits = getattr(run, "test_logits", None)
-        self.test_logits = None if test_logits is None else np.asarray(test_logits)[ok]
-        self.test_labels = getattr(run, "test_labels", None)
-        scores = _attack_scores(run)
-        self.scores = None if scores is None else scores[ok]
-
-
-def analyze_runs(
-    runs: Sequence,
-    out_dir: str | Path,
-    *,
-    typical_quantile: float = 0.5,
-    atypical_quantile: float = 0.9,
-    min_influence: float = 0.0,
-) -> dict:
-    """Analyses loaded runs and writes ``out_dir/analysis.json`` and ``out_dir/plots/*.png``.
-
-    Args:
-      runs: objects with ``.keep`` bool [M, N], ``.logits`` [M, N, A, C], ``.labels`` [N],
-        ``.path``, ``.name`` and optionally ``.test_logits`` [M, T, A, C], ``.test_labels`` [T],
-        ``.scores`` [M, N] (higher = member), ``.failed_models`` (indices of excluded models,
-        dropped from every statistic).
-      out_dir: output directory (created).
-
-    Returns:
-      The dict written to ``analysis.json``: run name -> summary, plus ``"_plots"`` (file names).
-    """
-    if not runs:
-        raise DataError("no runs to analyze; pass at least one run directory.")
-    names = _unique_names(runs)
-    runs = [_KeptModels(r) for r in runs]
-    # Shared subgroups: average memorization over runs on the same pool (same labels).
-    mems = {}
-    for name, r in zip(names, runs, strict=True):
-        mems[name] = np.asarray(memo.memorization_from_logits(r.logits, r.labels, r.keep))
-    ref = None
-    first = runs[0]
-    if len(runs) > 1 and all(
-        np.shape(r.labels) == np.shape(first.labels) and np.array_equal(r.labels, first.labels)
-        for r in runs
-    ):
-        ref = np.nanmean(np.stack(list(mems.values())), axis=0)
-    summaries, arrays = {}, {}
-    for name, r in zip(names, runs, strict=True):
-        test_logits = getattr(r, "test_logits", None)
-        test_labels = getattr(r, "test_labels", None)
-        summaries[name], arrays[name] = analysis.analyze_run_arrays(
-            np.asarray(r.logits),
-            np.asarray(r.labels),
-            np.asarray(r.keep),
-            scores=r.scores,
-            test_logits=None if test_logits is None else np.asarray(test_logits),
-            test_labels=None if test_labels is None else np.asarray(test_labels),
-            reference_memorization=ref,
-            typical_quantile=typical_quantile,
-            atypical_quantile=atypical_quantile,
-            min_influence=min_influence,
-        )
-        summaries[name]["run_dir"] = str(r.path)
-    out_dir = Path(out_dir)
-    plots = store.plots_dir(out_dir)
-    written = [
-        analysis.plot_memorization_histograms(
-            {k: a["memorization"] for k, a in arrays.items()}, plots / "memorization_hist.png"
-        ),
-        analysis.plot_out_variance(
-            {k: a["out_variance"] for k, a in arrays.items()}, plots / "out_variance.png"
-        ),
-        analysis.plot_subgroup_bars(summaries, plots / "subgroups.png"),
-        analysis.plot_entropy_buckets(summaries, plots / "entropy_buckets.png"),
-    ]
-    result = dict(summaries)
-    result["_plots"] = [str(p.relative_to(out_dir)) for p in written if p is not None]
-    store.write_analysis(out_dir, result)
-    return result
-
-
 def _print_table(result: dict) -> None:
     names = [k for k in result if not k.startswith("_")]
     rows = [
@@ -179,6 +63,8 @@ def _print_table(result: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point: loads ``args.runs`` with ``jaxsam.store.load_run`` and analyses them."""
+    from jaxsam.pipeline.analyze import analyze_runs
+
     runs = [store.load_run(Path(p)) for p in args.runs]
     out = Path(args.out) if args.out else Path(args.runs[0])
     result = analyze_runs(

@@ -24,30 +24,13 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def load_reports(paths: list[Path]) -> list[tuple[str, dict, object]]:
-    """(label, report, run) for each path, scoring runs that have no report yet."""
-    from jaxsam.commands.score import score_run
-    from jaxsam.store import load_run
-
-    runs = [load_run(p) for p in paths]
-    out = []
-    labels = [r.name for r in runs]
-    if len(set(labels)) < len(labels):
-        labels = [str(r.path) for r in runs]
-    for label, r in zip(labels, runs, strict=True):
-        rep = r.read_json("report.json") or score_run(r)
-        out.append((label, rep, r))
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from jaxsam import report
+    from jaxsam.pipeline.compare import load_reports, plot_comparison
 
     named = load_reports(args.runs)
     print(report.compare_table([(n, rep) for n, rep, _ in named], markdown=args.markdown))
     if args.plot is not None:
-        from jaxsam.commands.demo import plot_comparison
-
         plot_comparison(named, args.plot)
         print(f"wrote {args.plot}")
     return 0

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from jaxsam import config as config_lib
-from jaxsam.errors import ConfigError, RunDirError
+from jaxsam.errors import ConfigError, RunExistsError
 
 DEMO_OPTIMIZERS = ("sgd", "sam")
 
@@ -73,29 +73,12 @@ def demo_config(args: argparse.Namespace, optimizer: str) -> config_lib.Config:
     return config_lib.replace(config_lib.Config(), **overrides)
 
 
-def plot_comparison(named: list[tuple[str, dict, object]], path: Path, attack: str = "lira_online"):
-    """Log-log ROC of ``attack`` for each (label, report, run), from the runs' saved scores."""
-    from jaxsam import plots, store
-    from jaxsam.metrics import roc_curve
-    from jaxsam.scoring import kept_models
-
-    curves = {}
-    for label, _, run in named:
-        scores = store.load_arrays(run.path / "scores", "scores")
-        if attack not in scores:
-            continue
-        ok = kept_models(run.failed_models, run.keep.shape[0])
-        fpr, tpr = roc_curve(scores[attack][ok].ravel(), run.keep[ok].ravel())[:2]
-        curves[label] = (fpr, tpr)  # plot_roc adds each curve's AUC to its label
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plots.plot_roc(curves, path, title=f"{attack}: " + " vs ".join(n for n, _, _ in named))
-
-
 def run(args: argparse.Namespace) -> int:
     from jaxsam import report
-    from jaxsam.commands.score import score_run
+    from jaxsam.pipeline.compare import plot_comparison
+    from jaxsam.pipeline.score import score_run
+    from jaxsam.pipeline.study import train_and_export
     from jaxsam.store import load_run
-    from jaxsam.train import train_and_export
 
     optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
     if len(optimizers) < 1:
@@ -107,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
         out = args.out / opt
         try:
             run = train_and_export(cfg, out, overwrite=args.overwrite, desc=f"{opt} x{args.models}")
-        except RunDirError as e:
-            if "already holds this finished run" not in str(e):
+        except RunExistsError as e:
+            if not e.finished:
                 raise
             print(f"{out}: already trained with this config; rescoring (--overwrite retrains)")
             run = load_run(out)

@@ -42,7 +42,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxsam.train import train_and_export
+    from jaxsam.pipeline.study import train_and_export
 
     progress = False if args.no_progress else None
     if args.resume is not None:

@@ -43,7 +43,7 @@ import numpy as np
 
 from jaxsam import config as config_lib
 from jaxsam import hooks
-from jaxsam.errors import ConfigError, RunDirError
+from jaxsam.errors import ConfigError, RunDirError, RunExistsError
 
 RUN_FORMAT = "jaxsam-run"
 RUN_VERSION = 1
@@ -182,6 +182,11 @@ def prepare_run_dir(
     Refuses (without touching anything) a directory that holds a different run, an unfinished
     run of this config (resume it instead), or unrelated files, unless ``overwrite``.
     Checks that the directory is writable before anything runs.
+
+    Raises:
+      RunExistsError: ``path`` holds a run of this very config (``finished`` says whether it is
+        complete); callers that reuse or resume runs catch it.
+      RunDirError: any other reason the directory cannot take the run.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -203,13 +208,15 @@ def prepare_run_dir(
                     "another --out or pass --overwrite to replace it"
                 )
             if not (path / COMPLETE).exists():
-                raise RunDirError(
+                raise RunExistsError(
                     f"{path} holds an unfinished run of this config; continue it with "
-                    f"`jaxsam train --resume {path}` or pass --overwrite to start over"
+                    f"`jaxsam train --resume {path}` or pass --overwrite to start over",
+                    finished=False,
                 )
-            raise RunDirError(
+            raise RunExistsError(
                 f"{path} already holds this finished run; score it with `jaxsam score {path}` "
-                "or pass --overwrite to train it again"
+                "or pass --overwrite to train it again",
+                finished=True,
             )
     try:
         path.mkdir(parents=True, exist_ok=True)

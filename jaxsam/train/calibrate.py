@@ -37,6 +37,7 @@ import numpy as np
 from jaxsam.config import Config
 from jaxsam.data.pool import Pool
 from jaxsam.models import CONV_MODELS, with_conv_impl
+from jaxsam.train.memory import step_memory
 from jaxsam.train.setup import TrainSetup
 from jaxsam.train.state import init_ensemble, model_keys
 from jaxsam.train.strategies import Plan, make_ensemble_fn
@@ -115,20 +116,17 @@ def train_fn(setup: TrainSetup, pool: Pool, batch_size: int):
 
 
 def per_model_bytes(setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray) -> int:
-    """Device bytes one model's training call needs: XLA temporaries + its state, x1.25."""
-    fn = train_fn(setup, pool, config.train.batch_size)
-    ms, md, shared = ensemble_inputs(setup, config, pool, keep, 1)
-    take = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
-    lowered = jax.jit(fn, static_argnums=(4,)).lower(take(ms), take(md), shared, jnp.int32(0), 1)
-    try:
-        mem = lowered.compile().memory_analysis()
-        temp = int(mem.temp_size_in_bytes)
-    except Exception:  # noqa: BLE001 - backends without memory analysis
-        temp = 0
-    state_bytes = sum(a.nbytes for a in jax.tree.leaves(ms))
+    """Device bytes one model's training call needs: XLA temporaries + its state, x1.25.
+
+    From :func:`jaxsam.train.memory.step_memory` (the trainer's own initialisation and
+    forward/backward pass, compiled for the default device); the state counts twice (input and
+    updated output). ``keep`` is unused: the shapes depend on the pool alone.
+    """
+    mem = step_memory(setup, pool, config.train.batch_size)
+    temp = mem.temp_bytes or 0
     if temp == 0:  # fallback: a generous per-example activation estimate
         temp = 64 * int(np.prod(pool.input_shape)) * config.train.batch_size * 4
-    return int(1.25 * (temp + 2 * state_bytes))
+    return int(1.25 * (temp + 2 * mem.state_bytes))
 
 
 def memory_cap(setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray) -> int:

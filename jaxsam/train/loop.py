@@ -1,10 +1,14 @@
-"""The training loop: masks -> M models trained at once -> logits in a run directory."""
+"""The training loop: M models trained at once on their masks, and their logits.
+
+The run directory around it (pool, masks, metrics, ``COMPLETE``) is the pipeline's
+(:mod:`jaxsam.pipeline.study`); this module trains and computes logits.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -12,9 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsam import hooks, store
-from jaxsam.config import Config, validate
-from jaxsam.data import load_pool, make_masks
-from jaxsam.data.augment import query_names
+from jaxsam.config import Config
 from jaxsam.data.pool import Pool
 from jaxsam.errors import DivergenceError
 from jaxsam.store import checkpoints as ckpt_lib
@@ -244,104 +246,3 @@ def export_logits(result: TrainResult, pool: Pool, queries: int) -> tuple[np.nda
     pool_logits = compute_logits(fn, p, bs, jax.device_put(pool.x))
     test_logits = compute_logits(fn, p, bs, jax.device_put(pool.test_x))
     return pool_logits, test_logits
-
-
-def accuracy_metrics(
-    pool_logits: np.ndarray,
-    labels: np.ndarray,
-    keep: np.ndarray,
-    test_logits: np.ndarray,
-    test_labels: np.ndarray,
-    failed_models: Sequence[int] = (),
-) -> dict:
-    """Per-model accuracy (identity view, query 0) on three sets of points.
-
-    * ``train_accuracy``: the pool points the model trained on (IN);
-    * ``out_accuracy``: the pool points the model did not train on (OUT, pool non-members);
-    * ``heldout_accuracy``: the held-out split that no model trained on.
-
-    Lists have one entry per model, None for a failed (excluded) model; the ``mean_*`` values
-    average the other models.
-    """
-    correct = pool_logits[:, :, 0, :].argmax(-1) == labels[None]
-    train = (correct & keep).sum(1) / np.maximum(keep.sum(1), 1)
-    out = (correct & ~keep).sum(1) / np.maximum((~keep).sum(1), 1)
-    if test_logits.shape[1]:
-        held = (test_logits[:, :, 0, :].argmax(-1) == test_labels[None]).mean(1)
-    else:
-        held = np.full(keep.shape[0], np.nan)
-    ok = np.ones(keep.shape[0], bool)
-    ok[list(failed_models)] = False
-    train, out, held = (np.where(ok, v, np.nan) for v in (train, out, held))
-
-    def per_model(v):
-        return [None if np.isnan(x) else float(x) for x in v]
-
-    def mean(v):
-        return None if np.isnan(v).all() else float(np.nanmean(v))
-
-    return {
-        "train_accuracy": per_model(train),
-        "out_accuracy": per_model(out),
-        "heldout_accuracy": per_model(held),
-        "mean_train_accuracy": mean(train),
-        "mean_out_accuracy": mean(out),
-        "mean_heldout_accuracy": mean(held),
-    }
-
-
-def train_and_export(
-    config: Config,
-    out: str | Path,
-    *,
-    overwrite: bool = False,
-    resume: bool = False,
-    progress: bool | None = None,
-    desc: str | None = None,
-) -> store.Run:
-    """The whole expensive part: pool, masks, training, logits, into run directory ``out``.
-
-    Returns the finished run, read back through :func:`jaxsam.store.load_run`.
-    """
-    config = validate(config)
-    out = Path(out)
-    pool = load_pool(config.data)
-    keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
-    if resume:
-        if not store.check_resumable(out, config, pool.origin(), keep):
-            # Killed while starting: nothing was trained yet, start again in place.
-            store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
-    else:
-        store.prepare_run_dir(out, config, overwrite=overwrite)
-        store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
-    result = train_ensemble(
-        config,
-        pool,
-        keep,
-        run_dir=out,
-        resume=resume,
-        progress=progress,
-        desc=desc or f"{config.optim.name} x{config.masks.models}",
-    )
-    pool_logits, test_logits = export_logits(result, pool, config.data.query_augment)
-    metrics = accuracy_metrics(
-        pool_logits, pool.y, keep, test_logits, pool.test_y, result.failed_models
-    )
-    metrics.update(
-        final_batch_loss=result.losses.tolist(),
-        train_seconds=result.seconds,
-        steps=result.setup.total_steps,
-        steps_per_epoch=result.setup.steps_per_epoch,
-        failed_models=result.failed_models,
-    )
-    store.finish_run(
-        out,
-        logits=pool_logits,
-        labels=pool.y,
-        query_names=query_names(config.data.query_augment),
-        test_logits=test_logits,
-        test_labels=pool.test_y,
-        metrics=metrics,
-        failed_models=result.failed_models,
-    )
-    return store.load_run(out)

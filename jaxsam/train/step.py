@@ -20,6 +20,31 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
+def make_loss_fn(setup: TrainSetup):
+    """The trainer's loss of ONE model on one batch, as its step differentiates it.
+
+    Returns ``loss_fn(params, batch_stats, x, y) -> (loss, (new_batch_stats, logits))``: x the
+    normalised batch [B, ...], y int labels [B], loss the mean cross-entropy (nats), logits
+    [B, C]. With BatchNorm the model runs in training mode and returns updated running
+    statistics; without, ``batch_stats`` passes through.
+    """
+    model, has_bn = setup.model, setup.has_batch_norm
+
+    def loss_fn(params, batch_stats, x, y):
+        variables = {"params": params}
+        if has_bn:
+            variables["batch_stats"] = batch_stats
+            logits, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+            new_stats = updated["batch_stats"]
+        else:
+            logits = model.apply(variables, x, train=True)
+            new_stats = batch_stats
+        loss = cross_entropy(logits, y).mean()
+        return loss, (new_stats, logits)
+
+    return loss_fn
+
+
 def make_train_steps(
     setup: TrainSetup, mean: jax.Array, std: jax.Array, kind: str, batch_size: int
 ):
@@ -35,20 +60,8 @@ def make_train_steps(
     second (perturbed) pass only contributes its gradient. With ``setup.fused_passes`` both
     passes run through one ``lax.scan`` body (:func:`jaxsam.optim.fused_update`), same rule.
     """
-    model, tx, spe = setup.model, setup.tx, setup.steps_per_epoch
-    has_bn = setup.has_batch_norm
-
-    def loss_fn(params, batch_stats, x, y):
-        variables = {"params": params}
-        if has_bn:
-            variables["batch_stats"] = batch_stats
-            logits, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
-            new_stats = updated["batch_stats"]
-        else:
-            logits = model.apply(variables, x, train=True)
-            new_stats = batch_stats
-        loss = cross_entropy(logits, y).mean()
-        return loss, (new_stats, logits)
+    tx, spe = setup.tx, setup.steps_per_epoch
+    loss_fn = make_loss_fn(setup)
 
     def one_step(carry, step, keep_row, order, num_in, aug_key, x_pool, y_pool):
         params, batch_stats, opt_state = carry

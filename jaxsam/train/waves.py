@@ -30,9 +30,9 @@ import numpy as np
 
 from jaxsam import store
 from jaxsam.config import Config
-from jaxsam.data import load_pool, make_masks
 from jaxsam.data.pool import Pool
 from jaxsam.errors import ConfigError, RunDirError
+from jaxsam.pipeline.study import build_study, finish_study
 from jaxsam.store import waves as wave_store
 from jaxsam.store.waves import WAVES_DIR, done_waves, wave_name
 from jaxsam.train import distributed as dist
@@ -81,8 +81,7 @@ class Study:
 def init_study(config: Config, out: str | Path, *, overwrite: bool = False) -> Study:
     """Creates the run directory: config, full masks [M, N] and header, written once."""
     out = Path(out)
-    pool = load_pool(config.data)
-    keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
+    pool, keep = build_study(config)
     store.prepare_run_dir(out, config, overwrite=overwrite)
     store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
     store.update_run_info(out, layout="waves")
@@ -103,8 +102,7 @@ def open_study(path: str | Path) -> Study:
         )
     config = store.read_config(path)
     info = store.read_run_info(path)
-    pool = load_pool(config.data)
-    keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
+    pool, keep = build_study(config)
     if store.masks_fingerprint(pool.fingerprint(), keep) != info.get("masks_fingerprint"):
         raise RunDirError(
             f"{path} was started on another pool or other masks (fingerprint mismatch); the data "
@@ -255,9 +253,6 @@ def finalize(path: str | Path, *, keep_waves: bool = True):
     Returns:
       The finished :class:`jaxsam.store.Run`.
     """
-    from jaxsam.data.augment import query_names
-    from jaxsam.train.loop import accuracy_metrics
-
     path = Path(path)
     info = store.read_run_info(path)
     config = store.read_config(path)
@@ -288,29 +283,25 @@ def finalize(path: str | Path, *, keep_waves: bool = True):
     losses = np.concatenate([p["final_batch_loss"] for p in parts])
     failed = np.flatnonzero(np.concatenate([p["failed"] for p in parts]).astype(bool))
     markers = [wave_store.read_marker(path, a, b) for a, b in waves]
-    metrics = accuracy_metrics(logits, labels, keep, test_logits, test_labels, failed)
-    metrics.update(
-        final_batch_loss=losses.tolist(),
-        train_seconds=float(sum(mk["train_seconds"] for mk in markers)),
-        steps=int(markers[0]["steps"]),
-        steps_per_epoch=int(markers[0]["steps_per_epoch"]),
-        failed_models=[int(i) for i in failed],
-        waves=[wave_name(a, b) for a, b in waves],
-    )
-    store.finish_run(
+    run = finish_study(
         path,
+        config,
         logits=logits,
         labels=labels,
-        query_names=query_names(config.data.query_augment),
+        keep=keep,
         test_logits=test_logits,
         test_labels=test_labels,
-        metrics=metrics,
-        failed_models=[int(i) for i in failed],
+        final_batch_loss=losses,
+        train_seconds=sum(mk["train_seconds"] for mk in markers),
+        steps=markers[0]["steps"],
+        steps_per_epoch=markers[0]["steps_per_epoch"],
+        failed_models=failed,
+        waves=[wave_name(a, b) for a, b in waves],
     )
     if not keep_waves:
         for a, b in waves:
             wave_store.remove(path, a, b)
-    return store.load_run(path)
+    return run
 
 
 def status(path: str | Path) -> dict:

@@ -1,0 +1,51 @@
+"""Scored runs side by side: their reports, and one log-log ROC of an attack across them.
+
+The table itself is :func:`jaxsam.report.compare_table`; this module gathers what it needs
+from the run directories (scoring the runs that have no report yet) and draws the ROC
+comparison from the runs' saved ``scores/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from jaxsam import metrics, plots, store
+from jaxsam.pipeline.score import score_run
+from jaxsam.scoring import kept_models
+
+
+def load_reports(paths: Sequence[Path]) -> list[tuple[str, dict, store.Run]]:
+    """(label, report, run) for each run directory, scoring the runs that have no report yet.
+
+    Labels are the run names, or the paths when two runs share a name. Every directory is
+    loaded (and checked) before any is scored.
+    """
+    runs = [store.load_run(p) for p in paths]
+    labels = [r.name for r in runs]
+    if len(set(labels)) < len(labels):
+        labels = [str(r.path) for r in runs]
+    return [
+        (label, r.read_json("report.json") or score_run(r), r)
+        for label, r in zip(labels, runs, strict=True)
+    ]
+
+
+def plot_comparison(
+    named: Sequence[tuple[str, dict, store.Run]], path: Path, attack: str = "lira_online"
+) -> None:
+    """Log-log ROC of ``attack`` for each (label, report, run), from the runs' saved scores.
+
+    Each curve pools the kept models' scores (failed models dropped); runs scored without
+    ``attack`` are left out.
+    """
+    curves = {}
+    for label, _, run in named:
+        scores = store.load_arrays(run.path / "scores", "scores")
+        if attack not in scores:
+            continue
+        ok = kept_models(run.failed_models, run.keep.shape[0])
+        fpr, tpr = metrics.roc_curve(scores[attack][ok].ravel(), run.keep[ok].ravel())[:2]
+        curves[label] = (fpr, tpr)  # plot_roc adds each curve's AUC to its label
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plots.plot_roc(curves, path, title=f"{attack}: " + " vs ".join(n for n, _, _ in named))

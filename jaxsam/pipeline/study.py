@@ -1,0 +1,207 @@
+"""Config -> pool and masks -> trained models -> logits and metrics in a run directory.
+
+:func:`build_study` is the one place a config becomes its pool and membership masks (a single
+run, a wave of a study and a reopened study all call it). :func:`finish_study` is the one place
+the trained models' logits become a finished run directory: ``metrics.json`` (the accuracies of
+:func:`accuracy_metrics`, losses, timings) and ``logits/``, then ``COMPLETE``
+(:func:`jaxsam.store.finish_run`). :func:`train_and_export` chains them for a single run;
+:mod:`jaxsam.train.waves` uses the same two for a study trained in waves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from jaxsam import metrics as metrics_lib
+from jaxsam import store
+from jaxsam.config import Config, validate
+from jaxsam.data import load_pool, make_masks
+from jaxsam.data.augment import query_names
+from jaxsam.data.pool import Pool
+from jaxsam.train.loop import export_logits, train_ensemble
+
+
+def build_study(config: Config) -> tuple[Pool, np.ndarray]:
+    """The pool and the membership masks ``config`` describes.
+
+    Both are pure functions of the config (``data.*`` and ``masks.*``), so any process can
+    rebuild them and check them against a run's fingerprint.
+
+    Returns:
+      ``(pool, keep)``: the :class:`~jaxsam.data.pool.Pool` and bool ``[M, N]`` masks,
+      ``keep[m, i]`` True when model ``m`` trains on pool example ``i``.
+    """
+    pool = load_pool(config.data)
+    keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
+    return pool, keep
+
+
+def accuracy_metrics(
+    pool_logits: np.ndarray,
+    labels: np.ndarray,
+    keep: np.ndarray,
+    test_logits: np.ndarray,
+    test_labels: np.ndarray,
+    failed_models: Sequence[int] = (),
+) -> dict:
+    """Per-model accuracy (identity view, query 0) on three sets of points.
+
+    * ``train_accuracy``: the pool points the model trained on (IN);
+    * ``out_accuracy``: the pool points the model did not train on (OUT, pool non-members);
+    * ``heldout_accuracy``: the held-out split that no model trained on.
+
+    Lists have one entry per model, None for a failed (excluded) model (or a model with no
+    such point); the ``mean_*`` values average the other models.
+
+    Args:
+      pool_logits: float ``[M, N, A, C]``; labels: int ``[N]``; keep: bool ``[M, N]``.
+      test_logits: float ``[M, T, A, C]`` (T may be 0); test_labels: int ``[T]``.
+      failed_models: indices of the failed models.
+    """
+    correct = metrics_lib.correct_predictions(pool_logits, labels)
+    train = metrics_lib.accuracy_per_model(correct, keep)
+    out = metrics_lib.accuracy_per_model(correct, ~keep)
+    if test_logits.shape[1]:
+        held = metrics_lib.accuracy_per_model(
+            metrics_lib.correct_predictions(test_logits, test_labels)
+        )
+    else:
+        held = np.full(keep.shape[0], np.nan)
+    ok = np.ones(keep.shape[0], bool)
+    ok[list(failed_models)] = False
+    train, out, held = (np.where(ok, v, np.nan) for v in (train, out, held))
+
+    def per_model(v):
+        return [None if np.isnan(x) else float(x) for x in v]
+
+    def mean(v):
+        return None if np.isnan(v).all() else float(np.nanmean(v))
+
+    return {
+        "train_accuracy": per_model(train),
+        "out_accuracy": per_model(out),
+        "heldout_accuracy": per_model(held),
+        "mean_train_accuracy": mean(train),
+        "mean_out_accuracy": mean(out),
+        "mean_heldout_accuracy": mean(held),
+    }
+
+
+def finish_study(
+    path: Path,
+    config: Config,
+    *,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    keep: np.ndarray,
+    test_logits: np.ndarray,
+    test_labels: np.ndarray,
+    final_batch_loss: np.ndarray,
+    train_seconds: float,
+    steps: int,
+    steps_per_epoch: int,
+    failed_models: Sequence[int],
+    **extra,
+) -> store.Run:
+    """Writes the trained study's logits and ``metrics.json`` and marks the run complete.
+
+    Args:
+      path: the run directory (started with :func:`jaxsam.store.start_run`).
+      config: its config (for the query-view names).
+      logits: float ``[M, N, A, C]``; labels: int ``[N]``; keep: bool ``[M, N]``.
+      test_logits: float ``[M, T, A, C]``; test_labels: int ``[T]``.
+      final_batch_loss: float ``[M]``, each model's mean loss over its last call.
+      train_seconds: wall-clock training time; steps, steps_per_epoch: the step counts.
+      failed_models: indices of the models excluded from scoring (diverged).
+      **extra: further ``metrics.json`` fields (e.g. ``waves``: the wave names).
+
+    Returns:
+      The finished run, read back through :func:`jaxsam.store.load_run`.
+    """
+    failed = [int(i) for i in failed_models]
+    metrics = accuracy_metrics(logits, labels, keep, test_logits, test_labels, failed)
+    metrics.update(
+        final_batch_loss=np.asarray(final_batch_loss).tolist(),
+        train_seconds=float(train_seconds),
+        steps=int(steps),
+        steps_per_epoch=int(steps_per_epoch),
+        failed_models=failed,
+        **extra,
+    )
+    store.finish_run(
+        path,
+        logits=logits,
+        labels=labels,
+        query_names=query_names(config.data.query_augment),
+        test_logits=test_logits,
+        test_labels=test_labels,
+        metrics=metrics,
+        failed_models=failed,
+    )
+    return store.load_run(path)
+
+
+def train_and_export(
+    config: Config,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool | None = None,
+    desc: str | None = None,
+) -> store.Run:
+    """The whole expensive part: pool, masks, training, logits, into run directory ``out``.
+
+    Args:
+      config: the run config (validated here).
+      out: the run directory to create (or, with ``resume``, to continue).
+      overwrite: replace a run already in ``out``.
+      resume: continue the unfinished run in ``out`` from its newest intact checkpoint.
+      progress: show a progress bar (default: ``config.train.progress``).
+      desc: progress-bar label.
+
+    Returns:
+      The finished run, read back through :func:`jaxsam.store.load_run`.
+
+    Raises:
+      RunExistsError: ``out`` already holds a run of this config (``finished`` says whether
+        it is complete) and neither ``overwrite`` nor ``resume`` is set.
+      RunDirError, DivergenceError: see :func:`jaxsam.train.loop.train_ensemble`.
+    """
+    config = validate(config)
+    out = Path(out)
+    pool, keep = build_study(config)
+    if resume:
+        if not store.check_resumable(out, config, pool.origin(), keep):
+            # Killed while starting: nothing was trained yet, start again in place.
+            store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
+    else:
+        store.prepare_run_dir(out, config, overwrite=overwrite)
+        store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
+    result = train_ensemble(
+        config,
+        pool,
+        keep,
+        run_dir=out,
+        resume=resume,
+        progress=progress,
+        desc=desc or f"{config.optim.name} x{config.masks.models}",
+    )
+    pool_logits, test_logits = export_logits(result, pool, config.data.query_augment)
+    return finish_study(
+        out,
+        config,
+        logits=pool_logits,
+        labels=pool.y,
+        keep=keep,
+        test_logits=test_logits,
+        test_labels=pool.test_y,
+        final_batch_loss=result.losses,
+        train_seconds=result.seconds,
+        steps=result.setup.total_steps,
+        steps_per_epoch=result.setup.steps_per_epoch,
+        failed_models=result.failed_models,
+    )
