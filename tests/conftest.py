@@ -11,6 +11,14 @@ import pytest  # noqa: E402
 from jaxsam import config as config_lib  # noqa: E402
 
 
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    """Every leaf of pytree ``a`` is close to the same leaf of ``b`` (numpy's allclose rule)."""
+    import jax
+    import numpy as np
+
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
+
+
 def run_on_host_devices(script: str, devices: int, timeout: float = 300) -> str:
     """Runs ``script`` in a fresh Python on ``devices`` forced CPU devices; returns its stdout.
 

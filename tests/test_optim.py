@@ -11,6 +11,8 @@ import pytest
 from jaxsam.errors import ConfigError
 from jaxsam.optim import asam, gsam, is_sam_family, looksam, sam
 
+from .conftest import assert_trees_close
+
 LR, MOM = 0.1, 0.9
 
 # A separable quadratic over a two-leaf tree: L(w) = sum 0.5 * a * w^2 - b * w (elementwise).
@@ -165,10 +167,6 @@ def run_mlp(tx, steps, seed=0, opaque=False):
     for _ in range(steps):
         params, state = step(params, state)
     return params
-
-
-def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
 
 
 def test_gsam_alpha_zero_and_looksam_k1_are_sam():

@@ -13,7 +13,7 @@ import pytest
 from jaxsam.errors import ConfigError
 from jaxsam.optim import asam, gsam, looksam, sam
 
-from .conftest import run_on_host_devices
+from .conftest import assert_trees_close, run_on_host_devices
 
 M, STEPS = 8, 3
 
@@ -100,10 +100,6 @@ def run_stacked(make, stacked=True):
     for _ in range(STEPS):
         params, state = step(params, state)
     return params
-
-
-def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))

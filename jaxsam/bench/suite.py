@@ -158,16 +158,6 @@ def _process_peak_rss() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def _hbm_bandwidth() -> float | None:
-    import jax
-
-    kind = getattr(jax.local_devices()[0], "device_kind", "")
-    for name, bw in HBM_BANDWIDTH.items():
-        if name in kind:
-            return bw * jax.local_device_count()
-    return None
-
-
 def _trainer_config(size: dict, net: str, models: int, **over):
     from jaxsam import config as config_lib
 
@@ -300,7 +290,8 @@ def child_epoch(size: dict) -> list[dict]:
             ten_epochs_s_projected=round(row["setup_s"] + compile_s + 10 * steady_epoch, 1),
         )
     cost = bench_train.step_cost(make_setup(config, pool, keep), config, pool, keep)
-    peak, bandwidth = bench_train._peak(), _hbm_bandwidth()
+    peak = bench_train._peak()
+    bandwidth = bench_train.device_figure(HBM_BANDWIDTH)
     if "flops" in cost:
         row["train_flops_per_example"] = cost["flops"]
         if peak:

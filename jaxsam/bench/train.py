@@ -92,12 +92,21 @@ def _flops_per_example(setup, config, pool, keep) -> float | None:
     return step_cost(setup, config, pool, keep).get("flops")
 
 
-def _peak() -> float | None:
+def device_figure(table: dict[str, float]) -> float | None:
+    """``table``'s figure for the local device kind (matched by name) times the device count.
+
+    ``None`` where the kind is not in the table (CPUs, unknown accelerators).
+    """
     kind = getattr(jax.local_devices()[0], "device_kind", "")
-    for name, peak in PEAKS.items():
+    for name, value in table.items():
         if name in kind:
-            return peak * jax.local_device_count()
+            return value * jax.local_device_count()
     return None
+
+
+def _peak() -> float | None:
+    """Dense bf16 FLOP/s of the local devices (None where unknown)."""
+    return device_figure(PEAKS)
 
 
 def _config(args, net: str, optim: str):
