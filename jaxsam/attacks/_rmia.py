@@ -162,33 +162,23 @@ def rmia(
     labels: Array,
     keep: Array,
     *,
-    online: bool = True,
-    a: float = 0.3,
-    gamma: float = 1.0,
-    population: Array | None = None,
     population_logits: Array | None = None,
     population_labels: Array | None = None,
-    chunk_size: int | None = None,
+    **options: Any,
 ) -> np.ndarray:
     """RMIA scores [M, N] (numpy float32, higher = member) from logits [M, N, A, C].
 
-    See :func:`rmia_from_signal`; ``population_logits`` [M, Z, A, C] with
+    ``options`` are :func:`rmia_from_signal`'s keywords (``online``, ``a``, ``gamma``,
+    ``population``, ``chunk_size``); ``population_logits`` [M, Z, A, C] with
     ``population_labels`` [Z] are external reference points no model trained on.
     """
     check_logits(logits, labels, keep)
+    if "population_prob" in options:
+        raise TypeError("rmia takes population_logits/population_labels, not population_prob")
     prob = _signals.compute_chunked(_signals.confidence, logits, labels)
     pprob = None
     if population_logits is not None:
         if population_labels is None:
             raise DataError("population_logits needs population_labels [Z]; pass both")
         pprob = _signals.compute_chunked(_signals.confidence, population_logits, population_labels)
-    return rmia_from_signal(
-        prob,
-        keep,
-        online=online,
-        a=a,
-        gamma=gamma,
-        population=population,
-        population_prob=pprob,
-        chunk_size=chunk_size,
-    )
+    return rmia_from_signal(prob, keep, population_prob=pprob, **options)
