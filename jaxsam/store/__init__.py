@@ -44,6 +44,7 @@ import numpy as np
 from jaxsam import config as config_lib
 from jaxsam import hooks
 from jaxsam.errors import ConfigError, RunDirError
+from jaxsam.store.lock import LOCK_FILE, run_lock  # noqa: F401 - run_lock is re-exported
 
 RUN_FORMAT = "jaxsam-run"
 RUN_VERSION = 1
@@ -186,9 +187,16 @@ def prepare_run_dir(
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path} exists and is not a directory; choose another --out")
-    if path.is_dir() and any(path.iterdir()):
+    if path.is_dir() and any(p.name != LOCK_FILE for p in path.iterdir()):
         if overwrite:
-            shutil.rmtree(path)
+            # Keep the lock file: the process overwriting holds its lock.
+            for p in path.iterdir():
+                if p.name == LOCK_FILE:
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
         else:
             info_path = path / "config.json"
             if not info_path.is_file():

@@ -313,12 +313,21 @@ class Checkpoints:
         failed,
         losses: np.ndarray,
         accs: np.ndarray,
-    ) -> None:
-        """Saves ``state`` after step ``done`` of ``total`` when :func:`due`; see :func:`save`."""
+        *,
+        force: bool = False,
+    ) -> bool:
+        """Saves ``state`` after step ``done`` of ``total`` when :func:`due` (or ``force``).
+
+        Returns whether a save was started (a forced save of a step already saved is skipped).
+        See :func:`save`.
+        """
         t = self.train
         every = (t.checkpoint_every_steps, t.checkpoint_every_minutes)
-        if not due(done, total, *every, self.last_time):
-            return
+        if force:
+            if done in (self.pending, self.last_good):
+                return False
+        elif not due(done, total, *every, self.last_time):
+            return False
         try:
             hooks.fire("checkpoint", step=done)
             save(
@@ -335,6 +344,7 @@ class Checkpoints:
         # orbax waits for the previous save before starting this one: that one is on disk.
         self.last_good, self.pending = self.pending, done
         self.last_time = time.monotonic()
+        return True
 
     def close(self, raise_errors: bool) -> None:
         """Waits for the last save; raises its error only when ``raise_errors``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -16,8 +17,9 @@ from jaxsam.config import Config, validate
 from jaxsam.data import load_pool, make_masks
 from jaxsam.data.augment import query_names
 from jaxsam.data.pool import Pool
-from jaxsam.errors import DivergenceError
+from jaxsam.errors import DivergenceError, RunDirError
 from jaxsam.store import checkpoints as ckpt_lib
+from jaxsam.train import preempt
 from jaxsam.train.calibrate import resolve_plan
 from jaxsam.train.logits import compute_logits, make_logits_fn
 from jaxsam.train.setup import TrainSetup, make_setup
@@ -135,6 +137,7 @@ def train_ensemble(
     first_model: int = 0,
     steps_per_epoch: int | None = None,
     on_call: Callable[[int, int, float], None] | None = None,
+    resume_hint: str | None = None,
 ) -> TrainResult:
     """Trains ``M = keep.shape[0]`` models at once on their own subsets of ``pool``.
 
@@ -164,6 +167,7 @@ def train_ensemble(
       DivergenceError: a model's loss went NaN/inf under ``train.on_divergence = 'stop'``.
       RunDirError: the disk is too small or not writable, a checkpoint write failed, or the
         checkpoint belongs to another run.
+      Interrupted: SIGTERM or SIGINT arrived (with ``run_dir``); the checkpoint is on disk.
     """
     t = config.train
     m = keep.shape[0]
@@ -199,6 +203,10 @@ def train_ensemble(
     t0 = time.perf_counter()
     model_state = (state.params, state.batch_stats, state.opt_state)
     ok_exit = False
+    stopped_at = None
+    guard = contextlib.ExitStack()  # graceful SIGTERM/SIGINT while checkpointing
+    if ckpts is not None:
+        guard.enter_context(preempt.graceful_signals())
     try:
         for step0, n in plan:
             model_state, (loss_hist, acc_hist) = hooks.fire(
@@ -225,11 +233,31 @@ def train_ensemble(
                     losses,
                     accs,
                 )
+                if preempt.requested() is not None:
+                    ckpts.maybe_save(
+                        done,
+                        setup.total_steps,
+                        EnsembleState(jnp.int32(done), *model_state),
+                        failed,
+                        losses,
+                        accs,
+                        force=True,
+                    )
+                    stopped_at = (done, preempt.requested())
+                    break
         ok_exit = True
     finally:
         bar.close()
         if ckpts is not None:
             ckpts.close(raise_errors=ok_exit)
+        guard.close()
+    if stopped_at is not None:
+        hint = resume_hint or f"jaxsam train --resume {run_dir}"
+        preempt.stop(
+            f"the checkpoint at step {stopped_at[0]} of {setup.total_steps} is in "
+            f"{run_dir / 'checkpoints'}; continue with `{hint}`",
+            stopped_at[1],
+        )
     state = EnsembleState(jnp.int32(setup.total_steps), *model_state)
     jax.block_until_ready(state.params)
     return TrainResult(state, setup, losses, accs, sorted(failed), time.perf_counter() - t0)
@@ -302,9 +330,28 @@ def train_and_export(
     """The whole expensive part: pool, masks, training, logits, into run directory ``out``.
 
     Returns the finished run, read back through :func:`jaxsam.store.load_run`.
+
+    Holds the run directory's lock (:func:`jaxsam.store.run_lock`) throughout, so a second
+    ``train``, ``--resume``, ``--overwrite`` or ``score`` of ``out`` is refused while this runs.
+    SIGTERM / SIGINT stop it gracefully (:mod:`jaxsam.train.preempt`): during training after a
+    checkpoint of the current call; before the export, once training is done (the final
+    checkpoint is on disk and ``--resume`` redoes only the export).
+
+    Raises:
+      Interrupted: SIGTERM or SIGINT arrived; the message says how to resume.
     """
     config = validate(config)
     out = Path(out)
+    if resume and not (out / "config.json").is_file():
+        raise RunDirError(f"{out} holds no run to resume; start it with `jaxsam train --out`")
+    with preempt.graceful_signals(), store.run_lock(out, "train --resume" if resume else "train"):
+        return _train_and_export(config, out, overwrite, resume, progress, desc)
+
+
+def _train_and_export(
+    config: Config, out: Path, overwrite: bool, resume: bool, progress: bool | None, desc
+) -> store.Run:
+    """:func:`train_and_export` under its lock and signal handlers."""
     pool = load_pool(config.data)
     keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
     if resume:
@@ -323,6 +370,10 @@ def train_and_export(
         progress=progress,
         desc=desc or f"{config.optim.name} x{config.masks.models}",
     )
+    preempt.check(
+        f"training is done and its final checkpoint is in {out / 'checkpoints'}; write the "
+        f"logits with `jaxsam train --resume {out}`"
+    )
     pool_logits, test_logits = export_logits(result, pool, config.data.query_augment)
     metrics = accuracy_metrics(
         pool_logits, pool.y, keep, test_logits, pool.test_y, result.failed_models
@@ -334,6 +385,7 @@ def train_and_export(
         steps_per_epoch=result.setup.steps_per_epoch,
         failed_models=result.failed_models,
     )
+    preempt.check(f"the logits are not written yet; write them with `jaxsam train --resume {out}`")
     store.finish_run(
         out,
         logits=pool_logits,
