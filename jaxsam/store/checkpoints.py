@@ -189,8 +189,8 @@ def _warn(msg: str) -> None:
 def restore_latest(manager, like: EnsembleState, fingerprint: str | None = None) -> Restored | None:
     """Restores the newest intact checkpoint into the structure of ``like``.
 
-    A checkpoint that cannot be read, or whose contents fail the digest check, is skipped with
-    a warning and deleted, falling back to the one before it (a later save at the same step
+    A checkpoint that cannot be read, whose metadata has no digest, or whose contents fail the
+    digest check, is skipped with a warning and deleted, falling back to the one before it (a later save at the same step
     would otherwise collide with it).
 
     Args:
@@ -239,7 +239,9 @@ def restore_latest(manager, like: EnsembleState, fingerprint: str | None = None)
             )
             if int(state.step) != step:
                 problem = f"it holds step {int(state.step)}"
-            elif meta.get("digest") is not None and state_digest(state) != meta["digest"]:
+            elif not isinstance(meta.get("digest"), list):
+                problem = "its metadata has no digest of its arrays, so they cannot be trusted"
+            elif state_digest(state) != meta["digest"]:
                 problem = "its arrays differ from what was saved (digest mismatch)"
         if problem is None:
             return Restored(state, meta)

@@ -51,12 +51,13 @@ def _holder(f) -> str:
 
 
 @contextlib.contextmanager
-def run_lock(path: str | Path, what: str) -> Iterator[Path]:
-    """Holds the exclusive lock of directory ``path`` (created if missing) for the block.
+def run_lock(path: str | Path, what: str, *, create: bool = True) -> Iterator[Path]:
+    """Holds the exclusive lock of directory ``path`` for the block.
 
     Args:
       path: the run directory (or a wave's work directory).
       what: what the holder does, for the message another process gets (e.g. ``train``).
+      create: create ``path`` when it is missing; else a missing ``path`` is an error.
 
     Raises:
       RunDirError: another process holds the lock (naming it), ``path`` is not a directory, or
@@ -65,6 +66,8 @@ def run_lock(path: str | Path, what: str) -> Iterator[Path]:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path} exists and is not a directory; choose another --out")
+    if not create and not path.is_dir():
+        raise RunDirError(f"run directory {path} does not exist; pass the --out of a jaxsam run")
     key = str(path.resolve())
     if key in _held:
         _held[key][1] += 1

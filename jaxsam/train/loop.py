@@ -169,6 +169,41 @@ def train_ensemble(
         checkpoint belongs to another run.
       Interrupted: SIGTERM or SIGINT arrived (with ``run_dir``); the checkpoint is on disk.
     """
+    guard = contextlib.ExitStack()
+    with guard:
+        if run_dir is not None:  # one writer of run_dir (a wave locks its own work directory)
+            guard.enter_context(store.run_lock(run_dir, "train"))
+            guard.enter_context(preempt.graceful_signals())
+        return _train_ensemble(
+            config,
+            pool,
+            keep,
+            run_dir=run_dir,
+            resume=resume,
+            progress=progress,
+            desc=desc,
+            first_model=first_model,
+            steps_per_epoch=steps_per_epoch,
+            on_call=on_call,
+            resume_hint=resume_hint,
+        )
+
+
+def _train_ensemble(
+    config: Config,
+    pool: Pool,
+    keep: np.ndarray,
+    *,
+    run_dir: Path | None,
+    resume: bool,
+    progress: bool | None,
+    desc: str,
+    first_model: int,
+    steps_per_epoch: int | None,
+    on_call: Callable[[int, int, float], None] | None,
+    resume_hint: str | None,
+) -> TrainResult:
+    """:func:`train_ensemble` under ``run_dir``'s lock and graceful signal handlers."""
     t = config.train
     m = keep.shape[0]
     setup = make_setup(config, pool, keep, steps_per_epoch)
@@ -204,9 +239,6 @@ def train_ensemble(
     model_state = (state.params, state.batch_stats, state.opt_state)
     ok_exit = False
     stopped_at = None
-    guard = contextlib.ExitStack()  # graceful SIGTERM/SIGINT while checkpointing
-    if ckpts is not None:
-        guard.enter_context(preempt.graceful_signals())
     try:
         for step0, n in plan:
             model_state, (loss_hist, acc_hist) = hooks.fire(
@@ -250,7 +282,6 @@ def train_ensemble(
         bar.close()
         if ckpts is not None:
             ckpts.close(raise_errors=ok_exit)
-        guard.close()
     if stopped_at is not None:
         hint = resume_hint or f"jaxsam train --resume {run_dir}"
         preempt.stop(

@@ -83,9 +83,10 @@ def init_study(config: Config, out: str | Path, *, overwrite: bool = False) -> S
     out = Path(out)
     pool = load_pool(config.data)
     keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
-    store.prepare_run_dir(out, config, overwrite=overwrite)
-    store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
-    store.update_run_info(out, layout="waves")
+    with store.run_lock(out, "wave init"):
+        store.prepare_run_dir(out, config, overwrite=overwrite)
+        store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
+        store.update_run_info(out, layout="waves")
     return Study(out, config, pool, keep)
 
 
@@ -255,10 +256,16 @@ def finalize(path: str | Path, *, keep_waves: bool = True):
     Returns:
       The finished :class:`jaxsam.store.Run`.
     """
+    path = Path(path)
+    with store.run_lock(path, "wave finalize", create=False):
+        return _finalize(path, keep_waves)
+
+
+def _finalize(path: Path, keep_waves: bool):
+    """:func:`finalize` under the run's lock."""
     from jaxsam.data.augment import query_names
     from jaxsam.train.loop import accuracy_metrics
 
-    path = Path(path)
     info = store.read_run_info(path)
     config = store.read_config(path)
     m = int(info["models"])
