@@ -375,16 +375,24 @@ def train_and_export(
     out = Path(out)
     if resume and not (out / "config.json").is_file():
         raise RunDirError(f"{out} holds no run to resume; start it with `jaxsam train --out`")
-    with preempt.graceful_signals(), store.run_lock(out, "train --resume" if resume else "train"):
-        return _train_and_export(config, out, overwrite, resume, progress, desc)
+    with preempt.graceful_signals():
+        pool = load_pool(config.data)  # data errors: before anything is written
+        keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
+        with store.run_lock(out, "train --resume" if resume else "train"):
+            return _train_and_export(config, out, pool, keep, overwrite, resume, progress, desc)
 
 
 def _train_and_export(
-    config: Config, out: Path, overwrite: bool, resume: bool, progress: bool | None, desc
+    config: Config,
+    out: Path,
+    pool: Pool,
+    keep: np.ndarray,
+    overwrite: bool,
+    resume: bool,
+    progress: bool | None,
+    desc: str | None,
 ) -> store.Run:
     """:func:`train_and_export` under its lock and signal handlers."""
-    pool = load_pool(config.data)
-    keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
     if resume:
         if not store.check_resumable(out, config, pool.origin(), keep):
             # Killed while starting: nothing was trained yet, start again in place.
