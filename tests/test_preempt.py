@@ -116,9 +116,8 @@ def test_sigterm_from_outside_leaves_a_resumable_run(work):
 
 
 def test_handlers_are_restored_after_training(tmp_path):
-    from tests.conftest import tiny_config
-
     from jaxsam.train import train_and_export
+    from tests.conftest import tiny_config
 
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     train_and_export(tiny_config(**{"train.epochs": 1}), tmp_path / "run")

@@ -190,8 +190,8 @@ def restore_latest(manager, like: EnsembleState, fingerprint: str | None = None)
     """Restores the newest intact checkpoint into the structure of ``like``.
 
     A checkpoint that cannot be read, whose metadata has no digest, or whose contents fail the
-    digest check, is skipped with a warning and deleted, falling back to the one before it (a later save at the same step
-    would otherwise collide with it).
+    digest check, is skipped with a warning and deleted, falling back to the one before it (a
+    later save at the same step would otherwise collide with it).
 
     Args:
       manager: from :func:`make_manager`.
