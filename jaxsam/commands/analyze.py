@@ -185,7 +185,7 @@ def _print_table(result: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point: loads ``args.runs`` with ``jaxsam.store.load_run`` and analyses them."""
     out = Path(args.out) if args.out else Path(args.runs[0])
-    with store.run_lock(out, "analyze"):  # one writer of out at a time
+    with store.run_lock(out, "analyze", create=bool(args.out)):  # one writer of out at a time
         runs = [store.load_run(Path(p), verify=not args.no_verify) for p in args.runs]
         return _analyze(runs, out, args)
 
