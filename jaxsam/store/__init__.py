@@ -708,8 +708,6 @@ def load_run(path: str | Path, *, verify: bool = True) -> Run:
             f"{path} is not complete (missing: {', '.join(missing) or 'COMPLETE marker'}); "
             f"finish it with `jaxsam train --resume {path}`"
         )
-    if verify:
-        verify_digests(path)
     config = read_config(path)
     masks = load_masks(path)
     if "keep" not in masks or masks["keep"].ndim != 2:
@@ -728,6 +726,8 @@ def load_run(path: str | Path, *, verify: bool = True) -> Run:
             f"{path / 'logits'} were computed under other masks (fingerprint mismatch); "
             "logits and masks of different runs cannot be combined: rerun the job"
         )
+    if verify:  # after the structural checks above, whose messages say more when they fail
+        verify_digests(path)
     return Run(
         path=path,
         config=config,
