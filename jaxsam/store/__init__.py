@@ -46,6 +46,7 @@ from jaxsam import config as config_lib
 from jaxsam import hooks
 from jaxsam.errors import ConfigError, RunDirError
 from jaxsam.store.lock import LOCK_FILE, run_lock  # noqa: F401 - run_lock is re-exported
+from jaxsam.store.lock import held as lock_held
 
 RUN_FORMAT = "jaxsam-run"
 DIGESTS = "digests.json"
@@ -223,9 +224,9 @@ def prepare_run_dir(
         raise RunDirError(f"{path} exists and is not a directory; choose another --out")
     if path.is_dir() and any(p.name != LOCK_FILE for p in path.iterdir()):
         if overwrite:
-            # Keep the lock file: the process overwriting holds its lock.
+            # Keep the lock file while this process holds it (train --overwrite does).
             for p in path.iterdir():
-                if p.name == LOCK_FILE:
+                if p.name == LOCK_FILE and lock_held(path):
                     continue
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p)

@@ -50,6 +50,11 @@ def _holder(f) -> str:
     )
 
 
+def held(path: str | Path) -> bool:
+    """Whether this process holds the lock of directory ``path``."""
+    return str(Path(path).resolve()) in _held
+
+
 @contextlib.contextmanager
 def run_lock(path: str | Path, what: str, *, create: bool = True) -> Iterator[Path]:
     """Holds the exclusive lock of directory ``path`` for the block.
