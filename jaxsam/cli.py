@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from jaxsam import __version__
-from jaxsam.errors import JaxsamError
+from jaxsam.errors import Interrupted, JaxsamError
 
 COMMANDS = (
     "demo",
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except JaxsamError as e:
         print(f"jaxsam {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"jaxsam {args.command}: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print(f"jaxsam {args.command}: interrupted; finished work is kept", file=sys.stderr)
         return 130

@@ -42,3 +42,15 @@ class RunExistsError(RunDirError):
 
 class DivergenceError(JaxsamError):
     """A model's loss became NaN or infinite during training."""
+
+
+class Interrupted(Exception):
+    """Training stopped gracefully on SIGTERM or SIGINT, after writing a checkpoint.
+
+    Not bad input, so not a :class:`JaxsamError`: the CLI prints the message (which says how
+    to resume) and exits with ``128 + signum``.
+    """
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum

@@ -81,7 +81,11 @@ def test_corrupted_logits_bytes_are_reported(copied_run):
     for f in (copied_run / "logits").rglob("*"):
         if f.is_file() and f.stat().st_size > 100 and "d" in f.parent.name:
             f.write_bytes(b"\0" * f.stat().st_size)
-    run = jaxsam.load_run(copied_run)
+    # The digests catch it when the run is opened, naming the file...
+    with pytest.raises(RunDirError, match=r"logits/d/.*sha256 mismatch"):
+        jaxsam.load_run(copied_run)
+    # ...and without them, reading the damaged arrays still fails clearly.
+    run = jaxsam.load_run(copied_run, verify=False)
     with pytest.raises(RunDirError, match="logits"):
         run.logits  # noqa: B018
 

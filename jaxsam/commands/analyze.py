@@ -43,6 +43,11 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--min-influence", type=float, default=0.0, help="entropy ignores influences <= this"
     )
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="read runs whose files differ from the digests recorded when they finished",
+    )
     p.set_defaults(func=run)
 
 
@@ -63,10 +68,15 @@ def _print_table(result: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point: loads ``args.runs`` with ``jaxsam.store.load_run`` and analyses them."""
+    out = Path(args.out) if args.out else Path(args.runs[0])
+    with store.run_lock(out, "analyze", create=bool(args.out)):  # one writer of out at a time
+        runs = [store.load_run(Path(p), verify=not args.no_verify) for p in args.runs]
+        return _analyze(runs, out, args)
+
+
+def _analyze(runs: list, out: Path, args: argparse.Namespace) -> int:
     from jaxsam.pipeline.analyze import analyze_runs
 
-    runs = [store.load_run(Path(p)) for p in args.runs]
-    out = Path(args.out) if args.out else Path(args.runs[0])
     result = analyze_runs(
         runs,
         out,

@@ -28,18 +28,33 @@ def add_parser(subparsers) -> None:
         default=200,
         help="bootstrap resamples for confidence intervals (0: none)",
     )
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="read runs whose files differ from the digests recorded when they finished",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxsam.pipeline.score import score_run
-    from jaxsam.report import heldout_accuracy, out_accuracy
-    from jaxsam.store import load_run
+    from contextlib import ExitStack
+
+    from jaxsam.store import load_run, run_lock
 
     attacks = [a.strip() for a in args.attacks.split(",")] if args.attacks else None
-    runs = [load_run(p) for p in args.runs]  # check every directory before scoring any
+    with ExitStack() as locks:  # one writer per run directory
+        for p in args.runs:
+            locks.enter_context(run_lock(p, "score", create=False))
+        runs = [load_run(p, verify=not args.no_verify) for p in args.runs]  # check all first
+        return _score_all(runs, attacks, args.bootstrap)
+
+
+def _score_all(runs, attacks, bootstrap) -> int:
+    from jaxsam.pipeline.score import score_run
+    from jaxsam.report import heldout_accuracy, out_accuracy
+
     for r in runs:
-        rep = score_run(r, attacks, args.bootstrap)
+        rep = score_run(r, attacks, bootstrap)
         lo = rep["attacks"].get("lira_online") or next(iter(rep["attacks"].values()))
         held = heldout_accuracy(rep)
         excluded = f", excluded models {r.failed_models}" if r.failed_models else ""

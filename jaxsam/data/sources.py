@@ -18,6 +18,7 @@ from jaxsam.config import DataConfig
 from jaxsam.data import files
 from jaxsam.data.embedded import load_digits_split
 from jaxsam.data.pool import Pool, make_pool, select_indices
+from jaxsam.errors import DataError
 
 EMBEDDED = ("digits",)
 
@@ -52,6 +53,11 @@ def _pool_from_full(cfg: DataConfig, load_split, num_classes: int | None, kind: 
 
 def _select(cfg: DataConfig, n_pool: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`select_indices` with the config's sizes, seed and split names."""
+    if cfg.test_split is None and cfg.test_size:
+        raise DataError(
+            f"data.test_size is {cfg.test_size} but data.test_split is null (no held-out "
+            "points); set data.test_size to null, or name a data.test_split"
+        )
     return select_indices(
         n_pool,
         cfg.pool_size,

@@ -15,13 +15,13 @@ from jaxsam.pipeline.score import score_run
 from jaxsam.scoring import kept_models
 
 
-def load_reports(paths: Sequence[Path]) -> list[tuple[str, dict, store.Run]]:
+def load_reports(paths: Sequence[Path], verify: bool = True) -> list[tuple[str, dict, store.Run]]:
     """(label, report, run) for each run directory, scoring the runs that have no report yet.
 
     Labels are the run names, or the paths when two runs share a name. Every directory is
-    loaded (and checked) before any is scored.
+    loaded (and checked, with its file digests unless ``verify=False``) before any is scored.
     """
-    runs = [store.load_run(p) for p in paths]
+    runs = [store.load_run(p, verify=verify) for p in paths]
     labels = [r.name for r in runs]
     if len(set(labels)) < len(labels):
         labels = [str(r.path) for r in runs]

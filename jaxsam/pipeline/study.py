@@ -21,6 +21,8 @@ from jaxsam.config import Config, validate
 from jaxsam.data import load_pool, make_masks
 from jaxsam.data.augment import query_names
 from jaxsam.data.pool import Pool
+from jaxsam.errors import RunDirError
+from jaxsam.train import preempt
 from jaxsam.train.loop import export_logits, train_ensemble
 
 
@@ -170,10 +172,33 @@ def train_and_export(
       RunExistsError: ``out`` already holds a run of this config (``finished`` says whether
         it is complete) and neither ``overwrite`` nor ``resume`` is set.
       RunDirError, DivergenceError: see :func:`jaxsam.train.loop.train_ensemble`.
+      Interrupted: SIGTERM or SIGINT arrived (:mod:`jaxsam.train.preempt`); during training a
+        checkpoint of the current call is written first, and the message says how to resume.
+
+    Holds the run directory's lock (:func:`jaxsam.store.run_lock`) throughout, so a second
+    ``train``, ``--resume``, ``--overwrite`` or ``score`` of ``out`` is refused while this runs.
     """
     config = validate(config)
     out = Path(out)
-    pool, keep = build_study(config)
+    if resume and not (out / "config.json").is_file():
+        raise RunDirError(f"{out} holds no run to resume; start it with `jaxsam train --out`")
+    with preempt.graceful_signals():
+        pool, keep = build_study(config)  # data errors: before anything is written
+        with store.run_lock(out, "train --resume" if resume else "train"):
+            return _train_and_export(config, out, pool, keep, overwrite, resume, progress, desc)
+
+
+def _train_and_export(
+    config: Config,
+    out: Path,
+    pool: Pool,
+    keep: np.ndarray,
+    overwrite: bool,
+    resume: bool,
+    progress: bool | None,
+    desc: str | None,
+) -> store.Run:
+    """:func:`train_and_export` under its lock and signal handlers."""
     if resume:
         if not store.check_resumable(out, config, pool.origin(), keep):
             # Killed while starting: nothing was trained yet, start again in place.
@@ -190,7 +215,12 @@ def train_and_export(
         progress=progress,
         desc=desc or f"{config.optim.name} x{config.masks.models}",
     )
+    preempt.check(
+        f"training is done and its final checkpoint is in {out / 'checkpoints'}; write the "
+        f"logits with `jaxsam train --resume {out}`"
+    )
     pool_logits, test_logits = export_logits(result, pool, config.data.query_augment)
+    preempt.check(f"the logits are not written yet; write them with `jaxsam train --resume {out}`")
     return finish_study(
         out,
         config,

@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -44,8 +45,14 @@ import numpy as np
 from jaxsam import config as config_lib
 from jaxsam import hooks
 from jaxsam.errors import ConfigError, RunDirError, RunExistsError
+from jaxsam.store.lock import LOCK_FILE, run_lock  # noqa: F401 - run_lock is re-exported
+from jaxsam.store.lock import held as lock_held
 
 RUN_FORMAT = "jaxsam-run"
+DIGESTS = "digests.json"
+# What digests.json covers: these metadata files and every file of these array directories.
+DIGESTED_FILES = ("config.json", "run.json", "logits.json", "metrics.json")
+DIGESTED_DIRS = ("masks", "logits")
 RUN_VERSION = 1
 COMPLETE = "COMPLETE"
 
@@ -88,13 +95,16 @@ def save_arrays(path: Path, tree: dict[str, np.ndarray]) -> None:
     """Saves a flat dict of arrays with orbax, replacing ``path``; waits until it is on disk.
 
     Orbax writes into a temporary sibling and renames it when complete, so ``path`` either
-    holds the whole tree or does not exist.
+    holds the whole tree or does not exist. Orbax cannot save an array with a zero-size
+    dimension (e.g. the test logits [M, 0, A, C] of a run with ``data.test_split=null``): such
+    an array is saved as its shape and a one-element array of its dtype, and
+    :func:`load_arrays` rebuilds it.
     """
     _remove_partial_writes(path)
     if path.exists():
         shutil.rmtree(path)
     ckpt = _checkpointer()
-    ckpt.save(path.absolute(), {k: np.asarray(v) for k, v in tree.items()})
+    ckpt.save(path.absolute(), _encode_empty({k: np.asarray(v) for k, v in tree.items()}))
     hooks.fire("arrays_sent", path=path)
     ckpt.wait_until_finished()
 
@@ -127,7 +137,33 @@ def load_arrays(
             f"{path} ({what}) cannot be read: {type(e).__name__}: {str(e).splitlines()[0][:200]}; "
             f"{damaged}"
         ) from e
-    return {k: np.asarray(v) for k, v in tree.items()}
+    return _decode_empty({k: np.asarray(v) for k, v in tree.items()})
+
+
+_EMPTY_SHAPE, _EMPTY_DTYPE = "__empty_shape__", "__empty_dtype__"
+
+
+def _encode_empty(tree: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Replaces each zero-size array by its shape (int64) and a 1-element array of its dtype."""
+    out = {}
+    for k, v in tree.items():
+        if v.size == 0:
+            out[_EMPTY_SHAPE + k] = np.asarray(v.shape, np.int64)  # size 0: ndim >= 1
+            out[_EMPTY_DTYPE + k] = np.zeros(1, v.dtype)
+        else:
+            out[k] = v
+    return out
+
+
+def _decode_empty(tree: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Inverse of :func:`_encode_empty`."""
+    out = {k: v for k, v in tree.items() if not k.startswith((_EMPTY_SHAPE, _EMPTY_DTYPE))}
+    for k, shape in tree.items():
+        if k.startswith(_EMPTY_SHAPE):
+            name = k[len(_EMPTY_SHAPE) :]
+            dtype = tree.get(_EMPTY_DTYPE + name, np.zeros(1, np.float32)).dtype
+            out[name] = np.zeros(tuple(int(d) for d in shape), dtype)
+    return out
 
 
 def _single_device_target(ckpt, path: Path) -> dict:
@@ -191,9 +227,16 @@ def prepare_run_dir(
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path} exists and is not a directory; choose another --out")
-    if path.is_dir() and any(path.iterdir()):
+    if path.is_dir() and any(p.name != LOCK_FILE for p in path.iterdir()):
         if overwrite:
-            shutil.rmtree(path)
+            # Keep the lock file while this process holds it (train --overwrite does).
+            for p in path.iterdir():
+                if p.name == LOCK_FILE and lock_held(path):
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
         else:
             info_path = path / "config.json"
             if not info_path.is_file():
@@ -386,7 +429,77 @@ def finish_run(
         queries=int(logits.shape[2]),
         classes=int(logits.shape[3]),
     )
+    write_digests(path)
     (path / COMPLETE).write_text("logits and metrics written\n")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _digested_paths(path: Path) -> list[str]:
+    """The files :data:`DIGESTS` covers, relative to ``path`` (POSIX separators, sorted)."""
+    names = [n for n in DIGESTED_FILES if (path / n).is_file()]
+    for d in DIGESTED_DIRS:
+        names += [p.relative_to(path).as_posix() for p in (path / d).rglob("*") if p.is_file()]
+    return sorted(names)
+
+
+def write_digests(path: Path) -> dict[str, str]:
+    """Writes ``RUN/digests.json``: the sha256 of every metadata file and array file of the run.
+
+    Called by :func:`finish_run` once everything else is written (just before ``COMPLETE``).
+    Returns the digests (relative path -> hex sha256).
+    """
+    files = {name: _sha256(path / name) for name in _digested_paths(path)}
+    write_json(path / DIGESTS, {"algorithm": "sha256", "files": files})
+    return files
+
+
+def verify_digests(path: str | Path) -> bool:
+    """Checks every file listed in ``RUN/digests.json`` against its recorded sha256.
+
+    Returns:
+      ``True`` when all match; ``False`` when the run has no ``digests.json`` (written before
+      jaxsam recorded digests): a note says so and nothing is checked.
+
+    Raises:
+      RunDirError: naming the first file that is missing or differs, or a damaged
+        ``digests.json``.
+    """
+    path = Path(path)
+    if not (path / DIGESTS).exists():
+        print(
+            f"note: {path} has no {DIGESTS} (written by a jaxsam that did not record digests); "
+            "its files are not verified",
+            file=sys.stderr,
+        )
+        return False
+    data = read_json(path / DIGESTS, "file digests")
+    ok = isinstance(data, dict) and data.get("algorithm") == "sha256"
+    files = data.get("files") if ok else None
+    if not isinstance(files, dict) or not files:
+        raise RunDirError(f"{path / DIGESTS} is damaged (no sha256 file list); restore it or rerun")
+    hint = "restore it or rerun the job (--no-verify / verify=False reads it anyway)"
+    for name, digest in sorted(files.items()):
+        f = path / name
+        if not f.is_file():
+            raise RunDirError(f"{f} is missing but was written with the run; {hint}")
+        if _sha256(f) != digest:
+            raise RunDirError(
+                f"{f} differs from what the run wrote (sha256 mismatch): it was changed or "
+                f"damaged after the run finished; {hint}"
+            )
+    unlisted = [n for n in _digested_paths(path) if n not in files]
+    if unlisted:
+        raise RunDirError(
+            f"{path / unlisted[0]} was not written with the run (not in {DIGESTS}); {hint}"
+        )
+    return True
 
 
 REPORT_FILES = ("report.json", "report.md", "scores")
@@ -423,6 +536,12 @@ def write_report_files(
     for name in REPORT_FILES:
         if name in extra:
             raise ValueError(f"extra file {name!r} would replace a report file; rename it")
+    with run_lock(path, "score", create=False):  # re-entrant: `jaxsam score` already holds it
+        _publish_report(path, report, markdown, scores, extra)
+
+
+def _publish_report(path: Path, report: dict, markdown: str, scores: dict, extra: dict) -> None:
+    """:func:`write_report_files` under the run's lock."""
     staging = Path(tempfile.mkdtemp(prefix=".report-staging-", dir=path))
     try:
         (staging / "report.md").write_text(markdown)
@@ -569,8 +688,13 @@ def is_complete(path: str | Path) -> bool:
     return (Path(path) / COMPLETE).exists()
 
 
-def load_run(path: str | Path) -> Run:
+def load_run(path: str | Path, *, verify: bool = True) -> Run:
     """Reads a finished run directory, checking format, version, completeness and shapes.
+
+    Args:
+      path: the run directory.
+      verify: check every metadata and array file against ``digests.json``
+        (:func:`verify_digests`); ``False`` reads a run whose files were changed anyway.
 
     Raises:
       RunDirError: naming the missing or damaged file and what to do.
@@ -610,6 +734,8 @@ def load_run(path: str | Path) -> Run:
             f"{path / 'logits'} were computed under other masks (fingerprint mismatch); "
             "logits and masks of different runs cannot be combined: rerun the job"
         )
+    if verify:  # after the structural checks above, whose messages say more when they fail
+        verify_digests(path)
     return Run(
         path=path,
         config=config,

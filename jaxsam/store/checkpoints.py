@@ -189,9 +189,9 @@ def _warn(msg: str) -> None:
 def restore_latest(manager, like: EnsembleState, fingerprint: str | None = None) -> Restored | None:
     """Restores the newest intact checkpoint into the structure of ``like``.
 
-    A checkpoint that cannot be read, or whose contents fail the digest check, is skipped with
-    a warning and deleted, falling back to the one before it (a later save at the same step
-    would otherwise collide with it).
+    A checkpoint that cannot be read, whose metadata has no digest, or whose contents fail the
+    digest check, is skipped with a warning and deleted, falling back to the one before it (a
+    later save at the same step would otherwise collide with it).
 
     Args:
       manager: from :func:`make_manager`.
@@ -239,7 +239,9 @@ def restore_latest(manager, like: EnsembleState, fingerprint: str | None = None)
             )
             if int(state.step) != step:
                 problem = f"it holds step {int(state.step)}"
-            elif meta.get("digest") is not None and state_digest(state) != meta["digest"]:
+            elif not isinstance(meta.get("digest"), list):
+                problem = "its metadata has no digest of its arrays, so they cannot be trusted"
+            elif state_digest(state) != meta["digest"]:
                 problem = "its arrays differ from what was saved (digest mismatch)"
         if problem is None:
             return Restored(state, meta)
@@ -313,12 +315,21 @@ class Checkpoints:
         failed,
         losses: np.ndarray,
         accs: np.ndarray,
-    ) -> None:
-        """Saves ``state`` after step ``done`` of ``total`` when :func:`due`; see :func:`save`."""
+        *,
+        force: bool = False,
+    ) -> bool:
+        """Saves ``state`` after step ``done`` of ``total`` when :func:`due` (or ``force``).
+
+        Returns whether a save was started (a forced save of a step already saved is skipped).
+        See :func:`save`.
+        """
         t = self.train
         every = (t.checkpoint_every_steps, t.checkpoint_every_minutes)
-        if not due(done, total, *every, self.last_time):
-            return
+        if force:
+            if done in (self.pending, self.last_good):
+                return False
+        elif not due(done, total, *every, self.last_time):
+            return False
         try:
             hooks.fire("checkpoint", step=done)
             save(
@@ -335,6 +346,7 @@ class Checkpoints:
         # orbax waits for the previous save before starting this one: that one is on disk.
         self.last_good, self.pending = self.pending, done
         self.last_time = time.monotonic()
+        return True
 
     def close(self, raise_errors: bool) -> None:
         """Waits for the last save; raises its error only when ``raise_errors``."""

@@ -6,6 +6,7 @@ The run directory around it (pool, masks, metrics, ``COMPLETE``) is the pipeline
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from jaxsam.config import Config
 from jaxsam.data.pool import Pool
 from jaxsam.errors import DivergenceError
 from jaxsam.store import checkpoints as ckpt_lib
+from jaxsam.train import preempt
 from jaxsam.train.calibrate import resolve_plan
 from jaxsam.train.logits import compute_logits, make_logits_fn
 from jaxsam.train.setup import TrainSetup, make_setup
@@ -137,6 +139,7 @@ def train_ensemble(
     first_model: int = 0,
     steps_per_epoch: int | None = None,
     on_call: Callable[[int, int, float], None] | None = None,
+    resume_hint: str | None = None,
 ) -> TrainResult:
     """Trains ``M = keep.shape[0]`` models at once on their own subsets of ``pool``.
 
@@ -166,7 +169,43 @@ def train_ensemble(
       DivergenceError: a model's loss went NaN/inf under ``train.on_divergence = 'stop'``.
       RunDirError: the disk is too small or not writable, a checkpoint write failed, or the
         checkpoint belongs to another run.
+      Interrupted: SIGTERM or SIGINT arrived (with ``run_dir``); the checkpoint is on disk.
     """
+    guard = contextlib.ExitStack()
+    with guard:
+        if run_dir is not None:  # one writer of run_dir (a wave locks its own work directory)
+            guard.enter_context(store.run_lock(run_dir, "train"))
+            guard.enter_context(preempt.graceful_signals())
+        return _train_ensemble(
+            config,
+            pool,
+            keep,
+            run_dir=run_dir,
+            resume=resume,
+            progress=progress,
+            desc=desc,
+            first_model=first_model,
+            steps_per_epoch=steps_per_epoch,
+            on_call=on_call,
+            resume_hint=resume_hint,
+        )
+
+
+def _train_ensemble(
+    config: Config,
+    pool: Pool,
+    keep: np.ndarray,
+    *,
+    run_dir: Path | None,
+    resume: bool,
+    progress: bool | None,
+    desc: str,
+    first_model: int,
+    steps_per_epoch: int | None,
+    on_call: Callable[[int, int, float], None] | None,
+    resume_hint: str | None,
+) -> TrainResult:
+    """:func:`train_ensemble` under ``run_dir``'s lock and graceful signal handlers."""
     t = config.train
     m = keep.shape[0]
     setup = make_setup(config, pool, keep, steps_per_epoch)
@@ -201,6 +240,7 @@ def train_ensemble(
     t0 = time.perf_counter()
     model_state = (state.params, state.batch_stats, state.opt_state)
     ok_exit = False
+    stopped_at = None
     try:
         for step0, n in plan:
             model_state, (loss_hist, acc_hist) = hooks.fire(
@@ -227,11 +267,30 @@ def train_ensemble(
                     losses,
                     accs,
                 )
+                if preempt.requested() is not None:
+                    ckpts.maybe_save(
+                        done,
+                        setup.total_steps,
+                        EnsembleState(jnp.int32(done), *model_state),
+                        failed,
+                        losses,
+                        accs,
+                        force=True,
+                    )
+                    stopped_at = (done, preempt.requested())
+                    break
         ok_exit = True
     finally:
         bar.close()
         if ckpts is not None:
             ckpts.close(raise_errors=ok_exit)
+    if stopped_at is not None:
+        hint = resume_hint or f"jaxsam train --resume {run_dir}"
+        preempt.stop(
+            f"the checkpoint at step {stopped_at[0]} of {setup.total_steps} is in "
+            f"{run_dir / 'checkpoints'}; continue with `{hint}`",
+            stopped_at[1],
+        )
     state = EnsembleState(jnp.int32(setup.total_steps), *model_state)
     jax.block_until_ready(state.params)
     return TrainResult(state, setup, losses, accs, sorted(failed), time.perf_counter() - t0)

@@ -82,9 +82,10 @@ def init_study(config: Config, out: str | Path, *, overwrite: bool = False) -> S
     """Creates the run directory: config, full masks [M, N] and header, written once."""
     out = Path(out)
     pool, keep = build_study(config)
-    store.prepare_run_dir(out, config, overwrite=overwrite)
-    store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
-    store.update_run_info(out, layout="waves")
+    with store.run_lock(out, "wave init"):
+        store.prepare_run_dir(out, config, overwrite=overwrite)
+        store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
+        store.update_run_info(out, layout="waves")
     return Study(out, config, pool, keep)
 
 
@@ -254,6 +255,12 @@ def finalize(path: str | Path, *, keep_waves: bool = True):
       The finished :class:`jaxsam.store.Run`.
     """
     path = Path(path)
+    with store.run_lock(path, "wave finalize", create=False):
+        return _finalize(path, keep_waves)
+
+
+def _finalize(path: Path, keep_waves: bool):
+    """:func:`finalize` under the run's lock."""
     info = store.read_run_info(path)
     config = store.read_config(path)
     m = int(info["models"])

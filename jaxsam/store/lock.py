@@ -1,0 +1,124 @@
+"""One writer at a time: an exclusive ``flock`` on ``RUN/.jaxsam.lock``.
+
+``train``, ``train --resume``, ``train --overwrite``, ``score`` and ``analyze`` hold the lock of
+the directory they write while they run; a wave holds the lock of its own work directory
+(``RUN/waves/AAAAA-BBBBB.work``), so waves still train in parallel. A second writer is refused
+at once with a :class:`jaxsam.errors.RunDirError` that says who holds the lock (pid, host,
+command, since when), read from the lock file.
+
+The lock is ``fcntl.flock`` on an open file: the kernel releases it when its holder exits,
+however it exits (SIGKILL included), so a stale lock file left by a dead process never blocks;
+its contents are simply overwritten by the next holder. The lock file itself is never deleted
+(``--overwrite`` keeps it), so two processes can never lock two different files for the same
+directory. ``flock`` is advisory and per host on most network file systems: it stops two jaxsam
+processes, not an ``rm``.
+
+Within one process the lock is re-entrant (``demo`` trains then scores; ``train --wave-size``
+initialises then finalises).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from jaxsam.errors import RunDirError
+
+LOCK_FILE = ".jaxsam.lock"
+
+_held: dict[str, list] = {}  # resolved directory -> [file object, depth]
+
+
+def _holder(f) -> str:
+    try:
+        f.seek(0)
+        info = json.loads(f.read() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "another process"
+    return (
+        f"`{info.get('command', 'jaxsam')}` (pid {info.get('pid', '?')} on host "
+        f"{info.get('host', '?')}, since {info.get('since', '?')})"
+    )
+
+
+def held(path: str | Path) -> bool:
+    """Whether this process holds the lock of directory ``path``."""
+    return str(Path(path).resolve()) in _held
+
+
+@contextlib.contextmanager
+def run_lock(path: str | Path, what: str, *, create: bool = True) -> Iterator[Path]:
+    """Holds the exclusive lock of directory ``path`` for the block.
+
+    Args:
+      path: the run directory (or a wave's work directory).
+      what: what the holder does, for the message another process gets (e.g. ``train``).
+      create: create ``path`` when it is missing; else a missing ``path`` is an error.
+
+    Raises:
+      RunDirError: another process holds the lock (naming it), ``path`` is not a directory, or
+        the lock file cannot be created.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path} exists and is not a directory; choose another --out")
+    if not create and not path.is_dir():
+        raise RunDirError(f"run directory {path} does not exist; pass the --out of a jaxsam run")
+    key = str(path.resolve())
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield path
+        finally:
+            _held[key][1] -= 1
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        f = open(path / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the block
+    except OSError as e:
+        raise RunDirError(
+            f"cannot create the lock file in {path} ({e.strerror}); make it writable or choose "
+            "another directory"
+        ) from e
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(f)
+        f.close()
+        raise RunDirError(
+            f"{path} is in use: {holder} holds its lock; wait for it to finish or stop it, "
+            f"then run `jaxsam {what}` again"
+        ) from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "command": f"jaxsam {what}",
+                    "argv": sys.argv[1:],
+                    "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                }
+            )
+        )
+        f.flush()
+        _held[key] = [f, 1]
+        yield path
+    finally:
+        _held.pop(key, None)
+        with contextlib.suppress(OSError):
+            f.seek(0)
+            f.truncate()
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        f.close()
