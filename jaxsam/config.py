@@ -96,14 +96,27 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """Optimizer: ``sgd`` or a SAM-family variant on top of SGD with momentum.
+    """Optimizer: a base optimizer (``base``), alone or wrapped by a SAM-family variant (``name``).
 
     Attributes:
-      name: a name of the optimizer registry (:mod:`jaxsam.optim.registry`): ``sgd``, ``sam``,
-        ``asam``, ``gsam``, ``looksam``.
-      learning_rate: peak learning rate.
-      momentum: heavy-ball momentum of the base SGD.
-      weight_decay: decoupled L2 coefficient added to the gradient.
+      name: the SAM variant, a name of the optimizer registry (:mod:`jaxsam.optim.registry`):
+        ``sgd`` (no SAM wrapper: the base optimizer alone), ``sam``, ``asam``, ``gsam``,
+        ``looksam``.
+      base: the base optimizer that turns the (SAM) gradient into an update: ``sgd`` (heavy-ball
+        SGD with coupled weight decay, the default), ``nesterov``, ``adam``, ``adamw``, ``lamb``
+        (:data:`jaxsam.optim.registry.BASES`), or any optax optimizer factory by name
+        (``rmsprop``, ``lion``, ``contrib.NAME``, ...). docs/recipes.md says per base whether
+        ``weight_decay`` is coupled or decoupled.
+      base_args: keyword arguments of the base's factory, e.g. ``{"b2": 0.98}`` for adam;
+        checked against the factory's signature. ``learning_rate`` comes from the fields below,
+        ``momentum`` (sgd, nesterov) and ``weight_decay`` (sgd, nesterov, and factories with
+        their own ``weight_decay`` such as adamw, lamb) from this section.
+      learning_rate: peak learning rate (of every base; schedule and warm-up apply to all).
+      momentum: heavy-ball momentum of the ``sgd`` / ``nesterov`` base (other bases ignore it:
+        set theirs in ``base_args``, e.g. ``b1``).
+      weight_decay: weight-decay coefficient of the base: coupled (``weight_decay * w`` added to
+        the gradient) for sgd, nesterov, adam and factories without their own decay; the
+        factory's own (decoupled for adamw and lamb) otherwise.
       rho: SAM neighbourhood radius.
       schedule: learning-rate schedule over all training steps.
       warmup_epochs: linear warm-up length in epochs.
@@ -116,6 +129,8 @@ class OptimConfig:
     """
 
     name: str = "sgd"
+    base: str = "sgd"
+    base_args: dict = dataclasses.field(default_factory=dict)
     learning_rate: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -230,6 +245,9 @@ def validate(config: Config) -> Config:
     _check_range("train.checkpoint_every_steps", t.checkpoint_every_steps, 0, None, ">= 0")
     _check_range("train.checkpoint_every_minutes", t.checkpoint_every_minutes, 0, None, ">= 0")
     optim_registry.check_args(o.name, o.extra, prefix="optim.extra.", error=ConfigError)
+    optim_registry.check_base_args(
+        o.base, o.base_args, prefix="optim.base_args.", error=ConfigError
+    )
     for path, seed in (("data.seed", d.seed), ("masks.seed", m.seed), ("train.seed", t.seed)):
         _check_range(path, seed, 0, 2**32 - 1, "an integer in [0, 2**32)")
     return config

@@ -174,6 +174,14 @@ def _config_dict(config: config_lib.Config) -> dict:
     return config_lib.to_dict(config)
 
 
+def _same_config(existing: Any, config: config_lib.Config) -> bool:
+    """Whether a run's stored config.json is ``config``, keys added since taking their defaults."""
+    try:
+        return _config_dict(config_lib.from_dict(existing)) == _config_dict(config)
+    except ConfigError:
+        return existing == _config_dict(config)
+
+
 def prepare_run_dir(
     path: str | Path, config: config_lib.Config, *, overwrite: bool = False
 ) -> Path:
@@ -202,7 +210,7 @@ def prepare_run_dir(
                     "pass --overwrite to replace its contents"
                 )
             existing = json.loads(info_path.read_text())
-            if existing != _config_dict(config):
+            if not _same_config(existing, config):
                 raise RunDirError(
                     f"{path} already holds a different run (its config.json differs); choose "
                     "another --out or pass --overwrite to replace it"
@@ -300,7 +308,7 @@ def check_resumable(
     if not path.is_dir() or not (path / "config.json").is_file():
         raise RunDirError(f"{path} holds no run to resume; start it with `jaxsam train --out`")
     existing = read_json(path / "config.json", "config")
-    if existing != _config_dict(config):
+    if not _same_config(existing, config):
         raise RunDirError(f"{path}/config.json differs from the config being resumed")
     if (path / COMPLETE).exists():
         raise RunDirError(
