@@ -161,6 +161,10 @@ class TrainConfig:
       checkpoint_every_minutes: checkpoint period in minutes (0: off).
       on_divergence: ``stop`` the run, or ``exclude`` diverged models from scoring.
       progress: show a progress bar.
+      label_smoothing: in [0, 1): the training loss's target puts ``1 - label_smoothing`` on
+        the label and spreads ``label_smoothing`` evenly over all classes (0: plain
+        cross-entropy). Training only: the exported logits and every attack signal are the
+        model's raw outputs, never smoothed.
     """
 
     epochs: int = 30
@@ -173,6 +177,7 @@ class TrainConfig:
     checkpoint_every_minutes: float = 10.0
     on_divergence: str = "stop"
     progress: bool = True
+    label_smoothing: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,6 +243,12 @@ def validate(config: Config) -> Config:
     _check_range("train.batch_size", t.batch_size, 1, None, "a positive integer")
     _check_choice("train.strategy", t.strategy, STRATEGIES)
     _check_choice("train.on_divergence", t.on_divergence, DIVERGENCE_POLICIES)
+    _check_range("train.label_smoothing", t.label_smoothing, 0.0, None, "in [0, 1)")
+    if t.label_smoothing >= 1.0:
+        raise ConfigError(
+            f"train.label_smoothing = {t.label_smoothing!r} is out of range; it must be in [0, 1)"
+            " (1 would make every target uniform: use e.g. 0.1)"
+        )
     if t.chunk_size is not None:
         _check_range("train.chunk_size", t.chunk_size, 1, None, "a positive integer or null")
     if t.steps_per_call is not None:
@@ -256,6 +267,32 @@ def validate(config: Config) -> Config:
 def to_dict(config: Any) -> dict:
     """The config tree as plain JSON-able dicts."""
     return dataclasses.asdict(config)
+
+
+# Keys added to version 1 after run directories were first written, with the default that
+# keeps an older run's meaning. A config.json without them loads with these defaults.
+ADDED_KEYS: tuple[tuple[str, Any], ...] = (
+    ("optim.base", "sgd"),
+    ("optim.base_args", {}),
+    ("train.label_smoothing", 0.0),
+)
+
+
+def stable_dict(config: Config) -> dict:
+    """``to_dict(config)`` without the :data:`ADDED_KEYS` that hold their default.
+
+    What a fingerprint of a config should hash: the checkpoint of a run started before a key
+    existed keeps its fingerprint as long as the key keeps the default.
+    """
+    data = to_dict(config)
+    for dotted, default in ADDED_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node[key]
+        if node.get(leaf) == default:
+            del node[leaf]
+    return data
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:

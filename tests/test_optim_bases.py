@@ -239,7 +239,7 @@ def test_a_run_dir_from_before_optim_base_is_still_this_config(tmp_path):
 
 
 def test_cli_trains_adamw_under_sam(tmp_path, capsys):
-    """The interface line: jaxsam train --config FILE --set optim.base=adamw --set optim.name=sam."""
+    """Interface: jaxsam train --config FILE --set optim.base=adamw --set optim.name=sam."""
     from jaxsam import cli
 
     cfg = tiny_config(**{"train.epochs": 1, "data.pool_size": 120, "masks.models": 2})

@@ -31,6 +31,8 @@ class TrainSetup:
     has_batch_norm: bool
     # Both SAM passes in one lax.scan body (optim.fused_passes; False for plain SGD).
     fused_passes: bool = False
+    # train.label_smoothing: the training loss's target smoothing (never the logits').
+    label_smoothing: float = 0.0
     # The resolved execution plan (jaxsam.train.strategies.Plan); None until
     # jaxsam.train.calibrate.resolve_plan has run (then ``model`` uses ``plan.conv_impl``).
     plan: Any = None
@@ -89,4 +91,5 @@ def make_setup(config: Config, pool: Pool, keep: np.ndarray, spe: int | None = N
         augment=resolve_train_augment(config.data.train_augment, pool.kind, pool.dataset),
         has_batch_norm="batch_stats" in shapes,
         fused_passes=o.runs_fused_passes,
+        label_smoothing=float(config.train.label_smoothing),
     )

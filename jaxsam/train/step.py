@@ -15,9 +15,19 @@ from jaxsam.train.batches import batch_indices, epoch_order
 from jaxsam.train.setup import TrainSetup
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-example softmax cross-entropy: logits [B, C], int labels [B] -> [B] (nats)."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+def cross_entropy(
+    logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0
+) -> jax.Array:
+    """Per-example softmax cross-entropy: logits [B, C], int labels [B] -> [B] (nats).
+
+    With ``label_smoothing = s > 0`` the target is ``(1 - s) * one_hot(label) + s / C``
+    (``optax.smooth_labels``), i.e. ``(1 - s) * CE + s * mean_c(-log p_c)``.
+    """
+    logits = logits.astype(jnp.float32)
+    if not label_smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
 
 
 def make_loss_fn(setup: TrainSetup):
@@ -25,7 +35,8 @@ def make_loss_fn(setup: TrainSetup):
 
     Returns ``loss_fn(params, batch_stats, x, y) -> (loss, (new_batch_stats, logits))``: x the
     normalised batch [B, ...], y int labels [B], loss the mean cross-entropy (nats), logits
-    [B, C]. With BatchNorm the model runs in training mode and returns updated running
+    [B, C]. The cross-entropy uses ``setup.label_smoothing`` (``train.label_smoothing``). With
+    BatchNorm the model runs in training mode and returns updated running
     statistics; without, ``batch_stats`` passes through.
     """
     model, has_bn = setup.model, setup.has_batch_norm
@@ -39,7 +50,7 @@ def make_loss_fn(setup: TrainSetup):
         else:
             logits = model.apply(variables, x, train=True)
             new_stats = batch_stats
-        loss = cross_entropy(logits, y).mean()
+        loss = cross_entropy(logits, y, setup.label_smoothing).mean()
         return loss, (new_stats, logits)
 
     return loss_fn
@@ -55,6 +66,9 @@ def make_train_steps(
     model. The function runs ``num_steps`` steps starting at global step ``step0`` (all inside
     one epoch) under ``lax.scan`` and returns the new model state and per-step (loss, accuracy)
     arrays [num_steps] float32.
+
+    The loss is the mean cross-entropy with ``setup.label_smoothing`` (``train.label_smoothing``);
+    the per-step loss returned is that smoothed training loss.
 
     BatchNorm rule: the running statistics come from the clean forward pass; the SAM family's
     second (perturbed) pass only contributes its gradient. With ``setup.fused_passes`` both
