@@ -273,7 +273,14 @@ def start_run(
     ids: np.ndarray,
     labels: np.ndarray,
 ) -> str:
-    """Writes config, masks and the run header; returns the masks fingerprint."""
+    """Writes config, masks and the run header; returns the masks fingerprint.
+
+    A DP-SGD run's header holds its privacy guarantee, ``"dp"``
+    (:func:`jaxsam.optim.dp.privacy_record`).
+    """
+    from jaxsam.optim.dp import privacy_record
+
+    dp = privacy_record(config, keep)  # first: a missing DP library stops before any write
     write_json(path / "config.json", _config_dict(config))
     save_arrays(path / "masks", {"keep": keep, "ids": ids, "labels": labels})
     fingerprint = masks_fingerprint(pool_origin["fingerprint"], keep)
@@ -288,6 +295,7 @@ def start_run(
             "pool": pool_origin,
             "masks_fingerprint": fingerprint,
             "failed_models": [],
+            **({"dp": dp} if dp is not None else {}),
         },
     )
     return fingerprint

@@ -171,11 +171,13 @@ def time_plan(
 
 
 def _optimizer_key(config: Config) -> str:
-    """The optimizer part of a table key; a default ``sgd`` base keeps the keys of old tables."""
+    """The optimizer part of a table key; the defaults (``sgd`` base, no DP) keep old keys."""
     o = config.optim
     key = o.name + ("+fused" if o.runs_fused_passes else "")
     if o.base != "sgd":
         key += f"@{o.base}"
+    if o.dp.enabled:  # per-example gradients: another step entirely
+        key += f"+dp:{o.dp.sampling}:{o.dp.microbatch_size}"
     return key
 
 
