@@ -94,21 +94,70 @@ class ModelConfig:
     dtype: str = "float32"
 
 
+DP_SAMPLINGS = ("poisson", "shuffle")
+DP_ACCOUNTANTS = ("pld", "rdp")
+
+
 @dataclasses.dataclass(frozen=True)
-class OptimConfig:
-    """Optimizer: ``sgd`` or a SAM-family variant on top of SGD with momentum.
+class DPConfig:
+    """DP-SGD for every shadow model (docs/recipes.md): on when ``clip_norm`` is set.
 
     Attributes:
-      name: a name of the optimizer registry (:mod:`jaxsam.optim.registry`): ``sgd``, ``sam``,
-        ``asam``, ``gsam``, ``looksam``.
-      learning_rate: peak learning rate.
-      momentum: heavy-ball momentum of the base SGD.
-      weight_decay: decoupled L2 coefficient added to the gradient.
+      clip_norm: per-example L2 clipping bound C; ``None``: no DP (the default).
+      noise_multiplier: sigma >= 0; Gaussian noise of standard deviation ``sigma * C`` is added
+        to each batch's sum of clipped gradients (0: clipping only, no privacy guarantee).
+      delta: the delta of the (epsilon, delta) guarantee recorded in run.json, in (0, 1).
+      sampling: ``poisson`` (each training example joins each step independently with
+        probability ``B / n``; the accountant's assumption) or ``shuffle`` (the usual epoch
+        order; the epsilon is then computed as if Poisson-sampled, not a formal guarantee).
+      microbatch_size: examples whose per-example gradients are computed at once (less memory,
+        more sequential work); ``None``: the whole batch at once.
+      accountant: ``pld`` (privacy-loss distributions, tighter) or ``rdp`` (Renyi DP), both
+        from the dp-accounting library.
+    """
+
+    clip_norm: float | None = None
+    noise_multiplier: float = 0.0
+    delta: float = 1e-5
+    sampling: str = "poisson"
+    microbatch_size: int | None = None
+    accountant: str = "pld"
+
+    @property
+    def enabled(self) -> bool:
+        """Whether DP-SGD is on (``clip_norm`` is set)."""
+        return self.clip_norm is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer: a base optimizer (``base``), alone or wrapped by a SAM-family variant (``name``).
+
+    Attributes:
+      name: the SAM variant, a name of the optimizer registry (:mod:`jaxsam.optim.registry`):
+        ``sgd`` (no SAM wrapper: the base optimizer alone), ``sam``, ``asam``, ``gsam``,
+        ``looksam``.
+      base: the base optimizer that turns the (SAM) gradient into an update: ``sgd`` (heavy-ball
+        SGD with coupled weight decay, the default), ``nesterov``, ``adam``, ``adamw``, ``lamb``
+        (:data:`jaxsam.optim.registry.BASES`), or any optax optimizer factory by name
+        (``rmsprop``, ``lion``, ``contrib.NAME``, ...). docs/recipes.md says per base whether
+        ``weight_decay`` is coupled or decoupled.
+      base_args: keyword arguments of the base's factory, e.g. ``{"b2": 0.98}`` for adam;
+        checked against the factory's signature. ``learning_rate`` comes from the fields below,
+        ``momentum`` (sgd, nesterov) and ``weight_decay`` (sgd, nesterov, and factories with
+        their own ``weight_decay`` such as adamw, lamb) from this section.
+      learning_rate: peak learning rate (of every base; schedule and warm-up apply to all).
+      momentum: heavy-ball momentum of the ``sgd`` / ``nesterov`` base (other bases ignore it:
+        set theirs in ``base_args``, e.g. ``b1``).
+      weight_decay: weight-decay coefficient of the base: coupled (``weight_decay * w`` added to
+        the gradient) for sgd, nesterov, adam and factories without their own decay; the
+        factory's own (decoupled for adamw and lamb) otherwise.
       rho: SAM neighbourhood radius.
       schedule: learning-rate schedule over all training steps.
       warmup_epochs: linear warm-up length in epochs.
       extra: variant-specific keyword arguments (``eta`` for ASAM, ``alpha`` for GSAM, ``k`` and
         ``alpha`` for LookSAM), checked against the registry entry's argument spec.
+      dp: DP-SGD (:class:`DPConfig`): per-example clipping and Gaussian noise, off by default.
       fused_passes: SAM family only: run the clean and the perturbed gradient pass as the two
         iterations of one ``lax.scan`` body (:func:`jaxsam.optim.fused_update`), so that they
         share one set of activation buffers (peak memory of an SGD step plus about one
@@ -116,6 +165,8 @@ class OptimConfig:
     """
 
     name: str = "sgd"
+    base: str = "sgd"
+    base_args: dict = dataclasses.field(default_factory=dict)
     learning_rate: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -124,6 +175,7 @@ class OptimConfig:
     warmup_epochs: float = 0.0
     extra: dict = dataclasses.field(default_factory=dict)
     fused_passes: bool = False
+    dp: DPConfig = dataclasses.field(default_factory=DPConfig)
 
     @property
     def runs_fused_passes(self) -> bool:
@@ -146,6 +198,10 @@ class TrainConfig:
       checkpoint_every_minutes: checkpoint period in minutes (0: off).
       on_divergence: ``stop`` the run, or ``exclude`` diverged models from scoring.
       progress: show a progress bar.
+      label_smoothing: in [0, 1): the training loss's target puts ``1 - label_smoothing`` on
+        the label and spreads ``label_smoothing`` evenly over all classes (0: plain
+        cross-entropy). Training only: the exported logits and every attack signal are the
+        model's raw outputs, never smoothed.
     """
 
     epochs: int = 30
@@ -158,6 +214,7 @@ class TrainConfig:
     checkpoint_every_minutes: float = 10.0
     on_divergence: str = "stop"
     progress: bool = True
+    label_smoothing: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +280,12 @@ def validate(config: Config) -> Config:
     _check_range("train.batch_size", t.batch_size, 1, None, "a positive integer")
     _check_choice("train.strategy", t.strategy, STRATEGIES)
     _check_choice("train.on_divergence", t.on_divergence, DIVERGENCE_POLICIES)
+    _check_range("train.label_smoothing", t.label_smoothing, 0.0, None, "in [0, 1)")
+    if t.label_smoothing >= 1.0:
+        raise ConfigError(
+            f"train.label_smoothing = {t.label_smoothing!r} is out of range; it must be in [0, 1)"
+            " (1 would make every target uniform: use e.g. 0.1)"
+        )
     if t.chunk_size is not None:
         _check_range("train.chunk_size", t.chunk_size, 1, None, "a positive integer or null")
     if t.steps_per_call is not None:
@@ -230,14 +293,93 @@ def validate(config: Config) -> Config:
     _check_range("train.checkpoint_every_steps", t.checkpoint_every_steps, 0, None, ">= 0")
     _check_range("train.checkpoint_every_minutes", t.checkpoint_every_minutes, 0, None, ">= 0")
     optim_registry.check_args(o.name, o.extra, prefix="optim.extra.", error=ConfigError)
+    optim_registry.check_base_args(
+        o.base, o.base_args, prefix="optim.base_args.", error=ConfigError
+    )
+    _validate_dp(config)
     for path, seed in (("data.seed", d.seed), ("masks.seed", m.seed), ("train.seed", t.seed)):
         _check_range(path, seed, 0, 2**32 - 1, "an integer in [0, 2**32)")
     return config
 
 
+def _validate_dp(config: Config) -> None:
+    """Checks ``optim.dp`` and what DP-SGD needs from the rest of the config."""
+    dp, o = config.optim.dp, config.optim
+    _check_range("optim.dp.noise_multiplier", dp.noise_multiplier, 0.0, None, "non-negative")
+    _check_range("optim.dp.delta", dp.delta, 0.0, 1.0, "in (0, 1), e.g. 1e-5")
+    if not 0.0 < dp.delta < 1.0:
+        raise ConfigError(f"optim.dp.delta = {dp.delta!r} is out of range; it must be in (0, 1)")
+    _check_choice("optim.dp.sampling", dp.sampling, DP_SAMPLINGS)
+    _check_choice("optim.dp.accountant", dp.accountant, DP_ACCOUNTANTS)
+    if dp.microbatch_size is not None:
+        _check_range("optim.dp.microbatch_size", dp.microbatch_size, 1, None, "positive or null")
+    if not dp.enabled:
+        if dp.noise_multiplier or dp.microbatch_size is not None:
+            raise ConfigError(
+                "optim.dp.noise_multiplier / optim.dp.microbatch_size are set but "
+                "optim.dp.clip_norm is null, so DP-SGD is off; set optim.dp.clip_norm (e.g. "
+                "--set optim.dp.clip_norm=1.0) or drop them"
+            )
+        return
+    _check_range("optim.dp.clip_norm", dp.clip_norm, 0.0, None, "positive")
+    if dp.clip_norm <= 0:
+        raise ConfigError(f"optim.dp.clip_norm = {dp.clip_norm!r} must be positive, e.g. 1.0")
+    if o.runs_fused_passes:
+        raise ConfigError(
+            "optim.fused_passes does not support optim.dp (the two passes need their own noise "
+            "draws); set optim.fused_passes = false"
+        )
+    if _has_batch_norm(config.model):
+        raise ConfigError(
+            f"optim.dp needs a model without BatchNorm, and model.name = {config.model.name!r} "
+            "has it (BatchNorm mixes the examples of a batch, so per-example gradients are not "
+            "separable); use model.name = 'mlp' or 'cnn'"
+        )
+
+
+def _has_batch_norm(model: ModelConfig) -> bool:
+    """Whether the model keeps BatchNorm statistics (shapes only: nothing is allocated)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxsam.models import make_model
+
+    net = make_model(model.name, 10, width=model.width, depth=model.depth, dtype=model.dtype)
+    x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    shapes = jax.eval_shape(lambda x: net.init(jax.random.key(0), x, train=False), x)
+    return "batch_stats" in shapes
+
+
 def to_dict(config: Any) -> dict:
     """The config tree as plain JSON-able dicts."""
     return dataclasses.asdict(config)
+
+
+# Keys added to version 1 after run directories were first written, with the default that
+# keeps an older run's meaning. A config.json without them loads with these defaults.
+ADDED_KEYS: tuple[tuple[str, Any], ...] = (
+    ("optim.base", "sgd"),
+    ("optim.base_args", {}),
+    ("train.label_smoothing", 0.0),
+    ("optim.dp", dataclasses.asdict(DPConfig())),
+)
+
+
+def stable_dict(config: Config) -> dict:
+    """``to_dict(config)`` without the :data:`ADDED_KEYS` that hold their default.
+
+    What a fingerprint of a config should hash: the checkpoint of a run started before a key
+    existed keeps its fingerprint as long as the key keeps the default.
+    """
+    data = to_dict(config)
+    for dotted, default in ADDED_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node[key]
+        if node.get(leaf) == default:
+            del node[leaf]
+    return data
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:

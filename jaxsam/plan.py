@@ -21,6 +21,13 @@ the device).
 
 Models per device: ``floor((0.9 * device_memory - pool) / (state + B * activation))`` for the
 ``vmap`` strategy, where all models' batches are live at once.
+
+DP-SGD (``optim.dp``): per-example gradients are computed ``optim.dp.microbatch_size``
+examples at a time (default: the whole batch). Per model that holds one gradient per example
+of the microbatch plus the noise tree (``dp_bytes = (microbatch + 1) * params``), and the
+activations of one microbatch instead of one batch; the batch has ``capacity`` slots with
+Poisson sampling (the expected size B plus a margin, see docs/recipes.md). A smaller microbatch
+trades memory for sequential steps.
 """
 
 from __future__ import annotations
@@ -81,6 +88,12 @@ class MemoryPlan:
     steps_per_epoch: int
     steps: int
     gradient_evaluations_per_step: int
+    # DP-SGD: per-example gradients of one microbatch + the noise tree, per model (0 without).
+    dp_bytes: int = 0
+    # DP-SGD: examples whose activations and gradients are live at once (None without DP).
+    dp_microbatch: int | None = None
+    # DP-SGD: example slots per step (the Poisson capacity, or B when shuffled).
+    dp_capacity: int | None = None
 
     @property
     def state_bytes(self) -> int:
@@ -94,10 +107,17 @@ class MemoryPlan:
         )
 
     @property
+    def live_examples(self) -> int:
+        """Examples whose activations are live at once per model: the batch, or the DP
+        microbatch."""
+        return self.dp_microbatch if self.dp_microbatch is not None else self.batch_size
+
+    @property
     def bytes_per_model(self) -> float:
-        """State plus one batch of activations (all models' batches are live under vmap)."""
+        """State plus one batch (or DP microbatch) of activations, plus DP's per-example
+        gradients (all models' batches are live under vmap)."""
         act = self.activation_bytes_per_example or 0.0
-        return self.state_bytes + act * self.batch_size
+        return self.state_bytes + act * self.live_examples + self.dp_bytes
 
     @property
     def model_examples(self) -> int:
@@ -183,6 +203,7 @@ def memory_plan(config: Config, *, activations: bool = True) -> MemoryPlan:
     act = None if mem.temp_bytes is None else mem.temp_bytes / t.batch_size
     is_image = pool.kind == "image"
     pool_bytes = n * math.prod(pool.input_shape) * (1 if is_image else 4) + 4 * n
+    dp = setup.dp  # DP-SGD's static shape (capacity, microbatch), or None
     return MemoryPlan(
         num_params=tree_size(mem.params),
         param_bytes=param_bytes,
@@ -199,6 +220,9 @@ def memory_plan(config: Config, *, activations: bool = True) -> MemoryPlan:
         steps_per_epoch=spe,
         steps=spe * t.epochs,
         gradient_evaluations_per_step=2 if sam else 1,
+        dp_bytes=(dp.microbatch_size + 1) * param_bytes if dp is not None else 0,
+        dp_microbatch=dp.microbatch_size if dp is not None else None,
+        dp_capacity=dp.capacity if dp is not None else None,
     )
 
 

@@ -15,6 +15,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "BASES": "jaxsam.optim.registry",
     "OPTIMIZERS": "jaxsam.optim.registry",
     "LookSAMState": "jaxsam.optim._looksam",
     "SAMState": "jaxsam.optim._family",
@@ -25,6 +26,7 @@ _EXPORTS = {
     "gsam": "jaxsam.optim._gsam",
     "is_sam_family": "jaxsam.optim.factory",
     "looksam": "jaxsam.optim._looksam",
+    "make_base": "jaxsam.optim.factory",
     "make_optimizer": "jaxsam.optim.factory",
     "sam": "jaxsam.optim._sam",
 }

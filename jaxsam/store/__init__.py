@@ -210,6 +210,14 @@ def _config_dict(config: config_lib.Config) -> dict:
     return config_lib.to_dict(config)
 
 
+def _same_config(existing: Any, config: config_lib.Config) -> bool:
+    """Whether a run's stored config.json is ``config``, keys added since taking their defaults."""
+    try:
+        return _config_dict(config_lib.from_dict(existing)) == _config_dict(config)
+    except ConfigError:
+        return existing == _config_dict(config)
+
+
 def prepare_run_dir(
     path: str | Path, config: config_lib.Config, *, overwrite: bool = False
 ) -> Path:
@@ -245,7 +253,7 @@ def prepare_run_dir(
                     "pass --overwrite to replace its contents"
                 )
             existing = json.loads(info_path.read_text())
-            if existing != _config_dict(config):
+            if not _same_config(existing, config):
                 raise RunDirError(
                     f"{path} already holds a different run (its config.json differs); choose "
                     "another --out or pass --overwrite to replace it"
@@ -308,7 +316,14 @@ def start_run(
     ids: np.ndarray,
     labels: np.ndarray,
 ) -> str:
-    """Writes config, masks and the run header; returns the masks fingerprint."""
+    """Writes config, masks and the run header; returns the masks fingerprint.
+
+    A DP-SGD run's header holds its privacy guarantee, ``"dp"``
+    (:func:`jaxsam.optim.dp.privacy_record`).
+    """
+    from jaxsam.optim.dp import privacy_record
+
+    dp = privacy_record(config, keep)  # first: a missing DP library stops before any write
     write_json(path / "config.json", _config_dict(config))
     save_arrays(path / "masks", {"keep": keep, "ids": ids, "labels": labels})
     fingerprint = masks_fingerprint(pool_origin["fingerprint"], keep)
@@ -323,6 +338,7 @@ def start_run(
             "pool": pool_origin,
             "masks_fingerprint": fingerprint,
             "failed_models": [],
+            **({"dp": dp} if dp is not None else {}),
         },
     )
     return fingerprint
@@ -343,7 +359,7 @@ def check_resumable(
     if not path.is_dir() or not (path / "config.json").is_file():
         raise RunDirError(f"{path} holds no run to resume; start it with `jaxsam train --out`")
     existing = read_json(path / "config.json", "config")
-    if existing != _config_dict(config):
+    if not _same_config(existing, config):
         raise RunDirError(f"{path}/config.json differs from the config being resumed")
     if (path / COMPLETE).exists():
         raise RunDirError(

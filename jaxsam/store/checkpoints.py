@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsam import hooks
-from jaxsam.config import Config, to_dict
+from jaxsam.config import Config, stable_dict
 from jaxsam.errors import RunDirError
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def fingerprint(masks_fingerprint: str, first_model: int, config: Config) -> str
 
     The checkpoint cadence and the progress bar are left out: they may change on resume.
     """
-    cfg = to_dict(config)
+    cfg = stable_dict(config)  # keys added since, at their default, leave it unchanged
     for key in _CADENCE_KEYS:
         cfg["train"].pop(key, None)
     h = hashlib.sha256(masks_fingerprint.encode())

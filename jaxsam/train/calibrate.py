@@ -170,6 +170,17 @@ def time_plan(
     return num_models * num_steps * config.train.batch_size / best
 
 
+def _optimizer_key(config: Config) -> str:
+    """The optimizer part of a table key; the defaults (``sgd`` base, no DP) keep old keys."""
+    o = config.optim
+    key = o.name + ("+fused" if o.runs_fused_passes else "")
+    if o.base != "sgd":
+        key += f"@{o.base}"
+    if o.dp.enabled:  # per-example gradients: another step entirely
+        key += f"+dp:{o.dp.sampling}:{o.dp.microbatch_size}"
+    return key
+
+
 def _table_key(config: Config, pool: Pool, k: int) -> str:
     d = jax.local_devices()[0]
     mo = config.model
@@ -183,7 +194,7 @@ def _table_key(config: Config, pool: Pool, k: int) -> str:
             mo.width,
             mo.depth,
             mo.dtype,
-            config.optim.name + ("+fused" if config.optim.runs_fused_passes else ""),
+            _optimizer_key(config),
             config.train.batch_size,
             "x".join(map(str, pool.input_shape)),
             k,

@@ -31,6 +31,10 @@ class TrainSetup:
     has_batch_norm: bool
     # Both SAM passes in one lax.scan body (optim.fused_passes; False for plain SGD).
     fused_passes: bool = False
+    # train.label_smoothing: the training loss's target smoothing (never the logits').
+    label_smoothing: float = 0.0
+    # DP-SGD's static shape (jaxsam.optim.dp.DPPlan), None without optim.dp.
+    dp: Any = None
     # The resolved execution plan (jaxsam.train.strategies.Plan); None until
     # jaxsam.train.calibrate.resolve_plan has run (then ``model`` uses ``plan.conv_impl``).
     plan: Any = None
@@ -51,6 +55,37 @@ def make_schedule(config: Config, total_steps: int, spe: int) -> optax.Schedule:
         return main
     return optax.join_schedules(
         [optax.linear_schedule(0.0, o.learning_rate, warmup), main], [warmup]
+    )
+
+
+def make_dp_plan(config: Config, pool_size: int, total_steps: int):
+    """The :class:`jaxsam.optim.dp.DPPlan` of ``config``, or None without ``optim.dp``.
+
+    The Poisson capacity is bounded with the pool size ``N`` (every model's training set is at
+    most ``N``), so that every wave or host of a study gets the same capacity.
+    """
+    from jaxsam.optim import dp as dp_lib
+    from jaxsam.optim import registry
+
+    d, b = config.optim.dp, config.train.batch_size
+    if not d.enabled:
+        return None
+    dp_lib.require_libraries()
+    if d.sampling == "poisson":
+        tail = dp_lib.TAIL_SHARE * d.delta
+        capacity = dp_lib.poisson_capacity(np.array([pool_size]), b, total_steps, tail)
+    else:
+        capacity = b
+    micro = min(d.microbatch_size or capacity, capacity)
+    capacity = -(-capacity // micro) * micro  # a whole number of microbatches
+    return dp_lib.DPPlan(
+        clip_norm=float(d.clip_norm),
+        noise_multiplier=float(d.noise_multiplier),
+        batch_size=b,
+        capacity=int(capacity),
+        microbatch_size=int(micro),
+        sampling=d.sampling,
+        releases_per_step=2 if registry.is_sam_family(config.optim.name) else 1,
     )
 
 
@@ -89,4 +124,6 @@ def make_setup(config: Config, pool: Pool, keep: np.ndarray, spe: int | None = N
         augment=resolve_train_augment(config.data.train_augment, pool.kind, pool.dataset),
         has_batch_norm="batch_stats" in shapes,
         fused_passes=o.runs_fused_passes,
+        label_smoothing=float(config.train.label_smoothing),
+        dp=make_dp_plan(config, pool.size, total),
     )
