@@ -28,9 +28,7 @@ CASES = [
     (
         "nesterov",
         {},
-        lambda: optax.chain(
-            optax.add_decayed_weights(WD), optax.sgd(SCHEDULE, 0.9, nesterov=True)
-        ),
+        lambda: optax.chain(optax.add_decayed_weights(WD), optax.sgd(SCHEDULE, 0.9, nesterov=True)),
     ),
     (
         "adam",

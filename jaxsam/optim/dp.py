@@ -98,9 +98,7 @@ def poisson_capacity(num_in: np.ndarray, batch_size: int, steps: int, tail: floa
     return int(cap)
 
 
-def poisson_batch(
-    key: Any, keep_row: Any, rate: Any, capacity: int
-) -> tuple[Any, Any]:
+def poisson_batch(key: Any, keep_row: Any, rate: Any, capacity: int) -> tuple[Any, Any]:
     """One model's Poisson batch: each training example taken independently with ``rate``.
 
     Args:

@@ -16,9 +16,7 @@ from jaxsam.train.batches import batch_indices, epoch_order
 from jaxsam.train.setup import TrainSetup
 
 
-def cross_entropy(
-    logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0
-) -> jax.Array:
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
     """Per-example softmax cross-entropy: logits [B, C], int labels [B] -> [B] (nats).
 
     With ``label_smoothing = s > 0`` the target is ``(1 - s) * one_hot(label) + s / C``
