@@ -22,6 +22,7 @@ import argparse
 from pathlib import Path
 
 from jaxsam import store
+from jaxsam.cli_options import add_no_verify_option
 
 
 def add_parser(subparsers) -> None:
@@ -43,11 +44,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--min-influence", type=float, default=0.0, help="entropy ignores influences <= this"
     )
-    p.add_argument(
-        "--no-verify",
-        action="store_true",
-        help="read runs whose files differ from the digests recorded when they finished",
-    )
+    add_no_verify_option(p)
     p.set_defaults(func=run)
 
 

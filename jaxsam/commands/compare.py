@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from jaxsam.cli_options import add_no_verify_option
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -21,11 +23,7 @@ def add_parser(subparsers) -> None:
         default=None,
         help="also write a log-log ROC comparison PNG (LiRA online) to this path",
     )
-    p.add_argument(
-        "--no-verify",
-        action="store_true",
-        help="read runs whose files differ from the digests recorded when they finished",
-    )
+    add_no_verify_option(p)
     p.set_defaults(func=run)
 
 

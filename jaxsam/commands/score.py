@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from jaxsam.cli_options import add_no_verify_option
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -28,11 +30,7 @@ def add_parser(subparsers) -> None:
         default=200,
         help="bootstrap resamples for confidence intervals (0: none)",
     )
-    p.add_argument(
-        "--no-verify",
-        action="store_true",
-        help="read runs whose files differ from the digests recorded when they finished",
-    )
+    add_no_verify_option(p)
     p.set_defaults(func=run)
 
 

@@ -259,6 +259,7 @@ def _train_ensemble(
                 on_call(step0, n, time.perf_counter() - t0)
             done = step0 + n
             if ckpts is not None:
+                signal = preempt.requested()  # a signal forces a checkpoint of this call
                 ckpts.maybe_save(
                     done,
                     setup.total_steps,
@@ -266,18 +267,10 @@ def _train_ensemble(
                     failed,
                     losses,
                     accs,
+                    force=signal is not None,
                 )
-                if preempt.requested() is not None:
-                    ckpts.maybe_save(
-                        done,
-                        setup.total_steps,
-                        EnsembleState(jnp.int32(done), *model_state),
-                        failed,
-                        losses,
-                        accs,
-                        force=True,
-                    )
-                    stopped_at = (done, preempt.requested())
+                if signal is not None:
+                    stopped_at = (done, signal)
                     break
         ok_exit = True
     finally:
