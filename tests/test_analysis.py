@@ -228,7 +228,7 @@ def test_analyze_command_uses_store(tmp_path, monkeypatch, capsys):
     for n in ("a", "b"):
         (tmp_path / n).mkdir()
         fakes[str(tmp_path / n)] = _FakeRun(tmp_path / n, "sgd", rng, with_test=False)
-    monkeypatch.setattr(analyze_cmd.store, "load_run", lambda p: fakes[str(p)])
+    monkeypatch.setattr(analyze_cmd.store, "load_run", lambda p, verify=True: fakes[str(p)])
     parser = argparse.ArgumentParser()
     analyze_cmd.add_parser(parser.add_subparsers())
     args = parser.parse_args(["analyze", str(tmp_path / "a"), str(tmp_path / "b")])
