@@ -27,6 +27,7 @@ def failed_run(tiny_run, tmp_path):
     arrays["test_logits"][1] = np.nan
     store.save_arrays(path / "logits", arrays)
     store.update_run_info(path, failed_models=[1])
+    store.write_digests(path)  # as a run that finished this way records them
     return store.load_run(path)
 
 
