@@ -188,7 +188,7 @@ def memory_plan(config: Config, *, activations: bool = True) -> MemoryPlan:
     """
     import jax
 
-    from jaxsam.train.memory import step_memory, tree_bytes, tree_size
+    from jaxsam.train.memory import dp_bytes, step_memory, tree_bytes, tree_size
     from jaxsam.train.setup import make_setup
 
     pool = _pool_shapes(config)
@@ -220,7 +220,7 @@ def memory_plan(config: Config, *, activations: bool = True) -> MemoryPlan:
         steps_per_epoch=spe,
         steps=spe * t.epochs,
         gradient_evaluations_per_step=2 if sam else 1,
-        dp_bytes=(dp.microbatch_size + 1) * param_bytes if dp is not None else 0,
+        dp_bytes=dp_bytes(dp.microbatch_size, mem.params) if dp is not None else 0,
         dp_microbatch=dp.microbatch_size if dp is not None else None,
         dp_capacity=dp.capacity if dp is not None else None,
     )

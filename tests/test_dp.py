@@ -202,6 +202,35 @@ def test_plan_counts_per_example_gradients_by_microbatch():
     assert whole.bytes_per_model > plain.bytes_per_model
 
 
+def test_auto_memory_cap_counts_per_example_gradients_like_plan():
+    """auto's per-model need grows with DP's per-example gradients, by plan's dp_bytes."""
+    from jaxsam import plan as plan_lib
+    from jaxsam.train import calibrate
+    from jaxsam.train.setup import make_setup
+
+    def need(cfg):
+        pool = load_pool(cfg.data)
+        keep = make_masks(cfg.masks.models, pool.size, 0.5, 0)
+        setup = make_setup(cfg, pool, keep)
+        return calibrate.per_model_bytes(setup, cfg, pool, keep)
+
+    dp = {"optim.dp.clip_norm": 1.0, "optim.dp.microbatch_size": 16}
+    plain, private = need(tiny_config()), need(tiny_config(**dp))
+    extra = plan_lib.memory_plan(tiny_config(**dp)).dp_bytes
+    assert extra > 0 and private >= plain + extra  # x1.25 headroom on top
+
+
+def test_cli_plan_prints_dp_memory(tmp_path, capsys):
+    from jaxsam.cli import main
+
+    sets = ["--set", "optim.dp.clip_norm=1.0", "--set", "optim.dp.microbatch_size=4"]
+    assert main(["plan", *sets, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dp"]["microbatch"] == 4 and out["bytes"]["dp_per_example_gradients"] > 0
+    assert main(["plan", *sets]) == 0
+    assert "DP-SGD per-example grads" in capsys.readouterr().out
+
+
 def test_noise_zero_huge_clip_trains_like_sgd():
     """optim.dp with sigma = 0, C huge and shuffled batches is the SGD run, under vmap."""
     over = {"train.epochs": 1, "data.pool_size": 120, "masks.models": 2, "train.strategy": "vmap"}

@@ -78,8 +78,12 @@ def run(args: argparse.Namespace) -> int:
                         "activation_per_example": plan.activation_bytes_per_example,
                         "per_model_with_batch": plan.bytes_per_model,
                         "pool": plan.pool_bytes,
+                        "dp_per_example_gradients": plan.dp_bytes,
                     },
                     "models": plan.num_models,
+                    "dp": None
+                    if plan.dp_microbatch is None
+                    else {"microbatch": plan.dp_microbatch, "capacity": plan.dp_capacity},
                     "steps": plan.steps,
                     "model_examples": plan.model_examples,
                     "models_per_device": {name: fit for name, _, fit in devices},
@@ -101,11 +105,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"  gradient buffer            {hb(plan.grad_bytes)}")
     print(f"  SAM perturbed weights      {hb(plan.sam_bytes)}" + ("" if sam else "  (not SAM)"))
     print(f"  = state per model          {hb(plan.state_bytes)}")
+    if plan.dp_microbatch is not None:
+        print(
+            f"  DP-SGD per-example grads   {hb(plan.dp_bytes)}  ({plan.dp_microbatch} per "
+            f"microbatch + noise; {plan.dp_capacity} example slots per step)"
+        )
     print(
         f"  activations per example    {hb(plan.activation_bytes_per_example)}  "
         f"[{plan.activation_source}]"
     )
-    print(f"  per model, batch {plan.batch_size:<4}     {hb(plan.bytes_per_model)}")
+    live = (
+        f"per model, batch {plan.batch_size}"
+        if plan.dp_microbatch is None
+        else f"per model, microbatch {plan.dp_microbatch}"
+    )
+    print(f"  {live:<26} {hb(plan.bytes_per_model)}")
     print(f"  pool on device             {hb(plan.pool_bytes)}  ({plan.pool_size:,} examples)")
     print(
         f"  steps                      {plan.steps:,} ({plan.steps_per_epoch} per epoch x "

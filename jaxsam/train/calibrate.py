@@ -37,7 +37,7 @@ import numpy as np
 from jaxsam.config import Config
 from jaxsam.data.pool import Pool
 from jaxsam.models import CONV_MODELS, with_conv_impl
-from jaxsam.train.memory import step_memory
+from jaxsam.train.memory import dp_bytes, step_memory
 from jaxsam.train.setup import TrainSetup
 from jaxsam.train.state import init_ensemble, model_keys
 from jaxsam.train.strategies import Plan, make_ensemble_fn
@@ -122,10 +122,16 @@ def per_model_bytes(setup: TrainSetup, config: Config, pool: Pool, keep: np.ndar
     forward/backward pass, compiled for the default device); the state counts twice (input and
     updated output). ``keep`` is unused: the shapes depend on the pool alone.
     """
-    mem = step_memory(setup, pool, config.train.batch_size)
+    b = config.train.batch_size
+    mem = step_memory(setup, pool, b)
     temp = mem.temp_bytes or 0
     if temp == 0:  # fallback: a generous per-example activation estimate
-        temp = 64 * int(np.prod(pool.input_shape)) * config.train.batch_size * 4
+        temp = 64 * int(np.prod(pool.input_shape)) * b * 4
+    dp = setup.dp
+    if dp is not None:
+        # DP-SGD (as jaxsam.plan.memory_plan): one microbatch's activations instead of one
+        # batch's, plus that microbatch's per-example gradients and the noise tree.
+        temp = temp * dp.microbatch_size / b + dp_bytes(dp.microbatch_size, mem.params)
     return int(1.25 * (temp + 2 * mem.state_bytes))
 
 

@@ -40,6 +40,17 @@ def tree_size(tree: Any) -> int:
     return int(sum(math.prod(x.shape) for x in jax.tree.leaves(tree)))
 
 
+def dp_bytes(microbatch_size: int, params: Any) -> int:
+    """DP-SGD's extra bytes per model: ``microbatch_size`` per-example gradients + the noise tree.
+
+    Args:
+      microbatch_size: examples whose gradients are live at once (``optim.dp.microbatch_size``
+        after :func:`jaxsam.train.setup.make_dp_plan`).
+      params: one model's parameter tree (arrays or ``ShapeDtypeStruct``s).
+    """
+    return (int(microbatch_size) + 1) * tree_bytes(params)
+
+
 @dataclasses.dataclass(frozen=True)
 class StepMemory:
     """One model's training memory.
