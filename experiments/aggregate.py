@@ -23,13 +23,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from jaxsam.report import OUT_ACCURACY_LABEL, out_accuracy
+from jaxsam.report import OUT_ACCURACY_LABEL, heldout_accuracy, out_accuracy
 
 # FPR keys as the scoring report writes them (str(float)).
 TPR_FPRS: tuple[tuple[str, str], ...] = (("0.01", "1%"), ("0.001", "0.1%"))
 
-# Metrics shown as percentages (x100); the mechanism statistics are shown as they are.
+# Metrics shown as percentages (x100); the mechanism statistics and DP-SGD's epsilon are shown
+# as they are.
 _MECHANISM = ("memorization_mean", "out_variance_median")
+_OPTIONAL = ("heldout_accuracy", "dp_epsilon")  # rows left out when no run has them
 
 
 def t_critical(n: int, level: float = 0.95) -> float:
@@ -45,18 +47,24 @@ def t_critical(n: int, level: float = 0.95) -> float:
 
 
 def metric_keys(attacks: Sequence[str]) -> list[str]:
-    """Row keys in table order: OUT accuracy, per attack AUC and TPRs, then mechanism stats."""
-    keys = ["out_accuracy"]
+    """Row keys in table order: OUT and held-out accuracy, per attack AUC and TPRs, the
+    mechanism stats, then DP-SGD's epsilon (rows no arm has a value for are dropped by
+    :func:`aggregate`)."""
+    keys = ["out_accuracy", "heldout_accuracy"]
     for a in attacks:
         keys.append(f"{a}/auc")
         keys += [f"{a}/tpr@{k}" for k, _ in TPR_FPRS]
-    return keys + list(_MECHANISM)
+    return keys + list(_MECHANISM) + ["dp_epsilon"]
 
 
 def metric_label(key: str) -> str:
     """Human-readable row label of a metric key."""
     if key == "out_accuracy":
         return OUT_ACCURACY_LABEL
+    if key == "heldout_accuracy":
+        return "held-out accuracy %"
+    if key == "dp_epsilon":
+        return "DP-SGD epsilon"
     if key == "memorization_mean":
         return "mean FZ memorization"
     if key == "out_variance_median":
@@ -75,7 +83,8 @@ def extract_metrics(report: Mapping, attacks: Sequence[str]) -> dict[str, float 
       report: a ``report.json`` dict: ``accuracy.out`` (accuracy on each model's OUT pool
         points, a fraction; reports written before the rename call it ``accuracy.test``),
         ``attacks[name].auc`` and ``.tpr_at_fpr["0.01" | "0.001"]`` (fractions),
-        ``memorization.mean``, ``out_confidence_variance.median``.
+        ``memorization.mean``, ``out_confidence_variance.median``, ``accuracy.heldout``,
+        ``run.dp.epsilon`` (DP-SGD runs).
       attacks: attack names to take.
 
     Returns:
@@ -85,7 +94,10 @@ def extract_metrics(report: Mapping, attacks: Sequence[str]) -> dict[str, float 
     def num(v) -> float | None:
         return None if v is None else float(v)
 
-    out: dict[str, float | None] = {"out_accuracy": out_accuracy(report)}
+    out: dict[str, float | None] = {
+        "out_accuracy": out_accuracy(report),
+        "heldout_accuracy": num(heldout_accuracy(report)),
+    }
     for a in attacks:
         e = (report.get("attacks") or {}).get(a) or {}
         out[f"{a}/auc"] = num(e.get("auc"))
@@ -94,6 +106,7 @@ def extract_metrics(report: Mapping, attacks: Sequence[str]) -> dict[str, float 
             out[f"{a}/tpr@{k}"] = num(tprs.get(k))
     out["memorization_mean"] = num((report.get("memorization") or {}).get("mean"))
     out["out_variance_median"] = num((report.get("out_confidence_variance") or {}).get("median"))
+    out["dp_epsilon"] = num(((report.get("run") or {}).get("dp") or {}).get("epsilon"))
     return out
 
 
@@ -178,11 +191,15 @@ def aggregate(
     """
     if baseline not in per_seed:
         raise KeyError(f"baseline arm {baseline!r} has no runs; arms: {list(per_seed)}")
-    keys = metric_keys(attacks)
     values = {
         arm: {s: extract_metrics(rep, attacks) for s, rep in reps.items()}
         for arm, reps in per_seed.items()
     }
+    keys = [  # a row no arm has a value for (no held-out split, no DP arm) is left out
+        k
+        for k in metric_keys(attacks)
+        if k not in _OPTIONAL or any(m[k] is not None for v in values.values() for m in v.values())
+    ]
     summary = {
         arm: {k: summarize([m[k] for m in vals.values()]) for k in keys}
         for arm, vals in values.items()
@@ -212,6 +229,8 @@ def aggregate(
 def _fmt(key: str, v: float | None) -> str:
     if v is None or not np.isfinite(v):
         return "-"
+    if key == "dp_epsilon":
+        return f"{v:.2f}"
     if key in _MECHANISM:
         return f"{v:.4f}"
     return f"{100 * v:.2f}"
@@ -287,3 +306,25 @@ def verdicts(agg: Mapping, arm: str) -> dict[str, str]:
         else:
             out[key] = "higher" if d["mean"] > 0 else "lower"
     return out
+
+
+def privacy_utility_points(agg: Mapping, attack: str = "lira_online") -> dict[str, dict]:
+    """Per arm: leakage ``x`` = ``attack``'s TPR at 0.1% FPR, utility ``y`` = held-out accuracy
+    (OUT accuracy when the runs have no held-out split), each with its std over seeds.
+
+    Returns:
+      {arm: {"x", "x_std", "y", "y_std", "y_key"}} (fractions; None where missing).
+    """
+    points = {}
+    for arm in agg["arms"]:
+        s = agg["summary"][arm]
+        y_key = "heldout_accuracy" if s.get("heldout_accuracy", {}).get("n") else "out_accuracy"
+        x = s.get(f"{attack}/tpr@0.001") or {}
+        points[arm] = {
+            "x": x.get("mean"),
+            "x_std": x.get("std"),
+            "y": s[y_key]["mean"],
+            "y_std": s[y_key]["std"],
+            "y_key": y_key,
+        }
+    return points

@@ -8,11 +8,12 @@ Usage::
 
 For each seed and arm it trains (or reuses) the run directory ``OUT/seed{s}/{arm}``, scores it
 with :func:`jaxsam.pipeline.score.score_run` (``RUN/report.json``), then prints the paper's table
-(rows: OUT (pool non-member) accuracy, each attack's AUC and TPR at 1% / 0.1% FPR, mean
-memorization, median OUT variance; columns: arms as mean ± std over seeds, then each arm minus
-the baseline with its standard error and whether it exceeds the noise). It writes
-``OUT/results.json`` (the aggregate, see :func:`experiments.aggregate.aggregate`) and
-``OUT/table.md``.
+(rows: OUT (pool non-member) accuracy, held-out accuracy, each attack's AUC and TPR at 1% / 0.1%
+FPR, mean memorization, median OUT variance, and DP-SGD's epsilon where an arm has one; columns:
+arms as mean ± std over seeds, then each arm minus the baseline with its standard error and
+whether it exceeds the noise). It writes ``OUT/results.json`` (the aggregate, see
+:func:`experiments.aggregate.aggregate`), ``OUT/table.md`` and, with ``lira_online`` among the
+attacks, ``OUT/privacy_utility.png`` (held-out accuracy against LiRA TPR at 0.1% FPR, log axis).
 """
 
 from __future__ import annotations
@@ -151,8 +152,9 @@ def run_experiment(
       The aggregate dict of :func:`experiments.aggregate.aggregate`, plus ``"experiment"`` (the
       spec's name, command and seeds), ``"skipped"`` (messages about runs ``--no-train`` found
       missing), ``"machine"`` and
-      ``"seconds"`` ({arm: total train+score seconds}). Also writes ``OUT/results.json`` and
-      ``OUT/table.md``.
+      ``"seconds"`` ({arm: total train+score seconds}) and ``"privacy_utility"`` (the plot's
+      path, with ``lira_online``). Also writes ``OUT/results.json``, ``OUT/table.md`` and
+      ``OUT/privacy_utility.png``.
     """
     out = Path(out)
     arms = list(spec.arms)
@@ -184,9 +186,24 @@ def run_experiment(
     except Exception:  # noqa: BLE001 - the machine line is informative only
         pass
     out.mkdir(parents=True, exist_ok=True)
+    if "lira_online" in spec.attacks:
+        result["privacy_utility"] = str(_privacy_utility_plot(result, out, spec.name))
     (out / "results.json").write_text(json.dumps(result, indent=2, default=float))
     (out / "table.md").write_text(f"# {spec.name}\n\n" + agg_lib.render_table(result))
     return result
+
+
+def _privacy_utility_plot(result: dict, out: Path, name: str) -> Path:
+    """``OUT/privacy_utility.png``: each arm's held-out accuracy against its LiRA online TPR at
+    0.1% FPR (log axis), with std-over-seeds error bars."""
+    from jaxsam import plots
+
+    points = agg_lib.privacy_utility_points(result)
+    y_key = next(iter(points.values()))["y_key"]
+    y_label = "held-out accuracy" if y_key == "heldout_accuracy" else "OUT (pool) accuracy"
+    return plots.plot_privacy_utility(
+        points, out / "privacy_utility.png", f"{name}: privacy vs utility", y_label=y_label
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {spec.name}: {spec.description}")
     print(agg_lib.render_table(result, markdown=False))
     print(f"wrote {out / 'results.json'} and {out / 'table.md'}")
+    if result.get("privacy_utility"):
+        print(f"wrote {result['privacy_utility']}")
     print(f"total time: {time.perf_counter() - t0:.1f} s")
     return 0
 

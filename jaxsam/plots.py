@@ -4,7 +4,9 @@
   and the ``compare`` / ``demo`` comparison), :func:`plot_roc_compare`;
 * the mechanism figures of ``jaxsam analyze`` (``plots/*.png`` next to ``analysis.json``):
   :func:`plot_memorization_histograms`, :func:`plot_out_variance`, :func:`plot_subgroup_bars`
-  and :func:`plot_entropy_buckets`.
+  and :func:`plot_entropy_buckets`;
+* an experiment's privacy-utility figure (``privacy_utility.png`` of ``experiments.run``):
+  :func:`plot_privacy_utility`.
 
 The functions take arrays or summaries already computed (by :mod:`jaxsam.metrics` and
 :mod:`jaxsam.analysis`) and only draw; each writes one PNG and returns its path.
@@ -200,4 +202,58 @@ def plot_entropy_buckets(summaries: Mapping[str, dict], path: str | Path) -> Pat
     _grouped_bars(ax, series, [str(b) for b in range(len(next(iter(series.values()))))])
     ax.set_xlabel("influence-entropy bucket (0 = most concentrated influence)")
     ax.set_ylabel("held-out accuracy")
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- privacy-utility
+
+
+def plot_privacy_utility(
+    points: Mapping[str, Mapping[str, float]],
+    path: str | os.PathLike,
+    title: str,
+    *,
+    x_label: str = "LiRA online TPR at 0.1% FPR",
+    y_label: str = "held-out accuracy",
+    floor: float = 1e-4,
+) -> Path:
+    """One point per recipe: utility (y, linear) against leakage (x, log axis), seed error bars.
+
+    Args:
+      points: recipe -> {"x", "x_std", "y", "y_std"} (fractions; std over seeds, 0 for one).
+        A recipe whose ``x`` is missing (None or NaN) is left out.
+      path: output PNG.
+      title: plot title.
+      x_label, y_label: axis labels.
+      floor: leakage values below it (a TPR of 0 at this FPR, e.g. strong DP-SGD) are drawn at
+        ``floor`` with an open marker, since a log axis has no 0.
+
+    Returns:
+      The path written.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
+    for name, p in points.items():
+        x, y = p.get("x"), p.get("y")
+        if x is None or y is None or not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        at_floor = x < floor
+        xerr = (
+            None if at_floor else [[min(p.get("x_std") or 0.0, x - floor)], [p.get("x_std") or 0.0]]
+        )
+        ax.errorbar(
+            max(x, floor),
+            y,
+            xerr=xerr,
+            yerr=p.get("y_std") or 0.0,
+            fmt="o",
+            mfc="none" if at_floor else None,
+            capsize=3,
+            label=name + (f" (TPR < {floor:g})" if at_floor else ""),
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel(x_label + " (log)")
+    ax.set_ylabel(y_label)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     return _save(fig, path)

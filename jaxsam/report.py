@@ -54,6 +54,27 @@ def heldout_accuracy(report: dict) -> float | None:
     return None if v is None else float(v)
 
 
+def recipe_line(run: dict) -> str:
+    """The training recipe of a report's ``run`` entry in words ("" when it names none).
+
+    E.g. ``sam (rho 0.05) on adamw, label smoothing 0.1, DP-SGD epsilon 7.9 at delta 1e-05``.
+    """
+    if not run.get("optimizer"):
+        return ""
+    parts = [run["optimizer"] + (f" (rho {run['rho']})" if run.get("rho") is not None else "")]
+    if run.get("base"):
+        parts[0] += f" on {run['base']}"
+    if run.get("label_smoothing"):
+        parts.append(f"label smoothing {run['label_smoothing']}")
+    dp = run.get("dp") or {}
+    if dp.get("epsilon") is not None:
+        parts.append(
+            f"DP-SGD epsilon {dp['epsilon']:.3g} at delta {dp.get('delta')} "
+            f"({dp.get('accountant')}, {dp.get('sampling')} batches)"
+        )
+    return ", ".join(parts)
+
+
 def render_markdown(report: dict, title: str) -> str:
     """One run's report (from :func:`jaxsam.scoring.score`) as Markdown.
 
@@ -70,6 +91,9 @@ def render_markdown(report: dict, title: str) -> str:
         f"trained on), OUT {_pct(out_accuracy(report))}% (pool points it did not train on), "
         f"held-out {_pct(heldout_accuracy(report))}% (the held-out split no model trained on)",
     ]
+    recipe = recipe_line(report.get("run") or {})
+    if recipe:
+        out.append(f"- recipe: {recipe}")
     if report.get("excluded_models"):
         out.append(f"- excluded models: {report['excluded_models']}")
     for name, why in report.get("skipped_attacks", {}).items():

@@ -126,3 +126,35 @@ def test_render_table_rows_columns_and_markers():
     assert "-0.1000 ± 0.0000 *" in rows["median OUT conf. variance"]
     plain = agg.render_table(res, markdown=False)
     assert "SAM - SGD" in plain and "|" not in plain.splitlines()[0]
+
+
+def test_heldout_and_epsilon_rows_appear_only_when_a_run_has_them():
+    per_seed = _synthetic()
+    plain = agg.aggregate(per_seed, ["lira_online"], "SGD")
+    assert "heldout_accuracy" not in plain["metrics"] and "dp_epsilon" not in plain["metrics"]
+    for s, rep in per_seed["SAM"].items():
+        rep["accuracy"]["heldout"] = 0.8 + 0.01 * s
+        rep["run"] = {"dp": {"epsilon": 2.0 + s, "delta": 1e-5}}
+    res = agg.aggregate(per_seed, ["lira_online"], "SGD")
+    assert res["metrics"][:2] == ["out_accuracy", "heldout_accuracy"]
+    assert res["metrics"][-1] == "dp_epsilon"
+    eps = res["summary"]["SAM"]["dp_epsilon"]
+    assert eps["mean"] == pytest.approx(3.5) and eps["n"] == 4
+    assert res["summary"]["SGD"]["dp_epsilon"]["n"] == 0
+    rows = [r for r in agg.render_table(res).splitlines() if r.startswith("| DP-SGD epsilon")]
+    assert rows and "3.50 ±" in rows[0]  # plain number, not a percentage
+
+
+def test_privacy_utility_points_and_plot(tmp_path):
+    from jaxsam import plots
+
+    per_seed = _synthetic()
+    per_seed["SAM"][0]["accuracy"]["heldout"] = 0.7
+    res = agg.aggregate(per_seed, ["lira_online"], "SGD")
+    pts = agg.privacy_utility_points(res)
+    assert pts["SAM"]["y_key"] == "heldout_accuracy" and pts["SAM"]["y"] == pytest.approx(0.7)
+    assert pts["SGD"]["y_key"] == "out_accuracy"
+    assert pts["SGD"]["x"] == pytest.approx(0.01) and pts["SGD"]["x_std"] == pytest.approx(0.0)
+    pts["DP"] = {"x": 0.0, "x_std": 0.0, "y": 0.5, "y_std": 0.01}  # TPR 0: drawn at the floor
+    path = plots.plot_privacy_utility(pts, tmp_path / "pu.png", "t")
+    assert path.is_file() and path.stat().st_size > 1000

@@ -21,7 +21,11 @@ def run_summary(run: store.Run) -> dict:
         "name": run.name,
         "path": str(run.path),
         "optimizer": c.optim.name,
+        "base": c.optim.base,
         "rho": c.optim.rho if c.optim.name != "sgd" else None,
+        "label_smoothing": c.train.label_smoothing,
+        # DP-SGD's guarantee as run.json records it ({epsilon, delta, accountant, sampling}).
+        "dp": run.info.get("dp"),
         "dataset": c.data.dataset,
         "model": c.model.name,
         "models": int(run.keep.shape[0]),
