@@ -94,6 +94,17 @@ def render_markdown(report: dict, title: str) -> str:
     recipe = recipe_line(report.get("run") or {})
     if recipe:
         out.append(f"- recipe: {recipe}")
+    prov = (report.get("run") or {}).get("provenance")
+    if isinstance(prov, dict) and prov.get("kind") == "imported":
+        dropped = len(prov.get("dropped_examples") or [])
+        out.append(
+            f"- provenance: imported ({prov.get('format')}) from {prov.get('source')}"
+            + (f", epoch {prov['epoch']}" if "epoch" in prov else "")
+            + (f"; {dropped} examples left out (too few IN or OUT models)" if dropped else "")
+        )
+    shadows = report.get("shadows")
+    if isinstance(shadows, dict) and "per_example" in shadows:
+        out.append(_shadow_line(shadows))
     if report.get("excluded_models"):
         out.append(f"- excluded models: {report['excluded_models']}")
     for name, why in report.get("skipped_attacks", {}).items():
@@ -151,6 +162,24 @@ def render_markdown(report: dict, title: str) -> str:
     if extra:
         out += ["", "## Mechanism statistics", ""] + [f"- {k}: {_num(v)}" for k, v in extra]
     return "\n".join(out) + "\n"
+
+
+def _shadow_line(shadows: dict) -> str:
+    """One Markdown bullet: IN / OUT models per example and LiRA's equal-group sizes."""
+    pe, cut = shadows["per_example"], shadows.get("lira_equal_groups", {})
+
+    def span(d: dict) -> str:
+        return f"min {d['min']}, median {d['median']:g}"
+
+    text = f"- shadow models per example: IN {span(pe['in'])}; OUT {span(pe['out'])} " + (
+        "(exact k-of-M masks)" if shadows.get("exact") else "(masks not exact k-of-M)"
+    )
+    if cut and not shadows.get("exact"):
+        text += (
+            f"; LiRA's equal groups keep per target IN {span(cut['in'])}, "
+            f"OUT {span(cut['out'])} shadows"
+        )
+    return text
 
 
 def _extras(report: dict) -> list[tuple[str, float]]:

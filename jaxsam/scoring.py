@@ -16,6 +16,7 @@ from jaxsam import metrics
 from jaxsam.attacks import signals as sig
 from jaxsam.attacks._checks import check_logits
 from jaxsam.attacks._lira import lira_from_signal
+from jaxsam.attacks._lira_groups import shadow_counts
 from jaxsam.attacks._rmia import rmia_from_signal
 from jaxsam.attacks.threshold import (
     THRESHOLD_SIGNALS,
@@ -163,7 +164,9 @@ def score(
       :class:`ScoreResult`. ``report`` has ``attacks`` {name: roc_metrics + ``per_target`` +
       ``ci``}, ``accuracy`` {train, out, per_model} (see :func:`accuracy`), ``models``,
       ``examples``, ``queries``,
-      ``classes``, ``excluded_models``, ``fprs``, ``bootstrap``, ``settings``, and
+      ``classes``, ``excluded_models``, ``shadows`` (IN / OUT models per example and the sizes
+      of LiRA's equal groups, :func:`jaxsam.attacks._lira_groups.shadow_counts`), ``fprs``,
+      ``bootstrap``, ``settings``, and
       ``skipped_attacks`` {name: why} when scoring all attacks and the study is too small for
       some (LiRA's equal shadow groups need 2 IN and 2 OUT models per example).
 
@@ -196,6 +199,7 @@ def score(
         "fprs": [float(f) for f in fprs],
         "bootstrap": {"num_samples": int(bootstrap), "seed": int(seed), "unit": "examples"},
         "settings": {k: v for k, v in settings.items()},
+        "shadows": shadow_counts(keep),
     }
     scores: dict[str, np.ndarray] = {}
     for name in names:

@@ -102,6 +102,34 @@ def smallest_models(pkeep: float, online: bool, need: int) -> int:
     raise ConfigError(f"pkeep={pkeep} leaves no usable number of models")
 
 
+def _spread(x: np.ndarray) -> dict:
+    return {"min": int(x.min()), "median": float(np.median(x)), "max": int(x.max())}
+
+
+def shadow_counts(keep: np.ndarray) -> dict:
+    """How many IN and OUT models each example has, and what LiRA's equal groups keep.
+
+    Args:
+      keep: bool [M, N] of the scored models.
+
+    Returns:
+      JSON-ready ``{"exact": bool, "per_example": {"in": {min, median, max}, "out": {...}},
+      "lira_equal_groups": {"in": {...}, "out": {...}}}``. ``per_example`` counts the models
+      that trained (IN) or did not train (OUT) on each example; a target sees one fewer in its
+      own group. ``exact`` is True when every example is IN in the same number of models
+      (k-of-M masks). ``lira_equal_groups`` is the size of each target's cut groups (the
+      smallest leave-one-out size over its examples, :func:`cut_to_smallest`), over targets.
+    """
+    keep = np.asarray(keep, bool)
+    n_in = keep.sum(axis=0)
+    out = {"exact": bool((n_in == n_in[0]).all()), "per_example": {}, "lira_equal_groups": {}}
+    for group, member in (("in", keep), ("out", ~keep)):
+        count = member.sum(axis=0)
+        out["per_example"][group] = _spread(count)
+        out["lira_equal_groups"][group] = _spread((count[None, :] - member).min(axis=1))
+    return out
+
+
 def check_sizes(
     keep: np.ndarray, sets: dict[str, ShadowSets], what: str, need: int, online: bool
 ) -> None:
@@ -119,12 +147,22 @@ def check_sizes(
             continue
         tgt, ex = np.unravel_index(np.argmin(sizes), sizes.shape)
         pkeep = float(keep.mean())
-        k = int(keep[:, ex].sum())
+        counts = keep.sum(axis=0)
+        k = int(counts[ex])
+        exact = bool((counts == counts[0]).all())
         raise TooFewModelsError(
             f"LiRA ({what}) needs at least {need} {group.upper()} shadow(s) for every target "
             f"and example after equalising the groups, but target {tgt} gets "
             f"{int(sizes[tgt, ex])} at example {ex} (which is in {k} of M={m} models). "
-            f"With pkeep={pkeep:.2f} the smallest M that works is "
+            + (
+                ""
+                if exact
+                else "The masks are not exact k-of-M (examples are in "
+                f"{int(counts.min())} to {int(counts.max())} models): every example needs "
+                f"{need + 1} IN and {need + 1} OUT models, so leave out the examples with "
+                "fewer (`jaxsam import-logits --drop-sparse`) or add models. With exact masks, w"
+            )
+            + f"{'W' if exact else ''}ith pkeep={pkeep:.2f} the smallest M that works is "
             f"{smallest_models(pkeep, online, need)}: train more models"
             + (", or use fix_variance=True" if need > 1 else "")
             + ". (equal_groups=False keeps the old leave-one-out groups, biased at small M.)"

@@ -4,6 +4,7 @@ Names in ``data.dataset``:
   ``digits``       scikit-learn's 8x8 digits, embedded (the default, no download);
   ``idx:DIR``      IDX files in the MNIST layout (see :mod:`jaxsam.data.files`);
   ``npz:FILE``     a numpy ``.npz`` with ``x``, ``y`` (+ ``x_test``, ``y_test``), e.g. Purchase-100;
+  ``imported``     refused: the config of a run made by ``jaxsam import-logits`` (no data);
   anything else    a tensorflow-datasets name (``cifar10``, ``fashion_mnist``, ...).
 
 If ``data.test_split`` equals ``data.pool_split``, the test points are drawn from the rows the
@@ -119,6 +120,12 @@ def load_pool(cfg: DataConfig) -> Pool:
       (``test_ids`` likewise within ``cfg.test_split``).
     """
     name = cfg.dataset
+    if name == "imported":
+        raise DataError(
+            "data.dataset = 'imported': this config belongs to a run imported with `jaxsam "
+            "import-logits`, whose models were trained elsewhere; jaxsam has no data to train or "
+            "resume it (score, compare, analyze and status work on it)"
+        )
     if name == "digits":
         return _pool_from_full(cfg, load_digits_split, 10, "image")
     if name.startswith("idx:"):

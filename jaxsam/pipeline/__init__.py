@@ -7,6 +7,7 @@
     RUN    --score_run--> report.json, scores/, plots/roc.png  jaxsam.pipeline.score
     RUNs   --analyze_runs--> analysis.json, plots/*.png       jaxsam.pipeline.analyze
     RUNs   --load_reports / plot_comparison--> table, ROC     jaxsam.pipeline.compare
+    .npy   --import_arrays--> RUN (logits from elsewhere)     jaxsam.pipeline.import_logits
 
 Each step calls the layer below it and nothing above: :mod:`jaxsam.data` builds the pool and
 masks, :mod:`jaxsam.train` trains the models and computes their logits, :mod:`jaxsam.store`
@@ -31,6 +32,8 @@ _WHERE = {
     "analyze_runs": "analyze",
     "load_reports": "compare",
     "plot_comparison": "compare",
+    "import_arrays": "import_logits",
+    "import_run": "import_logits",
 }
 
 __all__ = sorted(_WHERE)

@@ -15,25 +15,32 @@ from jaxsam import analysis, metrics, plots, report, scoring, store
 
 
 def run_summary(run: store.Run) -> dict:
-    """What the report says about the run it scores (the report's ``run`` entry)."""
+    """What the report says about the run it scores (the report's ``run`` entry).
+
+    A run made by ``jaxsam import-logits`` adds run.json's ``provenance``; its optimizer and
+    model are unknown (None).
+    """
     c = run.config
+    provenance = run.info.get("provenance")
+    imported = isinstance(provenance, dict) and provenance.get("kind") == "imported"
     return {
         "name": run.name,
         "path": str(run.path),
-        "optimizer": c.optim.name,
-        "base": c.optim.base,
-        "rho": c.optim.rho if c.optim.name != "sgd" else None,
-        "label_smoothing": c.train.label_smoothing,
+        "optimizer": None if imported else c.optim.name,
+        "base": None if imported else c.optim.base,
+        "rho": c.optim.rho if c.optim.name != "sgd" and not imported else None,
+        "label_smoothing": None if imported else c.train.label_smoothing,
         # DP-SGD's guarantee as run.json records it ({epsilon, delta, accountant, sampling}).
         "dp": run.info.get("dp"),
         "dataset": c.data.dataset,
-        "model": c.model.name,
+        "model": None if imported else c.model.name,
         "models": int(run.keep.shape[0]),
         "examples": int(run.keep.shape[1]),
         "queries": len(run.query_names),
         "query_names": run.query_names,
         "failed_models": run.failed_models,
         "heldout_accuracy": run.metrics.get("mean_heldout_accuracy"),
+        **({"provenance": provenance} if provenance is not None else {}),
     }
 
 

@@ -315,11 +315,14 @@ def start_run(
     keep: np.ndarray,
     ids: np.ndarray,
     labels: np.ndarray,
+    *,
+    extra: dict | None = None,
 ) -> str:
     """Writes config, masks and the run header; returns the masks fingerprint.
 
     A DP-SGD run's header holds its privacy guarantee, ``"dp"``
-    (:func:`jaxsam.optim.dp.privacy_record`).
+    (:func:`jaxsam.optim.dp.privacy_record`); ``extra`` adds further header fields (an
+    imported run's ``"provenance"``).
     """
     from jaxsam.optim.dp import privacy_record
 
@@ -339,6 +342,7 @@ def start_run(
             "masks_fingerprint": fingerprint,
             "failed_models": [],
             **({"dp": dp} if dp is not None else {}),
+            **(extra or {}),
         },
     )
     return fingerprint

@@ -1,0 +1,434 @@
+"""Logits of shadow models trained elsewhere -> a complete, scorable run directory.
+
+:func:`check_arrays` validates masks, logits and labels that came from outside jaxsam (a
+PyTorch training loop, the published LiRA code's experiment directories read by
+:mod:`jaxsam.pipeline.lira_layout`) and brings them to the run directory's shapes;
+:func:`import_run` writes them as a run that ``jaxsam score``, ``analyze``, ``compare`` and
+``status`` read like a trained one (``jaxsam import-logits``).
+
+What an imported run holds (docs/import.md):
+
+* ``masks/``, ``logits/``, ``logits.json``, ``metrics.json``, ``digests.json``, ``COMPLETE``:
+  as for a trained run. ``masks/ids`` are the row numbers of the examples in the imported
+  arrays (examples dropped with ``drop_sparse`` leave gaps).
+* ``run.json``: as for a trained run, plus ``"provenance": {"kind": "imported", "format",
+  "source", "files", ...}``; its ``pool`` entry says ``"dataset": "imported"``.
+* ``config.json``: a valid config that describes only what is known: ``data.dataset =
+  "imported"`` (which no command can load or train), ``data.pool_size`` = N, the test split's
+  size, ``masks.models`` = M and ``masks.pkeep`` = the mean fraction of IN models. The
+  optimizer, model and training keys are left at their defaults and mean nothing; the report
+  shows them as unknown. The masks are the imported ones, not ``make_masks`` of this config.
+
+Bad input raises :class:`jaxsam.errors.DataError` (one line: the file, the problem, the fix)
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from jaxsam import __version__, store
+from jaxsam import config as config_lib
+from jaxsam.errors import DataError, RunDirError
+
+IMPORTED_DATASET = "imported"
+# An example must be in at least this many models and out of at least this many, by default:
+# LiRA's equal shadow groups leave a target no shadow at an example in only one model of a group.
+DEFAULT_MIN_MODELS = 2
+
+
+@dataclasses.dataclass
+class Imported:
+    """Checked arrays of an import, in the run directory's shapes.
+
+    Attributes:
+      keep: bool [M, N]; logits: float [M, N, A, C]; labels: int32 [N].
+      test_logits: float [M, T, A, C]; test_labels: int32 [T] (T = 0: no held-out split).
+      ids: int64 [N]: row of each kept example in the imported arrays.
+      query_names: the A query-view names (query 0 is the identity view).
+      provenance: run.json's ``"provenance"`` entry.
+    """
+
+    keep: np.ndarray
+    logits: np.ndarray
+    labels: np.ndarray
+    test_logits: np.ndarray
+    test_labels: np.ndarray
+    ids: np.ndarray
+    query_names: list[str]
+    provenance: dict
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_npy(path: str | Path, what: str, *, mmap: bool = True) -> np.ndarray:
+    """Reads a ``.npy`` file without pickles (memory-mapped by default).
+
+    Raises:
+      DataError: the file is missing, not a ``.npy`` array, or holds Python objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} ({what}) does not exist; pass an existing .npy file")
+    try:
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as e:
+        raise DataError(
+            f"{path} ({what}) holds Python objects ({str(e).splitlines()[0]}); save a numeric "
+            "array with numpy.save"
+        ) from e
+    except Exception as e:  # a damaged or foreign file: numpy raises several types
+        raise DataError(
+            f"{path} ({what}) is not a .npy array ({type(e).__name__}: {e}); save it with "
+            "numpy.save"
+        ) from e
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        raise DataError(f"{path} ({what}) is an .npz archive; pass one .npy array per option")
+    return arr
+
+
+def _file_record(path: Path, arr: np.ndarray) -> dict:
+    return {
+        "path": str(path.resolve()),
+        "sha256": sha256_file(path),
+        "shape": [int(d) for d in arr.shape],
+        "dtype": str(arr.dtype),
+    }
+
+
+def _as_keep(keep: np.ndarray, name: str) -> np.ndarray:
+    if keep.size == 0:
+        raise DataError(f"{name} is empty (shape {keep.shape}); it must be bool [M, N]")
+    if keep.ndim != 2:
+        raise DataError(
+            f"{name} has shape {keep.shape}; it must be bool [M, N] (one row per model, True "
+            "where the model trained on the example)"
+        )
+    if keep.dtype == bool:
+        return np.asarray(keep, bool)
+    if np.issubdtype(keep.dtype, np.integer) and np.isin(keep, (0, 1)).all():
+        return np.asarray(keep).astype(bool)
+    raise DataError(
+        f"{name} has dtype {keep.dtype}; it must be bool (or integer 0/1) [M, N]: save it with "
+        "keep.astype(bool)"
+    )
+
+
+def _as_logits(logits: np.ndarray, name: str, m: int, rows: int, axis: str) -> np.ndarray:
+    """[M, R, C] or [M, R, A, C] float -> [M, R, A, C] (not copied)."""
+    if logits.size == 0:
+        raise DataError(f"{name} is empty (shape {logits.shape}); it must be float [M, {axis}, C]")
+    if not np.issubdtype(logits.dtype, np.floating):
+        raise DataError(
+            f"{name} has dtype {logits.dtype}; logits must be floating point (float16/32/64): "
+            "save them with .astype(numpy.float32)"
+        )
+    if logits.ndim == 3:
+        logits = logits[:, :, None, :]
+    if logits.ndim != 4 or logits.shape[:2] != (m, rows):
+        raise DataError(
+            f"{name} has shape {logits.shape}; it must be [M={m}, {axis}={rows}, C] or "
+            f"[M={m}, {axis}={rows}, A, C] (models and examples in the order of the masks)"
+        )
+    if logits.shape[3] < 2:
+        raise DataError(
+            f"{name} has C={logits.shape[3]} classes; pass the full logit vector (C >= 2) as "
+            "the last axis"
+        )
+    return logits
+
+
+def _check_finite(logits: np.ndarray, name: str) -> None:
+    """Raises naming the first (model, example) with a NaN or infinite logit; chunked by model."""
+    for m in range(logits.shape[0]):
+        bad = ~np.isfinite(np.asarray(logits[m]))
+        if bad.any():
+            ex = int(np.argwhere(bad)[0][0])
+            raise DataError(
+                f"{name} holds {int(bad.sum())} NaN or infinite value(s) for model {m} (first at "
+                f"example {ex}); that model diverged or its export failed: leave it out of every "
+                "file, or recompute its logits"
+            )
+
+
+def _as_labels(labels: np.ndarray, name: str, rows: int, classes: int, axis: str) -> np.ndarray:
+    if labels.ndim != 1 or labels.shape[0] != rows:
+        raise DataError(
+            f"{name} has shape {labels.shape}; it must be int [{axis}={rows}], one label per "
+            "example in the order of the logits"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(
+            f"{name} has dtype {labels.dtype}; labels must be integers: save them with "
+            ".astype(numpy.int64)"
+        )
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise DataError(
+            f"{name} holds labels in [{labels.min()}, {labels.max()}] but the logits have "
+            f"C={classes} classes; labels must lie in [0, {classes})"
+        )
+    return labels.astype(np.int32)
+
+
+def mask_counts(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Models IN (trained on) and OUT of each example: two int [N] from bool [M, N]."""
+    n_in = keep.sum(axis=0)
+    return n_in, keep.shape[0] - n_in
+
+
+def _sparse_examples(keep: np.ndarray, min_models: int) -> np.ndarray:
+    n_in, n_out = mask_counts(keep)
+    return (n_in < min_models) | (n_out < min_models)
+
+
+def check_arrays(
+    keep: np.ndarray,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    test_logits: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+    *,
+    names: dict[str, str] | None = None,
+    query_names: Sequence[str] | None = None,
+    min_models: int = DEFAULT_MIN_MODELS,
+    drop_sparse: bool = False,
+    provenance: dict | None = None,
+) -> Imported:
+    """Checks imported arrays and brings them to the run directory's shapes.
+
+    Args:
+      keep: bool (or integer 0/1) [M, N], True where model m trained on example n.
+      logits: float [M, N, C] or [M, N, A, C] (query 0 the identity view).
+      labels: int [N] in [0, C).
+      test_logits, test_labels: optional held-out logits [M, T, C] or [M, T, A, C] and labels
+        [T], both or neither.
+      names: what to call each array in messages (e.g. its file), by argument name.
+      query_names: the A view names (default: ``identity``, ``view_1``, ...).
+      min_models: every example must be in at least this many models and out of at least this
+        many (>= 1; 2 by default, what LiRA's equal shadow groups need).
+      drop_sparse: leave out the examples that fall short of ``min_models`` instead of refusing.
+      provenance: run.json's ``"provenance"`` (``dropped_examples`` is added).
+
+    Raises:
+      DataError: a shape, dtype, non-finite value or mask count that cannot make a run.
+    """
+    nm = {"keep": "keep", "logits": "logits", "labels": "labels"}
+    nm |= {"test_logits": "test logits", "test_labels": "test labels"} | dict(names or {})
+    if (test_logits is None) != (test_labels is None):
+        raise DataError(
+            "pass --test-logits and --test-labels together (held-out logits need their labels), "
+            "or neither"
+        )
+    if min_models < 1:
+        raise DataError(f"min_models = {min_models}; it must be >= 1 (an IN and an OUT model)")
+    keep = _as_keep(np.asarray(keep), nm["keep"])
+    m, n = keep.shape
+    if m < 2:
+        raise DataError(
+            f"{nm['keep']} has M={m} model(s); membership scoring needs M >= 2 (each target is "
+            "scored against the other models): import more models"
+        )
+    logits = _as_logits(logits, nm["logits"], m, n, "N")
+    _check_finite(logits, nm["logits"])
+    a, c = logits.shape[2:]
+    labels = _as_labels(np.asarray(labels), nm["labels"], n, c, "N")
+    if test_logits is None:
+        test_logits = np.zeros((m, 0, a, c), np.float32)
+        test_labels = np.zeros(0, np.int32)
+    else:
+        t = getattr(test_logits, "shape", (0, 0))[1] if np.ndim(test_logits) >= 2 else 0
+        test_logits = _as_logits(test_logits, nm["test_logits"], m, t, "T")
+        if test_logits.shape[2:] != (a, c):
+            raise DataError(
+                f"{nm['test_logits']} has A={test_logits.shape[2]}, C={test_logits.shape[3]} but "
+                f"{nm['logits']} has A={a}, C={c}; export both with the same query views and "
+                "classes"
+            )
+        _check_finite(test_logits, nm["test_logits"])
+        test_labels = _as_labels(np.asarray(test_labels), nm["test_labels"], t, c, "T")
+    names_q = list(query_names or ["identity"] + [f"view_{i}" for i in range(1, a)])
+    if len(names_q) != a:
+        raise DataError(f"{len(names_q)} query names for A={a} query views; name each view once")
+    sparse = _sparse_examples(keep, min_models)
+    ids = np.arange(n, dtype=np.int64)
+    if sparse.any() and not drop_sparse:
+        n_in, n_out = mask_counts(keep)
+        ex = int(np.flatnonzero(sparse)[0])
+        raise DataError(
+            f"{nm['keep']}: {int(sparse.sum())} of {n} examples are in fewer than {min_models} "
+            f"models or out of fewer than {min_models} (example {ex} is IN in {int(n_in[ex])} "
+            f"and OUT in {int(n_out[ex])} of M={m}); every example needs IN and OUT shadow models "
+            f"(LiRA's equal groups need {DEFAULT_MIN_MODELS} of each): import more models, or "
+            "pass --drop-sparse to leave those examples out"
+        )
+    if sparse.all():
+        raise DataError(
+            f"{nm['keep']}: every example is in fewer than {min_models} models or out of fewer "
+            f"than {min_models} of M={m}; nothing is left to score: import more models"
+        )
+    dropped = np.flatnonzero(sparse)
+    if dropped.size:
+        sel = ~sparse
+        keep, labels, ids = keep[:, sel], labels[sel], ids[sel]
+        logits = np.asarray(logits)[:, sel]
+    prov = dict(provenance or {})
+    prov["dropped_examples"] = [int(i) for i in dropped]
+    prov["min_models"] = int(min_models)
+    return Imported(keep, logits, labels, test_logits, test_labels, ids, names_q, prov)
+
+
+def imported_config(keep: np.ndarray, test_size: int) -> config_lib.Config:
+    """The ``config.json`` of an imported run: what is known, the rest at defaults (unused)."""
+    m, n = keep.shape
+    cfg = config_lib.Config(
+        data=config_lib.DataConfig(
+            dataset=IMPORTED_DATASET,
+            pool_size=int(n),
+            test_split="test" if test_size else None,
+            test_size=int(test_size) if test_size else None,
+        ),
+        masks=config_lib.MaskConfig(models=int(m), pkeep=float(keep.mean()), seed=0),
+    )
+    return config_lib.validate(cfg)
+
+
+def pool_origin(labels: np.ndarray, ids: np.ndarray, classes: int, test_size: int) -> dict:
+    """run.json's ``pool`` entry for imported arrays (its fingerprint ties masks to labels)."""
+    h = hashlib.sha256(f"{IMPORTED_DATASET}/pool".encode())
+    h.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(labels, dtype=np.int32).tobytes())
+    return {
+        "dataset": IMPORTED_DATASET,
+        "pool_split": None,
+        "test_split": "test" if test_size else None,
+        "pool_size": int(labels.shape[0]),
+        "test_size": int(test_size),
+        "num_classes": int(classes),
+        "input_shape": None,
+        "kind": IMPORTED_DATASET,
+        "fingerprint": h.hexdigest(),
+    }
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuses an ``out`` that exists and is not empty, unless ``overwrite`` and it holds a run.
+
+    Only a jaxsam run directory (a ``run.json`` of the jaxsam format, or a ``config.json``) is
+    ever replaced: ``--overwrite`` never empties an unrelated directory.
+    """
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} exists and is not a directory; choose another --out")
+    if not out.is_dir() or not any(p.name != store.LOCK_FILE for p in out.iterdir()):
+        return
+    if not overwrite:
+        raise RunDirError(
+            f"{out} already exists and is not empty; choose another --out or pass --overwrite "
+            "to replace the jaxsam run in it"
+        )
+    info = out / "run.json"
+    is_run = (out / "config.json").is_file()
+    if info.is_file():
+        try:
+            is_run = is_run or store.read_run_info(out).get("format") == store.RUN_FORMAT
+        except Exception:  # a damaged run.json: decided by config.json alone
+            pass
+    if not is_run:
+        raise RunDirError(
+            f"{out} is not empty and holds no jaxsam run (no run.json or config.json); "
+            "--overwrite only replaces a jaxsam run directory: choose another --out"
+        )
+
+
+def import_run(out: str | Path, imported: Imported, *, overwrite: bool = False) -> store.Run:
+    """Writes checked arrays (:func:`check_arrays`) as a complete run directory ``out``.
+
+    The directory gets what a trained run gets (config, masks, run header, logits, metrics,
+    digests, ``COMPLETE`` last); run.json adds ``"provenance"``. Returns the run read back.
+
+    Raises:
+      RunDirError: ``out`` exists and is not empty (without ``overwrite``), or holds no jaxsam
+        run (with it), or is not writable. Nothing is written then.
+    """
+    from jaxsam.pipeline.study import accuracy_metrics
+
+    out = Path(out)
+    check_out(out, overwrite)
+    im = imported
+    t = int(im.test_labels.shape[0])
+    cfg = imported_config(im.keep, t)
+    origin = pool_origin(im.labels, im.ids, im.logits.shape[3], t)
+    prov = dict(im.provenance, kind="imported")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    prov.setdefault("imported_at", now.isoformat(timespec="seconds"))
+    prov.setdefault("jaxsam_version", __version__)
+    with store.run_lock(out, "import-logits"):
+        store.prepare_run_dir(out, cfg, overwrite=True)  # check_out allowed the replacement
+        store.start_run(out, cfg, origin, im.keep, im.ids, im.labels, extra={"provenance": prov})
+        metrics = accuracy_metrics(im.logits, im.labels, im.keep, im.test_logits, im.test_labels)
+        metrics["imported"] = True
+        store.finish_run(
+            out,
+            logits=np.asarray(im.logits),
+            labels=im.labels,
+            query_names=im.query_names,
+            test_logits=np.asarray(im.test_logits),
+            test_labels=im.test_labels,
+            metrics=metrics,
+            failed_models=[],
+        )
+    return store.load_run(out)
+
+
+def import_arrays(
+    out: str | Path,
+    keep: str | Path,
+    logits: str | Path,
+    labels: str | Path,
+    test_logits: str | Path | None = None,
+    test_labels: str | Path | None = None,
+    *,
+    query_names: Sequence[str] | None = None,
+    min_models: int = DEFAULT_MIN_MODELS,
+    drop_sparse: bool = False,
+    overwrite: bool = False,
+) -> store.Run:
+    """``jaxsam import-logits --keep K.npy --logits L.npy --labels Y.npy --out RUN``.
+
+    Reads the ``.npy`` files (see :func:`check_arrays` for their shapes), checks them and writes
+    the run (:func:`import_run`); its provenance lists every file with its sha256.
+    """
+    paths = {"keep": keep, "logits": logits, "labels": labels}
+    if test_logits is not None or test_labels is not None:
+        paths |= {"test_logits": test_logits, "test_labels": test_labels}
+    arrays, files = {}, {}
+    for key, p in paths.items():
+        if p is None:
+            other = "--test-labels" if key == "test_labels" else "--test-logits"
+            raise DataError(f"{other} is missing; pass --test-logits and --test-labels together")
+        p = Path(p)
+        arrays[key] = load_npy(p, key.replace("_", " "))
+        files[key] = _file_record(p, arrays[key])
+    prov = {"format": "arrays", "source": str(Path(logits).resolve().parent), "files": files}
+    im = check_arrays(
+        names={k: str(p) for k, p in paths.items()},
+        query_names=query_names,
+        min_models=min_models,
+        drop_sparse=drop_sparse,
+        provenance=prov,
+        **arrays,
+    )
+    return import_run(out, im, overwrite=overwrite)

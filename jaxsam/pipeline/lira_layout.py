@@ -1,0 +1,199 @@
+"""Reads the published LiRA code's experiment layout (tensorflow/privacy research/mi_lira_2021).
+
+That code trains one model per directory under its log directory (``exp/cifar10/`` in its
+scripts) and writes, per model::
+
+    EXPDIR/experiment-K_M/keep.npy              bool [N]: the examples model K trained on
+    EXPDIR/experiment-K_M/logits/EEEEEEEEEE.npy  float [N, 1, A, C]: logits at epoch E (10 digits)
+
+and, once for all models, ``EXPDIR/y_train.npy`` (the labels of the whole training split, of
+which the first N are used). :func:`read_lira_dir` stacks them into keep [M, N], logits
+[M, N, A, C] and labels [N]. Models are ordered by K where the name is ``experiment-K_M``, else by
+name; a directory counts as a model when it holds ``keep.npy``. Each model's latest epoch is
+taken unless ``epoch`` names one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from jaxsam.errors import DataError
+from jaxsam.pipeline import import_logits as imp
+
+_EXPERIMENT = re.compile(r"^experiment-(\d+)_(\d+)$")
+_EPOCH = re.compile(r"^(\d+)\.npy$")
+
+
+def model_dirs(expdir: Path) -> list[Path]:
+    """The model directories of ``expdir`` (holding ``keep.npy``), ordered by experiment id."""
+    if not expdir.is_dir():
+        raise DataError(
+            f"{expdir} is not a directory; pass the published LiRA code's log directory (the one "
+            "holding experiment-*/keep.npy)"
+        )
+    dirs = [d for d in expdir.iterdir() if d.is_dir() and (d / "keep.npy").is_file()]
+    if not dirs:
+        raise DataError(
+            f"{expdir} holds no model directory (no */keep.npy); pass the directory that holds "
+            "the experiment-K_M directories"
+        )
+
+    def order(d: Path):
+        hit = _EXPERIMENT.match(d.name)
+        return (0, int(hit.group(1)), d.name) if hit else (1, 0, d.name)
+
+    return sorted(dirs, key=order)
+
+
+def epochs(model_dir: Path) -> dict[int, Path]:
+    """Epoch -> logits file of one model directory (``logits/EEEEEEEEEE.npy``)."""
+    root = model_dir / "logits"
+    if not root.is_dir():
+        return {}
+    out = {}
+    for f in root.iterdir():
+        hit = _EPOCH.match(f.name)
+        if hit and f.is_file():
+            out[int(hit.group(1))] = f
+    return out
+
+
+def _model_logits(path: Path) -> np.ndarray:
+    """One model's logits [N, A, C] from the published ``[N, 1, A, C]`` (``[N, A, C]`` too)."""
+    arr = imp.load_npy(path, "logits")
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        return arr[:, 0]
+    if arr.ndim == 4 and arr.shape[2] == 1:
+        return arr[:, :, 0]
+    if arr.ndim == 3:
+        return arr
+    raise DataError(
+        f"{path} has shape {arr.shape}; the published code writes [N, 1, A, C] (or pass [N, A, C])"
+    )
+
+
+def read_lira_dir(
+    expdir: str | Path,
+    labels: str | Path | None = None,
+    *,
+    epoch: int | None = None,
+    skip_incomplete: bool = False,
+    query_names: Sequence[str] | None = None,
+    min_models: int = imp.DEFAULT_MIN_MODELS,
+    drop_sparse: bool = False,
+) -> imp.Imported:
+    """The models of a published-layout log directory, checked (:func:`imp.check_arrays`).
+
+    Args:
+      expdir: the log directory holding ``experiment-K_M/`` directories.
+      labels: int [N] (or longer: the first N are used) ``.npy``; default ``expdir/y_train.npy``.
+      epoch: take ``logits/{epoch:010d}.npy`` of every model (default: each model's latest).
+      skip_incomplete: leave out model directories without logits (default: refuse them).
+      query_names: the A view names (default: ``identity``, ``mirror`` for A = 2, the published
+        inference's views without shifts; ``identity``, ``view_1``, ... otherwise).
+      min_models, drop_sparse: see :func:`jaxsam.pipeline.import_logits.check_arrays`.
+    """
+    expdir = Path(expdir)
+    dirs = model_dirs(expdir)
+    chosen, skipped = [], []
+    for d in dirs:
+        eps = epochs(d)
+        if epoch is not None and epoch not in eps:
+            have = ", ".join(str(e) for e in sorted(eps)) or "none"
+            raise DataError(
+                f"{d / 'logits'} has no logits for epoch {epoch} (epochs: {have}); pick an epoch "
+                "every model has, or drop --epoch to take each model's latest"
+            )
+        if not eps:
+            if skip_incomplete:
+                skipped.append(d.name)
+                continue
+            raise DataError(
+                f"{d} has keep.npy but no logits/*.npy (inference.py has not run on it); run the "
+                "published inference.py, move the directory away, or pass --skip-incomplete"
+            )
+        e = epoch if epoch is not None else max(eps)
+        chosen.append((d, e, eps[e]))
+    if len(chosen) < 2:
+        raise DataError(
+            f"{expdir} has {len(chosen)} model(s) with logits; membership scoring needs at least "
+            "2: train and run inference for more models"
+        )
+    keeps, files = [], []
+    first = None
+    for d, e, f in chosen:
+        k = imp.load_npy(d / "keep.npy", "keep", mmap=False)
+        if k.ndim != 1:
+            raise DataError(
+                f"{d / 'keep.npy'} has shape {k.shape}; the published layout holds bool [N] per "
+                "model"
+            )
+        if first is not None and k.shape != first:
+            raise DataError(
+                f"{d / 'keep.npy'} has N={k.shape[0]} but {chosen[0][0] / 'keep.npy'} has "
+                f"N={first[0]}; all models must share the dataset (same --dataset_size)"
+            )
+        first = k.shape
+        keeps.append(k)
+        files.append(
+            {"dir": d.name, "epoch": int(e), "keep": str(d / "keep.npy"), "logits": str(f)}
+        )
+    n = first[0]
+    logits = None
+    for i, (_, _, f) in enumerate(chosen):
+        lg = _model_logits(f)
+        if lg.shape[0] != n:
+            raise DataError(
+                f"{f} has logits for {lg.shape[0]} examples but keep.npy has N={n}; rerun "
+                "inference.py with the same --dataset_size"
+            )
+        if logits is None:
+            if not np.issubdtype(lg.dtype, np.floating):
+                raise DataError(f"{f} has dtype {lg.dtype}; logits must be floating point")
+            logits = np.empty((len(chosen), *lg.shape), np.float32)
+        elif lg.shape[1:] != logits.shape[2:]:
+            raise DataError(
+                f"{f} has A, C = {lg.shape[1:]} but {chosen[0][2]} has {logits.shape[2:]}; run "
+                "inference.py with the same augmentations for every model"
+            )
+        logits[i] = lg
+    label_path = Path(labels) if labels is not None else expdir / "y_train.npy"
+    if labels is None and not label_path.is_file():
+        raise DataError(
+            f"{label_path} does not exist and no --labels was given; pass --labels Y.npy (int "
+            "[N], the training labels in the order of keep.npy)"
+        )
+    y = imp.load_npy(label_path, "labels", mmap=False)
+    if y.ndim == 1 and y.shape[0] > n:
+        y = y[:n]  # the published code keeps the first --dataset_size examples
+    if query_names is None and logits.shape[2] == 2:
+        query_names = ["identity", "mirror"]
+    prov = {
+        "format": "lira_dir",
+        "source": str(expdir.resolve()),
+        "files": {
+            "labels": str(label_path.resolve()),
+            "labels_sha256": imp.sha256_file(label_path),
+            "models": files,
+        },
+        "epoch": "latest" if epoch is None else int(epoch),
+        "skipped_models": skipped,
+    }
+    return imp.check_arrays(
+        np.stack(keeps),
+        logits,
+        y,
+        names={
+            "keep": f"{expdir}/*/keep.npy",
+            "logits": f"{expdir}/*/logits",
+            "labels": str(label_path),
+        },
+        query_names=query_names,
+        min_models=min_models,
+        drop_sparse=drop_sparse,
+        provenance=prov,
+    )
