@@ -103,6 +103,7 @@ def _check_result(res, out, arms, seeds):
     assert json.loads((out / "results.json").read_text())["arms"] == arms
     table = (out / "table.md").read_text()
     assert "OUT (pool non-member) accuracy %" in table and "mean FZ memorization" in table
+    assert (out / "privacy_utility.png").is_file() and res["privacy_utility"]
     for a in arms:
         assert res["seeds"][a] == list(seeds)
         for s in seeds:
