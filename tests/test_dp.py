@@ -271,6 +271,10 @@ def test_cli_dp_run_records_epsilon_in_run_json(tmp_path):
 
     run = jaxsam.load_run(out)
     assert np.all(np.isfinite(run.logits))
+    assert cli.main(["score", str(out), "--attacks", "loss"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["run"]["dp"]["epsilon"] == rec["epsilon"]  # the report carries the guarantee
+    assert "DP-SGD epsilon" in (out / "report.md").read_text()
 
 
 def test_a_missing_dp_library_stops_training_not_scoring(monkeypatch, tmp_path):

@@ -64,3 +64,17 @@ def test_reports_written_before_the_accuracy_rename_still_read():
     assert held_row.split()[-3:] == ["75.00", "62.50", "-12.50"]
     page = render_markdown(old, "old run")
     assert "OUT 87.50%" in page and "held-out 75.00%" in page
+
+
+def test_report_names_the_recipe_and_its_epsilon():
+    from jaxsam.report import recipe_line
+
+    run = {"optimizer": "sam", "rho": 0.05, "base": "adamw", "label_smoothing": 0.1}
+    dp = {"epsilon": 7.654, "delta": 1e-5, "accountant": "pld", "sampling": "poisson"}
+    line = recipe_line({**run, "dp": dp})
+    assert line.startswith("sam (rho 0.05) on adamw, label smoothing 0.1, DP-SGD epsilon 7.65")
+    assert "delta 1e-05" in line and "poisson" in line
+    assert recipe_line({"optimizer": "sgd", "base": "sgd", "label_smoothing": 0.0}) == "sgd on sgd"
+    assert recipe_line({"optimizer": None}) == ""  # an imported run: no recipe known
+    md = render_markdown({"accuracy": {}, "run": {**run, "dp": dp}}, title="t")
+    assert "- recipe: sam (rho 0.05) on adamw" in md
