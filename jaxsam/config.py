@@ -422,6 +422,21 @@ def stable_dict(config: Config) -> dict:
     return data
 
 
+def result_dict(config: Config) -> dict:
+    """``to_dict(config)`` without the keys that cannot change a run's results.
+
+    Two configs with equal ``result_dict`` train bitwise the same models: ``train.progress``
+    only draws a bar, and ``optim.rho`` is unused when ``optim.name`` is ``sgd`` (no SAM
+    wrapper). Rerunning into an existing run directory compares these dicts, so ``jaxsam demo
+    --no-progress`` or another ``--rho`` reuses the finished SGD arm instead of refusing it.
+    """
+    data = to_dict(config)
+    del data["train"]["progress"]
+    if not optim_registry.is_sam_family(config.optim.name):
+        del data["optim"]["rho"]
+    return data
+
+
 def _type_ok(value: Any, annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):

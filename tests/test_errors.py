@@ -237,3 +237,84 @@ def test_score_on_a_full_disk_is_one_line_and_keeps_the_run(tiny_run, small_disk
     assert sorted(p.name for p in run.iterdir() if p.name != store.LOCK_FILE) == [
         n for n in before if n != store.LOCK_FILE
     ]
+
+
+def test_roc_legend_lies_outside_the_curves(tmp_path, monkeypatch):
+    """The legend must not cover any part of the axes (curves at FPR 1e-3..1e-2 included)."""
+    from jaxsam import plots
+
+    seen = {}
+    real_save = plots._save
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        seen["legend"] = ax.get_legend().get_window_extent()
+        seen["axes"] = ax.get_window_extent()
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    fpr = np.logspace(-5, 0, 50)
+    curves = {
+        f"run {i} lira_online": (fpr, np.minimum(1, fpr ** (0.5 + 0.1 * i))) for i in range(5)
+    }
+    plots.plot_roc(curves, tmp_path / "roc.png", title="t")
+    legend, axes = seen["legend"], seen["axes"]
+    assert legend.y1 <= axes.y0, (legend, axes)  # entirely below the plotting area
+    assert (tmp_path / "roc.png").is_file()
+
+
+def test_demo_reruns_into_the_same_out_when_only_progress_or_sgd_rho_changed(tmp_path, capsys):
+    out = tmp_path / "demo"
+    base = ["demo", "--out", str(out), "--optimizers", "sgd", "--models", "4", "--epochs", "1"]
+    base += ["--pool-size", "200"]
+    assert cli.main(base) == 0
+    capsys.readouterr()
+    assert cli.main([*base, "--no-progress", "--rho", "0.2"]) == 0
+    assert "already trained with this config; rescoring" in capsys.readouterr().out
+    # A key that changes results is still refused.
+    assert cli.main([*base, "--seed", "1"]) == 2
+    assert "different run" in capsys.readouterr().err
+
+
+def test_plan_names_the_standard_size_instead_of_none(capsys):
+    assert cli.main(["plan", "--set", "model.name=mlp"]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert "None" not in head and "width 256 (standard), depth 2 (standard)" in head
+
+
+def test_tensorflow_and_absl_notes_are_silenced_but_errors_still_show(monkeypatch):
+    import logging
+
+    from jaxsam.data import tfds_source
+
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    absl_log = logging.getLogger("absl")
+    monkeypatch.setattr(absl_log, "level", logging.NOTSET)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    absl_log.addHandler(handler)
+    try:
+        tfds_source.quiet_tensorflow_logs()
+        absl_log.warning("OpenCV is not installed")
+        absl_log.error("a real error")
+    finally:
+        absl_log.removeHandler(handler)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    assert [r.getMessage() for r in records] == ["a real error"]
+
+
+def test_score_summary_names_the_attack_of_its_auc(tiny_run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run.path, copy)
+    assert cli.main(["score", str(copy), "--attacks", "loss", "--bootstrap", "0"]) == 0
+    assert ", loss AUC 0." in capsys.readouterr().out
+
+
+def test_bench_faults_counts_only_kills_that_interrupted_work():
+    from jaxsam.bench.faults import classify_kill
+
+    assert classify_kill(landed=True, complete=False) == "fault"
+    assert classify_kill(landed=True, complete=True) == "after_complete"  # was "survived"
+    assert classify_kill(landed=False, complete=False) == "missed"

@@ -339,9 +339,14 @@ def _config_dict(config: config_lib.Config) -> dict:
 
 
 def _same_config(existing: Any, config: config_lib.Config) -> bool:
-    """Whether a run's stored config.json is ``config``, keys added since taking their defaults."""
+    """Whether a run's stored config.json is ``config``, keys added since taking their defaults.
+
+    Only keys that change results count (:func:`jaxsam.config.result_dict`).
+    """
     try:
-        return _config_dict(config_lib.from_dict(existing)) == _config_dict(config)
+        return config_lib.result_dict(config_lib.from_dict(existing)) == config_lib.result_dict(
+            config
+        )
     except ConfigError:
         return existing == _config_dict(config)
 
