@@ -3,17 +3,20 @@ import-logits.
 
 Each subcommand lives in ``jaxsam.commands.<name>`` with ``add_parser(subparsers)`` and
 ``run(args) -> int``. Bad input (a :class:`jaxsam.errors.JaxsamError`) is printed on one line,
-without a traceback, and exits with status 2.
+without a traceback, and exits with status 2; so is a write that fails because the disk is full,
+read-only or forbidden (an ``OSError`` with ``ENOSPC``, ``EDQUOT``, ``EROFS``, ``EACCES`` or
+``EPERM``). Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from jaxsam import __version__
-from jaxsam.errors import Interrupted, JaxsamError
+from jaxsam.errors import Interrupted, JaxsamError, WriteFailed
 
 COMMANDS = (
     "demo",
@@ -50,6 +53,19 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except JaxsamError as e:
         print(f"jaxsam {args.command}: error: {e}", file=sys.stderr)
+        if isinstance(e, WriteFailed):  # skip the shutdown noise of the failed write's threads
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
+        return 2
+    except OSError as e:  # a full, read-only or forbidden disk: one line, like bad input
+        from jaxsam.store import write_problem
+
+        problem = write_problem(e)
+        if problem is None:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(f"jaxsam {args.command}: error: cannot write{where}: {problem}", file=sys.stderr)
         return 2
     except Interrupted as e:
         print(f"jaxsam {args.command}: {e}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -28,6 +29,15 @@ STRATEGIES = ("auto", "vmap", "vmap_matmul", "chunked", "loop", "sharded")
 SCHEDULES = ("cosine", "constant", "linear")
 DIVERGENCE_POLICIES = ("stop", "exclude")
 DTYPES = ("float32", "bfloat16")
+
+# Upper bounds that catch a typo before it allocates: sizes and counts are int32 on the device,
+# and no membership study needs more shadow models than this (the masks alone are M x N bits).
+MAX_INT = 2**31 - 1
+MAX_MODELS = 2**20
+# A tensorflow-datasets name: NAME, NAME/CONFIG, each with an optional :VERSION (``mnist``,
+# ``cifar10:3.*.*``, ``imagenet2012_subset/1pct``). Anything else (a path such as
+# ``../data/x``) is refused: local files are read through ``npz:FILE`` or ``idx:DIR``.
+TFDS_NAME = re.compile(r"[a-z][a-z0-9_]*(/[A-Za-z0-9_.+-]+)?(:[0-9*]+\.[0-9*]+\.[0-9*]+)?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,16 +239,39 @@ class Config:
     version: int = CONFIG_VERSION
 
 
+def show(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a 4,000-digit integer stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}...({len(text)} characters)"
+
+
 def _check_choice(path: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
-        raise ConfigError(f"{path} = {value!r} is not allowed; use one of {list(allowed)}")
+        raise ConfigError(f"{path} = {show(value)} is not allowed; use one of {list(allowed)}")
 
 
 def _check_range(path: str, value: float, lo: float | None, hi: float | None, what: str) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and hi is None and value > MAX_INT:
+        hi = MAX_INT  # every count and size is an int32 on the device
+        what = f"{what} (at most 2**31 - 1)"
     if not math.isfinite(value):
-        raise ConfigError(f"{path} = {value!r} is not a finite number; it must be {what}")
+        raise ConfigError(f"{path} = {show(value)} is not a finite number; it must be {what}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ConfigError(f"{path} = {value!r} is out of range; it must be {what}")
+        raise ConfigError(f"{path} = {show(value)} is out of range; it must be {what}")
+
+
+def _check_dataset(name: str) -> None:
+    """``data.dataset`` is ``digits``, ``idx:DIR``, ``npz:FILE`` or a tfds name, never a path."""
+    if name in ("digits",) or name.startswith(("idx:", "npz:")):
+        if name.partition(":")[2] == "" and name != "digits":
+            raise ConfigError(f"data.dataset = {show(name)} names no file; write e.g. npz:FILE")
+        return
+    if not TFDS_NAME.fullmatch(name):
+        raise ConfigError(
+            f"data.dataset = {show(name)} is neither 'digits' nor a tensorflow-datasets name "
+            "(such as 'cifar10'); to read local files write 'npz:FILE' (x, y arrays) or "
+            "'idx:DIR' (MNIST layout)"
+        )
 
 
 def validate(config: Config) -> Config:
@@ -248,6 +281,7 @@ def validate(config: Config) -> Config:
     d, m, mo, o, t = config.data, config.masks, config.model, config.optim, config.train
     if not d.dataset:
         raise ConfigError("data.dataset is empty; name a dataset such as 'digits' or 'cifar10'")
+    _check_dataset(d.dataset)
     _check_choice("data.train_augment", d.train_augment, TRAIN_AUGMENTS)
     _check_choice("data.query_augment", d.query_augment, QUERY_AUGMENTS)
     for name in ("pool_size", "test_size"):
@@ -256,7 +290,13 @@ def validate(config: Config) -> Config:
             _check_range(f"data.{name}", value, 1, None, "a positive integer or null")
     if not (isinstance(m.pkeep, float | int) and 0.0 < m.pkeep < 1.0):
         raise ConfigError(f"masks.pkeep = {m.pkeep!r} must lie strictly between 0 and 1 (e.g. 0.5)")
-    _check_range("masks.models", m.models, 2, None, "at least 2 (each target needs shadows)")
+    _check_range(
+        "masks.models",
+        m.models,
+        2,
+        MAX_MODELS,
+        f"at least 2 (each target needs shadows) and at most {MAX_MODELS:,}",
+    )
     keep_count = round(m.pkeep * m.models)
     if keep_count < 1 or keep_count >= m.models:
         raise ConfigError(
@@ -382,6 +422,21 @@ def stable_dict(config: Config) -> dict:
     return data
 
 
+def result_dict(config: Config) -> dict:
+    """``to_dict(config)`` without the keys that cannot change a run's results.
+
+    Two configs with equal ``result_dict`` train bitwise the same models: ``train.progress``
+    only draws a bar, and ``optim.rho`` is unused when ``optim.name`` is ``sgd`` (no SAM
+    wrapper). Rerunning into an existing run directory compares these dicts, so ``jaxsam demo
+    --no-progress`` or another ``--rho`` reuses the finished SGD arm instead of refusing it.
+    """
+    data = to_dict(config)
+    del data["train"]["progress"]
+    if not optim_registry.is_sam_family(config.optim.name):
+        del data["optim"]["rho"]
+    return data
+
+
 def _type_ok(value: Any, annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -420,10 +475,12 @@ def _build(cls: type, data: Any, path: str) -> Any:
             kwargs[name] = _build(annotation, value, key_path)
             continue
         if not _type_ok(value, annotation):
+            expected = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+            hint = ""
+            if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+                hint = f" (write the integer {int(value)} without a decimal point or exponent)"
             raise ConfigError(
-                f"{key_path} = {value!r} has the wrong type; expected {annotation}"
-                if not isinstance(annotation, type)
-                else f"{key_path} = {value!r} has the wrong type; expected {annotation.__name__}"
+                f"{key_path} = {show(value)} has the wrong type; expected {expected}{hint}"
             )
         if annotation is float or (
             typing.get_origin(annotation) in (typing.Union, types.UnionType)
@@ -458,9 +515,44 @@ def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist; {missing_hint}")
     try:
-        return json.loads(path.read_text())
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path} ({e.strerror}); check its permissions") from e
+    problem = json_problem(raw)
+    if isinstance(problem, str):
+        raise ConfigError(f"{what} {path} {problem}")
+    return problem[0]
+
+
+MAX_JSON_DEPTH = 64  # a config is 3 levels deep; deeper nesting is garbage, not a config
+
+
+def json_problem(raw: bytes) -> str | tuple[Any]:
+    """Parses ``raw`` as JSON: ``(value,)``, or what is wrong with it (one line, with the fix).
+
+    Refuses binary data, JSON nested deeper than :data:`MAX_JSON_DEPTH` (Python's parser would
+    overflow its stack) and integers of more digits than Python converts.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not a text file (not UTF-8: binary data?); pass a JSON file"
+    depth = max_depth = 0
+    for ch in text:  # brackets in strings overcount: only a bound, so that is fine
+        if ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                max_depth = depth
+                if max_depth > MAX_JSON_DEPTH:
+                    return f"nests JSON deeper than {MAX_JSON_DEPTH} levels; it is not a config"
+        elif ch in "]}":
+            depth -= 1
+    try:
+        return (json.loads(text),)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{what} {path} is not valid JSON ({e}); fix the syntax") from e
+        return f"is not valid JSON ({e}); fix the syntax"
+    except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4,300 digits
+        return f"cannot be read as JSON ({str(e).split(';')[0]}); fix the value"
 
 
 def load(path: str | Path) -> Config:
@@ -491,6 +583,11 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
             out[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             out[key.strip()] = raw
+        except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4,300 digits
+            raise ConfigError(
+                f"--set {key.strip()}=... cannot be read ({str(e).split(';')[0]}); pass a "
+                "smaller value"
+            ) from e
     return out
 
 

@@ -40,6 +40,15 @@ class RunExistsError(RunDirError):
         self.finished = finished
 
 
+class WriteFailed(RunDirError):
+    """A write failed because the disk is full, read-only or forbidden (not a bug: no traceback).
+
+    A failed asynchronous orbax write leaves tensorstore callbacks in flight that print
+    tracebacks while the interpreter shuts down; the CLI therefore exits at once after printing
+    this error.
+    """
+
+
 class DivergenceError(JaxsamError):
     """A model's loss became NaN or infinite during training."""
 

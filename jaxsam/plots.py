@@ -92,8 +92,11 @@ def plot_roc(
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    # Below the axes, not inside: at FPR 1e-3 .. 1e-2, the range that matters for membership
+    # inference, a legend inside would hide the curves once there are a few of them.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
     ax.grid(True, which="major", alpha=0.3)
+    fig.set_figheight(4.5 + 0.22 * (len(curves) + 1))
     _save(fig, path)
     return str(path)
 

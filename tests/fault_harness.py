@@ -92,7 +92,9 @@ def bad_run_dirs(tmp: Path, ref_path: Path) -> list[tuple[str, Callable[[], obje
         return train_and_export(runs.tiny_config(), tmp / "bad-empty", resume=True)
 
     def resume_other_config():
-        return train_and_export(runs.tiny_config(**{"optim.rho": 0.1}), copy("other"), resume=True)
+        return train_and_export(
+            runs.tiny_config(**{"optim.learning_rate": 0.05}), copy("other"), resume=True
+        )
 
     def foreign_logits():
         p = copy("foreign")

@@ -43,6 +43,23 @@ KILL_POINTS = {
 }
 
 
+def classify_kill(landed: bool, complete: bool) -> str:
+    """What a SIGKILL at a random time tested.
+
+    Args:
+      landed: the signal reached a running process.
+      complete: the run already read back as complete (``COMPLETE`` written, the process was
+        only exiting).
+
+    Returns:
+      ``fault`` (it interrupted work: resume and compare), or ``missed`` / ``after_complete``:
+      nothing was interrupted, so it is no survived fault and is counted apart.
+    """
+    if not landed:
+        return "missed"
+    return "after_complete" if complete else "fault"
+
+
 def rejected_clearly(action, fragment: str) -> tuple[bool, str]:
     """Whether ``action()`` raises a one-line JaxsamError containing ``fragment``."""
     from jaxsam.errors import JaxsamError
@@ -143,15 +160,18 @@ def main(args: argparse.Namespace) -> int:
         tally("fault", f"SIGKILL at {point}", ok, True, "" if landed else "(never fired)")
     print(f"SIGKILL at random times (a cached run takes {ref_seconds:.1f} s), then --resume:")
     rng = random.Random(args.seed)
+    not_faults = 0
     for i in range(args.random_kills):
         out, delay = work / f"random-{i}", rng.uniform(0.0, ref_seconds)
-        if not runs.run_and_kill_after(runs.train_args(cfg_file, out), out, delay)[0]:
-            print(f"  (kill {i} at +{delay:.2f}s came after the run finished: not counted)")
-        elif runs.looks_complete(out):  # killed after COMPLETE, while exiting: the whole run
-            tally("fault", f"SIGKILL at +{delay:.2f}s (after COMPLETE)", runs.same_run(out, ref))
-        else:
-            runs.resume(out)
-            tally("fault", f"SIGKILL at +{delay:.2f}s", runs.same_run(out, ref), True)
+        landed = runs.run_and_kill_after(runs.train_args(cfg_file, out), out, delay)[0]
+        kind = classify_kill(landed, landed and runs.looks_complete(out))
+        if kind != "fault":
+            not_faults += 1
+            why = "the run finished" if kind == "missed" else "COMPLETE was written"
+            print(f"  (kill {i} at +{delay:.2f}s came after {why}: no fault, not counted)")
+            continue
+        runs.resume(out)
+        tally("fault", f"SIGKILL at +{delay:.2f}s", runs.same_run(out, ref), True)
     print("damaged newest checkpoint, then --resume:", flush=True)
     for what, damage in hooks.CHECKPOINT_DAMAGE.items():
         out = work / f"damaged-{what.replace(' ', '-')}"
@@ -169,6 +189,7 @@ def main(args: argparse.Namespace) -> int:
     faults, bad = ([r[1] for r in rows if r[0] == k] for k in ("fault", "bad input"))
     print(f"\nfaults injected:               {len(faults)}")
     print(f"faults survived:               {sum(faults)}")
+    print(f"random kills that hit no work: {not_faults} (after COMPLETE or exit; not counted)")
     print(f"runs resumed bit-identically:  {sum(r[2] for r in rows)}")
     print(f"bad inputs tried:              {len(bad)}")
     print(f"bad inputs rejected clearly:   {sum(bad)}")

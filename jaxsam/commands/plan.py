@@ -40,6 +40,16 @@ def _load(args: argparse.Namespace) -> config_lib.Config:
     return cfg
 
 
+def model_size(model: config_lib.ModelConfig) -> str:
+    """``width 64, depth 2``; a null width or depth shows the model's standard value."""
+    from jaxsam.models import STANDARD
+
+    std_width, std_depth = STANDARD.get(model.name, (None, None))
+    width = f"width {std_width} (standard)" if model.width is None else f"width {model.width}"
+    depth = f"depth {std_depth} (standard)" if model.depth is None else f"depth {model.depth}"
+    return f"{width}, {depth}"
+
+
 def run(args: argparse.Namespace) -> int:
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
@@ -96,8 +106,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     hb = plan_lib.human_bytes
     print(
-        f"plan for {cfg.masks.models} x {cfg.model.name} (width {cfg.model.width}, "
-        f"depth {cfg.model.depth}) on {cfg.data.dataset}, optimizer {cfg.optim.name}"
+        f"plan for {cfg.masks.models} x {cfg.model.name} ({model_size(cfg.model)}) on "
+        f"{cfg.data.dataset}, optimizer {cfg.optim.name}"
     )
     print(f"  parameters per model       {plan.num_params:,}  ({hb(plan.param_bytes)} float32)")
     print(f"  BatchNorm statistics       {hb(plan.batch_stats_bytes)}")

@@ -53,14 +53,15 @@ def _score_all(runs, attacks, bootstrap) -> int:
 
     for r in runs:
         rep = score_run(r, attacks, bootstrap)
-        lo = rep["attacks"].get("lira_online") or next(iter(rep["attacks"].values()))
+        attack = "lira_online" if "lira_online" in rep["attacks"] else next(iter(rep["attacks"]))
+        lo = rep["attacks"][attack]
         held = heldout_accuracy(rep)
         excluded = f", excluded models {r.failed_models}" if r.failed_models else ""
         for name, why in rep.get("skipped_attacks", {}).items():
             print(f"{r.path}: {name} not scored: {why}")
         print(
             f"{r.path}: OUT (pool non-member) acc {out_accuracy(rep):.4f}, held-out acc "
-            f"{'-' if held is None else f'{held:.4f}'}, AUC {lo['auc']:.4f}{excluded}; "
+            f"{'-' if held is None else f'{held:.4f}'}, {attack} AUC {lo['auc']:.4f}{excluded}; "
             f"wrote {r.path / 'report.json'}"
         )
     return 0

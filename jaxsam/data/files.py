@@ -140,6 +140,11 @@ def npz_split(arrays: dict[str, np.ndarray], split: str, path: str) -> tuple[np.
         )
         raise DataError(f"{path} has no {kx!r}/{ky!r} arrays for split {split!r}; {fix}")
     x, y = arrays[kx], arrays[ky]
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise DataError(
+            f"{path}: {kx} holds no examples (shape {x.shape}); save at least one row per "
+            "split, or set data.test_split to null when there is no test split"
+        )
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{path}: {ky} must be integer labels [N]; got {y.dtype} {y.shape}")
     if x.shape[0] != y.shape[0]:

@@ -100,6 +100,29 @@ def _check_arrays(x: np.ndarray, y: np.ndarray, what: str) -> None:
         raise DataError(f"{what}: labels must be 1-D [N], got shape {y.shape}")
 
 
+def check_finite(x: np.ndarray, what: str) -> None:
+    """Refuses inputs with NaN or infinite values, naming how many and the first one.
+
+    Args:
+      x: [N, ...] inputs (integer images pass at once: they cannot hold NaN).
+      what: the dataset and split, for the message.
+
+    Raises:
+      DataError: otherwise training would report the first NaN loss as a divergence and blame
+        the learning rate.
+    """
+    if not np.issubdtype(x.dtype, np.floating) or x.size == 0:
+        return
+    bad = ~np.isfinite(x.reshape(x.shape[0], -1))
+    if bad.any():
+        row, col = (int(i[0]) for i in np.nonzero(bad))
+        raise DataError(
+            f"{what}: {int(bad.sum()):,} input value(s) are NaN or infinite (the first at row "
+            f"{row}, feature {col}); clean or impute the features (e.g. numpy.nan_to_num, or "
+            "drop those rows) before training"
+        )
+
+
 def select_indices(
     n_pool: int,
     pool_size: int | None,
@@ -181,12 +204,16 @@ def make_pool(
             f"{dataset}: test inputs have shape {test_x.shape[1:]} but pool inputs "
             f"{x.shape[1:]}; both splits must share one input shape"
         )
+    if x.shape[0] == 0:
+        raise DataError(f"{dataset}/{pool_split} is empty; choose a split with examples")
     if kind is None:
         kind = "image" if (x.dtype == np.uint8 and x.ndim == 4) else "tabular"
     if kind == "tabular":
         width = int(np.prod(x.shape[1:]))
         x = x.reshape(x.shape[0], width).astype(np.float32)
         test_x = test_x.reshape(test_x.shape[0], width).astype(np.float32)
+    check_finite(x, f"{dataset}/{pool_split}")
+    check_finite(test_x, f"{dataset}/{test_split}")
     ids = np.arange(x.shape[0], dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
     if test_ids is None:
         test_ids = np.arange(test_x.shape[0], dtype=np.int64)

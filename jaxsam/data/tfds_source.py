@@ -22,6 +22,7 @@ import difflib
 import inspect
 import io
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -42,7 +43,21 @@ INSTALL_TF = "pip install tensorflow-cpu  (or: pip install 'jaxsam[prepare]')"
 _READ_CHUNK = 2048
 
 
+def quiet_tensorflow_logs() -> None:
+    """Silences TensorFlow's and absl's informational noise; errors still show.
+
+    TensorFlow's C++ log keeps errors only (``TF_CPP_MIN_LOG_LEVEL=2`` unless the
+    user set it), and the ``absl`` Python logger, which tfds uses for notes such as "OpenCV is
+    not installed" or "Variant folder ... has no dataset_info.json", keeps errors only.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    absl_log = logging.getLogger("absl")
+    if absl_log.level < logging.ERROR:
+        absl_log.setLevel(logging.ERROR)
+
+
 def _tfds():
+    quiet_tensorflow_logs()
     import tensorflow_datasets as tfds
 
     return tfds
@@ -119,6 +134,7 @@ def _local_builder(name: str, data_dir: str | None):
 
 
 def _require_tensorflow(name: str) -> None:
+    quiet_tensorflow_logs()
     try:
         import tensorflow  # noqa: F401
     except ImportError as e:

@@ -120,16 +120,17 @@ def analyze_runs(
         summaries[name]["run_dir"] = str(r.path)
     out_dir = Path(out_dir)
     figures = store.plots_dir(out_dir)
-    written = [
-        plots.plot_memorization_histograms(
-            {k: a["memorization"] for k, a in arrays.items()}, figures / "memorization_hist.png"
-        ),
-        plots.plot_out_variance(
-            {k: a["out_variance"] for k, a in arrays.items()}, figures / "out_variance.png"
-        ),
-        plots.plot_subgroup_bars(summaries, figures / "subgroups.png"),
-        plots.plot_entropy_buckets(summaries, figures / "entropy_buckets.png"),
-    ]
+    with store.write_errors(figures, "plots"):
+        written = [
+            plots.plot_memorization_histograms(
+                {k: a["memorization"] for k, a in arrays.items()}, figures / "memorization_hist.png"
+            ),
+            plots.plot_out_variance(
+                {k: a["out_variance"] for k, a in arrays.items()}, figures / "out_variance.png"
+            ),
+            plots.plot_subgroup_bars(summaries, figures / "subgroups.png"),
+            plots.plot_entropy_buckets(summaries, figures / "entropy_buckets.png"),
+        ]
     result = dict(summaries)
     result["_plots"] = [str(p.relative_to(out_dir)) for p in written if p is not None]
     store.write_analysis(out_dir, result)

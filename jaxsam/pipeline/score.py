@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxsam import analysis, metrics, plots, report, scoring, store
+from jaxsam.errors import TooFewModelsError
 
 
 def run_summary(run: store.Run) -> dict:
@@ -77,6 +78,12 @@ def score_run(run: store.Run, attacks: list[str] | None = None, bootstrap: int =
       bootstrap: bootstrap resamples for the confidence intervals (0: none).
     """
     ok = scoring.kept_models(run.failed_models, run.keep.shape[0])
+    if ok.sum() < 2:
+        raise TooFewModelsError(
+            f"{run.path}: {int(ok.sum())} of {ok.size} models are left to score (failed models "
+            f"{run.failed_models} in run.json); membership scoring needs at least 2: retrain "
+            "with a lower optim.learning_rate or more masks.models"
+        )
     result = scoring.score(
         run.logits,
         run.labels,

@@ -28,10 +28,13 @@ without ``COMPLETE`` is refused by :func:`load_run` with what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -44,7 +47,7 @@ import numpy as np
 
 from jaxsam import config as config_lib
 from jaxsam import hooks
-from jaxsam.errors import ConfigError, RunDirError, RunExistsError
+from jaxsam.errors import ConfigError, RunDirError, RunExistsError, WriteFailed
 from jaxsam.store.lock import LOCK_FILE, run_lock  # noqa: F401 - run_lock is re-exported
 from jaxsam.store.lock import held as lock_held
 
@@ -75,14 +78,60 @@ def write_json(path: Path, obj: Any, *, allow_nan: bool = True) -> None:
 
 
 def read_json(path: Path, what: str) -> Any:
+    """Parses the JSON file ``path`` of a run directory (``what`` it holds, for messages).
+
+    Raises:
+      RunDirError: the file is missing, unreadable, binary, too deeply nested or not JSON.
+    """
     if not path.is_file():
         raise RunDirError(f"{path} is missing ({what}); the run directory is incomplete or damaged")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise RunDirError(f"cannot read {path} ({what}): {e.strerror}; check permissions") from e
+    parsed = config_lib.json_problem(raw)
+    if isinstance(parsed, str):
+        reason = parsed.split(";")[0]
+        raise RunDirError(f"{path} {reason} ({what}); the file is damaged: rerun or restore it")
+    return parsed[0]
+
+
+def _header_problem(info: Any) -> str | None:
+    """What is wrong with a run header (``run.json``) read back, or None when it is whole."""
+    if not isinstance(info, dict):
+        return f"holds a JSON {type(info).__name__}, not an object"
+    for key, kind in (("models", int), ("examples", int), ("pool", dict)):
+        if key not in info:
+            return f"has no {key!r} key"
+        if not isinstance(info[key], kind) or isinstance(info[key], bool):
+            return f"has {key!r} = {config_lib.show(info[key])}, not a JSON {kind.__name__}"
+    if info["models"] < 1 or info["examples"] < 1:
+        return f"says {info['models']} models and {info['examples']} examples"
+    if not isinstance(info["pool"].get("fingerprint"), str):
+        return "has no pool fingerprint ('pool': {'fingerprint': ...})"
+    if not isinstance(info.get("masks_fingerprint"), str):
+        return "has no 'masks_fingerprint' string"
+    failed = info.get("failed_models", [])
+    if not isinstance(failed, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in failed
+    ):
+        return f"has failed_models = {config_lib.show(failed)}, not a list of model indices"
+    bad = [i for i in failed if not 0 <= i < info["models"]]
+    if bad or len(set(failed)) != len(failed):
+        what = f"index {bad[0]} outside [0, {info['models']})" if bad else "a repeated index"
+        return f"has failed_models = {config_lib.show(failed)} with {what}"
+    return None
+
+
+def check_run_header(path: Path, info: Any) -> dict:
+    """Returns ``info`` (``path/run.json`` read back) or raises naming the missing/bad key."""
+    problem = _header_problem(info)
+    if problem is not None:
         raise RunDirError(
-            f"{path} is not valid JSON ({e}); the file is damaged: rerun or restore it"
-        ) from e
+            f"{path / 'run.json'} {problem}; the run header is damaged or was edited: restore "
+            "it or rerun the job"
+        )
+    return info
 
 
 def _remove_partial_writes(path: Path) -> None:
@@ -103,10 +152,89 @@ def save_arrays(path: Path, tree: dict[str, np.ndarray]) -> None:
     _remove_partial_writes(path)
     if path.exists():
         shutil.rmtree(path)
-    ckpt = _checkpointer()
-    ckpt.save(path.absolute(), _encode_empty({k: np.asarray(v) for k, v in tree.items()}))
-    hooks.fire("arrays_sent", path=path)
-    ckpt.wait_until_finished()
+    with write_errors(path, "arrays"):
+        ckpt = _checkpointer()
+        ckpt.save(path.absolute(), _encode_empty({k: np.asarray(v) for k, v in tree.items()}))
+        hooks.fire("arrays_sent", path=path)
+        ckpt.wait_until_finished()
+
+
+class _DropThreadTracebacks(logging.Filter):
+    """Drops orbax's log record of a failed background write (its full traceback).
+
+    The same error is raised again in the caller's thread, where :func:`write_errors` turns it
+    into one line; the record would only repeat it as a few hundred traceback lines.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None and "raised an exception" not in record.getMessage()
+
+
+_WRITE_ERRNOS = {
+    errno.ENOSPC: "the disk is full: free space or choose another directory",
+    errno.EDQUOT: "the disk quota is exhausted: free space or choose another directory",
+    errno.EROFS: "the file system is read-only: choose a writable directory",
+    errno.EACCES: "permission denied: make it writable or choose another directory",
+    errno.EPERM: "permission denied: make it writable or choose another directory",
+}
+# The same conditions as tensorstore words them when orbax's asynchronous write fails.
+_WRITE_WORDS = {
+    "No space left on device": errno.ENOSPC,
+    "Disk quota exceeded": errno.EDQUOT,
+    "Read-only file system": errno.EROFS,
+    "Permission denied": errno.EACCES,
+}
+
+
+def write_problem(error: BaseException) -> str | None:
+    """The one-line reason a write failed for lack of space or permission, or None."""
+    code = error.errno if isinstance(error, OSError) else None
+    if code is None:
+        text = str(error)
+        code = next((c for words, c in _WRITE_WORDS.items() if words in text), None)
+    return _WRITE_ERRNOS.get(code) if code is not None else None
+
+
+@contextlib.contextmanager
+def write_errors(path: Path, what: str):
+    """Turns a write into ``path`` that fails for lack of space or permission into one line.
+
+    Raises:
+      WriteFailed: naming ``path`` and the fix, instead of the OSError (or the tensorstore
+        error of an asynchronous orbax write) with its traceback.
+    """
+    quiet = _DropThreadTracebacks()
+    absl_log = logging.getLogger("absl")
+    absl_log.addFilter(quiet)
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = _drop_closed_loop(unraisable)
+    try:
+        yield
+    except Exception as e:
+        problem = write_problem(e)
+        if problem is None:
+            raise
+        unraisable = sys.unraisablehook  # the failed write's callbacks may still come
+        raise WriteFailed(f"cannot write {what} to {path}: {problem}") from e
+    finally:
+        absl_log.removeFilter(quiet)
+        sys.unraisablehook = unraisable
+
+
+def _drop_closed_loop(previous):
+    """``sys.unraisablehook`` that drops tensorstore's callbacks into a closed event loop.
+
+    When an orbax write fails, tensorstore finishes the write's other chunks from its own
+    threads and reports each ``RuntimeError: Event loop is closed`` as unraisable: noise around
+    the real error, which the caller raises. Everything else still reaches ``previous``.
+    """
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            previous(unraisable)
+
+    return hook
 
 
 def load_arrays(
@@ -211,9 +339,14 @@ def _config_dict(config: config_lib.Config) -> dict:
 
 
 def _same_config(existing: Any, config: config_lib.Config) -> bool:
-    """Whether a run's stored config.json is ``config``, keys added since taking their defaults."""
+    """Whether a run's stored config.json is ``config``, keys added since taking their defaults.
+
+    Only keys that change results count (:func:`jaxsam.config.result_dict`).
+    """
     try:
-        return _config_dict(config_lib.from_dict(existing)) == _config_dict(config)
+        return config_lib.result_dict(config_lib.from_dict(existing)) == config_lib.result_dict(
+            config
+        )
     except ConfigError:
         return existing == _config_dict(config)
 
@@ -252,7 +385,7 @@ def prepare_run_dir(
                     f"{path} is not empty and holds no jaxsam run; choose another --out or "
                     "pass --overwrite to replace its contents"
                 )
-            existing = json.loads(info_path.read_text())
+            existing = _existing_config(info_path)
             if not _same_config(existing, config):
                 raise RunDirError(
                     f"{path} already holds a different run (its config.json differs); choose "
@@ -275,6 +408,21 @@ def prepare_run_dir(
         raise RunDirError(f"cannot create {path} ({e.strerror}); choose a writable --out") from e
     check_writable(path)
     return path
+
+
+def _existing_config(path: Path) -> Any:
+    """The ``config.json`` found in an output directory, or a RunDirError if it is garbage."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise RunDirError(f"cannot read {path} ({e.strerror}); choose another --out") from e
+    parsed = config_lib.json_problem(raw)
+    if isinstance(parsed, str):
+        raise RunDirError(
+            f"{path.parent} holds no readable jaxsam run: its config.json {parsed.split(';')[0]}; "
+            f"choose another --out (or remove {path.parent} yourself)"
+        )
+    return parsed[0]
 
 
 def check_writable(path: Path) -> None:
@@ -389,7 +537,7 @@ def has_run(path: str | Path) -> bool:
 
 def read_run_info(path: str | Path) -> dict:
     """The run header ``RUN/run.json`` (format, shapes, pool origin, fingerprints, status)."""
-    return read_json(Path(path) / "run.json", "run header")
+    return check_run_header(Path(path), read_json(Path(path) / "run.json", "run header"))
 
 
 def update_run_info(path: Path, **fields: Any) -> dict:
@@ -557,7 +705,8 @@ def write_report_files(
         if name in extra:
             raise ValueError(f"extra file {name!r} would replace a report file; rename it")
     with run_lock(path, "score", create=False):  # re-entrant: `jaxsam score` already holds it
-        _publish_report(path, report, markdown, scores, extra)
+        with write_errors(path, "the report"):
+            _publish_report(path, report, markdown, scores, extra)
 
 
 def _publish_report(path: Path, report: dict, markdown: str, scores: dict, extra: dict) -> None:
@@ -590,15 +739,17 @@ def _publish_report(path: Path, report: dict, markdown: str, scores: dict, extra
 def plots_dir(out_dir: str | Path) -> Path:
     """``out_dir/plots/``, created (with ``out_dir``): where ``jaxsam analyze`` puts its PNGs."""
     plots = Path(out_dir) / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
+    with write_errors(plots, "plots"):
+        plots.mkdir(parents=True, exist_ok=True)
     return plots
 
 
 def write_analysis(out_dir: str | Path, result: dict) -> Path:
     """Writes ``out_dir/analysis.json`` atomically, as strict JSON (a NaN is a ``ValueError``)."""
     path = Path(out_dir) / "analysis.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, result, allow_nan=False)
+    with write_errors(path, "the analysis"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, result, allow_nan=False)
     return path
 
 
@@ -723,7 +874,7 @@ def load_run(path: str | Path, *, verify: bool = True) -> Run:
     if not path.is_dir():
         raise RunDirError(f"run directory {path} does not exist; pass the --out of a jaxsam run")
     info = read_json(path / "run.json", "run header")
-    if info.get("format") != RUN_FORMAT:
+    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
         raise RunDirError(f"{path} is not a jaxsam run directory (run.json has no jaxsam format)")
     if info.get("version") != RUN_VERSION:
         raise RunDirError(
@@ -736,10 +887,14 @@ def load_run(path: str | Path, *, verify: bool = True) -> Run:
             f"{path} is not complete (missing: {', '.join(missing) or 'COMPLETE marker'}); "
             f"finish it with `jaxsam train --resume {path}`"
         )
+    check_run_header(path, info)
     config = read_config(path)
     masks = load_masks(path)
-    if "keep" not in masks or masks["keep"].ndim != 2:
-        raise RunDirError(f"{path / 'masks'} holds no [M, N] 'keep' mask; rerun the job")
+    if any(k not in masks for k in ("keep", "ids", "labels")) or masks["keep"].ndim != 2:
+        raise RunDirError(
+            f"{path / 'masks'} holds no [M, N] 'keep' mask with its 'ids' and 'labels'; rerun "
+            "the job"
+        )
     keep = masks["keep"].astype(bool)
     if keep.shape != (info["models"], info["examples"]):
         raise RunDirError(
@@ -749,6 +904,12 @@ def load_run(path: str | Path, *, verify: bool = True) -> Run:
     if masks_fingerprint(info["pool"]["fingerprint"], keep) != info["masks_fingerprint"]:
         raise RunDirError(f"{path / 'masks'} does not match the fingerprint in run.json; rerun")
     logits_info = read_json(path / "logits.json", "logits metadata")
+    names = logits_info.get("query_names") if isinstance(logits_info, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise RunDirError(
+            f"{path / 'logits.json'} has no 'query_names' list of strings; the file is damaged "
+            "or was edited: restore it or rerun the job"
+        )
     if logits_info.get("masks_fingerprint") != info["masks_fingerprint"]:
         raise RunDirError(
             f"{path / 'logits'} were computed under other masks (fingerprint mismatch); "
