@@ -95,9 +95,15 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     hb = plan_lib.human_bytes
+    mo = cfg.model
+    size = (
+        f"kwargs {json.dumps(mo.kwargs)}"
+        if ":" in mo.name  # a custom model (package.module:attr): its size is in its kwargs
+        else f"width {mo.width}, depth {mo.depth}"
+    )
     print(
-        f"plan for {cfg.masks.models} x {cfg.model.name} (width {cfg.model.width}, "
-        f"depth {cfg.model.depth}) on {cfg.data.dataset}, optimizer {cfg.optim.name}"
+        f"plan for {cfg.masks.models} x {mo.name} ({size}) on {cfg.data.dataset}, "
+        f"optimizer {cfg.optim.name}"
     )
     print(f"  parameters per model       {plan.num_params:,}  ({hb(plan.param_bytes)} float32)")
     print(f"  BatchNorm statistics       {hb(plan.batch_stats_bytes)}")
