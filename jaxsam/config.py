@@ -90,18 +90,25 @@ class ModelConfig:
     """The network every shadow model shares (each with its own parameters).
 
     Attributes:
-      name: a model from ``jaxsam.models`` (``mlp``, ``cnn``, ...).
+      name: a model from ``jaxsam.models`` (``mlp``, ``cnn``, ...), or your own Flax model as
+        an import path ``package.module:attr`` (:mod:`jaxsam.models.custom`; docs/recipes.md):
+        ``attr(num_classes, **kwargs)`` returns the ``flax.linen.Module``, or ``attr`` is a
+        Module class with a ``num_classes`` field. Only training imports it.
       width: hidden width (MLP) or first-stage channel count (conv nets); ``None``: the
-        model's standard size (``jaxsam.models.STANDARD``).
+        model's standard size (``jaxsam.models.STANDARD``). Built-in models only.
       depth: hidden layers (MLP) or conv layers (CNN), where the name does not fix it;
-        ``None``: the model's standard depth.
-      dtype: compute dtype; ``bfloat16`` keeps float32 master weights.
+        ``None``: the model's standard depth. Built-in models only.
+      dtype: compute dtype; ``bfloat16`` keeps float32 master weights. Built-in models only
+        (a custom model's dtype is one of its own ``kwargs``).
+      kwargs: keyword arguments of a custom model's ``attr`` (JSON values); empty for the
+        built-in models.
     """
 
     name: str = "mlp"
     width: int | None = None
     depth: int | None = None
     dtype: str = "float32"
+    kwargs: dict = dataclasses.field(default_factory=dict)
 
 
 DP_SAMPLINGS = ("poisson", "shuffle")
@@ -274,10 +281,17 @@ def _check_dataset(name: str) -> None:
         )
 
 
-def validate(config: Config) -> Config:
-    """Checks every value's range; returns ``config`` or raises :class:`ConfigError`."""
-    from jaxsam.models import MODELS  # local: models import flax
+def validate(config: Config, *, known_models: bool = True) -> Config:
+    """Checks every value's range; returns ``config`` or raises :class:`ConfigError`.
 
+    Args:
+      config: the config.
+      known_models: check ``model.name`` (a built-in model or the ``package.module:attr`` form,
+        with the ``model.*`` keys that go with it, and BatchNorm under DP-SGD for a built-in
+        model). False takes any non-empty name: reading a run directory to score it never
+        builds the model. A custom model's code is never imported here; training imports and
+        checks it (:func:`jaxsam.train.setup.build_model`) before anything is written.
+    """
     d, m, mo, o, t = config.data, config.masks, config.model, config.optim, config.train
     if not d.dataset:
         raise ConfigError("data.dataset is empty; name a dataset such as 'digits' or 'cifar10'")
@@ -303,12 +317,7 @@ def validate(config: Config) -> Config:
             f"masks.pkeep * masks.models rounds to {keep_count} of {m.models} models; every "
             "example needs at least one IN and one OUT model: raise masks.models or change pkeep"
         )
-    _check_choice("model.name", mo.name, tuple(MODELS))
-    _check_choice("model.dtype", mo.dtype, DTYPES)
-    if mo.width is not None:
-        _check_range("model.width", mo.width, 1, None, "a positive integer or null")
-    if mo.depth is not None:
-        _check_range("model.depth", mo.depth, 1, None, "a positive integer or null")
+    _validate_model(mo, known_models)
     _check_choice("optim.name", o.name, optim_registry.names())
     _check_choice("optim.schedule", o.schedule, SCHEDULES)
     _check_range("optim.learning_rate", o.learning_rate, 0.0, None, "non-negative")
@@ -336,13 +345,53 @@ def validate(config: Config) -> Config:
     optim_registry.check_base_args(
         o.base, o.base_args, prefix="optim.base_args.", error=ConfigError
     )
-    _validate_dp(config)
+    _validate_dp(config, known_models)
     for path, seed in (("data.seed", d.seed), ("masks.seed", m.seed), ("train.seed", t.seed)):
         _check_range(path, seed, 0, 2**32 - 1, "an integer in [0, 2**32)")
     return config
 
 
-def _validate_dp(config: Config) -> None:
+def _validate_model(mo: ModelConfig, known_models: bool) -> None:
+    """Checks ``model.*``; the name against the built-in models only with ``known_models``."""
+    if not mo.name:
+        raise ConfigError("model.name is empty; name a model such as 'mlp' or 'mymodule:Net'")
+    _check_choice("model.dtype", mo.dtype, DTYPES)
+    if mo.width is not None:
+        _check_range("model.width", mo.width, 1, None, "a positive integer or null")
+    if mo.depth is not None:
+        _check_range("model.depth", mo.depth, 1, None, "a positive integer or null")
+    if not known_models:
+        return
+    from jaxsam.models import MODELS, custom  # local: models import flax
+
+    if custom.is_import_path(mo.name):
+        for key, value, default in (
+            ("width", mo.width, None),
+            ("depth", mo.depth, None),
+            ("dtype", mo.dtype, "float32"),
+        ):
+            if value != default:
+                raise ConfigError(
+                    f"model.{key} = {value!r} applies to the built-in models only, and "
+                    f"model.name = {mo.name!r} is your own; pass it in model.kwargs (e.g. "
+                    f"--set 'model.kwargs={{\"{key}\": {json.dumps(value)}}}') and leave "
+                    f"model.{key} = {json.dumps(default)}"
+                )
+        return
+    if mo.name not in MODELS:
+        raise ConfigError(
+            f"model.name = {mo.name!r} is not allowed; use one of {list(MODELS)}, or your own "
+            "Flax model as an import path 'package.module:attr' (e.g. 'mymodule:Net')"
+        )
+    if mo.kwargs:
+        raise ConfigError(
+            f"model.kwargs = {mo.kwargs!r} is for custom models ('package.module:attr'); the "
+            f"built-in model {mo.name!r} takes model.width / model.depth / model.dtype: leave "
+            "model.kwargs empty"
+        )
+
+
+def _validate_dp(config: Config, known_models: bool = True) -> None:
     """Checks ``optim.dp`` and what DP-SGD needs from the rest of the config."""
     dp, o = config.optim.dp, config.optim
     _check_range("optim.dp.noise_multiplier", dp.noise_multiplier, 0.0, None, "non-negative")
@@ -369,12 +418,20 @@ def _validate_dp(config: Config) -> None:
             "optim.fused_passes does not support optim.dp (the two passes need their own noise "
             "draws); set optim.fused_passes = false"
         )
-    if _has_batch_norm(config.model):
+    # A custom model is checked when training builds it (no import here); a run directory
+    # read for scoring (known_models=False) builds nothing.
+    if known_models and config.model.name in _builtin_models() and _has_batch_norm(config.model):
         raise ConfigError(
             f"optim.dp needs a model without BatchNorm, and model.name = {config.model.name!r} "
             "has it (BatchNorm mixes the examples of a batch, so per-example gradients are not "
             "separable); use model.name = 'mlp' or 'cnn'"
         )
+
+
+def _builtin_models() -> tuple[str, ...]:
+    from jaxsam.models import MODELS  # local: models import flax
+
+    return tuple(MODELS)
 
 
 def _has_batch_norm(model: ModelConfig) -> bool:
@@ -402,6 +459,7 @@ ADDED_KEYS: tuple[tuple[str, Any], ...] = (
     ("optim.base_args", {}),
     ("train.label_smoothing", 0.0),
     ("optim.dp", dataclasses.asdict(DPConfig())),
+    ("model.kwargs", {}),
 )
 
 
@@ -492,15 +550,18 @@ def _build(cls: type, data: Any, path: str) -> Any:
     return cls(**kwargs)
 
 
-def from_dict(data: Mapping) -> Config:
-    """Builds and validates a :class:`Config` from nested dicts (missing keys take defaults)."""
+def from_dict(data: Mapping, *, known_models: bool = True) -> Config:
+    """Builds and validates a :class:`Config` from nested dicts (missing keys take defaults).
+
+    ``known_models``: see :func:`validate` (False when reading a run directory).
+    """
     config = _build(Config, data, "")
     if config.version != CONFIG_VERSION:
         raise ConfigError(
             f"config version {config.version} is not supported by this jaxsam "
             f"(expects {CONFIG_VERSION}); upgrade jaxsam or rewrite the config"
         )
-    return validate(config)
+    return validate(config, known_models=known_models)
 
 
 def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:

@@ -1,11 +1,13 @@
 """``jaxsam bench train``: ensemble training throughput per model and execution strategy.
 
-For each built-in model and each strategy it trains M models for a few steps on a synthetic
-CIFAR-shaped pool (random uint8 [N, 32, 32, 3], 10 classes) through the product's own path
-(``make_setup`` -> ``make_train_steps`` -> ``make_ensemble_fn``), and prints model-examples per
-second and the ratio to the sequential loop of single-model jitted calls measured in the same
-run. Where the device's peak is known (H100 / H200: 989 TFLOP/s dense bf16) it adds the
-model-FLOP utilisation, with FLOPs from XLA's cost analysis of one model's lowered step
+For each built-in model (or your own, ``--nets package.module:attr``, at its factory's
+default size: ``--width`` and ``--dtype`` apply to the built-in models only) and each strategy
+it trains M models for a few steps on a synthetic CIFAR-shaped pool (random uint8
+[N, 32, 32, 3], 10 classes) through the product's own path (``make_setup`` ->
+``make_train_steps`` -> ``make_ensemble_fn``), and prints model-examples per second and the
+ratio to the sequential loop of single-model jitted calls measured in the same run. Where the
+device's peak is known (H100 / H200: 989 TFLOP/s dense bf16) it adds the model-FLOP
+utilisation, with FLOPs from XLA's cost analysis of one model's lowered step
 (:func:`step_cost` says why not the compiled one).
 
 ``--epoch-estimate`` adds, per row, the time for 256 models x 25,000 examples x 1 epoch
@@ -111,10 +113,12 @@ def _peak() -> float | None:
 
 def _config(args, net: str, optim: str):
     from jaxsam import config as config_lib
+    from jaxsam.models import custom
 
+    own = custom.is_import_path(net)  # a custom model: its size and dtype are its kwargs
     over = {
         "model.name": net,
-        "model.dtype": args.dtype,
+        **({} if own else {"model.dtype": args.dtype}),
         "masks.models": args.models,
         "train.batch_size": args.batch_size,
         "train.progress": False,
@@ -122,7 +126,7 @@ def _config(args, net: str, optim: str):
         "train.strategy": "auto",
         "optim.fused_passes": bool(args.fused_passes),
     }
-    if args.width is not None:
+    if args.width is not None and not own:
         over["model.width"] = args.width
     if args.chunk_size is not None:
         over["train.chunk_size"] = args.chunk_size
@@ -248,12 +252,29 @@ def _add_sam_ratios(rows: list[dict]) -> None:
             r["sam_over_sgd"] = r["model_examples_per_s"] / base
 
 
+def _net(name: str) -> str:
+    """``--nets`` value: a built-in model, or a custom model's import path (docs/recipes.md)."""
+    from jaxsam.models import custom
+
+    if name in ALL_NETS or custom.is_import_path(name):
+        return name
+    raise argparse.ArgumentTypeError(
+        f"{name!r} is not a model; use one of {list(ALL_NETS)} or package.module:attr"
+    )
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="jaxsam bench train", description=__doc__.split("\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON list of rows")
     p.add_argument("--quick", action="store_true", help="tiny widths, few steps, mlp+cnn (<1 min)")
     p.add_argument("--models", type=int, default=None, help="M, models trained at once")
-    p.add_argument("--nets", nargs="+", choices=ALL_NETS, default=None)
+    p.add_argument(
+        "--nets",
+        nargs="+",
+        type=_net,
+        default=None,
+        help=f"models: {', '.join(ALL_NETS)}, or your own as package.module:attr",
+    )
     p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=None)
     p.add_argument("--optim", nargs="+", choices=("sgd", "sam"), default=["sgd"])
     p.add_argument("--width", type=int, default=None, help="model width (default: standard)")

@@ -105,9 +105,15 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     hb = plan_lib.human_bytes
+    mo = cfg.model
+    size = (
+        f"kwargs {json.dumps(mo.kwargs)}"
+        if ":" in mo.name  # a custom model (package.module:attr): its size is in its kwargs
+        else model_size(mo)
+    )
     print(
-        f"plan for {cfg.masks.models} x {cfg.model.name} ({model_size(cfg.model)}) on "
-        f"{cfg.data.dataset}, optimizer {cfg.optim.name}"
+        f"plan for {cfg.masks.models} x {mo.name} ({size}) on {cfg.data.dataset}, "
+        f"optimizer {cfg.optim.name}"
     )
     print(f"  parameters per model       {plan.num_params:,}  ({hb(plan.param_bytes)} float32)")
     print(f"  BatchNorm statistics       {hb(plan.batch_stats_bytes)}")

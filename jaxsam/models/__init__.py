@@ -6,6 +6,10 @@ Conv nets take ``conv_impl`` (``lax`` or ``matmul``, see :mod:`jaxsam.models.lay
 parameters are the same under both, so a run may switch form between training and inference.
 
 ``width`` / ``depth`` of ``None`` select each model's standard size (:data:`STANDARD`).
+
+A name of the form ``package.module:attr`` is your own model (:mod:`jaxsam.models.custom`):
+``attr(num_classes, **kwargs)`` builds it; ``width``, ``depth`` and ``dtype`` belong to the
+built-in models and are not passed to it (set them in ``model.kwargs``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxsam.models import custom
 from jaxsam.models.cnn import SmallCNN
 from jaxsam.models.layers import CONV_IMPLS
 from jaxsam.models.mlp import MLP
@@ -80,21 +85,35 @@ def make_model(
     depth: int | None = None,
     dtype: str = "float32",
     conv_impl: str = "lax",
+    kwargs: dict | None = None,
 ) -> nn.Module:
     """Builds model ``name``.
 
     Args:
-      name: a key of :data:`MODELS`.
+      name: a key of :data:`MODELS`, or ``package.module:attr`` (imported: your own model,
+        built as ``attr(num_classes, **kwargs)``; ``width``, ``depth``, ``dtype`` and
+        ``conv_impl`` are not passed to it).
       num_classes: C, the logits width.
       width: hidden width (MLP) or channels of the first stage (conv nets); ``None``: standard.
       depth: hidden layers (MLP) or conv layers (CNN); ignored where the name fixes it.
       dtype: compute dtype, ``float32`` or ``bfloat16`` (params stay float32).
       conv_impl: ``lax`` (grouped under vmap) or ``matmul`` (im2col; batched matmul under vmap).
+      kwargs: ``model.kwargs``, keyword arguments of a custom model (built-in models take none).
     """
     from jaxsam.errors import ConfigError
 
+    if custom.is_import_path(name):
+        return custom.build(name, num_classes, kwargs)
     if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; use one of {sorted(MODELS)}")
+        raise ConfigError(
+            f"unknown model {name!r}; use one of {sorted(MODELS)} or an import path "
+            "'package.module:attr' naming your own Flax model"
+        )
+    if kwargs:
+        raise ConfigError(
+            f"model.kwargs = {kwargs!r} is for custom models ('package.module:attr'); the "
+            f"built-in {name!r} takes model.width / model.depth / model.dtype: empty model.kwargs"
+        )
     if conv_impl not in CONV_IMPLS:
         raise ConfigError(f"unknown conv_impl {conv_impl!r}; use one of {list(CONV_IMPLS)}")
     std_width, std_depth = STANDARD[name]
@@ -107,6 +126,14 @@ def make_model(
     )
 
 
+def is_conv_net(name: str, model: nn.Module, input_shape: tuple[int, ...]) -> bool:
+    """Whether the model convolves: by name for built-in models (:data:`CONV_MODELS`), else by
+    tracing its forward pass on ``[1, *input_shape]`` (:func:`custom.uses_convolutions`)."""
+    if name in MODELS:
+        return name in CONV_MODELS
+    return custom.uses_convolutions(model, input_shape)
+
+
 def with_conv_impl(model: nn.Module, conv_impl: str) -> nn.Module:
     """The same model (same parameter tree) computing its convolutions as ``conv_impl``."""
     if hasattr(model, "conv_impl"):
@@ -114,4 +141,12 @@ def with_conv_impl(model: nn.Module, conv_impl: str) -> nn.Module:
     return model
 
 
-__all__ = ["CONV_MODELS", "MODELS", "STANDARD", "make_model", "with_conv_impl"]
+__all__ = [
+    "CONV_MODELS",
+    "MODELS",
+    "STANDARD",
+    "custom",
+    "is_conv_net",
+    "make_model",
+    "with_conv_impl",
+]

@@ -30,14 +30,28 @@ def build_study(config: Config) -> tuple[Pool, np.ndarray]:
     """The pool and the membership masks ``config`` describes.
 
     Both are pure functions of the config (``data.*`` and ``masks.*``), so any process can
-    rebuild them and check them against a run's fingerprint.
+    rebuild them and check them against a run's fingerprint. Every training path (train,
+    resume, wave init / train) starts here, so a custom model (``model.name =
+    "package.module:attr"``) is imported and checked here too, before anything is written
+    (:func:`jaxsam.train.setup.build_model`).
 
     Returns:
       ``(pool, keep)``: the :class:`~jaxsam.data.pool.Pool` and bool ``[M, N]`` masks,
       ``keep[m, i]`` True when model ``m`` trains on pool example ``i``.
+
+    Raises:
+      ConfigError: the custom model cannot be imported or is not a Module factory.
     """
+    from jaxsam.models import custom
+
+    if custom.is_import_path(config.model.name):
+        custom.load_factory(config.model.name)  # fail fast, before loading the data
     pool = load_pool(config.data)
     keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
+    if custom.is_import_path(config.model.name):
+        from jaxsam.train.setup import build_model
+
+        build_model(config, pool)
     return pool, keep
 
 

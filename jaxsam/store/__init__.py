@@ -844,12 +844,17 @@ class Run:
 def read_config(path: str | Path) -> config_lib.Config:
     """The run's resolved config, from ``RUN/config.json``.
 
+    ``model.name`` is not checked against the built-in models and a custom model
+    (``package.module:attr``) is not imported: reading or scoring a run needs no model code.
+    Training from this config (resume, waves) imports and checks the model first.
+
     Raises:
       RunDirError: the file is missing, not JSON, or not a valid config.
     """
     path = Path(path)
     try:
-        return config_lib.from_dict(read_json(path / "config.json", "config"))
+        data = read_json(path / "config.json", "config")
+        return config_lib.from_dict(data, known_models=False)
     except ConfigError as e:
         raise RunDirError(f"{path / 'config.json'} is not a valid config: {e}") from e
 

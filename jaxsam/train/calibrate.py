@@ -13,12 +13,17 @@ For ``auto``:
    they get ``vmap`` without measuring. Conv nets time a few real training steps (the same
    train step, optimizer and data) of ``k`` models under each candidate: the loop of
    single-model jitted calls, vmap with ``lax`` (grouped) convolutions, vmap with matmul-form
-   convolutions. The fastest in model-examples per second wins.
+   convolutions. The fastest in model-examples per second wins. A custom model
+   (``model.name = "package.module:attr"``) counts as a conv net when its traced forward pass
+   has a convolution (``TrainSetup.conv_net``); without a ``conv_impl`` field it cannot take
+   the matmul form, and only ``loop`` and ``vmap`` are timed.
 3. **Devices.** With several local devices the model axis is sharded over all of them, and the
    measured choice runs inside each device (``loop`` becomes an in-program loop, chunk 1).
 4. **Cache.** Results are stored per (backend, device kind, model, width, depth, dtype,
-   optimizer, batch, input shape, k) in ``$JAXSAM_CACHE_DIR/strategy_table.json`` (default
-   ``~/.cache/jaxsam``), so each configuration is measured once per machine.
+   a custom model's kwargs, optimizer, batch, input shape, k) in
+   ``$JAXSAM_CACHE_DIR/strategy_table.json`` (default ``~/.cache/jaxsam``), so each
+   configuration is measured once per machine. A custom model is keyed by its import path:
+   after changing its code, delete its entries (or the file) to measure again.
 """
 
 from __future__ import annotations
@@ -200,6 +205,7 @@ def _table_key(config: Config, pool: Pool, k: int) -> str:
             mo.width,
             mo.depth,
             mo.dtype,
+            *([json.dumps(mo.kwargs, sort_keys=True)] if mo.kwargs else []),
             _optimizer_key(config),
             config.train.batch_size,
             "x".join(map(str, pool.input_shape)),
@@ -211,23 +217,33 @@ def _table_key(config: Config, pool: Pool, k: int) -> str:
 CANDIDATES = (Plan("loop", "lax"), Plan("vmap", "lax"), Plan("vmap", "matmul"))
 
 
+def candidates(setup: TrainSetup) -> tuple[Plan, ...]:
+    """The plans :func:`calibrate` times: all of :data:`CANDIDATES`, less the matmul form for a
+    custom model that has no ``conv_impl`` field (it cannot switch its convolutions)."""
+    if hasattr(setup.model, "conv_impl"):
+        return CANDIDATES
+    return tuple(c for c in CANDIDATES if c.conv_impl == "lax")
+
+
 def calibrate(
     setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray, k: int, use_cache: bool = True
 ) -> dict:
     """Measures the candidates on ``k`` models; returns ``{"best": name, "rates": {...}}``.
 
-    Names are ``loop+lax``, ``vmap+lax``, ``vmap+matmul``; rates are model-examples per second.
+    Names are ``loop+lax``, ``vmap+lax``, ``vmap+matmul`` (:func:`candidates`); rates are
+    model-examples per second.
     """
     path = cache_path()
     key = _table_key(config, pool, k)
     table = _read_table(path) if use_cache else {}
+    cands = candidates(setup)
     if key in table and set(table[key].get("rates", {})) >= {
-        f"{c.strategy}+{c.conv_impl}" for c in CANDIDATES
+        f"{c.strategy}+{c.conv_impl}" for c in cands
     }:
         return {**table[key], "cached": True}
     rates = {}
     inputs = ensemble_inputs(setup, config, pool, keep, k)
-    for cand in CANDIDATES:
+    for cand in cands:
         name = f"{cand.strategy}+{cand.conv_impl}"
         rates[name] = time_plan(setup, config, pool, keep, cand, k, inputs=inputs)
     entry = {"best": max(rates, key=rates.get), "rates": rates}
@@ -264,6 +280,7 @@ def explicit_plan(config: Config) -> Plan:
     ``lax`` convolutions (grouped under vmap) and ``vmap_matmul`` switches them to matmuls.
     """
     t = config.train
+    # Built-in conv nets switch to matmul-form convolutions; a custom model keeps its own form.
     conv = config.model.name in CONV_MODELS
     if t.strategy == "vmap":
         return Plan("vmap", "lax")
@@ -289,7 +306,7 @@ def auto_plan(
     if config.train.chunk_size:
         cap = min(cap, config.train.chunk_size)
     k = calibration_models(m, cap)
-    if config.model.name not in CONV_MODELS:
+    if not setup.conv_net:
         best, source = "vmap+lax", "rule"
     elif k == 1:
         best, source = "loop+lax", "rule"

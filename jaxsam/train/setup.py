@@ -13,7 +13,7 @@ import optax
 from jaxsam.config import Config
 from jaxsam.data.augment import resolve_train_augment
 from jaxsam.data.pool import Pool
-from jaxsam.models import CONV_MODELS, make_model
+from jaxsam.models import custom, is_conv_net, make_model
 from jaxsam.optim.factory import from_config
 from jaxsam.train.batches import steps_per_epoch
 
@@ -29,6 +29,9 @@ class TrainSetup:
     total_steps: int
     augment: str
     has_batch_norm: bool
+    # The model convolves (built-in: by name; a custom model: traced). The auto strategy
+    # measures loop vs vmap for conv nets only.
+    conv_net: bool = False
     # Both SAM passes in one lax.scan body (optim.fused_passes; False for plain SGD).
     fused_passes: bool = False
     # train.label_smoothing: the training loss's target smoothing (never the logits').
@@ -89,6 +92,34 @@ def make_dp_plan(config: Config, pool_size: int, total_steps: int):
     )
 
 
+def build_model(config: Config, pool: Pool) -> tuple[nn.Module, bool]:
+    """The config's model for ``pool`` and whether it keeps BatchNorm statistics.
+
+    A custom model (``model.name = "package.module:attr"``) is imported, built as
+    ``attr(num_classes, **model.kwargs)`` and checked from shapes alone
+    (:func:`jaxsam.models.custom.check`: call signature, logits ``[B, C]``, collections, no
+    BatchNorm under DP-SGD). Training calls this before anything is written
+    (:func:`jaxsam.pipeline.study.build_study`), so a missing package or a bad factory is a
+    :class:`~jaxsam.errors.ConfigError` naming the import path.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    m = config.model
+    model = make_model(
+        m.name, pool.num_classes, width=m.width, depth=m.depth, dtype=m.dtype, kwargs=m.kwargs
+    )
+    if custom.is_import_path(m.name):
+        dp = config.optim.dp.enabled
+        shape = tuple(pool.input_shape)
+        has_bn = custom.check(m.name, model, shape, pool.num_classes, needs_per_example_grads=dp)
+        return model, has_bn
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, *pool.input_shape)), train=False)
+    )
+    return model, "batch_stats" in shapes
+
+
 def make_setup(config: Config, pool: Pool, keep: np.ndarray, spe: int | None = None) -> TrainSetup:
     """Builds model, optimizer and schedule for ``config`` on ``pool`` with masks ``keep``.
 
@@ -101,20 +132,17 @@ def make_setup(config: Config, pool: Pool, keep: np.ndarray, spe: int | None = N
     o = config.optim
     tx = from_config(o, schedule)
     m = config.model
-    model = make_model(m.name, pool.num_classes, width=m.width, depth=m.depth, dtype=m.dtype)
+    model, has_bn = build_model(config, pool)
+    conv = is_conv_net(m.name, model, tuple(pool.input_shape))
     import jax
-    import jax.numpy as jnp
 
-    if o.runs_fused_passes and m.name in CONV_MODELS and jax.default_backend() == "cpu":
+    if o.runs_fused_passes and conv and jax.default_backend() == "cpu":
         warnings.warn(
             "optim.fused_passes=true runs both SAM passes in one loop body, where XLA:CPU "
             f"executes {m.name}'s convolutions several times slower (docs/sam.md); unless "
             "memory is the limit, leave it false on the CPU",
             stacklevel=2,
         )
-    shapes = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros((1, *pool.input_shape)), train=False)
-    )
     return TrainSetup(
         model=model,
         tx=tx,
@@ -122,7 +150,8 @@ def make_setup(config: Config, pool: Pool, keep: np.ndarray, spe: int | None = N
         steps_per_epoch=spe,
         total_steps=total,
         augment=resolve_train_augment(config.data.train_augment, pool.kind, pool.dataset),
-        has_batch_norm="batch_stats" in shapes,
+        has_batch_norm=has_bn,
+        conv_net=conv,
         fused_passes=o.runs_fused_passes,
         label_smoothing=float(config.train.label_smoothing),
         dp=make_dp_plan(config, pool.size, total),
