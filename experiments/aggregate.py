@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from jaxsam.report import OUT_ACCURACY_LABEL, heldout_accuracy, out_accuracy
+from jaxsam.report import OUT_ACCURACY_LABEL, escape_markdown, heldout_accuracy, out_accuracy
 
 # FPR keys as the scoring report writes them (str(float)).
 TPR_FPRS: tuple[tuple[str, str], ...] = (("0.01", "1%"), ("0.001", "0.1%"))
@@ -247,11 +247,13 @@ def render_table(agg: Mapping, markdown: bool = True) -> str:
     Arm cells read ``mean ± std`` over seeds (std omitted for one seed). Difference cells read
     ``mean ± se`` of the paired per-seed differences, followed by ``*`` when the difference
     exceeds the noise (paired-t rule of the module docstring) and ``~`` when it does not.
-    Percentages for accuracy, AUC and TPR; the mechanism statistics as they are.
+    Percentages for accuracy, AUC and TPR; the mechanism statistics as they are. In Markdown the
+    arm names are escaped (:func:`jaxsam.report.escape_markdown`).
     """
     arms, base = list(agg["arms"]), agg["baseline"]
     others = [a for a in arms if a != base]
-    header = ["metric", *arms] + [f"{a} - {base}" for a in others]
+    shown = {a: escape_markdown(a) if markdown else a for a in arms}  # arm names are user input
+    header = ["metric", *[shown[a] for a in arms]] + [f"{shown[a]} - {shown[base]}" for a in others]
     rows = []
     for key in agg["metrics"]:
         row = [metric_label(key)]
@@ -288,7 +290,7 @@ def render_table(agg: Mapping, markdown: bool = True) -> str:
         )
     n_seeds = {a: len(agg["seeds"][a]) for a in arms}
     notes = [
-        f"seeds per arm: {', '.join(f'{a} {n}' for a, n in n_seeds.items())}; "
+        f"seeds per arm: {', '.join(f'{shown[a]} {n}' for a, n in n_seeds.items())}; "
         "arm cells: mean ± std over seeds.",
         f"difference cells: mean ± standard error of the paired per-seed differences; "
         f"* = exceeds the noise (|mean| > t_{{{agg['level']:.3g}, n-1}} x se, n >= 2), "

@@ -30,7 +30,7 @@ from experiments import aggregate as agg_lib
 from experiments import spec as spec_lib
 from jaxsam import config as config_lib
 from jaxsam.errors import JaxsamError, RunExistsError
-from jaxsam.report import out_accuracy
+from jaxsam.report import escape_markdown, out_accuracy
 
 
 @contextlib.contextmanager
@@ -189,7 +189,8 @@ def run_experiment(
     if "lira_online" in spec.attacks:
         result["privacy_utility"] = str(_privacy_utility_plot(result, out, spec.name))
     (out / "results.json").write_text(json.dumps(result, indent=2, default=float))
-    (out / "table.md").write_text(f"# {spec.name}\n\n" + agg_lib.render_table(result))
+    title = escape_markdown(spec.name)
+    (out / "table.md").write_text(f"# {title}\n\n" + agg_lib.render_table(result))
     return result
 
 

@@ -11,6 +11,23 @@ HELDOUT_ACCURACY_LABEL = "held-out accuracy %"
 _FPR_LABEL = {"0.01": "1%", "0.001": "0.1%", "0.0001": "0.01%", "1e-05": "0.001%"}
 
 
+# Characters that would start Markdown or HTML structure inside a line (emphasis, code, links,
+# images, tables, headings' closing sequences, HTML tags and entities), escaped with a backslash.
+_MARKDOWN_SPECIAL = frozenset("\\`*_{}[]<>()#!|~&")
+
+
+def escape_markdown(name: object) -> str:
+    """``name`` (a run, arm, dataset or model name) as literal text inside a Markdown line.
+
+    Names come from the user (directory names, config values) and may hold anything: control
+    characters (a newline would start a new block, e.g. a heading) become spaces, and every
+    character that could start Markdown or HTML structure is backslash-escaped, so the name
+    renders as written and cannot break a table or inject markup.
+    """
+    text = "".join(" " if ord(ch) < 32 or 127 <= ord(ch) < 160 else ch for ch in str(name))
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in text)
+
+
 def _fpr_label(key: str) -> str:
     return _FPR_LABEL.get(key, f"{float(key) * 100:g}%")
 
@@ -78,13 +95,21 @@ def recipe_line(run: dict) -> str:
 def render_markdown(report: dict, title: str) -> str:
     """One run's report (from :func:`jaxsam.scoring.score`) as Markdown.
 
+    ``title`` is Markdown (escape a name in it with :func:`escape_markdown`); the run's
+    optimizer, dataset and model names (``report["run"]``) are escaped here.
+
     All percentages are of pooled (target, example) pairs over all M targets; intervals are
     bootstrap percentile intervals over examples where the report has them.
     """
     acc = report.get("accuracy", {})
-    out = [
-        f"# {title}",
-        "",
+    out = [f"# {title}", ""]
+    run = report.get("run") or {}
+    if run.get("dataset") or run.get("model"):
+        out.append(
+            f"- run: optimizer {escape_markdown(run.get('optimizer'))}, dataset "
+            f"{escape_markdown(run.get('dataset'))}, model {escape_markdown(run.get('model'))}"
+        )
+    out += [
         f"- models M = {report.get('models')}, examples N = {report.get('examples')}, "
         f"queries A = {report.get('queries')}",
         f"- accuracy (identity query): train {_pct(acc.get('train'))}% (pool points each model "
@@ -221,11 +246,12 @@ def compare_table(named_reports: Sequence[tuple[str, dict]], markdown: bool = Fa
 
     Args:
       named_reports: [(run name, report dict)], at least one.
-      markdown: pipe table instead of aligned plain text.
+      markdown: pipe table instead of aligned plain text (run names escaped,
+        :func:`escape_markdown`).
     """
     if not named_reports:
         return ""
-    names = [n for n, _ in named_reports]
+    names = [escape_markdown(n) if markdown else str(n) for n, _ in named_reports]
     reps = [r for _, r in named_reports]
     two = len(reps) >= 2
     header = ["metric", *names] + (["diff (last - first)"] if two else [])

@@ -55,6 +55,18 @@ class Pool:
         h.update(np.ascontiguousarray(self.y, dtype=np.int32).tobytes())
         return h.hexdigest()
 
+    def inputs_fingerprint(self) -> str:
+        """sha256 over the inputs: pool and held-out features (dtype, shape, bytes), held-out
+        ids and labels. :meth:`fingerprint` covers what membership is defined over (ids and
+        labels); this covers what the models see, so features that changed under a run are
+        caught too."""
+        h = hashlib.sha256()
+        for a in (self.x, self.test_x, self.test_ids, self.test_y):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a)
+        return h.hexdigest()
+
     def origin(self) -> dict:
         """JSON-able description of where the pool came from (stored in the run directory)."""
         return {
@@ -67,6 +79,7 @@ class Pool:
             "input_shape": list(self.input_shape),
             "kind": self.kind,
             "fingerprint": self.fingerprint(),
+            "inputs_fingerprint": self.inputs_fingerprint(),
         }
 
 

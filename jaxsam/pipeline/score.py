@@ -96,7 +96,9 @@ def score_run(run: store.Run, attacks: list[str] | None = None, bootstrap: int =
     rep["run"] = run_summary(run)
     rep["accuracy"] = dict(rep["accuracy"], heldout=kept_heldout_accuracy(run, ok))
     rep.update(analysis.mechanism_stats(run.logits[ok], run.labels, run.keep[ok]))
-    markdown = report.render_markdown(rep, title=f"jaxsam report: {run.name}")
+    markdown = report.render_markdown(
+        rep, title=f"jaxsam report: {report.escape_markdown(run.name)}"
+    )
     curves = {}
     for name, s in result.scores.items():
         fpr, tpr = metrics.roc_curve(np.asarray(s).ravel(), result.keep.ravel())[:2]

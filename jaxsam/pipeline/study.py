@@ -22,7 +22,7 @@ from jaxsam.data import load_pool, make_masks
 from jaxsam.data.augment import query_names
 from jaxsam.data.pool import Pool
 from jaxsam.errors import RunDirError
-from jaxsam.train import preempt
+from jaxsam.train import preempt, preflight
 from jaxsam.train.loop import export_logits, train_ensemble
 
 
@@ -189,6 +189,15 @@ def train_and_export(
       Interrupted: SIGTERM or SIGINT arrived (:mod:`jaxsam.train.preempt`); during training a
         checkpoint of the current call is written first, and the message says how to resume.
 
+    Every check that can fail runs before ``out`` is created or its old run replaced: config,
+    data, data/model compatibility, labels, model and optimizer setup, disk space
+    (:func:`jaxsam.train.preflight.check_study`) and what ``out`` holds
+    (:func:`jaxsam.store.check_run_dir`). With ``overwrite`` the old run is moved aside and
+    deleted only once the new run has started (:func:`jaxsam.store.begin_run`). A resume
+    rebuilds the masks from the config and checks them, and the pool's inputs, against the
+    run's fingerprints (:func:`jaxsam.store.check_resumable`, :func:`jaxsam.store.repair_masks`),
+    and reuses the execution plan stored when training started.
+
     Holds the run directory's lock (:func:`jaxsam.store.run_lock`) throughout, so a second
     ``train``, ``--resume``, ``--overwrite`` or ``score`` of ``out`` is refused while this runs.
     """
@@ -198,8 +207,18 @@ def train_and_export(
         raise RunDirError(f"{out} holds no run to resume; start it with `jaxsam train --out`")
     with preempt.graceful_signals():
         pool, keep = build_study(config)  # data errors: before anything is written
+        if resume:
+            preflight.check_study(config, pool, keep, out, present=_resume_bytes(out))
+        else:
+            freed = store.check_run_dir(out, config, overwrite=overwrite)  # touches nothing
+            preflight.check_study(config, pool, keep, out, freed=freed)
         with store.run_lock(out, "train --resume" if resume else "train"):
             return _train_and_export(config, out, pool, keep, overwrite, resume, progress, desc)
+
+
+def _resume_bytes(out: Path) -> int:
+    """Bytes of a run's estimate already on disk: its masks and checkpoints."""
+    return sum(store.dir_bytes(out / d) for d in ("masks", "checkpoints") if (out / d).is_dir())
 
 
 def _train_and_export(
@@ -214,12 +233,13 @@ def _train_and_export(
 ) -> store.Run:
     """:func:`train_and_export` under its lock and signal handlers."""
     if resume:
-        if not store.check_resumable(out, config, pool.origin(), keep):
+        if store.check_resumable(out, config, pool.origin(), keep):
+            store.repair_masks(out, keep, pool.ids, pool.y)  # damaged masks: rebuilt
+        else:
             # Killed while starting: nothing was trained yet, start again in place.
             store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
     else:
-        store.prepare_run_dir(out, config, overwrite=overwrite)
-        store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
+        store.begin_run(out, config, pool.origin(), keep, pool.ids, pool.y, overwrite=overwrite)
     result = train_ensemble(
         config,
         pool,

@@ -9,6 +9,7 @@ Layout of ``RUN/`` (format ``jaxsam-run``, version 1)::
 
     config.json      the full resolved config (``jaxsam train --config RUN/config.json``)
     run.json         format, version, status, shapes, pool origin, fingerprints, failed models
+    plan.json        the execution plan training resolved (``auto``), reused on resume
     masks/           orbax: keep bool [M, N], pool ids int64 [N], labels int32 [N]
     logits/          orbax: logits float32 [M, N, A, C], labels [N],
                      test_logits [M, T, A, C], test_labels [T]
@@ -39,6 +40,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,16 +50,20 @@ import numpy as np
 from jaxsam import config as config_lib
 from jaxsam import hooks
 from jaxsam.errors import ConfigError, RunDirError, RunExistsError, WriteFailed
+from jaxsam.store import paths
 from jaxsam.store.lock import LOCK_FILE, run_lock  # noqa: F401 - run_lock is re-exported
 from jaxsam.store.lock import held as lock_held
 
 RUN_FORMAT = "jaxsam-run"
 DIGESTS = "digests.json"
 # What digests.json covers: these metadata files and every file of these array directories.
-DIGESTED_FILES = ("config.json", "run.json", "logits.json", "metrics.json")
+DIGESTED_FILES = ("config.json", "run.json", "plan.json", "logits.json", "metrics.json")
+PLAN = "plan.json"
 DIGESTED_DIRS = ("masks", "logits")
 RUN_VERSION = 1
 COMPLETE = "COMPLETE"
+_UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it) ...
+os.umask(_UMASK)  # ... and restored at once
 
 
 def _checkpointer():
@@ -72,9 +78,28 @@ def write_json(path: Path, obj: Any, *, allow_nan: bool = True) -> None:
     ``allow_nan=False`` refuses NaN and infinities (strict JSON) with a ``ValueError``.
     """
     hooks.fire("json", path=path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, allow_nan=allow_nan) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=allow_nan) + "\n"
+    write_text_atomic(path, text)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a fresh temporary file and a rename.
+
+    The temporary file is created new (``O_EXCL``, a random name), so a crafted link at a
+    temporary name is never written through; the rename replaces a link at ``path`` itself
+    instead of following it. A link among ``path``'s parents is the caller's to refuse
+    (:func:`jaxsam.store.paths.check_no_links`).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it private; a run is often shared
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -149,6 +174,7 @@ def save_arrays(path: Path, tree: dict[str, np.ndarray]) -> None:
     an array is saved as its shape and a one-element array of its dtype, and
     :func:`load_arrays` rebuilds it.
     """
+    paths.check_no_links(path.parent, path.name)
     _remove_partial_writes(path)
     if path.exists():
         shutil.rmtree(path)
@@ -326,6 +352,66 @@ def load_masks(path: str | Path) -> dict[str, np.ndarray]:
     return load_arrays(Path(path) / "masks", "masks")
 
 
+def repair_masks(path: Path, keep: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> bool:
+    """Checks ``RUN/masks`` against the masks rebuilt from the config; rewrites them if damaged.
+
+    The masks, pool ids and labels are pure functions of the config, and the caller has checked
+    the rebuilt ones against the fingerprint in ``run.json``
+    (:func:`check_same_study`). So when ``RUN/masks`` cannot be read, or reads back different
+    from them, the rebuilt masks are the right ones: they are written in place of the damaged
+    directory (the damaged one is moved to ``RUN/damaged/``) with a warning, before the
+    resumed run writes anything else.
+
+    Returns:
+      Whether the masks were repaired.
+    """
+    problem = None
+    try:
+        stored = load_masks(path)
+    except RunDirError as e:
+        problem = f"they cannot be read ({str(e)[:160]})"
+    else:
+        for key, want, dtype in (
+            ("keep", keep, bool),
+            ("ids", ids, np.int64),
+            ("labels", labels, np.int32),
+        ):
+            got = stored.get(key)
+            if (
+                got is None
+                or got.shape != np.shape(want)
+                or not np.array_equal(got.astype(dtype), np.asarray(want, dtype))
+            ):
+                problem = f"their '{key}' array differs from the one the config defines"
+                break
+    if problem is None:
+        return False
+    moved = move_aside_damaged(path, "masks")
+    print(
+        f"warning: {path / 'masks'} is damaged: {problem}; the masks are a pure function of the "
+        f"config and were rebuilt and rewritten (the damaged copy is in {moved})",
+        flush=True,
+    )
+    save_arrays(path / "masks", {"keep": keep, "ids": ids, "labels": labels})
+    return True
+
+
+def move_aside_damaged(root: Path, rel: str) -> Path | None:
+    """Moves ``root/rel`` into ``root/damaged/`` (a rename; never deletes). Returns where to.
+
+    ``damaged/`` keeps what jaxsam found damaged for inspection; remove it when done.
+    """
+    src = Path(root) / rel
+    paths.check_no_links(root, rel, "damaged")
+    if not src.exists():
+        return None
+    paths.ensure_dir(root, "damaged")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    dst = Path(tempfile.mkdtemp(prefix=f"{rel.replace('/', '_')}-{stamp}-", dir=root / "damaged"))
+    os.rename(src, dst / src.name)
+    return dst / src.name
+
+
 def masks_fingerprint(pool_fingerprint: str, keep: np.ndarray) -> str:
     """sha256 over the pool's fingerprint and the mask bits: ties logits to their masks."""
     h = hashlib.sha256(pool_fingerprint.encode())
@@ -351,62 +437,216 @@ def _same_config(existing: Any, config: config_lib.Config) -> bool:
         return existing == _config_dict(config)
 
 
-def prepare_run_dir(
-    path: str | Path, config: config_lib.Config, *, overwrite: bool = False
-) -> Path:
-    """Creates ``path`` for a new run of ``config``, or explains why it cannot.
+# Names jaxsam writes directly in a run directory (and the prefixes of its temporary names):
+# a directory holding only these is a jaxsam run, which ``--overwrite`` may replace.
+OWN_NAMES = frozenset(
+    {
+        *DIGESTED_FILES,
+        DIGESTS,
+        COMPLETE,
+        LOCK_FILE,
+        "masks",
+        "logits",
+        "checkpoints",
+        "waves",
+        "damaged",
+        "report.json",
+        "report.md",
+        "scores",
+        "plots",
+        "analysis.json",
+        ".write-probe",
+    }
+)
+ASIDE_PREFIX = ".jaxsam-replaced-"
+_OWN_PREFIXES = (ASIDE_PREFIX, ".report-staging-")
 
-    Refuses (without touching anything) a directory that holds a different run, an unfinished
-    run of this config (resume it instead), or unrelated files, unless ``overwrite``.
-    Checks that the directory is writable before anything runs.
+
+def _own_name(name: str) -> bool:
+    if name in OWN_NAMES or name.startswith(_OWN_PREFIXES):
+        return True
+    if name.startswith(".") and name.endswith(".tmp"):  # write_json's temporary files
+        return True
+    return ".orbax-checkpoint-tmp" in name  # orbax's temporary siblings
+
+
+def _looks_like_run(path: Path) -> bool:
+    """Whether ``path`` holds a jaxsam run header, a jaxsam config, or a replaced run's rest."""
+    if any(p.name.startswith(ASIDE_PREFIX) for p in path.iterdir()):
+        return True
+    for name in ("run.json", "config.json"):
+        f = path / name
+        if f.is_file() and not f.is_symlink():
+            try:
+                parsed = config_lib.json_problem(f.read_bytes())
+            except OSError:
+                continue
+            if isinstance(parsed, str):  # garbage, binary or too deeply nested: not a run
+                continue
+            data = parsed[0]
+            if name == "run.json" and isinstance(data, dict) and data.get("format") == RUN_FORMAT:
+                return True
+            if name == "config.json" and isinstance(data, dict):
+                try:
+                    config_lib.from_dict(data)
+                    return True
+                except ConfigError:
+                    continue
+    return False
+
+
+def foreign_entries(path: str | Path) -> list[str]:
+    """What makes ``path`` not a jaxsam run directory: the names jaxsam did not write.
+
+    Returns ``[]`` for a jaxsam run directory (or an empty one); for a directory with no run
+    header or config at all, every entry's name.
+    """
+    path = Path(path)
+    entries = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE)
+    if not entries:
+        return []
+    if not _looks_like_run(path):
+        return entries
+    return [n for n in entries if not _own_name(n)]
+
+
+def check_run_dir(path: str | Path, config: config_lib.Config, *, overwrite: bool = False) -> int:
+    """Checks that ``path`` can take a new run of ``config``; touches nothing.
+
+    Refuses a path that is not a directory, a directory holding files jaxsam did not write
+    (even with ``overwrite``: only a jaxsam run is ever replaced), and, without ``overwrite``, a
+    directory that holds a different run, an unfinished run of this config (resume it instead),
+    or this finished run.
+
+    Returns:
+      The bytes the old run occupies (freed when it is replaced; 0 when there is none).
 
     Raises:
       RunExistsError: ``path`` holds a run of this very config (``finished`` says whether it is
-        complete); callers that reuse or resume runs catch it.
+        complete) and ``overwrite`` is not set; callers that reuse or resume runs catch it.
       RunDirError: any other reason the directory cannot take the run.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise RunDirError(f"{path} is a broken symbolic link; remove it or choose another --out")
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path} exists and is not a directory; choose another --out")
-    if path.is_dir() and any(p.name != LOCK_FILE for p in path.iterdir()):
-        if overwrite:
-            # Keep the lock file while this process holds it (train --overwrite does).
-            for p in path.iterdir():
-                if p.name == LOCK_FILE and lock_held(path):
-                    continue
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink()
+    if not path.is_dir() or not any(p.name != LOCK_FILE for p in path.iterdir()):
+        return 0
+    if (path / "config.json").is_file():
+        _existing_config(path / "config.json")  # garbage there: named as such, not replaced
+    foreign = foreign_entries(path)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise RunDirError(
+            f"{path} is not empty and is not a jaxsam run directory (it holds {shown}, which "
+            "jaxsam did not write); jaxsam only ever replaces its own runs: choose another "
+            "--out (a new or empty directory), or move those files out yourself"
+        )
+    if overwrite:
+        return dir_bytes(path)
+    info_path = path / "config.json"
+    if not info_path.is_file():
+        raise RunDirError(
+            f"{path} holds the rest of a jaxsam run that was being replaced or started; pass "
+            "--overwrite to replace it, or choose another --out"
+        )
+    existing = _existing_config(info_path)
+    if not _same_config(existing, config):
+        raise RunDirError(
+            f"{path} already holds a different run (its config.json differs); choose "
+            "another --out or pass --overwrite to replace it"
+        )
+    if not (path / COMPLETE).exists():
+        raise RunExistsError(
+            f"{path} holds an unfinished run of this config; continue it with "
+            f"`jaxsam train --resume {path}` or pass --overwrite to start over",
+            finished=False,
+        )
+    raise RunExistsError(
+        f"{path} already holds this finished run; score it with `jaxsam score {path}` "
+        "or pass --overwrite to train it again",
+        finished=True,
+    )
+
+
+def dir_bytes(path: str | Path) -> int:
+    """Bytes the files under ``path`` occupy on disk (links not followed)."""
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(dirpath, name))
+                total += st.st_blocks * 512
+    return total
+
+
+def _move_aside(path: Path) -> Path | None:
+    """Moves every entry of ``path`` (except a held lock file) into a fresh hidden directory.
+
+    The header and config go first, so a kill half-way never leaves something that looks like
+    the old run. Renames only: links are moved as links, never followed.
+
+    Returns:
+      The directory ``path/.jaxsam-replaced-*`` now holding the old run, or None if empty.
+    """
+    entries = [p for p in path.iterdir() if not (p.name == LOCK_FILE and lock_held(path))]
+    if not entries:
+        return None
+    aside = Path(tempfile.mkdtemp(prefix=ASIDE_PREFIX, dir=path))
+    first = {COMPLETE: 0, "run.json": 1, "config.json": 2}
+    for p in sorted(entries, key=lambda p: first.get(p.name, 3)):
+        os.rename(p, aside / p.name)
+    return aside
+
+
+def _restore_aside(path: Path, aside: Path) -> None:
+    """Removes what a failed start wrote in ``path`` and moves the old run back."""
+    for p in path.iterdir():
+        if p == aside or (p.name == LOCK_FILE and lock_held(path)):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
         else:
-            info_path = path / "config.json"
-            if not info_path.is_file():
-                raise RunDirError(
-                    f"{path} is not empty and holds no jaxsam run; choose another --out or "
-                    "pass --overwrite to replace its contents"
-                )
-            existing = _existing_config(info_path)
-            if not _same_config(existing, config):
-                raise RunDirError(
-                    f"{path} already holds a different run (its config.json differs); choose "
-                    "another --out or pass --overwrite to replace it"
-                )
-            if not (path / COMPLETE).exists():
-                raise RunExistsError(
-                    f"{path} holds an unfinished run of this config; continue it with "
-                    f"`jaxsam train --resume {path}` or pass --overwrite to start over",
-                    finished=False,
-                )
-            raise RunExistsError(
-                f"{path} already holds this finished run; score it with `jaxsam score {path}` "
-                "or pass --overwrite to train it again",
-                finished=True,
-            )
+            with contextlib.suppress(OSError):
+                p.unlink()
+    for p in aside.iterdir():
+        os.rename(p, path / p.name)
+    aside.rmdir()
+
+
+def _discard(aside: Path | None) -> None:
+    """Deletes a moved-aside old run (``shutil.rmtree`` unlinks links, never follows them)."""
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _make_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunDirError(f"cannot create {path} ({e.strerror}); choose a writable --out") from e
     check_writable(path)
+
+
+def prepare_run_dir(
+    path: str | Path, config: config_lib.Config, *, overwrite: bool = False
+) -> Path:
+    """Creates ``path`` for a new run of ``config``, or explains why it cannot.
+
+    :func:`check_run_dir` first (nothing is touched when it refuses); with ``overwrite`` the old
+    run is then moved aside into ``path/.jaxsam-replaced-*`` and deleted. Checks that the
+    directory is writable. :func:`begin_run` is the same, keeping the old run until the new
+    one has started.
+
+    Raises:
+      RunExistsError, RunDirError: see :func:`check_run_dir`.
+    """
+    path = Path(path)
+    check_run_dir(path, config, overwrite=overwrite)
+    if path.is_dir():
+        _discard(_move_aside(path))
+    _make_dir(path)
     return path
 
 
@@ -423,6 +663,41 @@ def _existing_config(path: Path) -> Any:
             f"choose another --out (or remove {path.parent} yourself)"
         )
     return parsed[0]
+
+
+def begin_run(
+    path: str | Path,
+    config: config_lib.Config,
+    pool_origin: dict,
+    keep: np.ndarray,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    *,
+    overwrite: bool = False,
+) -> str:
+    """Starts a new run in ``path``: :func:`check_run_dir`, then :func:`start_run`.
+
+    Every check (the caller's on config, data and disk, then :func:`check_run_dir`) has passed
+    before anything is touched. With ``overwrite`` the old run is moved aside
+    (``path/.jaxsam-replaced-*``, a rename), the new run's config, masks and header are
+    written, and only then is the old run deleted. If writing the start fails, what was
+    written is removed and the old run is moved back.
+
+    Returns:
+      The masks fingerprint (:func:`start_run`).
+    """
+    path = Path(path)
+    check_run_dir(path, config, overwrite=overwrite)
+    aside = _move_aside(path) if path.is_dir() else None
+    try:
+        _make_dir(path)
+        fingerprint = start_run(path, config, pool_origin, keep, ids, labels)
+    except BaseException:
+        if aside is not None:
+            _restore_aside(path, aside)
+        raise
+    _discard(aside)
+    return fingerprint
 
 
 def check_writable(path: Path) -> None:
@@ -521,13 +796,44 @@ def check_resumable(
     check_writable(path)
     if not (path / "run.json").is_file():
         return False
-    info = read_json(path / "run.json", "run header")
+    check_same_study(path, read_json(path / "run.json", "run header"), pool_origin, keep)
+    return True
+
+
+def check_same_study(path: Path, info: dict, pool_origin: dict, keep: np.ndarray) -> None:
+    """Checks a rebuilt pool and masks against the run header ``info`` of ``path``.
+
+    Compares the masks fingerprint (pool ids, labels and mask bits) and, for runs that recorded
+    it, the fingerprint of the pool's inputs (``pool.inputs_fingerprint``: the features of the
+    pool and held-out points), so a resume never continues on data that changed since.
+
+    Raises:
+      RunDirError: naming what changed.
+    """
     if info.get("masks_fingerprint") != masks_fingerprint(pool_origin["fingerprint"], keep):
         raise RunDirError(
             f"{path} was started on another pool or other masks (fingerprint mismatch); "
-            "the data changed since: start a new run"
+            "the data changed since: restore it, or start a new run"
         )
-    return True
+    stored = (info.get("pool") or {}).get("inputs_fingerprint")
+    if stored is not None and stored != pool_origin.get("inputs_fingerprint"):
+        raise RunDirError(
+            f"the input features of {pool_origin.get('dataset')} differ from those {path} "
+            "was started on (pool inputs fingerprint mismatch): the data files changed since; "
+            "restore them to continue this run, or start a new run"
+        )
+
+
+def write_plan(path: str | Path, plan: dict) -> None:
+    """Writes ``RUN/plan.json``: the execution plan training resolved (strategy, convolution
+    form, chunk size), written before the first step so that a resume reuses it."""
+    write_json(Path(path) / PLAN, plan)
+
+
+def read_plan(path: str | Path) -> dict | None:
+    """``RUN/plan.json`` as written by :func:`write_plan`, or None when there is none."""
+    f = Path(path) / PLAN
+    return read_json(f, "execution plan") if f.exists() else None
 
 
 def has_run(path: str | Path) -> bool:
@@ -598,7 +904,55 @@ def finish_run(
         classes=int(logits.shape[3]),
     )
     write_digests(path)
-    (path / COMPLETE).write_text("logits and metrics written\n")
+    _check_finished(path, logits.shape, test_logits.shape)
+    write_text_atomic(path / COMPLETE, "logits and metrics written\n")
+
+
+def _check_finished(path: Path, shape: tuple, test_shape: tuple) -> None:
+    """Reads the finished run back as :func:`load_run` will, before ``COMPLETE`` is written.
+
+    The masks are read whole and checked against ``run.json``'s fingerprint, the metadata and
+    the logits' array metadata (shapes) are read, and every file is checked against
+    ``digests.json``. A run that would not read back is never marked complete.
+
+    Raises:
+      RunDirError: what does not read back; the run stays incomplete (``--resume`` redoes the
+        export, rebuilding damaged masks).
+    """
+    try:
+        _read_run(path, verify=True, require_complete=False)
+        shapes = array_shapes(path / "logits", "logits")
+        for key, want in (("logits", shape), ("test_logits", test_shape)):
+            got = shapes.get(key, ())
+            if key not in shapes or (got is not None and tuple(got) != tuple(want)):
+                raise RunDirError(f"{path / 'logits'} holds no {key} of shape {list(want)}")
+    except RunDirError as e:
+        raise RunDirError(
+            f"the finished run in {path} does not read back, so it was not marked complete: "
+            f"{e}; run `jaxsam train --resume {path}` to redo the export"
+        ) from e
+
+
+def array_shapes(path: Path, what: str) -> dict[str, tuple[int, ...]]:
+    """The shapes of the arrays :func:`save_arrays` wrote in ``path``, from orbax's metadata.
+
+    Reads no array data; a zero-size array (stored as its shape, see :func:`save_arrays`)
+    maps to None. Raises :class:`RunDirError` when the metadata cannot be read.
+    """
+    try:
+        meta = _checkpointer().metadata(path.absolute())
+        tree = getattr(meta, "item_metadata", meta)
+        tree = getattr(tree, "tree", tree)
+        raw = {k: tuple(int(d) for d in v.shape) for k, v in tree.items()}
+    except Exception as e:  # orbax raises many types for damaged metadata
+        raise RunDirError(
+            f"{path} ({what}) cannot be read: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        ) from e
+    out: dict = {k: v for k, v in raw.items() if not k.startswith((_EMPTY_SHAPE, _EMPTY_DTYPE))}
+    for k in raw:
+        if k.startswith(_EMPTY_SHAPE):  # a zero-size array: its shape is stored as data
+            out[k[len(_EMPTY_SHAPE) :]] = None
+    return out
 
 
 def _sha256(path: Path) -> str:
@@ -690,7 +1044,10 @@ def write_report_files(
     of them are written are they moved into place: the old ``report.json`` is removed first and
     the new one is moved last, so a run directory always holds either no ``report.json`` or a
     ``report.json`` whose ``report.md`` and ``scores/`` were written with it. A failure before
-    the moves leaves the previous outputs as they were and no new ``report.json``.
+    the moves leaves the previous outputs as they were and no new ``report.json``. A link at
+    any of the published paths (``report.md``, ``plots/``, ...) is refused before anything is
+    written (:mod:`jaxsam.store.paths`), and the staging directories a killed ``score`` left
+    behind are removed.
 
     Args:
       path: the run directory.
@@ -711,6 +1068,11 @@ def write_report_files(
 
 def _publish_report(path: Path, report: dict, markdown: str, scores: dict, extra: dict) -> None:
     """:func:`write_report_files` under the run's lock."""
+    # Nothing is written through a link: a crafted report.md or plots/ would lead outside.
+    paths.check_no_links(path, "report.json", *[rel for rel in ["scores", "report.md", *extra]])
+    for stale in path.glob(".report-staging-*"):  # a killed score's; we hold the lock
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".report-staging-", dir=path))
     try:
         (staging / "report.md").write_text(markdown)
@@ -727,7 +1089,7 @@ def _publish_report(path: Path, report: dict, markdown: str, scores: dict, extra
         for rel in ["scores", "report.md", *extra]:
             src = staging / ("extra" if rel in extra else "") / rel
             dst = path / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
+            paths.ensure_dir(path, Path(rel).parent)
             if dst.is_dir() and not dst.is_symlink():
                 os.replace(dst, old / rel.replace("/", "_"))
             os.replace(src, dst)
@@ -738,10 +1100,9 @@ def _publish_report(path: Path, report: dict, markdown: str, scores: dict, extra
 
 def plots_dir(out_dir: str | Path) -> Path:
     """``out_dir/plots/``, created (with ``out_dir``): where ``jaxsam analyze`` puts its PNGs."""
-    plots = Path(out_dir) / "plots"
-    with write_errors(plots, "plots"):
-        plots.mkdir(parents=True, exist_ok=True)
-    return plots
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with write_errors(Path(out_dir) / "plots", "plots"):
+        return paths.ensure_dir(out_dir, "plots")
 
 
 def write_analysis(out_dir: str | Path, result: dict) -> Path:
@@ -749,6 +1110,7 @@ def write_analysis(out_dir: str | Path, result: dict) -> Path:
     path = Path(out_dir) / "analysis.json"
     with write_errors(path, "the analysis"):
         path.parent.mkdir(parents=True, exist_ok=True)
+        paths.check_no_links(out_dir, "analysis.json")
         write_json(path, result, allow_nan=False)
     return path
 
@@ -836,7 +1198,8 @@ class Run:
 
     def write_json(self, name: str, obj: Any) -> Path:
         p = self.path / name
-        p.parent.mkdir(parents=True, exist_ok=True)
+        paths.ensure_dir(self.path, Path(name).parent)
+        paths.check_no_links(self.path, name)
         write_json(p, obj)
         return p
 
@@ -875,7 +1238,11 @@ def load_run(path: str | Path, *, verify: bool = True) -> Run:
     Raises:
       RunDirError: naming the missing or damaged file and what to do.
     """
-    path = Path(path)
+    return _read_run(Path(path), verify=verify, require_complete=True)
+
+
+def _read_run(path: Path, *, verify: bool, require_complete: bool) -> Run:
+    """:func:`load_run`; ``require_complete=False`` checks a run before ``COMPLETE`` exists."""
     if not path.is_dir():
         raise RunDirError(f"run directory {path} does not exist; pass the --out of a jaxsam run")
     info = read_json(path / "run.json", "run header")
@@ -886,7 +1253,7 @@ def load_run(path: str | Path, *, verify: bool = True) -> Run:
             f"{path} has run-directory version {info.get('version')}, this jaxsam reads "
             f"{RUN_VERSION}; use the jaxsam version that wrote it"
         )
-    if not (path / COMPLETE).exists():
+    if require_complete and not (path / COMPLETE).exists():
         missing = [n for n in ("logits", "logits.json", "metrics.json") if not (path / n).exists()]
         raise RunDirError(
             f"{path} is not complete (missing: {', '.join(missing) or 'COMPLETE marker'}); "

@@ -37,6 +37,7 @@ import numpy as np
 from jaxsam import hooks
 from jaxsam.config import Config, stable_dict
 from jaxsam.errors import RunDirError
+from jaxsam.store import paths
 
 if TYPE_CHECKING:
     from jaxsam.train.state import EnsembleState
@@ -190,8 +191,9 @@ def restore_latest(manager, like: EnsembleState, fingerprint: str | None = None)
     """Restores the newest intact checkpoint into the structure of ``like``.
 
     A checkpoint that cannot be read, whose metadata has no digest, or whose contents fail the
-    digest check, is skipped with a warning and deleted, falling back to the one before it (a
-    later save at the same step would otherwise collide with it).
+    digest check, is skipped with a warning and moved aside into ``damaged/`` beside the
+    checkpoint directory (never deleted; a later save at the same step would otherwise collide
+    with it), falling back to the one before it.
 
     Args:
       manager: from :func:`make_manager`.
@@ -245,15 +247,22 @@ def restore_latest(manager, like: EnsembleState, fingerprint: str | None = None)
                 problem = "its arrays differ from what was saved (digest mismatch)"
         if problem is None:
             return Restored(state, meta)
+        moved = _set_aside(manager, step)
         _warn(
-            f"checkpoint at step {step} is damaged: {problem}; deleting it and falling back "
-            "to an older one"
+            f"checkpoint at step {step} is damaged: {problem}; moved it to {moved} and falling "
+            "back to an older one"
         )
-        try:
-            manager.delete(step)
-        except Exception:  # a damaged directory may also fail to delete; it is skipped anyway
-            pass
     return None
+
+
+def _set_aside(manager, step: int) -> Path:
+    """Moves checkpoint ``step`` into ``damaged/`` beside the checkpoint directory (a rename)."""
+    from jaxsam import store
+
+    directory = Path(str(manager.directory))
+    moved = store.move_aside_damaged(directory.parent, f"{directory.name}/{step}")
+    manager.reload()
+    return moved
 
 
 def state_nbytes(state: EnsembleState) -> int:
@@ -285,6 +294,9 @@ class Checkpoints:
         self.last_time = time.monotonic()
         self.last_good: int | None = None  # newest step known to be fully on disk
         self.pending: int | None = None
+        # Orbax deletes old checkpoints by path: never through a link out of the run directory.
+        paths.check_tree_has_no_links(run_dir, "checkpoints")
+        paths.check_no_links(run_dir, "damaged")
         try:
             self.manager = make_manager(self.dir)
         except OSError as e:

@@ -81,9 +81,15 @@ def run_lock(path: str | Path, what: str, *, create: bool = True) -> Iterator[Pa
         finally:
             _held[key][1] -= 1
         return
+    if (path / LOCK_FILE).is_symlink():  # it is truncated and written: never through a link
+        raise RunDirError(
+            f"{path / LOCK_FILE} is a symbolic link; jaxsam never writes through a link in a "
+            "run directory: remove the link and run the command again"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
-        f = open(path / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the block
+        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        f = os.fdopen(fd, "a+")
     except OSError as e:
         raise RunDirError(
             f"cannot create the lock file in {path} ({e.strerror}); make it writable or choose "

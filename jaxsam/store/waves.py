@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsam import store
+from jaxsam.store import paths
 
 WAVES_DIR = "waves"
 _NAME = re.compile(r"^(\d{5,})-(\d{5,})$")
@@ -37,8 +38,14 @@ def wave_dir(path: Path, first: int, stop: int) -> Path:
 
 
 def work_dir(path: Path, first: int, stop: int) -> Path:
-    """Where the wave's checkpoints go while it trains: ``RUN/waves/AAAAA-BBBBB.work``."""
-    return Path(path) / WAVES_DIR / f"{wave_name(first, stop)}.work"
+    """Where the wave's checkpoints go while it trains: ``RUN/waves/AAAAA-BBBBB.work``.
+
+    Raises :class:`jaxsam.errors.RunDirError` when ``waves/`` or the work directory is a link
+    (checkpoints are written and deleted there).
+    """
+    name = f"{wave_name(first, stop)}.work"
+    paths.check_no_links(path, f"{WAVES_DIR}/{name}")
+    return Path(path) / WAVES_DIR / name
 
 
 def _marker(path: Path, first: int, stop: int) -> Path:
@@ -70,7 +77,10 @@ def load_arrays(path: Path, first: int, stop: int) -> dict[str, np.ndarray]:
 def mark_done(path: Path, first: int, stop: int, info: dict) -> None:
     """Writes the wave's marker (after its arrays) and removes its checkpoints."""
     store.write_json(_marker(path, first, stop), info)
-    shutil.rmtree(work_dir(path, first, stop), ignore_errors=True)
+    work = work_dir(path, first, stop)
+    if (work / "damaged").is_dir():  # checkpoints set aside while it trained: keep them
+        store.move_aside_damaged(path, f"{WAVES_DIR}/{work.name}/damaged")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def remove(path: Path, first: int, stop: int) -> None:

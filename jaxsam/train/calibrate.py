@@ -334,4 +334,10 @@ def resolve_plan(
         plan = auto_plan(setup, config, pool, keep, use_cache)
     else:
         plan = explicit_plan(config)
+    return apply_plan(setup, plan)
+
+
+def apply_plan(setup: TrainSetup, plan: Plan) -> TrainSetup:
+    """``setup`` running under ``plan`` (e.g. one stored in a run directory): the plan set and
+    the model switched to its convolution form."""
     return dataclasses.replace(setup, plan=plan, model=with_conv_impl(setup.model, plan.conv_impl))

@@ -19,15 +19,15 @@ import numpy as np
 from jaxsam import hooks, store
 from jaxsam.config import Config
 from jaxsam.data.pool import Pool
-from jaxsam.errors import DivergenceError
+from jaxsam.errors import ConfigError, DivergenceError, RunDirError
 from jaxsam.store import checkpoints as ckpt_lib
-from jaxsam.train import preempt
-from jaxsam.train.calibrate import resolve_plan
+from jaxsam.train import preempt, preflight
+from jaxsam.train.calibrate import apply_plan, resolve_plan
 from jaxsam.train.logits import compute_logits, make_logits_fn
 from jaxsam.train.setup import TrainSetup, make_setup
 from jaxsam.train.state import EnsembleState, init_ensemble, model_keys
 from jaxsam.train.step import make_train_steps
-from jaxsam.train.strategies import make_ensemble_fn
+from jaxsam.train.strategies import Plan, make_ensemble_fn
 
 
 @dataclasses.dataclass
@@ -116,15 +116,44 @@ def _check_divergence(
 def _check_disk(
     run_dir: Path, config: Config, pool: Pool, state: EnsembleState, num_models: int
 ) -> None:
-    """Fails before training when the disk cannot hold the checkpoints and the logits."""
-    classes, queries = pool.num_classes, config.data.query_augment
-    logits = 4 * num_models * (pool.size + pool.test_x.shape[0]) * queries * classes
-    ckpts = (ckpt_lib.KEEP_CHECKPOINTS + 1) * ckpt_lib.state_nbytes(state)
-    store.check_free_space(
-        run_dir,
-        logits + ckpts,
-        f"{ckpts / 2**20:.1f} MiB of checkpoints and {logits / 2**20:.1f} MiB of logits",
+    """Fails before training when the disk cannot hold the checkpoints and the logits.
+
+    The estimate is :func:`jaxsam.train.preflight.estimate_disk`'s, less what the run's
+    checkpoints already occupy (a resumed run).
+    """
+    estimate = preflight.estimate_disk(
+        config, pool, num_models, -(-ckpt_lib.state_nbytes(state) // num_models), masks=False
     )
+    present = store.dir_bytes(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else 0
+    preflight.check_disk(run_dir, estimate, present=present)
+
+
+def _execution_plan(
+    setup: TrainSetup,
+    config: Config,
+    pool: Pool,
+    keep: np.ndarray,
+    run_dir: Path | None,
+    resume: bool,
+) -> TrainSetup:
+    """``setup`` under its execution plan (strategy, convolution form, chunk size).
+
+    A resumed run reuses the plan stored in ``run_dir/plan.json`` when training started, so a
+    changed strategy table (``auto``), device memory or jax version cannot change how the rest
+    of the run is computed. Otherwise the plan is resolved
+    (:func:`jaxsam.train.calibrate.resolve_plan`) and stored before the first step.
+    """
+    stored = store.read_plan(run_dir) if run_dir is not None and resume else None
+    if stored is not None:
+        try:
+            plan = Plan.from_dict(stored, str(run_dir / store.PLAN))
+        except ConfigError as e:
+            raise RunDirError(str(e)) from e
+        return apply_plan(setup, plan)
+    setup = resolve_plan(setup, config, pool, keep)
+    if run_dir is not None:
+        store.write_plan(run_dir, setup.plan.to_dict())
+    return setup
 
 
 def train_ensemble(
@@ -210,7 +239,7 @@ def _train_ensemble(
     m = keep.shape[0]
     setup = make_setup(config, pool, keep, steps_per_epoch)
     mean, std = jnp.asarray(pool.mean), jnp.asarray(pool.std)
-    setup = resolve_plan(setup, config, pool, keep)  # strategy, conv form, chunk size
+    setup = _execution_plan(setup, config, pool, keep, run_dir, resume)
     state = init_ensemble(setup.model, setup.tx, m, pool.input_shape, t.seed, first_model)
     failed: set[int] = set()
     losses = np.zeros(m, np.float32)
@@ -219,7 +248,7 @@ def _train_ensemble(
     if run_dir is not None:
         _check_disk(run_dir, config, pool, state, m)
         fp = ckpt_lib.fingerprint(
-            store.masks_fingerprint(pool.origin()["fingerprint"], keep), first_model, config
+            store.masks_fingerprint(pool.fingerprint(), keep), first_model, config
         )
         ckpts = ckpt_lib.Checkpoints(run_dir, config, fp)
         if resume and (restored := ckpts.restore(state)) is not None:

@@ -54,6 +54,40 @@ class Plan:
         chunk = f"({self.chunk_size})" if self.chunk_size else ""
         return f"{self.strategy}{chunk}+{self.conv_impl}"
 
+    def to_dict(self) -> dict:
+        """JSON form (``RUN/plan.json``), with the backend and devices it was resolved on."""
+        d = jax.local_devices()[0]
+        return {
+            **dataclasses.asdict(self),
+            "backend": jax.default_backend(),
+            "device_kind": getattr(d, "device_kind", "?"),
+            "local_devices": jax.local_device_count(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: object, where: str = "plan.json") -> Plan:
+        """The plan :meth:`to_dict` wrote (``source`` becomes ``stored``).
+
+        Raises:
+          ConfigError: ``d`` is not a plan (a damaged file), naming ``where``.
+        """
+        from jaxsam.models.layers import CONV_IMPLS
+
+        ok = isinstance(d, dict)
+        chunk = d.get("chunk_size") if ok else None
+        ok = (
+            ok
+            and d.get("strategy") in ("vmap", "chunked", "loop", "sharded")
+            and d.get("conv_impl") in CONV_IMPLS
+            and (chunk is None or (type(chunk) is int and chunk >= 1))
+        )
+        if not ok:
+            raise ConfigError(
+                f"{where} does not hold an execution plan (strategy, conv_impl, chunk_size); "
+                "it is damaged: delete it to choose the plan again"
+            )
+        return cls(d["strategy"], d["conv_impl"], chunk, "stored")
+
 
 def _num_models(tree) -> int:
     return int(jax.tree.leaves(tree)[0].shape[0])

@@ -36,6 +36,7 @@ from jaxsam.pipeline.study import build_study, finish_study
 from jaxsam.store import waves as wave_store
 from jaxsam.store.waves import WAVES_DIR, done_waves, wave_name
 from jaxsam.train import distributed as dist
+from jaxsam.train import preflight
 from jaxsam.train.batches import steps_per_epoch
 
 
@@ -78,13 +79,22 @@ class Study:
         return int(self.keep.shape[0])
 
 
-def init_study(config: Config, out: str | Path, *, overwrite: bool = False) -> Study:
-    """Creates the run directory: config, full masks [M, N] and header, written once."""
+def init_study(
+    config: Config, out: str | Path, *, overwrite: bool = False, wave_size: int | None = None
+) -> Study:
+    """Creates the run directory: config, full masks [M, N] and header, written once.
+
+    Every check (data, compatibility, labels, setup, disk for waves of ``wave_size`` models,
+    default 64) runs before ``out`` is created or its old run replaced
+    (:func:`jaxsam.train.preflight.check_study`, :func:`jaxsam.store.begin_run`).
+    """
     out = Path(out)
     pool, keep = build_study(config)
+    freed = store.check_run_dir(out, config, overwrite=overwrite)  # touches nothing
+    size = wave_size or min(64, config.masks.models)
+    preflight.check_study(config, pool, keep, out, freed=freed, wave_size=size)
     with store.run_lock(out, "wave init"):
-        store.prepare_run_dir(out, config, overwrite=overwrite)
-        store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
+        store.begin_run(out, config, pool.origin(), keep, pool.ids, pool.y, overwrite=overwrite)
         store.update_run_info(out, layout="waves")
     return Study(out, config, pool, keep)
 
@@ -92,8 +102,9 @@ def init_study(config: Config, out: str | Path, *, overwrite: bool = False) -> S
 def open_study(path: str | Path) -> Study:
     """Re-opens a run directory made by :func:`init_study` (or ``jaxsam train``).
 
-    The masks are recomputed from the config and checked against the fingerprint stored in
-    ``run.json`` (no array is read, so every process of a multi-host job can do this).
+    The masks are recomputed from the config and checked against the fingerprints stored in
+    ``run.json``, the pool's input features included (no array is read, so every process of a
+    multi-host job can do this).
     """
     path = Path(path)
     if not store.has_run(path):
@@ -104,11 +115,7 @@ def open_study(path: str | Path) -> Study:
     config = store.read_config(path)
     info = store.read_run_info(path)
     pool, keep = build_study(config)
-    if store.masks_fingerprint(pool.fingerprint(), keep) != info.get("masks_fingerprint"):
-        raise RunDirError(
-            f"{path} was started on another pool or other masks (fingerprint mismatch); the data "
-            "changed since: start a new run"
-        )
+    store.check_same_study(path, info, pool.origin(), keep)  # pool, masks and input features
     return Study(path, config, pool, keep)
 
 
@@ -374,7 +381,7 @@ def train_study(
             finally:
                 cfg_file.unlink(missing_ok=True)
         else:
-            init_study(config, out, overwrite=overwrite)
+            init_study(config, out, overwrite=overwrite, wave_size=size)
     dist.barrier("jaxsam-study-init")
     study = open_study(out)
     if _config_dict(study.config) != _config_dict(config):
