@@ -20,7 +20,7 @@ from jaxsam import hooks, store
 from jaxsam.bench import tiny_runs as runs
 from jaxsam.errors import ConfigError, DataError, RunDirError
 from jaxsam.pipeline.score import score_run
-from jaxsam.report import compare_table, escape_markdown
+from jaxsam.report import compare_table
 from jaxsam.store import checkpoints as ckpt_lib
 from jaxsam.train import calibrate, train_and_export
 
@@ -187,7 +187,7 @@ def test_held_out_labels_out_of_range_fail_before_anything_is_written(tmp_path):
 def test_too_little_disk_fails_before_the_run_directory_exists(tmp_path):
     out = tmp_path / "new" / "run"
     with hooks.installed("free_space", lambda free, **_: 1000):
-        with pytest.raises(RunDirError, match="not enough disk space .* checkpoints .* logits"):
+        with pytest.raises(RunDirError, match="not enough disk space .* checkpoints.* logits"):
             train_and_export(runs.tiny_config(), out)
     assert not (tmp_path / "new").exists()
 
@@ -316,13 +316,15 @@ def test_a_damaged_checkpoint_is_moved_aside_not_deleted(ref, crashed_copy, caps
 
 
 def test_names_in_reports_are_escaped(run_copy, tmp_path):
+    from jaxsam.report import escape_markdown
+
     evil = tmp_path / "r|n\n# injected <b>*x*"
     shutil.move(run_copy, evil)
     score_run(store.load_run(evil), ["loss"], bootstrap=0)
     page = (evil / "report.md").read_text()
     assert not any(line.startswith("# injected") for line in page.splitlines())
-    assert page.splitlines()[0] == "# jaxsam report: r\\|n # injected \\<b\\>\\*x\\*"
+    assert page.splitlines()[0] == "# jaxsam report: r\\|n \\# injected \\<b\\>\\*x\\*"
     table = compare_table([("a|b\n# h", {}), ("ok", {})], markdown=True)
     header = table.splitlines()[0]
-    assert header == "| metric | a\\|b # h | ok | diff (last - first) |"
+    assert header == "| metric | a\\|b \\# h | ok | diff (last - first) |"
     assert escape_markdown("lira_online [x](http://y)") == "lira\\_online \\[x\\]\\(http://y\\)"
