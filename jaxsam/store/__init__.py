@@ -16,6 +16,7 @@ Layout of ``RUN/`` (format ``jaxsam-run``, version 1)::
     logits.json      query names, dtype, which parameters (final), masks fingerprint
     metrics.json     per-model train/test accuracy and losses
     checkpoints/     orbax CheckpointManager (resume; :mod:`jaxsam.store.checkpoints`)
+    damaged/         checkpoints and masks found damaged, moved aside (never deleted)
     waves/           per-wave logits of a study trained in waves (:mod:`jaxsam.store.waves`)
     COMPLETE         written last: the run is whole
     report.json, report.md, scores/, plots/roc.png   (written by ``jaxsam score``, published
@@ -23,8 +24,11 @@ Layout of ``RUN/`` (format ``jaxsam-run``, version 1)::
     analysis.json, plots/             (written by ``jaxsam analyze``, here or in its --out)
 
 Arrays go through orbax-checkpoint, metadata through JSON; nothing is pickled. Every write of
-a JSON file is atomic (write then rename); orbax finalises its directories atomically. A run
-without ``COMPLETE`` is refused by :func:`load_run` with what is missing.
+a JSON file is atomic (a fresh temporary file, then a rename); orbax finalises its directories
+atomically. A run without ``COMPLETE`` is refused by :func:`load_run` with what is missing.
+Nothing is written or deleted through a symbolic link below the run directory
+(:mod:`jaxsam.store.paths`), and ``--overwrite`` replaces only a jaxsam run directory
+(:func:`check_run_dir`, :func:`begin_run`).
 """
 
 from __future__ import annotations
