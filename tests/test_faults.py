@@ -70,3 +70,24 @@ def test_sigkill_at_a_random_time_then_resume_is_bitwise(setup):
 @pytest.mark.parametrize("seed", range(2, 8))
 def test_sigkill_at_more_random_times(setup, seed):
     _chain(setup, f"random-{seed}", seed, ["random"])
+
+
+def test_a_real_full_disk_under_an_async_checkpoint_write_then_resume(setup):
+    """A 4 MiB tmpfs filled while the first checkpoint's write is in flight: exit 2 with one
+    line, no COMPLETE; after freeing space, --resume ends bitwise equal (root only)."""
+    from jaxsam.bench import faults
+
+    work, cfg, ref, _ = setup
+    ok, note = faults.real_full_disk(work, cfg, ref)
+    if ok is None:
+        pytest.skip(note)
+    assert ok, note
+
+
+def test_full_disk_case_is_skipped_not_passed_without_root(setup, monkeypatch):
+    from jaxsam.bench import faults
+
+    work, cfg, ref, _ = setup
+    monkeypatch.setattr(faults.os, "geteuid", lambda: 1000)
+    ok, note = faults.real_full_disk(work, cfg, ref)
+    assert ok is None and "root" in note

@@ -157,6 +157,39 @@ def test_bench_bad_input_sweep_is_rejected_clearly(ref, tmp_path):
 
     cases = list(faults.bad_inputs(ref.path, tmp_path))
     assert len(cases) > 60  # two per config key, then the run directory's files
-    for what, action, fragment in cases:
-        ok, msg = faults.rejected_clearly(action, fragment)
+    assert {argv[0] for _, argv, _, _ in cases} == {"train", "score"}  # through the CLI
+    for what, argv, fragment, watch in cases:
+        ok, msg = faults.rejected_clearly(argv, fragment, watch)
         assert ok, f"{what}: {msg}"
+
+
+def test_bench_bad_input_check_sees_exit_status_and_written_files(ref, tmp_path, monkeypatch):
+    """A refusal that writes a file, or a wrong exit status, is not "rejected clearly"."""
+    import sys
+
+    from jaxsam import cli
+    from jaxsam.bench import faults
+
+    case = tmp_path / "case"
+    case.mkdir()
+    (case / "config.json").write_text('{"train": {"epochs": "ten"}}')
+    argv = ["train", "--config", str(case / "config.json"), "--out", str(case / "run")]
+    assert faults.rejected_clearly(argv, "train.epochs", case)[0]
+    real_main = cli.main
+
+    def writes_then_refuses(args):
+        (case / "run").mkdir()
+        return real_main(args)
+
+    monkeypatch.setattr(cli, "main", writes_then_refuses)
+    ok, msg = faults.rejected_clearly(argv, "train.epochs", case)
+    assert not ok and "changed the file system" in msg and "run" in msg
+
+    def exits_1(args):
+        print("jaxsam train: error: train.epochs is bad", file=sys.stderr)
+        return 1
+
+    (case / "run").rmdir()
+    monkeypatch.setattr(cli, "main", exits_1)
+    ok, msg = faults.rejected_clearly(argv, "train.epochs", case)
+    assert not ok and "exit status 1" in msg

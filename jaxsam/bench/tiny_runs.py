@@ -86,6 +86,14 @@ def run_child(args: list[str], kill_at: str | None = None, timeout: float = 600)
     return proc.returncode
 
 
+def run_child_status(args: list[str], kill_at: str | None = None) -> tuple[int, str]:
+    """Runs ``jaxsam ARGS`` in a subprocess (see :func:`run_child`); returns its exit status and
+    its stderr, whatever the status."""
+    cmd, env = _child_cmd(args, kill_at)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return proc.returncode, proc.stderr
+
+
 def run_and_kill_after(args: list[str], out: Path, delay: float | None) -> tuple[bool, float]:
     """Starts ``jaxsam ARGS``; SIGKILLs it ``delay`` s after ``out/run.json`` appears.
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from jaxsam import hooks
 from jaxsam.config import Config, stable_dict
-from jaxsam.errors import RunDirError
+from jaxsam.errors import RunDirError, WriteFailed
 from jaxsam.store import paths
 
 if TYPE_CHECKING:
@@ -303,6 +303,7 @@ class Checkpoints:
             raise RunDirError(
                 f"cannot create checkpoints in {self.dir} ({e.strerror}); choose a writable --out"
             ) from e
+        self._quiet_background_errors()
 
     def restore(self, like: EnsembleState) -> Restored | None:
         """The newest intact checkpoint (see :func:`restore_latest`), or None."""
@@ -312,11 +313,22 @@ class Checkpoints:
         return restored
 
     def _failed(self, step: int, e: Exception) -> RunDirError:
+        """The one-line error of a failed save. Orbax raises the error of the previous,
+        asynchronous save at the next one, so both steps are named when one was in flight.
+        A full, read-only or forbidden disk gives :class:`~jaxsam.errors.WriteFailed` (the
+        CLI then exits at once, before the failed write's threads print their tracebacks)."""
+        from jaxsam.store import write_problem
+
+        self._keep_quiet = True  # the failed write's threads may still report after this
         kept = f"step {self.last_good}" if self.last_good is not None else "none yet"
-        return RunDirError(
-            f"writing the checkpoint at step {step} to {self.dir} failed "
-            f"({type(e).__name__}: {str(e)[:200]}); the last good checkpoint ({kept}) is "
-            "intact: free disk space or fix permissions, then `jaxsam train --resume RUN`"
+        steps = f"step {step}" if self.pending in (None, step) else f"step {self.pending} or {step}"
+        problem = write_problem(e)
+        cause = problem or f"{type(e).__name__}: {str(e)[:200]}"
+        error = WriteFailed if problem else RunDirError
+        return error(
+            f"writing the checkpoint at {steps} to {self.dir} failed ({cause}); the last good "
+            f"checkpoint ({kept}) is intact: free disk space or fix permissions, then "
+            "`jaxsam train --resume RUN`"
         )
 
     def maybe_save(
@@ -360,6 +372,29 @@ class Checkpoints:
         self.last_time = time.monotonic()
         return True
 
+    def _quiet_background_errors(self) -> None:
+        """While saves run, drop orbax's log record of a failed background write and
+        tensorstore's "Event loop is closed" callbacks: the same error is raised in this
+        thread by the next save or :meth:`close` (see :meth:`_failed`), on one line."""
+        import logging
+        import sys
+
+        from jaxsam import store
+
+        self._keep_quiet = False
+        self._log_filter = store._DropThreadTracebacks()
+        logging.getLogger("absl").addFilter(self._log_filter)
+        self._unraisable = sys.unraisablehook
+        sys.unraisablehook = store._drop_closed_loop(self._unraisable)
+
+    def _restore_error_reports(self) -> None:
+        import logging
+        import sys
+
+        logging.getLogger("absl").removeFilter(self._log_filter)
+        if not self._keep_quiet:
+            sys.unraisablehook = self._unraisable
+
     def close(self, raise_errors: bool) -> None:
         """Waits for the last save; raises its error only when ``raise_errors``."""
         try:
@@ -367,7 +402,10 @@ class Checkpoints:
         except Exception as e:
             if raise_errors:
                 raise self._failed(self.pending or 0, e) from e
+            self._keep_quiet = True
             return
+        finally:
+            self._restore_error_reports()
         if self.pending is not None:
             self.last_good = self.pending
         self.manager.close()
