@@ -16,7 +16,8 @@ import os
 import sys
 
 from jaxsam import __version__
-from jaxsam.errors import Interrupted, JaxsamError, WriteFailed
+from jaxsam.cli_options import tidy
+from jaxsam.errors import Interrupted, JaxsamError, WriteFailed, command_line
 
 COMMANDS = (
     "demo",
@@ -40,17 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
         "shadow models trained at once.",
     )
     parser.add_argument("--version", action="version", version=f"jaxsam {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        required=True,
+        help="what to do (COMMAND --help for its options)",
+    )
     for name in COMMANDS:
         importlib.import_module(f"jaxsam.commands.{name}").add_parser(sub)
-    return parser
+    return tidy(parser)  # no RST markup in --help; defaults shown
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with command_line():  # messages name --flags, not keyword arguments
+            return int(args.func(args) or 0)
     except JaxsamError as e:
         print(f"jaxsam {args.command}: error: {e}", file=sys.stderr)
         if isinstance(e, WriteFailed):  # skip the shutdown noise of the failed write's threads

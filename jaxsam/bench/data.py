@@ -55,12 +55,14 @@ def _best(fn, repeats: int) -> float:
 
 def run(argv: list[str]) -> int:
     """Runs the benchmark; returns the exit status."""
+    from jaxsam.cli_options import tidy
+
     ap = argparse.ArgumentParser(prog="jaxsam bench data", description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=60000, help="train + test images (default 60000)")
     ap.add_argument("--quick", action="store_true", help="6,000 images, one repeat")
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the cheap timings (best)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    args = ap.parse_args(argv)
+    args = tidy(ap).parse_args(argv)
     n = 6000 if args.quick else args.images
     repeats = 1 if args.quick else args.repeats
     n_test = n // 6

@@ -189,6 +189,8 @@ def measure(
 
 def run(argv: list[str]) -> int:
     """Entry point of ``jaxsam bench sam``; returns the exit status."""
+    from jaxsam.cli_options import tidy
+
     parser = argparse.ArgumentParser(prog="jaxsam bench sam", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print a JSON list of rows")
     parser.add_argument("--quick", action="store_true", help="few models and iterations")
@@ -197,7 +199,7 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--iters", type=int, default=None, help="steps per timing round")
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (median taken)")
     parser.add_argument("--only", choices=sorted(MODELS), action="append", help="model subset")
-    args = parser.parse_args(argv)
+    args = tidy(parser).parse_args(argv)
     n_models = args.models or (2 if args.quick else 4)
     batch = args.batch or (32 if args.quick else 128)
     iters = args.iters or (5 if args.quick else 20)

@@ -111,18 +111,26 @@ def _spawn(spec: dict) -> dict:
 
 
 def run(argv: list[str]) -> int:
+    from jaxsam.cli_options import tidy
+
     p = argparse.ArgumentParser(prog="jaxsam bench score", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small case M=32, N=2000, A=4 (<1 min)")
     p.add_argument("--json", action="store_true", help="print one JSON object per row")
-    p.add_argument("--models", type=int, default=256)
-    p.add_argument("--examples", type=int, default=50_000)
-    p.add_argument("--queries", type=int, default=18)
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--baseline-targets", type=int, default=2)
-    p.add_argument("--baseline-examples", type=int, default=10_000)
-    p.add_argument("--attacks", default="lira_online,lira_offline,rmia")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    p.add_argument("--models", type=int, default=256, help="M, shadow models")
+    p.add_argument("--examples", type=int, default=50_000, help="N, pool examples")
+    p.add_argument("--queries", type=int, default=18, help="A, augmented queries")
+    p.add_argument("--classes", type=int, default=10, help="C, classes")
+    p.add_argument(
+        "--baseline-targets", type=int, default=2, help="targets the NumPy baseline scores"
+    )
+    p.add_argument(
+        "--baseline-examples", type=int, default=10_000, help="examples the NumPy baseline scores"
+    )
+    p.add_argument(
+        "--attacks", default="lira_online,lira_offline,rmia", help="comma-separated attacks"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic logits")
+    args = tidy(p).parse_args(argv)
     if args.quick:
         args.models, args.examples, args.queries = 32, 2000, 4
     base = {

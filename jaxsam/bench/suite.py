@@ -590,6 +590,8 @@ def _summary(r: dict) -> str:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
+    from jaxsam.cli_options import tidy
+
     p = argparse.ArgumentParser(prog="jaxsam bench suite", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, help="directory for bench.json and bench.md")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a few minutes on a CPU")
@@ -620,7 +622,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--child", choices=SECTIONS, help=argparse.SUPPRESS)
     p.add_argument("--net", help=argparse.SUPPRESS)
     p.add_argument("--rows", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    args = tidy(p).parse_args(argv)
     if args.child is None and args.out is None:
         p.error("--out DIR is required")
     from jaxsam.bench.train import ALL_NETS

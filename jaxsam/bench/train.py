@@ -264,6 +264,8 @@ def _net(name: str) -> str:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
+    from jaxsam.cli_options import tidy
+
     p = argparse.ArgumentParser(prog="jaxsam bench train", description=__doc__.split("\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON list of rows")
     p.add_argument("--quick", action="store_true", help="tiny widths, few steps, mlp+cnn (<1 min)")
@@ -275,20 +277,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=None,
         help=f"models: {', '.join(ALL_NETS)}, or your own as package.module:attr",
     )
-    p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=None)
-    p.add_argument("--optim", nargs="+", choices=("sgd", "sam"), default=["sgd"])
+    p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=None, help="default: all")
+    p.add_argument("--optim", nargs="+", choices=("sgd", "sam"), default=["sgd"], help="optimizers")
     p.add_argument("--width", type=int, default=None, help="model width (default: standard)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--chunk-size", type=int, default=None)
+    p.add_argument(
+        "--dtype", choices=("float32", "bfloat16"), default="float32", help="model dtype"
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="default: per net")
+    p.add_argument("--chunk-size", type=int, default=None, help="models per chunk of chunked")
     p.add_argument("--steps", type=int, default=None, help="steps fused per timed call")
     p.add_argument("--repeats", type=int, default=None, help="timed calls (best is kept)")
-    p.add_argument("--pool-size", type=int, default=None)
+    p.add_argument("--pool-size", type=int, default=None, help="examples in the pool")
     p.add_argument("--image-size", type=int, default=None, help="default 32 (quick: 16)")
     p.add_argument("--epoch-estimate", action="store_true", help="256x25k epoch, extrapolated")
     p.add_argument("--sharded-on-one", action="store_true", help="time sharded on 1 device too")
     p.add_argument("--fused-passes", action="store_true", help="SAM: both passes in one scan body")
-    args = p.parse_args(argv)
+    args = tidy(p).parse_args(argv)
     q = args.quick
     args.models = args.models or (4 if q else 16)
     args.nets = args.nets or list(QUICK_NETS if q else ALL_NETS)

@@ -39,8 +39,18 @@ def add_parser(subparsers) -> None:
         metavar="DIR",
         help="where analysis.json and plots/ go (default: the first run directory)",
     )
-    p.add_argument("--typical-quantile", type=float, default=0.5)
-    p.add_argument("--atypical-quantile", type=float, default=0.9)
+    p.add_argument(
+        "--typical-quantile",
+        type=float,
+        default=0.5,
+        help="examples below this memorization quantile count as typical",
+    )
+    p.add_argument(
+        "--atypical-quantile",
+        type=float,
+        default=0.9,
+        help="examples above this memorization quantile count as atypical",
+    )
     p.add_argument(
         "--min-influence", type=float, default=0.0, help="entropy ignores influences <= this"
     )

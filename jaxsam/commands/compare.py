@@ -15,7 +15,9 @@ def add_parser(subparsers) -> None:
         description="Print the reports of RUN... side by side. Runs not yet scored are scored "
         "first (from their saved logits).",
     )
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN")
+    p.add_argument(
+        "runs", nargs="+", type=Path, metavar="RUN", help="scored run directories to compare"
+    )
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.add_argument(
         "--plot",

@@ -43,10 +43,10 @@ def add_parser(subparsers) -> None:
         default=None,
         help="pool examples (default: all of digits; 10000 for other datasets)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the data split, masks and training")
     p.add_argument("--data-dir", default=None, help="tfds data directory")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that already exist")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 

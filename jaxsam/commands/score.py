@@ -18,7 +18,9 @@ def add_parser(subparsers) -> None:
         description="Run every membership attack on RUN's saved logits (no dataset, no model "
         "code) and write RUN/report.json, RUN/report.md, RUN/scores/ and RUN/plots/.",
     )
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN")
+    p.add_argument(
+        "runs", nargs="+", type=Path, metavar="RUN", help="finished run directories to score"
+    )
     p.add_argument(
         "--attacks",
         default=None,
