@@ -295,6 +295,88 @@ def explicit_plan(config: Config) -> Plan:
     raise ValueError(f"not an explicit strategy: {t.strategy!r}")
 
 
+SLOW_FACTOR = 2.0  # warn when an explicit strategy is known to be this much slower
+
+
+def _candidate_of(plan: Plan) -> str | None:
+    """The measured candidate (``loop+lax``, ``vmap+lax``, ``vmap+matmul``) ``plan`` runs, or
+    None for ``sharded`` (several devices: not what the table measures on one)."""
+    if plan.strategy == "loop":
+        return "loop+lax"
+    if plan.strategy in ("vmap", "chunked"):
+        return f"vmap+{plan.conv_impl}"
+    return None
+
+
+def known_rates(config: Config, pool: Pool, num_models: int) -> tuple[dict[str, float], int]:
+    """The strategy table's measured rates for this machine and config, without measuring.
+
+    Returns ``(rates, k)``: model-examples per second by candidate name, measured on ``k``
+    models (the entry whose ``k`` is nearest to ``num_models`` per device), or ``({}, 0)``
+    when the table holds no complete entry for this configuration.
+    """
+    table = _read_table(cache_path())
+    prefix = _table_key(config, pool, 0).rsplit("|", 1)[0] + "|"
+    names = {f"{c.strategy}+{c.conv_impl}" for c in CANDIDATES}
+    per_dev = -(-num_models // jax.local_device_count())
+    found = []
+    for key, entry in table.items():
+        rates = entry.get("rates") if isinstance(entry, dict) else None
+        tail = key[len(prefix) :]
+        if key.startswith(prefix) and tail.isdigit() and isinstance(rates, dict):
+            if set(rates) >= names and all(isinstance(rates[n], int | float) for n in names):
+                found.append((abs(int(tail) - per_dev), int(tail), rates))
+    if not found:
+        return {}, 0
+    _, k, rates = min(found, key=lambda f: f[:2])
+    return {n: float(rates[n]) for n in names}, k
+
+
+def describe_plan(plan: Plan) -> str:
+    """One line: the plan and how it was chosen, e.g. ``plan: chunked(32)+matmul (measured)``."""
+    how = {
+        "calibrated": "auto: measured",
+        "cache": "auto: cached measurement",
+        "rule": "auto: rule",
+        "config": "train.strategy",
+        "stored": "stored in the run",
+    }.get(plan.source, plan.source)
+    return f"plan: {plan.describe()} ({how})"
+
+
+def slow_choice_warning(plan: Plan, config: Config, pool: Pool, num_models: int) -> str | None:
+    """A warning when an explicit ``train.strategy`` is known to be much slower than ``auto``.
+
+    Compares the candidate the plan runs with the fastest candidate in the strategy table
+    (:func:`known_rates`, cached measurements only: nothing is timed here). Returns None for
+    ``auto``, when the table knows nothing of this configuration, or when the choice is within
+    :data:`SLOW_FACTOR` of the best.
+    """
+    if config.train.strategy == "auto" or plan.source != "config":
+        return None
+    mine = _candidate_of(plan)
+    rates, k = known_rates(config, pool, num_models)
+    if mine is None or not rates or rates.get(mine, 0) <= 0:
+        return None
+    best = max(rates, key=rates.get)
+    factor = rates[best] / rates[mine]
+    if factor <= SLOW_FACTOR:
+        return None
+    return (
+        f"train.strategy={config.train.strategy} ({plan.describe()}) ran {factor:.1f}x slower "
+        f"than {best} when this machine measured {k} models of this config (strategy table "
+        f"{cache_path()}); train.strategy=auto picks the fastest"
+    )
+
+
+def announce_plan(plan: Plan, config: Config, pool: Pool, num_models: int) -> None:
+    """Prints :func:`describe_plan` and, when there is one, :func:`slow_choice_warning`."""
+    print(describe_plan(plan), flush=True)
+    warning = slow_choice_warning(plan, config, pool, num_models)
+    if warning:
+        print(f"warning: {warning}", flush=True)
+
+
 def auto_plan(
     setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray, use_cache: bool = True
 ) -> Plan:

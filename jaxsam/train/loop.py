@@ -22,7 +22,7 @@ from jaxsam.data.pool import Pool
 from jaxsam.errors import ConfigError, DivergenceError, RunDirError
 from jaxsam.store import checkpoints as ckpt_lib
 from jaxsam.train import preempt, preflight
-from jaxsam.train.calibrate import apply_plan, resolve_plan
+from jaxsam.train.calibrate import announce_plan, apply_plan, resolve_plan
 from jaxsam.train.logits import compute_logits, make_logits_fn
 from jaxsam.train.setup import TrainSetup, make_setup
 from jaxsam.train.state import EnsembleState, init_ensemble, model_keys
@@ -243,6 +243,7 @@ def _train_ensemble(
     state = init_ensemble(setup.model, setup.tx, m, pool.input_shape, t.seed, first_model)
     failed: set[int] = set()
     losses = np.zeros(m, np.float32)
+    announce_plan(setup.plan, config, pool, m)
     accs = np.zeros(m, np.float32)
     ckpts = None
     if run_dir is not None:
