@@ -113,3 +113,61 @@ def test_wave_cli_job_array_index(tmp_path, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert "not complete; 2/4 models" in text and "missing models: 0:2" in text
     assert "waves done (1): 00002-00004" in text
+
+
+def _fake_done_wave(out, a, b):
+    name = waves.wave_name(a, b)
+    (out / "waves" / name).mkdir(parents=True)
+    (out / "waves" / f"{name}.json").write_text(json.dumps({"train_seconds": 1.0}))
+
+
+def test_overlapping_wave_is_refused_at_train_start_naming_the_range(tmp_path, capsys):
+    from jaxsam.cli import main
+
+    out = tmp_path / "r"
+    waves.init_study(_cfg(), out)
+    _fake_done_wave(out, 0, 3)
+    assert main(["wave", "train", str(out), "--models", "2:4", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "wave 2:4 overlaps wave 0:3 (done)" in err and "--models 3:4 instead" in err
+    assert not (out / "waves" / "00002-00004.work").exists()  # nothing trained
+    # The wave that touches 0:3 without overlapping it trains.
+    assert main(["wave", "train", str(out), "--models", "3:4", "--no-progress"]) == 0
+    assert waves.done_waves(out) == [(0, 3), (3, 4)]
+
+
+def test_overlap_with_a_wave_in_progress_is_refused(tmp_path):
+    out = tmp_path / "r"
+    waves.init_study(_cfg(), out)
+    (out / "waves" / "00000-00002.work").mkdir(parents=True)
+    with pytest.raises(RunDirError, match=r"overlaps wave 0:2 \(in progress\).*--models 0:2"):
+        waves.train_wave(out, 1, 3)
+
+
+def test_rerunning_a_finished_wave_says_skipped(tmp_path, capsys):
+    from jaxsam.cli import main
+
+    out = tmp_path / "r"
+    waves.init_study(_cfg(), out)
+    argv = ["wave", "train", str(out), "--models", "0:2", "--no-progress"]
+    assert main(argv) == 0
+    assert "wave 0:2 done in" in capsys.readouterr().out
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert "wave 0:2 skipped: already done" in again and "done in" not in again
+
+
+def test_status_and_finalize_name_the_exact_missing_ranges(tmp_path, capsys):
+    from jaxsam.cli import main
+
+    out = tmp_path / "r"
+    waves.init_study(_cfg(), out)
+    _fake_done_wave(out, 1, 2)
+    assert main(["status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"next: jaxsam wave train {out} --models 0:1" in text
+    assert f"jaxsam wave train {out} --models 2:4" in text
+    assert "A:B" not in text
+    assert main(["wave", "finalize", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--models 0:1" in err and "--models 2:4" in err and "A:B" not in err

@@ -13,7 +13,7 @@ def add_parser(subparsers) -> None:
         help="show what is done in a run directory: waves done / missing, checkpoints",
         description=__doc__,
     )
-    p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.add_argument("run_dir", type=Path, metavar="RUN", help="the run directory to inspect")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.set_defaults(func=run)
 
@@ -42,14 +42,14 @@ def run(args: argparse.Namespace) -> int:
     if st["failed_models"]:
         print(f"  failed (excluded) models: {st['failed_models']}")
     if not st["complete"]:
-        hint = (
-            f"jaxsam wave finalize {st['path']}"
-            if not st["missing"] and st["layout"] == "waves"
-            else (
-                f"jaxsam wave train {st['path']} --models A:B"
-                if st["layout"] == "waves"
-                else f"jaxsam train --resume {st['path']}"
-            )
-        )
-        print(f"  next: {hint}")
+        if st["layout"] != "waves":
+            hints = [f"jaxsam train --resume {st['path']}"]
+        elif st["missing"]:  # one command per missing range (waves may run in parallel)
+            hints = [f"jaxsam wave train {st['path']} --models {span}" for span in st["missing"]]
+            hints.append(f"then: jaxsam wave finalize {st['path']}")
+        else:
+            hints = [f"jaxsam wave finalize {st['path']}"]
+        print(f"  next: {hints[0]}")
+        for hint in hints[1:]:
+            print(f"        {hint}")
     return 0

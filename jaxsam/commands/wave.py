@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from jaxsam import config as config_lib
-from jaxsam.errors import ConfigError, JaxsamError
+from jaxsam.errors import ConfigError, JaxsamError, command_line
 
 
 def add_parser(subparsers) -> None:
@@ -36,14 +36,16 @@ def add_parser(subparsers) -> None:
 def _fill(p: argparse.ArgumentParser) -> None:
     from jaxsam.train.distributed import add_distributed_args
 
-    sub = p.add_subparsers(dest="wave_command", metavar="STEP", required=True)
+    sub = p.add_subparsers(
+        dest="wave_command", metavar="STEP", required=True, help="init, train, finalize or run"
+    )
     init = sub.add_parser("init", help="write the config, the full masks and the run header")
     _config_args(init)
     init.add_argument("--out", type=Path, required=True, help="run directory to create")
     init.add_argument("--overwrite", action="store_true", help="replace an existing run")
 
     train = sub.add_parser("train", help="train one wave and write its logits")
-    train.add_argument("run_dir", type=Path, metavar="RUN")
+    train.add_argument("run_dir", type=Path, metavar="RUN", help="the run made by wave init")
     train.add_argument("--models", metavar="A:B", help="global model range of the wave")
     train.add_argument("--wave-size", type=int, help="with --index: wave INDEX of this size")
     train.add_argument(
@@ -55,7 +57,7 @@ def _fill(p: argparse.ArgumentParser) -> None:
     add_distributed_args(train)
 
     fin = sub.add_parser("finalize", help="assemble all waves' logits and mark the run complete")
-    fin.add_argument("run_dir", type=Path, metavar="RUN")
+    fin.add_argument("run_dir", type=Path, metavar="RUN", help="the run whose waves are done")
     fin.add_argument("--drop-waves", action="store_true", help="delete RUN/waves/* once assembled")
 
     allp = sub.add_parser("run", help="init, train every missing wave, finalize")
@@ -121,7 +123,12 @@ def run(args: argparse.Namespace) -> int:
         study = waves.open_study(args.run_dir)
         a, b = _train_range(args, study.num_models)
         info = waves.train_wave(args.run_dir, a, b, progress=progress, study=study)
-        if dist.process_index() == 0:
+        if dist.process_index() == 0 and info.get("skipped"):
+            print(
+                f"{args.run_dir}: wave {a}:{b} skipped: already done (finished at "
+                f"{info.get('finished_at', '?')}); `jaxsam status {args.run_dir}` shows the rest"
+            )
+        elif dist.process_index() == 0:
             print(
                 f"{args.run_dir}: wave {a}:{b} done in {info['train_seconds']:.1f} s "
                 f"({info['processes']} process(es)); `jaxsam status {args.run_dir}` shows the rest"
@@ -145,9 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     """Standalone entry (``python -m jaxsam.commands.wave STEP ...``)."""
     parser = argparse.ArgumentParser(prog="jaxsam wave", description=__doc__)
     _fill(parser)
-    args = parser.parse_args(argv)
+    from jaxsam.cli_options import tidy
+
+    args = tidy(parser).parse_args(argv)
     try:
-        return run(args)
+        with command_line():
+            return run(args)
     except JaxsamError as e:
         print(f"jaxsam wave: error: {e}", file=sys.stderr)
         return 2

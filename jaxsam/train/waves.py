@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 
@@ -183,14 +184,20 @@ def train_wave(
     of restart), and all processes save the logits together.
 
     Returns the wave's marker (the JSON written next to its arrays). A wave already done is
-    skipped and its marker returned.
+    skipped: its marker is returned with ``"skipped": True`` (its ``train_seconds`` are the
+    first run's).
+
+    Raises:
+      RunDirError: ``[first, stop)`` overlaps another wave, done or in progress, without being
+        that wave (checked before anything trains; :func:`finalize` would refuse the overlap).
     """
     path = Path(path)
     study = study or open_study(path)
     parse_range(f"{first}:{stop}", study.num_models)
     done = wave_store.read_marker(path, first, stop)
     if done is not None:
-        return done
+        return {**done, "skipped": True}
+    check_no_overlap(path, first, stop)
     lo, hi = dist.process_block(first, stop)
     multi = dist.process_count() > 1
     work = None if multi else wave_store.work_dir(path, first, stop)
@@ -246,6 +253,37 @@ def missing_ranges(num_models: int, waves: list[tuple[int, int]]) -> list[tuple[
     return out
 
 
+def check_no_overlap(path: Path, first: int, stop: int) -> None:
+    """Refuses wave ``[first, stop)`` when it overlaps a different wave of ``path``, done or
+    in progress (its ``.work`` checkpoints), naming that wave's model range and the fix."""
+    started = []
+    for entry in wave_store.in_progress(path):
+        m = re.match(r"^(\d+)-(\d+)$", entry["wave"])
+        if m:
+            started.append((int(m.group(1)), int(m.group(2))))
+    done = done_waves(path)
+    for a, b in done + started:
+        if (a, b) == (first, stop) or not (a < stop and first < b):
+            continue
+        if (a, b) in done:
+            num_models = int(store.read_run_info(path)["models"])
+            free = [
+                f"--models {lo}:{hi}"
+                for lo, hi in missing_ranges(num_models, done)
+                if lo < stop and first < hi
+            ]
+            fix = f"train {' and '.join(free)} instead" if free else "those models are done"
+            state = "done"
+        else:
+            work = wave_store.work_dir(path, a, b)
+            fix = f"continue it with --models {a}:{b}, or delete {work} to drop it"
+            state = "in progress"
+        raise RunDirError(
+            f"wave {first}:{stop} overlaps wave {a}:{b} ({state}) in {path / WAVES_DIR}; each "
+            f"model is trained by one wave only: {fix}"
+        )
+
+
 def _overlaps(waves: list[tuple[int, int]]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     return [(w, v) for w, v in zip(waves, waves[1:], strict=False) if v[0] < w[1]]
 
@@ -276,8 +314,8 @@ def _finalize(path: Path, keep_waves: bool):
     if missing:
         spans = ", ".join(f"{a}:{b}" for a, b in missing)
         raise RunDirError(
-            f"{path} is missing the logits of models {spans}; train them with `jaxsam wave train "
-            f"{path} --models A:B` before finalizing"
+            f"{path} is missing the logits of models {spans}; train them with "
+            f"{' and '.join(f'`{c}`' for c in train_commands(path, missing))} before finalizing"
         )
     if _overlaps(waves):
         (w, v), *_ = _overlaps(waves)
@@ -316,6 +354,11 @@ def _finalize(path: Path, keep_waves: bool):
         for a, b in waves:
             wave_store.remove(path, a, b)
     return run
+
+
+def train_commands(path: Path, missing: list[tuple[int, int]]) -> list[str]:
+    """One ``jaxsam wave train RUN --models A:B`` command per missing model range."""
+    return [f"jaxsam wave train {path} --models {a}:{b}" for a, b in missing]
 
 
 def status(path: str | Path) -> dict:
