@@ -6,6 +6,30 @@ on one line (no traceback) and exits with status 2. Messages name the problem *a
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
+# Whether the running code serves a ``jaxsam`` command (set by :func:`command_line`): messages
+# then name command-line flags (``--overwrite``), otherwise keyword arguments (``overwrite=True``).
+_COMMAND_LINE = contextvars.ContextVar("jaxsam_command_line", default=False)
+
+
+@contextlib.contextmanager
+def command_line() -> Iterator[None]:
+    """While the block runs, :func:`option` words fixes as command-line flags."""
+    token = _COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
+
+
+def option(name: str) -> str:
+    """How the caller turns on boolean option ``name``: ``--name`` on the command line,
+    ``name=True`` from Python (e.g. ``option("overwrite")``)."""
+    return f"--{name.replace('_', '-')}" if _COMMAND_LINE.get() else f"{name}=True"
+
 
 class JaxsamError(ValueError):
     """Base class: bad input that the user can fix. The message says how."""

@@ -1,3 +1,4 @@
+import json
 import shutil
 import subprocess
 import sys
@@ -6,8 +7,10 @@ import numpy as np
 import pytest
 
 import jaxsam
-from jaxsam import store
+from jaxsam import cli, store
+from jaxsam import config as config_lib
 from jaxsam.errors import RunDirError
+from jaxsam.train import train_and_export
 
 from .conftest import tiny_config
 
@@ -120,3 +123,18 @@ def test_prepare_refuses_different_run_and_keeps_it(tiny_run, copied_run):
         store.prepare_run_dir(copied_run, tiny_config())
     store.prepare_run_dir(copied_run, other, overwrite=True)
     assert not any(copied_run.iterdir())
+
+
+def test_refusal_names_overwrite_true_in_python_and_the_flag_on_the_command_line(tmp_path, capsys):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match=r"pass overwrite=True to replace") as e:
+        train_and_export(tiny_config(), busy)
+    assert "--overwrite" not in str(e.value)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(config_lib.to_dict(tiny_config())))
+    assert cli.main(["train", "--config", str(cfg), "--out", str(busy)]) == 2
+    err = capsys.readouterr().err
+    assert "pass --overwrite to replace" in err and "overwrite=True" not in err
+    assert (busy / "notes.txt").read_text() == "mine"

@@ -53,7 +53,7 @@ import numpy as np
 
 from jaxsam import config as config_lib
 from jaxsam import hooks
-from jaxsam.errors import ConfigError, RunDirError, RunExistsError, WriteFailed
+from jaxsam.errors import ConfigError, RunDirError, RunExistsError, WriteFailed, option
 from jaxsam.store import paths
 from jaxsam.store.lock import LOCK_FILE, run_lock  # noqa: F401 - run_lock is re-exported
 from jaxsam.store.lock import held as lock_held
@@ -553,23 +553,23 @@ def check_run_dir(path: str | Path, config: config_lib.Config, *, overwrite: boo
     if not info_path.is_file():
         raise RunDirError(
             f"{path} holds the rest of a jaxsam run that was being replaced or started; pass "
-            "--overwrite to replace it, or choose another --out"
+            f"{option('overwrite')} to replace it, or choose another --out"
         )
     existing = _existing_config(info_path)
     if not _same_config(existing, config):
         raise RunDirError(
             f"{path} already holds a different run (its config.json differs); choose "
-            "another --out or pass --overwrite to replace it"
+            f"another --out or pass {option('overwrite')} to replace it"
         )
     if not (path / COMPLETE).exists():
         raise RunExistsError(
             f"{path} holds an unfinished run of this config; continue it with "
-            f"`jaxsam train --resume {path}` or pass --overwrite to start over",
+            f"`jaxsam train --resume {path}` or pass {option('overwrite')} to start over",
             finished=False,
         )
     raise RunExistsError(
         f"{path} already holds this finished run; score it with `jaxsam score {path}` "
-        "or pass --overwrite to train it again",
+        f"or pass {option('overwrite')} to train it again",
         finished=True,
     )
 
