@@ -313,20 +313,18 @@ class Checkpoints:
         return restored
 
     def _failed(self, step: int, e: Exception) -> RunDirError:
-        """The one-line error of a failed save. Orbax raises the error of the previous,
-        asynchronous save at the next one, so both steps are named when one was in flight.
-        A full, read-only or forbidden disk gives :class:`~jaxsam.errors.WriteFailed` (the
-        CLI then exits at once, before the failed write's threads print their tracebacks)."""
+        """The one-line error of the failed save of ``step``. A full, read-only or forbidden
+        disk gives :class:`~jaxsam.errors.WriteFailed` (the CLI then exits at once, before the
+        failed asynchronous write's threads print their tracebacks)."""
         from jaxsam.store import write_problem
 
         self._keep_quiet = True  # the failed write's threads may still report after this
         kept = f"step {self.last_good}" if self.last_good is not None else "none yet"
-        steps = f"step {step}" if self.pending in (None, step) else f"step {self.pending} or {step}"
         problem = write_problem(e)
         cause = problem or f"{type(e).__name__}: {str(e)[:200]}"
         error = WriteFailed if problem else RunDirError
         return error(
-            f"writing the checkpoint at {steps} to {self.dir} failed ({cause}); the last good "
+            f"writing the checkpoint at step {step} to {self.dir} failed ({cause}); the last good "
             f"checkpoint ({kept}) is intact: free disk space or fix permissions, then "
             "`jaxsam train --resume RUN`"
         )
@@ -356,6 +354,7 @@ class Checkpoints:
             return False
         try:
             hooks.fire("checkpoint", step=done)
+            self._wait_for_pending()
             save(
                 self.manager,
                 state,
@@ -365,12 +364,24 @@ class Checkpoints:
                 accuracies=accs,
             )
             hooks.fire("checkpoint_sent", step=done)
-        except Exception as e:  # orbax surfaces the previous async write's error here too
+        except RunDirError:
+            raise
+        except Exception as e:
             raise self._failed(done, e) from e
-        # orbax waits for the previous save before starting this one: that one is on disk.
-        self.last_good, self.pending = self.pending, done
+        self.pending = done
         self.last_time = time.monotonic()
         return True
+
+    def _wait_for_pending(self) -> None:
+        """Waits for the previous save's asynchronous write (orbax would wait for it inside the
+        next save anyway), so that its failure is reported under its own step."""
+        if self.pending is None:
+            return
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            raise self._failed(self.pending, e) from e
+        self.last_good, self.pending = self.pending, None
 
     def _quiet_background_errors(self) -> None:
         """While saves run, drop orbax's log record of a failed background write and
