@@ -220,7 +220,8 @@ def real_full_disk(work: Path, cfg_file: Path, ref) -> tuple[bool | None, str]:
         lines = err.strip().splitlines()
         said = len(lines) == 1 and ("disk is full" in lines[0] or "intact" in lines[0])
         ok = code == 2 and said and not runs.looks_complete(out)
-        note = f"(exit {code}: {lines[-1][:150] if lines else 'no message'})"
+        last = lines[-1] if lines else "no message"
+        note = f"(exit {code}, {len(lines)} line(s): {last[last.find('failed') :][:60]}...)"
         (disk / "fill").unlink(missing_ok=True)
         ok = ok and runs.resume(out) == 0 and runs.same_run(out, ref)
         return ok, note
