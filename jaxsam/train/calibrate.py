@@ -313,7 +313,7 @@ def known_rates(config: Config, pool: Pool, num_models: int) -> tuple[dict[str, 
 
     Returns ``(rates, k)``: model-examples per second by candidate name, measured on ``k``
     models (the entry whose ``k`` is nearest to ``num_models`` per device), or ``({}, 0)``
-    when the table holds no complete entry for this configuration.
+    when the table holds no entry with two or more rates for this configuration.
     """
     table = _read_table(cache_path())
     prefix = _table_key(config, pool, 0).rsplit("|", 1)[0] + "|"
@@ -324,12 +324,18 @@ def known_rates(config: Config, pool: Pool, num_models: int) -> tuple[dict[str, 
         rates = entry.get("rates") if isinstance(entry, dict) else None
         tail = key[len(prefix) :]
         if key.startswith(prefix) and tail.isdigit() and isinstance(rates, dict):
-            if set(rates) >= names and all(isinstance(rates[n], int | float) for n in names):
-                found.append((abs(int(tail) - per_dev), int(tail), rates))
+            # A custom model without conv_impl has no matmul candidate: two rates suffice.
+            known = {n: float(r) for n, r in rates.items() if n in names and _is_rate(r)}
+            if len(known) >= 2:
+                found.append((abs(int(tail) - per_dev), int(tail), known))
     if not found:
         return {}, 0
     _, k, rates = min(found, key=lambda f: f[:2])
-    return {n: float(rates[n]) for n in names}, k
+    return rates, k
+
+
+def _is_rate(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 def describe_plan(plan: Plan) -> str:
