@@ -125,16 +125,19 @@ def test_prepare_refuses_different_run_and_keeps_it(tiny_run, copied_run):
     assert not any(copied_run.iterdir())
 
 
-def test_refusal_names_overwrite_true_in_python_and_the_flag_on_the_command_line(tmp_path, capsys):
-    busy = tmp_path / "busy"
-    busy.mkdir()
-    (busy / "notes.txt").write_text("mine")
-    with pytest.raises(RunDirError, match=r"pass overwrite=True to replace") as e:
-        train_and_export(tiny_config(), busy)
+def test_refusal_names_overwrite_true_in_python_and_the_flag_on_the_command_line(
+    tiny_run, tmp_path, capsys
+):
+    copied = tmp_path / "run"
+    shutil.copytree(tiny_run.path, copied)
+    before = sorted(p.name for p in copied.iterdir())
+    other = tiny_config(**{"train.seed": 1})  # a different run than the one in `copied`
+    with pytest.raises(RunDirError, match=r"pass overwrite=True to replace it") as e:
+        train_and_export(other, copied)
     assert "--overwrite" not in str(e.value)
     cfg = tmp_path / "c.json"
-    cfg.write_text(json.dumps(config_lib.to_dict(tiny_config())))
-    assert cli.main(["train", "--config", str(cfg), "--out", str(busy)]) == 2
+    cfg.write_text(json.dumps(config_lib.to_dict(other)))
+    assert cli.main(["train", "--config", str(cfg), "--out", str(copied)]) == 2
     err = capsys.readouterr().err
-    assert "pass --overwrite to replace" in err and "overwrite=True" not in err
-    assert (busy / "notes.txt").read_text() == "mine"
+    assert "pass --overwrite to replace it" in err and "overwrite=True" not in err
+    assert sorted(p.name for p in copied.iterdir()) == before
