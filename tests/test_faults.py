@@ -73,7 +73,7 @@ def test_sigkill_at_more_random_times(setup, seed):
 
 
 def test_a_real_full_disk_under_an_async_checkpoint_write_then_resume(setup):
-    """A 4 MiB tmpfs filled while the first checkpoint's write is in flight: exit 2 with one
+    """A 16 MiB tmpfs filled while the first checkpoint's write is in flight: exit 2 with one
     line, no COMPLETE; after freeing space, --resume ends bitwise equal (root only)."""
     from jaxsam.bench import faults
 

@@ -6,7 +6,7 @@ reference run (:mod:`jaxsam.bench.tiny_runs`), injects faults through the hooks 
 
 - faults injected / survived: SIGKILL at hook points (:data:`KILL_POINTS`) and at random
   times, a damaged newest checkpoint, a real full disk under an asynchronous checkpoint write
-  (a 4 MiB tmpfs filled while training; skipped, and said so, where mounting is not allowed),
+  (a 16 MiB tmpfs filled while training; skipped, and said so, where mounting is not allowed),
   a disk with 1 KB free, a NaN planted in one model. Survived: the interrupted run never reads
   as complete and ``jaxsam train --resume`` ends bitwise equal to the reference (the NaN: the
   model marked failed, the others bitwise equal). A random kill that lands after ``COMPLETE``
@@ -182,7 +182,7 @@ def fill_disk(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def small_tmpfs(directory: Path, size: str = "4m") -> Iterator[str | None]:
+def small_tmpfs(directory: Path, size: str = "16m") -> Iterator[str | None]:
     """Mounts a ``size`` tmpfs at ``directory`` for the block; yields None, or why it could not
     (not root, no ``mount``, or the machine refused), in which case nothing is mounted."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -203,7 +203,7 @@ def small_tmpfs(directory: Path, size: str = "4m") -> Iterator[str | None]:
 def real_full_disk(work: Path, cfg_file: Path, ref) -> tuple[bool | None, str]:
     """A real ENOSPC under an asynchronous checkpoint write, then ``--resume``.
 
-    The run trains on a 4 MiB tmpfs (the disk check before training passes); just before the
+    The run trains on a 16 MiB tmpfs (the disk check before training passes); just before the
     2nd checkpoint save starts, the child fills the tmpfs, so orbax's background write of that
     checkpoint fails with a real ENOSPC from the kernel. Survived: the command exits 2 with one
     line saying the disk is full or naming the last good checkpoint, the run does not read as
