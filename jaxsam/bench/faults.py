@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import io
 import json
 import os
 import random
@@ -93,9 +94,6 @@ def rejected_clearly(argv: list[str], fragment: str, watch: Path) -> tuple[bool,
 
     Runs :func:`jaxsam.cli.main`, the function ``python -m jaxsam`` exits with.
     """
-    import contextlib
-    import io
-
     from jaxsam.cli import main as cli_main
 
     before = snapshot(watch)
@@ -229,8 +227,6 @@ def real_full_disk(work: Path, cfg_file: Path, ref) -> tuple[bool | None, str]:
 
 def _in_process_faults(work: Path, ref):
     """(what, ok, resumed) of the faults injected in this process through :mod:`jaxsam.hooks`."""
-    import io
-
     from jaxsam.errors import DivergenceError, RunDirError
     from jaxsam.train import train_and_export as train_loud
 
