@@ -35,6 +35,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # long: CI runs it in its `-m slow` phase
 def test_two_processes_equal_one_process(tmp_path):
     cfg_file = tmp_path / "study.json"
     cfg_file.write_text(json.dumps(to_dict(_cfg())))

@@ -62,6 +62,7 @@ def test_noise_zero_and_huge_clip_is_the_plain_mean_gradient_under_vmap():
     assert values.shape == (3, B)
 
 
+@pytest.mark.slow  # long: CI runs it in its `-m slow` phase
 def test_tiny_clip_bounds_each_models_per_example_contribution():
     """Dropping (or wildly changing) one example moves each model's gradient by <= C / B."""
     clip = 1e-3

@@ -201,6 +201,7 @@ def test_tabular_end_to_end_on_synthetic_npz(tmp_path, cache_dir):
     _check_result(res, out, ["SGD", "SAM"], (0,))
 
 
+@pytest.mark.slow  # long: CI runs it in its `-m slow` phase
 def test_cifar_command_path_on_fake_pool(tmp_path, cache_dir):
     rng = np.random.default_rng(1)
     path = tmp_path / "fake_cifar.npz"

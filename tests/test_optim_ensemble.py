@@ -261,5 +261,6 @@ SHARD_MAP_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.multidevice
+@pytest.mark.slow  # long: CI runs it in its `-m slow` phase
 def test_shard_map_on_four_host_devices():
     assert "SHARD_MAP_OK" in run_on_host_devices(SHARD_MAP_SCRIPT, 4)

@@ -56,6 +56,7 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.multidevice
+@pytest.mark.slow  # long: CI runs it in its `-m slow` phase
 def test_sharded_over_four_devices_equals_one_device_and_has_no_all_gather():
     stdout = run_on_host_devices(SCRIPT, 4, timeout=900)
     line = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")][-1]

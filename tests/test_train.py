@@ -91,6 +91,7 @@ def test_nan_loss_stops_with_model_step_and_learning_rate():
         train_ensemble(cfg, pool, keep)
 
 
+@pytest.mark.slow  # long: CI runs it in its `-m slow` phase
 def test_fused_passes_train_the_same_models():
     """optim.fused_passes only changes where XLA puts the buffers: same params and BN stats."""
     over = {
