@@ -68,7 +68,7 @@ def test_round_trip_from_a_trained_run(tiny_run, tmp_path, capsys):
     )
     prov = rep["run"]["provenance"]
     assert prov["kind"] == "imported" and prov["format"] == "arrays"
-    assert prov["files"]["logits"]["sha256"] == store._sha256(paths["logits"])
+    assert prov["files"]["logits"]["sha256"] == store.sha256_file(paths["logits"])
     assert prov["files"]["keep"]["shape"] == list(r.keep.shape)
     assert rep["run"]["optimizer"] is None and rep["run"]["dataset"] == "imported"
     assert rep["shadows"]["exact"] and rep["shadows"]["per_example"]["in"]["min"] == 2

@@ -65,15 +65,6 @@ class Imported:
     provenance: dict
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_npy(path: str | Path, what: str, *, mmap: bool = True) -> np.ndarray:
     """Reads a ``.npy`` file without pickles (memory-mapped by default).
 
@@ -103,7 +94,7 @@ def load_npy(path: str | Path, what: str, *, mmap: bool = True) -> np.ndarray:
 def _file_record(path: Path, arr: np.ndarray) -> dict:
     return {
         "path": str(path.resolve()),
-        "sha256": sha256_file(path),
+        "sha256": store.sha256_file(path),
         "shape": [int(d) for d in arr.shape],
         "dtype": str(arr.dtype),
     }

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxsam import store
 from jaxsam.errors import DataError
 from jaxsam.pipeline import import_logits as imp
 
@@ -177,7 +178,7 @@ def read_lira_dir(
         "source": str(expdir.resolve()),
         "files": {
             "labels": str(label_path.resolve()),
-            "labels_sha256": imp.sha256_file(label_path),
+            "labels_sha256": store.sha256_file(label_path),
             "models": files,
         },
         "epoch": "latest" if epoch is None else int(epoch),

@@ -959,7 +959,8 @@ def array_shapes(path: Path, what: str) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -981,7 +982,7 @@ def write_digests(path: Path) -> dict[str, str]:
     Called by :func:`finish_run` once everything else is written (just before ``COMPLETE``).
     Returns the digests (relative path -> hex sha256).
     """
-    files = {name: _sha256(path / name) for name in _digested_paths(path)}
+    files = {name: sha256_file(path / name) for name in _digested_paths(path)}
     write_json(path / DIGESTS, {"algorithm": "sha256", "files": files})
     return files
 
@@ -1015,7 +1016,7 @@ def verify_digests(path: str | Path) -> bool:
         f = path / name
         if not f.is_file():
             raise RunDirError(f"{f} is missing but was written with the run; {hint}")
-        if _sha256(f) != digest:
+        if sha256_file(f) != digest:
             raise RunDirError(
                 f"{f} differs from what the run wrote (sha256 mismatch): it was changed or "
                 f"damaged after the run finished; {hint}"
