@@ -60,10 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except JaxsamError as e:
         print(f"jaxsam {args.command}: error: {e}", file=sys.stderr)
-        if isinstance(e, WriteFailed):  # skip the shutdown noise of the failed write's threads
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(2)
+        if isinstance(e, WriteFailed):
+            _exit_before_threads_report()
         return 2
     except OSError as e:  # a full, read-only or forbidden disk: one line, like bad input
         from jaxsam.store import write_problem
@@ -73,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         where = f" {e.filename}" if e.filename else ""
         print(f"jaxsam {args.command}: error: cannot write{where}: {problem}", file=sys.stderr)
+        _exit_before_threads_report()
         return 2
     except Interrupted as e:
         print(f"jaxsam {args.command}: {e}", file=sys.stderr)
@@ -80,6 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"jaxsam {args.command}: interrupted; finished work is kept", file=sys.stderr)
         return 130
+
+
+def _exit_before_threads_report() -> None:
+    """Ends the process with status 2 at once when other threads are alive: those of a failed
+    asynchronous write would otherwise print their tracebacks at shutdown, after the one line."""
+    import threading
+
+    if threading.active_count() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
 
 
 if __name__ == "__main__":

@@ -399,24 +399,32 @@ class Checkpoints:
         sys.unraisablehook = store._drop_closed_loop(self._unraisable)
 
     def _restore_error_reports(self) -> None:
+        """Undoes :meth:`_quiet_background_errors`, unless a save failed: then the failed
+        write's threads may still report after this, and their reports stay dropped."""
         import logging
         import sys
 
+        if self._keep_quiet:
+            return
         logging.getLogger("absl").removeFilter(self._log_filter)
-        if not self._keep_quiet:
-            sys.unraisablehook = self._unraisable
+        sys.unraisablehook = self._unraisable
 
     def close(self, raise_errors: bool) -> None:
-        """Waits for the last save; raises its error only when ``raise_errors``."""
+        """Waits for the last save and closes the manager.
+
+        A failed save (reported by the wait or, when orbax held its error back, by the close)
+        raises its one-line error only when ``raise_errors``; otherwise another error is already
+        on its way out and must not be replaced by this one, so it is dropped.
+        """
         try:
             self.manager.wait_until_finished()
+            self.manager.close()
         except Exception as e:
+            self._keep_quiet = True
             if raise_errors:
                 raise self._failed(self.pending or 0, e) from e
-            self._keep_quiet = True
             return
         finally:
             self._restore_error_reports()
         if self.pending is not None:
             self.last_good = self.pending
-        self.manager.close()
