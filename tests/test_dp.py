@@ -57,8 +57,10 @@ def test_noise_zero_and_huge_clip_is_the_plain_mean_gradient_under_vmap():
     keys = jax.random.split(jax.random.key(2), 3)
     got, (values, _) = jax.vmap(lambda p, xb, yb, k: fn(p, xb, yb, valid, k))(params, x, y, keys)
     want = jax.vmap(jax.grad(lambda p, xb, yb: _loss(p, xb, yb)[0]))(params, x, y)
+    # Summing B per-example gradients and differentiating the batch mean round differently:
+    # about B * 2**-23 of the gradients' size, 2e-6 here (seen under another XLA codegen level).
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     assert values.shape == (3, B)
 
 

@@ -158,13 +158,19 @@ def test_interrupted_run_is_resumed(tmp_path, cache_dir):
     )
 
 
-def test_compile_cache_is_restored(tmp_path):
+def test_compile_cache_is_restored_and_a_configured_one_is_kept(tmp_path):
     import jax
 
-    before = jax.config.jax_compilation_cache_dir
-    with run_lib.compile_cache(tmp_path / "c"):
-        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
-    assert jax.config.jax_compilation_cache_dir == before
+    configured = jax.config.jax_compilation_cache_dir  # the test run's own (conftest.py)
+    with run_lib.compile_cache(tmp_path / "kept"):
+        assert jax.config.jax_compilation_cache_dir == configured
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        with run_lib.compile_cache(tmp_path / "c"):
+            assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
+        assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", configured)
 
 
 def test_cli_main_tabulates_and_reports_errors(digits_experiment, capsys):

@@ -17,7 +17,12 @@ def _init(name, conv_impl="lax", dtype="float32", hw=8):
     return model, model.init(jax.random.key(0), x, train=False), x
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+HEAVY = ("resnet18", "wrn16_4", "wrn28_2")  # 10-20 s each on the CPU: -m slow
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in sorted(MODELS)]
+)
 def test_forward_shape_dtype_and_train_mode(name):
     model, variables, x = _init(name)
     out = model.apply(variables, x, train=False)
@@ -31,7 +36,9 @@ def test_forward_shape_dtype_and_train_mode(name):
         assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
 
 
-@pytest.mark.parametrize("name", ["cnn", "resnet9", "wrn16_4"])
+@pytest.mark.parametrize(
+    "name", ["cnn", "resnet9", pytest.param("wrn16_4", marks=pytest.mark.slow)]
+)
 def test_matmul_conv_form_computes_the_same_function(name):
     model, variables, x = _init(name)
     a = model.apply(variables, x, train=False)
