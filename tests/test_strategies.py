@@ -56,8 +56,10 @@ def run_plan(cfg, pool, keep, setup, plan, steps=1):
     return setup, state, hist
 
 
-def assert_trees_close(a, b, rtol=1e-3, atol=1e-4):
+def assert_trees_close(a, b, rtol=1e-3, atol=3e-4):
     # im2col and lax convs sum in different orders; BatchNorm over 4 tiny images amplifies it
+    # (ResNet-9 with SGD, 2 steps: one of 162 weights 1.3e-4 apart under LLVM -O0). A wrong
+    # padded model, chunk or key moves the weights by 1e-2 or more.
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
