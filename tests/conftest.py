@@ -60,11 +60,12 @@ _XLA_CACHE = {
 }
 # The tests' models are tiny, so compiling dominates their time: LLVM's optimisation level 0
 # halves the compile time of a conv-net step (measured on the 2-core CPU: 14.6 s to 6.6 s for
-# test_one_vmapped_step_equals_the_loop[cnn]) and took the whole default run from 13.4 to 6.3
-# minutes. It changes the machine code, not the HLO program (fusion and buffer assignment are
-# the same), but it may round float32 sums differently in the last bits, as another XLA version
-# would: tests that compare two computations allow for summation order, and the bitwise tests
-# compare runs made under the same flags (subprocesses inherit them).
+# test_one_vmapped_step_equals_the_loop[cnn]); with four heavy-model tests moved to -m slow,
+# the default run on 2 workers went from 13.4 to 6.3 minutes. It changes the machine code, not
+# the HLO program (fusion and buffer assignment are the same), but it may round float32 sums
+# differently in the last bits, as another XLA version would: tests that compare two
+# computations allow for summation order, and the bitwise tests compare runs made under the
+# same flags (subprocesses inherit them).
 _XLA_FLAG = "--xla_backend_optimization_level=0"
 _SAVED_ENV: dict[str, str | None] = {}
 
