@@ -68,6 +68,7 @@ _XLA_CACHE = {
 # same flags (subprocesses inherit them).
 _XLA_FLAG = "--xla_backend_optimization_level=0"
 _SAVED_ENV: dict[str, str | None] = {}
+_CACHE_DIR: list[str] = []  # the controller's cache directory, removed at the end
 
 
 def pytest_configure(config):
@@ -78,8 +79,9 @@ def pytest_configure(config):
     import sys
     import tempfile
 
+    _CACHE_DIR.append(tempfile.mkdtemp(prefix="jaxsam-tests-xla-"))
     settings = {
-        "JAX_COMPILATION_CACHE_DIR": tempfile.mkdtemp(prefix="jaxsam-tests-xla-"),
+        "JAX_COMPILATION_CACHE_DIR": _CACHE_DIR[0],
         **_XLA_CACHE,
     }
     flags = os.environ.get("XLA_FLAGS", "")
@@ -97,11 +99,11 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    if hasattr(config, "workerinput") or not _SAVED_ENV:
+    if hasattr(config, "workerinput") or not _CACHE_DIR:
         return
     import shutil
 
-    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+    shutil.rmtree(_CACHE_DIR.pop(), ignore_errors=True)
     for key, value in _SAVED_ENV.items():
         if value is None:
             os.environ.pop(key, None)

@@ -291,7 +291,8 @@ def failing_close(tmp_path):
     ckpts.manager.close()
     ckpts.manager, ckpts.pending, ckpts.last_good = _ManagerFailingAtClose(), 4, 2
     yield ckpts
-    logging.getLogger("absl").removeFilter(ckpts._log_filter)
+    logging.getLogger("absl").removeFilter(ckpts._log_filter)  # a failed save leaves both on
+    sys.unraisablehook = ckpts._unraisable
 
 
 def test_close_during_another_error_keeps_that_error_and_stays_quiet(failing_close):
