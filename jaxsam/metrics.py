@@ -306,3 +306,63 @@ def bootstrap(
     }
     out.update(num_samples=num_samples, seed=seed, level=level)
     return out
+
+
+# The FPRs at which reports count the members an attack flags (``operating_points``).
+OPERATING_FPRS = (1e-3, 1e-4)
+
+
+def tpr_key(fpr: float) -> str:
+    """The key of FPR ``fpr`` in a report's ``tpr_at_fpr`` (and ``operating_points``) dict.
+
+    Users never need to spell a key: ``entry["tpr_at_fpr"][tpr_key(1e-5)]`` reads TPR at
+    0.001% FPR (the key is ``"1e-05"``). Same as :func:`fpr_key`.
+    """
+    return fpr_key(fpr)
+
+
+def operating_points(entry: dict, fprs: Sequence[float] = OPERATING_FPRS) -> dict:
+    """What an attack does at fixed FPRs: advantage, lift and members flagged, with intervals.
+
+    Read from one attack's report entry (:func:`roc_metrics`, plus ``ci`` from
+    :func:`bootstrap` when present). At FPR budget ``f`` the attack's threshold flags a
+    fraction ``tpr`` of the member (target, example) pairs:
+
+    * ``advantage`` = tpr - f (membership advantage at that operating point; 0 = chance);
+    * ``lift`` = tpr / f (how many times more often a member is flagged than a non-member
+      may be; 1 = chance);
+    * ``members_flagged`` = tpr * num_members (pooled member pairs above the threshold).
+
+    Args:
+      entry: an attack entry with ``tpr_at_fpr``, ``num_members`` and ``num_nonmembers``.
+      fprs: the FPR budgets (each must have a ``tpr_at_fpr`` key).
+
+    Returns:
+      ``{fpr_key(f): {"fpr", "tpr", "advantage", "lift", "members_flagged", "resolvable",
+      "ci": {"advantage", "lift", "members_flagged": {"low", "high"}}}}``; ``ci`` only where
+      the entry has a bootstrap interval of that TPR and ``f`` is resolvable (at least one
+      false positive allowed).
+    """
+    out = {}
+    n_mem, n_neg = int(entry["num_members"]), int(entry["num_nonmembers"])
+    for f in fprs:
+        key = fpr_key(f)
+        tpr = float(entry["tpr_at_fpr"][key])
+        point = {
+            "fpr": float(f),
+            "tpr": tpr,
+            "advantage": tpr - f,
+            "lift": tpr / f,
+            "members_flagged": int(round(tpr * n_mem)),
+            "resolvable": bool(f * n_neg >= 1.0),
+        }
+        ci = (entry.get("ci") or {}).get(f"tpr@{key}")
+        if ci and point["resolvable"] and "low" in ci:
+            lo, hi = float(ci["low"]), float(ci["high"])
+            point["ci"] = {
+                "advantage": {"low": lo - f, "high": hi - f},
+                "lift": {"low": lo / f, "high": hi / f},
+                "members_flagged": {"low": int(round(lo * n_mem)), "high": int(round(hi * n_mem))},
+            }
+        out[key] = point
+    return out

@@ -62,6 +62,26 @@ def _grouped_bars(ax, series: Mapping[str, Sequence[float | None]], ticks: Seque
 # --------------------------------------------------------------------------- ROC
 
 
+def coinciding_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, str]:
+    """Curves that repeat an earlier one exactly: label -> the first label with the same ROC.
+
+    Threshold attacks on loss, confidence and entropy-like signals of the same query are
+    monotone transforms of one another on many runs (e.g. the loss is -log of the confidence),
+    so they rank the (target, example) pairs alike and give the same ROC and AUC.
+    """
+    out: dict[str, str] = {}
+    seen: list[tuple[str, np.ndarray, np.ndarray]] = []
+    for label, (fpr, tpr) in curves.items():
+        fpr, tpr = np.asarray(fpr), np.asarray(tpr)
+        for first, f0, t0 in seen:
+            if f0.shape == fpr.shape and np.allclose(f0, fpr) and np.allclose(t0, tpr):
+                out[label] = first
+                break
+        else:
+            seen.append((label, fpr, tpr))
+    return out
+
+
 def plot_roc(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike, title: str
 ) -> str:
@@ -77,13 +97,17 @@ def plot_roc(
     """
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
     lo = 1.0
+    same = coinciding_curves(curves)
     for label, (fpr, tpr) in curves.items():
         fpr, tpr = np.asarray(fpr), np.asarray(tpr)
         pos = fpr[fpr > 0]
         if pos.size:
             lo = min(lo, float(pos.min()))
         auc = metrics._auc(fpr, tpr)  # noqa: SLF001 (same package)
-        ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})", lw=1.3)
+        text = f"{label} (AUC {auc:.3f})"
+        if label in same:  # drawn dashed on top of the curve it repeats
+            text += f" = {same[label]}: same ROC (a monotone transform of it)"
+        ax.plot(fpr, tpr, label=text, lw=1.3, ls="--" if label in same else "-")
     ax.plot([lo, 1], [lo, 1], ls="--", color="gray", lw=0.8, label="chance")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -94,9 +118,11 @@ def plot_roc(
     ax.set_title(title)
     # Below the axes, not inside: at FPR 1e-3 .. 1e-2, the range that matters for membership
     # inference, a legend inside would hide the curves once there are a few of them.
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=7, frameon=False)
     ax.grid(True, which="major", alpha=0.3)
     fig.set_figheight(4.5 + 0.22 * (len(curves) + 1))
+    if same:
+        fig.set_figwidth(6.5)
     _save(fig, path)
     return str(path)
 

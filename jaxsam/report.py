@@ -6,108 +6,34 @@ from collections.abc import Sequence
 
 import numpy as np
 
-OUT_ACCURACY_LABEL = "OUT (pool non-member) accuracy %"
-HELDOUT_ACCURACY_LABEL = "held-out accuracy %"
-_FPR_LABEL = {"0.01": "1%", "0.001": "0.1%", "0.0001": "0.01%", "1e-05": "0.001%"}
+from jaxsam.report_text import (  # noqa: F401 (re-exported: the report API)
+    HELDOUT_ACCURACY_LABEL,
+    OUT_ACCURACY_LABEL,
+    _fpr_label,
+    _imported,
+    _num,
+    _pct,
+    _table,
+    dp_words,
+    escape_markdown,
+    heldout_accuracy,
+    out_accuracy,
+    recipe_line,
+    tpr_at,
+)
 
 
-# Characters that would start Markdown or HTML structure inside a line (emphasis, code, links,
-# images, tables, headings' closing sequences, HTML tags and entities), escaped with a backslash.
-_MARKDOWN_SPECIAL = frozenset("\\`*_{}[]<>()#!|~&")
-
-
-def escape_markdown(name: object) -> str:
-    """``name`` (a run, arm, dataset or model name) as literal text inside a Markdown line.
-
-    Names come from the user (directory names, config values) and may hold anything: control
-    characters (a newline would start a new block, e.g. a heading) become spaces, and every
-    character that could start Markdown or HTML structure is backslash-escaped, so the name
-    renders as written and cannot break a table or inject markup.
-    """
-    text = "".join(" " if ord(ch) < 32 or 127 <= ord(ch) < 160 else ch for ch in str(name))
-    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in text)
-
-
-def _fpr_label(key: str) -> str:
-    return _FPR_LABEL.get(key, f"{float(key) * 100:g}%")
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None or not np.isfinite(x) else f"{100 * x:.2f}"
-
-
-def _num(x: float | None) -> str:
-    return "-" if x is None or not np.isfinite(x) else f"{x:.4g}"
-
-
-def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(
-        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-    )
-    return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
-
-
-def out_accuracy(report: dict) -> float | None:
-    """Mean OUT (pool non-member) accuracy of a report; also reads reports written before the
-    rename, which called it ``accuracy.test``."""
-    acc = report.get("accuracy") or {}
-    v = acc.get("out", acc.get("test"))
-    return None if v is None else float(v)
-
-
-def heldout_accuracy(report: dict) -> float | None:
-    """Mean accuracy on the held-out split (``accuracy.heldout``), None when the report has none.
-
-    Reports written before the rename held it only under ``run.heldout_accuracy``.
-    """
-    v = (report.get("accuracy") or {}).get("heldout")
-    if v is None:
-        v = (report.get("run") or {}).get("heldout_accuracy")
-    return None if v is None else float(v)
-
-
-def recipe_line(run: dict) -> str:
-    """The training recipe of a report's ``run`` entry in words ("" when it names none).
-
-    E.g. ``sam (rho 0.05) on adamw, label smoothing 0.1, DP-SGD epsilon 7.9 at delta 1e-05``.
-    """
-    if not run.get("optimizer"):
-        return ""
-    parts = [run["optimizer"] + (f" (rho {run['rho']})" if run.get("rho") is not None else "")]
-    if run.get("base"):
-        parts[0] += f" on {run['base']}"
-    if run.get("label_smoothing"):
-        parts.append(f"label smoothing {run['label_smoothing']}")
-    dp = run.get("dp") or {}
-    if dp.get("epsilon") is not None:
-        parts.append(
-            f"DP-SGD epsilon {dp['epsilon']:.3g} at delta {dp.get('delta')} "
-            f"({dp.get('accountant')}, {dp.get('sampling')} batches)"
-        )
-    return ", ".join(parts)
-
-
-def render_markdown(report: dict, title: str) -> str:
-    """One run's report (from :func:`jaxsam.scoring.score`) as Markdown.
-
-    ``title`` is Markdown (escape a name in it with :func:`escape_markdown`); the run's
-    optimizer, dataset and model names (``report["run"]``) are escaped here.
-
-    All percentages are of pooled (target, example) pairs over all M targets; intervals are
-    bootstrap percentile intervals over examples where the report has them.
-    """
+def _run_lines(report: dict) -> list[str]:
+    """The bullets that say what was scored: run, sizes, accuracy, recipe, provenance, shadows."""
     acc = report.get("accuracy", {})
-    out = [f"# {title}", ""]
     run = report.get("run") or {}
-    if run.get("dataset") or run.get("model"):
+    out = []
+    if _imported(run):
+        out.append(f"- run: imported logits, dataset {escape_markdown(run.get('dataset'))}")
+    elif run.get("dataset") or run.get("model"):
         out.append(
-            f"- run: optimizer {escape_markdown(run.get('optimizer'))}, dataset "
-            f"{escape_markdown(run.get('dataset'))}, model {escape_markdown(run.get('model'))}"
+            f"- run: dataset {escape_markdown(run.get('dataset'))}, model "
+            f"{escape_markdown(run.get('model'))}"
         )
     out += [
         f"- models M = {report.get('models')}, examples N = {report.get('examples')}, "
@@ -116,11 +42,10 @@ def render_markdown(report: dict, title: str) -> str:
         f"trained on), OUT {_pct(out_accuracy(report))}% (pool points it did not train on), "
         f"held-out {_pct(heldout_accuracy(report))}% (the held-out split no model trained on)",
     ]
-    recipe = recipe_line(report.get("run") or {})
-    if recipe:
-        out.append(f"- recipe: {recipe}")
-    prov = (report.get("run") or {}).get("provenance")
-    if isinstance(prov, dict) and prov.get("kind") == "imported":
+    if recipe_line(run) and not _imported(run):
+        out.append(f"- recipe: {recipe_line(run)}")
+    prov = run.get("provenance")
+    if _imported(run):
         dropped = len(prov.get("dropped_examples") or [])
         out.append(
             f"- provenance: imported ({prov.get('format')}) from {prov.get('source')}"
@@ -134,59 +59,120 @@ def render_markdown(report: dict, title: str) -> str:
         out.append(f"- excluded models: {report['excluded_models']}")
     for name, why in report.get("skipped_attacks", {}).items():
         out.append(f"- {name} not scored: {why}")
+    return out
+
+
+def _with_ci(v: float | None, c: dict | None, fmt=None) -> str:
+    fmt = fmt or _pct
+    return fmt(v) + (f" [{fmt(c['low'])}, {fmt(c['high'])}]" if c else "")
+
+
+def attack_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """The attack table of a report: (header, rows), percentages with their intervals.
+
+    Rows: one per attack (AUC, advantage, balanced accuracy, TPR at each FPR, per-target AUC).
+    A TPR marked * allows fewer than one false positive. Cells are plain text.
+    """
     attacks = report.get("attacks", {})
-    if attacks:
-        first = next(iter(attacks.values()))
-        keys = list(first["tpr_at_fpr"])
-        header = (
-            ["attack", "AUC %", "advantage %", "bal. acc. %"]
-            + [f"TPR@{_fpr_label(k)} %" for k in keys]
-            + ["AUC per target (mean ± std) %"]
-        )
-        rows = []
-        for name, e in attacks.items():
-            ci = e.get("ci", {})
-
-            def cell(v, cik, ci=ci):
-                c = ci.get(cik)
-                return _pct(v) + (f" [{_pct(c['low'])}, {_pct(c['high'])}]" if c else "")
-
-            support = e.get("fpr_support", {})
-            tprs = [
-                cell(e["tpr_at_fpr"][k], f"tpr@{k}")
-                + ("" if support.get(k, {}).get("resolvable", True) else " *")
-                for k in keys
+    if not attacks:
+        return [], []
+    keys = list(next(iter(attacks.values()))["tpr_at_fpr"])
+    header = (
+        ["attack", "AUC %", "advantage %", "bal. acc. %"]
+        + [f"TPR@{_fpr_label(k)} %" for k in keys]
+        + ["AUC per target (mean ± std) %"]
+    )
+    rows = []
+    for name, e in attacks.items():
+        ci = e.get("ci", {})
+        support = e.get("fpr_support", {})
+        tprs = [
+            _with_ci(e["tpr_at_fpr"][k], ci.get(f"tpr@{k}"))
+            + ("" if support.get(k, {}).get("resolvable", True) else " *")
+            for k in keys
+        ]
+        pt = e.get("per_target", {}).get("auc")
+        pts = f"{_pct(pt['mean'])} ± {_pct(pt['std'])}" if pt else "-"
+        rows.append(
+            [
+                name,
+                _with_ci(e["auc"], ci.get("auc")),
+                _with_ci(e["advantage"], ci.get("advantage")),
+                _pct(e["balanced_accuracy"]),
+                *tprs,
+                pts,
             ]
-            pt = e.get("per_target", {}).get("auc")
-            pts = f"{_pct(pt['mean'])} ± {_pct(pt['std'])}" if pt else "-"
+        )
+    return header, rows
+
+
+def operating_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Each attack at each operating FPR (``operating_points``): (header, rows).
+
+    Columns: attack, FPR, TPR %, advantage (TPR - FPR) %, lift (TPR / FPR) and the member
+    (target, example) pairs flagged, each with its bootstrap interval where resolvable.
+    """
+    header = ["attack", "FPR", "TPR %", "advantage %", "lift", "members flagged"]
+    rows = []
+    for name, e in report.get("attacks", {}).items():
+        for key, p in (e.get("operating_points") or {}).items():
+            ci = p.get("ci", {})
             rows.append(
                 [
                     name,
-                    cell(e["auc"], "auc"),
-                    cell(e["advantage"], "advantage"),
-                    _pct(e["balanced_accuracy"]),
-                    *tprs,
-                    pts,
+                    _fpr_label(key) + ("" if p.get("resolvable", True) else " *"),
+                    _pct(p["tpr"]),
+                    _with_ci(p["advantage"], ci.get("advantage")),
+                    _with_ci(p["lift"], ci.get("lift"), lambda x: f"{x:.3g}"),
+                    _with_ci(p["members_flagged"], ci.get("members_flagged"), lambda x: f"{x}"),
                 ]
             )
+    return header, rows
+
+
+def render_markdown(report: dict, title: str) -> str:
+    """One run's report (from :func:`jaxsam.scoring.score`) as Markdown.
+
+    ``title`` is Markdown (escape a name in it with :func:`escape_markdown`); the run's
+    dataset and model names (``report["run"]``) are escaped here.
+
+    All percentages are of pooled (target, example) pairs over all M targets; intervals are
+    bootstrap percentile intervals over examples where the report has them.
+    """
+    out = [f"# {title}", "", *_run_lines(report)]
+    header, rows = attack_table(report)
+    if rows:
         out += [
             "",
             "## Attacks (all targets pooled, leave-one-out)",
             "",
             _table(header, rows, True),
         ]
-        nn = first.get("num_nonmembers")
+        nn = next(iter(report["attacks"].values())).get("num_nonmembers")
         if nn:
-            out += [
-                "",
-                f"Non-members pooled: {nn}. A TPR at FPR f rests on f × {nn} allowed false "
-                f"positives; values marked * allow fewer than one (lowest resolvable FPR "
-                f"{1 / nn:.2g}) and are the TPR at zero false positives.",
-            ]
+            out += ["", _support_note(nn)]
+    header, rows = operating_table(report)
+    if rows:
+        out += ["", "## Operating points", "", _table(header, rows, True), "", _OPERATING_NOTE]
     extra = _extras(report)
     if extra:
         out += ["", "## Mechanism statistics", ""] + [f"- {k}: {_num(v)}" for k, v in extra]
     return "\n".join(out) + "\n"
+
+
+_OPERATING_NOTE = (
+    "At each FPR budget f the attack's pooled threshold flags a fraction TPR of the member "
+    "(target, example) pairs: advantage = TPR - f, lift = TPR / f (1 = chance), members "
+    "flagged = TPR × members pooled. RUN/examples.parquet says which examples they are."
+)
+
+
+def _support_note(nn: int) -> str:
+    return (
+        f"Non-members pooled: {nn}. A TPR at FPR f rests on f × {nn} allowed false "
+        f"positives; values marked * allow fewer than one (lowest resolvable FPR "
+        f"{1 / nn:.2g}) and are the TPR at zero false positives."
+    )
 
 
 def _shadow_line(shadows: dict) -> str:
@@ -231,80 +217,94 @@ def _diff_ci(a: dict, b: dict, key: str):
     return float(lo), float(hi)
 
 
-def compare_table(named_reports: Sequence[tuple[str, dict]], markdown: bool = False) -> str:
-    """Runs side by side in the paper's format.
+def _diff_cell(a, b, fmt, ci) -> str:
+    if a is None or b is None:
+        return "-"
+    d = f"{'+' if b - a >= 0 else ''}{fmt(b - a)}"
+    return d + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci is not None else "")
 
-    Rows: OUT (pool non-member) accuracy (each model on the pool points it did not train on),
-    held-out accuracy (the held-out split, when a report has it); for each attack its AUC and
-    TPR at each reported FPR; then, when the reports hold them, mean Feldman-Zhang memorization
-    (``report["memorization"]["mean"]``) and median OUT-confidence variance
-    (``report["out_confidence_variance"]["median"]``).
-    Columns: one per run, then the difference last - first with a 95% bootstrap interval when
-    both reports carry bootstrap samples (paired when both used the same pool, masks and seed,
-    as ``jaxsam demo`` does). Values are percentages except the mechanism statistics. A TPR
-    marked * rests on fewer than one allowed false positive.
 
-    Args:
-      named_reports: [(run name, report dict)], at least one.
-      markdown: pipe table instead of aligned plain text (run names escaped,
-        :func:`escape_markdown`).
-    """
-    if not named_reports:
-        return ""
-    names = [escape_markdown(n) if markdown else str(n) for n, _ in named_reports]
-    reps = [r for _, r in named_reports]
-    two = len(reps) >= 2
-    header = ["metric", *names] + (["diff (last - first)"] if two else [])
-    rows: list[list[str]] = []
+class _Rows:
+    """The rows of :func:`compare_table`: each value row gets one diff per later run."""
 
-    def add(label, vals, fmt, diff_ci=None):
-        row = [label, *[fmt(v) for v in vals]]
-        if two:
-            a, b = vals[0], vals[-1]
-            if a is None or b is None:
-                row.append("-")
-            else:
-                d = f"{'+' if b - a >= 0 else ''}{fmt(b - a)}"
-                if diff_ci is not None:
-                    d += f" [{fmt(diff_ci[0])}, {fmt(diff_ci[1])}]"
-                row.append(d)
-        rows.append(row)
-
-    add(OUT_ACCURACY_LABEL, [out_accuracy(r) for r in reps], _pct)
-    held = [heldout_accuracy(r) for r in reps]
-    if any(v is not None for v in held):
-        add(HELDOUT_ACCURACY_LABEL, held, _pct)
-    attack_names: list[str] = []
-    for r in reps:
-        attack_names += [a for a in r.get("attacks", {}) if a not in attack_names]
-    paired_ok = all(
-        r.get("examples") == reps[0].get("examples") and r.get("models") == reps[0].get("models")
-        for r in reps
-    )
-    for att in attack_names:
-        entries = [r.get("attacks", {}).get(att) for r in reps]
-        have = [e for e in entries if e]
-        ci = (
-            _diff_ci(entries[0], entries[-1], "auc")
-            if two and paired_ok and entries[0] and entries[-1]
-            else None
+    def __init__(self, reps: Sequence[dict]):
+        self.reps = reps
+        self.rows: list[list[str]] = []
+        self.paired = all(
+            r.get("examples") == reps[0].get("examples")
+            and r.get("models") == reps[0].get("models")
+            for r in reps
         )
-        add(f"{att} AUC %", [e["auc"] if e else None for e in entries], _pct, ci)
+
+    def text(self, label: str, cells: Sequence[str]) -> None:
+        self.rows.append([label, *cells, *["-"] * (len(self.reps) - 1)])
+
+    def add(self, label: str, vals: Sequence, fmt, entries=None, ci_key=None) -> None:
+        diffs = []
+        for j in range(1, len(vals)):
+            ci = None
+            if ci_key and self.paired and entries[0] and entries[j]:
+                ci = _diff_ci(entries[0], entries[j], ci_key)
+            diffs.append(_diff_cell(vals[0], vals[j], fmt, ci))
+        self.rows.append([label, *[fmt(v) for v in vals], *diffs])
+
+
+def _epsilon(r: dict) -> float | None:
+    dp = (r.get("run") or {}).get("dp") or {}
+    return None if dp.get("epsilon") is None else float(dp["epsilon"])
+
+
+def _recipe_rows(t: _Rows, markdown: bool) -> None:
+    """The ``recipe`` row (when a report names its run) and the DP epsilon row (when one has it)."""
+    runs = [r.get("run") or {} for r in t.reps]
+    if any(recipe_line(run) for run in runs):
+        cells = [recipe_line(run) or "-" for run in runs]
+        t.text("recipe", [escape_markdown(c) if markdown else c for c in cells])
+    eps = [_epsilon(r) for r in t.reps]
+    if any(e is not None for e in eps):
+        delta = next(((run.get("dp") or {}).get("delta") for run in runs if run.get("dp")), None)
+        t.add(f"DP epsilon (delta {delta})", eps, _num)
+
+
+def _attack_rows(t: _Rows) -> None:
+    """AUC and TPR at each FPR of every attack any report has, with paired diff intervals."""
+    names: list[str] = []
+    for r in t.reps:
+        names += [a for a in r.get("attacks", {}) if a not in names]
+    for att in names:
+        entries = [r.get("attacks", {}).get(att) for r in t.reps]
+        have = [e for e in entries if e]
+        t.add(f"{att} AUC %", [e["auc"] if e else None for e in entries], _pct, entries, "auc")
         for k in have[0]["tpr_at_fpr"]:
-            ci = (
-                _diff_ci(entries[0], entries[-1], f"tpr@{k}")
-                if two and paired_ok and entries[0] and entries[-1]
-                else None
-            )
             unres = any(
                 not e.get("fpr_support", {}).get(k, {}).get("resolvable", True) for e in have
             )
-            add(
+            t.add(
                 f"{att} TPR@{_fpr_label(k)} FPR %" + (" *" if unres else ""),
                 [e["tpr_at_fpr"].get(k) if e else None for e in entries],
                 _pct,
-                ci,
+                entries,
+                f"tpr@{k}",
             )
+
+
+def compare_rows(
+    named_reports: Sequence[tuple[str, dict]], markdown: bool = False
+) -> tuple[list[str], list[list[str]], list[str]]:
+    """:func:`compare_table`'s content: (header, rows, notes), cells as plain text."""
+    names = [escape_markdown(n) if markdown else str(n) for n, _ in named_reports]
+    reps = [r for _, r in named_reports]
+    if len(reps) == 2:
+        diffs = ["diff (last - first)"]
+    else:
+        diffs = [f"diff ({n} - first)" for n in names[1:]]
+    t = _Rows(reps)
+    _recipe_rows(t, markdown)
+    t.add(OUT_ACCURACY_LABEL, [out_accuracy(r) for r in reps], _pct)
+    held = [heldout_accuracy(r) for r in reps]
+    if any(v is not None for v in held):
+        t.add(HELDOUT_ACCURACY_LABEL, held, _pct)
+    _attack_rows(t)
     for label, getter in (
         ("mean FZ memorization", lambda r: (r.get("memorization") or {}).get("mean")),
         (
@@ -314,13 +314,40 @@ def compare_table(named_reports: Sequence[tuple[str, dict]], markdown: bool = Fa
     ):
         vals = [getter(r) for r in reps]
         if any(v is not None for v in vals):
-            add(label, [None if v is None else float(v) for v in vals], _num)
-    text = _table(header, rows, markdown)
+            t.add(label, [None if v is None else float(v) for v in vals], _num)
     notes = []
-    if any("*" in r[0] for r in rows):
+    if any("*" in r[0] for r in t.rows):
         notes.append("* fewer than one false positive allowed at this FPR in at least one run.")
-    if two:
+    if len(reps) >= 2:
         notes.append(
-            "diff: last minus first; [low, high] = 95% paired bootstrap interval over examples."
+            "diff: each run minus the first; [low, high] = 95% paired bootstrap interval over "
+            "examples."
         )
+    return ["metric", *names, *diffs], t.rows, notes
+
+
+def compare_table(named_reports: Sequence[tuple[str, dict]], markdown: bool = False) -> str:
+    """Runs side by side in the paper's format.
+
+    Rows: ``recipe`` (each run's recipe in words, :func:`recipe_line`, when a report names its
+    run) and DP epsilon (when a run has one); OUT (pool non-member) accuracy (each model on the
+    pool points it did not train on), held-out accuracy (the held-out split, when a report has
+    it); for each attack its AUC and TPR at each reported FPR; then, when the reports hold
+    them, mean Feldman-Zhang memorization (``report["memorization"]["mean"]``) and median
+    OUT-confidence variance (``report["out_confidence_variance"]["median"]``).
+    Columns: one per run, then for every other run its difference from the first (with two
+    runs the one column is called ``diff (last - first)``), with a 95% bootstrap interval when
+    both reports carry bootstrap samples (paired when both used the same pool, masks and seed,
+    as ``jaxsam demo`` does). Values are percentages except the mechanism statistics and
+    epsilon. A TPR marked * rests on fewer than one allowed false positive.
+
+    Args:
+      named_reports: [(run name, report dict)], at least one.
+      markdown: pipe table instead of aligned plain text (run names escaped,
+        :func:`escape_markdown`).
+    """
+    if not named_reports:
+        return ""
+    header, rows, notes = compare_rows(named_reports, markdown)
+    text = _table(header, rows, markdown)
     return text + ("\n\n" + "\n".join(notes) if notes else "") + "\n"

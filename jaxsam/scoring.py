@@ -162,7 +162,8 @@ def score(
 
     Returns:
       :class:`ScoreResult`. ``report`` has ``attacks`` {name: roc_metrics + ``per_target`` +
-      ``ci``}, ``accuracy`` {train, out, per_model} (see :func:`accuracy`), ``models``,
+      ``ci`` + ``operating_points`` (:func:`jaxsam.metrics.operating_points`, at the FPRs of
+      :data:`jaxsam.metrics.OPERATING_FPRS` among ``fprs``)}, ``accuracy`` {train, out, per_model} (see :func:`accuracy`), ``models``,
       ``examples``, ``queries``,
       ``classes``, ``excluded_models``, ``shadows`` (IN / OUT models per example and the sizes
       of LiRA's equal groups, :func:`jaxsam.attacks._lira_groups.shadow_counts`), ``fprs``,
@@ -217,5 +218,7 @@ def score(
         entry["per_target"] = metrics.per_target_metrics(sc, keep, fprs=fprs)
         if bootstrap:
             entry["ci"] = metrics.bootstrap(sc, keep, fprs=fprs, num_samples=bootstrap, seed=seed)
+        ops = [f for f in metrics.OPERATING_FPRS if metrics.fpr_key(f) in entry["tpr_at_fpr"]]
+        entry["operating_points"] = metrics.operating_points(entry, ops)
         report["attacks"][name] = entry
     return ScoreResult(report=report, scores=scores, keep=keep, models=idx)

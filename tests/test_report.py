@@ -72,9 +72,15 @@ def test_report_names_the_recipe_and_its_epsilon():
     run = {"optimizer": "sam", "rho": 0.05, "base": "adamw", "label_smoothing": 0.1}
     dp = {"epsilon": 7.654, "delta": 1e-5, "accountant": "pld", "sampling": "poisson"}
     line = recipe_line({**run, "dp": dp})
-    assert line.startswith("sam (rho 0.05) on adamw, label smoothing 0.1, DP-SGD epsilon 7.65")
+    assert line.startswith("SAM (rho 0.05) on AdamW, label smoothing 0.1, DP-SGD epsilon 7.65")
     assert "delta 1e-05" in line and "poisson" in line
-    assert recipe_line({"optimizer": "sgd", "base": "sgd", "label_smoothing": 0.0}) == "sgd on sgd"
+    assert recipe_line({"optimizer": "sgd", "base": "sgd", "label_smoothing": 0.0}) == "SGD"
+    assert recipe_line({"optimizer": "sam", "base": "sgd", "rho": 0.05}) == "SAM (rho 0.05) on SGD"
     assert recipe_line({"optimizer": None}) == ""  # an imported run: no recipe known
     md = render_markdown({"accuracy": {}, "run": {**run, "dp": dp}}, title="t")
-    assert "- recipe: sam (rho 0.05) on adamw" in md
+    assert "- recipe: SAM (rho 0.05) on AdamW" in md
+    imported = {"provenance": {"kind": "imported", "format": "npy", "source": "x"}}
+    assert recipe_line({"optimizer": None, **imported}).startswith("imported logits")
+    sizes = {"models": 4, "examples": 10, "queries": 1}
+    md = render_markdown({**sizes, "accuracy": {}, "run": {"dataset": "imported", **imported}}, "t")
+    assert "None" not in md and "- run: imported logits" in md
