@@ -99,7 +99,7 @@ def _report(run, attacks: tuple[str, ...], rescore: bool) -> dict:
 
     rep = None if rescore else run.read_json("report.json")
     if rep is None or any(a not in rep.get("attacks", {}) for a in attacks):
-        rep = score_run(run, attacks=list(attacks), bootstrap=0)
+        rep = score_run(run, attacks=list(attacks), bootstrap=0, write=True)
     return rep
 
 

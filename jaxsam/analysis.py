@@ -272,17 +272,17 @@ def mechanism_arrays(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray) -
     }
 
 
-def mechanism_stats(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> dict:
+def mechanism_stats(logits, labels, keep, arrays: dict | None = None) -> dict:
     """The report's mechanism summary: mean memorization and median OUT variance.
 
-    Computed from :func:`mechanism_arrays` (the arrays ``analyze`` describes in full). Pass the
-    kept models only.
+    Computed from :func:`mechanism_arrays` (the arrays ``analyze`` describes in full; pass
+    them as ``arrays`` when already computed). Pass the kept models only.
 
     Returns:
       ``{"memorization": {mean, median, fraction_above_0.5, query},
       "out_confidence_variance": {median, mean}}``.
     """
-    a = mechanism_arrays(logits, labels, keep)
+    a = arrays if arrays is not None else mechanism_arrays(logits, labels, keep)
     mem, var = a["memorization"], a["out_variance"]
     return {
         "memorization": {

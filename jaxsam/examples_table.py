@@ -28,8 +28,8 @@ CLASS_FPRS = metrics.HEADLINE_FPRS
 
 
 def fpr_column(f: float) -> str:
-    """The short FPR label used in column names: 1e-3 -> ``1e-3``, 0.01 -> ``0.01``."""
-    return f"{f:g}".replace("e-0", "e-")
+    """The short FPR label used in column names: 1e-3 -> ``1e-3``, 0.01 -> ``1e-2``."""
+    return np.format_float_scientific(float(f), trim="-", exp_digits=1)
 
 
 def flag_column(attack: str, f: float, *, among_in: bool = False) -> str:
@@ -167,7 +167,7 @@ def by_class_frame(
     """One row per (class, attack): the attack judged on that class's examples alone.
 
     Columns: ``class``, ``attack``, ``n`` (pool examples of the class), ``n_members`` and
-    ``n_nonmembers`` (pooled (target, example) pairs), ``auc``, ``tpr@0.01``, ``tpr@0.001``
+    ``n_nonmembers`` (pooled (target, example) pairs), ``auc``, ``tpr@1e-2``, ``tpr@1e-3``
     (each with ``_low`` / ``_high``: the bootstrap percentile interval over the class's
     examples, left empty where fewer than one false positive is allowed), ``memorization``
     (mean FZ memorization of the class) and ``out_confidence_variance`` (its mean).

@@ -23,18 +23,19 @@ from jaxsam.report_text import (  # noqa: F401 (re-exported: the report API)
 )
 
 
-def _run_lines(report: dict) -> list[str]:
-    """The bullets that say what was scored: run, sizes, accuracy, recipe, provenance, shadows."""
+def _run_lines(report: dict, esc=escape_markdown) -> list[str]:
+    """The bullets that say what was scored: run, sizes, accuracy, recipe, provenance, shadows.
+
+    ``esc`` turns a name from the report into text (Markdown-escaped; ``str`` for HTML, which
+    escapes the whole line).
+    """
     acc = report.get("accuracy", {})
     run = report.get("run") or {}
     out = []
     if _imported(run):
-        out.append(f"- run: imported logits, dataset {escape_markdown(run.get('dataset'))}")
+        out.append(f"- run: imported logits, dataset {esc(run.get('dataset'))}")
     elif run.get("dataset") or run.get("model"):
-        out.append(
-            f"- run: dataset {escape_markdown(run.get('dataset'))}, model "
-            f"{escape_markdown(run.get('model'))}"
-        )
+        out.append(f"- run: dataset {esc(run.get('dataset'))}, model {esc(run.get('model'))}")
     out += [
         f"- models M = {report.get('models')}, examples N = {report.get('examples')}, "
         f"queries A = {report.get('queries')}",

@@ -267,7 +267,7 @@ def test_score_never_writes_through_a_link(run_copy, tmp_path, name):
     before = _snapshot(outside)
     with pytest.raises(RunDirError, match=f"{name} is a symbolic link"):
         with store.run_lock(run_copy, "score", create=False):
-            score_run(store.load_run(run_copy), ["loss"], bootstrap=0)
+            score_run(store.load_run(run_copy), ["loss"], bootstrap=0, write=True)
     assert _snapshot(outside) == before
 
 
@@ -320,7 +320,7 @@ def test_names_in_reports_are_escaped(run_copy, tmp_path):
 
     evil = tmp_path / "r|n\n# injected <b>*x*"
     shutil.move(run_copy, evil)
-    score_run(store.load_run(evil), ["loss"], bootstrap=0)
+    score_run(store.load_run(evil), ["loss"], bootstrap=0, write=True)
     page = (evil / "report.md").read_text()
     assert not any(line.startswith("# injected") for line in page.splitlines())
     assert page.splitlines()[0] == "# jaxsam report: r\\|n \\# injected \\<b\\>\\*x\\*"

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                 raise
             print(f"{out}: already trained with this config; rescoring (--overwrite retrains)")
             run = load_run(out)
-        rep = score_run(run)
+        rep = score_run(run, write=True)
         named.append((opt, rep, run))
     print()
     print(report.compare_table([(n, rep) for n, rep, _ in named]))

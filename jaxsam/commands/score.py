@@ -16,7 +16,8 @@ def add_parser(subparsers) -> None:
         "score",
         help="score membership from a run directory's saved logits",
         description="Run every membership attack on RUN's saved logits (no dataset, no model "
-        "code) and write RUN/report.json, RUN/report.md, RUN/scores/ and RUN/plots/.",
+        "code) and write RUN/report.json, RUN/report.md, RUN/report.html, RUN/scores/, "
+        "RUN/examples.parquet (one row per pool example), RUN/by_class.csv and RUN/plots/.",
     )
     p.add_argument(
         "runs", nargs="+", type=Path, metavar="RUN", help="finished run directories to score"
@@ -32,6 +33,11 @@ def add_parser(subparsers) -> None:
         default=200,
         help="bootstrap resamples for confidence intervals (0: none)",
     )
+    p.add_argument(
+        "--csv",
+        action="store_true",
+        help="also write RUN/examples.csv (the per-example table of examples.parquet as CSV)",
+    )
     add_no_verify_option(p)
     p.set_defaults(func=run)
 
@@ -46,15 +52,15 @@ def run(args: argparse.Namespace) -> int:
         for p in args.runs:
             locks.enter_context(run_lock(p, "score", create=False))
         runs = [load_run(p, verify=not args.no_verify) for p in args.runs]  # check all first
-        return _score_all(runs, attacks, args.bootstrap)
+        return _score_all(runs, attacks, args.bootstrap, args.csv)
 
 
-def _score_all(runs, attacks, bootstrap) -> int:
+def _score_all(runs, attacks, bootstrap, csv=False) -> int:
     from jaxsam.pipeline.score import score_run
     from jaxsam.report import heldout_accuracy, out_accuracy
 
     for r in runs:
-        rep = score_run(r, attacks, bootstrap)
+        rep = score_run(r, attacks, bootstrap, write=True, csv=csv)
         attack = "lira_online" if "lira_online" in rep["attacks"] else next(iter(rep["attacks"]))
         lo = rep["attacks"][attack]
         held = heldout_accuracy(rep)
@@ -64,6 +70,7 @@ def _score_all(runs, attacks, bootstrap) -> int:
         print(
             f"{r.path}: OUT (pool non-member) acc {out_accuracy(rep):.4f}, held-out acc "
             f"{'-' if held is None else f'{held:.4f}'}, {attack} AUC {lo['auc']:.4f}{excluded}; "
-            f"wrote {r.path / 'report.json'}"
+            f"wrote {r.path / 'report.json'}, {r.path / 'report.html'}, "
+            f"{r.path / 'examples.parquet'}"
         )
     return 0

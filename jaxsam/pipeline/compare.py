@@ -26,7 +26,7 @@ def load_reports(paths: Sequence[Path], verify: bool = True) -> list[tuple[str, 
     if len(set(labels)) < len(labels):
         labels = [str(r.path) for r in runs]
     return [
-        (label, r.read_json("report.json") or score_run(r), r)
+        (label, r.read_json("report.json") or score_run(r, write=True), r)
         for label, r in zip(labels, runs, strict=True)
     ]
 

@@ -2,16 +2,20 @@
 
 :func:`score_run` reads nothing but the run (logits, labels, masks, config), runs the attacks
 (:func:`jaxsam.scoring.score`), adds what the report says about the run, its held-out accuracy
-and the mechanism statistics (:func:`jaxsam.analysis.mechanism_stats`), and publishes
-``report.json``, ``report.md``, ``scores/`` and ``plots/roc.png`` together
-(:func:`jaxsam.store.write_report_files`).
+and the mechanism statistics (:func:`jaxsam.analysis.mechanism_stats`), builds the per-example
+and per-class tables (:mod:`jaxsam.examples_table`) and, when asked (``write=True``), publishes
+``report.json``, ``report.md``, ``report.html``, ``scores/``, ``examples.parquet``,
+``by_class.csv`` and ``plots/`` together (:func:`jaxsam.store.write_report_files`).
 """
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
 
-from jaxsam import analysis, metrics, plots, report, scoring, store
+import numpy as np
+import pandas as pd
+
+from jaxsam import analysis, examples_table, metrics, report, scoring, store
 from jaxsam.errors import TooFewModelsError
 
 
@@ -63,19 +67,47 @@ def full_scores(scores: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return out
 
 
-def score_run(run: store.Run, attacks: list[str] | None = None, bootstrap: int = 200) -> dict:
-    """Scores ``run`` (a :class:`jaxsam.store.Run`), writes its report files, returns the report.
+@dataclasses.dataclass
+class ScoredRun:
+    """Everything :func:`score_outputs` computes for one run, before anything is written.
 
-    Failed models (``run.failed_models``) are dropped from every attack (as targets and as
-    shadows), the accuracies and the mechanism statistics. ``scores/`` holds ``[M, N]`` arrays
-    with NaN rows for them. Nothing is written until everything is computed; then
-    ``report.json``, ``report.md``, ``scores/`` and ``plots/roc.png`` are published together
-    (:func:`jaxsam.store.write_report_files`).
+    Attributes:
+      report: the report (``report.json``).
+      markdown: ``report.md``'s text.
+      result: the attacks' :class:`jaxsam.scoring.ScoreResult` (kept models only).
+      scores: attack -> float32 [M, N] with NaN rows for the excluded models (``scores/``).
+      examples: the per-example table (``examples.parquet``,
+        :func:`jaxsam.examples_table.examples_frame`).
+      by_class: the per-class table (``by_class.csv``,
+        :func:`jaxsam.examples_table.by_class_frame`).
+    """
 
-    Args:
-      run: the finished run.
-      attacks: attack names from :data:`jaxsam.scoring.ATTACKS` (default: all).
-      bootstrap: bootstrap resamples for the confidence intervals (0: none).
+    report: dict
+    markdown: str
+    result: scoring.ScoreResult
+    scores: dict[str, np.ndarray]
+    examples: pd.DataFrame
+    by_class: pd.DataFrame
+
+
+def canary_mask(run: store.Run) -> np.ndarray | None:
+    """Bool [N]: the run's canaries (``run.canaries``: a bool mask or int indices), or None."""
+    canaries = getattr(run, "canaries", None)
+    if canaries is None:
+        return None
+    c = np.asarray(canaries)
+    n = run.keep.shape[1]
+    if c.dtype == bool and c.shape == (n,):
+        return c
+    mask = np.zeros(n, bool)
+    mask[c.astype(np.int64).ravel()] = True
+    return mask
+
+
+def score_outputs(run: store.Run, attacks: list[str] | None = None, bootstrap: int = 200):
+    """Scores ``run`` and builds its report and tables in memory; writes nothing.
+
+    Returns a :class:`ScoredRun`. Arguments as :func:`score_run`.
     """
     ok = scoring.kept_models(run.failed_models, run.keep.shape[0])
     if ok.sum() < 2:
@@ -95,23 +127,71 @@ def score_run(run: store.Run, attacks: list[str] | None = None, bootstrap: int =
     rep = dict(result.report)
     rep["run"] = run_summary(run)
     rep["accuracy"] = dict(rep["accuracy"], heldout=kept_heldout_accuracy(run, ok))
-    rep.update(analysis.mechanism_stats(run.logits[ok], run.labels, run.keep[ok]))
+    mech = analysis.mechanism_arrays(run.logits[ok], run.labels, run.keep[ok])
+    rep.update(analysis.mechanism_stats(None, None, None, arrays=mech))
     markdown = report.render_markdown(
         rep, title=f"jaxsam report: {report.escape_markdown(run.name)}"
     )
-    curves = {}
-    for name, s in result.scores.items():
-        fpr, tpr = metrics.roc_curve(np.asarray(s).ravel(), result.keep.ravel())[:2]
-        curves[name] = (fpr, tpr)
-
-    def draw_roc(path):
-        plots.plot_roc(curves, path, title=f"{run.name}: membership ROC")
-
-    store.write_report_files(
-        run.path,
-        report=rep,
-        markdown=markdown,
-        scores={k: full_scores(np.asarray(v), ok) for k, v in result.scores.items()},
-        extra={"plots/roc.png": draw_roc},
+    pool = run.info.get("pool") or {}
+    per_example = {"memorization": mech["memorization"], "out_variance": mech["out_variance"]}
+    examples = examples_table.examples_frame(
+        scores=result.scores,
+        keep=result.keep,
+        labels=run.labels,
+        ids=run.ids,
+        dataset=str(pool.get("dataset", run.config.data.dataset)),
+        split=str(pool.get("pool_split", run.config.data.pool_split)),
+        canary=canary_mask(run),
+        **per_example,
     )
-    return rep
+    by_class = examples_table.by_class_frame(
+        scores=result.scores,
+        keep=result.keep,
+        labels=run.labels,
+        bootstrap=bootstrap,
+        **per_example,
+    )
+    scores = {k: full_scores(np.asarray(v), ok) for k, v in result.scores.items()}
+    return ScoredRun(rep, markdown, result, scores, examples, by_class)
+
+
+def score_run(
+    run: store.Run,
+    attacks: list[str] | None = None,
+    bootstrap: int = 200,
+    *,
+    write: bool = False,
+    csv: bool = False,
+) -> dict:
+    """Scores ``run`` (a :class:`jaxsam.store.Run`) and returns the report; writes when asked.
+
+    Failed models (``run.failed_models``) are dropped from every attack (as targets and as
+    shadows), the accuracies and the mechanism statistics. With ``write=True`` (what
+    ``jaxsam score`` does) the run's report files are published together, once everything
+    is computed (:func:`jaxsam.store.write_report_files`): ``report.json``, ``report.md``,
+    ``report.html``, ``scores/`` ([M, N] arrays, NaN rows for failed models),
+    ``examples.parquet``, ``by_class.csv`` and ``plots/`` (``roc.png``, ``exposed.png``,
+    ``by_class.png``). Without it nothing is written: call it to look at the numbers, or
+    :func:`score_outputs` for the tables too.
+
+    Args:
+      run: the finished run.
+      attacks: attack names from :data:`jaxsam.scoring.ATTACKS` (default: all).
+      bootstrap: bootstrap resamples for the confidence intervals (0: none).
+      write: publish the report files in the run directory.
+      csv: with ``write``, also write ``examples.csv`` (the per-example table as CSV).
+    """
+    scored = score_outputs(run, attacks, bootstrap)
+    if write:
+        from jaxsam.pipeline.report_files import report_extras
+
+        store.write_report_files(
+            run.path,
+            report=scored.report,
+            markdown=scored.markdown,
+            scores=scored.scores,
+            extra=report_extras(scored, run, csv=csv),
+        )
+        if not csv:  # a CSV of an earlier scoring would no longer match examples.parquet
+            (run.path / "examples.csv").unlink(missing_ok=True)
+    return scored.report

@@ -1196,6 +1196,28 @@ class Run:
             return None
         return load_arrays(self.path / "scores", "scores")
 
+    def examples(self):
+        """``RUN/examples.parquet`` as a pandas DataFrame: one row per pool example.
+
+        Columns: ``pool_index``, origin (``dataset``, ``split``, ``index``), ``label``,
+        ``n_in``, ``n_out``, ``memorization`` (Feldman-Zhang), ``out_confidence_variance``,
+        ``canary`` (runs with canaries), and per attack ``{attack}_score`` and the flag
+        fractions ``{attack}_flagged_1e-3`` ... (:mod:`jaxsam.examples_table`). ``jaxsam score``
+        writes the file; reading a run computes nothing, so an unscored run raises.
+
+        Raises:
+          RunDirError: the run has not been scored (no ``examples.parquet``).
+        """
+        p = self.path / "examples.parquet"
+        if not p.is_file():
+            raise RunDirError(
+                f"{p} does not exist: the run has not been scored by this jaxsam version; run "
+                f"`jaxsam score {self.path}` first"
+            )
+        import pandas as pd
+
+        return pd.read_parquet(p)
+
     def read_json(self, name: str) -> Any | None:
         """Reads ``RUN/name`` (e.g. ``report.json``), or None if it does not exist."""
         p = self.path / name
