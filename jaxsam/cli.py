@@ -5,7 +5,9 @@ Each subcommand lives in ``jaxsam.commands.<name>`` with ``add_parser(subparsers
 ``run(args) -> int``. Bad input (a :class:`jaxsam.errors.JaxsamError`) is printed on one line,
 without a traceback, and exits with status 2; so is a write that fails because the disk is full,
 read-only or forbidden (an ``OSError`` with ``ENOSPC``, ``EDQUOT``, ``EROFS``, ``EACCES`` or
-``EPERM``). Any other exception is a bug and keeps its traceback.
+``EPERM``). A reader that closes the pipe early (``jaxsam compare ... | head``) ends the
+command quietly with status 141 (128 + SIGPIPE). Any other exception is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ COMMANDS = (
     "prepare",
     "wave",
     "import_logits",
+    "config",
 )
 
 
@@ -57,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with command_line():  # messages name --flags, not keyword arguments
-            return int(args.func(args) or 0)
+            status = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+            return status
+    except BrokenPipeError:  # e.g. `jaxsam compare ... | head`: the reader has gone
+        return _quiet_broken_pipe()
     except JaxsamError as e:
         print(f"jaxsam {args.command}: error: {e}", file=sys.stderr)
         if isinstance(e, WriteFailed):
@@ -79,6 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"jaxsam {args.command}: interrupted; finished work is kept", file=sys.stderr)
         return 130
+
+
+def _quiet_broken_pipe() -> int:
+    """Ends a command whose stdout reader closed the pipe, quietly, with 128 + SIGPIPE.
+
+    stdout is pointed at /dev/null first, so the interpreter's final flush of the unwritten
+    output cannot raise the error again at exit.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file descriptor (captured)
+        pass
+    finally:
+        os.close(devnull)
+    return 141
 
 
 def _exit_before_threads_report() -> None:

@@ -78,7 +78,13 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MaskConfig:
-    """Membership masks: every pool example is in exactly ``round(pkeep * models)`` models."""
+    """Membership masks: every pool example is in exactly ``round(pkeep * models)`` models.
+
+    Attributes:
+      models: M, the number of shadow models trained at once.
+      pkeep: the fraction of the M models each pool example is in (0.5: LiRA's half masks).
+      seed: seed of the masks (the argsort-of-uniforms construction).
+    """
 
     models: int = 32
     pkeep: float = 0.5
@@ -236,7 +242,11 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The whole run: data, masks, model, optimizer and loop."""
+    """The whole run: data, masks, model, optimizer and loop.
+
+    Attributes:
+      version: the config format version (written by jaxsam; leave it as it is).
+    """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     masks: MaskConfig = dataclasses.field(default_factory=MaskConfig)

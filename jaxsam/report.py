@@ -259,7 +259,7 @@ def _recipe_rows(t: _Rows, markdown: bool) -> None:
     """The ``recipe`` row (when a report names its run) and the DP epsilon row (when one has it)."""
     runs = [r.get("run") or {} for r in t.reps]
     if any(recipe_line(run) for run in runs):
-        cells = [recipe_line(run) or "-" for run in runs]
+        cells = [recipe_line(run, short=True) or "-" for run in runs]
         t.text("recipe", [escape_markdown(c) if markdown else c for c in cells])
     eps = [_epsilon(r) for r in t.reps]
     if any(e is not None for e in eps):

@@ -107,15 +107,18 @@ def dp_words(dp: dict | None) -> str:
     )
 
 
-def recipe_line(run: dict) -> str:
+def recipe_line(run: dict, *, short: bool = False) -> str:
     """The training recipe of a report's ``run`` entry in words ("" when it names none).
 
     E.g. ``SAM (rho 0.05) on AdamW, label smoothing 0.1, DP-SGD epsilon 7.9 at delta 1e-05``;
     plain SGD (no SAM variant) is ``SGD``; a run made by ``jaxsam import-logits`` is
-    ``imported logits (...)``, since its recipe was never recorded.
+    ``imported logits (...)``, since its recipe was never recorded. ``short`` (the compare
+    table's ``recipe`` row) writes DP-SGD as ``DP-SGD ε 7.9, δ 1e-05``.
     """
     if _imported(run):
-        return "imported logits (models trained outside jaxsam; recipe not recorded)"
+        return "imported logits" + (
+            "" if short else " (trained outside jaxsam; recipe not recorded)"
+        )
     if not run.get("optimizer"):
         return ""
     base = _display(run.get("base") or "sgd")
@@ -126,8 +129,11 @@ def recipe_line(run: dict) -> str:
         parts = [f"{_display(run['optimizer'])}{rho} on {base}"]
     if run.get("label_smoothing"):
         parts.append(f"label smoothing {run['label_smoothing']}")
-    if dp_words(run.get("dp")):
-        parts.append(dp_words(run.get("dp")))
+    dp = run.get("dp") or {}
+    if short and dp.get("epsilon") is not None:
+        parts.append(f"DP-SGD ε {dp['epsilon']:.3g}, δ {dp.get('delta')}")
+    elif dp_words(dp):
+        parts.append(dp_words(dp))
     return ", ".join(parts)
 
 

@@ -25,6 +25,13 @@ def add_parser(subparsers) -> None:
         default=None,
         help="also write a log-log ROC comparison PNG (LiRA online) to this path",
     )
+    p.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the comparison as one self-contained HTML page (tables, ROC embedded)",
+    )
     add_no_verify_option(p)
     p.set_defaults(func=run)
 
@@ -38,4 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         plot_comparison(named, args.plot)
         print(f"wrote {args.plot}")
+    if args.html is not None:
+        from jaxsam.pipeline.compare import write_compare_html
+
+        write_compare_html(named, args.html)
+        print(f"wrote {args.html}")
     return 0

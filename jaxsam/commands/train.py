@@ -78,4 +78,8 @@ def run(args: argparse.Namespace) -> int:
         f"OUT (pool non-member) acc {acc('mean_out_accuracy')}, "
         f"held-out acc {acc('mean_heldout_accuracy')}, logits {list(run.logits.shape)}"
     )
+    from jaxsam.report_text import dp_words
+
+    if dp_words(run.info.get("dp")):  # a DP-SGD run: its guarantee, as run.json records it
+        print(f"{run.path}: {dp_words(run.info['dp'])}")
     return 0

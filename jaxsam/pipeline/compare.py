@@ -1,8 +1,8 @@
 """Scored runs side by side: their reports, and one log-log ROC of an attack across them.
 
 The table itself is :func:`jaxsam.report.compare_table`; this module gathers what it needs
-from the run directories (scoring the runs that have no report yet) and draws the ROC
-comparison from the runs' saved ``scores/``.
+from the run directories (scoring the runs that have no report yet), draws the ROC
+comparison from the runs' saved ``scores/`` and writes the HTML page of ``compare --html``.
 """
 
 from __future__ import annotations
@@ -49,3 +49,30 @@ def plot_comparison(
         curves[label] = (fpr, tpr)  # plot_roc adds each curve's AUC to its label
     path.parent.mkdir(parents=True, exist_ok=True)
     plots.plot_roc(curves, path, title=f"{attack}: " + " vs ".join(n for n, _, _ in named))
+
+
+def write_compare_html(
+    named: Sequence[tuple[str, dict, store.Run]], path: Path, attack: str = "lira_online"
+) -> Path:
+    """Writes the comparison of ``named`` runs as one self-contained HTML page at ``path``.
+
+    The page holds :func:`jaxsam.report.compare_table`'s rows, each run's attack table and the
+    log-log ROC of ``attack`` across the runs (embedded PNG), drawn when a run has its scores.
+    """
+    import tempfile
+
+    from jaxsam import report_html
+
+    figures = {}
+    if any(attack in (rep.get("attacks") or {}) for _, rep, _ in named):
+        with tempfile.TemporaryDirectory(prefix="jaxsam-compare-") as tmp:
+            png = Path(tmp) / "roc.png"
+            plot_comparison(named, png, attack)
+            figures[f"{attack}: all targets pooled (log-log ROC)"] = png.read_bytes()
+    title = "jaxsam comparison: " + " vs ".join(str(n) for n, _, _ in named)
+    page = report_html.render_compare_html([(n, r) for n, r, _ in named], title, figures)
+    path = Path(path)
+    with store.write_errors(path, "the HTML comparison"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store.write_text_atomic(path, page)
+    return path

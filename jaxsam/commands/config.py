@@ -1,0 +1,45 @@
+"""``jaxsam config [--config FILE] [--set KEY=VALUE ...]``: the resolved config as JSON.
+
+Prints every key with its value (defaults filled in, overrides applied, everything checked as
+``jaxsam train`` would), so a first config starts from the printed one. ``--keys`` prints the
+reference of every key with its default and meaning instead (docs/config.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from jaxsam import config as config_lib
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "config",
+        help="print the resolved config as JSON (every key with its value), or the key reference",
+        description="Print the config that `jaxsam train --config FILE --set ...` would use, as "
+        "JSON with every key: the defaults, FILE's values and the --set overrides, checked. "
+        "Save it, edit it and pass it back with --config.",
+    )
+    p.add_argument("--config", type=Path, help="JSON config file to start from (default: none)")
+    config_lib.add_set_option(p, "override a config value, e.g. --set optim.name=sam (JSON values)")
+    p.add_argument(
+        "--keys",
+        action="store_true",
+        help="print every key with its default and meaning (Markdown) instead",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.keys:
+        from jaxsam.config_keys import keys_markdown
+
+        print(keys_markdown(), end="")
+        return 0
+    cfg = config_lib.load(args.config) if args.config is not None else config_lib.Config()
+    if args.set:
+        cfg = config_lib.replace(cfg, **config_lib.parse_assignments(args.set))
+    print(json.dumps(config_lib.to_dict(cfg), indent=2))
+    return 0
