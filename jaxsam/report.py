@@ -98,8 +98,8 @@ def attack_table(report: dict) -> tuple[list[str], list[list[str]]]:
             [
                 name,
                 _with_ci(e["auc"], ci.get("auc")),
-                _with_ci(e["advantage"], ci.get("advantage")),
-                _pct(e["balanced_accuracy"]),
+                _with_ci(e.get("advantage"), ci.get("advantage")),
+                _pct(e.get("balanced_accuracy")),
                 *tprs,
                 pts,
             ]

@@ -85,6 +85,18 @@ def _run_attack(name: str, s: dict[str, np.ndarray], keep: np.ndarray, settings:
     return threshold_scores(name, s[THRESHOLD_SIGNALS[name][0]], q)
 
 
+def _attack_entry(sc: np.ndarray, keep: np.ndarray, fprs, bootstrap: int, seed: int) -> dict:
+    """One attack's report entry: pooled ROC metrics, per-target metrics, intervals and
+    operating points."""
+    entry = metrics.roc_metrics(sc, keep, fprs=fprs)
+    entry["per_target"] = metrics.per_target_metrics(sc, keep, fprs=fprs)
+    if bootstrap:
+        entry["ci"] = metrics.bootstrap(sc, keep, fprs=fprs, num_samples=bootstrap, seed=seed)
+    ops = [f for f in metrics.OPERATING_FPRS if metrics.fpr_key(f) in entry["tpr_at_fpr"]]
+    entry["operating_points"] = metrics.operating_points(entry, ops)
+    return entry
+
+
 def kept_models(exclude_models: Any, m: int) -> np.ndarray:
     """Bool [M]: the models that are scored, i.e. not in ``exclude_models``.
 
@@ -163,8 +175,8 @@ def score(
     Returns:
       :class:`ScoreResult`. ``report`` has ``attacks`` {name: roc_metrics + ``per_target`` +
       ``ci`` + ``operating_points`` (:func:`jaxsam.metrics.operating_points`, at the FPRs of
-      :data:`jaxsam.metrics.OPERATING_FPRS` among ``fprs``)}, ``accuracy`` {train, out, per_model} (see :func:`accuracy`), ``models``,
-      ``examples``, ``queries``,
+      :data:`jaxsam.metrics.OPERATING_FPRS` among ``fprs``)}, ``accuracy`` {train, out,
+      per_model} (see :func:`accuracy`), ``models``, ``examples``, ``queries``,
       ``classes``, ``excluded_models``, ``shadows`` (IN / OUT models per example and the sizes
       of LiRA's equal groups, :func:`jaxsam.attacks._lira_groups.shadow_counts`), ``fprs``,
       ``bootstrap``, ``settings``, and
@@ -214,11 +226,5 @@ def score(
             report.setdefault("skipped_attacks", {})[name] = str(e)
             continue
         scores[name] = sc
-        entry = metrics.roc_metrics(sc, keep, fprs=fprs)
-        entry["per_target"] = metrics.per_target_metrics(sc, keep, fprs=fprs)
-        if bootstrap:
-            entry["ci"] = metrics.bootstrap(sc, keep, fprs=fprs, num_samples=bootstrap, seed=seed)
-        ops = [f for f in metrics.OPERATING_FPRS if metrics.fpr_key(f) in entry["tpr_at_fpr"]]
-        entry["operating_points"] = metrics.operating_points(entry, ops)
-        report["attacks"][name] = entry
+        report["attacks"][name] = _attack_entry(sc, keep, fprs, bootstrap, seed)
     return ScoreResult(report=report, scores=scores, keep=keep, models=idx)
