@@ -249,7 +249,7 @@ def test_noise_zero_huge_clip_trains_like_sgd():
     np.testing.assert_allclose(sgd.losses, private.losses, rtol=1e-4)
 
 
-def test_cli_dp_run_records_epsilon_in_run_json(tmp_path):
+def test_cli_dp_run_records_epsilon_in_run_json(tmp_path, capsys):
     """Interface: --set optim.dp.noise_multiplier=1.0 --set optim.dp.clip_norm=1.0, then
     run.json dp.epsilon. SAM on top: the ascent is taken on the noisy gradient."""
     from jaxsam import cli
@@ -270,6 +270,7 @@ def test_cli_dp_run_records_epsilon_in_run_json(tmp_path):
     assert set(rec) >= {"epsilon", "delta", "accountant", "sampling"}
     assert rec["epsilon"] > 0 and math.isfinite(rec["epsilon"]) and rec["delta"] == 1e-5
     assert rec["releases_per_step"] == 2
+    assert f"DP-SGD epsilon {rec['epsilon']:.3g} at delta 1e-05" in capsys.readouterr().out
     import jaxsam
 
     run = jaxsam.load_run(out)
