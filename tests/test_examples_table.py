@@ -131,6 +131,7 @@ def _files(path):
 def test_score_publishes_tables_figures_and_page(tiny_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run.path, run_dir)
+    (run_dir / "examples.parquet").unlink(missing_ok=True)  # another test may have scored it
     before = _files(run_dir)
     rep = score_run(jaxsam.load_run(run_dir), ["lira_online", "loss"], bootstrap=0)
     assert _files(run_dir) == before  # looking at the numbers writes nothing
