@@ -201,3 +201,34 @@ def test_compare_names_recipes_and_diffs_every_run_against_the_first(tmp_path):
     assert auc.split()[-2:] == ["+5.00", "-5.00"]
     page = render_compare_html(named, "cmp", None)
     assert '<table id="compare">' in page and "SAM (rho 0.05) on SGD" in page
+
+
+def test_exposed_figure_draws_images_feature_rows_and_missing_inputs(tmp_path):
+    import matplotlib.image
+
+    from jaxsam.plots_examples import plot_exposed
+
+    rng = np.random.default_rng(3)
+    rows = {
+        "images": [("#0 label 1", rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))] * 3,
+        "features": [("#1 label 0", rng.normal(size=13))] * 2,
+        "missing": [("#2 label 2", None)],
+    }
+    path = plot_exposed(rows, tmp_path / "exposed.png")
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[0] > 300 and pixels[..., :3].std() > 0.05
+
+
+def test_html_page_escapes_names_and_loads_nothing():
+    from jaxsam.report_html import render_run_html
+
+    rep = {
+        "models": 4,
+        "examples": 10,
+        "queries": 1,
+        "accuracy": {"out": 0.5},
+        "run": {"dataset": "<script>alert(1)</script>", "model": "mlp"},
+    }
+    page = render_run_html(rep, "run <b>x</b>", figures={"roc": b"\x89PNG fake"})
+    assert "<script" not in page and "&lt;script&gt;" in page and "&lt;b&gt;x" in page
+    assert "data:image/png;base64,iVBORyBmYWtl" in page and 'src="http' not in page
