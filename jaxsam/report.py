@@ -33,7 +33,7 @@ def _run_lines(report: dict, esc=escape_markdown) -> list[str]:
     run = report.get("run") or {}
     out = []
     if _imported(run):
-        out.append(f"- run: imported logits, dataset {esc(run.get('dataset'))}")
+        out.append("- run: imported logits (trained outside jaxsam; optimizer, model not recorded)")
     elif run.get("dataset") or run.get("model"):
         out.append(f"- run: dataset {esc(run.get('dataset'))}, model {esc(run.get('model'))}")
     out += [

@@ -145,6 +145,24 @@ def accuracy(logits: Any, labels: Any, keep: Any) -> dict:
     return out
 
 
+def _report_header(shape, acc: dict, keep: np.ndarray, use: np.ndarray, fprs, settings) -> dict:
+    """The report's entries that describe the study ([M, N, A, C] ``shape``, kept models)."""
+    m, n, a, c = shape
+    return {
+        "attacks": {},
+        "accuracy": acc,
+        "models": int(m),
+        "examples": int(n),
+        "queries": int(a),
+        "classes": int(c),
+        "excluded_models": [int(i) for i in np.nonzero(~use)[0]],
+        "pooled": "all targets pooled, each scored leave-one-out against the other models",
+        "fprs": [float(f) for f in fprs],
+        "settings": {k: v for k, v in settings.items()},
+        "shadows": shadow_counts(keep),
+    }
+
+
 def score(
     logits: Any,
     labels: Any,
@@ -196,24 +214,12 @@ def score(
     keep = np.asarray(keep)
     if not use.all():
         logits, keep = logits[idx], keep[idx]
-    m, n, a, c = check_logits(logits, labels, keep)
+    shape = check_logits(logits, labels, keep)
     keep = keep.astype(bool)
     settings = dict(settings or {})
     s = _signals_for(names, logits, labels)
-    report: dict = {
-        "attacks": {},
-        "accuracy": accuracy(logits, labels, keep),
-        "models": int(m),
-        "examples": int(n),
-        "queries": int(a),
-        "classes": int(c),
-        "excluded_models": [int(i) for i in np.nonzero(~use)[0]],
-        "pooled": "all targets pooled, each scored leave-one-out against the other models",
-        "fprs": [float(f) for f in fprs],
-        "bootstrap": {"num_samples": int(bootstrap), "seed": int(seed), "unit": "examples"},
-        "settings": {k: v for k, v in settings.items()},
-        "shadows": shadow_counts(keep),
-    }
+    report = _report_header(shape, accuracy(logits, labels, keep), keep, use, fprs, settings)
+    report["bootstrap"] = {"num_samples": int(bootstrap), "seed": int(seed), "unit": "examples"}
     scores: dict[str, np.ndarray] = {}
     for name in names:
         try:

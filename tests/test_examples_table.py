@@ -171,6 +171,12 @@ def test_score_publishes_tables_figures_and_page(tiny_run, tmp_path, capsys):
     assert page.count("data:image/png;base64,") == 3
     assert "http://" not in page and "https://" not in page and "<script" not in page
 
+    cmp = tmp_path / "out" / "compare.html"
+    assert cli.main(["compare", str(run_dir), str(tiny_run.path), "--html", str(cmp)]) == 0
+    page = cmp.read_text()
+    assert '<table id="compare">' in page and "<td>recipe</td>" in page and "<td>SGD</td>" in page
+    assert page.count("data:image/png;base64,") == 1 and "https://" not in page
+
     assert cli.main(["score", str(run_dir), "--bootstrap", "0"]) == 0  # no --csv: CSV removed
     assert not (run_dir / "examples.csv").exists()
 
