@@ -4,7 +4,8 @@
 most memorized), each panel titled with its label and score: images as images, feature rows
 (tabular pools) as a strip of their values, and a blank panel that says so where the pool's
 inputs are not available (a run scored without its dataset). :func:`plot_by_class` draws one
-attack's per-class AUC and TPR with their bootstrap intervals.
+attack's per-class AUC and TPR with their bootstrap intervals (hatched grey where the class has
+too few non-members to resolve the FPR).
 """
 
 from __future__ import annotations
@@ -88,10 +89,18 @@ def plot_by_class(frame: pd.DataFrame, attack: str, path: str | os.PathLike) -> 
         lo = g.get(f"{col}_low", pd.Series(np.nan, index=g.index)).to_numpy(np.float64)
         hi = g.get(f"{col}_high", pd.Series(np.nan, index=g.index)).to_numpy(np.float64)
         err = np.nan_to_num(np.stack([v - lo, hi - v]), nan=0.0).clip(min=0)
-        ax.bar(x, v, yerr=err, capsize=2, color="tab:blue")
+        bars = ax.bar(x, v, yerr=err, capsize=2, color="tab:blue")
         ax.set_xticks(x, [str(c) for c in g["class"]])
         ax.set_xlabel("class")
-        ax.set_title(f"{attack} {col.upper() if col == 'auc' else col.replace('@', ' at FPR ')}")
         if col == "auc":
+            ax.set_title(f"{attack} AUC")
             ax.axhline(0.5, color="gray", ls="--", lw=0.8)
+            continue
+        f = float(col.split("@", 1)[1])
+        unresolved = (f * g["n_nonmembers"].to_numpy()) < 1
+        for bar, hatch in zip(bars, unresolved, strict=True):
+            if hatch:  # fewer than one false positive allowed: the TPR at zero false positives
+                bar.set(hatch="//", facecolor="lightgray", edgecolor="gray")
+        note = "\n(hatched: under 1 false positive allowed)" if unresolved.any() else ""
+        ax.set_title(f"{attack} TPR at {100 * f:g}% FPR{note}", fontsize=9)
     return _save(fig, path)
