@@ -4,7 +4,8 @@
 
     config --build_study--> (pool, keep)                      jaxsam.pipeline.study
            --train_and_export--> RUN (logits, metrics)        jaxsam.pipeline.study
-    RUN    --score_run--> report.json, scores/, plots/roc.png  jaxsam.pipeline.score
+    RUN    --score_run--> report; write=True: report.json/md/html, jaxsam.pipeline.score
+                          scores/, examples.parquet, by_class.csv, plots/
     RUNs   --analyze_runs--> analysis.json, plots/*.png       jaxsam.pipeline.analyze
     RUNs   --load_reports / plot_comparison--> table, ROC     jaxsam.pipeline.compare
     .npy   --import_arrays--> RUN (logits from elsewhere)     jaxsam.pipeline.import_logits
@@ -29,6 +30,7 @@ _WHERE = {
     "finish_study": "study",
     "accuracy_metrics": "study",
     "score_run": "score",
+    "score_outputs": "score",
     "analyze_runs": "analyze",
     "load_reports": "compare",
     "plot_comparison": "compare",
