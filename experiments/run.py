@@ -231,7 +231,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="persistent XLA compilation cache shared by runs (default: runs/exp/.jax_cache)",
     )
     p.add_argument("--no-compile-cache", action="store_true", help="compile every run afresh")
+    p.add_argument(
+        "--write-configs",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write each arm's full config at the first seed to DIR/ARM.json (for jaxsam train "
+        "--config) and exit",
+    )
     return p
+
+
+def write_arm_configs(spec: spec_lib.Spec, out_dir: Path) -> list[Path]:
+    """Writes ``out_dir/<arm slug>.json``: each arm's full config at the spec's first seed.
+
+    The files are what ``jaxsam train --config FILE`` reads, so one arm of a study can be trained
+    (or inspected) on its own; the spec stays the single source of truth.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for arm in spec.arms:
+        path = out_dir / f"{spec_lib.slug(arm)}.json"
+        data = config_lib.to_dict(spec.arm_config(arm, spec.seeds[0]))
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        paths.append(path)
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
         arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
         spec = spec_lib.with_overrides(spec, spec_lib.parse_sets(args.set), seeds, arms)
+        if args.write_configs is not None:
+            for path in write_arm_configs(spec, args.write_configs):
+                print(f"wrote {path}")
+            return 0
         out = args.out or Path("runs/exp") / spec.name
         t0 = time.perf_counter()
         result = run_experiment(

@@ -52,8 +52,40 @@ def test_expected_experiments_exist():
         "digits_sam_variants",
         "purchase100_sam_vs_sgd",
         "texas100_sam_vs_sgd",
+        "fashion_mnist_cnn_sam_vs_sgd",
     ):
         assert name in names
+
+
+def test_cnn_study_arm_configs_are_the_specs_arms_and_train_to_interpolation():
+    """The committed per-arm configs are what the spec trains (drift fails here)."""
+    from jaxsam import config as config_lib
+
+    spec = spec_lib.load(CONFIGS / "fashion_mnist_cnn_sam_vs_sgd.json")
+    arm_dir = CONFIGS / "fashion_mnist_cnn"
+    assert sorted(p.stem for p in arm_dir.glob("*.json")) == sorted(
+        spec_lib.slug(a) for a in spec.arms
+    )
+    for arm in spec.arms:
+        stored = config_lib.load(arm_dir / f"{spec_lib.slug(arm)}.json")
+        assert stored == spec.arm_config(arm, spec.seeds[0]), arm
+    sgd, sam = (spec.arm_config(a, 0) for a in ("SGD", "SAM"))
+    # Same everything but the optimizer name: the arms are paired.
+    assert config_lib.replace(sam, **{"optim.name": "sgd"}) == sgd
+    assert sgd.model.name == "cnn" and sgd.data.pool_size >= 5000 and sgd.masks.models >= 16
+
+
+def test_write_configs_writes_one_loadable_config_per_arm(tmp_path, capsys):
+    from jaxsam import config as config_lib
+
+    spec_path = CONFIGS / "digits_sam_variants.json"
+    assert run_lib.main([str(spec_path), "--write-configs", str(tmp_path)]) == 0
+    spec = spec_lib.load(spec_path)
+    printed = capsys.readouterr().out
+    for arm in spec.arms:
+        path = tmp_path / f"{spec_lib.slug(arm)}.json"
+        assert f"wrote {path}" in printed
+        assert config_lib.load(path) == spec.arm_config(arm, spec.seeds[0])
 
 
 def test_arm_configs_pair_seeds_and_apply_overrides():
