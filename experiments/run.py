@@ -29,6 +29,7 @@ from pathlib import Path
 from experiments import aggregate as agg_lib
 from experiments import spec as spec_lib
 from jaxsam import config as config_lib
+from jaxsam.cli_options import add_set_option
 from jaxsam.errors import JaxsamError, RunExistsError
 from jaxsam.report import escape_markdown, out_accuracy
 
@@ -217,9 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the spec's)")
     p.add_argument("--arms", default=None, help="comma-separated arms (baseline always kept)")
-    config_lib.add_set_option(
-        p, "config override for every arm, e.g. --set train.epochs=5 (repeatable)"
-    )
+    add_set_option(p, "config override for every arm, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--no-train", action="store_true", help="only tabulate finished runs")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that exist")
     p.add_argument("--rescore", action="store_true", help="rescore runs that have a report")

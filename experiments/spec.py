@@ -73,7 +73,9 @@ def slug(name: str) -> str:
 
 def parse_sets(items: list[str]) -> dict:
     """``["train.epochs=1", ...]`` -> ``{"train.epochs": 1, ...}`` (jaxsam's ``--set`` syntax)."""
-    return config_lib.parse_assignments(items)
+    from jaxsam.cli_options import parse_assignments
+
+    return parse_assignments(items)
 
 
 def from_dict(data: Mapping, name: str) -> Spec:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
+from pathlib import Path
+from typing import Any
+
+from jaxsam.errors import ConfigError
+
+SET_HELP = "override a config value, e.g. --set optim.name=sam (JSON values)"
 
 
 def add_no_verify_option(parser: argparse.ArgumentParser) -> None:
@@ -15,6 +22,86 @@ def add_no_verify_option(parser: argparse.ArgumentParser) -> None:
         "--no-verify",
         action="store_true",
         help="read runs whose files differ from the digests recorded when they finished",
+    )
+
+
+def add_set_option(parser: argparse.ArgumentParser, help: str = "override a config value") -> None:
+    """Adds the repeatable ``--set KEY=VALUE`` option; read it with :func:`parse_assignments`."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``["optim.rho=0.1", "data.pool_size=null"]`` -> ``{"optim.rho": 0.1, ...}``.
+
+    Values are JSON where they parse (``1``, ``0.5``, ``null``, ``true``), else strings. This is
+    the ``--set KEY=VALUE`` syntax of every command that takes config overrides.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE; write e.g. --set optim.rho=0.1")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+        except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4,300 digits
+            raise ConfigError(
+                f"--set {key.strip()}=... cannot be read ({str(e).split(';')[0]}); pass a "
+                "smaller value"
+            ) from e
+    return out
+
+
+def add_config_options(
+    parser: argparse.ArgumentParser,
+    config_help: str = "JSON config file (default: the built-in one)",
+    set_help: str = SET_HELP,
+) -> None:
+    """``--config FILE`` and the repeatable ``--set KEY=VALUE``; read them with
+    :func:`load_config`."""
+    parser.add_argument("--config", type=Path, help=config_help)
+    add_set_option(parser, set_help)
+
+
+def load_config(path: Path | None, assignments: list[str] | None = None):
+    """The config a command runs: ``path``'s (the defaults when None), then the ``--set``
+    ``assignments`` applied; checked as :func:`jaxsam.config.from_dict` checks every config."""
+    from jaxsam import config as config_lib
+
+    cfg = config_lib.load(path) if path is not None else config_lib.Config()
+    if assignments:
+        cfg = config_lib.replace(cfg, **parse_assignments(assignments))
+    return cfg
+
+
+def add_distributed_options(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--distributed``, ``--coordinator``, ``--num-processes``, ``--process-id``; pass
+    them on with :func:`initialize_distributed`."""
+    from jaxsam.train.distributed import ENV_FLAG
+
+    g = parser.add_argument_group("multi-host (jax.distributed)")
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first (SLURM / TPU VM settings are read from "
+        f"the environment); same as {ENV_FLAG}=1",
+    )
+    g.add_argument("--coordinator", help="HOST:PORT of process 0 (default: from the cluster)")
+    g.add_argument("--num-processes", type=int, help="number of processes (default: cluster)")
+    g.add_argument("--process-id", type=int, help="this process's index (default: cluster)")
+
+
+def initialize_distributed(args: argparse.Namespace) -> bool:
+    """:func:`jaxsam.train.distributed.maybe_initialize_distributed` with the options of
+    :func:`add_distributed_options`; returns whether ``jax.distributed`` is up."""
+    from jaxsam.train.distributed import maybe_initialize_distributed
+
+    return maybe_initialize_distributed(
+        bool(getattr(args, "distributed", False)),
+        coordinator=getattr(args, "coordinator", None),
+        num_processes=getattr(args, "num_processes", None),
+        process_id=getattr(args, "process_id", None),
     )
 
 

@@ -631,37 +631,6 @@ def load(path: str | Path) -> Config:
     return from_dict(read_json_file(path, "config file", "pass an existing JSON file"))
 
 
-def add_set_option(parser: Any, help: str = "override a config value") -> None:
-    """Adds the repeatable ``--set KEY=VALUE`` option to an argparse parser.
-
-    Read its values with :func:`parse_assignments`.
-    """
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
-
-
-def parse_assignments(items: list[str]) -> dict[str, Any]:
-    """``["optim.rho=0.1", "data.pool_size=null"]`` -> ``{"optim.rho": 0.1, ...}``.
-
-    Values are JSON where they parse (``1``, ``0.5``, ``null``, ``true``), else strings. This is
-    the ``--set KEY=VALUE`` syntax of every command that takes config overrides.
-    """
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r} is not KEY=VALUE; write e.g. --set optim.rho=0.1")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-        except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4,300 digits
-            raise ConfigError(
-                f"--set {key.strip()}=... cannot be read ({str(e).split(';')[0]}); pass a "
-                "smaller value"
-            ) from e
-    return out
-
-
 def replace(config: Config, **overrides: Any) -> Config:
     """Returns a copy with dotted-path overrides, e.g. ``replace(c, **{"optim.name": "sam"})``."""
     data = to_dict(config)

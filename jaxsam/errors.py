@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 # Whether the running code serves a ``jaxsam`` command (set by :func:`command_line`): messages
 # then name command-line flags (``--overwrite``), otherwise keyword arguments (``overwrite=True``).
+# Library modules word every fix through :func:`option`; only the edge (``cli.py``,
+# ``cli_options.py``, ``commands/``, ``bench/``) spells flags itself.
 _COMMAND_LINE = contextvars.ContextVar("jaxsam_command_line", default=False)
 
 
@@ -25,10 +27,19 @@ def command_line() -> Iterator[None]:
         _COMMAND_LINE.reset(token)
 
 
-def option(name: str) -> str:
-    """How the caller turns on boolean option ``name``: ``--name`` on the command line,
-    ``name=True`` from Python (e.g. ``option("overwrite")``)."""
-    return f"--{name.replace('_', '-')}" if _COMMAND_LINE.get() else f"{name}=True"
+def option(name: str, value: str | None = "True") -> str:
+    """How the caller sets option ``name`` (a keyword argument's name) to ``value``.
+
+    On the command line: ``--name VALUE``, ``--name`` for a switch (``value="True"``, the
+    default) or for ``value=None``. From Python: ``name=VALUE``, or ``name`` alone for
+    ``value=None``. E.g. ``option("overwrite")`` is ``--overwrite`` / ``overwrite=True``;
+    ``option("num_processes", "N")`` is ``--num-processes N`` / ``num_processes=N``;
+    ``option("out", None)`` is ``--out`` / ``out``.
+    """
+    if _COMMAND_LINE.get():
+        flag = f"--{name.replace('_', '-')}"
+        return flag if value in (None, "True") else f"{flag} {value}"
+    return name if value is None else f"{name}={value}"
 
 
 class JaxsamError(ValueError):

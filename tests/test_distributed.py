@@ -113,12 +113,16 @@ def test_process_blocks_tile_the_wave():
 def test_flag_and_env_switch_distributed_on(monkeypatch):
     import argparse
 
+    from jaxsam import cli_options
+
     monkeypatch.delenv(dist.ENV_FLAG, raising=False)
     parser = argparse.ArgumentParser()
-    dist.add_distributed_args(parser)
-    assert not dist.wants_distributed(parser.parse_args([]))
-    assert dist.wants_distributed(parser.parse_args(["--distributed"]))
+    cli_options.add_distributed_options(parser)
+    assert not dist.wants_distributed(parser.parse_args([]).distributed)
+    assert dist.wants_distributed(parser.parse_args(["--distributed"]).distributed)
     monkeypatch.setenv(dist.ENV_FLAG, "1")
-    assert dist.wants_distributed(parser.parse_args([]))
+    assert dist.wants_distributed(parser.parse_args([]).distributed)
+    assert dist.wants_distributed()
     monkeypatch.setenv(dist.ENV_FLAG, "0")
-    assert not dist.maybe_initialize_distributed(parser.parse_args([]))
+    assert not cli_options.initialize_distributed(parser.parse_args([]))
+    assert not dist.maybe_initialize_distributed()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from jaxsam import config as config_lib
+from jaxsam.cli_options import add_config_options, load_config
 
 
 def add_parser(subparsers) -> None:
@@ -22,8 +22,7 @@ def add_parser(subparsers) -> None:
         "JSON with every key: the defaults, FILE's values and the --set overrides, checked. "
         "Save it, edit it and pass it back with --config.",
     )
-    p.add_argument("--config", type=Path, help="JSON config file to start from (default: none)")
-    config_lib.add_set_option(p, "override a config value, e.g. --set optim.name=sam (JSON values)")
+    add_config_options(p, "JSON config file to start from (default: none)")
     p.add_argument(
         "--keys",
         action="store_true",
@@ -38,8 +37,6 @@ def run(args: argparse.Namespace) -> int:
 
         print(keys_markdown(), end="")
         return 0
-    cfg = config_lib.load(args.config) if args.config is not None else config_lib.Config()
-    if args.set:
-        cfg = config_lib.replace(cfg, **config_lib.parse_assignments(args.set))
+    cfg = load_config(args.config, args.set)
     print(json.dumps(config_lib.to_dict(cfg), indent=2))
     return 0

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from jaxsam import config as config_lib
+from jaxsam.cli_options import add_config_options, load_config
 from jaxsam.errors import ConfigError
 from jaxsam.optim import registry
 
@@ -23,21 +24,11 @@ def add_parser(subparsers) -> None:
         description=__doc__,
     )
     p.add_argument("config_file", nargs="?", type=Path, metavar="CONFIG", help="config file")
-    p.add_argument("--config", type=Path, help="JSON config file (same as CONFIG)")
-    config_lib.add_set_option(p)
+    add_config_options(p, "JSON config file (same as CONFIG)", "override a config value")
     p.add_argument("--device-memory", type=float, metavar="GiB", help="memory of one device")
     p.add_argument("--bench-table", type=Path, help="JSON from `jaxsam bench train --json`")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run)
-
-
-def _load(args: argparse.Namespace) -> config_lib.Config:
-
-    path = args.config or args.config_file
-    cfg = config_lib.load(path) if path is not None else config_lib.Config()
-    if args.set:
-        cfg = config_lib.replace(cfg, **config_lib.parse_assignments(args.set))
-    return cfg
 
 
 def model_size(model: config_lib.ModelConfig) -> str:
@@ -57,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     jax.config.update("jax_platforms", "cpu")
     from jaxsam import plan as plan_lib
 
-    cfg = _load(args)
+    cfg = load_config(args.config or args.config_file, args.set)
     plan = plan_lib.memory_plan(cfg)
     sam = registry.is_sam_family(cfg.optim.name)
     rows = None

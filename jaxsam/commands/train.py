@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jaxsam import config as config_lib
 from jaxsam import store
+from jaxsam.cli_options import (
+    SET_HELP,
+    add_distributed_options,
+    add_set_option,
+    initialize_distributed,
+    load_config,
+)
 from jaxsam.errors import ConfigError
 
 
@@ -25,7 +31,7 @@ def add_parser(subparsers) -> None:
         metavar="RUN",
         help="continue the unfinished run RUN from its last complete checkpoint",
     )
-    config_lib.add_set_option(p, "override a config value, e.g. --set optim.name=sam (JSON values)")
+    add_set_option(p, SET_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument(
@@ -35,9 +41,7 @@ def add_parser(subparsers) -> None:
         metavar="K",
         help="train the study in waves of K models into the one run directory",
     )
-    from jaxsam.train.distributed import add_distributed_args
-
-    add_distributed_args(p)
+    add_distributed_options(p)
     p.set_defaults(func=run)
 
 
@@ -53,12 +57,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.out is None:
             raise ConfigError("jaxsam train needs --out RUN (or --resume RUN)")
-        cfg = config_lib.load(args.config) if args.config is not None else config_lib.Config()
-        if args.set:
-            cfg = config_lib.replace(cfg, **config_lib.parse_assignments(args.set))
-        from jaxsam.train.distributed import maybe_initialize_distributed
-
-        if maybe_initialize_distributed(args) or args.wave_size:
+        cfg = load_config(args.config, args.set)
+        if initialize_distributed(args) or args.wave_size:
             from jaxsam.train.waves import train_study
 
             run = train_study(

@@ -18,7 +18,12 @@ import os
 import sys
 from pathlib import Path
 
-from jaxsam import config as config_lib
+from jaxsam.cli_options import (
+    add_config_options,
+    add_distributed_options,
+    initialize_distributed,
+    load_config,
+)
 from jaxsam.errors import ConfigError, JaxsamError, command_line
 
 
@@ -34,13 +39,11 @@ def add_parser(subparsers) -> None:
 
 
 def _fill(p: argparse.ArgumentParser) -> None:
-    from jaxsam.train.distributed import add_distributed_args
-
     sub = p.add_subparsers(
         dest="wave_command", metavar="STEP", required=True, help="init, train, finalize or run"
     )
     init = sub.add_parser("init", help="write the config, the full masks and the run header")
-    _config_args(init)
+    add_config_options(init)
     init.add_argument("--out", type=Path, required=True, help="run directory to create")
     init.add_argument("--overwrite", action="store_true", help="replace an existing run")
 
@@ -54,32 +57,19 @@ def _fill(p: argparse.ArgumentParser) -> None:
         help="wave number (default: $SLURM_ARRAY_TASK_ID), used with --wave-size",
     )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_distributed_args(train)
+    add_distributed_options(train)
 
     fin = sub.add_parser("finalize", help="assemble all waves' logits and mark the run complete")
     fin.add_argument("run_dir", type=Path, metavar="RUN", help="the run whose waves are done")
     fin.add_argument("--drop-waves", action="store_true", help="delete RUN/waves/* once assembled")
 
     allp = sub.add_parser("run", help="init, train every missing wave, finalize")
-    _config_args(allp)
+    add_config_options(allp)
     allp.add_argument("--out", type=Path, required=True, help="run directory")
     allp.add_argument("--wave-size", type=int, help="models per wave (default: all at once)")
     allp.add_argument("--overwrite", action="store_true", help="replace an existing run")
     allp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_distributed_args(allp)
-
-
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="JSON config file (default: the built-in one)")
-    config_lib.add_set_option(p)
-
-
-def _config(args: argparse.Namespace) -> config_lib.Config:
-
-    cfg = config_lib.load(args.config) if args.config is not None else config_lib.Config()
-    if args.set:
-        cfg = config_lib.replace(cfg, **config_lib.parse_assignments(args.set))
-    return cfg
+    add_distributed_options(allp)
 
 
 def _train_range(args: argparse.Namespace, num_models: int) -> tuple[int, int]:
@@ -108,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     progress = False if getattr(args, "no_progress", False) else None
     step = args.wave_command
     if step == "init":
-        study = waves.init_study(_config(args), args.out, overwrite=args.overwrite)
+        cfg = load_config(args.config, args.set)
+        study = waves.init_study(cfg, args.out, overwrite=args.overwrite)
         print(
             f"{study.path}: {study.num_models} models x {study.keep.shape[1]} examples; "
             "masks written"
@@ -118,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         result = waves.finalize(args.run_dir, keep_waves=not args.drop_waves)
         print(f"{result.path}: complete, logits {list(result.logits.shape)}")
         return 0
-    dist.maybe_initialize_distributed(args)
+    initialize_distributed(args)
     if step == "train":
         study = waves.open_study(args.run_dir)
         a, b = _train_range(args, study.num_models)
@@ -135,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             )
         return 0
     result = waves.train_study(
-        _config(args),
+        load_config(args.config, args.set),
         args.out,
         wave_size=args.wave_size,
         overwrite=args.overwrite,

@@ -8,52 +8,49 @@ sharded over a ``'model'`` mesh axis (one device per process), which every proce
 in which each process writes its own shard. The run directory therefore looks exactly like
 a single-host run once :func:`jaxsam.train.waves.finalize` has assembled it.
 
-Multi-host start sits behind a flag (big_vision style): ``jaxsam train --distributed`` or the
-environment variable ``JAXSAM_DISTRIBUTED=1`` makes the CLI call
-``jax.distributed.initialize()``, which reads the coordinator, process count and process id
-from the SLURM or TPU-VM environment, or from ``--coordinator / --num-processes /
---process-id`` when given.
+Multi-host start sits behind a flag (big_vision style): :func:`maybe_initialize_distributed`
+with ``flag=True`` (the CLI's ``--distributed``, see :mod:`jaxsam.cli_options`) or the
+environment variable ``JAXSAM_DISTRIBUTED=1`` calls ``jax.distributed.initialize()``, which
+reads the coordinator, process count and process id from the SLURM or TPU-VM environment, or
+from the arguments ``coordinator``, ``num_processes`` and ``process_id`` when given.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import numpy as np
 
-from jaxsam.errors import ConfigError
+from jaxsam.errors import ConfigError, option
 
 ENV_FLAG = "JAXSAM_DISTRIBUTED"
 
 
-def add_distributed_args(parser: argparse.ArgumentParser) -> None:
-    """Adds ``--distributed``, ``--coordinator``, ``--num-processes``, ``--process-id``."""
-    g = parser.add_argument_group("multi-host (jax.distributed)")
-    g.add_argument(
-        "--distributed",
-        action="store_true",
-        help="call jax.distributed.initialize() first (SLURM / TPU VM settings are read from "
-        f"the environment); same as {ENV_FLAG}=1",
-    )
-    g.add_argument("--coordinator", help="HOST:PORT of process 0 (default: from the cluster)")
-    g.add_argument("--num-processes", type=int, help="number of processes (default: cluster)")
-    g.add_argument("--process-id", type=int, help="this process's index (default: cluster)")
-
-
-def wants_distributed(args: argparse.Namespace | None = None) -> bool:
-    """Whether ``--distributed`` was passed or ``JAXSAM_DISTRIBUTED`` is set to 1/true."""
-    flag = bool(getattr(args, "distributed", False)) if args is not None else False
+def wants_distributed(flag: bool = False) -> bool:
+    """Whether ``flag`` is set or the environment variable ``JAXSAM_DISTRIBUTED`` is 1/true."""
     return flag or os.environ.get(ENV_FLAG, "").lower() in ("1", "true", "yes")
 
 
-def maybe_initialize_distributed(args: argparse.Namespace | None = None) -> bool:
+def maybe_initialize_distributed(
+    flag: bool = False,
+    *,
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
     """Calls ``jax.distributed.initialize`` when asked to; returns whether it did.
+
+    Args:
+      flag: start it (as does ``JAXSAM_DISTRIBUTED=1``, see :func:`wants_distributed`).
+      coordinator: ``HOST:PORT`` of process 0 (default: ``JAXSAM_COORDINATOR``, else the
+        cluster's).
+      num_processes: the process count (default: ``JAXSAM_NUM_PROCESSES``, else the cluster's).
+      process_id: this process's index (default: ``JAXSAM_PROCESS_ID``, else the cluster's).
 
     Idempotent: a second call does nothing. On a CPU-only platform it selects the gloo
     collectives, which ``jax.distributed`` needs on CPU (jax 0.10).
     """
-    if not wants_distributed(args):
+    if not wants_distributed(flag):
         return False
     import jax
 
@@ -62,9 +59,8 @@ def maybe_initialize_distributed(args: argparse.Namespace | None = None) -> bool
     platforms = os.environ.get("JAX_PLATFORMS", "")
     if platforms == "cpu":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    coordinator = getattr(args, "coordinator", None) or os.environ.get("JAXSAM_COORDINATOR")
-    num = getattr(args, "num_processes", None)
-    pid = getattr(args, "process_id", None)
+    coordinator = coordinator or os.environ.get("JAXSAM_COORDINATOR")
+    num, pid = num_processes, process_id
     if num is None and os.environ.get("JAXSAM_NUM_PROCESSES"):
         num = int(os.environ["JAXSAM_NUM_PROCESSES"])
     if pid is None and os.environ.get("JAXSAM_PROCESS_ID"):
@@ -76,8 +72,8 @@ def maybe_initialize_distributed(args: argparse.Namespace | None = None) -> bool
     except (ValueError, RuntimeError) as e:
         raise ConfigError(
             f"jax.distributed.initialize failed ({str(e).splitlines()[0][:200]}); run under "
-            "srun / on every TPU-VM worker, or pass --coordinator HOST:PORT --num-processes N "
-            "--process-id I"
+            f"srun / on every TPU-VM worker, or pass {option('coordinator', 'HOST:PORT')} "
+            f"{option('num_processes', 'N')} {option('process_id', 'I')}"
         ) from e
     return True
 
@@ -158,14 +154,3 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
-
-
-def cluster_summary() -> str:
-    """One line: processes, global and local devices, platform."""
-    import jax
-
-    return (
-        f"process {jax.process_index()}/{jax.process_count()}, "
-        f"{jax.local_device_count()} local / {jax.device_count()} global "
-        f"{jax.devices()[0].platform} devices"
-    )
