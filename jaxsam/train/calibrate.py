@@ -277,12 +277,14 @@ def calibrate(
     model-examples per second. Rates the table already holds for this key are reused and only
     the missing candidates are timed (``jaxsam bench train`` records the loop's rate, which
     does not depend on the number of models, so the loop is never timed twice). Timing stops
-    once ``budget_s`` (default :data:`CALIBRATION_BUDGET_S`) is spent: the candidates not
+    once ``budget_s`` (default ``$JAXSAM_CALIBRATION_BUDGET_S``, else
+    :data:`CALIBRATION_BUDGET_S`) is spent: the candidates not
     reached are listed under ``"capped"`` and the best of those measured wins; such an entry
     counts as complete, so a machine does not spend the budget again on the same config.
     The entry also holds ``"compile_s"`` per candidate timed here.
     """
-    budget = CALIBRATION_BUDGET_S if budget_s is None else budget_s
+    if budget_s is None:
+        budget_s = float(os.environ.get("JAXSAM_CALIBRATION_BUDGET_S", CALIBRATION_BUDGET_S))
     path = cache_path()
     key = _table_key(config, pool, k)
     entry = (_read_table(path) if use_cache else {}).get(key, {})
@@ -297,7 +299,7 @@ def calibrate(
     for cand, name in zip(candidates(setup), names, strict=True):
         if name in rates:
             continue
-        if rates and time.perf_counter() - t0 > budget:
+        if rates and time.perf_counter() - t0 > budget_s:
             capped.append(name)
             continue
         inputs = inputs or ensemble_inputs(setup, config, pool, keep, k)
