@@ -57,11 +57,12 @@ class ModelBlocks:
     def nbytes(self) -> int:
         return self.size * np.dtype(self.dtype).itemsize
 
-    def models_per_block(self, block_bytes: int = BLOCK_BYTES) -> int:
+    def models_per_block(self, block_bytes: int | None = None) -> int:
+        block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
         per_model = max(1, self.nbytes // max(1, self.shape[0]))
         return max(1, min(self.shape[0], block_bytes // per_model))
 
-    def blocks(self, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
+    def blocks(self, block_bytes: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(a, array [b - a, ...])`` for consecutive blocks of about ``block_bytes``."""
         k = self.models_per_block(block_bytes)
         for a in range(0, self.shape[0], k):
@@ -108,56 +109,59 @@ def blocks_of(arr) -> ModelBlocks:
     return ModelBlocks(tuple(arr.shape), arr.dtype, lambda a, b: np.array(arr[a:b]))
 
 
-def stacked(paths: list[Path], load: Callable[[Path], np.ndarray]) -> ModelBlocks:
-    """One model per file: ``load(paths[i])`` is model i's array (all of the same shape)."""
+def stacked(paths: list[Path], load: Callable[[Path], np.ndarray], dtype=None) -> ModelBlocks:
+    """One model per file: ``load(paths[i])`` is model i's array (all of one shape), read only
+    when its block is (``dtype``: the blocks' type; default the first file's)."""
     first = load(paths[0])
-    shape, dtype = (len(paths), *first.shape), first.dtype
-    return ModelBlocks(
-        shape, dtype, lambda a, b: np.stack([np.asarray(load(p)) for p in paths[a:b]])
-    )
+    shape, dtype = (len(paths), *first.shape), np.dtype(dtype or first.dtype)
+    del first
+
+    def read(a: int, b: int) -> np.ndarray:
+        return np.stack([np.asarray(load(p), dtype) for p in paths[a:b]])
+
+    return ModelBlocks(shape, dtype, read)
 
 
 def save_arrays_streamed(
     path: Path,
     small: dict[str, np.ndarray],
-    name: str,
-    big: ModelBlocks,
+    big: dict[str, ModelBlocks],
     dtype=np.float32,
-    block_bytes: int = BLOCK_BYTES,
+    block_bytes: int | None = None,
 ) -> None:
-    """Writes ``small`` and ``big`` (as ``name``, cast to ``dtype``) as one orbax folder ``path``.
+    """Writes ``small`` and ``big`` (each cast to ``dtype``) as one orbax folder ``path``.
 
     ``small`` must hold at least one array, and none of a zero-size shape (encode those first as
-    :func:`jaxsam.store.save_arrays` does). ``path`` is replaced only once the new folder is
-    complete. Raises ``RuntimeError`` when orbax's metadata is not in the form this writer
-    knows (a newer orbax): save with :func:`jaxsam.store.save_arrays` instead.
+    :func:`jaxsam.store.save_arrays` does); ``big`` arrays must not be of zero size. ``path`` is
+    replaced only once the new folder is complete. Raises ``RuntimeError`` when orbax's metadata
+    is not in the form this writer knows (a newer orbax).
     """
     import orbax.checkpoint as ocp
     import tensorstore as ts
 
     if not small:
-        raise ValueError("save_arrays_streamed needs at least one small array beside the large one")
+        raise ValueError("save_arrays_streamed needs at least one small array beside the large")
     tmp = path.parent / f".{path.name}.streaming"
     if tmp.exists():
         shutil.rmtree(tmp)
     ckpt = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_ocdbt=False))
     ckpt.save(tmp.absolute(), {k: np.asarray(v) for k, v in small.items()})
-    _add_entry(tmp / "_METADATA", name)
-    per_model = [1, *big.shape[1:]]
-    spec = {
-        "driver": "zarr",
-        "kvstore": {"driver": "file", "path": str((tmp / name).absolute())},
-        "metadata": {
-            "shape": list(big.shape),
-            "dtype": np.dtype(dtype).str,
-            "chunks": per_model,
-            "compressor": {"id": "zstd", "level": 1},
-        },
-        "create": True,
-    }
-    target = ts.open(spec).result()
-    for a, block in big.blocks(block_bytes):
-        target[a : a + block.shape[0]].write(np.ascontiguousarray(block, dtype)).result()
+    for name, arr in big.items():
+        _add_entry(tmp / "_METADATA", name)
+        spec = {
+            "driver": "zarr",
+            "kvstore": {"driver": "file", "path": str((tmp / name).absolute())},
+            "metadata": {
+                "shape": list(arr.shape),
+                "dtype": np.dtype(dtype).str,
+                "chunks": [1, *arr.shape[1:]],  # one model per chunk
+                "compressor": {"id": "zstd", "level": 1},
+            },
+            "create": True,
+        }
+        target = ts.open(spec).result()
+        for a, block in arr.blocks(block_bytes):
+            target[a : a + block.shape[0]].write(np.ascontiguousarray(block, dtype)).result()
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)
