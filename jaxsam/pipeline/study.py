@@ -22,6 +22,7 @@ from jaxsam.data import load_pool, make_masks
 from jaxsam.data.augment import query_names
 from jaxsam.data.pool import Pool
 from jaxsam.errors import RunDirError
+from jaxsam.optim import dp as dp_lib
 from jaxsam.train import preempt, preflight
 from jaxsam.train.loop import export_logits, train_ensemble
 
@@ -232,14 +233,17 @@ def _train_and_export(
     desc: str | None,
 ) -> store.Run:
     """:func:`train_and_export` under its lock and signal handlers."""
+    header = dp_lib.header_fields(config, keep)  # first: a missing DP library stops all writes
     if resume:
         if store.check_resumable(out, config, pool.origin(), keep):
             store.repair_masks(out, keep, pool.ids, pool.y)  # damaged masks: rebuilt
         else:
             # Killed while starting: nothing was trained yet, start again in place.
-            store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
+            store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y, extra=header)
     else:
-        store.begin_run(out, config, pool.origin(), keep, pool.ids, pool.y, overwrite=overwrite)
+        store.begin_run(
+            out, config, pool.origin(), keep, pool.ids, pool.y, overwrite=overwrite, extra=header
+        )
     result = train_ensemble(
         config,
         pool,
