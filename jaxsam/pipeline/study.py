@@ -94,12 +94,26 @@ def accuracy_metrics(
       failed_models: indices of the failed models.
     """
     correct = metrics_lib.correct_predictions(pool_logits, labels)
+    test_correct = (
+        metrics_lib.correct_predictions(test_logits, test_labels)
+        if test_logits.shape[1]
+        else np.zeros((keep.shape[0], 0), bool)
+    )
+    return accuracy_metrics_from_correct(correct, keep, test_correct, failed_models)
+
+
+def accuracy_metrics_from_correct(
+    correct: np.ndarray,
+    keep: np.ndarray,
+    test_correct: np.ndarray,
+    failed_models: Sequence[int] = (),
+) -> dict:
+    """:func:`accuracy_metrics` from per-model correctness: bool ``[M, N]`` on the pool and
+    bool ``[M, T]`` on the held-out split (T may be 0)."""
     train = metrics_lib.accuracy_per_model(correct, keep)
     out = metrics_lib.accuracy_per_model(correct, ~keep)
-    if test_logits.shape[1]:
-        held = metrics_lib.accuracy_per_model(
-            metrics_lib.correct_predictions(test_logits, test_labels)
-        )
+    if test_correct.shape[1]:
+        held = metrics_lib.accuracy_per_model(test_correct)
     else:
         held = np.full(keep.shape[0], np.nan)
     ok = np.ones(keep.shape[0], bool)

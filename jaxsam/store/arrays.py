@@ -49,6 +49,28 @@ def save_arrays(path: Path, tree: dict[str, np.ndarray]) -> None:
         ckpt.wait_until_finished()
 
 
+def save_logits_streamed(path: Path, logits, labels, test_logits, test_labels) -> None:
+    """:func:`save_arrays` of a run's ``logits/`` folder, the logits a block of models at a time.
+
+    ``logits`` / ``test_logits``: :class:`~jaxsam.store.blocks.ModelBlocks` or numpy arrays
+    ``[M, R, A, C]``; a zero-size one is encoded as :func:`save_arrays` encodes it. Peak memory
+    is one block, not the logits (see :mod:`jaxsam.store.blocks`); the folder reads back with
+    :func:`load_arrays` like any other.
+    """
+    from jaxsam.store.blocks import blocks_of, save_arrays_streamed
+
+    paths.check_no_links(path.parent, path.name)
+    small = {"labels": np.asarray(labels), "test_labels": np.asarray(test_labels)}
+    big = {}
+    for name, arr in (("logits", logits), ("test_logits", test_logits)):
+        if int(np.prod(arr.shape)) == 0:
+            small[name] = np.zeros(arr.shape, np.float32)
+        else:
+            big[name] = blocks_of(arr)
+    with write_errors(path, "arrays"):
+        save_arrays_streamed(path, _encode_empty(small), big)
+
+
 def load_arrays(
     path: Path,
     what: str,

@@ -18,7 +18,8 @@ import numpy as np
 
 from jaxsam import config as config_lib
 from jaxsam.errors import RunDirError
-from jaxsam.store.arrays import array_shapes, save_arrays
+from jaxsam.store.arrays import array_shapes, save_arrays, save_logits_streamed
+from jaxsam.store.blocks import ModelBlocks
 from jaxsam.store.digests import write_digests
 from jaxsam.store.files import read_json, write_json, write_text_atomic
 from jaxsam.store.header import (
@@ -223,7 +224,11 @@ def finish_run(
     metrics: dict,
     failed_models: list[int],
 ) -> None:
-    """Writes logits and metrics, then marks the run complete (``COMPLETE`` last)."""
+    """Writes logits and metrics, then marks the run complete (``COMPLETE`` last).
+
+    ``logits`` and ``test_logits`` may be :class:`~jaxsam.store.blocks.ModelBlocks` (an import
+    too large to hold twice): they are then written a block of models at a time.
+    """
     info = read_json(path / "run.json", "run header")
     m, n = info["models"], info["examples"]
     if logits.shape[:2] != (m, n) or logits.ndim != 4:
@@ -232,15 +237,18 @@ def finish_run(
         raise RunDirError(f"{len(query_names)} query names for {logits.shape[2]} query views")
     (path / COMPLETE).unlink(missing_ok=True)
     update_run_info(path, status="exporting")
-    save_arrays(
-        path / "logits",
-        {
-            "logits": logits.astype(np.float32),
-            "labels": labels,
-            "test_logits": test_logits.astype(np.float32),
-            "test_labels": test_labels,
-        },
-    )
+    if isinstance(logits, ModelBlocks) or isinstance(test_logits, ModelBlocks):
+        save_logits_streamed(path / "logits", logits, labels, test_logits, test_labels)
+    else:
+        save_arrays(
+            path / "logits",
+            {
+                "logits": logits.astype(np.float32),
+                "labels": labels,
+                "test_logits": test_logits.astype(np.float32),
+                "test_labels": test_labels,
+            },
+        )
     write_json(
         path / "logits.json",
         {
