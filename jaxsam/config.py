@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jaxsam.config_audit import AUDIT_KINDS, AuditConfig  # noqa: F401 (re-exported)
 from jaxsam.errors import ConfigError
 
 CONFIG_VERSION = 1
@@ -252,6 +253,7 @@ class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)
     version: int = CONFIG_VERSION
 
 
@@ -348,6 +350,7 @@ def validate(config: Config) -> Config:
     check_range("train.checkpoint_every_steps", t.checkpoint_every_steps, 0, None, ">= 0")
     check_range("train.checkpoint_every_minutes", t.checkpoint_every_minutes, 0, None, ">= 0")
     _validate_dp(config)
+    config.audit.check(config.masks.models)
     for path, seed in (("data.seed", d.seed), ("masks.seed", m.seed), ("train.seed", t.seed)):
         check_range(path, seed, 0, 2**32 - 1, "an integer in [0, 2**32)")
     return config
@@ -402,6 +405,7 @@ ADDED_KEYS: tuple[tuple[str, Any], ...] = (
     ("train.label_smoothing", 0.0),
     ("optim.dp", dataclasses.asdict(DPConfig())),
     ("model.kwargs", {}),
+    ("audit", dataclasses.asdict(AuditConfig())),
 )
 
 
