@@ -104,7 +104,13 @@ def canary_mask(run: store.Run) -> np.ndarray | None:
     return mask
 
 
-def score_outputs(run: store.Run, attacks: list[str] | None = None, bootstrap: int = 200):
+def score_outputs(
+    run: store.Run,
+    attacks: list[str] | None = None,
+    bootstrap: int = 200,
+    *,
+    equal_groups: str | bool = "auto",
+):
     """Scores ``run`` and builds its report and tables in memory; writes nothing.
 
     Returns a :class:`ScoredRun`. Arguments as :func:`score_run`.
@@ -123,6 +129,7 @@ def score_outputs(run: store.Run, attacks: list[str] | None = None, bootstrap: i
         attacks=attacks,
         bootstrap=bootstrap,
         exclude_models=~ok,
+        equal_groups=equal_groups,
     )
     rep = dict(result.report)
     rep["run"] = run_summary(run)
@@ -162,6 +169,7 @@ def score_run(
     *,
     write: bool = False,
     csv: bool = False,
+    equal_groups: str | bool = "auto",
 ) -> dict:
     """Scores ``run`` (a :class:`jaxsam.store.Run`) and returns the report; writes when asked.
 
@@ -180,8 +188,11 @@ def score_run(
       bootstrap: bootstrap resamples for the confidence intervals (0: none).
       write: publish the report files in the run directory.
       csv: with ``write``, also write ``examples.csv`` (the per-example table as CSV).
+      equal_groups: the reference-group rule of LiRA, RMIA and the calibrated loss: ``"auto"``
+        (default: from the masks), True (cut) or False (leave-one-out); report.json's
+        ``reference_groups`` records it (:func:`jaxsam.scoring.score`).
     """
-    scored = score_outputs(run, attacks, bootstrap)
+    scored = score_outputs(run, attacks, bootstrap, equal_groups=equal_groups)
     if write:
         from jaxsam.pipeline.report_files import report_extras
 
