@@ -1,47 +1,29 @@
 #!/usr/bin/env bash
-# One accelerator session's measurements, prepared to run unattended in a few minutes:
-#   1. `jaxsam bench suite` (training throughput vs the loop, MFU, SAM/SGD, the measured
-#      256-model epoch, plan vs measured, chunked memory, bench sam, bench score);
-#   2. the Fashion-MNIST ResNet-9 SGD-vs-SAM study at the paper's regime (one seed).
+# One accelerator slot's measurements in two calls of at most 8 minutes each (the steps, their
+# caps and what each keeps when cut short: experiments/gpu_session.py).
 #
-# Usage (from the repository root, with the package importable, e.g. PYTHONPATH=$PWD):
-#   bash experiments/gpu_session.sh OUTDIR [SUITE_BUDGET_S] [STUDY_TIMEOUT_S] [IDX_DIR]
-# (SUITE_BUDGET_S = 0 runs the study alone.)
-# IDX_DIR holds Fashion-MNIST's four original IDX files (default .devdata/fashion-mnist; copy
-# them from /usr/share/datasets/fashion-mnist). Results land flat in OUTDIR: bench.json,
-# bench.md, study_table.md, study_results.json, study_metrics_*.json, env.txt; the run
-# directories stay in a temporary folder.
+#   bash experiments/gpu_session.sh --dry-run               # any machine: both calls' plans
+#   bash experiments/gpu_session.sh --call 1 OUTDIR [IDX_DIR]  # resnet18/wrn16_4 MFU, 256-model epoch, plan
+#   bash experiments/gpu_session.sh --call 2 OUTDIR [IDX_DIR]  # the study's SAM arm, then the rest
+#
+# Run from the repository root with the package importable (PYTHONPATH=$PWD is set if unset).
+# IDX_DIR holds Fashion-MNIST's four IDX files (default .devdata/fashion-mnist: copy them from
+# /usr/share/datasets/fashion-mnist and carry that folder). With the device tool, run each call
+# with timeout_s 510 and OUTDIR=$OUT; results land in OUTDIR/call1 and OUTDIR/call2.
 set -u
-out=${1:?usage: gpu_session.sh OUTDIR [SUITE_BUDGET_S] [STUDY_TIMEOUT_S] [IDX_DIR]}
-suite_budget=${2:-340}
-study_timeout=${3:-210}
-idx=${4:-.devdata/fashion-mnist}
-mkdir -p "$out"
-work=$(mktemp -d)
-export PYTHONUNBUFFERED=1 JAXSAM_CACHE_DIR=$work/cache PYTHONPATH=${PYTHONPATH:-$PWD}
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
+if [ "${1:-}" = "--dry-run" ]; then
+  exec python3 -m experiments.gpu_session --dry-run "${2:-OUTDIR}" --idx "${3:-.devdata/fashion-mnist}"
+fi
+if [ "${1:-}" != "--call" ] || [ -z "${2:-}" ] || [ -z "${3:-}" ]; then
+  echo "usage: gpu_session.sh --dry-run | --call 1|2 OUTDIR [IDX_DIR]" >&2
+  exit 2
+fi
+call=$2 out=$3 idx=${4:-.devdata/fashion-mnist}
+mkdir -p "$out/call$call"
 {
   date -u; nvidia-smi -L 2>/dev/null; nproc
   python3 -c "import jax, flax, optax, orbax.checkpoint as oc, numpy; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'numpy', numpy.__version__); print(jax.devices())"
-} > "$out/env.txt" 2>&1
-cat "$out/env.txt"
-
-t0=$(date +%s)
-if [ "$suite_budget" != 0 ]; then  # 0: the study alone
-  python3 -m jaxsam bench suite --out "$work/suite" --budget-s "$suite_budget" \
-    --sections train:cnn,train:resnet9,epoch,plan,sam,train:wrn16_4,train:resnet18,score,chunked \
-    --section-timeout-s 110
-  cp "$work/suite/bench.json" "$work/suite/bench.md" "$out/" 2>/dev/null
-  echo "suite took $(( $(date +%s) - t0 )) s"
-fi
-
-t1=$(date +%s)
-timeout "$study_timeout" python3 -m experiments.run \
-  experiments/configs/fashion_mnist_resnet_sam_vs_sgd.json --out "$work/study" --no-progress --seeds 0 \
-  --set "data.dataset=idx:$idx"
-echo "study exit $? after $(( $(date +%s) - t1 )) s"
-cp "$work/study/table.md" "$out/study_table.md" 2>/dev/null
-cp "$work/study/results.json" "$out/study_results.json" 2>/dev/null
-for arm in SGD SAM; do
-  cp "$work/study/seed0/$arm/metrics.json" "$out/study_metrics_$arm.json" 2>/dev/null
-done
-ls -la "$out"
+} > "$out/call$call/env.txt" 2>&1
+cat "$out/call$call/env.txt"
+exec python3 -m experiments.gpu_session --call "$call" "$out" --idx "$idx"

@@ -217,7 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="experiment directory (default: runs/exp/NAME)"
     )
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the spec's)")
-    p.add_argument("--arms", default=None, help="comma-separated arms (baseline always kept)")
+    p.add_argument("--arms", default=None, help="comma-separated arms (the baseline is kept too)")
+    p.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="with --arms: run only those arms (no baseline, no difference columns)",
+    )
     add_set_option(p, "config override for every arm, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--no-train", action="store_true", help="only tabulate finished runs")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that exist")
@@ -264,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         spec = spec_lib.load(args.spec)
         seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
         arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
-        spec = spec_lib.with_overrides(spec, spec_lib.parse_sets(args.set), seeds, arms)
+        spec = spec_lib.with_overrides(
+            spec, spec_lib.parse_sets(args.set), seeds, arms, keep_baseline=not args.no_baseline
+        )
         if args.write_configs is not None:
             for path in write_arm_configs(spec, args.write_configs):
                 print(f"wrote {path}")

@@ -121,19 +121,29 @@ def with_overrides(
     sets: Mapping | None = None,
     seeds: tuple[int, ...] | None = None,
     arms: list[str] | None = None,
+    keep_baseline: bool = True,
 ) -> Spec:
-    """``spec`` with extra overrides for every arm, other seeds, or a subset of arms."""
-    new_arms = spec.arms
+    """``spec`` with extra overrides for every arm, other seeds, or a subset of arms.
+
+    ``arms`` keeps the spec's baseline arm too unless ``keep_baseline=False``; then the first
+    arm kept becomes the baseline (a table of those arms alone, e.g. one arm trained on a
+    machine whose time allows no more).
+    """
+    new_arms, baseline = spec.arms, spec.baseline
     if arms:
         missing = [a for a in arms if a not in spec.arms]
         if missing:
             raise ConfigError(f"--arms names {missing}, not arms of {list(spec.arms)}")
         new_arms = {a: spec.arms[a] for a in spec.arms if a in arms}
-        if spec.baseline not in new_arms:
+        if spec.baseline not in new_arms and keep_baseline:
             new_arms = {spec.baseline: spec.arms[spec.baseline], **new_arms}
+        baseline = baseline if baseline in new_arms else next(iter(new_arms))
+    elif not keep_baseline:
+        raise ConfigError("--no-baseline needs --arms: name the arms to run without the baseline")
     return dataclasses.replace(
         spec,
         overrides={**spec.overrides, **(sets or {})},
         seeds=tuple(seeds) if seeds else spec.seeds,
         arms=new_arms,
+        baseline=baseline,
     )

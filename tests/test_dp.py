@@ -285,7 +285,7 @@ def test_a_missing_dp_library_stops_training_not_scoring(monkeypatch, tmp_path):
     """Training a DP run needs jax-privacy and dp-accounting; reading its config does not."""
     import importlib.util
 
-    from jaxsam import store
+    from jaxsam.pipeline import train_and_export
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -295,5 +295,7 @@ def test_a_missing_dp_library_stops_training_not_scoring(monkeypatch, tmp_path):
     assert config_lib.from_dict(config_lib.to_dict(cfg)) == cfg  # load_run validates like this
     keep = make_masks(4, 300, 0.5, 0)
     with pytest.raises(ConfigError, match="optim.dp needs the jax-privacy package"):
-        store.start_run(tmp_path, cfg, {"fingerprint": "x"}, keep, np.arange(300), np.zeros(300))
+        train_and_export(cfg, tmp_path / "run")
     assert not any(tmp_path.iterdir())  # nothing written
+    with pytest.raises(ConfigError, match="optim.dp needs the jax-privacy package"):
+        dp_lib.header_fields(cfg, keep)  # the run header's guarantee needs the libraries

@@ -104,6 +104,10 @@ def test_overrides_seeds_arms_and_bad_input():
     s2 = spec_lib.with_overrides(spec, sets, (5,), ["rho=0.1"])
     assert list(s2.arms) == ["SGD", "rho=0.1"] and s2.seeds == (5,)
     assert s2.arm_config("rho=0.1", 5).train.epochs == 2
+    alone = spec_lib.with_overrides(spec, arms=["rho=0.1"], keep_baseline=False)
+    assert list(alone.arms) == ["rho=0.1"] and alone.baseline == "rho=0.1"
+    with pytest.raises(ConfigError, match="--arms"):
+        spec_lib.with_overrides(spec, keep_baseline=False)
     with pytest.raises(ConfigError):
         spec_lib.parse_sets(["train.epochs"])
     with pytest.raises(ConfigError):

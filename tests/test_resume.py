@@ -137,7 +137,7 @@ def test_resume_of_a_run_killed_while_starting(ref, tmp_path, monkeypatch):
             raise Crash
         return real(path, tree)
 
-    monkeypatch.setattr(store, "save_arrays", die_on_masks)
+    monkeypatch.setattr(store.lifecycle, "save_arrays", die_on_masks)
     with pytest.raises(Crash):
         train_and_export(runs.tiny_config(), out)
     monkeypatch.undo()

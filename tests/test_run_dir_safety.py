@@ -152,7 +152,7 @@ def test_complete_is_never_written_for_a_run_that_does_not_read_back(
         store.save_arrays(path / "masks", {**masks, "keep": ~masks["keep"]})
         return files
 
-    monkeypatch.setattr(store, "write_digests", digests_then_damage)
+    monkeypatch.setattr(store.lifecycle, "write_digests", digests_then_damage)
     with pytest.raises(RunDirError, match="does not read back, so it was not marked complete"):
         train_and_export(runs.tiny_config(), crashed_copy, resume=True)
     assert not (crashed_copy / "COMPLETE").exists()
@@ -231,15 +231,15 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_started(run_copy, mon
 
     real = store.start_run
 
-    def dies_after_the_config(path, config, *args):
+    def dies_after_the_config(path, config, *args, **kwargs):
         store.write_json(path / "config.json", {"half": "written"})
         raise Crash
 
-    monkeypatch.setattr(store, "start_run", dies_after_the_config)
+    monkeypatch.setattr(store.lifecycle, "start_run", dies_after_the_config)
     with pytest.raises(Crash):
         train_and_export(runs.tiny_config(**{"optim.name": "sam"}), run_copy, overwrite=True)
     assert _snapshot(run_copy) == before, "a failed start moves the old run back"
-    monkeypatch.setattr(store, "start_run", real)
+    monkeypatch.setattr(store.lifecycle, "start_run", real)
     assert store.load_run(run_copy).config.optim.name == "sgd"
 
 

@@ -133,6 +133,45 @@ def test_auto_measures_once_then_reads_the_table(tmp_path, monkeypatch):
     assert (second.strategy, second.conv_impl) == (first.strategy, first.conv_impl)
 
 
+def test_calibration_times_only_the_candidates_the_table_lacks(tmp_path, monkeypatch):
+    # The bench records the loop's rate; calibration must not time the loop again.
+    monkeypatch.setenv("JAXSAM_CACHE_DIR", str(tmp_path))
+    cfg, pool, keep, setup = tiny("cnn", m=2)
+    calibrate.record(cfg, pool, 2, {"loop+lax": 1e-6})
+    timed = []
+    real = calibrate.time_plan_parts
+
+    def spy(setup_, config, pool_, keep_, plan, *a, **k):
+        timed.append(f"{plan.strategy}+{plan.conv_impl}")
+        return real(setup_, config, pool_, keep_, plan, *a, **k)
+
+    monkeypatch.setattr(calibrate, "time_plan_parts", spy)
+    got = calibrate.calibrate(setup, cfg, pool, keep, 2)
+    assert timed == ["vmap+lax", "vmap+matmul"]
+    assert got["rates"]["loop+lax"] == 1e-6 and got["best"] != "loop+lax"
+    assert set(got["compile_s"]) == {"vmap+lax", "vmap+matmul"}
+    assert all(v >= 0 for v in got["compile_s"].values())
+    assert calibrate.calibrate(setup, cfg, pool, keep, 2)["cached"]
+
+
+def test_calibration_stops_at_its_budget_and_keeps_the_capped_entry(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXSAM_CACHE_DIR", str(tmp_path))
+    cfg, pool, keep, setup = tiny("cnn", m=2)
+    got = calibrate.calibrate(setup, cfg, pool, keep, 2, budget_s=0.0)
+    assert list(got["rates"]) == ["loop+lax"]  # the first candidate is always measured
+    assert got["capped"] == ["vmap+lax", "vmap+matmul"] and got["best"] == "loop+lax"
+    again = calibrate.calibrate(setup, cfg, pool, keep, 2, budget_s=0.0)
+    assert again["cached"] and again["rates"] == got["rates"]
+
+
+def test_time_plan_parts_reports_compilation_apart_from_the_steady_rate():
+    cfg, pool, keep, setup = tiny("mlp", m=2)
+    t = calibrate.time_plan_parts(setup, cfg, pool, keep, Plan("vmap"), 2)
+    assert t.rate > 0 and t.warmup_s >= t.compile_s >= 0
+    # A fresh program compiles: the warm-up is slower than one steady call.
+    assert t.compile_s > 0
+
+
 def test_auto_chunks_when_memory_allows_fewer_models(monkeypatch):
     cfg, pool, keep, setup = tiny("mlp", m=5)
     monkeypatch.setattr(calibrate, "memory_cap", lambda *a: 2)

@@ -12,6 +12,13 @@ call (jit compilation included), ``seconds_warm`` a second identical call.
 ``ratio_vs_per_target`` = (per-target NumPy baseline time on ``--baseline-targets`` targets and
 the first ``--baseline-examples`` examples, scaled by M / targets and N / examples) / ``seconds``,
 both measured in the same process.
+
+Every row also carries the hardware's **floor** for its step, measured in the same process:
+``floor_s`` is the time of one read pass over that step's input (the logits for ``signal``,
+summed over the chunks it reads; the signal array for an attack), the faster of a NumPy and a
+jitted XLA reduction, best of three. ``x_floor`` = ``seconds_warm`` (the signal: ``seconds``)
+over ``floor_s``: how many read passes' worth of time the step costs. ``peak_bytes`` is the
+child's peak resident memory in bytes and ``signal_bytes`` the signal array's size.
 """
 
 from __future__ import annotations
@@ -25,8 +32,32 @@ import sys
 import time
 
 
+def read_pass_seconds(x, repeats: int = 3) -> float:
+    """Seconds of one read pass over ``x`` (numpy or jax): the faster of ``np.max`` and a jitted
+    ``jnp.max`` (the device copy is made before timing), best of ``repeats``."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    xd = jax.device_put(x)
+    f = jax.jit(jnp.max)
+    f(xd).block_until_ready()
+    host = np.asarray(x) if isinstance(x, np.ndarray) else None
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(xd).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+        if host is not None:
+            t = time.perf_counter()
+            np.max(host)
+            best = min(best, time.perf_counter() - t)
+    return best
+
+
 def _signal(m: int, n: int, a: int, c: int, seed: int, chunk: int = 8):
-    """Synthetic logits -> (lsc [M, N, A] float32, keep [M, N], seconds spent on the signal)."""
+    """Synthetic logits -> (lsc [M, N, A] float32, keep [M, N], seconds spent on the signal,
+    seconds of one read pass over the logits, chunk by chunk)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -46,7 +77,7 @@ def _signal(m: int, n: int, a: int, c: int, seed: int, chunk: int = 8):
         return z + onehot * bump[..., None]
 
     out = np.empty((m, n, a), np.float32)
-    spent = 0.0
+    spent = floor = 0.0
     key = jax.random.key(seed)
     for s0 in range(0, m, chunk):
         key, sub = jax.random.split(key)
@@ -54,7 +85,8 @@ def _signal(m: int, n: int, a: int, c: int, seed: int, chunk: int = 8):
         t = time.perf_counter()
         out[s0 : s0 + chunk] = np.asarray(signals.logit_scaled_confidence(logits, labels))
         spent += time.perf_counter() - t
-    return out, keep, spent
+        floor += read_pass_seconds(logits)
+    return out, keep, spent, floor
 
 
 def _child(spec: dict) -> dict:
@@ -63,11 +95,12 @@ def _child(spec: dict) -> dict:
     from jaxsam.attacks import lira_from_signal, naive, rmia_from_signal
 
     m, n, a, c = spec["models"], spec["examples"], spec["queries"], spec["classes"]
-    sig, keep, sig_seconds = _signal(m, n, a, c, spec["seed"])
+    sig, keep, sig_seconds, logits_floor = _signal(m, n, a, c, spec["seed"])
     what = spec["what"]
-    out: dict = {}
+    out: dict = {"signal_bytes": int(sig.nbytes)}
     if what == "signal":
         out["seconds"] = sig_seconds
+        out["floor_s"] = logits_floor
     else:
         prob = 1.0 / (1.0 + np.exp(-sig)) if what == "rmia" else None
         call = {
@@ -78,11 +111,13 @@ def _child(spec: dict) -> dict:
         t = time.perf_counter()
         call()
         out["seconds"] = time.perf_counter() - t  # first call: includes jit compilation
-    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    out["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak_rss_gib"] = out["peak_bytes"] / 2**30
     if what != "signal":
         t = time.perf_counter()
         call()
         out["seconds_warm"] = time.perf_counter() - t
+        out["floor_s"] = read_pass_seconds(prob if what == "rmia" else sig)
         # Baseline on k targets and the first nb examples (per-target cost is linear in N).
         k, nb = spec["targets"], min(n, spec["baseline_examples"])
         t = time.perf_counter()
@@ -108,6 +143,11 @@ def _spawn(spec: dict) -> dict:
         raise RuntimeError(f"benchmark child {spec['what']} failed:\n{proc.stderr[-2000:]}")
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT ") :])
+
+
+def _sig(x: float) -> float:
+    """``x`` to four significant digits (seconds span microseconds to minutes)."""
+    return float(f"{x:.4g}")
 
 
 def run(argv: list[str]) -> int:
@@ -154,12 +194,16 @@ def run(argv: list[str]) -> int:
             "models": args.models,
             "examples": args.examples,
             "queries": args.queries,
-            "seconds": round(r["seconds"], 3),
+            "seconds": _sig(r["seconds"]),
+            "floor_s": _sig(r["floor_s"]),
+            "x_floor": round(r.get("seconds_warm", r["seconds"]) / r["floor_s"], 1),
+            "peak_bytes": int(r["peak_bytes"]),
+            "signal_bytes": r["signal_bytes"],
             "peak_rss_gib": round(r["peak_rss_gib"], 3),
             "ratio_vs_per_target": None if ratio is None else round(ratio, 1),
         }
         if ratio is not None:
-            row["seconds_warm"] = round(r["seconds_warm"], 3)
+            row["seconds_warm"] = _sig(r["seconds_warm"])
             row["baseline_seconds_scaled"] = round(scaled, 2)
             row["baseline_targets"] = args.baseline_targets
             row["baseline_examples"] = min(args.examples, args.baseline_examples)
@@ -169,7 +213,8 @@ def run(argv: list[str]) -> int:
         else:
             print(
                 f"{what:14s} M={args.models} N={args.examples} A={args.queries}  "
-                f"{row['seconds']:9.2f} s  peak {row['peak_rss_gib']:.2f} GiB  "
+                f"{row['seconds']:9.2f} s  x{row['x_floor']:.1f} floor ({row['floor_s']:.3f} s)  "
+                f"peak {row['peak_rss_gib']:.2f} GiB  "
                 + ("" if ratio is None else f"x{ratio:.1f} vs per-target NumPy"),
                 flush=True,
             )

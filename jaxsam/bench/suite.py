@@ -479,8 +479,8 @@ MD_COLUMNS = {
                 "peak_device_bytes", "peak_rss_bytes", "unchunked_estimate_bytes"],
     "sam": ["model", "optimizer", "models", "batch", "step_ms", "step_time_ratio_vs_sgd",
             "extra_memory_param_buffers"],
-    "score": ["attack", "models", "examples", "queries", "seconds", "seconds_warm",
-              "peak_rss_gib", "ratio_vs_per_target"],
+    "score": ["attack", "models", "examples", "queries", "seconds", "seconds_warm", "floor_s",
+              "x_floor", "peak_rss_gib", "ratio_vs_per_target"],
 }  # fmt: skip
 
 

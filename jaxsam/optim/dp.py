@@ -209,6 +209,16 @@ def accountant_name(name: str) -> str:
     }[name]
 
 
+def header_fields(config: Any, keep: np.ndarray) -> dict:
+    """The run-header fields of the privacy guarantee: ``{"dp": ...}``, or ``{}`` without DP.
+
+    Raises:
+      ConfigError: a DP run and the DP libraries are missing (before anything is written).
+    """
+    record = privacy_record(config, keep)
+    return {"dp": record} if record is not None else {}
+
+
 def privacy_record(config: Any, keep: np.ndarray) -> dict | None:
     """run.json's ``"dp"`` entry for ``config`` trained on masks ``keep`` [M, N], or None.
 

@@ -33,9 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsam import __version__, store
+from jaxsam import __version__, metrics, store
 from jaxsam import config as config_lib
 from jaxsam.errors import DataError, RunDirError
+from jaxsam.store.blocks import ModelBlocks, blocks_of
 
 IMPORTED_DATASET = "imported"
 # An example must be in at least this many models and out of at least this many, by default:
@@ -48,17 +49,19 @@ class Imported:
     """Checked arrays of an import, in the run directory's shapes.
 
     Attributes:
-      keep: bool [M, N]; logits: float [M, N, A, C]; labels: int32 [N].
-      test_logits: float [M, T, A, C]; test_labels: int32 [T] (T = 0: no held-out split).
+      keep: bool [M, N]; logits: float [M, N, A, C] (:class:`ModelBlocks`: read a block of
+        models at a time, never whole); labels: int32 [N].
+      test_logits: float [M, T, A, C] (:class:`ModelBlocks`); test_labels: int32 [T] (T = 0: no
+        held-out split).
       ids: int64 [N]: row of each kept example in the imported arrays.
       query_names: the A query-view names (query 0 is the identity view).
       provenance: run.json's ``"provenance"`` entry.
     """
 
     keep: np.ndarray
-    logits: np.ndarray
+    logits: ModelBlocks
     labels: np.ndarray
-    test_logits: np.ndarray
+    test_logits: ModelBlocks
     test_labels: np.ndarray
     ids: np.ndarray
     query_names: list[str]
@@ -118,8 +121,14 @@ def _as_keep(keep: np.ndarray, name: str) -> np.ndarray:
     )
 
 
-def _as_logits(logits: np.ndarray, name: str, m: int, rows: int, axis: str) -> np.ndarray:
-    """[M, R, C] or [M, R, A, C] float -> [M, R, A, C] (not copied)."""
+def _as_logits(logits, name: str, m: int, rows: int, axis: str) -> ModelBlocks:
+    """[M, R, C] or [M, R, A, C] float (an array, a memory map or blocks) -> [M, R, A, C] blocks.
+
+    Nothing is read here but shapes and dtypes: the values are read a block at a time later.
+    """
+    if not isinstance(logits, ModelBlocks) and np.ndim(logits) == 0:
+        logits = np.asarray(logits)
+    logits = blocks_of(logits)
     if logits.size == 0:
         raise DataError(f"{name} is empty (shape {logits.shape}); it must be float [M, {axis}, C]")
     if not np.issubdtype(logits.dtype, np.floating):
@@ -128,7 +137,8 @@ def _as_logits(logits: np.ndarray, name: str, m: int, rows: int, axis: str) -> n
             "save them with .astype(numpy.float32)"
         )
     if logits.ndim == 3:
-        logits = logits[:, :, None, :]
+        shape = (*logits.shape[:2], 1, logits.shape[2])
+        logits = logits.map(lambda b: b[:, :, None, :], shape)
     if logits.ndim != 4 or logits.shape[:2] != (m, rows):
         raise DataError(
             f"{name} has shape {logits.shape}; it must be [M={m}, {axis}={rows}, C] or "
@@ -142,17 +152,24 @@ def _as_logits(logits: np.ndarray, name: str, m: int, rows: int, axis: str) -> n
     return logits
 
 
-def _check_finite(logits: np.ndarray, name: str) -> None:
-    """Raises naming the first (model, example) with a NaN or infinite logit; chunked by model."""
-    for m in range(logits.shape[0]):
-        bad = ~np.isfinite(np.asarray(logits[m]))
+def _check_finite(logits: ModelBlocks, name: str) -> None:
+    """Raises naming the first (model, example) with a NaN or infinite logit; block by block."""
+    for a, block in logits.blocks():
+        bad = ~np.isfinite(block)
         if bad.any():
-            ex = int(np.argwhere(bad)[0][0])
+            mi, ex = (int(i) for i in np.argwhere(bad)[0][:2])
             raise DataError(
-                f"{name} holds {int(bad.sum())} NaN or infinite value(s) for model {m} (first at "
-                f"example {ex}); that model diverged or its export failed: leave it out of every "
-                "file, or recompute its logits"
+                f"{name} holds {int(bad[mi].sum())} NaN or infinite value(s) for model {a + mi} "
+                f"(first at example {ex}); that model diverged or its export failed: leave it "
+                "out of every file, or recompute its logits"
             )
+
+
+def correct_predictions(logits: ModelBlocks, labels: np.ndarray) -> np.ndarray:
+    """bool [M, R]: the identity view's arg-max equals the label, computed block by block."""
+    if logits.shape[1] == 0:
+        return np.zeros(logits.shape[:2], bool)
+    return np.concatenate([metrics.correct_predictions(b, labels) for _, b in logits.blocks()])
 
 
 def _as_labels(labels: np.ndarray, name: str, rows: int, classes: int, axis: str) -> np.ndarray:
@@ -203,7 +220,9 @@ def check_arrays(
 
     Args:
       keep: bool (or integer 0/1) [M, N], True where model m trained on example n.
-      logits: float [M, N, C] or [M, N, A, C] (query 0 the identity view).
+      logits: float [M, N, C] or [M, N, A, C] (query 0 the identity view): an array, a memory
+        map (``numpy.load(..., mmap_mode="r")``: read a block of models at a time, so an import
+        never holds the logits whole) or :class:`ModelBlocks`.
       labels: int [N] in [0, C).
       test_logits, test_labels: optional held-out logits [M, T, C] or [M, T, A, C] and labels
         [T], both or neither.
@@ -238,10 +257,11 @@ def check_arrays(
     a, c = logits.shape[2:]
     labels = _as_labels(np.asarray(labels), nm["labels"], n, c, "N")
     if test_logits is None:
-        test_logits = np.zeros((m, 0, a, c), np.float32)
+        test_logits = blocks_of(np.zeros((m, 0, a, c), np.float32))
         test_labels = np.zeros(0, np.int32)
     else:
-        t = getattr(test_logits, "shape", (0, 0))[1] if np.ndim(test_logits) >= 2 else 0
+        shape = test_logits.shape if isinstance(test_logits, ModelBlocks) else np.shape(test_logits)
+        t = shape[1] if len(shape) >= 2 else 0
         test_logits = _as_logits(test_logits, nm["test_logits"], m, t, "T")
         if test_logits.shape[2:] != (a, c):
             raise DataError(
@@ -275,7 +295,7 @@ def check_arrays(
     if dropped.size:
         sel = ~sparse
         keep, labels, ids = keep[:, sel], labels[sel], ids[sel]
-        logits = np.asarray(logits)[:, sel]
+        logits = logits.map(lambda b: b[:, sel], (m, int(sel.sum()), a, c))
     prov = dict(provenance or {})
     prov["dropped_examples"] = [int(i) for i in dropped]
     prov["min_models"] = int(min_models)
@@ -354,7 +374,7 @@ def import_run(out: str | Path, imported: Imported, *, overwrite: bool = False) 
       RunDirError: ``out`` exists and is not empty (without ``overwrite``), or holds no jaxsam
         run (with it), or is not writable. Nothing is written then.
     """
-    from jaxsam.pipeline.study import accuracy_metrics
+    from jaxsam.pipeline.study import accuracy_metrics_from_correct
 
     out = Path(out)
     check_out(out, overwrite)
@@ -369,14 +389,16 @@ def import_run(out: str | Path, imported: Imported, *, overwrite: bool = False) 
     with store.run_lock(out, "import-logits"):
         store.prepare_run_dir(out, cfg, overwrite=True)  # check_out allowed the replacement
         store.start_run(out, cfg, origin, im.keep, im.ids, im.labels, extra={"provenance": prov})
-        metrics = accuracy_metrics(im.logits, im.labels, im.keep, im.test_logits, im.test_labels)
+        correct = correct_predictions(im.logits, im.labels)
+        test_correct = correct_predictions(im.test_logits, im.test_labels)
+        metrics = accuracy_metrics_from_correct(correct, im.keep, test_correct)
         metrics["imported"] = True
         store.finish_run(
             out,
-            logits=np.asarray(im.logits),
+            logits=im.logits,
             labels=im.labels,
             query_names=im.query_names,
-            test_logits=np.asarray(im.test_logits),
+            test_logits=im.test_logits,
             test_labels=im.test_labels,
             metrics=metrics,
             failed_models=[],

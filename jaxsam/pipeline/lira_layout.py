@@ -8,9 +8,9 @@ scripts) and writes, per model::
 
 and, once for all models, ``EXPDIR/y_train.npy`` (the labels of the whole training split, of
 which the first N are used). :func:`read_lira_dir` stacks them into keep [M, N], logits
-[M, N, A, C] and labels [N]. Models are ordered by K where the name is ``experiment-K_M``, else by
-name; a directory counts as a model when it holds ``keep.npy``. Each model's latest epoch is
-taken unless ``epoch`` names one.
+[M, N, A, C] (read a block of models at a time, never whole) and labels [N]. Models are ordered
+by K where the name is ``experiment-K_M``, else by name; a directory counts as a model when it
+holds ``keep.npy``. Each model's latest epoch is taken unless ``epoch`` names one.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 from jaxsam import store
 from jaxsam.errors import DataError
 from jaxsam.pipeline import import_logits as imp
+from jaxsam.store.blocks import stacked
 
 _EXPERIMENT = re.compile(r"^experiment-(\d+)_(\d+)$")
 _EPOCH = re.compile(r"^(\d+)\.npy$")
@@ -144,24 +145,25 @@ def read_lira_dir(
             {"dir": d.name, "epoch": int(e), "keep": str(d / "keep.npy"), "logits": str(f)}
         )
     n = first[0]
-    logits = None
-    for i, (_, _, f) in enumerate(chosen):
+    lg0 = None
+    for _, _, f in chosen:  # shapes and dtypes only: the values are read a block at a time
         lg = _model_logits(f)
         if lg.shape[0] != n:
             raise DataError(
                 f"{f} has logits for {lg.shape[0]} examples but keep.npy has N={n}; rerun "
                 "inference.py with the same --dataset_size"
             )
-        if logits is None:
+        if lg0 is None:
             if not np.issubdtype(lg.dtype, np.floating):
                 raise DataError(f"{f} has dtype {lg.dtype}; logits must be floating point")
-            logits = np.empty((len(chosen), *lg.shape), np.float32)
-        elif lg.shape[1:] != logits.shape[2:]:
+            lg0 = lg
+        elif lg.shape[1:] != lg0.shape[1:]:
             raise DataError(
-                f"{f} has A, C = {lg.shape[1:]} but {chosen[0][2]} has {logits.shape[2:]}; run "
+                f"{f} has A, C = {lg.shape[1:]} but {chosen[0][2]} has {lg0.shape[1:]}; run "
                 "inference.py with the same augmentations for every model"
             )
-        logits[i] = lg
+        del lg
+    logits = stacked([f for _, _, f in chosen], _model_logits, np.float32)
     label_path = Path(labels) if labels is not None else expdir / "y_train.npy"
     if labels is None and not label_path.is_file():
         raise DataError(

@@ -22,6 +22,7 @@ from jaxsam.data import load_pool, make_masks
 from jaxsam.data.augment import query_names
 from jaxsam.data.pool import Pool
 from jaxsam.errors import RunDirError
+from jaxsam.optim import dp as dp_lib
 from jaxsam.train import preempt, preflight
 from jaxsam.train.loop import export_logits, train_ensemble
 
@@ -78,12 +79,26 @@ def accuracy_metrics(
       failed_models: indices of the failed models.
     """
     correct = metrics_lib.correct_predictions(pool_logits, labels)
+    test_correct = (
+        metrics_lib.correct_predictions(test_logits, test_labels)
+        if test_logits.shape[1]
+        else np.zeros((keep.shape[0], 0), bool)
+    )
+    return accuracy_metrics_from_correct(correct, keep, test_correct, failed_models)
+
+
+def accuracy_metrics_from_correct(
+    correct: np.ndarray,
+    keep: np.ndarray,
+    test_correct: np.ndarray,
+    failed_models: Sequence[int] = (),
+) -> dict:
+    """:func:`accuracy_metrics` from per-model correctness: bool ``[M, N]`` on the pool and
+    bool ``[M, T]`` on the held-out split (T may be 0)."""
     train = metrics_lib.accuracy_per_model(correct, keep)
     out = metrics_lib.accuracy_per_model(correct, ~keep)
-    if test_logits.shape[1]:
-        held = metrics_lib.accuracy_per_model(
-            metrics_lib.correct_predictions(test_logits, test_labels)
-        )
+    if test_correct.shape[1]:
+        held = metrics_lib.accuracy_per_model(test_correct)
     else:
         held = np.full(keep.shape[0], np.nan)
     ok = np.ones(keep.shape[0], bool)
@@ -232,14 +247,17 @@ def _train_and_export(
     desc: str | None,
 ) -> store.Run:
     """:func:`train_and_export` under its lock and signal handlers."""
+    header = dp_lib.header_fields(config, keep)  # first: a missing DP library stops all writes
     if resume:
         if store.check_resumable(out, config, pool.origin(), keep):
             store.repair_masks(out, keep, pool.ids, pool.y)  # damaged masks: rebuilt
         else:
             # Killed while starting: nothing was trained yet, start again in place.
-            store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y)
+            store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y, extra=header)
     else:
-        store.begin_run(out, config, pool.origin(), keep, pool.ids, pool.y, overwrite=overwrite)
+        store.begin_run(
+            out, config, pool.origin(), keep, pool.ids, pool.y, overwrite=overwrite, extra=header
+        )
     result = train_ensemble(
         config,
         pool,

@@ -38,6 +38,7 @@ from jaxsam import hooks
 from jaxsam.config import Config, stable_dict
 from jaxsam.errors import RunDirError, WriteFailed
 from jaxsam.store import paths
+from jaxsam.store.files import DropThreadTracebacks, drop_closed_loop, move_aside_damaged
 
 if TYPE_CHECKING:
     from jaxsam.train.state import EnsembleState
@@ -257,10 +258,8 @@ def restore_latest(manager, like: EnsembleState, fingerprint: str | None = None)
 
 def _set_aside(manager, step: int) -> Path:
     """Moves checkpoint ``step`` into ``damaged/`` beside the checkpoint directory (a rename)."""
-    from jaxsam import store
-
     directory = Path(str(manager.directory))
-    moved = store.move_aside_damaged(directory.parent, f"{directory.name}/{step}")
+    moved = move_aside_damaged(directory.parent, f"{directory.name}/{step}")
     manager.reload()
     return moved
 
@@ -390,13 +389,11 @@ class Checkpoints:
         import logging
         import sys
 
-        from jaxsam import store
-
         self._keep_quiet = False
-        self._log_filter = store._DropThreadTracebacks()
+        self._log_filter = DropThreadTracebacks()
         logging.getLogger("absl").addFilter(self._log_filter)
         self._unraisable = sys.unraisablehook
-        sys.unraisablehook = store._drop_closed_loop(self._unraisable)
+        sys.unraisablehook = drop_closed_loop(self._unraisable)
 
     def _restore_error_reports(self) -> None:
         """Undoes :meth:`_quiet_background_errors`, unless a save failed: then the failed

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsam import store
-from jaxsam.store import paths
+from jaxsam.store import arrays, paths
+from jaxsam.store.files import move_aside_damaged, read_json, write_json
 
 WAVES_DIR = "waves"
 _NAME = re.compile(r"^(\d{5,})-(\d{5,})$")
@@ -55,17 +55,17 @@ def _marker(path: Path, first: int, stop: int) -> Path:
 def read_marker(path: Path, first: int, stop: int) -> dict | None:
     """The done wave's marker (timing, steps), or None when the wave is not done."""
     marker = _marker(path, first, stop)
-    return store.read_json(marker, "wave marker") if marker.is_file() else None
+    return read_json(marker, "wave marker") if marker.is_file() else None
 
 
 def save_arrays(path: Path, first: int, stop: int, tree: dict) -> None:
     """Saves the wave's arrays (every process of a distributed job calls it together)."""
-    store.save_global_arrays(wave_dir(path, first, stop), tree)
+    arrays.save_global_arrays(wave_dir(path, first, stop), tree)
 
 
 def load_arrays(path: Path, first: int, stop: int) -> dict[str, np.ndarray]:
     """Reads a wave's arrays back as numpy, whatever process layout wrote them."""
-    return store.load_arrays(
+    return arrays.load_arrays(
         wave_dir(path, first, stop),
         "wave logits",
         missing="rerun that wave",
@@ -76,10 +76,10 @@ def load_arrays(path: Path, first: int, stop: int) -> dict[str, np.ndarray]:
 
 def mark_done(path: Path, first: int, stop: int, info: dict) -> None:
     """Writes the wave's marker (after its arrays) and removes its checkpoints."""
-    store.write_json(_marker(path, first, stop), info)
+    write_json(_marker(path, first, stop), info)
     work = work_dir(path, first, stop)
     if (work / "damaged").is_dir():  # checkpoints set aside while it trained: keep them
-        store.move_aside_damaged(path, f"{WAVES_DIR}/{work.name}/damaged")
+        move_aside_damaged(path, f"{WAVES_DIR}/{work.name}/damaged")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -13,7 +13,9 @@ For ``auto``:
    they get ``vmap`` without measuring. Conv nets time a few real training steps (the same
    train step, optimizer and data) of ``k`` models under each candidate: the loop of
    single-model jitted calls, vmap with ``lax`` (grouped) convolutions, vmap with matmul-form
-   convolutions. The fastest in model-examples per second wins. A custom model
+   convolutions. The fastest in model-examples per second wins. Timing stops after
+   ``CALIBRATION_BUDGET_S`` (the best of the candidates measured by then wins); rates already
+   in the table are reused, not timed again. A custom model
    (``model.name = "package.module:attr"``) counts as a conv net when its traced forward pass
    has a convolution (``TrainSetup.conv_net``); without a ``conv_impl`` field it cannot take
    the matmul form, and only ``loop`` and ``vmap`` are timed.
@@ -160,8 +162,37 @@ def time_plan(
     """Model-examples per second of ``plan`` on ``num_models`` models (after one warm-up).
 
     ``inputs`` = ``(model_state, model_data, shared)`` for ``num_models`` models may be passed
-    to skip the initialisation (it is copied, not donated).
+    to skip the initialisation (it is copied, not donated). :func:`time_plan_parts` also
+    returns the compile time.
     """
+    return time_plan_parts(
+        setup, config, pool, keep, plan, num_models, num_steps, repeats, inputs
+    ).rate
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """One plan's measurement: ``rate`` in model-examples per second (steady: the best of the
+    timed calls after the warm-up), ``compile_s`` the warm-up call's seconds beyond one steady
+    call (compilation and first-touch transfers), ``warmup_s`` the warm-up call itself."""
+
+    rate: float
+    compile_s: float
+    warmup_s: float
+
+
+def time_plan_parts(
+    setup: TrainSetup,
+    config: Config,
+    pool: Pool,
+    keep: np.ndarray,
+    plan: Plan,
+    num_models: int,
+    num_steps: int = 2,
+    repeats: int = 2,
+    inputs: tuple | None = None,
+) -> Timing:
+    """:func:`time_plan` with the compile time reported apart from the steady rate."""
     setup = dataclasses.replace(setup, model=with_conv_impl(setup.model, plan.conv_impl))
     fn = train_fn(setup, pool, config.train.batch_size)
     efn = make_ensemble_fn(fn, plan.strategy, plan.chunk_size)
@@ -170,15 +201,18 @@ def time_plan(
     ms, md, shared = inputs
     ms = jax.tree.map(jnp.copy, ms)
     num_steps = max(1, min(num_steps, setup.steps_per_epoch))
+    t0 = time.perf_counter()
     ms, _ = efn(ms, md, shared, jnp.int32(0), num_steps)
     jax.block_until_ready(ms)
+    warmup = time.perf_counter() - t0
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
         ms, hist = efn(ms, md, shared, jnp.int32(0), num_steps)
         jax.block_until_ready((ms, hist))
         best = min(best, time.perf_counter() - t0)
-    return num_models * num_steps * config.train.batch_size / best
+    rate = num_models * num_steps * config.train.batch_size / best
+    return Timing(rate, max(0.0, warmup - best), warmup)
 
 
 def _optimizer_key(config: Config) -> str:
@@ -225,39 +259,67 @@ def candidates(setup: TrainSetup) -> tuple[Plan, ...]:
     return tuple(c for c in CANDIDATES if c.conv_impl == "lax")
 
 
+CALIBRATION_BUDGET_S = 120.0  # seconds one calibration may spend timing candidates
+
+
 def calibrate(
-    setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray, k: int, use_cache: bool = True
+    setup: TrainSetup,
+    config: Config,
+    pool: Pool,
+    keep: np.ndarray,
+    k: int,
+    use_cache: bool = True,
+    budget_s: float | None = None,
 ) -> dict:
     """Measures the candidates on ``k`` models; returns ``{"best": name, "rates": {...}}``.
 
     Names are ``loop+lax``, ``vmap+lax``, ``vmap+matmul`` (:func:`candidates`); rates are
-    model-examples per second.
+    model-examples per second. Rates the table already holds for this key are reused and only
+    the missing candidates are timed (``jaxsam bench train`` records the loop's rate, which
+    does not depend on the number of models, so the loop is never timed twice). Timing stops
+    once ``budget_s`` (default ``$JAXSAM_CALIBRATION_BUDGET_S``, else
+    :data:`CALIBRATION_BUDGET_S`) is spent: the candidates not
+    reached are listed under ``"capped"`` and the best of those measured wins; such an entry
+    counts as complete, so a machine does not spend the budget again on the same config.
+    The entry also holds ``"compile_s"`` per candidate timed here.
     """
+    if budget_s is None:
+        budget_s = float(os.environ.get("JAXSAM_CALIBRATION_BUDGET_S", CALIBRATION_BUDGET_S))
     path = cache_path()
     key = _table_key(config, pool, k)
-    table = _read_table(path) if use_cache else {}
-    cands = candidates(setup)
-    if key in table and set(table[key].get("rates", {})) >= {
-        f"{c.strategy}+{c.conv_impl}" for c in cands
-    }:
-        return {**table[key], "cached": True}
-    rates = {}
-    inputs = ensemble_inputs(setup, config, pool, keep, k)
-    for cand in cands:
-        name = f"{cand.strategy}+{cand.conv_impl}"
-        rates[name] = time_plan(setup, config, pool, keep, cand, k, inputs=inputs)
-    entry = {"best": max(rates, key=rates.get), "rates": rates}
+    entry = (_read_table(path) if use_cache else {}).get(key, {})
+    names = [f"{c.strategy}+{c.conv_impl}" for c in candidates(setup)]
+    rates = {n: float(r) for n, r in entry.get("rates", {}).items() if n in names and _is_rate(r)}
+    if set(rates) | set(entry.get("capped", ())) >= set(names) and rates:
+        return {**entry, "cached": True}
+    compile_s: dict[str, float] = {}
+    capped: list[str] = []
+    inputs = None
+    t0 = time.perf_counter()
+    for cand, name in zip(candidates(setup), names, strict=True):
+        if name in rates:
+            continue
+        if rates and time.perf_counter() - t0 > budget_s:
+            capped.append(name)
+            continue
+        inputs = inputs or ensemble_inputs(setup, config, pool, keep, k)
+        timing = time_plan_parts(setup, config, pool, keep, cand, k, inputs=inputs)
+        rates[name], compile_s[name] = timing.rate, round(timing.compile_s, 3)
+    new = {"best": max(rates, key=rates.get), "rates": rates, "compile_s": compile_s}
+    if capped:
+        new["capped"] = capped
     if use_cache:
         table = _read_table(path)
-        table[key] = entry
+        table[key] = new
         _write_table(path, table)
-    return {**entry, "cached": False}
+    return {**new, "cached": False}
 
 
 def record(config: Config, pool: Pool, k: int, rates: dict[str, float]) -> dict:
     """Writes measured candidate rates for ``k`` models into the table (what the bench does).
 
-    ``rates`` maps ``loop+lax`` / ``vmap+lax`` / ``vmap+matmul`` to model-examples per second.
+    ``rates`` maps ``loop+lax`` / ``vmap+lax`` / ``vmap+matmul`` (all, or some: a later
+    :func:`calibrate` times only the missing ones) to model-examples per second.
     """
     path = cache_path()
     entry = {"best": max(rates, key=rates.get), "rates": dict(rates)}

@@ -1,0 +1,231 @@
+"""Which directory may take a run: ownership, the existing run's config, space, writability.
+
+:func:`check_run_dir` touches nothing; it refuses a directory holding files jaxsam did not
+write (only a jaxsam run is ever replaced) and, without ``overwrite``, one holding a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from jaxsam import config as config_lib
+from jaxsam import hooks
+from jaxsam.errors import ConfigError, RunDirError, RunExistsError, option
+from jaxsam.store.digests import DIGESTED_FILES, DIGESTS
+from jaxsam.store.header import COMPLETE, RUN_FORMAT
+from jaxsam.store.lock import LOCK_FILE
+
+
+def _config_dict(config: config_lib.Config) -> dict:
+    return config_lib.to_dict(config)
+
+
+def _same_config(existing: Any, config: config_lib.Config) -> bool:
+    """Whether a run's stored config.json is ``config``, keys added since taking their defaults.
+
+    Only keys that change results count (:func:`jaxsam.config.result_dict`).
+    """
+    try:
+        return config_lib.result_dict(config_lib.from_dict(existing)) == config_lib.result_dict(
+            config
+        )
+    except ConfigError:
+        return existing == _config_dict(config)
+
+
+# Names jaxsam writes directly in a run directory (and the prefixes of its temporary names):
+# a directory holding only these is a jaxsam run, which ``--overwrite`` may replace.
+OWN_NAMES = frozenset(
+    {
+        *DIGESTED_FILES,
+        DIGESTS,
+        COMPLETE,
+        LOCK_FILE,
+        "masks",
+        "logits",
+        "checkpoints",
+        "waves",
+        "damaged",
+        "report.json",
+        "report.md",
+        "report.html",
+        "examples.parquet",
+        "examples.csv",
+        "by_class.csv",
+        "scores",
+        "plots",
+        "analysis.json",
+        ".write-probe",
+    }
+)
+ASIDE_PREFIX = ".jaxsam-replaced-"
+_OWN_PREFIXES = (ASIDE_PREFIX, ".report-staging-")
+
+
+def _own_name(name: str) -> bool:
+    if name in OWN_NAMES or name.startswith(_OWN_PREFIXES):
+        return True
+    if name.startswith(".") and name.endswith(".tmp"):  # write_json's temporary files
+        return True
+    return ".orbax-checkpoint-tmp" in name  # orbax's temporary siblings
+
+
+def _looks_like_run(path: Path) -> bool:
+    """Whether ``path`` holds a jaxsam run header, a jaxsam config, or a replaced run's rest."""
+    if any(p.name.startswith(ASIDE_PREFIX) for p in path.iterdir()):
+        return True
+    for name in ("run.json", "config.json"):
+        f = path / name
+        if f.is_file() and not f.is_symlink():
+            try:
+                parsed = config_lib.json_problem(f.read_bytes())
+            except OSError:
+                continue
+            if isinstance(parsed, str):  # garbage, binary or too deeply nested: not a run
+                continue
+            data = parsed[0]
+            if name == "run.json" and isinstance(data, dict) and data.get("format") == RUN_FORMAT:
+                return True
+            if name == "config.json" and isinstance(data, dict):
+                try:
+                    config_lib.from_dict(data)
+                    return True
+                except ConfigError:
+                    continue
+    return False
+
+
+def foreign_entries(path: str | Path) -> list[str]:
+    """What makes ``path`` not a jaxsam run directory: the names jaxsam did not write.
+
+    Returns ``[]`` for a jaxsam run directory (or an empty one); for a directory with no run
+    header or config at all, every entry's name.
+    """
+    path = Path(path)
+    entries = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE)
+    if not entries:
+        return []
+    if not _looks_like_run(path):
+        return entries
+    return [n for n in entries if not _own_name(n)]
+
+
+def check_run_dir(path: str | Path, config: config_lib.Config, *, overwrite: bool = False) -> int:
+    """Checks that ``path`` can take a new run of ``config``; touches nothing.
+
+    Refuses a path that is not a directory, a directory holding files jaxsam did not write
+    (even with ``overwrite``: only a jaxsam run is ever replaced), and, without ``overwrite``, a
+    directory that holds a different run, an unfinished run of this config (resume it instead),
+    or this finished run.
+
+    Returns:
+      The bytes the old run occupies (freed when it is replaced; 0 when there is none).
+
+    Raises:
+      RunExistsError: ``path`` holds a run of this very config (``finished`` says whether it is
+        complete) and ``overwrite`` is not set; callers that reuse or resume runs catch it.
+      RunDirError: any other reason the directory cannot take the run.
+    """
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise RunDirError(f"{path} is a broken symbolic link; remove it or choose another --out")
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path} exists and is not a directory; choose another --out")
+    if not path.is_dir() or not any(p.name != LOCK_FILE for p in path.iterdir()):
+        return 0
+    if (path / "config.json").is_file():
+        _existing_config(path / "config.json")  # garbage there: named as such, not replaced
+    foreign = foreign_entries(path)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise RunDirError(
+            f"{path} is not empty and is not a jaxsam run directory (it holds {shown}, which "
+            "jaxsam did not write); jaxsam only ever replaces its own runs: choose another "
+            "--out (a new or empty directory), or move those files out yourself"
+        )
+    if overwrite:
+        return dir_bytes(path)
+    info_path = path / "config.json"
+    if not info_path.is_file():
+        raise RunDirError(
+            f"{path} holds the rest of a jaxsam run that was being replaced or started; pass "
+            f"{option('overwrite')} to replace it, or choose another --out"
+        )
+    existing = _existing_config(info_path)
+    if not _same_config(existing, config):
+        raise RunDirError(
+            f"{path} already holds a different run (its config.json differs); choose "
+            f"another --out or pass {option('overwrite')} to replace it"
+        )
+    if not (path / COMPLETE).exists():
+        raise RunExistsError(
+            f"{path} holds an unfinished run of this config; continue it with "
+            f"`jaxsam train --resume {path}` or pass {option('overwrite')} to start over",
+            finished=False,
+        )
+    raise RunExistsError(
+        f"{path} already holds this finished run; score it with `jaxsam score {path}` "
+        f"or pass {option('overwrite')} to train it again",
+        finished=True,
+    )
+
+
+def dir_bytes(path: str | Path) -> int:
+    """Bytes the files under ``path`` occupy on disk (links not followed)."""
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(dirpath, name))
+                total += st.st_blocks * 512
+    return total
+
+
+def _existing_config(path: Path) -> Any:
+    """The ``config.json`` found in an output directory, or a RunDirError if it is garbage."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise RunDirError(f"cannot read {path} ({e.strerror}); choose another --out") from e
+    parsed = config_lib.json_problem(raw)
+    if isinstance(parsed, str):
+        raise RunDirError(
+            f"{path.parent} holds no readable jaxsam run: its config.json {parsed.split(';')[0]}; "
+            f"choose another --out (or remove {path.parent} yourself)"
+        )
+    return parsed[0]
+
+
+def check_writable(path: Path) -> None:
+    """Raises :class:`RunDirError` unless a file can be created (and removed) in ``path``."""
+    probe = path / ".write-probe"
+    try:
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise RunDirError(
+            f"cannot write to {path} ({e.strerror}); make it writable or choose another --out"
+        ) from e
+
+
+def check_free_space(path: Path, need_bytes: int, what: str) -> None:
+    """Raises :class:`RunDirError` when the disk holding ``path`` has under ``need_bytes`` free.
+
+    Args:
+      path: an existing directory on the disk to check.
+      need_bytes: the estimated bytes the run will still write.
+      what: what those bytes are, for the message.
+    """
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:  # the directory may not exist yet
+        probe = probe.parent
+    free = hooks.fire("free_space", shutil.disk_usage(probe).free, path=path)
+    if free < need_bytes:
+        raise RunDirError(
+            f"not enough disk space in {path}: the run needs about {need_bytes / 2**20:.1f} MiB "
+            f"({what}) but {free / 2**20:.1f} MiB are free; free space or choose another --out"
+        )
