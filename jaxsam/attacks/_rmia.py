@@ -134,10 +134,15 @@ def rmia_from_signal(
     sets = {g: rule.sets(keep, g) for g in groups}
     what = f"RMIA ({'online' if online else 'offline'})"
     _reference.check_sizes(keep, sets, rule, what, {"any": 1} if online else {"out": 1})
-    sums = {}
+    # One pass over the signal for the candidate sets of every group.
+    count, total = _reference.candidate_sums(
+        prob, np.concatenate([st.masks for st in sets.values()])
+    )
+    sums, j = {}, 0
     for g, st in sets.items():
-        count, total = _reference.candidate_sums(prob, st.masks)
-        sums[g] = (jnp.asarray(count, jnp.float32), jnp.asarray(total, jnp.float32))
+        sl = slice(j, j + st.masks.shape[0])
+        sums[g] = (jnp.asarray(count[sl], jnp.float32), jnp.asarray(total[sl], jnp.float32))
+        j = sl.stop
     has_pp = population_prob is not None
     if has_pp:
         pp = np.asarray(population_prob, np.float32)
