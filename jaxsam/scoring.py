@@ -94,6 +94,7 @@ def _attack_entry(sc: np.ndarray, keep: np.ndarray, fprs, bootstrap: int, seed: 
     entry["per_target"] = metrics.per_target_metrics(sc, keep, fprs=fprs)
     if bootstrap:
         entry["ci"] = metrics.bootstrap(sc, keep, fprs=fprs, num_samples=bootstrap, seed=seed)
+    metrics.mark_support(entry)  # rows below the FPR resolution: no bootstrap, exact interval
     ops = [f for f in metrics.OPERATING_FPRS if metrics.fpr_key(f) in entry["tpr_at_fpr"]]
     entry["operating_points"] = metrics.operating_points(entry, ops)
     return entry
@@ -200,7 +201,10 @@ def score(
 
     Returns:
       :class:`ScoreResult`. ``report`` has ``attacks`` {name: roc_metrics + ``per_target`` +
-      ``ci`` + ``operating_points`` (:func:`jaxsam.metrics.operating_points`, at the FPRs of
+      ``ci`` (no ``tpr@<f>`` interval on a row below the FPR resolution) + ``fpr_support``
+      (:func:`jaxsam.metrics.row_support`: ``supported`` per FPR, and for an unsupported row
+      what it reads and its exact interval) + ``operating_points``
+      (:func:`jaxsam.metrics.operating_points`, at the FPRs of
       :data:`jaxsam.metrics.OPERATING_FPRS` among ``fprs``)}, ``accuracy`` {train, out,
       per_model} (see :func:`accuracy`), ``models``, ``examples``, ``queries``,
       ``classes``, ``excluded_models``, ``shadows`` (IN / OUT models per example and the sizes
