@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jaxsam.config_audit import AUDIT_KINDS, AuditConfig  # noqa: F401 (re-exported)
 from jaxsam.errors import ConfigError
 from jaxsam.optim import registry as optim_registry  # a plain table: loads no jax
 
@@ -253,6 +254,7 @@ class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)
     version: int = CONFIG_VERSION
 
 
@@ -356,6 +358,7 @@ def validate(config: Config, *, known_models: bool = True) -> Config:
         o.base, o.base_args, prefix="optim.base_args.", error=ConfigError
     )
     _validate_dp(config, known_models)
+    config.audit.check(config.masks.models)
     for path, seed in (("data.seed", d.seed), ("masks.seed", m.seed), ("train.seed", t.seed)):
         _check_range(path, seed, 0, 2**32 - 1, "an integer in [0, 2**32)")
     return config
@@ -470,6 +473,7 @@ ADDED_KEYS: tuple[tuple[str, Any], ...] = (
     ("train.label_smoothing", 0.0),
     ("optim.dp", dataclasses.asdict(DPConfig())),
     ("model.kwargs", {}),
+    ("audit", dataclasses.asdict(AuditConfig())),
 )
 
 

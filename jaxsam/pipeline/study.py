@@ -18,6 +18,7 @@ import numpy as np
 from jaxsam import metrics as metrics_lib
 from jaxsam import store
 from jaxsam.config import Config, validate
+from jaxsam.data import canaries as canary_lib
 from jaxsam.data import load_pool, make_masks
 from jaxsam.data.augment import query_names
 from jaxsam.data.pool import Pool
@@ -49,11 +50,25 @@ def build_study(config: Config) -> tuple[Pool, np.ndarray]:
         custom.load_factory(config.model.name)  # fail fast, before loading the data
     pool = load_pool(config.data)
     keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
+    if config.audit.enabled:  # canaries (docs/audit.md); other columns keep these masks
+        pool = canary_lib.add_canaries(pool, config.audit)
+        keep = canary_lib.audit_masks(keep, config.audit)
     if custom.is_import_path(config.model.name):
         from jaxsam.train.setup import build_model
 
         build_model(config, pool)
     return pool, keep
+
+
+def study_header(config: Config, keep: np.ndarray) -> dict:
+    """The run-header fields a study adds to run.json: the DP guarantee (``"dp"``,
+    :func:`jaxsam.optim.dp.header_fields`) and the canaries and targets of an audited run
+    (``"audit"``, :func:`jaxsam.data.canaries.header_fields`).
+
+    Raises:
+      ConfigError: a DP run and the DP libraries are missing (before anything is written).
+    """
+    return {**dp_lib.header_fields(config, keep), **canary_lib.header_fields(config, keep)}
 
 
 def accuracy_metrics(
@@ -153,7 +168,16 @@ def finish_study(
       The finished run, read back through :func:`jaxsam.store.load_run`.
     """
     failed = [int(i) for i in failed_models]
-    metrics = accuracy_metrics(logits, labels, keep, test_logits, test_labels, failed)
+    cols = canary_lib.study_columns(config.audit, keep.shape[1])  # accuracies without canaries
+    pick = (lambda a: a) if cols is None else (lambda a: a[:, cols])
+    metrics = accuracy_metrics(
+        pick(logits),
+        labels if cols is None else labels[cols],
+        pick(keep),
+        test_logits,
+        test_labels,
+        failed,
+    )
     metrics.update(
         final_batch_loss=np.asarray(final_batch_loss).tolist(),
         train_seconds=float(train_seconds),
@@ -248,7 +272,7 @@ def _train_and_export(
     desc: str | None,
 ) -> store.Run:
     """:func:`train_and_export` under its lock and signal handlers."""
-    header = dp_lib.header_fields(config, keep)  # first: a missing DP library stops all writes
+    header = study_header(config, keep)  # first: a missing DP library stops all writes
     if resume:
         if store.check_resumable(out, config, pool.origin(), keep):
             store.repair_masks(out, keep, pool.ids, pool.y)  # damaged masks: rebuilt

@@ -35,6 +35,9 @@ class Run:
       query_names: the A query-view names.
       metrics: per-model accuracies.
       failed_models: indices of models excluded after divergence.
+      canaries: int64 [C] pool indices of the canaries of an audited run (``audit.canaries``
+        > 0), else None.
+      targets: int64 [T] indices of its target models (the others are references), else None.
     """
 
     path: Path
@@ -53,6 +56,18 @@ class Run:
     @property
     def failed_models(self) -> list[int]:
         return list(self.info.get("failed_models", []))
+
+    @property
+    def canaries(self) -> np.ndarray | None:
+        """int64 [C]: the pool indices of the canaries (run.json ``audit``), or None."""
+        audit = self.info.get("audit")
+        return None if not audit else np.asarray(audit["canaries"], np.int64)
+
+    @property
+    def targets(self) -> np.ndarray | None:
+        """int64 [T]: the indices of the target models of an audited run, or None."""
+        audit = self.info.get("audit")
+        return None if not audit else np.asarray(audit["targets"], np.int64)
 
     @functools.cached_property
     def _logit_arrays(self) -> dict[str, np.ndarray]:

@@ -59,6 +59,7 @@ OWN_NAMES = frozenset(
         "scores",
         "plots",
         "analysis.json",
+        "audit.json",
         ".write-probe",
     }
 )
