@@ -55,8 +55,12 @@ def _run_lines(report: dict, esc=escape_markdown) -> list[str]:
             + (f"; {dropped} examples left out (too few IN or OUT models)" if dropped else "")
         )
     shadows = report.get("shadows")
+    groups = report.get("reference_groups")
+    has_rule = isinstance(groups, dict) and "rule" in groups
     if isinstance(shadows, dict) and "per_example" in shadows:
-        out.append(_shadow_line(shadows))
+        out.append(_shadow_line(shadows, cut_sizes=not has_rule))
+    if has_rule:
+        out.append(reference_line(groups))
     if report.get("excluded_models"):
         out.append(f"- excluded models: {report['excluded_models']}")
     for name, why in report.get("skipped_attacks", {}).items():
@@ -202,8 +206,9 @@ _EXACT_WORDS = (
 )
 
 
-def _shadow_line(shadows: dict) -> str:
-    """One Markdown bullet: IN / OUT models per example and LiRA's equal-group sizes."""
+def _shadow_line(shadows: dict, cut_sizes: bool = True) -> str:
+    """One Markdown bullet: IN / OUT models per example and (``cut_sizes``, for reports without
+    ``reference_groups``) LiRA's equal-group sizes."""
     pe, cut = shadows["per_example"], shadows.get("lira_equal_groups", {})
 
     def span(d: dict) -> str:
@@ -212,10 +217,36 @@ def _shadow_line(shadows: dict) -> str:
     text = f"- shadow models per example: IN {span(pe['in'])}; OUT {span(pe['out'])} " + (
         "(exact k-of-M masks)" if shadows.get("exact") else "(masks not exact k-of-M)"
     )
-    if cut and not shadows.get("exact"):
+    if cut and not shadows.get("exact") and cut_sizes:
         text += (
             f"; LiRA's equal groups keep per target IN {span(cut['in'])}, "
             f"OUT {span(cut['out'])} shadows"
+        )
+    return text
+
+
+_RULE_WORDS = {
+    "cut": "cut to sizes that do not depend on the target's membership",
+    "leave_one_out": "leave-one-out (every other model)",
+}
+
+
+def reference_line(groups: dict) -> str:
+    """One Markdown bullet: the reference-group rule LiRA, RMIA and calibrated loss used."""
+    design = groups.get("design") or {}
+    sizes = groups.get("sizes") or {}
+    eg = groups.get("equal_groups")
+    asked = {True: "on", False: "off"}.get(eg, eg) if isinstance(eg, bool | str) else "?"
+    text = (
+        f"- reference groups: {_RULE_WORDS.get(groups['rule'], groups['rule'])} "
+        f"(equal groups {asked}; masks {design.get('design', '?')}"
+    )
+    if "dependence" in design:
+        text += f", dependence {design['dependence']:.2f}"
+    text += ")"
+    if sizes:
+        text += "; shadows per target and example: " + ", ".join(
+            f"{g.upper()} min {d['min']}, median {d['median']:g}" for g, d in sizes.items()
         )
     return text
 

@@ -243,6 +243,7 @@ def train_and_export(
     """
     config = check_config(config)
     out = Path(out)
+    store.check_no_other_writer(out)  # before any other advice: a live run is left alone
     if resume and not (out / "config.json").is_file():
         raise RunDirError(f"{out} holds no run to resume; start it with `jaxsam train --out`")
     with preempt.graceful_signals():

@@ -15,7 +15,7 @@ from jaxsam.optim import registry  # a plain table: loads no jax
 from jaxsam.store.digests import DIGESTED_FILES, DIGESTS
 from jaxsam.store.disk import dir_bytes
 from jaxsam.store.header import COMPLETE, RUN_FORMAT
-from jaxsam.store.lock import LOCK_FILE
+from jaxsam.store.lock import LOCK_FILE, check_no_other_writer
 
 
 def _config_dict(config: config_lib.Config) -> dict:
@@ -129,7 +129,9 @@ def foreign_entries(path: str | Path) -> list[str]:
 def check_run_dir(path: str | Path, config: config_lib.Config, *, overwrite: bool = False) -> int:
     """Checks that ``path`` can take a new run of ``config``; touches nothing.
 
-    Refuses a path that is not a directory, a directory holding files jaxsam did not write
+    Refuses, first, a directory another process is writing (naming it, from the lock:
+    :func:`jaxsam.store.lock.check_no_other_writer`); then a path that is not a directory, a
+    directory holding files jaxsam did not write
     (even with ``overwrite``: only a jaxsam run is ever replaced), and, without ``overwrite``, a
     directory that holds a different run, an unfinished run of this config (resume it instead),
     or this finished run.
@@ -147,13 +149,24 @@ def check_run_dir(path: str | Path, config: config_lib.Config, *, overwrite: boo
         raise RunDirError(f"{path} is a broken symbolic link; remove it or choose another --out")
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path} exists and is not a directory; choose another --out")
-    if not path.is_dir() or not any(p.name != LOCK_FILE for p in path.iterdir()):
+    if not path.is_dir():
+        return 0
+    check_no_other_writer(path)  # first: a live run is neither resumed nor replaced
+    if not any(p.name != LOCK_FILE for p in path.iterdir()):
         return 0
     if (path / "config.json").is_file():
         _existing_config(path / "config.json")  # garbage there: named as such, not replaced
     foreign = foreign_entries(path)
     if foreign:
-        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        shown = ", ".join(foreign[:5]) + (
+            f", ... ({len(foreign)} in all)" if len(foreign) > 5 else ""
+        )
+        if _looks_like_run(path):  # a jaxsam run with files added to it (e.g. notes.txt)
+            raise RunDirError(
+                f"{path} holds a jaxsam run and also files jaxsam did not write: {shown}; "
+                "jaxsam only ever replaces what it wrote itself: move those out of "
+                f"{path} yourself, or choose another --out"
+            )
         raise RunDirError(
             f"{path} is not empty and is not a jaxsam run directory (it holds {shown}, which "
             "jaxsam did not write); jaxsam only ever replaces its own runs: choose another "
