@@ -20,9 +20,9 @@ import pytest
 from jaxsam import cli, store
 from jaxsam.bench import tiny_runs as runs
 from jaxsam.errors import RunDirError, RunExistsError, WriteFailed
+from jaxsam.pipeline import train_and_export
 from jaxsam.store import checkpoints as ckpt_lib
 from jaxsam.store.lock import other_writer
-from jaxsam.train import train_and_export
 from jaxsam.train.loop import train_ensemble
 
 
