@@ -1,5 +1,5 @@
-"""``jaxsam`` command line: demo / train / score / compare / analyze / bench / plan / status /
-import-logits.
+"""``jaxsam`` command line: demo / train / score / audit / compare / analyze / bench / plan /
+status / import-logits.
 
 Each subcommand lives in ``jaxsam.commands.<name>`` with ``add_parser(subparsers)`` and
 ``run(args) -> int``. Bad input (a :class:`jaxsam.errors.JaxsamError`) is printed on one line,
@@ -25,6 +25,7 @@ COMMANDS = (
     "demo",
     "train",
     "score",
+    "audit",
     "compare",
     "analyze",
     "bench",

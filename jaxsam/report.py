@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxsam import metrics
 from jaxsam.report_text import (  # noqa: F401 (re-exported: the report API)
     HELDOUT_ACCURACY_LABEL,
     OUT_ACCURACY_LABEL,
@@ -54,8 +55,12 @@ def _run_lines(report: dict, esc=escape_markdown) -> list[str]:
             + (f"; {dropped} examples left out (too few IN or OUT models)" if dropped else "")
         )
     shadows = report.get("shadows")
+    groups = report.get("reference_groups")
+    has_rule = isinstance(groups, dict) and "rule" in groups
     if isinstance(shadows, dict) and "per_example" in shadows:
-        out.append(_shadow_line(shadows))
+        out.append(_shadow_line(shadows, cut_sizes=not has_rule))
+    if has_rule:
+        out.append(reference_line(groups))
     if report.get("excluded_models"):
         out.append(f"- excluded models: {report['excluded_models']}")
     for name, why in report.get("skipped_attacks", {}).items():
@@ -68,11 +73,25 @@ def _with_ci(v: float | None, c: dict | None, fmt=None) -> str:
     return fmt(v) + (f" [{fmt(c['low'])}, {fmt(c['high'])}]" if c else "")
 
 
+def _exact(row: dict) -> str:
+    """``(exact low-high)`` of an unsupported row (:func:`jaxsam.metrics.row_support`)."""
+    ex = row.get("exact_interval")
+    return f" (exact {_pct(ex['low'])}-{_pct(ex['high'])})" if ex else ""
+
+
+def _zero_fp_cell(tpr: float | None, row: dict) -> str:
+    """A TPR below the FPR resolution: the TPR at zero false positives, its exact interval."""
+    return f"{_pct(tpr)} * at 0 FP{_exact(row)}"
+
+
 def attack_table(report: dict) -> tuple[list[str], list[list[str]]]:
     """The attack table of a report: (header, rows), percentages with their intervals.
 
     Rows: one per attack (AUC, advantage, balanced accuracy, TPR at each FPR, per-target AUC).
-    A TPR marked * allows fewer than one false positive. Cells are plain text.
+    A TPR marked * (``0 FP``) allows fewer than one false positive: it is the TPR at zero
+    false positives, shown with no bootstrap interval but its exact (Clopper-Pearson) interval
+    conditional on the highest non-member score (:func:`jaxsam.metrics.row_support`). Cells
+    are plain text.
     """
     attacks = report.get("attacks", {})
     if not attacks:
@@ -86,10 +105,11 @@ def attack_table(report: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for name, e in attacks.items():
         ci = e.get("ci", {})
-        support = e.get("fpr_support", {})
+        support = metrics.row_support(e)
         tprs = [
             _with_ci(e["tpr_at_fpr"][k], ci.get(f"tpr@{k}"))
-            + ("" if support.get(k, {}).get("resolvable", True) else " *")
+            if support.get(k, {}).get("supported", True)
+            else _zero_fp_cell(e["tpr_at_fpr"][k], support[k])
             for k in keys
         ]
         pt = e.get("per_target", {}).get("auc")
@@ -171,13 +191,24 @@ _OPERATING_NOTE = (
 def _support_note(nn: int) -> str:
     return (
         f"Non-members pooled: {nn}. A TPR at FPR f rests on f × {nn} allowed false "
-        f"positives; values marked * allow fewer than one (lowest resolvable FPR "
-        f"{1 / nn:.2g}) and are the TPR at zero false positives."
+        f"positives; values marked * (at 0 FP) allow fewer than one (lowest resolvable FPR "
+        f"{1 / nn:.2g}): each is the TPR at zero false positives, the members scoring above "
+        f"the single highest of the {nn} non-member scores. They are below the FPR resolution "
+        "and get no bootstrap interval (a bootstrap of an extreme order statistic is not a "
+        f"valid interval); {_EXACT_WORDS}"
     )
 
 
-def _shadow_line(shadows: dict) -> str:
-    """One Markdown bullet: IN / OUT models per example and LiRA's equal-group sizes."""
+_EXACT_WORDS = (
+    "(exact low-high) is the 95% Clopper-Pearson interval of the members above the highest "
+    "non-member score, conditional on that threshold (it leaves out the threshold's own "
+    "variability and treats pooled pairs as independent)."
+)
+
+
+def _shadow_line(shadows: dict, cut_sizes: bool = True) -> str:
+    """One Markdown bullet: IN / OUT models per example and (``cut_sizes``, for reports without
+    ``reference_groups``) LiRA's equal-group sizes."""
     pe, cut = shadows["per_example"], shadows.get("lira_equal_groups", {})
 
     def span(d: dict) -> str:
@@ -186,10 +217,36 @@ def _shadow_line(shadows: dict) -> str:
     text = f"- shadow models per example: IN {span(pe['in'])}; OUT {span(pe['out'])} " + (
         "(exact k-of-M masks)" if shadows.get("exact") else "(masks not exact k-of-M)"
     )
-    if cut and not shadows.get("exact"):
+    if cut and not shadows.get("exact") and cut_sizes:
         text += (
             f"; LiRA's equal groups keep per target IN {span(cut['in'])}, "
             f"OUT {span(cut['out'])} shadows"
+        )
+    return text
+
+
+_RULE_WORDS = {
+    "cut": "cut to sizes that do not depend on the target's membership",
+    "leave_one_out": "leave-one-out (every other model)",
+}
+
+
+def reference_line(groups: dict) -> str:
+    """One Markdown bullet: the reference-group rule LiRA, RMIA and calibrated loss used."""
+    design = groups.get("design") or {}
+    sizes = groups.get("sizes") or {}
+    eg = groups.get("equal_groups")
+    asked = {True: "on", False: "off"}.get(eg, eg) if isinstance(eg, bool | str) else "?"
+    text = (
+        f"- reference groups: {_RULE_WORDS.get(groups['rule'], groups['rule'])} "
+        f"(equal groups {asked}; masks {design.get('design', '?')}"
+    )
+    if "dependence" in design:
+        text += f", dependence {design['dependence']:.2f}"
+    text += ")"
+    if sizes:
+        text += "; shadows per target and example: " + ", ".join(
+            f"{g.upper()} min {d['min']}, median {d['median']:g}" for g, d in sizes.items()
         )
     return text
 
@@ -225,6 +282,10 @@ def _diff_cell(a, b, fmt, ci) -> str:
     return d + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci is not None else "")
 
 
+# The diff cell of a row below the FPR resolution: no difference is called there.
+_NO_CALL = "no call (0 FP)"
+
+
 class _Rows:
     """The rows of :func:`compare_table`: each value row gets one diff per later run."""
 
@@ -239,6 +300,15 @@ class _Rows:
 
     def text(self, label: str, cells: Sequence[str]) -> None:
         self.rows.append([label, *cells, *["-"] * (len(self.reps) - 1)])
+
+    def zero_fp(self, label: str, vals: Sequence, rows: Sequence[dict | None]) -> None:
+        """A row below the FPR resolution in some run: values (the TPR at zero false positives
+        with its exact interval where unsupported), and no difference called."""
+        cells = [
+            _pct(v) + (f" at 0 FP{_exact(r)}" if r and not r.get("supported", True) else "")
+            for v, r in zip(vals, rows, strict=True)
+        ]
+        self.rows.append([label, *cells, *[_NO_CALL] * (len(vals) - 1)])
 
     def add(self, label: str, vals: Sequence, fmt, entries=None, ci_key=None) -> None:
         diffs = []
@@ -275,18 +345,33 @@ def _attack_rows(t: _Rows) -> None:
     for att in names:
         entries = [r.get("attacks", {}).get(att) for r in t.reps]
         have = [e for e in entries if e]
+        support = [metrics.row_support(e) if e else None for e in entries]
         t.add(f"{att} AUC %", [e["auc"] if e else None for e in entries], _pct, entries, "auc")
         for k in have[0]["tpr_at_fpr"]:
-            unres = any(
-                not e.get("fpr_support", {}).get(k, {}).get("resolvable", True) for e in have
-            )
-            t.add(
-                f"{att} TPR@{_fpr_label(k)} FPR %" + (" *" if unres else ""),
-                [e["tpr_at_fpr"].get(k) if e else None for e in entries],
-                _pct,
-                entries,
-                f"tpr@{k}",
-            )
+            rows = [s.get(k) if s else None for s in support]
+            label = f"{att} TPR@{_fpr_label(k)} FPR %"
+            vals = [e["tpr_at_fpr"].get(k) if e else None for e in entries]
+            if any(r and not r.get("supported", True) for r in rows):
+                t.zero_fp(label + " *", vals, rows)
+            else:
+                t.add(label, vals, _pct, entries, f"tpr@{k}")
+
+
+def _zero_fp_note(named_reports: Sequence[tuple[str, dict]], markdown: bool) -> str:
+    """The compare table's note on rows below the FPR resolution, with each run's count."""
+    counts = []
+    for name, r in named_reports:
+        nn = {e.get("num_nonmembers") for e in (r.get("attacks") or {}).values()} - {None}
+        if nn:
+            shown = escape_markdown(name) if markdown else str(name)
+            counts.append(f"{shown} {', '.join(str(n) for n in sorted(nn))}")
+    pooled = f" (non-member scores pooled: {'; '.join(counts)})" if counts else ""
+    return (
+        "* below the FPR resolution in at least one run: fewer than one false positive allowed "
+        "(FPR × non-member scores < 1), so the value is the TPR at zero false positives, "
+        f"resting on the single highest non-member score{pooled}. Such a row gets no bootstrap "
+        f'interval and no difference is called on it ("{_NO_CALL}"). ' + _EXACT_WORDS
+    )
 
 
 def compare_rows(
@@ -317,8 +402,8 @@ def compare_rows(
         if any(v is not None for v in vals):
             t.add(label, [None if v is None else float(v) for v in vals], _num)
     notes = []
-    if any("*" in r[0] for r in t.rows):
-        notes.append("* fewer than one false positive allowed at this FPR in at least one run.")
+    if any(r[0].endswith(" *") for r in t.rows):
+        notes.append(_zero_fp_note(named_reports, markdown))
     if len(reps) >= 2:
         notes.append(
             "diff: each run minus the first; [low, high] = 95% paired bootstrap interval over "
@@ -340,7 +425,10 @@ def compare_table(named_reports: Sequence[tuple[str, dict]], markdown: bool = Fa
     runs the one column is called ``diff (last - first)``), with a 95% bootstrap interval when
     both reports carry bootstrap samples (paired when both used the same pool, masks and seed,
     as ``jaxsam demo`` does). Values are percentages except the mechanism statistics and
-    epsilon. A TPR marked * rests on fewer than one allowed false positive.
+    epsilon. A TPR row marked * is below the FPR resolution in at least one run (fewer than one
+    false positive allowed): its values are the TPR at zero false positives, with their exact
+    (Clopper-Pearson) interval where unsupported, and it carries no bootstrap interval and no
+    difference (``no call (0 FP)``).
 
     Args:
       named_reports: [(run name, report dict)], at least one.

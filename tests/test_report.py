@@ -1,6 +1,7 @@
 """Markdown rendering and the side-by-side comparison table."""
 
 import numpy as np
+import pytest
 
 from jaxsam.plots import plot_roc_compare
 from jaxsam.report import compare_table, render_markdown
@@ -84,3 +85,66 @@ def test_report_names_the_recipe_and_its_epsilon():
     sizes = {"models": 4, "examples": 10, "queries": 1}
     md = render_markdown({**sizes, "accuracy": {}, "run": {"dataset": "imported", **imported}}, "t")
     assert "None" not in md and "- run: imported logits" in md
+
+
+def _assert_no_interval_below_resolution(lines):
+    starred = [ln for ln in lines if " * " in ln or ln.rstrip().endswith(" *")]
+    assert starred
+    for ln in starred:
+        assert "[" not in ln, ln  # no bootstrap interval on a row below the FPR resolution
+    return starred
+
+
+def test_rows_below_the_fpr_resolution_carry_no_bootstrap_interval():
+    import copy
+
+    from scipy.stats import binomtest
+
+    from jaxsam.report_html import render_compare_html
+
+    sgd, sam = _runs()  # 8 models x 80 examples: 320 non-member pairs, so 0.1% is unresolved
+    e = sgd.report["attacks"]["loss"]
+    row = e["fpr_support"]["0.001"]
+    assert e["fpr_support"]["0.01"]["supported"] is True and row["supported"] is False
+    assert row["reads"] == "TPR at zero false positives" and row["nonmember_scores"] == 320
+    assert "tpr@0.001" not in e["ci"] and "tpr@0.01" in e["ci"]  # report.json: no bootstrap
+    k = row["members_above_highest_nonmember"]
+    assert k == round(e["tpr_at_fpr"]["0.001"] * e["num_members"])
+    ci = binomtest(k, e["num_members"]).proportion_ci(0.95, method="exact")
+    assert (row["exact_interval"]["low"], row["exact_interval"]["high"]) == pytest.approx(
+        (ci.low, ci.high)
+    )
+    assert not e["operating_points"]["0.001"]["supported"]
+
+    # A report written before `supported` existed still carries the bootstrap samples of the
+    # unresolved TPR: the tables must ignore them too.
+    old = copy.deepcopy(sam.report)
+    for a in old["attacks"].values():
+        a["fpr_support"] = {
+            k: {
+                "false_positives_allowed": v["false_positives_allowed"],
+                "resolvable": v["resolvable"],
+            }
+            for k, v in a["fpr_support"].items()
+        }
+        a["ci"]["tpr@0.001"] = copy.deepcopy(a["ci"]["tpr@0.01"])
+    for named in ([("SGD", sgd.report), ("SAM", sam.report)], [("SGD", sgd.report), ("old", old)]):
+        for md in (False, True):
+            lines = compare_table(named, markdown=md).splitlines()
+            starred = _assert_no_interval_below_resolution([ln for ln in lines if "TPR@" in ln])
+            assert all("no call (0 FP)" in ln and "at 0 FP (exact " in ln for ln in starred)
+            note = next(ln for ln in lines if ln.startswith("* below the FPR resolution"))
+            assert "TPR at zero false positives" in note and "320" in note
+            assert "Clopper-Pearson" in note
+            tpr1 = next(ln for ln in lines if "loss TPR@1% FPR" in ln)
+            assert "[" in tpr1  # a resolvable row keeps its paired interval
+        page = render_compare_html(named, "cmp", None)
+        for tr in page.split("</tr>"):
+            tr = tr.rsplit("<tr>", 1)[-1]
+            if "FPR % *" in tr:
+                assert "[" not in tr and "no call (0 FP)" in tr
+    md = render_markdown(old, "old")
+    table = [ln for ln in md.splitlines() if ln.startswith("| loss")]
+    cells = table[0].split(" | ")
+    assert "[" in cells[4] and "[" not in cells[5] and "at 0 FP (exact" in cells[5]
+    assert "the single highest of the 320 non-member scores" in md

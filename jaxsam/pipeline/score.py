@@ -15,8 +15,10 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from jaxsam import analysis, examples_table, metrics, report, scoring, store
+from jaxsam import analysis, examples_table, metrics, report, report_audit, scoring, store
 from jaxsam.errors import TooFewModelsError
+
+AUDIT_FILE = report_audit.AUDIT_FILE
 
 
 def run_summary(run: store.Run) -> dict:
@@ -104,11 +106,91 @@ def canary_mask(run: store.Run) -> np.ndarray | None:
     return mask
 
 
-def score_outputs(run: store.Run, attacks: list[str] | None = None, bootstrap: int = 200):
+def study_view(run: store.Run) -> tuple[store.Run, np.ndarray | None]:
+    """``(view, columns)``: the run without its canaries, and the pool columns it keeps.
+
+    A run with canaries (docs/audit.md) is scored as a membership study on its other examples
+    only: the canaries' masks are not the study's design (references never train on them), so
+    they would bias every attack and accuracy. ``columns`` is None (and ``view`` is ``run``)
+    for a run without canaries.
+    """
+    canaries = getattr(run, "canaries", None)
+    if canaries is None or len(canaries) == 0:
+        return run, None
+    cols = np.setdiff1d(np.arange(run.keep.shape[1]), np.asarray(canaries, np.int64))
+    info = {k: v for k, v in run.info.items() if k != "audit"}
+    view = dataclasses.replace(
+        run, info=info, keep=run.keep[:, cols], labels=run.labels[cols], ids=run.ids[cols]
+    )
+    arrays = dict(run._logit_arrays)
+    arrays.update(logits=run.logits[:, cols], labels=run.labels[cols])
+    view.__dict__["_logit_arrays"] = arrays  # the cached arrays, restricted
+    return view, cols
+
+
+def _with_canary_rows(frame: pd.DataFrame, run: store.Run, cols: np.ndarray) -> pd.DataFrame:
+    """The study's per-example table (rows ``cols``) plus one row per canary, in pool order.
+
+    Canary rows carry their origin, label and masks, ``canary = True``, and NaN for every
+    score and statistic (``jaxsam audit`` scores them).
+    """
+    frame = frame.copy()
+    frame["pool_index"] = cols.astype(np.int64)
+    idx = np.asarray(run.canaries, np.int64)
+    rows = pd.DataFrame(
+        {
+            "pool_index": idx,
+            "index": np.asarray(run.ids[idx], np.int64),
+            "label": np.asarray(run.labels[idx], np.int64),
+            "n_in": run.keep[:, idx].sum(0).astype(np.int64),
+            "n_out": (~run.keep[:, idx]).sum(0).astype(np.int64),
+        }
+    )
+    for c in ("dataset", "split"):
+        rows[c] = frame[c].iloc[0] if len(frame) else ""
+    out = pd.concat([frame, rows], ignore_index=True).sort_values("pool_index")
+    for c in ("dataset", "split"):
+        out[c] = pd.Categorical(out[c].astype(str))
+    out["canary"] = np.isin(out["pool_index"].to_numpy(), idx)
+    return out.reset_index(drop=True)[[*frame.columns, "canary"]]
+
+
+def score_outputs(
+    run: store.Run,
+    attacks: list[str] | None = None,
+    bootstrap: int = 200,
+    *,
+    equal_groups: str | bool = "auto",
+):
     """Scores ``run`` and builds its report and tables in memory; writes nothing.
 
-    Returns a :class:`ScoredRun`. Arguments as :func:`score_run`.
+    Returns a :class:`ScoredRun`. Arguments as :func:`score_run`. A run with canaries is
+    scored without them (:func:`study_view`); its score arrays hold NaN in the canaries'
+    columns, its per-example table has a ``canary`` column, and report.md keeps the audit
+    section of ``jaxsam audit``.
     """
+    full = run
+    run, cols = study_view(run)
+    scored = _score_outputs(run, attacks, bootstrap, equal_groups)
+    if cols is None:
+        return scored
+    for name, s in scored.scores.items():
+        wide = np.full((s.shape[0], full.keep.shape[1]), np.nan, np.float32)
+        wide[:, cols] = s
+        scored.scores[name] = wide
+    scored.examples = _with_canary_rows(scored.examples, full, cols)
+    audit = full.read_json(AUDIT_FILE)  # `jaxsam audit`'s result: its section stays
+    if audit is not None:
+        scored.markdown = report_audit.splice_markdown(
+            scored.markdown, report_audit.audit_markdown(audit)
+        )
+    return scored
+
+
+def _score_outputs(
+    run: store.Run, attacks: list[str] | None, bootstrap: int, equal_groups: str | bool = "auto"
+) -> ScoredRun:
+    """:func:`score_outputs` of a run without canaries (or a :func:`study_view`)."""
     ok = scoring.kept_models(run.failed_models, run.keep.shape[0])
     if ok.sum() < 2:
         raise TooFewModelsError(
@@ -123,6 +205,7 @@ def score_outputs(run: store.Run, attacks: list[str] | None = None, bootstrap: i
         attacks=attacks,
         bootstrap=bootstrap,
         exclude_models=~ok,
+        equal_groups=equal_groups,
     )
     rep = dict(result.report)
     rep["run"] = run_summary(run)
@@ -162,6 +245,7 @@ def score_run(
     *,
     write: bool = False,
     csv: bool = False,
+    equal_groups: str | bool = "auto",
 ) -> dict:
     """Scores ``run`` (a :class:`jaxsam.store.Run`) and returns the report; writes when asked.
 
@@ -180,8 +264,11 @@ def score_run(
       bootstrap: bootstrap resamples for the confidence intervals (0: none).
       write: publish the report files in the run directory.
       csv: with ``write``, also write ``examples.csv`` (the per-example table as CSV).
+      equal_groups: the reference-group rule of LiRA, RMIA and the calibrated loss: ``"auto"``
+        (default: from the masks), True (cut) or False (leave-one-out); report.json's
+        ``reference_groups`` records it (:func:`jaxsam.scoring.score`).
     """
-    scored = score_outputs(run, attacks, bootstrap)
+    scored = score_outputs(run, attacks, bootstrap, equal_groups=equal_groups)
     if write:
         from jaxsam.pipeline.report_files import report_extras
 

@@ -5,7 +5,7 @@ run, a wave of a study and a reopened study all call it). :func:`finish_study` i
 the trained models' logits become a finished run directory: ``metrics.json`` (the accuracies of
 :func:`accuracy_metrics`, losses, timings) and ``logits/``, then ``COMPLETE``
 (:func:`jaxsam.store.finish_run`). :func:`train_and_export` chains them for a single run;
-:mod:`jaxsam.train.waves` uses the same two for a study trained in waves.
+:mod:`jaxsam.pipeline.waves` uses the same two for a study trained in waves.
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ import numpy as np
 
 from jaxsam import metrics as metrics_lib
 from jaxsam import store
-from jaxsam.config import Config, validate
+from jaxsam.config import Config
+from jaxsam.data import canaries as canary_lib
 from jaxsam.data import load_pool, make_masks
 from jaxsam.data.augment import query_names
 from jaxsam.data.pool import Pool
 from jaxsam.errors import RunDirError
 from jaxsam.optim import dp as dp_lib
-from jaxsam.train import preempt, preflight
+from jaxsam.plan import check_config, preflight
+from jaxsam.train import preempt
 from jaxsam.train.loop import export_logits, train_ensemble
 
 
@@ -49,11 +51,25 @@ def build_study(config: Config) -> tuple[Pool, np.ndarray]:
         custom.load_factory(config.model.name)  # fail fast, before loading the data
     pool = load_pool(config.data)
     keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
+    if config.audit.enabled:  # canaries (docs/audit.md); other columns keep these masks
+        pool = canary_lib.add_canaries(pool, config.audit)
+        keep = canary_lib.audit_masks(keep, config.audit)
     if custom.is_import_path(config.model.name):
         from jaxsam.train.setup import build_model
 
         build_model(config, pool)
     return pool, keep
+
+
+def study_header(config: Config, keep: np.ndarray) -> dict:
+    """The run-header fields a study adds to run.json: the DP guarantee (``"dp"``,
+    :func:`jaxsam.optim.dp.header_fields`) and the canaries and targets of an audited run
+    (``"audit"``, :func:`jaxsam.data.canaries.header_fields`).
+
+    Raises:
+      ConfigError: a DP run and the DP libraries are missing (before anything is written).
+    """
+    return {**dp_lib.header_fields(config, keep), **canary_lib.header_fields(config, keep)}
 
 
 def accuracy_metrics(
@@ -153,7 +169,16 @@ def finish_study(
       The finished run, read back through :func:`jaxsam.store.load_run`.
     """
     failed = [int(i) for i in failed_models]
-    metrics = accuracy_metrics(logits, labels, keep, test_logits, test_labels, failed)
+    cols = canary_lib.study_columns(config.audit, keep.shape[1])  # accuracies without canaries
+    pick = (lambda a: a) if cols is None else (lambda a: a[:, cols])
+    metrics = accuracy_metrics(
+        pick(logits),
+        labels if cols is None else labels[cols],
+        pick(keep),
+        test_logits,
+        test_labels,
+        failed,
+    )
     metrics.update(
         final_batch_loss=np.asarray(final_batch_loss).tolist(),
         train_seconds=float(train_seconds),
@@ -206,7 +231,7 @@ def train_and_export(
 
     Every check that can fail runs before ``out`` is created or its old run replaced: config,
     data, data/model compatibility, labels, model and optimizer setup, disk space
-    (:func:`jaxsam.train.preflight.check_study`) and what ``out`` holds
+    (:func:`jaxsam.plan.preflight.check_study`) and what ``out`` holds
     (:func:`jaxsam.store.check_run_dir`). With ``overwrite`` the old run is moved aside and
     deleted only once the new run has started (:func:`jaxsam.store.begin_run`). A resume
     rebuilds the masks from the config and checks them, and the pool's inputs, against the
@@ -216,8 +241,9 @@ def train_and_export(
     Holds the run directory's lock (:func:`jaxsam.store.run_lock`) throughout, so a second
     ``train``, ``--resume``, ``--overwrite`` or ``score`` of ``out`` is refused while this runs.
     """
-    config = validate(config)
+    config = check_config(config)
     out = Path(out)
+    store.check_no_other_writer(out)  # before any other advice: a live run is left alone
     if resume and not (out / "config.json").is_file():
         raise RunDirError(f"{out} holds no run to resume; start it with `jaxsam train --out`")
     with preempt.graceful_signals():
@@ -247,7 +273,7 @@ def _train_and_export(
     desc: str | None,
 ) -> store.Run:
     """:func:`train_and_export` under its lock and signal handlers."""
-    header = dp_lib.header_fields(config, keep)  # first: a missing DP library stops all writes
+    header = study_header(config, keep)  # first: a missing DP library stops all writes
     if resume:
         if store.check_resumable(out, config, pool.origin(), keep):
             store.repair_masks(out, keep, pool.ids, pool.y)  # damaged masks: rebuilt

@@ -35,6 +35,9 @@ class Run:
       query_names: the A query-view names.
       metrics: per-model accuracies.
       failed_models: indices of models excluded after divergence.
+      canaries: int64 [C] pool indices of the canaries of an audited run (``audit.canaries``
+        > 0), else None.
+      targets: int64 [T] indices of its target models (the others are references), else None.
     """
 
     path: Path
@@ -53,6 +56,18 @@ class Run:
     @property
     def failed_models(self) -> list[int]:
         return list(self.info.get("failed_models", []))
+
+    @property
+    def canaries(self) -> np.ndarray | None:
+        """int64 [C]: the pool indices of the canaries (run.json ``audit``), or None."""
+        audit = self.info.get("audit")
+        return None if not audit else np.asarray(audit["canaries"], np.int64)
+
+    @property
+    def targets(self) -> np.ndarray | None:
+        """int64 [T]: the indices of the target models of an audited run, or None."""
+        audit = self.info.get("audit")
+        return None if not audit else np.asarray(audit["targets"], np.int64)
 
     @functools.cached_property
     def _logit_arrays(self) -> dict[str, np.ndarray]:
@@ -133,9 +148,10 @@ class Run:
 def read_config(path: str | Path) -> config_lib.Config:
     """The run's resolved config, from ``RUN/config.json``.
 
-    ``model.name`` is not checked against the built-in models and a custom model
-    (``package.module:attr``) is not imported: reading or scoring a run needs no model code.
-    Training from this config (resume, waves) imports and checks the model first.
+    Types and ranges are checked (:func:`jaxsam.config.from_dict`); the model and optimizer
+    names are not, and a custom model (``package.module:attr``) is not imported: reading or
+    scoring a run needs no model code. Training from this config (resume, waves) plans it
+    first (:func:`jaxsam.plan.check_config`).
 
     Raises:
       RunDirError: the file is missing, not JSON, or not a valid config.
@@ -143,7 +159,7 @@ def read_config(path: str | Path) -> config_lib.Config:
     path = Path(path)
     try:
         data = read_json(path / "config.json", "config")
-        return config_lib.from_dict(data, known_models=False)
+        return config_lib.from_dict(data)
     except ConfigError as e:
         raise RunDirError(f"{path / 'config.json'} is not a valid config: {e}") from e
 
