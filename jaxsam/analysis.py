@@ -187,8 +187,9 @@ def subgroup_tpr_at_fpr(
     """Per-subgroup attack TPR at fixed FPRs, all M targets pooled.
 
     The threshold for each FPR is the attack's own operating point on all examples pooled
-    (:func:`jaxsam.metrics.threshold_at_fpr`, the point behind the report's ``tpr_at_fpr``);
-    TPR (and the realised FPR) is then measured within each subgroup.
+    (:func:`jaxsam.metrics.operating_point`, the point behind the report's ``tpr_at_fpr``,
+    randomized at a tied threshold); TPR (and the realised FPR) is then measured within each
+    subgroup, a tied score counting with the point's weight.
 
     Args:
       scores: float ``[M, N]`` membership scores, higher = member.
@@ -207,13 +208,18 @@ def subgroup_tpr_at_fpr(
             f"scores {scores.shape} must match keep {keep.shape}; pass one score per model and "
             "pool example ([M, N]), e.g. an attack's pooled leave-one-out scores."
         )
-    thresholds = {metrics.fpr_key(f): metrics.threshold_at_fpr(scores, keep, f) for f in fprs}
+    points = {metrics.fpr_key(f): metrics.operating_point(scores, keep, f) for f in fprs}
+
+    def mean(w, where):
+        return float(w[where].mean()) if where.any() else None
+
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for name, g in groups.items():
         s, k = scores[:, g], keep[:, g]
+        flags = {key: metrics.flag_weights(s, p) for key, p in points.items()}
         out[name] = {
-            "tpr": {key: metrics.pooled_accuracy(s >= t, k) for key, t in thresholds.items()},
-            "fpr": {key: metrics.pooled_accuracy(s >= t, ~k) for key, t in thresholds.items()},
+            "tpr": {key: mean(w, k) for key, w in flags.items()},
+            "fpr": {key: mean(w, ~k) for key, w in flags.items()},
         }
     return out
 
