@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from jaxsam.errors import ConfigError
@@ -64,12 +66,10 @@ def make_masks(
     return rank < k
 
 
-def check_masks(keep: np.ndarray, num_examples: int | None = None) -> None:
-    """Raises if ``keep`` is not a bool [M, N] mask with at least one IN and OUT model each."""
-    if keep.ndim != 2 or keep.dtype != np.bool_:
-        raise ConfigError(f"masks must be bool [M, N]; got {keep.dtype} {keep.shape}")
-    if num_examples is not None and keep.shape[1] != num_examples:
-        raise ConfigError(
-            f"masks cover {keep.shape[1]} examples but the pool has {num_examples}; "
-            "rebuild the masks for this pool"
-        )
+def steps_per_epoch(keep: np.ndarray, batch_size: int) -> int:
+    """Steps of one epoch of masks ``keep`` [M, N]: ``ceil(max_m sum_i keep[m, i] / B)``.
+
+    Every model walks its own training subset; subset sizes differ between models, so an epoch
+    is as long as the largest subset takes (:mod:`jaxsam.train.batches`).
+    """
+    return max(1, math.ceil(int(keep.sum(axis=1).max()) / batch_size))
