@@ -393,8 +393,9 @@ def mechanism_arrays(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray) -
     confidence averaged over the queries (:func:`confidence_signal`).
 
     Returns:
-      ``correct`` bool [M, N], ``memorization`` float64 [N], ``signal`` float32 [M, N] and
-      ``out_variance`` float64 [N].
+      ``correct`` bool [M, N], ``memorization`` float64 [N], ``signal`` float32 [M, N],
+      ``out_variance`` float64 [N] and ``in_out_gap`` float64 [N] (IN mean minus OUT mean of
+      the same signal).
     """
     correct = metrics.correct_predictions(logits, labels)
     signal = confidence_signal(logits, labels)
@@ -403,7 +404,32 @@ def mechanism_arrays(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray) -
         "memorization": np.asarray(memo.memorization(correct, keep), np.float64),
         "signal": signal,
         "out_variance": np.asarray(memo.out_confidence_variance(signal, keep), np.float64),
+        "in_out_gap": np.asarray(memo.in_out_gap(signal, keep), np.float64),
     }
+
+
+def variance_relative_to_gap(out_variance: np.ndarray, gap: np.ndarray) -> float | None:
+    """The scale-free OUT variance: median OUT variance / (mean IN - OUT gap)^2.
+
+    The OUT-confidence variance is in units of the logit-scaled confidence squared, and the
+    recipe sets that scale (label smoothing caps the confidence, so it shrinks the signal and
+    its variance together). Dividing by the squared mean IN - OUT gap of the same signal
+    cancels any rescaling of the signal by a constant: the ratio compares the spread of OUT
+    models with the separation of IN from OUT (the inverse square of a signal-to-noise ratio;
+    lower = members stand out more). It does not undo a non-linear change of the signal.
+
+    Args:
+      out_variance: float ``[N]`` per-example OUT variance (NaN allowed).
+      gap: float ``[N]`` per-example IN - OUT gap of the same signal (NaN allowed).
+
+    Returns:
+      The ratio, or None when either is undefined or the mean gap is 0.
+    """
+    v, g = np.asarray(out_variance, np.float64), np.asarray(gap, np.float64)
+    if not np.isfinite(v).any() or not np.isfinite(g).any():
+        return None
+    mean_gap = float(np.nanmean(g))
+    return _num(np.nanmedian(v) / mean_gap**2) if mean_gap != 0 else None
 
 
 def mechanism_stats(logits, labels, keep, arrays: dict | None = None) -> dict:
@@ -414,10 +440,13 @@ def mechanism_stats(logits, labels, keep, arrays: dict | None = None) -> dict:
 
     Returns:
       ``{"memorization": {mean, median, fraction_above_0.5, query},
-      "out_confidence_variance": {median, mean}}``.
+      "out_confidence_variance": {median, mean, in_out_gap_mean, relative_to_gap, scale}}``:
+      ``relative_to_gap`` is :func:`variance_relative_to_gap` (scale-free; compare it across
+      recipes), ``scale`` says that the variance itself is not.
     """
     a = arrays if arrays is not None else mechanism_arrays(logits, labels, keep)
     mem, var = a["memorization"], a["out_variance"]
+    gap = a.get("in_out_gap")
     return {
         "memorization": {
             "mean": float(np.nanmean(mem)),
@@ -428,8 +457,23 @@ def mechanism_stats(logits, labels, keep, arrays: dict | None = None) -> dict:
         "out_confidence_variance": {
             "median": float(np.nanmedian(var)),
             "mean": float(np.nanmean(var)),
+            **(
+                {
+                    "in_out_gap_mean": _num(np.nanmean(gap)),
+                    "relative_to_gap": variance_relative_to_gap(var, gap),
+                }
+                if gap is not None and np.isfinite(gap).any()
+                else {}
+            ),
+            "scale": VARIANCE_SCALE,
         },
     }
+
+
+VARIANCE_SCALE = (
+    "logit-scaled confidence squared: the recipe sets this scale (e.g. label smoothing caps "
+    "the confidence); compare relative_to_gap across recipes"
+)
 
 
 def _num(x: float | np.floating) -> float | None:
@@ -488,7 +532,7 @@ def analyze_run_arrays(
         )
     mech = mechanism_arrays(logits, labels, keep)
     correct, mem, out_var = mech["correct"], mech["memorization"], mech["out_variance"]
-    gap = np.asarray(memo.in_out_gap(mech["signal"], keep), np.float64)
+    gap = mech["in_out_gap"]
     ref = mem if reference_memorization is None else np.asarray(reference_memorization)
     groups, rule = split_by_memorization(
         ref,
@@ -521,6 +565,7 @@ def analyze_run_arrays(
         "memorization": _describe(mem, quantiles),
         "out_variance": _describe(out_var, quantiles),
         "in_out_gap": _describe(gap, quantiles),
+        "out_variance_relative_to_gap": variance_relative_to_gap(out_var, gap),
         "subgroup_rule": {
             **rule,
             "reference": "own run" if reference_memorization is None else "shared reference",

@@ -316,3 +316,26 @@ def test_subgroup_plot_axes_say_where_the_threshold_is(tmp_path, monkeypatch):
     assert "FPR measured inside each subgroup" in labels[2]
     ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert ticks[1] == "typical\n(n = 30)" and ticks[2] == "atypical\n(n = 6)"
+
+
+def test_out_variance_relative_to_gap_is_scale_free_and_in_the_report_stats():
+    rng = np.random.default_rng(8)
+    keep, labels, logits, *_ = _planted_run(rng)
+    signal = analysis.confidence_signal(logits, labels) + 2.0 * keep  # members stand out
+    ratios, medians = [], []
+    for c in (1.0, 0.1):  # e.g. label smoothing shrinking the confidence tenfold
+        var = np.asarray(memo.out_confidence_variance(c * signal, keep), np.float64)
+        gap = np.asarray(memo.in_out_gap(c * signal, keep), np.float64)
+        ratios.append(analysis.variance_relative_to_gap(var, gap))
+        medians.append(np.nanmedian(var))
+    assert medians[1] == pytest.approx(0.01 * medians[0], rel=1e-4)  # scale-bound
+    assert ratios[1] == pytest.approx(ratios[0], rel=1e-4)  # scale-free
+    assert ratios[0] == pytest.approx(medians[0] / np.nanmean(gap / 0.1) ** 2, rel=1e-4)
+    stats = analysis.mechanism_stats(logits, labels, keep)["out_confidence_variance"]
+    mech = analysis.mechanism_arrays(logits, labels, keep)
+    want = np.nanmedian(mech["out_variance"]) / np.nanmean(mech["in_out_gap"]) ** 2
+    assert stats["relative_to_gap"] == pytest.approx(want)
+    assert "recipe" in stats["scale"]
+    s = analysis.analyze_run(logits, labels, keep)
+    assert s["out_variance_relative_to_gap"] == pytest.approx(want)
+    assert analysis.variance_relative_to_gap(np.full(3, np.nan), np.ones(3)) is None
