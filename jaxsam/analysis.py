@@ -290,10 +290,11 @@ def subgroup_tpr_at_fpr(
     """Per-subgroup attack TPR at fixed FPRs, all M targets pooled, read two ways.
 
     * ``tpr`` / ``fpr``: the threshold for each FPR is the attack's own operating point on all
-      examples pooled (:func:`jaxsam.metrics.threshold_at_fpr`, the point behind the report's
-      ``tpr_at_fpr``); the TPR *and the FPR actually measured inside the subgroup* at that
-      threshold. The two FPRs differ: an atypical group's FPR at the pooled 1 % threshold is
-      often several percent.
+      examples pooled (:func:`jaxsam.metrics.operating_point`, the point behind the report's
+      ``tpr_at_fpr``, randomized at a tied threshold: a tied score counts with the point's
+      weight); the TPR *and the FPR actually measured inside the subgroup* at that point. The
+      two FPRs differ: an atypical group's FPR at the pooled 1 % threshold is often several
+      percent.
     * ``tpr_within``: the threshold set inside the subgroup, on its own non-members, so that
       the FPR inside the group is the one named (:func:`jaxsam.metrics.roc_metrics` on the
       group's pairs); ``within_supported`` says per FPR whether the group's non-member count
@@ -318,19 +319,23 @@ def subgroup_tpr_at_fpr(
             f"scores {scores.shape} must match keep {keep.shape}; pass one score per model and "
             "pool example ([M, N]), e.g. an attack's pooled leave-one-out scores."
         )
-    thresholds = {metrics.fpr_key(f): metrics.threshold_at_fpr(scores, keep, f) for f in fprs}
+    points = {metrics.fpr_key(f): metrics.operating_point(scores, keep, f) for f in fprs}
+
+    def mean(w, where):
+        return float(w[where].mean()) if where.any() else None
+
     out: dict[str, dict] = {}
     for name, g in groups.items():
         s, k = scores[:, g], keep[:, g]
         both = bool(k.any() and (~k).any())
         own = metrics.roc_metrics(s, k, fprs=fprs) if both else None
+        flags = {key: metrics.flag_weights(s, p) for key, p in points.items()}
         out[name] = {
-            "tpr": {key: metrics.pooled_accuracy(s >= t, k) for key, t in thresholds.items()},
-            "fpr": {key: metrics.pooled_accuracy(s >= t, ~k) for key, t in thresholds.items()},
-            "tpr_within": {key: own["tpr_at_fpr"][key] if own else None for key in thresholds},
+            "tpr": {key: mean(w, k) for key, w in flags.items()},
+            "fpr": {key: mean(w, ~k) for key, w in flags.items()},
+            "tpr_within": {key: own["tpr_at_fpr"][key] if own else None for key in points},
             "within_supported": {
-                key: bool(own["fpr_support"][key]["resolvable"]) if own else False
-                for key in thresholds
+                key: bool(own["fpr_support"][key]["resolvable"]) if own else False for key in points
             },
             "nonmembers": int((~k).sum()),
         }
