@@ -167,12 +167,13 @@ def _pool_shapes(config: Config) -> Pool:
 
 
 def _steps_per_epoch(config: Config, n: int) -> int:
-    from jaxsam.data import make_masks
+    from jaxsam.data import canaries, make_masks
     from jaxsam.train.batches import steps_per_epoch
 
     m, b, p = config.masks.models, config.train.batch_size, config.masks.pkeep
-    if m * n <= 20_000_000:  # exact: the masks are cheap to draw
-        return steps_per_epoch(make_masks(m, n, p, config.masks.seed), b)
+    if m * n <= 20_000_000:  # exact: the masks are cheap to draw (with the run's canaries)
+        keep = canaries.audit_masks(make_masks(m, n, p, config.masks.seed), config.audit)
+        return steps_per_epoch(keep, b)
     # The largest of M subset sizes ~ N p + 3 sd (hypergeometric-like spread).
     biggest = n * p + 3.0 * math.sqrt(n * p * (1 - p))
     return max(1, math.ceil(min(n, biggest) / b))
@@ -194,6 +195,8 @@ def memory_plan(config: Config, *, activations: bool = True) -> MemoryPlan:
     pool = _pool_shapes(config)
     n, t = pool.size, config.train
     spe = _steps_per_epoch(config, n)
+    if config.audit.enabled and config.audit.kind != "mislabel":
+        n += config.audit.canaries  # noise and duplicate canaries are added to the pool
     setup = make_setup(config, pool, None, spe)
     with jax.default_device(jax.devices("cpu")[0]):
         mem = step_memory(setup, pool, t.batch_size, compile_step=activations)
