@@ -261,7 +261,7 @@ def plot_privacy_utility(
     Args:
       points: recipe -> {"x", "x_std", "y", "y_std"} (fractions; std over seeds, 0 for one),
         optionally ``epsilon`` (the accountant's, DP-SGD) and ``epsilon_lower`` (the audited
-        lower bound, ``jaxsam audit``), written beside the point and in its legend entry.
+        lower bound, ``jaxsam audit``), written side by side in the point's legend entry.
         A recipe whose ``x`` is missing (None or NaN) is left out.
       path: output PNG.
       title: plot title.
@@ -292,10 +292,6 @@ def plot_privacy_utility(
             capsize=3,
             label=name + (f" (TPR < {floor:g})" if at_floor else "") + (f"; {eps}" if eps else ""),
         )
-        if eps:
-            ax.annotate(
-                eps, (max(x, floor), y), textcoords="offset points", xytext=(5, 5), fontsize=7
-            )
     ax.set_xscale("log")
     ax.set_xlabel(x_label + " (log)")
     ax.set_ylabel(y_label)
