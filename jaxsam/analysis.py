@@ -4,8 +4,10 @@ These functions turn what a run directory holds (masks ``keep`` [M, N], logits [
 labels [N], optionally test logits [M, T, A, C] and attack scores [M, N]) into the statistics
 behind the paper's mechanism claims:
 
-* typical / atypical subgroups of the pool by memorization score, with per-subgroup OUT (pool
-  non-member) accuracy and per-subgroup attack TPR at a fixed FPR;
+* typical / atypical subgroups of the pool by memorization rank (ties broken by a seeded
+  order, or kept together and refused when far from the requested sizes), with per-subgroup OUT
+  (pool non-member) accuracy and per-subgroup attack TPR at a fixed FPR, with the threshold
+  set inside the subgroup or, at the pooled threshold, next to the FPR measured inside it;
 * the variance across OUT models of the logit-scaled confidence (and the IN - OUT gap);
 * influence-entropy buckets of the test points (see :func:`influence_entropy`).
 
@@ -144,38 +146,139 @@ def entropy_buckets(
 # --------------------------------------------------------------------------- subgroups, TPR
 
 
-def memorization_subgroups(
+# How far (relative) a by-value subgroup may be from its requested size before ``ties="value"``
+# refuses the split.
+TIE_TOLERANCE = 0.1
+TIE_RULES = ("rank", "value")
+
+
+def _size(fraction: float, n: int) -> int:
+    """``fraction * n`` rounded half up (the requested size of a subgroup)."""
+    return int(math.floor(fraction * n + 0.5))
+
+
+def split_by_memorization(
     mem: np.ndarray,
     *,
     typical_quantile: float = 0.5,
     atypical_quantile: float = 0.9,
-) -> dict[str, np.ndarray]:
-    """Typical and atypical pool examples by memorization score.
+    ties: str = "rank",
+    seed: int = 0,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Typical and atypical pool examples by memorization score, with an explicit tie rule.
 
-    ``typical``: ``mem <= q(typical_quantile)``; ``atypical``: ``mem >= q(atypical_quantile)`` and
-    ``mem > q(typical_quantile)`` (so the two never overlap, even with ties). Quantiles are taken
-    over the defined (non-NaN) scores; NaN examples are in neither group.
+    Of the ``n`` examples with a defined (non-NaN) score, *typical* are the
+    ``round(typical_quantile * n)`` lowest-memorization examples and *atypical* the
+    ``round((1 - atypical_quantile) * n)`` highest. Memorization is often tied (with 16 models it
+    is exactly 0 up to its 0.9 quantile), so the rule for ties matters:
+
+    * ``ties="rank"`` (default): examples are ranked by score, ties broken by a random order
+      drawn from ``seed``; each group has exactly its requested size, and which of the tied
+      examples at a group's boundary fall inside is that seeded draw (counted in the rule as
+      ``drawn_at_boundary``).
+    * ``ties="value"``: a group is every example at or beyond its boundary score (ties kept
+      together: typical ``mem <= q(typical_quantile)``, atypical ``mem >= q(atypical_quantile)``
+      and above the typical boundary); refused (:class:`ConfigError`) when a group's size is
+      more than :data:`TIE_TOLERANCE` of its requested size away from it.
+
+    The groups never overlap. NaN examples are in neither.
 
     Args:
       mem: float ``[N]`` memorization scores.
-      typical_quantile: upper quantile of the typical group (default: the lower half).
-      atypical_quantile: lower quantile of the atypical group (default: the top 10%).
+      typical_quantile: fraction of the defined examples in the typical group, from the bottom.
+      atypical_quantile: the atypical group is the top ``1 - atypical_quantile``.
+      ties: "rank" or "value".
+      seed: seed of the tie-break order (``ties="rank"``).
 
     Returns:
-      ``{"all", "typical", "atypical"}`` -> bool ``[N]`` ("all" = every defined example).
+      ``(groups, rule)``: groups ``{"all", "typical", "atypical"}`` -> bool ``[N]`` ("all" =
+      every defined example); rule ``{"ties", "seed", "defined", "typical": {...},
+      "atypical": {...}}``, each group's entry ``{"definition", "requested_n", "n",
+      "boundary" (the score at its edge), "tied_at_boundary" (defined examples with that
+      score), "drawn_at_boundary" (of those, the ones inside the group)}``.
     """
     if not 0.0 <= typical_quantile <= atypical_quantile <= 1.0:
         raise ConfigError(
             f"need 0 <= typical_quantile <= atypical_quantile <= 1, got {typical_quantile} and "
             f"{atypical_quantile}; e.g. 0.5 and 0.9."
         )
+    if ties not in TIE_RULES:
+        raise ConfigError(f"unknown tie rule {ties!r}; use 'rank' or 'value'.")
     m = np.asarray(mem, np.float64)
     ok = np.isfinite(m)
-    if not ok.any():
-        none = np.zeros(m.shape, bool)
-        return {"all": none, "typical": none, "atypical": none.copy()}
-    lo, hi = np.quantile(m[ok], [typical_quantile, atypical_quantile])
-    return {"all": ok, "typical": ok & (m <= lo), "atypical": ok & (m >= hi) & (m > lo)}
+    n = int(ok.sum())
+    want = {"typical": _size(typical_quantile, n), "atypical": n - _size(atypical_quantile, n)}
+    groups = {"all": ok, "typical": np.zeros(m.shape, bool), "atypical": np.zeros(m.shape, bool)}
+    rule: dict = {"ties": ties, "seed": seed if ties == "rank" else None, "defined": n}
+    words = {
+        "typical": f"the {want['typical']} lowest-memorization examples "
+        f"({typical_quantile:g} of {n})",
+        "atypical": f"the {want['atypical']} highest-memorization examples "
+        f"({1 - atypical_quantile:.3g} of {n})",
+    }
+    if n == 0:
+        for g in ("typical", "atypical"):
+            rule[g] = {"definition": words[g], "requested_n": 0, "n": 0, "boundary": None}
+        return groups, rule
+    idx = np.flatnonzero(ok)
+    if ties == "rank":
+        tie_break = np.random.default_rng(seed).permutation(n)
+        order = idx[np.lexsort((tie_break, m[idx]))]  # ascending score, seeded among ties
+        groups["typical"][order[: want["typical"]]] = True
+        groups["atypical"][order[n - want["atypical"] :]] = True
+        words = {g: w + ", ties broken by a seeded random order" for g, w in words.items()}
+    else:
+        lo, hi = np.quantile(m[idx], [typical_quantile, atypical_quantile])
+        groups["typical"] = ok & (m <= lo)
+        groups["atypical"] = ok & (m >= hi) & (m > lo)
+        words = {
+            "typical": f"mem <= q({typical_quantile:g}) = {lo:.4g} (ties kept together)",
+            "atypical": f"mem >= q({atypical_quantile:g}) = {hi:.4g} (ties kept together)",
+        }
+    for g in ("typical", "atypical"):
+        inside = groups[g]
+        vals = m[inside]
+        boundary = None if not vals.size else float(vals.max() if g == "typical" else vals.min())
+        at = ok & (m == boundary) if boundary is not None else np.zeros(m.shape, bool)
+        rule[g] = {
+            "definition": words[g],
+            "requested_n": want[g],
+            "n": int(inside.sum()),
+            "boundary": boundary,
+            "tied_at_boundary": int(at.sum()),
+            "drawn_at_boundary": int((at & inside).sum()),
+        }
+    if ties == "value":
+        for g in ("typical", "atypical"):
+            r = rule[g]
+            if abs(r["n"] - r["requested_n"]) > TIE_TOLERANCE * max(r["requested_n"], 1):
+                raise ConfigError(
+                    f"memorization ties: the {g} group by value ({r['definition']}) holds "
+                    f"{r['n']} of {n} examples, not the requested {r['requested_n']} "
+                    f"({r['tied_at_boundary']} examples share its boundary score "
+                    f"{r['boundary']:.4g}); use ties='rank' (analyze --ties rank: a seeded "
+                    "tie-break, exact sizes) or other quantiles"
+                )
+    return groups, rule
+
+
+def memorization_subgroups(
+    mem: np.ndarray,
+    *,
+    typical_quantile: float = 0.5,
+    atypical_quantile: float = 0.9,
+    ties: str = "rank",
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """The groups of :func:`split_by_memorization` (``{"all", "typical", "atypical"}`` -> bool
+    ``[N]``), without its rule."""
+    return split_by_memorization(
+        mem,
+        typical_quantile=typical_quantile,
+        atypical_quantile=atypical_quantile,
+        ties=ties,
+        seed=seed,
+    )[0]
 
 
 def subgroup_tpr_at_fpr(
@@ -183,12 +286,20 @@ def subgroup_tpr_at_fpr(
     keep: np.ndarray,
     groups: Mapping[str, np.ndarray],
     fprs: Sequence[float] = metrics.HEADLINE_FPRS,
-) -> dict[str, dict[str, dict[str, float | None]]]:
-    """Per-subgroup attack TPR at fixed FPRs, all M targets pooled.
+) -> dict[str, dict]:
+    """Per-subgroup attack TPR at fixed FPRs, all M targets pooled, read two ways.
 
-    The threshold for each FPR is the attack's own operating point on all examples pooled
-    (:func:`jaxsam.metrics.threshold_at_fpr`, the point behind the report's ``tpr_at_fpr``);
-    TPR (and the realised FPR) is then measured within each subgroup.
+    * ``tpr`` / ``fpr``: the threshold for each FPR is the attack's own operating point on all
+      examples pooled (:func:`jaxsam.metrics.operating_point`, the point behind the report's
+      ``tpr_at_fpr``, randomized at a tied threshold: a tied score counts with the point's
+      weight); the TPR *and the FPR actually measured inside the subgroup* at that point. The
+      two FPRs differ: an atypical group's FPR at the pooled 1 % threshold is often several
+      percent.
+    * ``tpr_within``: the threshold set inside the subgroup, on its own non-members, so that
+      the FPR inside the group is the one named (:func:`jaxsam.metrics.roc_metrics` on the
+      group's pairs); ``within_supported`` says per FPR whether the group's non-member count
+      allows at least one false positive (else the value is the TPR at zero false positives);
+      ``nonmembers`` is that count.
 
     Args:
       scores: float ``[M, N]`` membership scores, higher = member.
@@ -197,8 +308,9 @@ def subgroup_tpr_at_fpr(
       fprs: target false-positive rates.
 
     Returns:
-      ``{group: {"tpr": {str(fpr): tpr}, "fpr": {str(fpr): realised fpr}}}``; None where the group
-      has no IN (or OUT) entries.
+      ``{group: {"tpr": {str(fpr): tpr}, "fpr": {str(fpr): measured fpr}, "tpr_within":
+      {str(fpr): tpr}, "within_supported": {str(fpr): bool}, "nonmembers": int}``; None for a
+      value where the group has no IN (or OUT) entries.
     """
     scores = np.asarray(scores, np.float64)
     keep = np.asarray(keep, bool)
@@ -207,13 +319,25 @@ def subgroup_tpr_at_fpr(
             f"scores {scores.shape} must match keep {keep.shape}; pass one score per model and "
             "pool example ([M, N]), e.g. an attack's pooled leave-one-out scores."
         )
-    thresholds = {metrics.fpr_key(f): metrics.threshold_at_fpr(scores, keep, f) for f in fprs}
-    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    points = {metrics.fpr_key(f): metrics.operating_point(scores, keep, f) for f in fprs}
+
+    def mean(w, where):
+        return float(w[where].mean()) if where.any() else None
+
+    out: dict[str, dict] = {}
     for name, g in groups.items():
         s, k = scores[:, g], keep[:, g]
+        both = bool(k.any() and (~k).any())
+        own = metrics.roc_metrics(s, k, fprs=fprs) if both else None
+        flags = {key: metrics.flag_weights(s, p) for key, p in points.items()}
         out[name] = {
-            "tpr": {key: metrics.pooled_accuracy(s >= t, k) for key, t in thresholds.items()},
-            "fpr": {key: metrics.pooled_accuracy(s >= t, ~k) for key, t in thresholds.items()},
+            "tpr": {key: mean(w, k) for key, w in flags.items()},
+            "fpr": {key: mean(w, ~k) for key, w in flags.items()},
+            "tpr_within": {key: own["tpr_at_fpr"][key] if own else None for key in points},
+            "within_supported": {
+                key: bool(own["fpr_support"][key]["resolvable"]) if own else False for key in points
+            },
+            "nonmembers": int((~k).sum()),
         }
     return out
 
@@ -240,6 +364,16 @@ def subgroup_accuracy(
 
 # --------------------------------------------------------------------------- per run
 
+# What each per-subgroup TPR of ``analysis.json`` is (its ``tpr_rule``).
+TPR_RULE = {
+    "tpr_at_fpr": "threshold at the attack's pooled operating point on all examples; the FPR "
+    "measured inside the subgroup at that threshold is fpr_realised, not the FPR named",
+    "tpr_at_fpr_within": "threshold set inside the subgroup on its own non-members, so the "
+    "subgroup's FPR is the one named; within_supported is False where the subgroup's "
+    "non-members allow fewer than one false positive (then it is the TPR at zero false "
+    "positives)",
+}
+
 
 def confidence_signal(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Logit-scaled confidence averaged over query augmentations: float32 ``[M, N]``.
@@ -259,8 +393,9 @@ def mechanism_arrays(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray) -
     confidence averaged over the queries (:func:`confidence_signal`).
 
     Returns:
-      ``correct`` bool [M, N], ``memorization`` float64 [N], ``signal`` float32 [M, N] and
-      ``out_variance`` float64 [N].
+      ``correct`` bool [M, N], ``memorization`` float64 [N], ``signal`` float32 [M, N],
+      ``out_variance`` float64 [N] and ``in_out_gap`` float64 [N] (IN mean minus OUT mean of
+      the same signal).
     """
     correct = metrics.correct_predictions(logits, labels)
     signal = confidence_signal(logits, labels)
@@ -269,7 +404,32 @@ def mechanism_arrays(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray) -
         "memorization": np.asarray(memo.memorization(correct, keep), np.float64),
         "signal": signal,
         "out_variance": np.asarray(memo.out_confidence_variance(signal, keep), np.float64),
+        "in_out_gap": np.asarray(memo.in_out_gap(signal, keep), np.float64),
     }
+
+
+def variance_relative_to_gap(out_variance: np.ndarray, gap: np.ndarray) -> float | None:
+    """The scale-free OUT variance: median OUT variance / (mean IN - OUT gap)^2.
+
+    The OUT-confidence variance is in units of the logit-scaled confidence squared, and the
+    recipe sets that scale (label smoothing caps the confidence, so it shrinks the signal and
+    its variance together). Dividing by the squared mean IN - OUT gap of the same signal
+    cancels any rescaling of the signal by a constant: the ratio compares the spread of OUT
+    models with the separation of IN from OUT (the inverse square of a signal-to-noise ratio;
+    lower = members stand out more). It does not undo a non-linear change of the signal.
+
+    Args:
+      out_variance: float ``[N]`` per-example OUT variance (NaN allowed).
+      gap: float ``[N]`` per-example IN - OUT gap of the same signal (NaN allowed).
+
+    Returns:
+      The ratio, or None when either is undefined or the mean gap is 0.
+    """
+    v, g = np.asarray(out_variance, np.float64), np.asarray(gap, np.float64)
+    if not np.isfinite(v).any() or not np.isfinite(g).any():
+        return None
+    mean_gap = float(np.nanmean(g))
+    return _num(np.nanmedian(v) / mean_gap**2) if mean_gap != 0 else None
 
 
 def mechanism_stats(logits, labels, keep, arrays: dict | None = None) -> dict:
@@ -280,10 +440,13 @@ def mechanism_stats(logits, labels, keep, arrays: dict | None = None) -> dict:
 
     Returns:
       ``{"memorization": {mean, median, fraction_above_0.5, query},
-      "out_confidence_variance": {median, mean}}``.
+      "out_confidence_variance": {median, mean, in_out_gap_mean, relative_to_gap, scale}}``:
+      ``relative_to_gap`` is :func:`variance_relative_to_gap` (scale-free; compare it across
+      recipes), ``scale`` says that the variance itself is not.
     """
     a = arrays if arrays is not None else mechanism_arrays(logits, labels, keep)
     mem, var = a["memorization"], a["out_variance"]
+    gap = a.get("in_out_gap")
     return {
         "memorization": {
             "mean": float(np.nanmean(mem)),
@@ -294,8 +457,23 @@ def mechanism_stats(logits, labels, keep, arrays: dict | None = None) -> dict:
         "out_confidence_variance": {
             "median": float(np.nanmedian(var)),
             "mean": float(np.nanmean(var)),
+            **(
+                {
+                    "in_out_gap_mean": _num(np.nanmean(gap)),
+                    "relative_to_gap": variance_relative_to_gap(var, gap),
+                }
+                if gap is not None and np.isfinite(gap).any()
+                else {}
+            ),
+            "scale": VARIANCE_SCALE,
         },
     }
+
+
+VARIANCE_SCALE = (
+    "logit-scaled confidence squared: the recipe sets this scale (e.g. label smoothing caps "
+    "the confidence); compare relative_to_gap across recipes"
+)
 
 
 def _num(x: float | np.floating) -> float | None:
@@ -330,6 +508,8 @@ def analyze_run_arrays(
     reference_memorization: np.ndarray | None = None,
     typical_quantile: float = 0.5,
     atypical_quantile: float = 0.9,
+    ties: str = "rank",
+    tie_seed: int = 0,
     fprs: Sequence[float] = metrics.HEADLINE_FPRS,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     n_buckets: int = N_ENTROPY_BUCKETS,
@@ -352,22 +532,31 @@ def analyze_run_arrays(
         )
     mech = mechanism_arrays(logits, labels, keep)
     correct, mem, out_var = mech["correct"], mech["memorization"], mech["out_variance"]
-    gap = np.asarray(memo.in_out_gap(mech["signal"], keep), np.float64)
+    gap = mech["in_out_gap"]
     ref = mem if reference_memorization is None else np.asarray(reference_memorization)
-    groups = memorization_subgroups(
-        ref, typical_quantile=typical_quantile, atypical_quantile=atypical_quantile
+    groups, rule = split_by_memorization(
+        ref,
+        typical_quantile=typical_quantile,
+        atypical_quantile=atypical_quantile,
+        ties=ties,
+        seed=tie_seed,
     )
     acc = subgroup_accuracy(correct, keep, groups)
     tpr = subgroup_tpr_at_fpr(scores, keep, groups, fprs) if scores is not None else None
     subgroups = {}
     for name, g in groups.items():
+        t = tpr[name] if tpr else {}
         subgroups[name] = {
             "n": int(g.sum()),
+            "requested_n": rule[name]["requested_n"] if name in rule else int(g.sum()),
             "memorization_mean": _num(np.nanmean(mem[g])) if g.any() else None,
             "out_variance_median": _num(np.nanmedian(out_var[g])) if g.any() else None,
             "accuracy": acc[name],
-            "tpr_at_fpr": tpr[name]["tpr"] if tpr else None,
-            "fpr_realised": tpr[name]["fpr"] if tpr else None,
+            "tpr_at_fpr": t.get("tpr"),
+            "fpr_realised": t.get("fpr"),
+            "tpr_at_fpr_within": t.get("tpr_within"),
+            "within_supported": t.get("within_supported"),
+            "nonmembers": t.get("nonmembers"),
         }
     summary: dict = {
         "n_models": int(keep.shape[0]),
@@ -376,11 +565,12 @@ def analyze_run_arrays(
         "memorization": _describe(mem, quantiles),
         "out_variance": _describe(out_var, quantiles),
         "in_out_gap": _describe(gap, quantiles),
+        "out_variance_relative_to_gap": variance_relative_to_gap(out_var, gap),
         "subgroup_rule": {
-            "typical": f"mem <= q({typical_quantile})",
-            "atypical": f"mem >= q({atypical_quantile})",
+            **rule,
             "reference": "own run" if reference_memorization is None else "shared reference",
         },
+        "tpr_rule": dict(TPR_RULE),
         "subgroups": subgroups,
         "heldout_accuracy": None,
         "influence_entropy": None,
@@ -436,13 +626,19 @@ def analyze_run(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray, **kwar
         (optional float ``[M, T, A, C]`` logits on test points no model trained on) with
         ``test_labels`` (int ``[T]``), ``reference_memorization`` (a shared [N] score that
         defines the subgroups, so two runs are compared on the same examples),
-        ``typical_quantile``, ``atypical_quantile``, ``fprs``, ``quantiles``, ``n_buckets``,
+        ``typical_quantile``, ``atypical_quantile``, ``ties`` and ``tie_seed`` (the tie rule
+        of :func:`split_by_memorization`), ``fprs``, ``quantiles``, ``n_buckets``,
         ``min_influence``, ``block_size``.
 
     Returns:
       dict with ``memorization`` / ``out_variance`` / ``in_out_gap`` (mean, std, median,
-      quantiles, n_undefined), ``subgroups`` (all / typical / atypical: n, memorization mean,
-      OUT-variance median, accuracy {out, train}, tpr_at_fpr {"0.01": ...}),
+      quantiles, n_undefined), ``subgroup_rule`` (:func:`split_by_memorization`'s rule: each
+      group's definition, requested and actual size, ties at its boundary), ``tpr_rule``
+      (:data:`TPR_RULE`), ``subgroups`` (all / typical / atypical: n, requested_n,
+      memorization mean, OUT-variance median, accuracy {out, train}; with scores
+      tpr_at_fpr {"0.01": ...} at the pooled threshold with fpr_realised, the FPR measured
+      inside the group, and tpr_at_fpr_within with the threshold set inside the group,
+      within_supported, nonmembers; see :func:`subgroup_tpr_at_fpr`),
       ``heldout_accuracy`` (accuracy on the held-out test points) and ``influence_entropy``
       buckets (None without test logits). NaN is written as None. Every accuracy and the
       memorization use the identity view (query 0).

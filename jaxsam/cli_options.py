@@ -66,13 +66,14 @@ def add_config_options(
 
 def load_config(path: Path | None, assignments: list[str] | None = None):
     """The config a command runs: ``path``'s (the defaults when None), then the ``--set``
-    ``assignments`` applied; checked as :func:`jaxsam.config.from_dict` checks every config."""
+    ``assignments`` applied; checked whole (:func:`jaxsam.plan.check_config`)."""
     from jaxsam import config as config_lib
+    from jaxsam.plan import check_config
 
     cfg = config_lib.load(path) if path is not None else config_lib.Config()
     if assignments:
         cfg = config_lib.replace(cfg, **parse_assignments(assignments))
-    return cfg
+    return check_config(cfg)
 
 
 def add_distributed_options(parser: argparse.ArgumentParser) -> None:

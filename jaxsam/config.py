@@ -4,6 +4,11 @@ A :class:`Config` is a tree of frozen dataclasses. ``config.json`` in a run dire
 ``to_dict(config)``; ``jaxsam train --config FILE`` reads it back with :func:`from_dict`, which
 rejects unknown keys, wrong types and out-of-range values with the key path and the allowed
 values, before anything runs.
+
+This module is a leaf: it imports nothing of jax, flax or optax and of jaxsam only
+:mod:`jaxsam.errors`. The checks that need the optimizer registry or the model code (the
+optimizer's name and arguments, a custom model's keys, BatchNorm under DP-SGD) are the plan
+step's (:func:`jaxsam.plan.check_config`), which runs them, with these, before anything runs.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from typing import Any
 
 from jaxsam.config_audit import AUDIT_KINDS, AuditConfig  # noqa: F401 (re-exported)
 from jaxsam.errors import ConfigError
-from jaxsam.optim import registry as optim_registry  # a plain table: loads no jax
 
 CONFIG_VERSION = 1
 
@@ -201,11 +205,6 @@ class OptimConfig:
     fused_passes: bool = False
     dp: DPConfig = dataclasses.field(default_factory=DPConfig)
 
-    @property
-    def runs_fused_passes(self) -> bool:
-        """``fused_passes`` as it takes effect: plain SGD has one pass and ignores it."""
-        return bool(self.fused_passes) and optim_registry.is_sam_family(self.name)
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -264,12 +263,12 @@ def show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[: limit - 20]}...({len(text)} characters)"
 
 
-def _check_choice(path: str, value: Any, allowed: tuple) -> None:
+def check_choice(path: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ConfigError(f"{path} = {show(value)} is not allowed; use one of {list(allowed)}")
 
 
-def _check_range(path: str, value: float, lo: float | None, hi: float | None, what: str) -> None:
+def check_range(path: str, value: float, lo: float | None, hi: float | None, what: str) -> None:
     if isinstance(value, int) and not isinstance(value, bool) and hi is None and value > MAX_INT:
         hi = MAX_INT  # every count and size is an int32 on the device
         what = f"{what} (at most 2**31 - 1)"
@@ -293,30 +292,26 @@ def _check_dataset(name: str) -> None:
         )
 
 
-def validate(config: Config, *, known_models: bool = True) -> Config:
-    """Checks every value's range; returns ``config`` or raises :class:`ConfigError`.
+def validate(config: Config) -> Config:
+    """Checks every value's type and range; returns ``config`` or raises :class:`ConfigError`.
 
-    Args:
-      config: the config.
-      known_models: check ``model.name`` (a built-in model or the ``package.module:attr`` form,
-        with the ``model.*`` keys that go with it, and BatchNorm under DP-SGD for a built-in
-        model). False takes any non-empty name: reading a run directory to score it never
-        builds the model. A custom model's code is never imported here; training imports and
-        checks it (:func:`jaxsam.train.setup.build_model`) before anything is written.
+    ``model.name`` is any non-empty name and ``optim.name`` any string here: reading a run
+    directory to score it needs neither the model nor the optimizer. The plan step checks them
+    (:func:`jaxsam.plan.check_config`) before anything is trained or written.
     """
     d, m, mo, o, t = config.data, config.masks, config.model, config.optim, config.train
     if not d.dataset:
         raise ConfigError("data.dataset is empty; name a dataset such as 'digits' or 'cifar10'")
     _check_dataset(d.dataset)
-    _check_choice("data.train_augment", d.train_augment, TRAIN_AUGMENTS)
-    _check_choice("data.query_augment", d.query_augment, QUERY_AUGMENTS)
+    check_choice("data.train_augment", d.train_augment, TRAIN_AUGMENTS)
+    check_choice("data.query_augment", d.query_augment, QUERY_AUGMENTS)
     for name in ("pool_size", "test_size"):
         value = getattr(d, name)
         if value is not None:
-            _check_range(f"data.{name}", value, 1, None, "a positive integer or null")
+            check_range(f"data.{name}", value, 1, None, "a positive integer or null")
     if not (isinstance(m.pkeep, float | int) and 0.0 < m.pkeep < 1.0):
         raise ConfigError(f"masks.pkeep = {m.pkeep!r} must lie strictly between 0 and 1 (e.g. 0.5)")
-    _check_range(
+    check_range(
         "masks.models",
         m.models,
         2,
@@ -329,92 +324,61 @@ def validate(config: Config, *, known_models: bool = True) -> Config:
             f"masks.pkeep * masks.models rounds to {keep_count} of {m.models} models; every "
             "example needs at least one IN and one OUT model: raise masks.models or change pkeep"
         )
-    _validate_model(mo, known_models)
-    _check_choice("optim.name", o.name, optim_registry.names())
-    _check_choice("optim.schedule", o.schedule, SCHEDULES)
-    _check_range("optim.learning_rate", o.learning_rate, 0.0, None, "non-negative")
-    _check_range("optim.momentum", o.momentum, 0.0, 1.0, "in [0, 1]")
-    _check_range("optim.weight_decay", o.weight_decay, 0.0, None, "non-negative")
-    _check_range("optim.rho", o.rho, 0.0, None, "non-negative")
-    _check_range("optim.warmup_epochs", o.warmup_epochs, 0.0, None, "non-negative")
-    _check_range("train.epochs", t.epochs, 1, None, "a positive integer")
-    _check_range("train.batch_size", t.batch_size, 1, None, "a positive integer")
-    _check_choice("train.strategy", t.strategy, STRATEGIES)
-    _check_choice("train.on_divergence", t.on_divergence, DIVERGENCE_POLICIES)
-    _check_range("train.label_smoothing", t.label_smoothing, 0.0, None, "in [0, 1)")
+    _validate_model(mo)
+    if not o.name:
+        raise ConfigError("optim.name is empty; name an optimizer such as 'sgd' or 'sam'")
+    check_choice("optim.schedule", o.schedule, SCHEDULES)
+    check_range("optim.learning_rate", o.learning_rate, 0.0, None, "non-negative")
+    check_range("optim.momentum", o.momentum, 0.0, 1.0, "in [0, 1]")
+    check_range("optim.weight_decay", o.weight_decay, 0.0, None, "non-negative")
+    check_range("optim.rho", o.rho, 0.0, None, "non-negative")
+    check_range("optim.warmup_epochs", o.warmup_epochs, 0.0, None, "non-negative")
+    check_range("train.epochs", t.epochs, 1, None, "a positive integer")
+    check_range("train.batch_size", t.batch_size, 1, None, "a positive integer")
+    check_choice("train.strategy", t.strategy, STRATEGIES)
+    check_choice("train.on_divergence", t.on_divergence, DIVERGENCE_POLICIES)
+    check_range("train.label_smoothing", t.label_smoothing, 0.0, None, "in [0, 1)")
     if t.label_smoothing >= 1.0:
         raise ConfigError(
             f"train.label_smoothing = {t.label_smoothing!r} is out of range; it must be in [0, 1)"
             " (1 would make every target uniform: use e.g. 0.1)"
         )
     if t.chunk_size is not None:
-        _check_range("train.chunk_size", t.chunk_size, 1, None, "a positive integer or null")
+        check_range("train.chunk_size", t.chunk_size, 1, None, "a positive integer or null")
     if t.steps_per_call is not None:
-        _check_range("train.steps_per_call", t.steps_per_call, 1, None, "positive or null")
-    _check_range("train.checkpoint_every_steps", t.checkpoint_every_steps, 0, None, ">= 0")
-    _check_range("train.checkpoint_every_minutes", t.checkpoint_every_minutes, 0, None, ">= 0")
-    optim_registry.check_args(o.name, o.extra, prefix="optim.extra.", error=ConfigError)
-    optim_registry.check_base_args(
-        o.base, o.base_args, prefix="optim.base_args.", error=ConfigError
-    )
-    _validate_dp(config, known_models)
+        check_range("train.steps_per_call", t.steps_per_call, 1, None, "positive or null")
+    check_range("train.checkpoint_every_steps", t.checkpoint_every_steps, 0, None, ">= 0")
+    check_range("train.checkpoint_every_minutes", t.checkpoint_every_minutes, 0, None, ">= 0")
+    _validate_dp(config)
     config.audit.check(config.masks.models)
     for path, seed in (("data.seed", d.seed), ("masks.seed", m.seed), ("train.seed", t.seed)):
-        _check_range(path, seed, 0, 2**32 - 1, "an integer in [0, 2**32)")
+        check_range(path, seed, 0, 2**32 - 1, "an integer in [0, 2**32)")
     return config
 
 
-def _validate_model(mo: ModelConfig, known_models: bool) -> None:
-    """Checks ``model.*``; the name against the built-in models only with ``known_models``."""
+def _validate_model(mo: ModelConfig) -> None:
+    """Checks ``model.*`` values; the name against the models is the plan step's."""
     if not mo.name:
         raise ConfigError("model.name is empty; name a model such as 'mlp' or 'mymodule:Net'")
-    _check_choice("model.dtype", mo.dtype, DTYPES)
+    check_choice("model.dtype", mo.dtype, DTYPES)
     if mo.width is not None:
-        _check_range("model.width", mo.width, 1, None, "a positive integer or null")
+        check_range("model.width", mo.width, 1, None, "a positive integer or null")
     if mo.depth is not None:
-        _check_range("model.depth", mo.depth, 1, None, "a positive integer or null")
-    if not known_models:
-        return
-    from jaxsam.models import MODELS, custom  # local: models import flax
-
-    if custom.is_import_path(mo.name):
-        for key, value, default in (
-            ("width", mo.width, None),
-            ("depth", mo.depth, None),
-            ("dtype", mo.dtype, "float32"),
-        ):
-            if value != default:
-                raise ConfigError(
-                    f"model.{key} = {value!r} applies to the built-in models only, and "
-                    f"model.name = {mo.name!r} is your own; pass it in model.kwargs (e.g. "
-                    f"--set 'model.kwargs={{\"{key}\": {json.dumps(value)}}}') and leave "
-                    f"model.{key} = {json.dumps(default)}"
-                )
-        return
-    if mo.name not in MODELS:
-        raise ConfigError(
-            f"model.name = {mo.name!r} is not allowed; use one of {list(MODELS)}, or your own "
-            "Flax model as an import path 'package.module:attr' (e.g. 'mymodule:Net')"
-        )
-    if mo.kwargs:
-        raise ConfigError(
-            f"model.kwargs = {mo.kwargs!r} is for custom models ('package.module:attr'); the "
-            f"built-in model {mo.name!r} takes model.width / model.depth / model.dtype: leave "
-            "model.kwargs empty"
-        )
+        check_range("model.depth", mo.depth, 1, None, "a positive integer or null")
 
 
-def _validate_dp(config: Config, known_models: bool = True) -> None:
-    """Checks ``optim.dp`` and what DP-SGD needs from the rest of the config."""
-    dp, o = config.optim.dp, config.optim
-    _check_range("optim.dp.noise_multiplier", dp.noise_multiplier, 0.0, None, "non-negative")
-    _check_range("optim.dp.delta", dp.delta, 0.0, 1.0, "in (0, 1), e.g. 1e-5")
+def _validate_dp(config: Config) -> None:
+    """Checks ``optim.dp`` values (what DP-SGD needs of the model and optimizer: the plan
+    step's, :func:`jaxsam.plan.check_config`)."""
+    dp = config.optim.dp
+    check_range("optim.dp.noise_multiplier", dp.noise_multiplier, 0.0, None, "non-negative")
+    check_range("optim.dp.delta", dp.delta, 0.0, 1.0, "in (0, 1), e.g. 1e-5")
     if not 0.0 < dp.delta < 1.0:
         raise ConfigError(f"optim.dp.delta = {dp.delta!r} is out of range; it must be in (0, 1)")
-    _check_choice("optim.dp.sampling", dp.sampling, DP_SAMPLINGS)
-    _check_choice("optim.dp.accountant", dp.accountant, DP_ACCOUNTANTS)
+    check_choice("optim.dp.sampling", dp.sampling, DP_SAMPLINGS)
+    check_choice("optim.dp.accountant", dp.accountant, DP_ACCOUNTANTS)
     if dp.microbatch_size is not None:
-        _check_range("optim.dp.microbatch_size", dp.microbatch_size, 1, None, "positive or null")
+        check_range("optim.dp.microbatch_size", dp.microbatch_size, 1, None, "positive or null")
     if not dp.enabled:
         if dp.noise_multiplier or dp.microbatch_size is not None:
             raise ConfigError(
@@ -423,41 +387,9 @@ def _validate_dp(config: Config, known_models: bool = True) -> None:
                 "--set optim.dp.clip_norm=1.0) or drop them"
             )
         return
-    _check_range("optim.dp.clip_norm", dp.clip_norm, 0.0, None, "positive")
+    check_range("optim.dp.clip_norm", dp.clip_norm, 0.0, None, "positive")
     if dp.clip_norm <= 0:
         raise ConfigError(f"optim.dp.clip_norm = {dp.clip_norm!r} must be positive, e.g. 1.0")
-    if o.runs_fused_passes:
-        raise ConfigError(
-            "optim.fused_passes does not support optim.dp (the two passes need their own noise "
-            "draws); set optim.fused_passes = false"
-        )
-    # A custom model is checked when training builds it (no import here); a run directory
-    # read for scoring (known_models=False) builds nothing.
-    if known_models and config.model.name in _builtin_models() and _has_batch_norm(config.model):
-        raise ConfigError(
-            f"optim.dp needs a model without BatchNorm, and model.name = {config.model.name!r} "
-            "has it (BatchNorm mixes the examples of a batch, so per-example gradients are not "
-            "separable); use model.name = 'mlp' or 'cnn'"
-        )
-
-
-def _builtin_models() -> tuple[str, ...]:
-    from jaxsam.models import MODELS  # local: models import flax
-
-    return tuple(MODELS)
-
-
-def _has_batch_norm(model: ModelConfig) -> bool:
-    """Whether the model keeps BatchNorm statistics (shapes only: nothing is allocated)."""
-    import jax
-    import jax.numpy as jnp
-
-    from jaxsam.models import make_model
-
-    net = make_model(model.name, 10, width=model.width, depth=model.depth, dtype=model.dtype)
-    x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-    shapes = jax.eval_shape(lambda x: net.init(jax.random.key(0), x, train=False), x)
-    return "batch_stats" in shapes
 
 
 def to_dict(config: Any) -> dict:
@@ -491,21 +423,6 @@ def stable_dict(config: Config) -> dict:
             node = node[key]
         if node.get(leaf) == default:
             del node[leaf]
-    return data
-
-
-def result_dict(config: Config) -> dict:
-    """``to_dict(config)`` without the keys that cannot change a run's results.
-
-    Two configs with equal ``result_dict`` train bitwise the same models: ``train.progress``
-    only draws a bar, and ``optim.rho`` is unused when ``optim.name`` is ``sgd`` (no SAM
-    wrapper). Rerunning into an existing run directory compares these dicts, so ``jaxsam demo
-    --no-progress`` or another ``--rho`` reuses the finished SGD arm instead of refusing it.
-    """
-    data = to_dict(config)
-    del data["train"]["progress"]
-    if not optim_registry.is_sam_family(config.optim.name):
-        del data["optim"]["rho"]
     return data
 
 
@@ -564,10 +481,11 @@ def _build(cls: type, data: Any, path: str) -> Any:
     return cls(**kwargs)
 
 
-def from_dict(data: Mapping, *, known_models: bool = True) -> Config:
+def from_dict(data: Mapping) -> Config:
     """Builds and validates a :class:`Config` from nested dicts (missing keys take defaults).
 
-    ``known_models``: see :func:`validate` (False when reading a run directory).
+    Types and ranges only (:func:`validate`); :func:`jaxsam.plan.check_config` adds the checks
+    that need the optimizer registry or the model code.
     """
     config = _build(Config, data, "")
     if config.version != CONFIG_VERSION:
@@ -575,7 +493,7 @@ def from_dict(data: Mapping, *, known_models: bool = True) -> Config:
             f"config version {config.version} is not supported by this jaxsam "
             f"(expects {CONFIG_VERSION}); upgrade jaxsam or rewrite the config"
         )
-    return validate(config, known_models=known_models)
+    return validate(config)
 
 
 def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:

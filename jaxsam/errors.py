@@ -27,6 +27,11 @@ def command_line() -> Iterator[None]:
         _COMMAND_LINE.reset(token)
 
 
+def on_command_line() -> bool:
+    """Whether the running code serves a ``jaxsam`` command (see :func:`command_line`)."""
+    return _COMMAND_LINE.get()
+
+
 def option(name: str, value: str | None = "True") -> str:
     """How the caller sets option ``name`` (a keyword argument's name) to ``value``.
 

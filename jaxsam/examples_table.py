@@ -6,9 +6,10 @@ row per class and attack). Everything here is a pure function of arrays the scor
 holds: the kept models' scores ``[M', N]`` (higher = member), their masks ``keep [M', N]``,
 the pool labels ``[N]`` and the per-example mechanism arrays ``[N]``.
 
-Flags: an attack *flags* a (target, example) pair when its score reaches the threshold of
-FPR ``f`` pooled over all targets (:func:`jaxsam.metrics.threshold_at_fpr`), the same
-operating point as the report's ``tpr_at_fpr``. ``flagged`` counts over every target,
+Flags: an attack *flags* a (target, example) pair when its score passes the operating point of
+FPR ``f`` pooled over all targets (:func:`jaxsam.metrics.operating_point`), the same point as
+the report's ``tpr_at_fpr``: above the threshold fully, at a tied threshold with the point's
+weight (:func:`jaxsam.metrics.flag_weights`). ``flagged`` averages over every target,
 ``flagged_in`` over the targets that trained on the example (its own TPR at that point).
 """
 
@@ -50,10 +51,10 @@ def _attack_columns(name: str, s: np.ndarray, keep: np.ndarray, fprs) -> dict[st
     cols = {score_column(name): s.mean(0)}
     n_in = keep.sum(0)
     for f in fprs:
-        flagged = s >= metrics.threshold_at_fpr(s, keep, f)
+        flagged = metrics.flag_weights(s, metrics.operating_point(s, keep, f))
         cols[flag_column(name, f)] = flagged.mean(0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            cols[flag_column(name, f, among_in=True)] = (flagged & keep).sum(0) / n_in
+            cols[flag_column(name, f, among_in=True)] = (flagged * keep).sum(0) / n_in
     return cols
 
 

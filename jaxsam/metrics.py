@@ -3,7 +3,7 @@
 Every accuracy jaxsam reports (``metrics.json``, ``report.json``, ``analysis.json``) is built
 from :func:`correct_predictions` (arg-max of the identity view, query 0) and averaged by
 :func:`accuracy_per_model` or :func:`pooled_accuracy`. Every TPR at a fixed FPR, pooled or per
-subgroup, reads the same ROC point (:func:`threshold_at_fpr`).
+subgroup, reads the same operating point (:func:`operating_point`).
 
 ROC metrics: AUC, balanced accuracy, advantage, TPR at low FPR.
 
@@ -12,9 +12,14 @@ are pooled (flattened) unless a per-target helper is used. Ties are handled exac
 examples sharing a score value move across the threshold together, so the ROC has one point
 per distinct score and the AUC equals the Mann-Whitney statistic with ties counted 1/2.
 
-``tpr_at_fpr[f]`` is the highest TPR over thresholds whose FPR is at most ``f``. With ``n``
-non-members, an FPR of ``f`` allows ``f * n`` false positives; when that is below 1 the value is
-the TPR at zero false positives and says nothing specific about ``f`` (``resolvable`` False).
+``tpr_at_fpr[f]`` is the ROC interpolated linearly at FPR ``f`` between its two adjacent points:
+the TPR of the randomized threshold that flags every score above a level and each score *at*
+the next level with the probability that makes the FPR exactly ``f`` (:func:`operating_point`).
+Tied scores (RMIA's counts, say) cross a threshold together, so a deterministic threshold may
+have to stop well short of ``f``; the randomized one does not, and without ties the two agree.
+With ``n`` non-members, an FPR of ``f`` allows ``f * n`` false positives; when that is below 1
+the value is the TPR at zero false positives (no interpolation) and says nothing specific about
+``f`` (``resolvable`` False).
 """
 
 from __future__ import annotations
@@ -141,16 +146,74 @@ def _point_at(fpr: np.ndarray, f: float) -> int:
     return int(np.searchsorted(fpr, f * (1 + 1e-9), side="right") - 1)
 
 
-def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, f: float) -> float:
-    return float(tpr[_point_at(fpr, f)])
+def _segment(fpr: np.ndarray, f: float, n_neg: float) -> tuple[int, float]:
+    """The ROC segment that FPR ``f`` falls in, and how far along it: ``(i, q)``.
+
+    ``i`` is the point with the highest TPR whose FPR is at most ``f``; ``q`` in [0, 1) is the
+    fraction of the way to point ``i + 1``: the randomized threshold that flags every score of
+    point ``i`` and each score of the next level with probability ``q`` has FPR exactly ``f``.
+    ``q`` is 0 at the last point and below the FPR resolution (``f * n_neg < 1``: fewer than
+    one false positive allowed, where the value stays the TPR at zero false positives).
+    """
+    i = _point_at(fpr, f)
+    if i + 1 >= fpr.size or f * n_neg * (1 + 1e-9) < 1.0:
+        return i, 0.0
+    q = (f - fpr[i]) / (fpr[i + 1] - fpr[i])
+    return i, float(min(max(q, 0.0), 1.0))
+
+
+def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, f: float, n_neg: float) -> float:
+    """TPR at FPR ``f``: the ROC interpolated linearly between adjacent points (a randomized
+    threshold between two adjacent score levels), see :func:`_segment`."""
+    i, q = _segment(fpr, f, n_neg)
+    return float(tpr[i] + q * (tpr[i + 1] - tpr[i])) if q else float(tpr[i])
+
+
+def operating_point(scores: Any, is_member: Any, fpr: float) -> tuple[float, float]:
+    """The randomized threshold behind ``tpr_at_fpr[fpr]``: ``(threshold, weight)``.
+
+    Flag ``score > threshold`` as a member, and ``score == threshold`` with probability
+    ``weight`` (:func:`flag_weights`). On the pooled scores that has FPR ``fpr`` exactly
+    (above the FPR resolution) and TPR the report's ``tpr_at_fpr[fpr]``: the ROC interpolated
+    linearly between the two adjacent score levels, which is what tied scores need (they cross
+    a threshold together, so no deterministic threshold may reach ``fpr``). Applied to a subset
+    of the examples it gives that subset's (expected) TPR at the attack's operating point.
+
+    Args:
+      scores: float, any shape; higher = member.
+      is_member: bool, same shape.
+      fpr: the false-positive rate, in [0, 1].
+
+    Returns:
+      ``(threshold, weight)``, weight in [0, 1] (1 only where every score is flagged).
+    """
+    s, y = _check(scores, is_member)
+    st = _Sorted(s, y)
+    fpr_curve = st.curve()[0]
+    i, q = _segment(fpr_curve, fpr, float((~y).sum()))
+    if i >= st.thresholds.size:  # the last point: every score flagged
+        return float(st.thresholds[-1]), 1.0
+    # Point i flags the scores above level i (thresholds[i]); the segment adds that level.
+    return float(st.thresholds[i]), q
+
+
+def flag_weights(scores: Any, point: tuple[float, float]) -> np.ndarray:
+    """How much each score is flagged at an :func:`operating_point`: float64, same shape.
+
+    1 above the threshold, ``weight`` at it, 0 below; their mean over members is the TPR.
+    """
+    s = np.asarray(scores, np.float64)
+    t, q = point
+    return np.where(s > t, 1.0, np.where(s == t, q, 0.0))
 
 
 def threshold_at_fpr(scores: Any, is_member: Any, fpr: float) -> float:
-    """The threshold of ``tpr_at_fpr[fpr]``: call ``score >= threshold`` a member.
+    """The deterministic threshold nearest below :func:`operating_point`: ``score >= threshold``.
 
-    The pooled ROC point with the highest TPR whose FPR is at most ``fpr`` (the point
-    :func:`roc_metrics` reads). Applied to a subset of the examples it gives that subset's TPR
-    at the attack's operating point.
+    The pooled ROC point with the highest TPR whose FPR is at most ``fpr``. Without ties at
+    the operating point it flags what :func:`operating_point` flags; with ties it leaves out
+    the tied level, which the report's ``tpr_at_fpr`` counts in part (use
+    :func:`operating_point` and :func:`flag_weights` for the same reading).
 
     Args:
       scores: float, any shape; higher = member.
@@ -181,13 +244,13 @@ def roc_curve(scores: Any, is_member: Any) -> tuple[np.ndarray, np.ndarray, np.n
     return fpr, tpr, st.thresholds
 
 
-def _summary(fpr, tpr, fprs) -> dict:
+def _summary(fpr, tpr, fprs, n_neg: float) -> dict:
     adv = float(np.max(tpr - fpr))
     return {
         "auc": _auc(fpr, tpr),
         "advantage": adv,
         "balanced_accuracy": 0.5 + adv / 2.0,
-        "tpr_at_fpr": {fpr_key(f): _tpr_at(fpr, tpr, f) for f in fprs},
+        "tpr_at_fpr": {fpr_key(f): _tpr_at(fpr, tpr, f, n_neg) for f in fprs},
     }
 
 
@@ -207,8 +270,8 @@ def roc_metrics(scores: Any, is_member: Any, *, fprs: Sequence[float] = DEFAULT_
     """
     s, y = _check(scores, is_member)
     fpr, tpr = _Sorted(s, y).curve()
-    out = _summary(fpr, tpr, fprs)
     n_neg = int((~y).sum())
+    out = _summary(fpr, tpr, fprs, n_neg)
     out["num_members"] = int(y.sum())
     out["num_nonmembers"] = n_neg
     out["fpr_support"] = {
@@ -239,7 +302,7 @@ def per_target_metrics(
             f"per-target metrics need [M, N] scores and masks, got {s.shape}, {y.shape}"
         )
     rows = [
-        _summary(*_Sorted(s[m], y[m]).curve(), fprs)
+        _summary(*_Sorted(s[m], y[m]).curve(), fprs, float((~y[m]).sum()))
         for m in range(s.shape[0])
         if y[m].any() and not y[m].all()
     ]
@@ -295,10 +358,11 @@ def bootstrap(
         counts = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
         w = np.broadcast_to(counts, (m, n)).ravel()
         fpr, tpr = st.curve(w)
+        n_neg = float(w[~y].sum())
         samples["auc"].append(_auc(fpr, tpr))
         samples["advantage"].append(float(np.max(tpr - fpr)))
         for f in fprs:
-            samples[f"tpr@{fpr_key(f)}"].append(_tpr_at(fpr, tpr, f))
+            samples[f"tpr@{fpr_key(f)}"].append(_tpr_at(fpr, tpr, f, n_neg))
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     out: dict = {
         k: {"low": float(np.percentile(v, lo)), "high": float(np.percentile(v, hi)), "samples": v}

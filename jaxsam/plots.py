@@ -200,21 +200,53 @@ def plot_out_variance(variances: Mapping[str, np.ndarray], path: str | Path) -> 
 def plot_subgroup_bars(summaries: Mapping[str, dict], path: str | Path) -> Path:
     """Grouped bars per subgroup (all / typical / atypical): OUT accuracy and attack TPR.
 
-    ``summaries``: run name -> :func:`jaxsam.analysis.analyze_run` summary.
+    ``summaries``: run name -> :func:`jaxsam.analysis.analyze_run` summary. With attack scores
+    two more panels: the TPR at the first FPR with the threshold set inside each subgroup
+    (``tpr_at_fpr_within``: the subgroup's FPR is the one named), and the FPR measured inside
+    each subgroup at the attack's pooled threshold for that FPR (``fpr_realised``, a dashed line
+    at the FPR named). The ticks give each group's size.
     """
-    with_tpr = [s for s in summaries.values() if s["subgroups"]["all"]["tpr_at_fpr"]]
-    ncols = 2 if with_tpr else 1
+    with_tpr = [s for s in summaries.values() if s["subgroups"]["all"].get("tpr_at_fpr_within")]
+    ncols = 3 if with_tpr else 1
     fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4), squeeze=False)
+
+    def tick(g: str) -> str:
+        sizes = {s["subgroups"][g]["n"] for s in summaries.values()}
+        return f"{g}\n(n = {sizes.pop()})" if len(sizes) == 1 else f"{g}\n(n differs)"
+
+    ticks = [tick(g) for g in SUBGROUPS]
 
     def bars(ax, getter, ylabel):
         series = {n: [getter(s["subgroups"][g]) for g in SUBGROUPS] for n, s in summaries.items()}
-        _grouped_bars(ax, series, SUBGROUPS)
+        _grouped_bars(ax, series, ticks)
         ax.set_ylabel(ylabel)
 
     bars(axes[0, 0], lambda g: g["accuracy"]["out"], "OUT (pool non-member) accuracy")
     if with_tpr:
-        key = next(iter(with_tpr[0]["subgroups"]["all"]["tpr_at_fpr"]))
-        bars(axes[0, 1], lambda g: (g["tpr_at_fpr"] or {}).get(key), f"attack TPR at FPR {key}")
+        key = next(iter(with_tpr[0]["subgroups"]["all"]["tpr_at_fpr_within"]))
+        pct = f"{100 * float(key):g}%"
+        bars(
+            axes[0, 1],
+            lambda g: (g.get("tpr_at_fpr_within") or {}).get(key),
+            f"attack TPR at FPR {pct}\n(threshold set inside each subgroup)",
+        )
+        # Hatched: the subgroup's non-members allow fewer than one false positive at that FPR.
+        hatched = False
+        for container, s in zip(axes[0, 1].containers, summaries.values(), strict=True):
+            for patch, g in zip(container.patches, SUBGROUPS, strict=True):
+                if not (s["subgroups"][g].get("within_supported") or {}).get(key, True):
+                    patch.set_hatch("//")
+                    hatched = True
+        if hatched:
+            axes[0, 1].set_title(
+                f"hatched: < 1 false positive allowed at {pct} (TPR at zero FP)", fontsize=8
+            )
+        bars(
+            axes[0, 2],
+            lambda g: (g.get("fpr_realised") or {}).get(key),
+            f"FPR measured inside each subgroup\nat the pooled {pct}-FPR threshold",
+        )
+        axes[0, 2].axhline(float(key), ls="--", c="k", lw=1)
     return _save(fig, path)
 
 

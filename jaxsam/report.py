@@ -55,8 +55,12 @@ def _run_lines(report: dict, esc=escape_markdown) -> list[str]:
             + (f"; {dropped} examples left out (too few IN or OUT models)" if dropped else "")
         )
     shadows = report.get("shadows")
+    groups = report.get("reference_groups")
+    has_rule = isinstance(groups, dict) and "rule" in groups
     if isinstance(shadows, dict) and "per_example" in shadows:
-        out.append(_shadow_line(shadows))
+        out.append(_shadow_line(shadows, cut_sizes=not has_rule))
+    if has_rule:
+        out.append(reference_line(groups))
     if report.get("excluded_models"):
         out.append(f"- excluded models: {report['excluded_models']}")
     for name, why in report.get("skipped_attacks", {}).items():
@@ -202,8 +206,9 @@ _EXACT_WORDS = (
 )
 
 
-def _shadow_line(shadows: dict) -> str:
-    """One Markdown bullet: IN / OUT models per example and LiRA's equal-group sizes."""
+def _shadow_line(shadows: dict, cut_sizes: bool = True) -> str:
+    """One Markdown bullet: IN / OUT models per example and (``cut_sizes``, for reports without
+    ``reference_groups``) LiRA's equal-group sizes."""
     pe, cut = shadows["per_example"], shadows.get("lira_equal_groups", {})
 
     def span(d: dict) -> str:
@@ -212,10 +217,36 @@ def _shadow_line(shadows: dict) -> str:
     text = f"- shadow models per example: IN {span(pe['in'])}; OUT {span(pe['out'])} " + (
         "(exact k-of-M masks)" if shadows.get("exact") else "(masks not exact k-of-M)"
     )
-    if cut and not shadows.get("exact"):
+    if cut and not shadows.get("exact") and cut_sizes:
         text += (
             f"; LiRA's equal groups keep per target IN {span(cut['in'])}, "
             f"OUT {span(cut['out'])} shadows"
+        )
+    return text
+
+
+_RULE_WORDS = {
+    "cut": "cut to sizes that do not depend on the target's membership",
+    "leave_one_out": "leave-one-out (every other model)",
+}
+
+
+def reference_line(groups: dict) -> str:
+    """One Markdown bullet: the reference-group rule LiRA, RMIA and calibrated loss used."""
+    design = groups.get("design") or {}
+    sizes = groups.get("sizes") or {}
+    eg = groups.get("equal_groups")
+    asked = {True: "on", False: "off"}.get(eg, eg) if isinstance(eg, bool | str) else "?"
+    text = (
+        f"- reference groups: {_RULE_WORDS.get(groups['rule'], groups['rule'])} "
+        f"(equal groups {asked}; masks {design.get('design', '?')}"
+    )
+    if "dependence" in design:
+        text += f", dependence {design['dependence']:.2f}"
+    text += ")"
+    if sizes:
+        text += "; shadows per target and example: " + ", ".join(
+            f"{g.upper()} min {d['min']}, median {d['median']:g}" for g, d in sizes.items()
         )
     return text
 
@@ -227,8 +258,62 @@ def _extras(report: dict) -> list[tuple[str, float]]:
         out.append(("mean FZ memorization", float(mem["mean"])))
     ocv = report.get("out_confidence_variance")
     if isinstance(ocv, dict) and "median" in ocv:
-        out.append(("median OUT confidence variance", float(ocv["median"])))
+        out.append(
+            ("median OUT confidence variance (scale set by the recipe)", float(ocv["median"]))
+        )
+        if ocv.get("relative_to_gap") is not None:
+            out.append((_RELATIVE_LABEL + " (scale-free)", float(ocv["relative_to_gap"])))
     return out
+
+
+_RELATIVE_LABEL = "median OUT conf. variance / mean IN-OUT gap²"
+# The compare table's mark of a statistic whose scale the recipe sets, and its note.
+_SCALE_MARK = " §"
+_SCALE_NOTE = (
+    "§ recipe-scale-bound: the OUT confidence variance is in units of the logit-scaled "
+    "confidence squared, and the recipe sets that scale (label smoothing caps the confidence, "
+    "shrinking the signal and its variance together), so runs of different recipes are not "
+    f"comparable on it; compare '{_RELATIVE_LABEL}' instead, which cancels a rescaling of the "
+    "signal (docs/memorization.md, 'Comparing across recipes')."
+)
+_PKEEP_NOTE = (
+    "§ on mean FZ memorization: the runs differ in pkeep ({}), and memorization estimates "
+    "memorization at training-subset size pkeep × N: different pkeep, different quantities."
+)
+
+
+def _pkeep(report: dict) -> float | None:
+    """A report's inclusion rate: median IN models per example / models (None if unknown)."""
+    inn = (((report.get("shadows") or {}).get("per_example") or {}).get("in") or {}).get("median")
+    models = report.get("models")
+    return None if inn is None or not models else round(float(inn) / models, 3)
+
+
+def _mechanism_rows(t: _Rows) -> list[str]:
+    """Memorization and OUT-variance rows (those the reports have); returns their notes."""
+    notes = []
+    pkeeps = {p for p in (_pkeep(r) for r in t.reps) if p is not None}
+    mem_mark = _SCALE_MARK if len(pkeeps) > 1 else ""
+    rows = (
+        ("mean FZ memorization" + mem_mark, lambda r: (r.get("memorization") or {}).get("mean")),
+        (
+            "median OUT conf. variance" + _SCALE_MARK,
+            lambda r: (r.get("out_confidence_variance") or {}).get("median"),
+        ),
+        (
+            _RELATIVE_LABEL,
+            lambda r: (r.get("out_confidence_variance") or {}).get("relative_to_gap"),
+        ),
+    )
+    for label, getter in rows:
+        vals = [getter(r) for r in t.reps]
+        if any(v is not None for v in vals):
+            t.add(label, [None if v is None else float(v) for v in vals], _num)
+            if label.endswith(_SCALE_MARK) and label.startswith("median OUT"):
+                notes.append(_SCALE_NOTE)
+            elif label.endswith(_SCALE_MARK):
+                notes.append(_PKEEP_NOTE.format(", ".join(f"{p:g}" for p in sorted(pkeeps))))
+    return notes
 
 
 def _diff_ci(a: dict, b: dict, key: str):
@@ -360,19 +445,11 @@ def compare_rows(
     if any(v is not None for v in held):
         t.add(HELDOUT_ACCURACY_LABEL, held, _pct)
     _attack_rows(t)
-    for label, getter in (
-        ("mean FZ memorization", lambda r: (r.get("memorization") or {}).get("mean")),
-        (
-            "median OUT conf. variance",
-            lambda r: (r.get("out_confidence_variance") or {}).get("median"),
-        ),
-    ):
-        vals = [getter(r) for r in reps]
-        if any(v is not None for v in vals):
-            t.add(label, [None if v is None else float(v) for v in vals], _num)
+    scale_notes = _mechanism_rows(t)
     notes = []
     if any(r[0].endswith(" *") for r in t.rows):
         notes.append(_zero_fp_note(named_reports, markdown))
+    notes += scale_notes
     if len(reps) >= 2:
         notes.append(
             "diff: each run minus the first; [low, high] = 95% paired bootstrap interval over "
@@ -388,8 +465,11 @@ def compare_table(named_reports: Sequence[tuple[str, dict]], markdown: bool = Fa
     run) and DP epsilon (when a run has one); OUT (pool non-member) accuracy (each model on the
     pool points it did not train on), held-out accuracy (the held-out split, when a report has
     it); for each attack its AUC and TPR at each reported FPR; then, when the reports hold
-    them, mean Feldman-Zhang memorization (``report["memorization"]["mean"]``) and median
-    OUT-confidence variance (``report["out_confidence_variance"]["median"]``).
+    them, mean Feldman-Zhang memorization (``report["memorization"]["mean"]``, marked § when
+    the runs' pkeep differ), median OUT-confidence variance
+    (``report["out_confidence_variance"]["median"]``, always marked §: its scale is set by the
+    recipe) and its scale-free version, the median OUT variance over the squared mean IN-OUT
+    gap (``relative_to_gap``, :func:`jaxsam.analysis.variance_relative_to_gap`).
     Columns: one per run, then for every other run its difference from the first (with two
     runs the one column is called ``diff (last - first)``), with a 95% bootstrap interval when
     both reports carry bootstrap samples (paired when both used the same pool, masks and seed,

@@ -17,6 +17,7 @@ from jaxsam.attacks import signals as sig
 from jaxsam.attacks._checks import check_logits
 from jaxsam.attacks._lira import lira_from_signal
 from jaxsam.attacks._lira_groups import shadow_counts
+from jaxsam.attacks._reference import check_equal_groups, resolve
 from jaxsam.attacks._rmia import rmia_from_signal
 from jaxsam.attacks.threshold import (
     THRESHOLD_SIGNALS,
@@ -71,16 +72,17 @@ def _signals_for(names: Sequence[str], logits, labels) -> dict[str, np.ndarray]:
 
 
 def _run_attack(name: str, s: dict[str, np.ndarray], keep: np.ndarray, settings: dict):
-    if name == "lira_online":
+    """Scores of attack ``name``; ``settings["equal_groups"]`` is the reference-group rule of
+    every attack that has one, unless its own settings name another."""
+    eg = {"equal_groups": settings.get("equal_groups", "auto")}
+    if name in ("lira_online", "lira_offline"):
         lsc = s["logit_scaled_confidence"]
-        return lira_from_signal(lsc, keep, online=True, **settings.get("lira", {}))
-    if name == "lira_offline":
-        lsc = s["logit_scaled_confidence"]
-        return lira_from_signal(lsc, keep, online=False, **settings.get("lira", {}))
+        kw = eg | settings.get("lira", {})
+        return lira_from_signal(lsc, keep, online=name == "lira_online", **kw)
     if name == "rmia":
-        return rmia_from_signal(s["confidence"], keep, **settings.get("rmia", {}))
+        return rmia_from_signal(s["confidence"], keep, **(eg | settings.get("rmia", {})))
     if name == "calibrated_loss":
-        return calibrated_loss_from_signal(s["loss"], keep)
+        return calibrated_loss_from_signal(s["loss"], keep, **eg)
     q = settings.get("threshold_query", 0)
     return threshold_scores(name, s[THRESHOLD_SIGNALS[name][0]], q)
 
@@ -161,6 +163,7 @@ def _report_header(shape, acc: dict, keep: np.ndarray, use: np.ndarray, fprs, se
         "fprs": [float(f) for f in fprs],
         "settings": {k: v for k, v in settings.items()},
         "shadows": shadow_counts(keep),
+        "reference_groups": resolve(settings.get("equal_groups", "auto"), keep).report(keep),
     }
 
 
@@ -175,6 +178,7 @@ def score(
     exclude_models: Any = None,
     fprs: Sequence[float] = metrics.DEFAULT_FPRS,
     settings: dict | None = None,
+    equal_groups: str | bool = "auto",
 ) -> ScoreResult:
     """Run attacks on all targets (leave-one-out) and build the report.
 
@@ -190,6 +194,10 @@ def score(
       fprs: FPRs at which TPR is reported.
       settings: optional overrides: ``{"lira": {...lira kwargs}, "rmia": {...},
         "threshold_query": 0 | None}``.
+      equal_groups: the reference-group rule of LiRA, RMIA and the calibrated loss
+        (:mod:`jaxsam.attacks._reference`): ``"auto"`` (default: from the masks), True (cut
+        the groups to sizes that do not depend on the target's membership) or False
+        (leave-one-out). ``settings["lira"]`` or ``["rmia"]`` may still name their own.
 
     Returns:
       :class:`ScoreResult`. ``report`` has ``attacks`` {name: roc_metrics + ``per_target`` +
@@ -200,7 +208,10 @@ def score(
       :data:`jaxsam.metrics.OPERATING_FPRS` among ``fprs``)}, ``accuracy`` {train, out,
       per_model} (see :func:`accuracy`), ``models``, ``examples``, ``queries``,
       ``classes``, ``excluded_models``, ``shadows`` (IN / OUT models per example and the sizes
-      of LiRA's equal groups, :func:`jaxsam.attacks._lira_groups.shadow_counts`), ``fprs``,
+      of the cut groups, :func:`jaxsam.attacks._lira_groups.shadow_counts`),
+      ``reference_groups`` (the rule used: ``equal_groups`` as asked, ``rule`` ``"cut"`` or
+      ``"leave_one_out"``, the mask ``design`` found and the shadows per target and example,
+      :meth:`jaxsam.attacks._reference.Rule.report`), ``fprs``,
       ``bootstrap``, ``settings``, and
       ``skipped_attacks`` {name: why} when scoring all attacks and the study is too small for
       some (LiRA's equal shadow groups need 2 IN and 2 OUT models per example).
@@ -220,7 +231,8 @@ def score(
         logits, keep = logits[idx], keep[idx]
     shape = check_logits(logits, labels, keep)
     keep = keep.astype(bool)
-    settings = dict(settings or {})
+    check_equal_groups(equal_groups)
+    settings = {"equal_groups": equal_groups, **dict(settings or {})}
     s = _signals_for(names, logits, labels)
     report = _report_header(shape, accuracy(logits, labels, keep), keep, use, fprs, settings)
     report["bootstrap"] = {"num_samples": int(bootstrap), "seed": int(seed), "unit": "examples"}

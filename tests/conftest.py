@@ -142,7 +142,7 @@ def tiny_config(**overrides) -> config_lib.Config:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A finished tiny SGD run directory (trained once per session)."""
-    from jaxsam.train import train_and_export
+    from jaxsam.pipeline import train_and_export
 
     out = tmp_path_factory.mktemp("runs") / "sgd"
     return train_and_export(tiny_config(), out)

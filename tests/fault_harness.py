@@ -64,7 +64,7 @@ BAD_CONFIGS: list[tuple[dict, str]] = [
 def bad_run_dirs(tmp: Path, ref_path: Path) -> list[tuple[str, Callable[[], object], str]]:
     """(what, action, fragment) triples; each action must raise a JaxsamError with fragment."""
     from jaxsam import store
-    from jaxsam.train import train_and_export
+    from jaxsam.pipeline import train_and_export
 
     def copy(name: str) -> Path:
         dst = tmp / f"bad-{name}"

@@ -14,6 +14,7 @@ import pytest
 from jaxsam import analysis
 from jaxsam import memorization as memo
 from jaxsam.commands import analyze as analyze_cmd
+from jaxsam.errors import ConfigError
 from jaxsam.pipeline.analyze import analyze_runs
 
 
@@ -84,13 +85,64 @@ def test_entropy_buckets_quantile_and_uniform():
 # ------------------------------------------------------------------------ subgroups and TPR
 
 
-def test_memorization_subgroups_disjoint_with_ties():
+def test_memorization_subgroups_by_rank_break_ties_by_seed_and_keep_sizes():
     mem = np.array([0.0] * 8 + [0.5, 0.9, np.nan])
-    g = analysis.memorization_subgroups(mem, typical_quantile=0.5, atypical_quantile=0.8)
-    assert not (g["typical"] & g["atypical"]).any()
-    np.testing.assert_array_equal(np.flatnonzero(g["typical"]), np.arange(8))
+    g, rule = analysis.split_by_memorization(mem, typical_quantile=0.5, atypical_quantile=0.8)
+    assert not (g["typical"] & g["atypical"]).any() and g["all"].sum() == 10
+    # Ranked: the bottom half is 5 of the 8 tied zeros (not all 8), the top 20% is [8, 9].
+    assert g["typical"].sum() == 5 and (mem[g["typical"]] == 0).all()
     np.testing.assert_array_equal(np.flatnonzero(g["atypical"]), [8, 9])
-    assert g["all"].sum() == 10
+    t = rule["typical"]
+    assert (t["requested_n"], t["n"], t["boundary"]) == (5, 5, 0.0)
+    assert (t["tied_at_boundary"], t["drawn_at_boundary"]) == (8, 5)
+    again = analysis.memorization_subgroups(mem, typical_quantile=0.5, atypical_quantile=0.8)
+    np.testing.assert_array_equal(again["typical"], g["typical"])  # seeded: reproducible
+    picks = {
+        tuple(
+            np.flatnonzero(
+                analysis.memorization_subgroups(mem, typical_quantile=0.5, seed=s)["typical"]
+            )
+        )
+        for s in range(6)
+    }
+    assert len(picks) > 1  # the tie-break is the seed's, not the input order's
+    # Kept together by value, the typical group would hold 8 of 10, not 5: refused, with sizes.
+    with pytest.raises(ConfigError, match=r"holds 8 of 10 examples, not the requested 5"):
+        analysis.split_by_memorization(
+            mem, typical_quantile=0.5, atypical_quantile=0.8, ties="value"
+        )
+    even = np.arange(10.0)  # no ties: both rules agree
+    gv, _ = analysis.split_by_memorization(even, atypical_quantile=0.8, ties="value")
+    gr, _ = analysis.split_by_memorization(even, atypical_quantile=0.8)
+    for k in ("typical", "atypical"):
+        np.testing.assert_array_equal(gv[k], gr[k])
+
+
+def test_small_m_memorization_zero_up_to_its_0_9_quantile_still_gives_the_bottom_half():
+    """With 16 models memorization is 0 for ~90% of examples: 'typical' is the bottom half."""
+    rng = np.random.default_rng(0)
+    n = 1437
+    mem = np.where(rng.random(n) < 0.9, 0.0, rng.choice([0.125, 0.25, 0.5], n))
+    g, rule = analysis.split_by_memorization(mem)
+    assert g["typical"].sum() == rule["typical"]["requested_n"] == 719  # 718.5 up; not ~1290
+    assert g["atypical"].sum() == rule["atypical"]["requested_n"] == 144
+    assert rule["typical"]["tied_at_boundary"] > 1200
+
+
+def test_subgroup_tpr_within_sets_the_threshold_inside_and_pooled_reports_its_real_fpr():
+    rng = np.random.default_rng(7)
+    keep = _masks(rng, 10, 200)
+    hot = np.arange(200) < 40  # a subgroup whose non-members also score high
+    scores = rng.normal(size=keep.shape) + 2.0 * keep + 1.5 * hot
+    res = analysis.subgroup_tpr_at_fpr(scores, keep, {"all": np.ones(200, bool), "hot": hot})
+    h = res["hot"]
+    assert h["fpr"]["0.01"] > 0.03  # the pooled 1% threshold: several % FPR inside the group
+    s, k = scores[:, hot], keep[:, hot]
+    assert h["nonmembers"] == int((~k).sum()) and h["within_supported"]["0.01"]
+    # Brute force: the lowest threshold (over the group's own scores) with in-group FPR <= 1%.
+    t = min(c for c in np.r_[np.unique(s), np.inf] if np.mean(s[~k] >= c) <= 0.01)
+    assert h["tpr_within"]["0.01"] == pytest.approx(np.mean(s[k] >= t))
+    assert h["within_supported"]["0.001"] is False  # 200 non-member pairs: < 1 FP at 0.1%
 
 
 def test_threshold_and_tpr_against_brute_force():
@@ -152,7 +204,12 @@ def test_analyze_run_on_planted_memorizers():
     json.dumps(s, allow_nan=False)  # JSON-serialisable, no NaN
     assert s["memorization"]["mean"] == pytest.approx(10 / 60, abs=1e-6)
     sub = s["subgroups"]
-    assert sub["atypical"]["n"] == 10 and sub["typical"]["n"] == 50
+    # By rank: the top 10% of 60 (6 of the 10 tied memorizers) and the bottom half (30 of 50).
+    assert sub["atypical"]["n"] == sub["atypical"]["requested_n"] == 6
+    assert sub["typical"]["n"] == sub["typical"]["requested_n"] == 30
+    assert s["subgroup_rule"]["atypical"]["tied_at_boundary"] == 10
+    assert set(s["tpr_rule"]) == {"tpr_at_fpr", "tpr_at_fpr_within"}
+    assert sub["atypical"]["tpr_at_fpr_within"]["0.01"] is not None
     assert sub["atypical"]["memorization_mean"] == pytest.approx(1.0)
     assert sub["atypical"]["accuracy"]["out"] == 0.0 and sub["typical"]["accuracy"]["out"] == 1.0
     assert sub["atypical"]["accuracy"]["train"] == 1.0
@@ -235,4 +292,55 @@ def test_analyze_command_uses_store(tmp_path, monkeypatch, capsys):
     assert args.func(args) == 0
     data = json.loads((tmp_path / "a" / "analysis.json").read_text())
     assert {"a", "b"} <= set(data)  # duplicate run names disambiguated by their directories
-    assert "mean memorization" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mean memorization" in out
+    assert "examples (typical)" in out and "30 (asked 30)" in out
+    assert "TPR@1% atypical, own thr." in out and "pooled 1% thr." in out
+    assert "threshold set inside the subgroup" in out
+    atyp = next(ln for ln in out.splitlines() if ln.startswith("TPR@1% atypical, own thr."))
+    assert atyp.rstrip().endswith("*") and "* fewer than one false positive" in out
+    text = parser._subparsers._group_actions[0].choices["analyze"].format_help()
+    assert "--ties" in text and "seeded" in text and "lowest" in text
+    assert "FPR measured inside the subgroup" in " ".join(text.split())
+
+
+def test_subgroup_plot_axes_say_where_the_threshold_is(tmp_path, monkeypatch):
+    from jaxsam import plots
+
+    seen = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: seen.append(fig) or real(fig, path))
+    runs = [_FakeRun(tmp_path / "sgd", "sgd", np.random.default_rng(4), with_test=False)]
+    analyze_runs(runs, tmp_path / "out")
+    fig = next(f for f in seen if len(f.axes) == 3)  # subgroups.png with attack scores
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert "threshold set inside each subgroup" in labels[1] and "FPR 1%" in labels[1]
+    assert "FPR measured inside each subgroup" in labels[2]
+    # atypical: 6 examples x 8 OUT models = 48 non-member pairs, < 1 false positive at 1%
+    hatched = [p for p in fig.axes[1].patches if p.get_hatch() == "//"]
+    assert len(hatched) == 1 and "zero FP" in fig.axes[1].get_title()
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks[1] == "typical\n(n = 30)" and ticks[2] == "atypical\n(n = 6)"
+
+
+def test_out_variance_relative_to_gap_is_scale_free_and_in_the_report_stats():
+    rng = np.random.default_rng(8)
+    keep, labels, logits, *_ = _planted_run(rng)
+    signal = analysis.confidence_signal(logits, labels) + 2.0 * keep  # members stand out
+    ratios, medians = [], []
+    for c in (1.0, 0.1):  # e.g. label smoothing shrinking the confidence tenfold
+        var = np.asarray(memo.out_confidence_variance(c * signal, keep), np.float64)
+        gap = np.asarray(memo.in_out_gap(c * signal, keep), np.float64)
+        ratios.append(analysis.variance_relative_to_gap(var, gap))
+        medians.append(np.nanmedian(var))
+    assert medians[1] == pytest.approx(0.01 * medians[0], rel=1e-4)  # scale-bound
+    assert ratios[1] == pytest.approx(ratios[0], rel=1e-4)  # scale-free
+    assert ratios[0] == pytest.approx(medians[0] / np.nanmean(gap / 0.1) ** 2, rel=1e-4)
+    stats = analysis.mechanism_stats(logits, labels, keep)["out_confidence_variance"]
+    mech = analysis.mechanism_arrays(logits, labels, keep)
+    want = np.nanmedian(mech["out_variance"]) / np.nanmean(mech["in_out_gap"]) ** 2
+    assert stats["relative_to_gap"] == pytest.approx(want)
+    assert "recipe" in stats["scale"]
+    s = analysis.analyze_run(logits, labels, keep)
+    assert s["out_variance_relative_to_gap"] == pytest.approx(want)
+    assert analysis.variance_relative_to_gap(np.full(3, np.nan), np.ones(3)) is None

@@ -49,7 +49,7 @@ def test_online_lira_hand_computation():
 
 
 def test_online_lira_hand_computation_equal_groups():
-    # The same study with the default equal groups. Target 0's leave-one-out IN groups have 2
+    # The same study with equal groups. Target 0's leave-one-out IN groups have 2
     # (example 0: models 1, 2) and 1 (example 1: model 3) shadows, so both are cut to 1, keeping
     # the lowest index: example 0 uses model 1 only. The OUT groups have 2 and 3 shadows, cut to
     # 2: example 1 uses models 1, 2 and drops model 4.
@@ -63,8 +63,11 @@ def test_online_lira_hand_computation_equal_groups():
         _logpdf(1.0, mi0, var_in) - _logpdf(1.0, mo0, var_out),
         _logpdf(-1.0, mi1, var_in) - _logpdf(-1.0, mo1, var_out),
     ]
-    np.testing.assert_allclose(lira_from_signal(s[..., None], keep)[0], want, rtol=1e-6)
-    dens = lira_from_signal(s[..., None], keep, online=False, offline_test="density")[0]
+    got = lira_from_signal(s[..., None], keep, equal_groups=True)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    dens = lira_from_signal(
+        s[..., None], keep, online=False, offline_test="density", equal_groups=True
+    )[0]
     np.testing.assert_allclose(
         dens, [-_logpdf(1.0, mo0, var_out), -_logpdf(-1.0, mo1, var_out)], rtol=1e-6
     )
@@ -101,6 +104,7 @@ def test_matches_naive_per_target(synth, online, fix_variance, equal_groups):
 )
 def test_matches_naive_per_target_median_and_density(synth, kw):
     s, keep = synth
+    kw = {"equal_groups": True, **kw}
     fast = lira_from_signal(s, keep, chunk_size=7, **kw)
     slow = lira_per_target(s, keep, **kw)
     np.testing.assert_allclose(fast, slow, rtol=2e-5, atol=1e-4)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from jaxsam import attacks
+from jaxsam.attacks import naive
 from jaxsam.attacks import signals as S
 from jaxsam.attacks._rmia import rmia_from_signal
 from jaxsam.attacks.threshold import calibrated_loss_from_signal
@@ -18,35 +19,38 @@ def probs():
     return p, keep
 
 
-def _rmia_naive(p, keep, t, online, a, gamma, pop):
-    p = p.astype(np.float64)
-    sh = np.arange(p.shape[0]) != t
-    if online:
-        ref = p[sh].mean(0)
-    else:
-        out = ~keep[sh]
-        pout = (p[sh] * out[..., None]).sum(0) / out.sum(0)[:, None]
-        ref = 0.5 * ((1 + a) * pout + (1 - a))
-    ratio = (p[t] / ref).mean(-1)
-    rz = ratio[pop]
-    return (rz[None, :] <= ratio[:, None] / gamma).mean(1)
-
-
 @pytest.mark.parametrize("online", [True, False])
-def test_rmia_matches_naive(probs, online):
+@pytest.mark.parametrize("equal_groups", ["auto", True, False])
+def test_rmia_matches_naive(probs, online, equal_groups):
+    # Exact 3-of-6 masks: "auto" cuts, as True does.
     p, keep = probs
     pop = np.array([0, 3, 5, 7, 11, 19])
-    got = rmia_from_signal(p, keep, online=online, a=0.4, gamma=1.5, population=pop, chunk_size=4)
+    got = rmia_from_signal(
+        p,
+        keep,
+        online=online,
+        a=0.4,
+        gamma=1.5,
+        population=pop,
+        chunk_size=4,
+        equal_groups=equal_groups,
+    )
+    cut = equal_groups is not False
     for t in range(p.shape[0]):
-        want = _rmia_naive(p, keep, t, online, 0.4, 1.5, pop)
+        want = naive.rmia_general_one_target(
+            p, keep, t, online=online, cut=cut, a=0.4, gamma=1.5, population=pop
+        )
         np.testing.assert_allclose(got[t], want, atol=1e-6)
+    if online and not cut:  # leave-one-out online: the mean over all other models
+        full = rmia_from_signal(p, keep, gamma=1.5, equal_groups=False)
+        np.testing.assert_allclose(full[2], naive.rmia_one_target(p, 2, 1.5), atol=1e-6)
 
 
 def test_rmia_external_population(probs):
     p, keep = probs
     rng = np.random.default_rng(1)
     pz = rng.uniform(0.05, 0.95, size=(p.shape[0], 9, p.shape[2])).astype(np.float32)
-    got = rmia_from_signal(p, keep, population_prob=pz)
+    got = rmia_from_signal(p, keep, population_prob=pz, equal_groups=False)
     for t in range(p.shape[0]):
         sh = np.arange(p.shape[0]) != t
         rx = (p[t] / p[sh].mean(0)).mean(-1)
@@ -54,14 +58,13 @@ def test_rmia_external_population(probs):
         np.testing.assert_allclose(got[t], (rz[None] <= rx[:, None]).mean(1), atol=1e-6)
 
 
-def test_calibrated_loss_matches_naive(probs):
+@pytest.mark.parametrize("equal_groups", ["auto", True, False])
+def test_calibrated_loss_matches_naive(probs, equal_groups):
     loss, keep = probs
-    got = calibrated_loss_from_signal(loss, keep, chunk_size=4)
+    got = calibrated_loss_from_signal(loss, keep, chunk_size=4, equal_groups=equal_groups)
     for t in range(loss.shape[0]):
-        sh = np.arange(loss.shape[0]) != t
-        out = ~keep[sh]
-        ref = (loss[sh] * out[..., None]).sum(0) / out.sum(0)[:, None]
-        np.testing.assert_allclose(got[t], (ref - loss[t]).mean(-1), rtol=1e-5, atol=1e-6)
+        want = naive.calibrated_loss_one_target(loss, keep, t, cut=equal_groups is not False)
+        np.testing.assert_allclose(got[t], want, rtol=1e-5, atol=1e-6)
 
 
 def test_threshold_attacks_signs():
@@ -86,16 +89,18 @@ def test_threshold_attacks_signs():
     )
     keep = rng.random((3, 4)) < 0.5
     keep[:, 0] = [True, False, False]
-    assert attacks.calibrated_loss_attack(logits, y, keep).shape == (3, 4)
-    r = attacks.rmia(logits, y, keep)
+    # Random masks with an example in every model: only the old fallbacks can score them.
+    assert attacks.calibrated_loss_attack(logits, y, keep, equal_groups=False).shape == (3, 4)
+    r = attacks.rmia(logits, y, keep, equal_groups=False)
     assert r.shape == (3, 4) and (r >= 0).all() and (r <= 1).all()
 
 
-def test_rmia_model_sums_in_example_chunks(probs):
-    from jaxsam.attacks._rmia import _model_sums
+def test_candidate_sums_in_example_chunks(probs):
+    from jaxsam.attacks._reference import candidate_sums
 
     p, keep = probs
-    s_all, s_out, n_out = (np.asarray(x) for x in _model_sums(p, keep, chunk_examples=6))
-    np.testing.assert_allclose(s_all, p.sum(0), rtol=1e-6)
-    np.testing.assert_allclose(s_out, (p * ~keep[..., None]).sum(0), rtol=1e-6)
-    np.testing.assert_array_equal(n_out, (~keep).sum(0))
+    masks = np.stack([keep, ~keep, np.ones_like(keep)])
+    count, sums = candidate_sums(p, masks, chunk_examples=6)
+    np.testing.assert_array_equal(count, masks.sum(1))
+    for j, mk in enumerate(masks):
+        np.testing.assert_allclose(sums[j], (p * mk[..., None]).sum(0), rtol=1e-6)

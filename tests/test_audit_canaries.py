@@ -121,7 +121,7 @@ def test_too_many_canaries_for_the_pool():
 @pytest.fixture(scope="module")
 def audited_run(tmp_path_factory):
     """8 MLPs on digits, 4 of them targets, 100 mislabelled canaries (trained once)."""
-    from jaxsam.train import train_and_export
+    from jaxsam.pipeline import train_and_export
 
     cfg = tiny_config(
         **{
@@ -197,7 +197,7 @@ def test_audit_of_a_run_without_canaries_says_how(tiny_run, capsys):
 
 def test_dp_run_bounds_stay_below_the_accountant(tmp_path):
     from jaxsam.audit.report import audit_run
-    from jaxsam.train import train_and_export
+    from jaxsam.pipeline import train_and_export
 
     cfg = tiny_config(
         **{

@@ -4,6 +4,7 @@ import pytest
 
 from jaxsam import config as config_lib
 from jaxsam.errors import ConfigError
+from jaxsam.plan import check_config
 
 
 def test_round_trip_through_json(tmp_path):
@@ -41,7 +42,7 @@ def test_int_for_float_is_accepted():
 )
 def test_bad_configs_name_the_key(data, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(".", r"\.")):
-        config_lib.from_dict(data)
+        check_config(config_lib.from_dict(data))
 
 
 def test_missing_and_malformed_files(tmp_path):

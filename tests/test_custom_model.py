@@ -17,6 +17,7 @@ import pytest
 from jaxsam import cli
 from jaxsam import config as config_lib
 from jaxsam.errors import ConfigError
+from jaxsam.plan import check_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = "jaxsam_test_custom_net"  # importable only where a test puts its directory on sys.path
@@ -198,7 +199,7 @@ def test_a_run_of_an_unlisted_model_name_still_loads(custom_run, tmp_path):
     store.write_digests(copy)
     assert jaxsam.load_run(copy).config.model.name == "tiny"
     with pytest.raises(ConfigError, match="model.name = 'tiny' is not allowed"):
-        config_lib.from_dict(data)  # training from it is refused, naming the key
+        check_config(config_lib.from_dict(data))  # training from it is refused, naming the key
 
 
 @pytest.mark.usefixtures("not_importable")
@@ -250,9 +251,7 @@ def test_config_parsing_never_imports_the_model():
     assert cfg.model.name == name and cfg.model.kwargs == {"width": 4}
     dp = {"optim": {"dp": {"clip_norm": 1.0}}, "model": {"name": name}}
     assert config_lib.from_dict(dp).optim.dp.enabled  # BatchNorm: checked when training builds it
-    assert (
-        config_lib.from_dict({"model": {"name": "tiny"}}, known_models=False).model.name == "tiny"
-    )
+    assert config_lib.from_dict({"model": {"name": "tiny"}}).model.name == "tiny"
     assert "kwargs" not in config_lib.stable_dict(config_lib.Config())["model"]  # old fingerprints
 
 
@@ -265,7 +264,7 @@ def test_setup_infers_batch_norm_and_convolutions_and_plans_memory():
 
     def setup_of(name):
         cfg = config_lib.replace(config_lib.Config(), **{"model.name": name})
-        return make_setup(cfg, plan_lib._pool_shapes(cfg), None, 10), cfg
+        return make_setup(cfg, plan_lib.pool_shapes(cfg), None, 10), cfg
 
     conv, cfg = setup_of(f"{MODULE}:ConvBN")  # a Module class named directly
     assert conv.has_batch_norm and conv.conv_net

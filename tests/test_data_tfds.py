@@ -77,7 +77,7 @@ def test_fashion_mnist_whole_split_equals_the_idx_files(fmnist_dir):
 
 def test_fashion_mnist_trains_and_writes_logits(fmnist_dir, tmp_path):
     from jaxsam import config as cfgmod
-    from jaxsam.train import train_and_export
+    from jaxsam.pipeline import train_and_export
 
     config = cfgmod.replace(
         cfgmod.Config(),

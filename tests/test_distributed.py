@@ -15,8 +15,8 @@ import pytest
 import jaxsam
 from jaxsam.config import to_dict
 from jaxsam.errors import ConfigError
+from jaxsam.pipeline import train_and_export
 from jaxsam.train import distributed as dist
-from jaxsam.train import train_and_export
 
 from .conftest import tiny_config
 

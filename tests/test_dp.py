@@ -15,10 +15,11 @@ from dp_accounting import pld, rdp
 
 from jaxsam import config as config_lib
 from jaxsam.data import load_pool, make_masks
+from jaxsam.data.masks import steps_per_epoch
 from jaxsam.errors import ConfigError
 from jaxsam.optim import dp as dp_lib
+from jaxsam.plan import check_config
 from jaxsam.train import train_ensemble
-from jaxsam.train.batches import steps_per_epoch
 
 from .conftest import tiny_config
 
@@ -186,7 +187,7 @@ def test_dp_configs_refused_with_the_key():
     ]
     for data, fragment in cases:
         with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
-            config_lib.from_dict(data)
+            check_config(config_lib.from_dict(data))
 
 
 def test_plan_counts_per_example_gradients_by_microbatch():

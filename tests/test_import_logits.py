@@ -286,3 +286,36 @@ def test_imported_config_is_never_loaded_as_data():
 
     with pytest.raises(DataError, match="import-logits"):
         load_pool(DataConfig(dataset="imported"))
+
+
+@pytest.mark.parametrize("design", ["exact", "bernoulli"])
+def test_score_equal_groups_flag_names_the_rule(tmp_path, design, capsys):
+    from jaxsam.data.masks import make_masks
+
+    keep = make_masks(16, 200, 0.5, seed=2, design=design)
+    if design == "bernoulli":
+        c = keep.sum(0)
+        keep = keep[:, (c >= 2) & (16 - c >= 2)]
+    keep, lg, y = _synthetic(m=16, n=keep.shape[1], keep=keep)
+    out = tmp_path / "run"
+    assert _import(_save(tmp_path, keep=keep, logits=lg, labels=y), out) == 0
+    auto = "cut" if design == "exact" else "leave_one_out"
+    scores = {}
+    rules = (("auto", "auto", auto), ("on", True, "cut"), ("off", False, "leave_one_out"))
+    for flag, eg, rule in rules:
+        argv = ["score", str(out), "--bootstrap", "0", "--equal-groups", flag]
+        assert main(argv + ["--attacks", "lira_online,rmia,calibrated_loss"]) == 0
+        rep = json.loads((out / "report.json").read_text())
+        assert rep["reference_groups"]["equal_groups"] == eg
+        assert rep["reference_groups"]["rule"] == rule
+        assert rep["reference_groups"]["design"]["design"] == design
+        md = (out / "report.md").read_text()
+        assert f"- reference groups: {'cut' if rule == 'cut' else 'leave-one-out'}" in md
+        assert f"equal groups {flag}; masks {design}" in md
+        scores[flag] = store.load_run(out).scores["lira_online"]
+    np.testing.assert_array_equal(scores["auto"], scores["on" if design == "exact" else "off"])
+    assert not np.array_equal(scores["on"], scores["off"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["score", str(out), "--equal-groups", "maybe"])
+    assert "--equal-groups: invalid choice: 'maybe'" in capsys.readouterr().err

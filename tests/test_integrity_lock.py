@@ -19,9 +19,10 @@ import pytest
 
 from jaxsam import cli, store
 from jaxsam.bench import tiny_runs as runs
-from jaxsam.errors import RunDirError, WriteFailed
+from jaxsam.errors import RunDirError, RunExistsError, WriteFailed
+from jaxsam.pipeline import train_and_export
 from jaxsam.store import checkpoints as ckpt_lib
-from jaxsam.train import train_and_export
+from jaxsam.store.lock import other_writer
 from jaxsam.train.loop import train_ensemble
 
 
@@ -186,6 +187,14 @@ def test_second_train_overwrite_while_training_exits_2_and_names_the_holder(work
         while not (out / "run.json").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         config_before = (out / "config.json").read_text()
+        # The same command again: told another process writes R (before any other advice),
+        # and never advised to resume a run that is still training.
+        again = _jaxsam(*runs.train_args(cfg, out))
+        assert again.returncode == 2, again.stderr[-2000:]
+        err = again.stderr.strip().splitlines()[-1]
+        assert f"another process is writing {out}" in err and f"pid {first.pid}" in err
+        assert "since" in err and "host" in err
+        assert "--resume" not in err and "--overwrite" not in err
         second = _jaxsam(*runs.train_args(cfg, out), "--overwrite", "--set", "optim.name=sam")
         assert second.returncode == 2, second.stderr[-2000:]
         assert f"pid {first.pid}" in second.stderr and "since" in second.stderr
@@ -196,6 +205,38 @@ def test_second_train_overwrite_while_training_exits_2_and_names_the_holder(work
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
+
+
+def test_a_live_unfinished_run_names_its_writer_before_any_advice(run_copy):
+    """check_run_dir on an unfinished run that another process holds: the holder, not resume."""
+    (run_copy / store.COMPLETE).unlink()  # an unfinished run of this config
+    cfg = runs.tiny_config()
+    with pytest.raises(RunExistsError, match="unfinished run"):
+        store.check_run_dir(run_copy, cfg)  # nobody writes it: resume is the right advice
+    holder = _hold_lock(run_copy)
+    try:
+        for overwrite in (False, True):
+            with pytest.raises(RunDirError) as e:
+                store.check_run_dir(run_copy, cfg, overwrite=overwrite)
+            msg = str(e.value)
+            assert not isinstance(e.value, RunExistsError)
+            assert msg.startswith(f"another process is writing {run_copy}")
+            assert f"pid {holder.pid}" in msg and "--resume" not in msg
+        with pytest.raises(RunDirError, match=f"another process is writing .*pid {holder.pid}"):
+            train_and_export(cfg, run_copy, resume=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert other_writer(run_copy) is None  # the holder's lock went with it
+
+
+def test_overwrite_names_the_files_jaxsam_did_not_write_in_a_run(run_copy):
+    (run_copy / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError) as e:
+        store.check_run_dir(run_copy, runs.tiny_config(**{"optim.name": "sam"}), overwrite=True)
+    msg = str(e.value)
+    assert "files jaxsam did not write: notes.txt;" in msg
+    assert "not a jaxsam run directory" not in msg and (run_copy / "notes.txt").exists()
 
 
 def test_score_is_refused_while_another_process_holds_the_lock(run_copy):

@@ -51,9 +51,59 @@ def test_roc_matches_brute_force_with_ties():
     assert r["auc"] == pytest.approx(bauc, abs=1e-12)
     assert r["advantage"] == pytest.approx(np.max(bt - bf))
     for f in (0.01, 0.1, 0.3):
-        assert metrics.roc_metrics(s, y, fprs=(f,))["tpr_at_fpr"][repr(f)] == pytest.approx(
-            bt[bf <= f].max()
-        )
+        got = metrics.roc_metrics(s, y, fprs=(f,))["tpr_at_fpr"][repr(f)]
+        assert got == pytest.approx(_randomized_tpr(s, y, f), abs=1e-12)
+        # At least the deterministic point below, at most the one above.
+        assert bt[bf <= f].max() <= got <= bt[bf > f].min()
+
+
+def _randomized_tpr(s, y, f):
+    """TPR of the randomized threshold with FPR exactly f, level by level (no ROC arrays)."""
+    n_pos, n_neg = y.sum(), (~y).sum()
+    tp = fp = 0.0
+    for level in np.unique(s)[::-1]:
+        at = s == level
+        pos, neg = (at & y).sum(), (at & ~y).sum()
+        if fp + neg > f * n_neg:  # this level would exceed the budget: take part of it
+            return (tp + (f * n_neg - fp) / neg * pos) / n_pos
+        tp, fp = tp + pos, fp + neg
+    return tp / n_pos
+
+
+def test_tied_scores_read_as_random_tie_breaks_on_average():
+    # Discrete scores (as RMIA's counts): at a fixed FPR the tied level straddling the budget
+    # is taken in part, which is what breaking the ties at random gives on average. The
+    # deterministic point below would read low (it must leave the whole level out).
+    rng = np.random.default_rng(4)
+    n = 20_000
+    y = rng.random(n) < 0.5
+    s = np.floor(rng.normal(size=n) * 4 + 1.2 * y)  # about 30 levels, thousands tied on each
+    f = 0.01
+    got = metrics.roc_metrics(s, y, fprs=(f,))["tpr_at_fpr"][repr(f)]
+    broken = [
+        metrics.roc_metrics(s + rng.random(n) * 1e-3, y, fprs=(f,))["tpr_at_fpr"][repr(f)]
+        for _ in range(40)
+    ]
+    assert got == pytest.approx(np.mean(broken), abs=3 * np.std(broken) / np.sqrt(40) + 1e-4)
+    fpr, tpr, _ = metrics.roc_curve(s, y)
+    assert tpr[fpr <= f].max() < got - 0.002  # the deterministic reading is visibly lower
+    # The operating point flags the tied level in part and realises FPR f exactly.
+    point = metrics.operating_point(s, y, f)
+    w = metrics.flag_weights(s, point)
+    assert (
+        0 < point[1] < 1 and w[~y].mean() == pytest.approx(f) and w[y].mean() == pytest.approx(got)
+    )
+    assert metrics.threshold_at_fpr(s, y, f) > point[0]  # the deterministic point: one level up
+
+
+def test_below_the_fpr_resolution_no_interpolation():
+    # 100 non-members: FPR 0.001 allows 0.1 false positives; the value stays the TPR at zero
+    # false positives (here 0: a non-member ties the top member score).
+    s = np.r_[np.arange(100.0), 99.0, np.arange(99.0)]
+    y = np.r_[np.zeros(100, bool), np.ones(100, bool)]
+    r = metrics.roc_metrics(s, y, fprs=(0.001, 0.01))
+    assert r["tpr_at_fpr"]["0.001"] == 0.0
+    assert r["tpr_at_fpr"]["0.01"] == pytest.approx(0.01)  # the tied top level in full
 
 
 def test_all_tied_scores_give_chance():

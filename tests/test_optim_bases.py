@@ -14,6 +14,7 @@ import pytest
 from jaxsam import config as config_lib
 from jaxsam.errors import ConfigError
 from jaxsam.optim import from_config, make_optimizer, registry
+from jaxsam.plan import check_config
 
 from .conftest import tiny_config
 
@@ -187,7 +188,7 @@ def test_sam_wraps_adam_one_step_equals_hand_written_two_pass():
 )
 def test_bad_base_configs_name_the_key(optim, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
-        config_lib.from_dict({"optim": optim})
+        check_config(config_lib.from_dict({"optim": optim}))
 
 
 def test_library_errors_are_value_errors_not_config_errors():

@@ -10,6 +10,7 @@ import pytest
 
 from jaxsam.errors import ConfigError
 from jaxsam.optim import OPTIMIZERS, gsam, is_sam_family, make_optimizer, sam
+from jaxsam.plan import check_config
 
 LOSS = lambda w: jnp.sum(jnp.cos(w) * jnp.arange(1.0, 5.0)) + 0.1 * jnp.sum(w**2)
 W0 = jnp.array([0.3, -1.0, 2.0, 0.5])
@@ -82,11 +83,11 @@ def test_registry_is_the_one_table():
         assert is_sam_family(make_optimizer(name, learning_rate=0.1)) == entry.sam_family
         extra = {key: arg.low for key, arg in entry.args.items()}
         cfg = config_lib.from_dict({"optim": {"name": name, "extra": extra}})
-        assert cfg.optim.runs_fused_passes is False
+        assert registry.runs_fused_passes(cfg.optim) is False
         for key, arg in entry.args.items():
             bad = {**extra, key: arg.low - 1}
             with pytest.raises(ConfigError, match=f"optim.extra.{key} = .* is out of range"):
-                config_lib.from_dict({"optim": {"name": name, "extra": bad}})
+                check_config(config_lib.from_dict({"optim": {"name": name, "extra": bad}}))
             with pytest.raises(ValueError, match=f"^{key} = .* is out of range") as err:
                 registry.check_args(name, bad)
             assert not isinstance(err.value, ConfigError)
@@ -103,10 +104,10 @@ def test_a_new_entry_reaches_config_factory_and_plan(monkeypatch):
     )
     monkeypatch.setattr(registry, "REGISTRY", {**registry.REGISTRY, "sam_eps": new})
     with pytest.raises(ConfigError, match="optim.extra.eps = -1"):
-        config_lib.from_dict({"optim": {"name": "sam_eps", "extra": {"eps": -1}}})
+        check_config(config_lib.from_dict({"optim": {"name": "sam_eps", "extra": {"eps": -1}}}))
     over = {"optim": {"name": "sam_eps", "extra": {"eps": 0.0}, "fused_passes": True}}
     cfg = config_lib.from_dict({**over, "masks": {"models": 2}, "train": {"epochs": 1}})
-    assert cfg.optim.runs_fused_passes
+    assert registry.runs_fused_passes(cfg.optim)
     tx = make_optimizer("sam_eps", learning_rate=0.1, eps=0.0)
     assert is_sam_family(tx) and np.all(np.isfinite(trajectory(tx, 2)))
     plan = plan_lib.memory_plan(cfg, activations=False)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from jaxsam import config as config_lib
 from jaxsam import plan as plan_lib
 from jaxsam.cli import main
 
@@ -77,7 +78,7 @@ def test_time_estimate_from_a_bench_table():
 
 def test_plan_command(tmp_path, capsys):
     cfg = tmp_path / "c.json"
-    cfg.write_text(json.dumps(plan_lib.dataclasses.asdict(tiny_config())))
+    cfg.write_text(json.dumps(config_lib.to_dict(tiny_config())))
     assert main(["plan", "--config", str(cfg), "--device-memory", "16"]) == 0
     out = capsys.readouterr().out
     assert "parameters per model" in out and "no benchmark table" in out

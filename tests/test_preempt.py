@@ -116,7 +116,7 @@ def test_sigterm_from_outside_leaves_a_resumable_run(work):
 
 
 def test_handlers_are_restored_after_training(tmp_path):
-    from jaxsam.train import train_and_export
+    from jaxsam.pipeline import train_and_export
     from tests.conftest import tiny_config
 
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -10,7 +10,8 @@ from jaxsam import config as config_lib
 from jaxsam import hooks, scoring, store
 from jaxsam.bench import tiny_runs as runs
 from jaxsam.errors import ConfigError, DivergenceError, JaxsamError, RunDirError
-from jaxsam.train import train_and_export
+from jaxsam.pipeline import train_and_export
+from jaxsam.plan import check_config
 from jaxsam.train.setup import make_schedule
 
 from .fault_harness import BAD_CONFIGS, bad_run_dirs, crash_before_complete
@@ -76,7 +77,7 @@ def test_failed_models_survive_a_resume(tmp_path):
 @pytest.mark.parametrize("data, fragment", BAD_CONFIGS)
 def test_bad_config_is_rejected_with_key_path(data, fragment):
     with pytest.raises(ConfigError) as err:
-        config_lib.from_dict(data)
+        check_config(config_lib.from_dict(data))
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
@@ -84,7 +85,7 @@ def test_unknown_key_lists_allowed_keys():
     with pytest.raises(ConfigError, match=r"allowed keys here: \[.*'epochs'"):
         config_lib.from_dict({"train": {"epoch": 3}})
     with pytest.raises(ConfigError, match=r"optimizer 'sgd'; allowed here: none"):
-        config_lib.from_dict({"optim": {"extra": {"eta": 0.1}}})
+        check_config(config_lib.from_dict({"optim": {"extra": {"eta": 0.1}}}))
 
 
 def test_optim_extra_is_checked_per_variant():
@@ -92,11 +93,11 @@ def test_optim_extra_is_checked_per_variant():
     cfg = config_lib.from_dict({"optim": {"name": "asam", "extra": {"eta": 0.01}}})
     assert cfg.optim.extra == {"eta": 0.01}
     with pytest.raises(ConfigError, match=r"optim.extra.eta = -1 is out of range"):
-        config_lib.from_dict({"optim": {"name": "asam", "extra": {"eta": -1}}})
+        check_config(config_lib.from_dict({"optim": {"name": "asam", "extra": {"eta": -1}}}))
     with pytest.raises(ConfigError, match=r"optim.extra.eta = 'x' has the wrong type"):
-        config_lib.from_dict({"optim": {"name": "asam", "extra": {"eta": "x"}}})
+        check_config(config_lib.from_dict({"optim": {"name": "asam", "extra": {"eta": "x"}}}))
     with pytest.raises(ConfigError, match=r"optim.extra.rho is not a keyword.*\['eta'\]"):
-        config_lib.from_dict({"optim": {"name": "asam", "extra": {"rho": 0.1}}})
+        check_config(config_lib.from_dict({"optim": {"name": "asam", "extra": {"rho": 0.1}}}))
 
 
 def test_bad_cli_input_exits_2_with_one_line(tmp_path, capsys):

@@ -148,3 +148,38 @@ def test_rows_below_the_fpr_resolution_carry_no_bootstrap_interval():
     cells = table[0].split(" | ")
     assert "[" in cells[4] and "[" not in cells[5] and "at 0 FP (exact" in cells[5]
     assert "the single highest of the 320 non-member scores" in md
+
+
+def test_compare_marks_recipe_scale_bound_statistics_and_gives_the_scale_free_one():
+    def rep(median, rel, mem, pkeep_in):
+        return {
+            "accuracy": {"out": 0.9},
+            "models": 16,
+            "shadows": {
+                "per_example": {
+                    "in": {"min": pkeep_in, "median": pkeep_in},
+                    "out": {"min": 16 - pkeep_in, "median": 16 - pkeep_in},
+                },
+                "exact": True,
+            },
+            "memorization": {"mean": mem},
+            "out_confidence_variance": {"median": median, "relative_to_gap": rel},
+        }
+
+    sgd, smooth = rep(3.138, 0.41, 0.05, 8), rep(0.125, 0.39, 0.04, 8)
+    lines = compare_table([("sgd", sgd), ("ls0.1", smooth)]).splitlines()
+    var = next(ln for ln in lines if ln.startswith("median OUT conf. variance §"))
+    assert "3.138" in var and "0.125" in var
+    rel = next(ln for ln in lines if ln.startswith("median OUT conf. variance / mean IN-OUT gap²"))
+    assert rel.split()[-3:] == ["0.41", "0.39", "-0.02"]
+    note = next(ln for ln in lines if ln.startswith("§ recipe-scale-bound"))
+    assert "label smoothing" in note and "docs/memorization.md" in note
+    mem = next(ln for ln in lines if ln.startswith("mean FZ memorization"))
+    assert "§" not in mem  # same pkeep: the same quantity
+    other = rep(0.2, 0.3, 0.07, 11)  # pkeep 0.688 vs 0.5
+    lines = compare_table([("sgd", sgd), ("fz", other)]).splitlines()
+    assert any(ln.startswith("mean FZ memorization §") for ln in lines)
+    assert any(ln.startswith("§ on mean FZ memorization") and "0.5, 0.688" in ln for ln in lines)
+    page = render_markdown(smooth, "ls")
+    assert "median OUT confidence variance (scale set by the recipe): 0.125" in page
+    assert "gap² (scale-free): 0.39" in page

@@ -10,8 +10,8 @@ import pytest
 from jaxsam import hooks, store
 from jaxsam.bench import tiny_runs as runs
 from jaxsam.errors import RunDirError
+from jaxsam.pipeline import train_and_export
 from jaxsam.store import checkpoints as ckpt_lib
-from jaxsam.train import train_and_export
 from jaxsam.train.loop import _call_plan
 from jaxsam.train.state import EnsembleState
 

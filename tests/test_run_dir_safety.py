@@ -19,10 +19,11 @@ import pytest
 from jaxsam import hooks, store
 from jaxsam.bench import tiny_runs as runs
 from jaxsam.errors import ConfigError, DataError, RunDirError
+from jaxsam.pipeline import train_and_export
 from jaxsam.pipeline.score import score_run
 from jaxsam.report import compare_table
 from jaxsam.store import checkpoints as ckpt_lib
-from jaxsam.train import calibrate, train_and_export
+from jaxsam.train import calibrate
 
 from .fault_harness import Crash, crash_at_call
 
@@ -194,7 +195,7 @@ def test_too_little_disk_fails_before_the_run_directory_exists(tmp_path):
 
 def test_disk_estimate_covers_what_a_run_writes(ref):
     from jaxsam.pipeline.study import build_study
-    from jaxsam.train import preflight
+    from jaxsam.plan import preflight
     from jaxsam.train.setup import make_setup
 
     cfg = runs.tiny_config()

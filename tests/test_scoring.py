@@ -81,10 +81,45 @@ def test_lira_left_out_when_the_kept_models_are_too_few(run):
     keep4 = np.argsort(np.random.default_rng(1).random((4, keep.shape[1])), 0) < 2
     res = score(logits[:4], y, keep4, bootstrap=0, exclude_models=[1])
     skipped = res.report["skipped_attacks"]
-    assert set(skipped) == {"lira_online", "lira_offline"}
+    # The same rule leaves RMIA and calibrated loss, which compare with other models, too
+    # few shadows (a target that is the only IN or OUT model of an example has none there).
+    assert set(skipped) == {"lira_online", "lira_offline", "rmia", "calibrated_loss"}
     assert all("smallest M that works" in why for why in skipped.values())
     assert set(res.report["attacks"]) == set(ATTACKS) - set(skipped)
     assert "lira_online not scored" in render_markdown(res.report, "t")
     with pytest.raises(TooFewModelsError, match="smallest M that works"):
         score(logits[:4], y, keep4, attacks=["lira_online"], bootstrap=0, exclude_models=[1])
     assert "skipped_attacks" not in score(logits, y, keep, bootstrap=0).report
+
+
+def test_equal_groups_is_one_rule_for_every_attack(run):
+    # Exact 4-of-8 masks: "auto" cuts (as True does) for LiRA, RMIA and calibrated loss alike,
+    # False is leave-one-out for all of them; report.json says which rule was used.
+    from jaxsam.attacks import calibrated_loss_from_signal, lira_from_signal, rmia_from_signal
+    from jaxsam.attacks import signals as sig
+
+    logits, y, keep = run
+    s = sig.compute_signals(["logit_scaled_confidence", "confidence", "loss"], logits, y)
+    names = ["lira_online", "lira_offline", "rmia", "calibrated_loss"]
+    for eg, rule in (("auto", "cut"), (True, "cut"), (False, "leave_one_out")):
+        res = score(logits, y, keep, attacks=names, bootstrap=0, equal_groups=eg)
+        groups = res.report["reference_groups"]
+        assert (groups["equal_groups"], groups["rule"]) == (eg, rule)
+        assert groups["design"]["design"] == "exact"
+        want_in = 3 if rule == "cut" else None
+        assert groups["sizes"]["in"]["max"] == want_in or rule == "leave_one_out"
+        direct = {
+            "lira_online": lira_from_signal(s["logit_scaled_confidence"], keep, equal_groups=eg),
+            "lira_offline": lira_from_signal(
+                s["logit_scaled_confidence"], keep, online=False, equal_groups=eg
+            ),
+            "rmia": rmia_from_signal(s["confidence"], keep, equal_groups=eg),
+            "calibrated_loss": calibrated_loss_from_signal(s["loss"], keep, equal_groups=eg),
+        }
+        for name in names:
+            np.testing.assert_array_equal(res.scores[name], direct[name], err_msg=f"{name} {eg}")
+    cut = score(logits, y, keep, attacks=["calibrated_loss"], bootstrap=0, equal_groups=True)
+    loo = score(logits, y, keep, attacks=["calibrated_loss"], bootstrap=0, equal_groups=False)
+    assert not np.array_equal(cut.scores["calibrated_loss"], loo.scores["calibrated_loss"])
+    with pytest.raises(ConfigError, match="equal_groups='yes' is unknown"):
+        score(logits, y, keep, bootstrap=0, equal_groups="yes")

@@ -10,7 +10,7 @@ import jaxsam
 from jaxsam import cli, store
 from jaxsam import config as config_lib
 from jaxsam.errors import RunDirError
-from jaxsam.train import train_and_export
+from jaxsam.pipeline import train_and_export
 
 from .conftest import tiny_config
 
@@ -94,7 +94,7 @@ def test_corrupted_logits_bytes_are_reported(copied_run):
 
 
 def test_masks_from_another_run_are_refused(copied_run, tmp_path):
-    from jaxsam.train import train_and_export
+    from jaxsam.pipeline import train_and_export
 
     other = train_and_export(tiny_config(**{"masks.seed": 5}), tmp_path / "other")
     shutil.rmtree(copied_run / "logits")

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from jaxsam.data import load_pool, make_masks
+from jaxsam.data.masks import steps_per_epoch
 from jaxsam.errors import DivergenceError
 from jaxsam.train import train_ensemble
-from jaxsam.train.batches import batch_indices, epoch_order, steps_per_epoch
+from jaxsam.train.batches import batch_indices, epoch_order
 from jaxsam.train.state import model_keys
 
 from .conftest import tiny_config

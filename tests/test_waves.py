@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import jaxsam
+from jaxsam.data.masks import steps_per_epoch
 from jaxsam.errors import ConfigError, RunDirError
-from jaxsam.train import train_and_export, waves
-from jaxsam.train.batches import steps_per_epoch
+from jaxsam.pipeline import train_and_export, waves
 
 from .conftest import tiny_config
 

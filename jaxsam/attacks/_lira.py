@@ -1,11 +1,12 @@
 """Likelihood-ratio attack (LiRA, Carlini et al. 2022) for all targets at once.
 
 Every model m in turn is the target; its shadows are *other* models (it never enters its own
-statistics). Which ones: by default each of m's groups (IN, OUT) is cut to a size that depends
-neither on the example nor on m's membership (k - 1 IN and M - k - 1 OUT with exact k-of-M
-masks), because the leave-one-out groups leave m's own group one shadow short and bias the score
-against members even when there is no signal (see :mod:`jaxsam.attacks._lira_groups` and
-docs/attacks.md). ``equal_groups=False`` keeps all leave-one-out shadows (the old behaviour).
+statistics). Which ones is the reference-group rule every attack shares
+(:mod:`jaxsam.attacks._reference`, ``equal_groups``): on exact k-of-M masks each of m's groups
+(IN, OUT) is cut to a size that depends neither on the example nor on m's membership (k - 1 IN
+and M - k - 1 OUT), because leave-one-out groups leave m's own group one shadow short and bias
+the score against members even when there is no signal (docs/attacks.md); on independent masks
+every other model is a shadow (leave-one-out), which is unbiased there.
 
 The statistics (count, mean, sum of squared deviations) of a few candidate shadow sets per group
 are computed once over all M models; target m's statistics are obtained by removing m's own value
@@ -30,16 +31,17 @@ Decisions (see docs/attacks.md):
   research/mi_lira_2021/plot.py) does: median, grand-mean spread (IN spread reused online),
   density offline test, groups cut to the smallest size, global variance from the cut groups.
 
-With equal groups, options that the masks cannot support (an empty group, per-example variance
-with fewer than 2 shadows) raise a ConfigError naming the smallest M that works. With
-``equal_groups=False`` the old fallbacks apply instead: an example whose group has no shadow for
-a target uses that target's global mean of the group (same query); per-example variance with
-fewer than ``min_shadows_variance`` shadows uses the pooled variance. Every variance is floored
-at ``var_floor``.
+Options that the masks cannot support under the rule (an empty group, per-example variance with
+fewer than 2 shadows) raise a TooFewModelsError naming the smallest M that works. With an
+explicit ``equal_groups=False`` the old fallbacks apply instead: an example whose group has no
+shadow for a target uses that target's global mean of the group (same query); per-example
+variance with fewer than ``min_shadows_variance`` shadows uses the pooled variance. Every
+variance is floored at ``var_floor``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +52,7 @@ import numpy as np
 from jax.scipy.stats import norm
 
 from jaxsam.attacks import _lira_groups as _groups
+from jaxsam.attacks import _reference
 from jaxsam.attacks import signals as _signals
 from jaxsam.attacks._checks import check_logits, check_signal
 from jaxsam.attacks._lira_options import LiraOptions
@@ -294,19 +297,24 @@ def _describe(opts: LiraOptions) -> str:
     return f"{kind}, {var}" + (f", compat={opts.compat!r}" if opts.compat else "")
 
 
-def _check_sets(keep, sets, var_sets, opts: LiraOptions) -> None:
-    """With equal groups: raise, naming the smallest M, where the masks cannot serve ``opts``."""
-    what = _describe(opts)
-    need = 1
-    if not opts.fix_variance:
-        need = opts.min_shadows_variance
-    elif not var_sets and opts.variance_mode == "pooled":
-        need = 2  # a within-example spread from the cut groups themselves
-    _groups.check_sizes(keep, sets, what, need, opts.online)
+def _check_sets(keep, sets, var_sets, rule, opts: LiraOptions) -> None:
+    """Raise, naming the smallest M, where the masks cannot serve ``opts`` under ``rule``."""
+    what = f"LiRA ({_describe(opts)})"
+    need = 1 if opts.fix_variance else opts.min_shadows_variance
+    hint = "use fix_variance=True" if need > 1 else ""
+    needs = {g: need for g in sets}
+    if opts.fix_variance and not var_sets and opts.variance_mode == "pooled":
+        if rule.cut:  # a within-example spread from the cut groups themselves
+            needs = {g: 2 for g in sets}
+            hint = "use fix_variance=True"
+        else:
+            var_sets = sets  # leave-one-out: the spread pools the same groups
+    _reference.check_sizes(keep, sets, rule, what, needs, hint)
     for group, s in var_sets.items():
         # The pooled variance needs some example with 2 or more leave-one-out shadows.
         if s.sizes().max(axis=1).min() < 2:
-            _groups.check_sizes(keep, {group: s}, what, 2, opts.online)
+            fix = "use fix_variance=True"
+            _reference.check_sizes(keep, {group: s}, rule, what, {group: 2}, fix)
 
 
 def _dedupe(masks_list: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -328,20 +336,22 @@ def _dedupe(masks_list: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]
 
 def lira_scores(signal: np.ndarray, keep: np.ndarray, opts: LiraOptions) -> np.ndarray:
     """LiRA scores from a checked signal (float32 [M, N, A]) and keep (bool [M, N])."""
+    rule = _reference.resolve(opts.equal_groups, keep)
+    # The jitted scorer sees the resolved rule only ("auto" and True compile once).
+    opts = dataclasses.replace(opts, equal_groups=rule.cut)
     with jax.enable_x64(opts.precision == "float64"):
-        return _lira_impl(signal, keep, opts)
+        return _lira_impl(signal, keep, opts, rule)
 
 
-def _lira_impl(signal, keep, opts: LiraOptions):
+def _lira_impl(signal, keep, opts: LiraOptions, rule):
     m, n, a = signal.shape
     dtype = jnp.float64 if opts.precision == "float64" else jnp.float32
     groups = opts.groups
-    sets = {g: _groups.shadow_sets(keep, g, opts.equal_groups) for g in groups}
+    sets = {g: rule.sets(keep, g) for g in groups}
     var_sets = {}  # global variance from all leave-one-out shadows, the location from the cut
-    if opts.fix_variance and opts.equal_groups and opts.variance_groups == "all":
+    if opts.fix_variance and rule.cut and opts.variance_groups == "all":
         var_sets = {g: _groups.shadow_sets(keep, g, False) for g in groups}
-    if opts.equal_groups:
-        _check_sets(keep, sets, var_sets, opts)
+    _check_sets(keep, sets, var_sets, rule, opts)
     # Location families (cut) and, for a global variance, leave-one-out families per group.
     families = {("loc", g): sets[g] for g in groups} | {("var", g): v for g, v in var_sets.items()}
     masks, ids = _dedupe([f.masks for f in families.values()])
@@ -392,7 +402,7 @@ def lira(
     mean: str | None = None,
     offline_test: str | None = None,
     variance_mode: str | None = None,
-    equal_groups: bool | None = None,
+    equal_groups: bool | str | None = None,
     compat: str | None = None,
     chunk_size: int | None = None,
     min_shadows_variance: int = 2,
@@ -413,10 +423,12 @@ def lira(
       variance_mode: ``"pooled"`` (default: pooled within-example variance, separate for IN and
         OUT) or ``"reference"`` (the published code's spread around the grand mean; IN spread
         for both).
-      equal_groups: True (default): each target's IN and OUT groups are cut to sizes that do not
-        depend on its membership (k - 1 IN, M - k - 1 OUT with exact k-of-M masks), which makes
-        the attack unbiased when there is no signal; False: all leave-one-out shadows (the old
-        behaviour, biased against members at small M).
+      equal_groups: the reference-group rule shared by every attack
+        (:mod:`jaxsam.attacks._reference`): ``"auto"`` (default) decides from the masks, True
+        cuts each target's IN and OUT groups to sizes that do not depend on its membership
+        (k - 1 IN, M - k - 1 OUT with exact k-of-M masks), False keeps all leave-one-out
+        shadows (unbiased on independent masks, biased on exact ones). ``"auto"`` is
+        leave-one-out where the masks look independent (Bernoulli) and cut otherwise.
       compat: None (default) or ``"reference"``: everything the published code does (median,
         grand-mean spread with the IN spread reused online, density offline test, groups cut to
         the smallest size and the global variance taken from them). Keywords that contradict it
@@ -432,9 +444,9 @@ def lira(
       enters its own shadow statistics.
 
     Raises:
-      ConfigError: with equal groups, when the masks leave a target too few shadows for the
-        options (an empty group; per-example variance with fewer than ``min_shadows_variance``);
-        the message names the smallest M that works.
+      TooFewModelsError: (a ConfigError) unless ``equal_groups=False``, when the masks leave a
+        target too few shadows for the options (an empty group; per-example variance with
+        fewer than ``min_shadows_variance``); the message names the smallest M that works.
 
     Example:
       >>> scores = lira(logits, labels, keep)            # online, global variance

@@ -1,15 +1,18 @@
-"""Which shadows each LiRA target is compared against (host-side, [M, N] masks only).
+"""Which shadows each target is compared against (host-side, [M, N] masks only).
+
+The sets behind the one reference-group rule of every attack (:mod:`jaxsam.attacks._reference`
+decides which of the two below applies).
 
 Target m's group at example n is a set of *other* models: the IN group holds models that trained
 on n, the OUT group models that did not.
 
-* Leave-one-out (the old behaviour, ``equal_groups=False``): all other models. With exact k-of-M
-  masks the target's own group is then one shadow short (k - 1 IN when it is a member, M - k - 1
-  OUT when it is not), which biases the score against members even without any signal.
-* Cut (the default): each of target m's groups is cut to the smallest size it has over m's
-  examples, keeping the lowest-indexed shadows. The sizes then depend neither on the example nor
-  on m's membership; with exact k-of-M masks they are k - 1 IN and M - k - 1 OUT, i.e. the one
-  shadow that the target's absence adds to a group is dropped. Only the other models' masks
+* Leave-one-out (``equal_groups=False``): all other models. With exact k-of-M masks the
+  target's own group is then one shadow short (k - 1 IN when it is a member, M - k - 1 OUT when
+  it is not), which biases the score against members even without any signal.
+* Cut (``equal_groups=True``): each of target m's groups is cut to the smallest size it has over
+  m's examples, keeping the lowest-indexed shadows. The sizes then depend neither on the example
+  nor on m's membership; with exact k-of-M masks they are k - 1 IN and M - k - 1 OUT, i.e. the
+  one shadow that the target's absence adds to a group is dropped. Only the other models' masks
   decide the cut (m's own mask never does).
 
 Both are described by :class:`ShadowSets`: a few candidate sets per group, each a prefix (in model
@@ -23,8 +26,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-
-from jaxsam.errors import ConfigError, TooFewModelsError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,18 +91,6 @@ def shadow_sets(keep: np.ndarray, group: str, equal_groups: bool) -> ShadowSets:
     return cut_to_smallest(member) if equal_groups else leave_one_out(member)
 
 
-def smallest_models(pkeep: float, online: bool, need: int) -> int:
-    """Smallest M whose exact k-of-M masks (k = round(pkeep M)) leave ``need`` cut shadows.
-
-    The cut groups then hold k - 1 IN and M - k - 1 OUT shadows.
-    """
-    for m in range(2, 100_000):
-        k = round(pkeep * m)
-        if 0 < k < m and m - k - 1 >= need and (not online or k - 1 >= need):
-            return m
-    raise ConfigError(f"pkeep={pkeep} leaves no usable number of models")
-
-
 def _spread(x: np.ndarray) -> dict:
     return {"min": int(x.min()), "median": float(np.median(x)), "max": int(x.max())}
 
@@ -128,45 +117,6 @@ def shadow_counts(keep: np.ndarray) -> dict:
         out["per_example"][group] = _spread(count)
         out["lira_equal_groups"][group] = _spread((count[None, :] - member).min(axis=1))
     return out
-
-
-def check_sizes(
-    keep: np.ndarray, sets: dict[str, ShadowSets], what: str, need: int, online: bool
-) -> None:
-    """Raises TooFewModelsError (a ConfigError) naming the smallest M that works, if a target
-    has fewer than ``need`` shadows.
-
-    Args:
-      keep: bool [M, N]; sets: group name -> its ShadowSets; what: the options, for the message;
-      need: shadows every target needs in every group; online: whether IN shadows are needed.
-    """
-    m, n = keep.shape
-    for group, s in sets.items():
-        sizes = s.sizes()
-        if sizes.min() >= need:
-            continue
-        tgt, ex = np.unravel_index(np.argmin(sizes), sizes.shape)
-        pkeep = float(keep.mean())
-        counts = keep.sum(axis=0)
-        k = int(counts[ex])
-        exact = bool((counts == counts[0]).all())
-        raise TooFewModelsError(
-            f"LiRA ({what}) needs at least {need} {group.upper()} shadow(s) for every target "
-            f"and example after equalising the groups, but target {tgt} gets "
-            f"{int(sizes[tgt, ex])} at example {ex} (which is in {k} of M={m} models). "
-            + (
-                ""
-                if exact
-                else "The masks are not exact k-of-M (examples are in "
-                f"{int(counts.min())} to {int(counts.max())} models): every example needs "
-                f"{need + 1} IN and {need + 1} OUT models, so leave out the examples with "
-                "fewer (`jaxsam import-logits --drop-sparse`) or add models. With exact masks, w"
-            )
-            + f"{'W' if exact else ''}ith pkeep={pkeep:.2f} the smallest M that works is "
-            f"{smallest_models(pkeep, online, need)}: train more models"
-            + (", or use fix_variance=True" if need > 1 else "")
-            + ". (equal_groups=False keeps the old leave-one-out groups, biased at small M.)"
-        )
 
 
 def loo_median_chunk(s: np.ndarray, g: np.ndarray) -> np.ndarray:

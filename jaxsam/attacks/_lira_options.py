@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from jaxsam.attacks._checks import check_choice
+from jaxsam.attacks._reference import check_equal_groups
 from jaxsam.errors import ConfigError
 
 # What ``compat="reference"`` selects: tensorflow/privacy research/mi_lira_2021/plot.py.
@@ -24,7 +25,7 @@ DEFAULTS = {
     "mean": "mean",
     "offline_test": "one_sided",
     "variance_mode": "pooled",
-    "equal_groups": True,
+    "equal_groups": "auto",
 }
 
 
@@ -39,8 +40,9 @@ class LiraOptions:
       offline_test: ``"one_sided"`` or ``"density"``.
       variance_mode: ``"pooled"`` (within-example spread) or ``"reference"`` (spread around the
         grand mean, the IN spread reused for OUT online).
-      equal_groups: cut every target's IN and OUT groups to sizes that do not depend on its
-        membership (unbiased); False: all leave-one-out shadows (the old, biased behaviour).
+      equal_groups: the reference-group rule (:mod:`jaxsam.attacks._reference`): ``"auto"``
+        (decide from the masks), True (cut every target's IN and OUT groups to sizes that do
+        not depend on its membership) or False (all leave-one-out shadows, with fallbacks).
       variance_groups: where a global variance comes from: ``"all"`` (all leave-one-out
         shadows; the default) or ``"cut"`` (the cut groups, as the published code does).
       min_shadows_variance: per-example variance needs this many shadows per group (>= 2).
@@ -55,7 +57,7 @@ class LiraOptions:
     mean: str = "mean"
     offline_test: str = "one_sided"
     variance_mode: str = "pooled"
-    equal_groups: bool = True
+    equal_groups: bool | str = "auto"
     variance_groups: str = "all"
     min_shadows_variance: int = 2
     var_floor: float = 1e-12
@@ -69,7 +71,8 @@ class LiraOptions:
         check_choice("variance_mode", self.variance_mode, ("pooled", "reference"))
         check_choice("variance_groups", self.variance_groups, ("all", "cut"))
         check_choice("precision", self.precision, ("float64", "float32"))
-        for name in ("online", "fix_variance", "equal_groups"):
+        check_equal_groups(self.equal_groups)
+        for name in ("online", "fix_variance"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         if not isinstance(self.min_shadows_variance, int) or self.min_shadows_variance < 2:
@@ -97,10 +100,12 @@ class LiraOptions:
         mean: str | None = None,
         offline_test: str | None = None,
         variance_mode: str | None = None,
-        equal_groups: bool | None = None,
+        equal_groups: bool | str | None = None,
         **rest,
     ) -> LiraOptions:
         """Options from :func:`lira`'s keywords; None means "the default, or what compat sets".
+
+        With ``compat``, ``equal_groups="auto"`` also means "what compat sets" (True).
 
         Raises:
           ConfigError: an unknown ``compat``, or a keyword that contradicts it.
@@ -115,6 +120,8 @@ class LiraOptions:
             chosen = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
             return cls(**chosen, **rest)
         check_choice("compat", compat, ("reference",))
+        if equal_groups == "auto":
+            given["equal_groups"] = None
         clash = {k: v for k, v in given.items() if v is not None and v != REFERENCE[k]}
         if clash:
             named = ", ".join(f"{k}={v!r}" for k, v in clash.items())

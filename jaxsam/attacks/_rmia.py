@@ -1,4 +1,4 @@
-"""RMIA (Zarifzadeh et al., ICML 2024) for all targets at once, leave-one-out.
+"""RMIA (Zarifzadeh et al., ICML 2024) for all targets at once.
 
 For target model m, example x and a reference point z from a population:
 
@@ -6,9 +6,12 @@ For target model m, example x and a reference point z from a population:
     score_m(x) = fraction of z with LR_m(x, z) >= gamma
 
 where ``p(x | theta)`` is the softmax probability of the true label and ``p(x)`` the average of
-``p(x | theta')`` over reference models theta' (all models but m). Online: all other models.
-Offline (OUT models only): ``p(x) = ((1 + a) * p_OUT(x) + (1 - a)) / 2`` (the paper's linear
-approximation of the IN+OUT average; ``a`` is tuned per dataset, 0.3 is a common value).
+``p(x | theta')`` over reference models theta' (never m itself), chosen by the reference-group
+rule every attack shares (:mod:`jaxsam.attacks._reference`, ``equal_groups``). Online: the IN
+and OUT shadows together (on exact k-of-M masks k - 1 IN and M - k - 1 OUT for every target;
+every other model on independent masks). Offline (OUT shadows only):
+``p(x) = ((1 + a) * p_OUT(x) + (1 - a)) / 2`` (the paper's linear approximation of the IN+OUT
+average; ``a`` is tuned per dataset, 0.3 is a common value).
 With several queries, the per-query ratios ``p(x | theta_m) / p(x)`` are averaged over the A
 queries (our choice, as for LiRA).
 
@@ -26,67 +29,58 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsam.attacks import _reference
 from jaxsam.attacks import signals as _signals
 from jaxsam.attacks._checks import check_logits, check_signal
-from jaxsam.attacks._lira import auto_chunk, over_example_chunks
+from jaxsam.attacks._lira import auto_chunk
 from jaxsam.errors import ConfigError, DataError
 
 Array = Any
 
 
-def _ratio(obs, kin, sum_all, sum_out, n_out, m, online, a):
+def _shadow_sum(obs, family):
+    """Count [B, N] and sum [B, N, A] of each target's shadows in one group, its own value
+    removed: family = (count [J, N], sums [J, N, A], pick [B, N], inside [B, N])."""
+    count, sums, pick, inside = family
+    cols = jnp.arange(count.shape[1])[None, :]
+    r = inside.astype(obs.dtype)
+    return count[pick, cols] - r, sums[pick, cols] - r[..., None] * obs
+
+
+def _ratio(obs, families, online, a):
+    """p(x | theta_m) / p(x) averaged over queries [B, N]: obs [B, N, A]; families: the OUT
+    group's (and online the IN group's) candidate sums and the targets' picks."""
+    n_out, s_out = _shadow_sum(obs, families["out"])
     if online:
-        ref = (sum_all[None] - obs) / (m - 1)
+        n_in, s_in = _shadow_sum(obs, families["in"])
+        ref = (s_in + s_out) / jnp.maximum(n_in + n_out, 1.0)[..., None]
     else:
-        r = (~kin).astype(obs.dtype)
-        n1 = n_out[None] - r
-        mean_out = (sum_out[None] - r[..., None] * obs) / jnp.maximum(n1, 1.0)[..., None]
-        # No OUT shadow for an example: fall back to the target's mean OUT probability.
-        has = (n1 > 0)[..., None]
-        gmean = (
-            jnp.sum(jnp.where(has, mean_out * n1[..., None], 0.0), axis=1)
-            / jnp.maximum(jnp.sum(n1, axis=1), 1.0)[:, None]
-        )
+        mean_out = s_out / jnp.maximum(n_out, 1.0)[..., None]
+        # No OUT shadow for an example (only with equal_groups=False): fall back to the
+        # target's mean OUT probability.
+        has = (n_out > 0)[..., None]
+        total = jnp.maximum(jnp.sum(n_out, axis=1), 1.0)[:, None]
+        gmean = jnp.sum(jnp.where(has, s_out, 0.0), axis=1) / total
         mean_out = jnp.where(has, mean_out, gmean[:, None, :])
         ref = 0.5 * ((1.0 + a) * mean_out + (1.0 - a))
     return jnp.mean(obs / jnp.maximum(ref, 1e-30), axis=-1)
 
 
+def _external_ratio(pobs, psum, m, online, a):
+    """The ratio of external points [B, Z] (no model trained on them): every other model is an
+    OUT reference. pobs [B, Z, A]; psum [Z, A], the sum over all M models."""
+    mean = (psum[None] - pobs) / (m - 1)
+    ref = mean if online else 0.5 * ((1.0 + a) * mean + (1.0 - a))
+    return jnp.mean(pobs / jnp.maximum(ref, 1e-30), axis=-1)
+
+
 @functools.partial(jax.jit, static_argnames=("m", "online", "has_pop_prob"))
-def _score_chunk(
-    obs, kin, sum_all, sum_out, n_out, pop_idx, pobs, psum, *, m, online, a, gamma, has_pop_prob
-):
-    rx = _ratio(obs, kin, sum_all, sum_out, n_out, m, online, a)  # [B, N]
-    if has_pop_prob:
-        # External points: every model is OUT for them.
-        rz = _ratio(
-            pobs,
-            jnp.zeros(pobs.shape[:2], bool),
-            psum,
-            psum,
-            jnp.full(pobs.shape[1], float(m)),
-            m,
-            online,
-            a,
-        )
-    else:
-        rz = rx[:, pop_idx]
+def _score_chunk(obs, families, pop_idx, pobs, psum, *, m, online, a, gamma, has_pop_prob):
+    rx = _ratio(obs, families, online, a)  # [B, N]
+    rz = _external_ratio(pobs, psum, m, online, a) if has_pop_prob else rx[:, pop_idx]
     rz = jnp.sort(rz, axis=1)
     count = jax.vmap(lambda s, q: jnp.searchsorted(s, q, side="right"))(rz, rx / gamma)
     return count.astype(jnp.float32) / rz.shape[1]
-
-
-@jax.jit
-def _sums_chunk(prob: jax.Array, keep: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Sums over models of one chunk of examples: prob [M, n, A], keep [M, n] -> [n, A] x 2, [n]."""
-    x = jnp.transpose(prob, (1, 2, 0))  # [n, A, M]: the model axis contiguous for the reduction
-    out = (~keep).T.astype(prob.dtype)[:, None, :]  # [n, 1, M]
-    return jnp.sum(x, axis=-1), jnp.sum(out * x, axis=-1), jnp.sum(out[:, 0], axis=-1)
-
-
-def _model_sums(prob: np.ndarray, keep: np.ndarray, chunk_examples: int | None = None):
-    """sum over all models, sum over OUT models [N, A] and OUT count [N], a chunk at a time."""
-    return over_example_chunks(_sums_chunk, prob, keep, chunk_examples)
 
 
 def rmia_from_signal(
@@ -98,6 +92,7 @@ def rmia_from_signal(
     gamma: float = 1.0,
     population: Array | None = None,
     population_prob: Array | None = None,
+    equal_groups: str | bool = "auto",
     chunk_size: int | None = None,
 ) -> np.ndarray:
     """RMIA scores from true-label probabilities.
@@ -105,16 +100,25 @@ def rmia_from_signal(
     Args:
       prob: float [M, N, A], p(x | theta_m) = softmax probability of the true label.
       keep: bool [M, N].
-      online: reference p(x) from all other models; False: offline from OUT models with ``a``.
+      online: reference p(x) from the IN and OUT shadows together; False: offline from the OUT
+        shadows with ``a``.
       a: offline interpolation parameter in [0, 1] (ignored online).
       gamma: likelihood-ratio threshold (>= 1 in the paper; 1 by default).
       population: int indices into N of the pool points used as z (default: all N).
       population_prob: float [M, Z, A] probabilities of external points (no model trained on
         them) used as z instead.
+      equal_groups: the reference-group rule (:mod:`jaxsam.attacks._reference`): ``"auto"``
+        (default: from the masks), True (each target's IN and OUT shadows cut to sizes that do
+        not depend on its membership: k - 1 and M - k - 1 with exact k-of-M masks) or False
+        (every other model).
       chunk_size: targets per jitted call.
 
     Returns:
       numpy float32 [M, N] in [0, 1]: the fraction of z that x dominates; higher = member.
+
+    Raises:
+      TooFewModelsError: a target has no shadow (offline: no OUT shadow) at some example, not
+        with ``equal_groups=False``; the message names the smallest M that works.
     """
     prob, keep = check_signal(prob, keep)
     m, n, na = prob.shape
@@ -125,7 +129,20 @@ def rmia_from_signal(
     pop_idx = np.arange(n) if population is None else np.asarray(population, np.int64)
     if pop_idx.ndim != 1 or pop_idx.size == 0 or pop_idx.min() < 0 or pop_idx.max() >= n:
         raise DataError(f"population must be non-empty indices into N={n}; pass e.g. np.arange(N)")
-    sum_all, sum_out, n_out = _model_sums(prob, keep)
+    rule = _reference.resolve(equal_groups, keep)
+    groups = ("in", "out") if online else ("out",)
+    sets = {g: rule.sets(keep, g) for g in groups}
+    what = f"RMIA ({'online' if online else 'offline'})"
+    _reference.check_sizes(keep, sets, rule, what, {"any": 1} if online else {"out": 1})
+    # One pass over the signal for the candidate sets of every group.
+    count, total = _reference.candidate_sums(
+        prob, np.concatenate([st.masks for st in sets.values()])
+    )
+    sums, j = {}, 0
+    for g, st in sets.items():
+        sl = slice(j, j + st.masks.shape[0])
+        sums[g] = (jnp.asarray(count[sl], jnp.float32), jnp.asarray(total[sl], jnp.float32))
+        j = sl.stop
     has_pp = population_prob is not None
     if has_pp:
         pp = np.asarray(population_prob, np.float32)
@@ -137,13 +154,14 @@ def rmia_from_signal(
     out = np.empty((m, n), np.float32)
     for s0 in range(0, m, step):
         sl = slice(s0, s0 + step)
+        families = {
+            g: (*sums[g], jnp.asarray(st.pick[sl]), jnp.asarray(st.inside[sl]))
+            for g, st in sets.items()
+        }
         out[sl] = np.asarray(
             _score_chunk(
                 jnp.asarray(prob[sl]),
-                jnp.asarray(keep[sl]),
-                sum_all,
-                sum_out,
-                n_out,
+                families,
                 jnp.asarray(pop_idx),
                 pp[sl] if has_pp else None,
                 psum if has_pp else None,

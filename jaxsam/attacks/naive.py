@@ -87,3 +87,50 @@ def rmia_one_target(prob: np.ndarray, target: int, gamma: float = 1.0) -> np.nda
     ratio = (prob[target] / prob[others].mean(0)).mean(-1)
     rz = np.sort(ratio)
     return np.searchsorted(rz, ratio / gamma, side="right") / rz.size
+
+
+def shadows_one_target(keep: np.ndarray, target: int, group: str, cut: bool) -> np.ndarray:
+    """Target ``target``'s shadows of ``group`` (``"in"``/``"out"``): bool [M, N], never itself.
+
+    Leave-one-out (``cut=False``): every other model of the group. Cut: at every example the
+    first ``t`` of them in model order, ``t`` their smallest number over the examples.
+    """
+    member = np.asarray(keep, bool) if group == "in" else ~np.asarray(keep, bool)
+    others = member & (np.arange(member.shape[0]) != target)[:, None]
+    if not cut:
+        return others
+    return others & (np.cumsum(others, axis=0) <= others.sum(0).min())
+
+
+def rmia_general_one_target(
+    prob: np.ndarray,
+    keep: np.ndarray,
+    target: int,
+    *,
+    online: bool = True,
+    cut: bool = False,
+    a: float = 0.3,
+    gamma: float = 1.0,
+    population: np.ndarray | None = None,
+) -> np.ndarray:
+    """RMIA scores [N] for one target with IN+OUT (online) or OUT (offline) shadows chosen as
+    :func:`shadows_one_target` does, the pool points ``population`` (default all) as z."""
+    prob = np.asarray(prob, np.float64)
+    w = shadows_one_target(keep, target, "out", cut)
+    if online:
+        w = w | shadows_one_target(keep, target, "in", cut)
+    mean = (prob * w[..., None]).sum(0) / w.sum(0)[:, None]
+    ref = mean if online else 0.5 * ((1 + a) * mean + (1 - a))
+    ratio = (prob[target] / ref).mean(-1)
+    rz = ratio if population is None else ratio[population]
+    return (rz[None, :] <= ratio[:, None] / gamma).mean(1)
+
+
+def calibrated_loss_one_target(
+    loss: np.ndarray, keep: np.ndarray, target: int, *, cut: bool = False
+) -> np.ndarray:
+    """Calibrated loss scores [N] for one target: its OUT shadows' mean loss minus its own."""
+    loss = np.asarray(loss, np.float64)
+    w = shadows_one_target(keep, target, "out", cut)
+    ref = (loss * w[..., None]).sum(0) / w.sum(0)[:, None]
+    return (ref - loss[target]).mean(-1)

@@ -7,7 +7,9 @@ members (loss, entropy, modified entropy) are negated, so higher score = member 
 
 The difficulty-calibrated loss attack (Watson et al., ICLR 2022) subtracts each example's mean
 loss under reference models that did not train on it: ``score = mean_OUT_loss(x) - loss_m(x)``.
-Here the references are the other models that have x OUT (leave-one-out).
+Here the references are other models that have x OUT, chosen by the reference-group rule every
+attack shares (:mod:`jaxsam.attacks._reference`): on exact k-of-M masks each target's OUT group
+is cut to M - k - 1 models, whether the target is a member or not.
 
 Every signal comes from :func:`jaxsam.attacks.signals.compute_signals` (log space, float64), so
 the rankings are exact: see the module docstring there.
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxsam.attacks import _reference
 from jaxsam.attacks import signals as _signals
 from jaxsam.attacks._checks import check_keep, check_logits
 
@@ -119,46 +122,60 @@ def modified_entropy_attack(logits, labels, keep=None, *, query: int | None = 0)
 
 
 def calibrated_loss_from_signal(
-    loss: Array, keep: Array, *, chunk_size: int | None = None
+    loss: Array, keep: Array, *, equal_groups: str | bool = "auto", chunk_size: int | None = None
 ) -> np.ndarray:
     """Difficulty-calibrated loss from per-query losses.
 
     Args:
       loss: float [M, N, A] cross-entropy of every model on every example and query.
       keep: bool [M, N].
+      equal_groups: the reference-group rule (:mod:`jaxsam.attacks._reference`): ``"auto"``
+        (default: from the masks), True (each target's OUT group cut to one size, k - 1 fewer
+        than M with exact k-of-M masks) or False (every other OUT model).
+      chunk_size: targets per step (None: about 8M values).
 
     Returns:
-      numpy float32 [M, N]: mean over queries of ``mean_OUT_loss - loss_m``, where the OUT mean
-      excludes model m. Where no other model has x OUT, the target's mean OUT loss over all
-      examples (same query) is used instead. Higher = member.
+      numpy float32 [M, N]: mean over queries of ``mean_OUT_loss - loss_m``, the OUT mean over
+      the target's OUT shadows (never model m itself). Higher = member.
+
+    Raises:
+      TooFewModelsError: a target has no OUT shadow at some example (not with
+        ``equal_groups=False``, where the target's mean OUT loss over all examples, same query,
+        is used there instead); the message names the smallest M that works.
     """
     loss = np.asarray(loss, np.float64)
     m, n, a = loss.shape
     keep = check_keep(keep, m, n)
-    out = ~keep
-    n_out = out.sum(0).astype(np.float64)  # [N]
-    s_out = np.einsum("mn,mna->na", out.astype(np.float64), loss)
+    rule = _reference.resolve(equal_groups, keep)
+    sets = rule.sets(keep, "out")
+    _reference.check_sizes(keep, {"out": sets}, rule, "the calibrated loss attack", {"out": 1})
+    count, sums = _reference.candidate_sums(loss, sets.masks)
     step = chunk_size or max(1, (1 << 23) // (n * a))
     res = np.empty((m, n), np.float32)
     for s0 in range(0, m, step):
-        obs = loss[s0 : s0 + step]
-        r = out[s0 : s0 + step].astype(np.float64)
-        n1 = n_out[None] - r
-        mean = (s_out[None] - r[..., None] * obs) / np.maximum(n1, 1.0)[..., None]
+        sl = slice(s0, s0 + step)
+        obs = loss[sl]
+        n1, s1 = _reference.target_sums(obs, count, sums, sets, sl)
+        mean = s1 / np.maximum(n1, 1.0)[..., None]
         has = (n1 > 0)[..., None]
-        gmean = (np.where(has, mean, 0.0) * n1[..., None]).sum(1) / np.maximum(n1.sum(1), 1.0)[
-            :, None
-        ]
+        gmean = np.where(has, s1, 0.0).sum(1) / np.maximum(n1.sum(1), 1.0)[:, None]
         mean = np.where(has, mean, gmean[:, None, :])
-        res[s0 : s0 + step] = (mean - obs).mean(-1)
+        res[sl] = (mean - obs).mean(-1)
     return res
 
 
 def calibrated_loss_attack(
-    logits: Array, labels: Array, keep: Array, *, chunk_size: int | None = None
+    logits: Array,
+    labels: Array,
+    keep: Array,
+    *,
+    equal_groups: str | bool = "auto",
+    chunk_size: int | None = None,
 ) -> np.ndarray:
-    """Watson et al. (2022) difficulty-calibrated loss, leave-one-out: scores [M, N], higher =
-    member. logits float [M, N, A, C], labels int [N], keep bool [M, N]."""
+    """Watson et al. (2022) difficulty-calibrated loss: scores [M, N], higher = member.
+
+    logits float [M, N, A, C], labels int [N], keep bool [M, N]; ``equal_groups`` is the
+    reference-group rule (see :func:`calibrated_loss_from_signal`)."""
     check_logits(logits, labels, keep)
     sig = _signals.compute_signals(["loss"], logits, labels)["loss"]
-    return calibrated_loss_from_signal(sig, keep, chunk_size=chunk_size)
+    return calibrated_loss_from_signal(sig, keep, equal_groups=equal_groups, chunk_size=chunk_size)

@@ -228,7 +228,7 @@ def real_full_disk(work: Path, cfg_file: Path, ref) -> tuple[bool | None, str]:
 def _in_process_faults(work: Path, ref):
     """(what, ok, resumed) of the faults injected in this process through :mod:`jaxsam.hooks`."""
     from jaxsam.errors import DivergenceError, RunDirError
-    from jaxsam.train import train_and_export as train_loud
+    from jaxsam.pipeline import train_and_export as train_loud
 
     def train_and_export(*args, **kwargs):  # the trainer's own lines (plan, warnings) muted
         with contextlib.redirect_stdout(io.StringIO()):

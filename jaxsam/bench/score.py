@@ -6,7 +6,8 @@ float32 logits (9.2 GB at scale) never sit in memory; the logit-scaled confidenc
 kept. Each attack runs in its own subprocess so that its peak RSS (``ru_maxrss``) is its own;
 the peak includes generating the synthetic logits and the signal array.
 
-Rows: ``signal`` (logits -> logit-scaled confidence, generation excluded), ``lira_online``,
+Rows: ``signal`` (host logits -> logit-scaled confidence through ``signals.compute_signals``, as
+``jaxsam score`` computes it; generation excluded), ``lira_online``,
 ``lira_offline``, ``rmia`` (online, all pool points as population). ``seconds`` is the first
 call (jit compilation included), ``seconds_warm`` a second identical call.
 ``ratio_vs_per_target`` = (per-target NumPy baseline time on ``--baseline-targets`` targets and
@@ -82,10 +83,12 @@ def _signal(m: int, n: int, a: int, c: int, seed: int, chunk: int = 8):
     for s0 in range(0, m, chunk):
         key, sub = jax.random.split(key)
         logits = gen(sub, jnp.asarray(keep[s0 : s0 + chunk], jnp.float32)).block_until_ready()
+        host = np.array(logits)  # what scoring reads: writable logits on the host (not timed)
         t = time.perf_counter()
-        out[s0 : s0 + chunk] = np.asarray(signals.logit_scaled_confidence(logits, labels))
+        got = signals.compute_signals(["logit_scaled_confidence"], host, labels)
+        out[s0 : s0 + chunk] = got["logit_scaled_confidence"]
         spent += time.perf_counter() - t
-        floor += read_pass_seconds(logits)
+        floor += read_pass_seconds(host)
     return out, keep, spent, floor
 
 

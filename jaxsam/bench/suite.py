@@ -250,8 +250,7 @@ def child_epoch(size: dict) -> list[dict]:
     import jax
 
     from jaxsam.bench import train as bench_train
-    from jaxsam.data.masks import make_masks
-    from jaxsam.train.batches import steps_per_epoch
+    from jaxsam.data.masks import make_masks, steps_per_epoch
     from jaxsam.train.setup import make_setup
 
     m = size["models"]

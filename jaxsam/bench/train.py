@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsam.optim import registry as optim_registry
+
 H100_BF16_PEAK = 989e12
 PEAKS = {"H100": H100_BF16_PEAK, "H200": H100_BF16_PEAK}
 EPOCH_MODELS, EPOCH_EXAMPLES = 256, 25_000
@@ -199,7 +201,7 @@ def bench_net(args, net: str, optim: str, pool, fixed_plan=None) -> list[dict]:
             "model": net,
             "width": cfg.model.width,
             "optim": optim,
-            "fused_passes": cfg.optim.runs_fused_passes,
+            "fused_passes": optim_registry.runs_fused_passes(cfg.optim),
             "dtype": args.dtype,
             "strategy": strategy,
             "plan": plan.describe(),

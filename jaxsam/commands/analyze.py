@@ -24,6 +24,22 @@ from pathlib import Path
 from jaxsam import store
 from jaxsam.cli_options import add_no_verify_option
 
+_GROUPS_HELP = """\
+subgroups: the pool examples with a defined memorization score are ranked by it (the
+memorization averaged over the runs when they share a pool). typical = the lowest
+--typical-quantile fraction of them (default 0.5: the bottom half), atypical = the highest
+1 - --atypical-quantile (default 0.9: the top 10%). Memorization is often tied (with 16 models
+it is exactly 0 up to its 0.9 quantile): --ties rank (default) breaks ties by a random order
+drawn from --tie-seed, so each group has exactly its requested size; --ties value keeps ties
+together and refuses a split whose groups are more than 10% off their requested sizes.
+analysis.json's subgroup_rule gives each group's definition, requested and actual size, and
+how many examples share its boundary score; the printed table gives the sizes.
+
+subgroup attack TPR (runs scored by jaxsam score): tpr_at_fpr_within sets the threshold
+inside each subgroup on its own non-members, so the FPR named is the subgroup's (plotted in
+plots/subgroups.png); tpr_at_fpr uses the attack's pooled threshold, and fpr_realised is the
+FPR measured inside the subgroup at it (plotted next to it)."""
+
 
 def add_parser(subparsers) -> None:
     """Adds the ``analyze`` sub-command to an argparse ``subparsers`` object."""
@@ -31,6 +47,8 @@ def add_parser(subparsers) -> None:
         "analyze",
         help="memorization, OUT-variance and subgroup analyses of run directories",
         description=__doc__.split("\n\n")[0],
+        epilog=_GROUPS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (e.g. sgd/ sam/)")
     p.add_argument(
@@ -43,13 +61,24 @@ def add_parser(subparsers) -> None:
         "--typical-quantile",
         type=float,
         default=0.5,
-        help="examples below this memorization quantile count as typical",
+        help="typical = this fraction of the examples, lowest memorization first (default 0.5)",
     )
     p.add_argument(
         "--atypical-quantile",
         type=float,
         default=0.9,
-        help="examples above this memorization quantile count as atypical",
+        help="atypical = the examples ranked above this quantile of memorization (default "
+        "0.9: the top 10%%)",
+    )
+    p.add_argument(
+        "--ties",
+        choices=("rank", "value"),
+        default="rank",
+        help="tied memorization at a group's edge: rank = seeded tie-break, exact sizes; "
+        "value = keep ties together, refuse groups more than 10%% off (default rank)",
+    )
+    p.add_argument(
+        "--tie-seed", type=int, default=0, help="seed of the tie-break order (default 0)"
     )
     p.add_argument(
         "--min-influence", type=float, default=0.0, help="entropy ignores influences <= this"
@@ -58,19 +87,80 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    return v if isinstance(v, str) else f"{v:.4f}"
+
+
+def _size(g: dict) -> str:
+    return f"{g['n']} (asked {g.get('requested_n', g['n'])})"
+
+
+def _tpr_rows(result: dict, names: list[str]) -> list:
+    """Rows of the subgroup TPRs at the first FPR, each way (when the runs have scores)."""
+    subs = [result[n]["subgroups"] for n in names]
+    first = next(
+        (s["all"].get("tpr_at_fpr_within") for s in subs if s["all"].get("tpr_at_fpr_within")), None
+    )
+    if not first:
+        return []
+    key = next(iter(first))
+    pct = f"{100 * float(key):g}%"
+
+    def within(g):
+        def get(s):
+            sub = s["subgroups"][g]
+            t = (sub.get("tpr_at_fpr_within") or {}).get(key)
+            ok = (sub.get("within_supported") or {}).get(key, True)
+            return t if t is None or ok else f"{t:.4f} *"
+
+        return get
+
+    def pooled(g):
+        def get(s):
+            sub = s["subgroups"][g]
+            t = (sub.get("tpr_at_fpr") or {}).get(key)
+            f = (sub.get("fpr_realised") or {}).get(key)
+            if t is None or f is None:
+                return t
+            return f"{t:.4f} @{100 * f:.2g}%"
+
+        return get
+
+    rows = []
+    for g in ("typical", "atypical"):
+        rows.append((f"TPR@{pct} {g}, own thr.", within(g)))
+    for g in ("typical", "atypical"):
+        rows.append((f"TPR {g}, pooled {pct} thr.", pooled(g)))
+    return rows
+
+
 def _print_table(result: dict) -> None:
     names = [k for k in result if not k.startswith("_")]
     rows = [
+        ("examples (typical)", lambda s: _size(s["subgroups"]["typical"])),
+        ("examples (atypical)", lambda s: _size(s["subgroups"]["atypical"])),
         ("mean memorization", lambda s: s["memorization"]["mean"]),
-        ("median OUT variance", lambda s: s["out_variance"]["median"]),
+        ("median OUT var. (recipe scale)", lambda s: s["out_variance"]["median"]),
+        ("OUT var. / IN-OUT gap² (free)", lambda s: s.get("out_variance_relative_to_gap")),
         ("OUT acc (typical)", lambda s: s["subgroups"]["typical"]["accuracy"]["out"]),
         ("OUT acc (atypical)", lambda s: s["subgroups"]["atypical"]["accuracy"]["out"]),
         ("held-out acc", lambda s: s["heldout_accuracy"]),
+        *_tpr_rows(result, names),
     ]
-    print(f"{'':26s}" + "".join(f"{n:>14s}" for n in names))
+    width = max(18, *(len(n) + 2 for n in names))
+    print(f"{'':30s}" + "".join(f"{n:>{width}s}" for n in names))
     for label, get in rows:
         vals = [get(result[n]) for n in names]
-        print(f"{label:26s}" + "".join(f"{'-' if v is None else f'{v:.4f}':>14s}" for v in vals))
+        print(f"{label:30s}" + "".join(f"{_cell(v):>{width}s}" for v in vals))
+    if any(label.startswith("TPR ") for label, _ in rows):
+        print(
+            "own thr.: threshold set inside the subgroup (its FPR is the one named; * fewer "
+            "than one false positive allowed among the subgroup's non-members: the TPR at zero "
+            "false positives); pooled thr.: the attack's pooled threshold, @ the FPR measured "
+            "inside the subgroup"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,6 +179,8 @@ def _analyze(runs: list, out: Path, args: argparse.Namespace) -> int:
         out,
         typical_quantile=args.typical_quantile,
         atypical_quantile=args.atypical_quantile,
+        ties=args.ties,
+        tie_seed=args.tie_seed,
         min_influence=args.min_influence,
     )
     _print_table(result)

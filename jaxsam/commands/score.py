@@ -10,6 +10,9 @@ from pathlib import Path
 
 from jaxsam.cli_options import add_no_verify_option
 
+# --equal-groups word -> the attacks' equal_groups value
+EQUAL_GROUPS = {"auto": "auto", "on": True, "off": False}
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -38,6 +41,14 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="also write RUN/examples.csv (the per-example table of examples.parquet as CSV)",
     )
+    p.add_argument(
+        "--equal-groups",
+        choices=tuple(EQUAL_GROUPS),
+        default="auto",
+        help="reference groups of LiRA, RMIA and calibrated loss: auto (default: cut on exact "
+        "k-of-M masks, leave-one-out on independent ones), on (cut to sizes that do not depend "
+        "on the target's membership), off (leave-one-out); report.json records the rule",
+    )
     add_no_verify_option(p)
     p.set_defaults(func=run)
 
@@ -52,15 +63,16 @@ def run(args: argparse.Namespace) -> int:
         for p in args.runs:
             locks.enter_context(run_lock(p, "score", create=False))
         runs = [load_run(p, verify=not args.no_verify) for p in args.runs]  # check all first
-        return _score_all(runs, attacks, args.bootstrap, args.csv)
+        eg = EQUAL_GROUPS[args.equal_groups]
+        return _score_all(runs, attacks, args.bootstrap, args.csv, eg)
 
 
-def _score_all(runs, attacks, bootstrap, csv=False) -> int:
+def _score_all(runs, attacks, bootstrap, csv=False, equal_groups="auto") -> int:
     from jaxsam.pipeline.score import score_run
     from jaxsam.report import heldout_accuracy, out_accuracy
 
     for r in runs:
-        rep = score_run(r, attacks, bootstrap, write=True, csv=csv)
+        rep = score_run(r, attacks, bootstrap, write=True, csv=csv, equal_groups=equal_groups)
         attack = "lira_online" if "lira_online" in rep["attacks"] else next(iter(rep["attacks"]))
         lo = rep["attacks"][attack]
         held = heldout_accuracy(rep)

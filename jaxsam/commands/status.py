@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxsam.train.waves import status
+    from jaxsam.pipeline.waves import status
 
     st = status(args.run_dir)
     if args.json:

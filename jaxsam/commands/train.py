@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("jaxsam train needs --out RUN (or --resume RUN)")
         cfg = load_config(args.config, args.set)
         if initialize_distributed(args) or args.wave_size:
-            from jaxsam.train.waves import train_study
+            from jaxsam.pipeline.waves import train_study
 
             run = train_study(
                 cfg, args.out, wave_size=args.wave_size, overwrite=args.overwrite, progress=progress

@@ -73,7 +73,7 @@ def _fill(p: argparse.ArgumentParser) -> None:
 
 
 def _train_range(args: argparse.Namespace, num_models: int) -> tuple[int, int]:
-    from jaxsam.train.waves import parse_range, wave_ranges
+    from jaxsam.pipeline.waves import parse_range, wave_ranges
 
     if args.models:
         return parse_range(args.models, num_models)
@@ -92,8 +92,8 @@ def _train_range(args: argparse.Namespace, num_models: int) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jaxsam.pipeline import waves
     from jaxsam.train import distributed as dist
-    from jaxsam.train import waves
 
     progress = False if getattr(args, "no_progress", False) else None
     step = args.wave_command

@@ -228,8 +228,8 @@ def privacy_record(config: Any, keep: np.ndarray) -> dict | None:
     :data:`TAIL_SHARE` of ``delta`` covers the chance that a draw overflows the batch capacity,
     and epsilon is computed at the rest.
     """
+    from jaxsam.data.masks import steps_per_epoch
     from jaxsam.optim import registry
-    from jaxsam.train.batches import steps_per_epoch
 
     d, t = config.optim.dp, config.train
     if not d.enabled:

@@ -113,6 +113,12 @@ def is_sam_family(name: str) -> bool:
     return name in REGISTRY and REGISTRY[name].sam_family
 
 
+def runs_fused_passes(optim: Any) -> bool:
+    """An optimizer config's ``fused_passes`` as it takes effect: plain SGD has one pass and
+    ignores it (``optim``: a :class:`jaxsam.config.OptimConfig`)."""
+    return bool(optim.fused_passes) and is_sam_family(optim.name)
+
+
 def check_args(
     name: str,
     args: Mapping[str, Any],

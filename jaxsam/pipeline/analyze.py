@@ -8,9 +8,12 @@ them), computes :func:`jaxsam.analysis.analyze_run_arrays` per run and writes
 ``subgroups.png`` and, when the runs hold test logits, ``entropy_buckets.png``.
 
 Subgroups (typical / atypical) are defined once, from the memorization averaged over all runs
-that share the same pool, so that SAM and SGD are compared on the same examples. Per-subgroup
+that share the same pool, so that SAM and SGD are compared on the same examples; by rank, ties
+broken by a seeded order (:func:`jaxsam.analysis.split_by_memorization`). Per-subgroup
 attack TPR is reported when a run carries ``[M, N]`` attack scores (a ``.scores`` array, or a
-dict of them where ``lira_online`` is preferred); else it is null.
+dict of them where ``lira_online`` is preferred); else it is null. It is read two ways
+(:func:`jaxsam.analysis.subgroup_tpr_at_fpr`): with the threshold set inside the subgroup, and
+at the pooled threshold next to the FPR measured inside the subgroup.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ def analyze_runs(
     *,
     typical_quantile: float = 0.5,
     atypical_quantile: float = 0.9,
+    ties: str = "rank",
+    tie_seed: int = 0,
     min_influence: float = 0.0,
 ) -> dict:
     """Analyses loaded runs and writes ``out_dir/analysis.json`` and ``out_dir/plots/*.png``.
@@ -90,6 +95,9 @@ def analyze_runs(
         ``.scores`` [M, N] (higher = member), ``.failed_models`` (indices of excluded models,
         dropped from every statistic).
       out_dir: output directory (created).
+      typical_quantile, atypical_quantile, ties, tie_seed: the subgroups
+        (:func:`jaxsam.analysis.split_by_memorization`).
+      min_influence: see :func:`jaxsam.analysis.influence_entropy`.
 
     Returns:
       The dict written to ``analysis.json``: run name -> summary, plus ``"_plots"`` (file names).
@@ -123,6 +131,8 @@ def analyze_runs(
             reference_memorization=ref,
             typical_quantile=typical_quantile,
             atypical_quantile=atypical_quantile,
+            ties=ties,
+            tie_seed=tie_seed,
             min_influence=min_influence,
         )
         summaries[name]["run_dir"] = str(r.path)

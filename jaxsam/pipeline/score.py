@@ -155,7 +155,13 @@ def _with_canary_rows(frame: pd.DataFrame, run: store.Run, cols: np.ndarray) -> 
     return out.reset_index(drop=True)[[*frame.columns, "canary"]]
 
 
-def score_outputs(run: store.Run, attacks: list[str] | None = None, bootstrap: int = 200):
+def score_outputs(
+    run: store.Run,
+    attacks: list[str] | None = None,
+    bootstrap: int = 200,
+    *,
+    equal_groups: str | bool = "auto",
+):
     """Scores ``run`` and builds its report and tables in memory; writes nothing.
 
     Returns a :class:`ScoredRun`. Arguments as :func:`score_run`. A run with canaries is
@@ -165,7 +171,7 @@ def score_outputs(run: store.Run, attacks: list[str] | None = None, bootstrap: i
     """
     full = run
     run, cols = study_view(run)
-    scored = _score_outputs(run, attacks, bootstrap)
+    scored = _score_outputs(run, attacks, bootstrap, equal_groups)
     if cols is None:
         return scored
     for name, s in scored.scores.items():
@@ -181,7 +187,9 @@ def score_outputs(run: store.Run, attacks: list[str] | None = None, bootstrap: i
     return scored
 
 
-def _score_outputs(run: store.Run, attacks: list[str] | None, bootstrap: int) -> ScoredRun:
+def _score_outputs(
+    run: store.Run, attacks: list[str] | None, bootstrap: int, equal_groups: str | bool = "auto"
+) -> ScoredRun:
     """:func:`score_outputs` of a run without canaries (or a :func:`study_view`)."""
     ok = scoring.kept_models(run.failed_models, run.keep.shape[0])
     if ok.sum() < 2:
@@ -197,6 +205,7 @@ def _score_outputs(run: store.Run, attacks: list[str] | None, bootstrap: int) ->
         attacks=attacks,
         bootstrap=bootstrap,
         exclude_models=~ok,
+        equal_groups=equal_groups,
     )
     rep = dict(result.report)
     rep["run"] = run_summary(run)
@@ -236,6 +245,7 @@ def score_run(
     *,
     write: bool = False,
     csv: bool = False,
+    equal_groups: str | bool = "auto",
 ) -> dict:
     """Scores ``run`` (a :class:`jaxsam.store.Run`) and returns the report; writes when asked.
 
@@ -254,8 +264,11 @@ def score_run(
       bootstrap: bootstrap resamples for the confidence intervals (0: none).
       write: publish the report files in the run directory.
       csv: with ``write``, also write ``examples.csv`` (the per-example table as CSV).
+      equal_groups: the reference-group rule of LiRA, RMIA and the calibrated loss: ``"auto"``
+        (default: from the masks), True (cut) or False (leave-one-out); report.json's
+        ``reference_groups`` records it (:func:`jaxsam.scoring.score`).
     """
-    scored = score_outputs(run, attacks, bootstrap)
+    scored = score_outputs(run, attacks, bootstrap, equal_groups=equal_groups)
     if write:
         from jaxsam.pipeline.report_files import report_extras
 

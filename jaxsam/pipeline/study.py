@@ -5,7 +5,7 @@ run, a wave of a study and a reopened study all call it). :func:`finish_study` i
 the trained models' logits become a finished run directory: ``metrics.json`` (the accuracies of
 :func:`accuracy_metrics`, losses, timings) and ``logits/``, then ``COMPLETE``
 (:func:`jaxsam.store.finish_run`). :func:`train_and_export` chains them for a single run;
-:mod:`jaxsam.train.waves` uses the same two for a study trained in waves.
+:mod:`jaxsam.pipeline.waves` uses the same two for a study trained in waves.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ import numpy as np
 
 from jaxsam import metrics as metrics_lib
 from jaxsam import store
-from jaxsam.config import Config, validate
+from jaxsam.config import Config
 from jaxsam.data import canaries as canary_lib
 from jaxsam.data import load_pool, make_masks
 from jaxsam.data.augment import query_names
 from jaxsam.data.pool import Pool
 from jaxsam.errors import RunDirError
 from jaxsam.optim import dp as dp_lib
-from jaxsam.train import preempt, preflight
+from jaxsam.plan import check_config, preflight
+from jaxsam.train import preempt
 from jaxsam.train.loop import export_logits, train_ensemble
 
 
@@ -230,7 +231,7 @@ def train_and_export(
 
     Every check that can fail runs before ``out`` is created or its old run replaced: config,
     data, data/model compatibility, labels, model and optimizer setup, disk space
-    (:func:`jaxsam.train.preflight.check_study`) and what ``out`` holds
+    (:func:`jaxsam.plan.preflight.check_study`) and what ``out`` holds
     (:func:`jaxsam.store.check_run_dir`). With ``overwrite`` the old run is moved aside and
     deleted only once the new run has started (:func:`jaxsam.store.begin_run`). A resume
     rebuilds the masks from the config and checks them, and the pool's inputs, against the
@@ -240,8 +241,9 @@ def train_and_export(
     Holds the run directory's lock (:func:`jaxsam.store.run_lock`) throughout, so a second
     ``train``, ``--resume``, ``--overwrite`` or ``score`` of ``out`` is refused while this runs.
     """
-    config = validate(config)
+    config = check_config(config)
     out = Path(out)
+    store.check_no_other_writer(out)  # before any other advice: a live run is left alone
     if resume and not (out / "config.json").is_file():
         raise RunDirError(f"{out} holds no run to resume; start it with `jaxsam train --out`")
     with preempt.graceful_signals():

@@ -9,6 +9,7 @@ re-exports their names, so ``from jaxsam import store; store.load_run(...)`` is 
 - :mod:`~jaxsam.store.header`: the run header ``run.json`` and ``plan.json``;
 - :mod:`~jaxsam.store.digests`: ``digests.json``;
 - :mod:`~jaxsam.store.rundir`: which directory may take a run (ownership, space);
+- :mod:`~jaxsam.store.disk`: what a run will write and whether the disk takes it;
 - :mod:`~jaxsam.store.lifecycle`: start, resume-check and finish a run;
 - :mod:`~jaxsam.store.reports`: ``jaxsam score``'s and ``jaxsam analyze``'s outputs;
 - :mod:`~jaxsam.store.reader`: the :class:`Run` reader (:func:`load_run`);
@@ -63,6 +64,13 @@ from jaxsam.store.digests import (
     verify_digests,
     write_digests,
 )
+from jaxsam.store.disk import (
+    DiskEstimate,
+    check_disk,
+    check_free_space,
+    dir_bytes,
+    estimate_disk,
+)
 from jaxsam.store.files import (
     move_aside_damaged,
     read_json,
@@ -91,7 +99,7 @@ from jaxsam.store.lifecycle import (
     prepare_run_dir,
     start_run,
 )
-from jaxsam.store.lock import LOCK_FILE, run_lock
+from jaxsam.store.lock import LOCK_FILE, check_no_other_writer, run_lock
 from jaxsam.store.lock import held as lock_held
 from jaxsam.store.masks import load_masks, masks_fingerprint, repair_masks
 from jaxsam.store.reader import Run, is_complete, load_run, read_config
@@ -99,9 +107,7 @@ from jaxsam.store.reports import REPORT_FILES, plots_dir, write_analysis, write_
 from jaxsam.store.rundir import (
     ASIDE_PREFIX,
     OWN_NAMES,
-    check_free_space,
     check_run_dir,
     check_writable,
-    dir_bytes,
     foreign_entries,
 )

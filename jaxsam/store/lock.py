@@ -55,6 +55,57 @@ def held(path: str | Path) -> bool:
     return str(Path(path).resolve()) in _held
 
 
+def other_writer(path: str | Path) -> str | None:
+    """Who else holds the lock of directory ``path`` (pid, host, command, since when), or None.
+
+    None when no process does, when this process does (the lock is re-entrant), or when
+    ``path`` has no lock file. Takes nothing: a shared ``flock`` probe released at once (a
+    writer that meets the probe retries, see :func:`run_lock`).
+    """
+    path = Path(path)
+    lock = path / LOCK_FILE
+    if held(path) or not lock.is_file() or lock.is_symlink():
+        return None
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "r") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(f)
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return None
+
+
+def check_no_other_writer(path: str | Path) -> None:
+    """Raises :class:`RunDirError` naming the other process when one is writing ``path``.
+
+    Runs before any other check of a run directory, so a second writer on a live run is told
+    that first, not advised to resume or overwrite a run that is still being written.
+    """
+    holder = other_writer(path)
+    if holder is not None:
+        raise RunDirError(
+            f"another process is writing {path}: {holder} holds its lock; wait for it to "
+            "finish or stop it, then run this command again (or choose another --out)"
+        )
+
+
+def _lock_soon(f, tries: int = 5, wait_s: float = 0.02) -> None:
+    """Exclusive non-blocking ``flock``, retried briefly: an :func:`other_writer` probe holds a
+    shared lock for microseconds, and must not make a writer give up."""
+    for i in range(tries):
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if i == tries - 1:
+                raise
+            time.sleep(wait_s)
+
+
 @contextlib.contextmanager
 def run_lock(path: str | Path, what: str, *, create: bool = True) -> Iterator[Path]:
     """Holds the exclusive lock of directory ``path`` for the block.
@@ -96,7 +147,7 @@ def run_lock(path: str | Path, what: str, *, create: bool = True) -> Iterator[Pa
             "another directory"
         ) from e
     try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock_soon(f)
     except BlockingIOError:
         holder = _holder(f)
         f.close()

@@ -148,9 +148,10 @@ class Run:
 def read_config(path: str | Path) -> config_lib.Config:
     """The run's resolved config, from ``RUN/config.json``.
 
-    ``model.name`` is not checked against the built-in models and a custom model
-    (``package.module:attr``) is not imported: reading or scoring a run needs no model code.
-    Training from this config (resume, waves) imports and checks the model first.
+    Types and ranges are checked (:func:`jaxsam.config.from_dict`); the model and optimizer
+    names are not, and a custom model (``package.module:attr``) is not imported: reading or
+    scoring a run needs no model code. Training from this config (resume, waves) plans it
+    first (:func:`jaxsam.plan.check_config`).
 
     Raises:
       RunDirError: the file is missing, not JSON, or not a valid config.
@@ -158,7 +159,7 @@ def read_config(path: str | Path) -> config_lib.Config:
     path = Path(path)
     try:
         data = read_json(path / "config.json", "config")
-        return config_lib.from_dict(data, known_models=False)
+        return config_lib.from_dict(data)
     except ConfigError as e:
         raise RunDirError(f"{path / 'config.json'} is not a valid config: {e}") from e
 

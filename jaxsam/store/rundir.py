@@ -6,33 +6,44 @@ write (only a jaxsam run is ever replaced) and, without ``overwrite``, one holdi
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from jaxsam import config as config_lib
-from jaxsam import hooks
 from jaxsam.errors import ConfigError, RunDirError, RunExistsError, option
+from jaxsam.optim import registry  # a plain table: loads no jax
 from jaxsam.store.digests import DIGESTED_FILES, DIGESTS
+from jaxsam.store.disk import dir_bytes
 from jaxsam.store.header import COMPLETE, RUN_FORMAT
-from jaxsam.store.lock import LOCK_FILE
+from jaxsam.store.lock import LOCK_FILE, check_no_other_writer
 
 
 def _config_dict(config: config_lib.Config) -> dict:
     return config_lib.to_dict(config)
 
 
+def result_dict(config: config_lib.Config) -> dict:
+    """``to_dict(config)`` without the keys that cannot change a run's results.
+
+    Two configs with equal ``result_dict`` train bitwise the same models: ``train.progress``
+    only draws a bar, and ``optim.rho`` is unused when ``optim.name`` is ``sgd`` (no SAM
+    wrapper). Rerunning into an existing run directory compares these dicts, so ``jaxsam demo
+    --no-progress`` or another ``--rho`` reuses the finished SGD arm instead of refusing it.
+    """
+    data = _config_dict(config)
+    del data["train"]["progress"]
+    if not registry.is_sam_family(config.optim.name):
+        del data["optim"]["rho"]
+    return data
+
+
 def _same_config(existing: Any, config: config_lib.Config) -> bool:
     """Whether a run's stored config.json is ``config``, keys added since taking their defaults.
 
-    Only keys that change results count (:func:`jaxsam.config.result_dict`).
+    Only keys that change results count (:func:`result_dict`).
     """
     try:
-        return config_lib.result_dict(config_lib.from_dict(existing)) == config_lib.result_dict(
-            config
-        )
+        return result_dict(config_lib.from_dict(existing)) == result_dict(config)
     except ConfigError:
         return existing == _config_dict(config)
 
@@ -118,7 +129,9 @@ def foreign_entries(path: str | Path) -> list[str]:
 def check_run_dir(path: str | Path, config: config_lib.Config, *, overwrite: bool = False) -> int:
     """Checks that ``path`` can take a new run of ``config``; touches nothing.
 
-    Refuses a path that is not a directory, a directory holding files jaxsam did not write
+    Refuses, first, a directory another process is writing (naming it, from the lock:
+    :func:`jaxsam.store.lock.check_no_other_writer`); then a path that is not a directory, a
+    directory holding files jaxsam did not write
     (even with ``overwrite``: only a jaxsam run is ever replaced), and, without ``overwrite``, a
     directory that holds a different run, an unfinished run of this config (resume it instead),
     or this finished run.
@@ -136,13 +149,24 @@ def check_run_dir(path: str | Path, config: config_lib.Config, *, overwrite: boo
         raise RunDirError(f"{path} is a broken symbolic link; remove it or choose another --out")
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path} exists and is not a directory; choose another --out")
-    if not path.is_dir() or not any(p.name != LOCK_FILE for p in path.iterdir()):
+    if not path.is_dir():
+        return 0
+    check_no_other_writer(path)  # first: a live run is neither resumed nor replaced
+    if not any(p.name != LOCK_FILE for p in path.iterdir()):
         return 0
     if (path / "config.json").is_file():
         _existing_config(path / "config.json")  # garbage there: named as such, not replaced
     foreign = foreign_entries(path)
     if foreign:
-        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        shown = ", ".join(foreign[:5]) + (
+            f", ... ({len(foreign)} in all)" if len(foreign) > 5 else ""
+        )
+        if _looks_like_run(path):  # a jaxsam run with files added to it (e.g. notes.txt)
+            raise RunDirError(
+                f"{path} holds a jaxsam run and also files jaxsam did not write: {shown}; "
+                "jaxsam only ever replaces what it wrote itself: move those out of "
+                f"{path} yourself, or choose another --out"
+            )
         raise RunDirError(
             f"{path} is not empty and is not a jaxsam run directory (it holds {shown}, which "
             "jaxsam did not write); jaxsam only ever replaces its own runs: choose another "
@@ -175,17 +199,6 @@ def check_run_dir(path: str | Path, config: config_lib.Config, *, overwrite: boo
     )
 
 
-def dir_bytes(path: str | Path) -> int:
-    """Bytes the files under ``path`` occupy on disk (links not followed)."""
-    total = 0
-    for dirpath, _, filenames in os.walk(path):
-        for name in filenames:
-            with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(dirpath, name))
-                total += st.st_blocks * 512
-    return total
-
-
 def _existing_config(path: Path) -> Any:
     """The ``config.json`` found in an output directory, or a RunDirError if it is garbage."""
     try:
@@ -211,22 +224,3 @@ def check_writable(path: Path) -> None:
         raise RunDirError(
             f"cannot write to {path} ({e.strerror}); make it writable or choose another --out"
         ) from e
-
-
-def check_free_space(path: Path, need_bytes: int, what: str) -> None:
-    """Raises :class:`RunDirError` when the disk holding ``path`` has under ``need_bytes`` free.
-
-    Args:
-      path: an existing directory on the disk to check.
-      need_bytes: the estimated bytes the run will still write.
-      what: what those bytes are, for the message.
-    """
-    probe = Path(path)
-    while not probe.exists() and probe != probe.parent:  # the directory may not exist yet
-        probe = probe.parent
-    free = hooks.fire("free_space", shutil.disk_usage(probe).free, path=path)
-    if free < need_bytes:
-        raise RunDirError(
-            f"not enough disk space in {path}: the run needs about {need_bytes / 2**20:.1f} MiB "
-            f"({what}) but {free / 2**20:.1f} MiB are free; free space or choose another --out"
-        )

@@ -2,23 +2,16 @@
 
 Each model m walks through its own training subset ``{i : keep[m, i]}`` in a fresh random order
 every epoch. Subset sizes differ between models (masks fix the per-example count, not the
-per-model one), so an epoch has ``steps_per_epoch = ceil(max_m |subset_m| / B)`` steps and a
+per-model one), so an epoch has ``steps_per_epoch = ceil(max_m |subset_m| / B)`` steps
+(:func:`jaxsam.data.masks.steps_per_epoch`) and a
 model with a smaller subset wraps around to the start of its own order for the last few
 examples of the epoch.
 """
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
-import numpy as np
-
-
-def steps_per_epoch(keep: np.ndarray, batch_size: int) -> int:
-    """``ceil(max_m sum_i keep[m, i] / batch_size)``."""
-    return max(1, math.ceil(int(keep.sum(axis=1).max()) / batch_size))
 
 
 def epoch_order(order_key: jax.Array, keep_row: jax.Array, epoch: jax.Array) -> jax.Array:

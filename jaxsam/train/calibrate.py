@@ -44,6 +44,7 @@ import numpy as np
 from jaxsam.config import Config
 from jaxsam.data.pool import Pool
 from jaxsam.models import CONV_MODELS, with_conv_impl
+from jaxsam.optim import registry
 from jaxsam.train.memory import dp_bytes, step_memory
 from jaxsam.train.setup import TrainSetup
 from jaxsam.train.state import init_ensemble, model_keys
@@ -218,7 +219,7 @@ def time_plan_parts(
 def _optimizer_key(config: Config) -> str:
     """The optimizer part of a table key; the defaults (``sgd`` base, no DP) keep old keys."""
     o = config.optim
-    key = o.name + ("+fused" if o.runs_fused_passes else "")
+    key = o.name + ("+fused" if registry.runs_fused_passes(o) else "")
     if o.base != "sgd":
         key += f"@{o.base}"
     if o.dp.enabled:  # per-example gradients: another step entirely

@@ -6,7 +6,7 @@ own local devices. Models are independent, so training needs no cross-host commu
 all; the only collective is the orbax save of the wave's logits as one global ``jax.Array``
 sharded over a ``'model'`` mesh axis (one device per process), which every process joins and
 in which each process writes its own shard. The run directory therefore looks exactly like
-a single-host run once :func:`jaxsam.train.waves.finalize` has assembled it.
+a single-host run once :func:`jaxsam.pipeline.waves.finalize` has assembled it.
 
 Multi-host start sits behind a flag (big_vision style): :func:`maybe_initialize_distributed`
 with ``flag=True`` (the CLI's ``--distributed``, see :mod:`jaxsam.cli_options`) or the

@@ -21,7 +21,7 @@ from jaxsam.config import Config
 from jaxsam.data.pool import Pool
 from jaxsam.errors import ConfigError, DivergenceError, RunDirError
 from jaxsam.store import checkpoints as ckpt_lib
-from jaxsam.train import preempt, preflight
+from jaxsam.train import preempt
 from jaxsam.train.calibrate import announce_plan, apply_plan, resolve_plan
 from jaxsam.train.logits import compute_logits, make_logits_fn
 from jaxsam.train.setup import TrainSetup, make_setup
@@ -118,14 +118,14 @@ def _check_disk(
 ) -> None:
     """Fails before training when the disk cannot hold the checkpoints and the logits.
 
-    The estimate is :func:`jaxsam.train.preflight.estimate_disk`'s, less what the run's
+    The estimate is :func:`jaxsam.store.estimate_disk`'s, less what the run's
     checkpoints already occupy (a resumed run).
     """
-    estimate = preflight.estimate_disk(
+    estimate = store.estimate_disk(
         config, pool, num_models, -(-ckpt_lib.state_nbytes(state) // num_models), masks=False
     )
     present = store.dir_bytes(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else 0
-    preflight.check_disk(run_dir, estimate, present=present)
+    store.check_disk(run_dir, estimate, present=present)
 
 
 def _execution_plan(

@@ -12,10 +12,11 @@ import optax
 
 from jaxsam.config import Config
 from jaxsam.data.augment import resolve_train_augment
+from jaxsam.data.masks import steps_per_epoch
 from jaxsam.data.pool import Pool
 from jaxsam.models import custom, is_conv_net, make_model
+from jaxsam.optim import registry
 from jaxsam.optim.factory import from_config
-from jaxsam.train.batches import steps_per_epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +69,6 @@ def make_dp_plan(config: Config, pool_size: int, total_steps: int):
     most ``N``), so that every wave or host of a study gets the same capacity.
     """
     from jaxsam.optim import dp as dp_lib
-    from jaxsam.optim import registry
 
     d, b = config.optim.dp, config.train.batch_size
     if not d.enabled:
@@ -136,7 +136,7 @@ def make_setup(config: Config, pool: Pool, keep: np.ndarray, spe: int | None = N
     conv = is_conv_net(m.name, model, tuple(pool.input_shape))
     import jax
 
-    if o.runs_fused_passes and conv and jax.default_backend() == "cpu":
+    if registry.runs_fused_passes(o) and conv and jax.default_backend() == "cpu":
         warnings.warn(
             "optim.fused_passes=true runs both SAM passes in one loop body, where XLA:CPU "
             f"executes {m.name}'s convolutions several times slower (docs/sam.md); unless "
@@ -152,7 +152,7 @@ def make_setup(config: Config, pool: Pool, keep: np.ndarray, spe: int | None = N
         augment=resolve_train_augment(config.data.train_augment, pool.kind, pool.dataset),
         has_batch_norm=has_bn,
         conv_net=conv,
-        fused_passes=o.runs_fused_passes,
+        fused_passes=registry.runs_fused_passes(o),
         label_smoothing=float(config.train.label_smoothing),
         dp=make_dp_plan(config, pool.size, total),
     )

@@ -129,7 +129,7 @@ class MemoryPlan:
         return max(0, int(usable // self.bytes_per_model))
 
 
-def _pool_shapes(config: Config) -> Pool:
+def pool_shapes(config: Config) -> Pool:
     """The pool as the trainer sees it, without loading data where the dataset is known.
 
     For a dataset in :data:`KNOWN_DATASETS` (pool from its train split) the arrays are
@@ -168,7 +168,7 @@ def _pool_shapes(config: Config) -> Pool:
 
 def _steps_per_epoch(config: Config, n: int) -> int:
     from jaxsam.data import canaries, make_masks
-    from jaxsam.train.batches import steps_per_epoch
+    from jaxsam.data.masks import steps_per_epoch
 
     m, b, p = config.masks.models, config.train.batch_size, config.masks.pkeep
     if m * n <= 20_000_000:  # exact: the masks are cheap to draw (with the run's canaries)
@@ -192,7 +192,7 @@ def memory_plan(config: Config, *, activations: bool = True) -> MemoryPlan:
     from jaxsam.train.memory import dp_bytes, step_memory, tree_bytes, tree_size
     from jaxsam.train.setup import make_setup
 
-    pool = _pool_shapes(config)
+    pool = pool_shapes(config)
     n, t = pool.size, config.train
     spe = _steps_per_epoch(config, n)
     if config.audit.enabled and config.audit.kind != "mislabel":

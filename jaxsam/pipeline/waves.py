@@ -31,14 +31,14 @@ import numpy as np
 
 from jaxsam import store
 from jaxsam.config import Config
+from jaxsam.data.masks import steps_per_epoch
 from jaxsam.data.pool import Pool
 from jaxsam.errors import ConfigError, RunDirError
 from jaxsam.pipeline.study import build_study, finish_study, study_header
+from jaxsam.plan import preflight
 from jaxsam.store import waves as wave_store
 from jaxsam.store.waves import WAVES_DIR, done_waves, wave_name
 from jaxsam.train import distributed as dist
-from jaxsam.train import preflight
-from jaxsam.train.batches import steps_per_epoch
 
 
 def parse_range(text: str, num_models: int) -> tuple[int, int]:
@@ -87,7 +87,7 @@ def init_study(
 
     Every check (data, compatibility, labels, setup, disk for waves of ``wave_size`` models,
     default 64) runs before ``out`` is created or its old run replaced
-    (:func:`jaxsam.train.preflight.check_study`, :func:`jaxsam.store.begin_run`).
+    (:func:`jaxsam.plan.preflight.check_study`, :func:`jaxsam.store.begin_run`).
     """
     out = Path(out)
     pool, keep = build_study(config)

@@ -1,0 +1,27 @@
+"""The plan step: a config checked and resolved before anything runs or is written.
+
+- :mod:`~jaxsam.plan.checks`: the config checks that need the optimizer registry or the model
+  code (:func:`check_config`), and the config against the loaded pool
+  (:func:`check_compatible`);
+- :mod:`~jaxsam.plan.memory`: memory per model and example, models per device, time
+  (``jaxsam plan``; CPU only, known datasets not loaded);
+- :mod:`~jaxsam.plan.preflight`: every check before a run directory is created or replaced.
+
+This module only re-exports.
+"""
+
+# ruff: noqa: F401 - this module only re-exports
+from jaxsam.plan.checks import check_compatible, check_config
+from jaxsam.plan.memory import (
+    KNOWN_DATASETS,
+    KNOWN_DEVICES,
+    NO_TABLE,
+    GiB,
+    MemoryPlan,
+    device_table,
+    human_bytes,
+    human_seconds,
+    memory_plan,
+    pool_shapes,
+    time_estimates,
+)
