@@ -172,7 +172,7 @@ def _steps_per_epoch(config: Config, n: int) -> int:
 
     m, b, p = config.masks.models, config.train.batch_size, config.masks.pkeep
     if m * n <= 20_000_000:  # exact: the masks are cheap to draw
-        return steps_per_epoch(make_masks(m, n, p, config.masks.seed), b)
+        return steps_per_epoch(make_masks(m, n, p, config.masks.seed, config.masks.design), b)
     # The largest of M subset sizes ~ N p + 3 sd (hypergeometric-like spread).
     biggest = n * p + 3.0 * math.sqrt(n * p * (1 - p))
     return max(1, math.ceil(min(n, biggest) / b))
