@@ -230,6 +230,17 @@ def plot_subgroup_bars(summaries: Mapping[str, dict], path: str | Path) -> Path:
             lambda g: (g.get("tpr_at_fpr_within") or {}).get(key),
             f"attack TPR at FPR {pct}\n(threshold set inside each subgroup)",
         )
+        # Hatched: the subgroup's non-members allow fewer than one false positive at that FPR.
+        hatched = False
+        for container, s in zip(axes[0, 1].containers, summaries.values(), strict=True):
+            for patch, g in zip(container.patches, SUBGROUPS, strict=True):
+                if not (s["subgroups"][g].get("within_supported") or {}).get(key, True):
+                    patch.set_hatch("//")
+                    hatched = True
+        if hatched:
+            axes[0, 1].set_title(
+                f"hatched: < 1 false positive allowed at {pct} (TPR at zero FP)", fontsize=8
+            )
         bars(
             axes[0, 2],
             lambda g: (g.get("fpr_realised") or {}).get(key),

@@ -297,6 +297,8 @@ def test_analyze_command_uses_store(tmp_path, monkeypatch, capsys):
     assert "examples (typical)" in out and "30 (asked 30)" in out
     assert "TPR@1% atypical, own thr." in out and "pooled 1% thr." in out
     assert "threshold set inside the subgroup" in out
+    atyp = next(ln for ln in out.splitlines() if ln.startswith("TPR@1% atypical, own thr."))
+    assert atyp.rstrip().endswith("*") and "* fewer than one false positive" in out
     text = parser._subparsers._group_actions[0].choices["analyze"].format_help()
     assert "--ties" in text and "seeded" in text and "lowest" in text
     assert "FPR measured inside the subgroup" in " ".join(text.split())
@@ -314,6 +316,9 @@ def test_subgroup_plot_axes_say_where_the_threshold_is(tmp_path, monkeypatch):
     labels = [ax.get_ylabel() for ax in fig.axes]
     assert "threshold set inside each subgroup" in labels[1] and "FPR 1%" in labels[1]
     assert "FPR measured inside each subgroup" in labels[2]
+    # atypical: 6 examples x 8 OUT models = 48 non-member pairs, < 1 false positive at 1%
+    hatched = [p for p in fig.axes[1].patches if p.get_hatch() == "//"]
+    assert len(hatched) == 1 and "zero FP" in fig.axes[1].get_title()
     ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert ticks[1] == "typical\n(n = 30)" and ticks[2] == "atypical\n(n = 6)"
 

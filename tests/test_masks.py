@@ -47,7 +47,7 @@ def test_bernoulli_design_is_independent_and_seeded():
 
 def test_config_names_the_design_and_the_study_uses_it():
     from jaxsam import config as config_lib
-    from jaxsam.pipeline.study import build_study, study_header
+    from jaxsam.plan.study import build_study, study_header
 
     from .conftest import tiny_config
 

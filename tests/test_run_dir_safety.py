@@ -194,14 +194,9 @@ def test_too_little_disk_fails_before_the_run_directory_exists(tmp_path):
 
 
 def test_disk_estimate_covers_what_a_run_writes(ref):
-    from jaxsam.pipeline.study import build_study
-    from jaxsam.plan import preflight
-    from jaxsam.train.setup import make_setup
+    from jaxsam.plan import make_plan
 
-    cfg = runs.tiny_config()
-    pool, keep = build_study(cfg)
-    setup = make_setup(cfg, pool, keep)
-    est = preflight.estimate_disk(cfg, pool, 4, preflight.state_bytes_per_model(setup, pool))
+    est = make_plan(runs.tiny_config()).disk  # the estimate the plan step checks
     one_ckpt = max(store.dir_bytes(p) for p in (ref.path / "checkpoints").iterdir())
     written = store.dir_bytes(ref.path) + ckpt_lib.KEEP_CHECKPOINTS * one_ckpt  # at the peak
     assert est.total >= written

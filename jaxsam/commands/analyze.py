@@ -109,7 +109,13 @@ def _tpr_rows(result: dict, names: list[str]) -> list:
     pct = f"{100 * float(key):g}%"
 
     def within(g):
-        return lambda s: (s["subgroups"][g].get("tpr_at_fpr_within") or {}).get(key)
+        def get(s):
+            sub = s["subgroups"][g]
+            t = (sub.get("tpr_at_fpr_within") or {}).get(key)
+            ok = (sub.get("within_supported") or {}).get(key, True)
+            return t if t is None or ok else f"{t:.4f} *"
+
+        return get
 
     def pooled(g):
         def get(s):
@@ -150,8 +156,10 @@ def _print_table(result: dict) -> None:
         print(f"{label:30s}" + "".join(f"{_cell(v):>{width}s}" for v in vals))
     if any(label.startswith("TPR ") for label, _ in rows):
         print(
-            "own thr.: threshold set inside the subgroup (its FPR is the one named); pooled "
-            "thr.: the attack's pooled threshold, @ the FPR measured inside the subgroup"
+            "own thr.: threshold set inside the subgroup (its FPR is the one named; * fewer "
+            "than one false positive allowed among the subgroup's non-members: the TPR at zero "
+            "false positives); pooled thr.: the attack's pooled threshold, @ the FPR measured "
+            "inside the subgroup"
         )
 
 

@@ -332,9 +332,7 @@ def imported_config(keep: np.ndarray, test_size: int) -> config_lib.Config:
             test_split="test" if test_size else None,
             test_size=int(test_size) if test_size else None,
         ),
-        masks=config_lib.MaskConfig(
-            models=int(m), pkeep=float(keep.mean()), seed=0, design=design
-        ),
+        masks=config_lib.MaskConfig(models=int(m), pkeep=float(keep.mean()), seed=0, design=design),
     )
     return config_lib.validate(cfg)
 

@@ -1,11 +1,13 @@
-"""Config -> pool and masks -> trained models -> logits and metrics in a run directory.
+"""A study plan -> trained models -> logits and metrics in a run directory.
 
-:func:`build_study` is the one place a config becomes its pool and membership masks (a single
-run, a wave of a study and a reopened study all call it). :func:`finish_study` is the one place
-the trained models' logits become a finished run directory: ``metrics.json`` (the accuracies of
+:func:`train_and_export` is the one driver of a single run: it makes the study's plan
+(:func:`jaxsam.plan.make_plan`: every check, nothing written), starts the run
+(:func:`start_study`), trains (:func:`jaxsam.train.train_ensemble`) and writes the logits
+(:func:`export_study`). :func:`finish_study` is the one place the trained models' logits
+become a finished run directory: ``metrics.json`` (the accuracies of
 :func:`accuracy_metrics`, losses, timings) and ``logits/``, then ``COMPLETE``
-(:func:`jaxsam.store.finish_run`). :func:`train_and_export` chains them for a single run;
-:mod:`jaxsam.pipeline.waves` uses the same two for a study trained in waves.
+(:func:`jaxsam.store.finish_run`); :mod:`jaxsam.pipeline.waves` executes the same plan and
+uses the same two for a study trained in waves.
 """
 
 from __future__ import annotations
@@ -19,71 +21,10 @@ from jaxsam import metrics as metrics_lib
 from jaxsam import store
 from jaxsam.config import Config
 from jaxsam.data import canaries as canary_lib
-from jaxsam.data import load_pool, make_masks
 from jaxsam.data.augment import query_names
-from jaxsam.data.pool import Pool
-from jaxsam.errors import RunDirError
-from jaxsam.optim import dp as dp_lib
-from jaxsam.plan import check_config, preflight
+from jaxsam.plan.study import StudyPlan, build_study, make_plan, study_header  # noqa: F401
 from jaxsam.train import preempt
 from jaxsam.train.loop import export_logits, train_ensemble
-
-
-def build_study(config: Config) -> tuple[Pool, np.ndarray]:
-    """The pool and the membership masks ``config`` describes.
-
-    Both are pure functions of the config (``data.*`` and ``masks.*``), so any process can
-    rebuild them and check them against a run's fingerprint. Every training path (train,
-    resume, wave init / train) starts here, so a custom model (``model.name =
-    "package.module:attr"``) is imported and checked here too, before anything is written
-    (:func:`jaxsam.train.setup.build_model`).
-
-    Returns:
-      ``(pool, keep)``: the :class:`~jaxsam.data.pool.Pool` and bool ``[M, N]`` masks,
-      ``keep[m, i]`` True when model ``m`` trains on pool example ``i``.
-
-    Raises:
-      ConfigError: the custom model cannot be imported or is not a Module factory.
-    """
-    from jaxsam.models import custom
-
-    if custom.is_import_path(config.model.name):
-        custom.load_factory(config.model.name)  # fail fast, before loading the data
-    pool = load_pool(config.data)
-    mc = config.masks
-    keep = make_masks(mc.models, pool.size, mc.pkeep, mc.seed, design=mc.design)
-    if config.audit.enabled:  # canaries (docs/audit.md); other columns keep these masks
-        pool = canary_lib.add_canaries(pool, config.audit)
-        keep = canary_lib.audit_masks(keep, config.audit)
-    if custom.is_import_path(config.model.name):
-        from jaxsam.train.setup import build_model
-
-        build_model(config, pool)
-    return pool, keep
-
-
-def mask_design_header(config: Config) -> dict:
-    """run.json's ``"mask_design"`` of a trained run: ``{"design", "pkeep", "source":
-    "config"}`` from ``masks.*`` (an imported run records what the masks show instead,
-    :func:`jaxsam.pipeline.import_logits.detected_design`)."""
-    m = config.masks
-    return {"design": m.design, "pkeep": float(m.pkeep), "source": "config"}
-
-
-def study_header(config: Config, keep: np.ndarray) -> dict:
-    """The run-header fields a study adds to run.json: the mask design (``"mask_design"``,
-    :func:`mask_design_header`), the DP guarantee (``"dp"``,
-    :func:`jaxsam.optim.dp.header_fields`) and the canaries and targets of an audited run
-    (``"audit"``, :func:`jaxsam.data.canaries.header_fields`).
-
-    Raises:
-      ConfigError: a DP run and the DP libraries are missing (before anything is written).
-    """
-    return {
-        "mask_design": mask_design_header(config),
-        **dp_lib.header_fields(config, keep),
-        **canary_lib.header_fields(config, keep),
-    }
 
 
 def accuracy_metrics(
@@ -225,8 +166,11 @@ def train_and_export(
 ) -> store.Run:
     """The whole expensive part: pool, masks, training, logits, into run directory ``out``.
 
+    Reads top to bottom: plan the study (every check, nothing written), take the run
+    directory's lock, start (or continue) the run, train the models, write their logits.
+
     Args:
-      config: the run config (validated here).
+      config: the run config (checked by the plan step).
       out: the run directory to create (or, with ``resume``, to continue).
       overwrite: replace a run already in ``out``.
       resume: continue the unfinished run in ``out`` from its newest intact checkpoint.
@@ -243,82 +187,77 @@ def train_and_export(
       Interrupted: SIGTERM or SIGINT arrived (:mod:`jaxsam.train.preempt`); during training a
         checkpoint of the current call is written first, and the message says how to resume.
 
-    Every check that can fail runs before ``out`` is created or its old run replaced: config,
-    data, data/model compatibility, labels, model and optimizer setup, disk space
-    (:func:`jaxsam.plan.preflight.check_study`) and what ``out`` holds
-    (:func:`jaxsam.store.check_run_dir`). With ``overwrite`` the old run is moved aside and
-    deleted only once the new run has started (:func:`jaxsam.store.begin_run`). A resume
-    rebuilds the masks from the config and checks them, and the pool's inputs, against the
-    run's fingerprints (:func:`jaxsam.store.check_resumable`, :func:`jaxsam.store.repair_masks`),
-    and reuses the execution plan stored when training started.
+    Every check that can fail runs in :func:`jaxsam.plan.make_plan`, before ``out`` is created
+    or its old run replaced: config, data, data/model compatibility, labels, model and
+    optimizer setup, DP libraries, disk space and what ``out`` holds. With ``overwrite`` the
+    old run is moved aside and deleted only once the new run has started
+    (:func:`jaxsam.store.begin_run`). A resume rebuilds the plan from the stored config,
+    checks the masks and the pool's inputs against the run's fingerprints, rebuilds damaged
+    masks (:func:`jaxsam.store.repair_masks`) and reuses the execution plan stored when
+    training started.
 
     Holds the run directory's lock (:func:`jaxsam.store.run_lock`) throughout, so a second
     ``train``, ``--resume``, ``--overwrite`` or ``score`` of ``out`` is refused while this runs.
     """
-    config = check_config(config)
     out = Path(out)
-    store.check_no_other_writer(out)  # before any other advice: a live run is left alone
-    if resume and not (out / "config.json").is_file():
-        raise RunDirError(f"{out} holds no run to resume; start it with `jaxsam train --out`")
     with preempt.graceful_signals():
-        pool, keep = build_study(config)  # data errors: before anything is written
-        if resume:
-            preflight.check_study(config, pool, keep, out, present=_resume_bytes(out))
-        else:
-            freed = store.check_run_dir(out, config, overwrite=overwrite)  # touches nothing
-            preflight.check_study(config, pool, keep, out, freed=freed)
+        plan = make_plan(config, out, mode="resume" if resume else "new", overwrite=overwrite)
         with store.run_lock(out, "train --resume" if resume else "train"):
-            return _train_and_export(config, out, pool, keep, overwrite, resume, progress, desc)
+            start_study(plan, overwrite=overwrite)
+            result = train_ensemble(
+                plan.config,
+                plan.pool,
+                plan.keep,
+                setup=plan.setup,
+                execution=plan.execution,
+                run_dir=out,
+                resume=resume,
+                progress=progress,
+                desc=desc or f"{plan.config.optim.name} x{plan.num_models}",
+            )
+            preempt.check(
+                f"training is done and its final checkpoint is in {out / 'checkpoints'}; write "
+                f"the logits with `jaxsam train --resume {out}`"
+            )
+            return export_study(plan, result)
 
 
-def _resume_bytes(out: Path) -> int:
-    """Bytes of a run's estimate already on disk: its masks and checkpoints."""
-    return sum(store.dir_bytes(out / d) for d in ("masks", "checkpoints") if (out / d).is_dir())
+def start_study(plan: StudyPlan, *, overwrite: bool = False) -> None:
+    """Writes the start of ``plan``'s run into ``plan.out``: config, masks and header.
 
-
-def _train_and_export(
-    config: Config,
-    out: Path,
-    pool: Pool,
-    keep: np.ndarray,
-    overwrite: bool,
-    resume: bool,
-    progress: bool | None,
-    desc: str | None,
-) -> store.Run:
-    """:func:`train_and_export` under its lock and signal handlers."""
-    header = study_header(config, keep)  # first: a missing DP library stops all writes
-    if resume:
-        if store.check_resumable(out, config, pool.origin(), keep):
-            store.repair_masks(out, keep, pool.ids, pool.y)  # damaged masks: rebuilt
-        else:
-            # Killed while starting: nothing was trained yet, start again in place.
-            store.start_run(out, config, pool.origin(), keep, pool.ids, pool.y, extra=header)
+    A new run replaces the old one under ``overwrite`` (:func:`jaxsam.store.begin_run`). A
+    resumed run rewrites damaged masks (they are a pure function of the config), or, when it
+    was killed while starting, is started again in place.
+    """
+    p, out = plan.pool, plan.out
+    if plan.mode == "resume" and plan.started:
+        store.repair_masks(out, plan.keep, p.ids, p.y)  # damaged masks: rebuilt
+    elif plan.mode == "resume":  # killed while starting: nothing was trained yet
+        store.start_run(out, plan.config, p.origin(), plan.keep, p.ids, p.y, extra=plan.header)
     else:
         store.begin_run(
-            out, config, pool.origin(), keep, pool.ids, pool.y, overwrite=overwrite, extra=header
+            out,
+            plan.config,
+            p.origin(),
+            plan.keep,
+            p.ids,
+            p.y,
+            overwrite=overwrite,
+            extra=plan.header,
         )
-    result = train_ensemble(
-        config,
-        pool,
-        keep,
-        run_dir=out,
-        resume=resume,
-        progress=progress,
-        desc=desc or f"{config.optim.name} x{config.masks.models}",
-    )
-    preempt.check(
-        f"training is done and its final checkpoint is in {out / 'checkpoints'}; write the "
-        f"logits with `jaxsam train --resume {out}`"
-    )
-    pool_logits, test_logits = export_logits(result, pool, config.data.query_augment)
+
+
+def export_study(plan: StudyPlan, result) -> store.Run:
+    """Computes the trained models' logits and finishes ``plan``'s run directory with them."""
+    out, pool = plan.out, plan.pool
+    pool_logits, test_logits = export_logits(result, pool, plan.config.data.query_augment)
     preempt.check(f"the logits are not written yet; write them with `jaxsam train --resume {out}`")
     return finish_study(
         out,
-        config,
+        plan.config,
         logits=pool_logits,
         labels=pool.y,
-        keep=keep,
+        keep=plan.keep,
         test_logits=test_logits,
         test_labels=pool.test_y,
         final_batch_loss=result.losses,

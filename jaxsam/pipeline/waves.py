@@ -21,7 +21,6 @@ subsets would take fewer steps and train differently from a single run).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import time
@@ -31,11 +30,9 @@ import numpy as np
 
 from jaxsam import store
 from jaxsam.config import Config
-from jaxsam.data.masks import steps_per_epoch
-from jaxsam.data.pool import Pool
 from jaxsam.errors import ConfigError, RunDirError
-from jaxsam.pipeline.study import build_study, finish_study, study_header
-from jaxsam.plan import preflight
+from jaxsam.pipeline.study import finish_study, start_study
+from jaxsam.plan.study import StudyPlan, make_plan, open_plan, stored_execution
 from jaxsam.store import waves as wave_store
 from jaxsam.store.waves import WAVES_DIR, done_waves, wave_name
 from jaxsam.train import distributed as dist
@@ -66,65 +63,35 @@ def wave_ranges(num_models: int, wave_size: int) -> list[tuple[int, int]]:
     return [(a, min(a + wave_size, num_models)) for a in range(0, num_models, wave_size)]
 
 
-@dataclasses.dataclass
-class Study:
-    """An initialised run directory, its config, pool and the full bool [M, N] masks."""
-
-    path: Path
-    config: Config
-    pool: Pool
-    keep: np.ndarray
-
-    @property
-    def num_models(self) -> int:
-        return int(self.keep.shape[0])
-
-
 def init_study(
     config: Config, out: str | Path, *, overwrite: bool = False, wave_size: int | None = None
-) -> Study:
+) -> StudyPlan:
     """Creates the run directory: config, full masks [M, N] and header, written once.
 
-    Every check (data, compatibility, labels, setup, disk for waves of ``wave_size`` models,
-    default 64) runs before ``out`` is created or its old run replaced
-    (:func:`jaxsam.plan.preflight.check_study`, :func:`jaxsam.store.begin_run`).
+    Every check (the study's plan, :func:`jaxsam.plan.make_plan`, with the disk for waves of
+    ``wave_size`` models, default 64) runs before ``out`` is created or its old run replaced
+    (:func:`jaxsam.pipeline.study.start_study`).
+
+    Returns:
+      The study's plan (``out``: the run directory).
     """
-    out = Path(out)
-    pool, keep = build_study(config)
-    freed = store.check_run_dir(out, config, overwrite=overwrite)  # touches nothing
     size = wave_size or min(64, config.masks.models)
-    preflight.check_study(config, pool, keep, out, freed=freed, wave_size=size)
-    with store.run_lock(out, "wave init"):
-        header = study_header(config, keep)
-        store.begin_run(
-            out, config, pool.origin(), keep, pool.ids, pool.y, overwrite=overwrite, extra=header
-        )
-        store.update_run_info(out, layout="waves")
-    return Study(out, config, pool, keep)
+    plan = make_plan(config, out, overwrite=overwrite, wave_size=size)
+    with store.run_lock(plan.out, "wave init"):
+        start_study(plan, overwrite=overwrite)
+        store.update_run_info(plan.out, layout="waves")
+    return plan
 
 
-def open_study(path: str | Path) -> Study:
-    """Re-opens a run directory made by :func:`init_study` (or ``jaxsam train``).
-
-    The masks are recomputed from the config and checked against the fingerprints stored in
-    ``run.json``, the pool's input features included (no array is read, so every process of a
-    multi-host job can do this).
-    """
-    path = Path(path)
-    if not store.has_run(path):
-        raise RunDirError(
-            f"{path} holds no initialised run; create it with `jaxsam wave init --config FILE "
-            f"--out {path}`"
-        )
-    config = store.read_config(path)
-    info = store.read_run_info(path)
-    pool, keep = build_study(config)
-    store.check_same_study(path, info, pool.origin(), keep)  # pool, masks and input features
-    return Study(path, config, pool, keep)
+def open_study(path: str | Path) -> StudyPlan:
+    """Re-opens a run directory made by :func:`init_study` (or ``jaxsam train``): its plan,
+    rebuilt from the stored config and checked against its fingerprints
+    (:func:`jaxsam.plan.study.open_plan`)."""
+    return open_plan(path)
 
 
 def train_rows(
-    study: Study,
+    study: StudyPlan,
     lo: int,
     hi: int,
     *,
@@ -147,12 +114,13 @@ def train_rows(
         cfg,
         study.pool,
         study.keep[lo:hi],
+        setup=study.setup,  # the full study's steps per epoch: a slice trains as in one run
+        execution=stored_execution(run_dir) if resume else None,
         run_dir=run_dir,
         resume=resume,
         progress=progress,
         desc=desc,
         first_model=lo,
-        steps_per_epoch=steps_per_epoch(study.keep, cfg.train.batch_size),
     )
     pool_logits, test_logits = export_logits(result, study.pool, cfg.data.query_augment)
     failed = np.zeros(k, bool)
@@ -177,7 +145,7 @@ def train_wave(
     *,
     progress: bool | None = None,
     resume: bool = True,
-    study: Study | None = None,
+    study: StudyPlan | None = None,
 ) -> dict:
     """Trains wave ``[first, stop)`` of the study in ``path`` and writes its logits.
 
@@ -414,6 +382,7 @@ def train_study(
     size = wave_size or m
     multi = dist.process_count() > 1
     resuming = store.has_run(out) and not overwrite
+    study = None
     if dist.process_index() == 0 and not resuming:
         if multi:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -427,9 +396,9 @@ def train_study(
             finally:
                 cfg_file.unlink(missing_ok=True)
         else:
-            init_study(config, out, overwrite=overwrite, wave_size=size)
+            study = init_study(config, out, overwrite=overwrite, wave_size=size)
     dist.barrier("jaxsam-study-init")
-    study = open_study(out)
+    study = study or open_study(out)
     if _config_dict(study.config) != _config_dict(config):
         raise RunDirError(
             f"{out} holds a different study (its config.json differs); choose another --out"

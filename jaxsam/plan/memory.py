@@ -166,7 +166,8 @@ def pool_shapes(config: Config) -> Pool:
     )
 
 
-def _steps_per_epoch(config: Config, n: int) -> int:
+def steps_per_epoch_estimate(config: Config, n: int) -> int:
+    """Steps per epoch of ``config`` on a pool of ``n`` examples, without keeping the masks."""
     from jaxsam.data import make_masks
     from jaxsam.data.masks import steps_per_epoch
 
@@ -179,38 +180,51 @@ def _steps_per_epoch(config: Config, n: int) -> int:
 
 
 def memory_plan(config: Config, *, activations: bool = True) -> MemoryPlan:
-    """The memory and step plan of ``config`` (CPU only; nothing is trained).
+    """The memory and step plan of ``config`` (CPU only; nothing is trained): the ``memory``
+    of its study plan made from the dataset's shapes (:func:`jaxsam.plan.make_plan`).
 
     Args:
       config: the study's config.
       activations: compile the trainer's step for the activation memory (a few seconds);
         False leaves ``activation_bytes_per_example`` None.
     """
+    from jaxsam.plan.study import make_plan
+
+    return make_plan(config, load_data=False, activations=activations).memory
+
+
+def estimate(config: Config, setup, pool: Pool, *, activations: bool) -> tuple[MemoryPlan, int]:
+    """The memory of ``config``'s study with ``setup`` on ``pool``, and one model's checkpointed
+    state in bytes (params, BatchNorm statistics, optimizer state: what the disk estimate
+    counts).
+
+    Args:
+      config: the study's config.
+      setup: its training setup (:func:`jaxsam.train.setup.make_setup`).
+      pool: the pool, or one of ``ShapeDtypeStruct`` arrays (:func:`pool_shapes`).
+      activations: compile one training pass on the CPU for the activation memory.
+    """
     import jax
 
     from jaxsam.train.memory import dp_bytes, step_memory, tree_bytes, tree_size
-    from jaxsam.train.setup import make_setup
 
-    pool = pool_shapes(config)
     n, t = pool.size, config.train
-    spe = _steps_per_epoch(config, n)
-    setup = make_setup(config, pool, None, spe)
+    spe = setup.steps_per_epoch
     with jax.default_device(jax.devices("cpu")[0]):
         mem = step_memory(setup, pool, t.batch_size, compile_step=activations)
     param_bytes = tree_bytes(mem.params)
     sam = registry.is_sam_family(config.optim.name)
-    sam_bytes = param_bytes if sam else 0
     act = None if mem.temp_bytes is None else mem.temp_bytes / t.batch_size
     is_image = pool.kind == "image"
     pool_bytes = n * math.prod(pool.input_shape) * (1 if is_image else 4) + 4 * n
     dp = setup.dp  # DP-SGD's static shape (capacity, microbatch), or None
-    return MemoryPlan(
+    plan = MemoryPlan(
         num_params=tree_size(mem.params),
         param_bytes=param_bytes,
         batch_stats_bytes=tree_bytes(mem.batch_stats),
         opt_state_bytes=tree_bytes(mem.opt_state),
         grad_bytes=param_bytes,
-        sam_bytes=sam_bytes,
+        sam_bytes=param_bytes if sam else 0,
         activation_bytes_per_example=act,
         activation_source=mem.note + ("" if act is None else " on the CPU (temporaries / batch)"),
         pool_bytes=int(pool_bytes),
@@ -224,6 +238,7 @@ def memory_plan(config: Config, *, activations: bool = True) -> MemoryPlan:
         dp_microbatch=dp.microbatch_size if dp is not None else None,
         dp_capacity=dp.capacity if dp is not None else None,
     )
+    return plan, mem.state_bytes
 
 
 def device_table(plan: MemoryPlan, device_gib: float | None = None) -> list[tuple[str, float, int]]:

@@ -1,9 +1,9 @@
 """What a run will write, and whether the disk can take it; what a directory occupies.
 
 :func:`estimate_disk` is a pure function of the config, the pool's shapes and the models'
-state size: the plan step checks it (:func:`check_disk`) before anything is written, and the
-training loop checks it again when a run (or a wave) starts training, less what its
-checkpoints already occupy.
+state size: the plan step (:func:`jaxsam.plan.make_plan`) checks it (:func:`check_disk`)
+before anything is written, and the training loop checks it again when a run (or a wave)
+starts training, less what its checkpoints already occupy.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def estimate_disk(
       pool: the pool (N points, T held-out points, C classes).
       num_models: M, the models whose logits are written.
       state_bytes_per_model: bytes of one model's params, BatchNorm statistics and optimizer
-        state (:func:`state_bytes_per_model`).
+        state (:func:`jaxsam.plan.memory.estimate`).
       checkpoint_models: models in one checkpoint (a wave's size; default ``num_models``).
       waves: the logits are written twice (per wave, then assembled).
       masks: count the masks (False when they are already on disk).

@@ -19,7 +19,7 @@ import numpy as np
 from jaxsam import hooks, store
 from jaxsam.config import Config
 from jaxsam.data.pool import Pool
-from jaxsam.errors import ConfigError, DivergenceError, RunDirError
+from jaxsam.errors import DivergenceError
 from jaxsam.store import checkpoints as ckpt_lib
 from jaxsam.train import preempt
 from jaxsam.train.calibrate import announce_plan, apply_plan, resolve_plan
@@ -134,22 +134,18 @@ def _execution_plan(
     pool: Pool,
     keep: np.ndarray,
     run_dir: Path | None,
-    resume: bool,
+    execution: Plan | None,
 ) -> TrainSetup:
     """``setup`` under its execution plan (strategy, convolution form, chunk size).
 
-    A resumed run reuses the plan stored in ``run_dir/plan.json`` when training started, so a
-    changed strategy table (``auto``), device memory or jax version cannot change how the rest
-    of the run is computed. Otherwise the plan is resolved
-    (:func:`jaxsam.train.calibrate.resolve_plan`) and stored before the first step.
+    ``execution`` is the plan a resumed run stored in ``run_dir/plan.json`` when training
+    started (:func:`jaxsam.plan.study.stored_execution`), reused so that a changed strategy
+    table (``auto``), device memory or jax version cannot change how the rest of the run is
+    computed. Otherwise the plan is resolved (:func:`jaxsam.train.calibrate.resolve_plan`)
+    and stored before the first step.
     """
-    stored = store.read_plan(run_dir) if run_dir is not None and resume else None
-    if stored is not None:
-        try:
-            plan = Plan.from_dict(stored, str(run_dir / store.PLAN))
-        except ConfigError as e:
-            raise RunDirError(str(e)) from e
-        return apply_plan(setup, plan)
+    if execution is not None:
+        return apply_plan(setup, execution)
     setup = resolve_plan(setup, config, pool, keep)
     if run_dir is not None:
         store.write_plan(run_dir, setup.plan.to_dict())
@@ -161,6 +157,8 @@ def train_ensemble(
     pool: Pool,
     keep: np.ndarray,
     *,
+    setup: TrainSetup | None = None,
+    execution: Plan | None = None,
     run_dir: Path | None = None,
     resume: bool = False,
     progress: bool | None = None,
@@ -182,6 +180,10 @@ def train_ensemble(
       config: the run config (validated).
       pool: the data pool; its arrays are put on the device once.
       keep: bool [M, N] membership masks.
+      setup: model, optimizer, schedule and step counts, as the study's plan built them
+        (:func:`jaxsam.plan.make_plan`); ``None`` builds them here.
+      execution: the execution plan to reuse (a resumed run's, stored when it started);
+        ``None`` resolves ``train.strategy`` and stores the result in ``run_dir``.
       run_dir: where checkpoints go (``None``: no checkpoints).
       resume: continue from the newest intact checkpoint in ``run_dir``.
       progress: show a progress bar (default: ``config.train.progress``).
@@ -209,6 +211,8 @@ def train_ensemble(
             config,
             pool,
             keep,
+            setup=setup,
+            execution=execution,
             run_dir=run_dir,
             resume=resume,
             progress=progress,
@@ -225,6 +229,8 @@ def _train_ensemble(
     pool: Pool,
     keep: np.ndarray,
     *,
+    setup: TrainSetup | None,
+    execution: Plan | None,
     run_dir: Path | None,
     resume: bool,
     progress: bool | None,
@@ -237,9 +243,9 @@ def _train_ensemble(
     """:func:`train_ensemble` under ``run_dir``'s lock and graceful signal handlers."""
     t = config.train
     m = keep.shape[0]
-    setup = make_setup(config, pool, keep, steps_per_epoch)
+    setup = setup or make_setup(config, pool, keep, steps_per_epoch)
     mean, std = jnp.asarray(pool.mean), jnp.asarray(pool.std)
-    setup = _execution_plan(setup, config, pool, keep, run_dir, resume)
+    setup = _execution_plan(setup, config, pool, keep, run_dir, execution)
     state = init_ensemble(setup.model, setup.tx, m, pool.input_shape, t.seed, first_model)
     failed: set[int] = set()
     losses = np.zeros(m, np.float32)

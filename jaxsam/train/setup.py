@@ -99,7 +99,7 @@ def build_model(config: Config, pool: Pool) -> tuple[nn.Module, bool]:
     ``attr(num_classes, **model.kwargs)`` and checked from shapes alone
     (:func:`jaxsam.models.custom.check`: call signature, logits ``[B, C]``, collections, no
     BatchNorm under DP-SGD). Training calls this before anything is written
-    (:func:`jaxsam.pipeline.study.build_study`), so a missing package or a bad factory is a
+    (:func:`jaxsam.plan.make_plan`), so a missing package or a bad factory is a
     :class:`~jaxsam.errors.ConfigError` naming the import path.
     """
     import jax
