@@ -31,7 +31,13 @@ TPR_FPRS: tuple[tuple[str, str], ...] = (("0.01", "1%"), ("0.001", "0.1%"))
 # Metrics shown as percentages (x100); the mechanism statistics and DP-SGD's epsilon are shown
 # as they are.
 _MECHANISM = ("memorization_mean", "out_variance_median")
-_OPTIONAL = ("heldout_accuracy", "dp_epsilon")  # rows left out when no run has them
+# The audit's lower bounds on epsilon (``jaxsam audit``; arms with canaries), per method.
+AUDIT_METHODS = ("one_run", "clopper_pearson", "fdp")
+_AUDIT = tuple(f"audit/{m}" for m in AUDIT_METHODS) + tuple(
+    f"audit_ceiling/{m}" for m in AUDIT_METHODS
+)
+# Rows left out when no run has them.
+_OPTIONAL = ("heldout_accuracy", "dp_epsilon", *_AUDIT)
 
 
 def t_critical(n: int, level: float = 0.95) -> float:
@@ -54,7 +60,7 @@ def metric_keys(attacks: Sequence[str]) -> list[str]:
     for a in attacks:
         keys.append(f"{a}/auc")
         keys += [f"{a}/tpr@{k}" for k, _ in TPR_FPRS]
-    return keys + list(_MECHANISM) + ["dp_epsilon"]
+    return keys + list(_MECHANISM) + ["dp_epsilon", *_AUDIT]
 
 
 def metric_label(key: str) -> str:
@@ -65,6 +71,9 @@ def metric_label(key: str) -> str:
         return "held-out accuracy %"
     if key == "dp_epsilon":
         return "DP-SGD epsilon"
+    if key.startswith(("audit/", "audit_ceiling/")):
+        what, method = key.split("/")
+        return f"audit {method} {'ceiling' if what == 'audit_ceiling' else 'epsilon lower bound'}"
     if key == "memorization_mean":
         return "mean FZ memorization"
     if key == "out_variance_median":
@@ -84,7 +93,9 @@ def extract_metrics(report: Mapping, attacks: Sequence[str]) -> dict[str, float 
         points, a fraction; reports written before the rename call it ``accuracy.test``),
         ``attacks[name].auc`` and ``.tpr_at_fpr["0.01" | "0.001"]`` (fractions),
         ``memorization.mean``, ``out_confidence_variance.median``, ``accuracy.heldout``,
-        ``run.dp.epsilon`` (DP-SGD runs).
+        ``run.dp.epsilon`` (DP-SGD runs), and ``audit`` (``RUN/audit.json`` of a run with
+        canaries, which :mod:`experiments.run` adds): each method's ``epsilon_lower`` and
+        ``ceiling``.
       attacks: attack names to take.
 
     Returns:
@@ -107,6 +118,10 @@ def extract_metrics(report: Mapping, attacks: Sequence[str]) -> dict[str, float 
     out["memorization_mean"] = num((report.get("memorization") or {}).get("mean"))
     out["out_variance_median"] = num((report.get("out_confidence_variance") or {}).get("median"))
     out["dp_epsilon"] = num(((report.get("run") or {}).get("dp") or {}).get("epsilon"))
+    bounds = {b["method"]: b for b in (report.get("audit") or {}).get("bounds", [])}
+    for what, field in (("audit", "epsilon_lower"), ("audit_ceiling", "ceiling")):
+        for m in AUDIT_METHODS:
+            out[f"{what}/{m}"] = num((bounds.get(m) or {}).get(field))
     return out
 
 
@@ -229,7 +244,7 @@ def aggregate(
 def _fmt(key: str, v: float | None) -> str:
     if v is None or not np.isfinite(v):
         return "-"
-    if key == "dp_epsilon":
+    if key == "dp_epsilon" or key in _AUDIT:
         return f"{v:.2f}"
     if key in _MECHANISM:
         return f"{v:.4f}"
@@ -315,7 +330,9 @@ def privacy_utility_points(agg: Mapping, attack: str = "lira_online") -> dict[st
     (OUT accuracy when the runs have no held-out split), each with its std over seeds.
 
     Returns:
-      {arm: {"x", "x_std", "y", "y_std", "y_key"}} (fractions; None where missing).
+      {arm: {"x", "x_std", "y", "y_std", "y_key", "epsilon", "epsilon_lower"}} (fractions;
+      None where missing): ``epsilon`` is the mean accountant epsilon of a DP-SGD arm,
+      ``epsilon_lower`` the mean audited one-run lower bound of an arm with canaries.
     """
     points = {}
     for arm in agg["arms"]:
@@ -328,5 +345,7 @@ def privacy_utility_points(agg: Mapping, attack: str = "lira_online") -> dict[st
             "y": s[y_key]["mean"],
             "y_std": s[y_key]["std"],
             "y_key": y_key,
+            "epsilon": (s.get("dp_epsilon") or {}).get("mean"),
+            "epsilon_lower": (s.get("audit/one_run") or {}).get("mean"),
         }
     return points

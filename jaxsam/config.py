@@ -34,6 +34,8 @@ STRATEGIES = ("auto", "vmap", "vmap_matmul", "chunked", "loop", "sharded")
 SCHEDULES = ("cosine", "constant", "linear")
 DIVERGENCE_POLICIES = ("stop", "exclude")
 DTYPES = ("float32", "bfloat16")
+# masks.design: every example in round(pkeep * M) models, or each model and example independently
+MASK_DESIGNS = ("exact", "bernoulli")
 
 # Upper bounds that catch a typo before it allocates: sizes and counts are int32 on the device,
 # and no membership study needs more shadow models than this (the masks alone are M x N bits).
@@ -83,17 +85,22 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MaskConfig:
-    """Membership masks: every pool example is in exactly ``round(pkeep * models)`` models.
+    """Membership masks: which pool examples each of the M models trains on.
 
     Attributes:
       models: M, the number of shadow models trained at once.
-      pkeep: the fraction of the M models each pool example is in (0.5: LiRA's half masks).
-      seed: seed of the masks (the argsort-of-uniforms construction).
+      pkeep: the fraction of the M models each pool example is in (0.5: LiRA's half masks); with
+        `design = "bernoulli"` the probability that a model trains on an example.
+      seed: seed of the masks (the argsort-of-uniforms construction, or the Bernoulli draws).
+      design: `exact` (every example in exactly round(pkeep * models) models) or `bernoulli`
+        (each model and example independently with probability pkeep). The attacks' reference
+        groups follow it (docs/attacks.md); run.json records it.
     """
 
     models: int = 32
     pkeep: float = 0.5
     seed: int = 0
+    design: str = "exact"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,8 +325,9 @@ def validate(config: Config) -> Config:
         MAX_MODELS,
         f"at least 2 (each target needs shadows) and at most {MAX_MODELS:,}",
     )
+    check_choice("masks.design", m.design, MASK_DESIGNS)
     keep_count = round(m.pkeep * m.models)
-    if keep_count < 1 or keep_count >= m.models:
+    if m.design == "exact" and (keep_count < 1 or keep_count >= m.models):
         raise ConfigError(
             f"masks.pkeep * masks.models rounds to {keep_count} of {m.models} models; every "
             "example needs at least one IN and one OUT model: raise masks.models or change pkeep"
