@@ -52,6 +52,9 @@ def t_critical(n: int, level: float = 0.95) -> float:
     return float(stats.t.ppf(0.5 + level / 2.0, n - 1))
 
 
+UNSUPPORTED = "_unsupported"  # extract_metrics: the TPR rows below the run's FPR resolution
+
+
 def metric_keys(attacks: Sequence[str]) -> list[str]:
     """Row keys in table order: OUT and held-out accuracy, per attack AUC and TPRs, the
     mechanism stats, then DP-SGD's epsilon (rows no arm has a value for are dropped by
@@ -99,7 +102,8 @@ def extract_metrics(report: Mapping, attacks: Sequence[str]) -> dict[str, float 
       attacks: attack names to take.
 
     Returns:
-      {metric key: float or None}, keys as in :func:`metric_keys`.
+      {metric key: float or None}, keys as in :func:`metric_keys`, plus :data:`UNSUPPORTED`
+      (a list of the TPR keys the report marks ``supported: false``) where there are any.
     """
 
     def num(v) -> float | None:
@@ -113,8 +117,11 @@ def extract_metrics(report: Mapping, attacks: Sequence[str]) -> dict[str, float 
         e = (report.get("attacks") or {}).get(a) or {}
         out[f"{a}/auc"] = num(e.get("auc"))
         tprs = e.get("tpr_at_fpr") or {}
+        support = e.get("fpr_support") or {}
         for k, _ in TPR_FPRS:
             out[f"{a}/tpr@{k}"] = num(tprs.get(k))
+            if (support.get(k) or {}).get("supported") is False:
+                out.setdefault(UNSUPPORTED, []).append(f"{a}/tpr@{k}")
     out["memorization_mean"] = num((report.get("memorization") or {}).get("mean"))
     out["out_variance_median"] = num((report.get("out_confidence_variance") or {}).get("median"))
     out["dp_epsilon"] = num(((report.get("run") or {}).get("dp") or {}).get("epsilon"))
@@ -219,6 +226,11 @@ def aggregate(
         arm: {k: summarize([m[k] for m in vals.values()]) for k in keys}
         for arm, vals in values.items()
     }
+    # A TPR row that some run cannot resolve (fewer than one false positive allowed: the TPR at
+    # zero false positives) is shown but never called a difference.
+    unsupported = sorted(
+        {k for v in values.values() for m in v.values() for k in m.get(UNSUPPORTED, [])}
+    )
     diff = {}
     for arm, vals in values.items():
         if arm == baseline:
@@ -230,10 +242,15 @@ def aggregate(
             )
             for k in keys
         }
+        for k in unsupported:
+            if k in diff[arm]:
+                diff[arm][k]["exceeds_noise"] = False
+                diff[arm][k]["unsupported"] = True
     return {
         "arms": list(per_seed),
         "baseline": baseline,
         "metrics": keys,
+        "unsupported": unsupported,
         "summary": summary,
         "diff": diff,
         "seeds": {arm: sorted(reps) for arm, reps in per_seed.items()},
@@ -261,7 +278,9 @@ def render_table(agg: Mapping, markdown: bool = True) -> str:
 
     Arm cells read ``mean ± std`` over seeds (std omitted for one seed). Difference cells read
     ``mean ± se`` of the paired per-seed differences, followed by ``*`` when the difference
-    exceeds the noise (paired-t rule of the module docstring) and ``~`` when it does not.
+    exceeds the noise (paired-t rule of the module docstring) and ``~`` when it does not; a TPR
+    row below some run's FPR resolution (the TPR at zero false positives) reads
+    ``(0 FP: no call)`` instead.
     Percentages for accuracy, AUC and TPR; the mechanism statistics as they are. In Markdown the
     arm names are escaped (:func:`jaxsam.report.escape_markdown`).
     """
@@ -281,7 +300,9 @@ def render_table(agg: Mapping, markdown: bool = True) -> str:
         for arm in others:
             d = agg["diff"][arm][key]
             cell = _fmt_signed(key, d["mean"])
-            if cell != "-":
+            if cell != "-" and d.get("unsupported"):
+                cell += " (0 FP: no call)"
+            elif cell != "-":
                 if d["se"] is not None:
                     cell += f" ± {_fmt(key, d['se'])}"
                 cell += " *" if d["exceeds_noise"] else " ~"
