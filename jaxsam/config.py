@@ -33,6 +33,8 @@ DTYPES = ("float32", "bfloat16")
 DP_SAMPLINGS = ("poisson", "shuffle")
 DP_ACCOUNTANTS = ("pld", "rdp")
 AUDIT_KINDS = ("mislabel", "noise", "duplicate")
+# masks.design: every example in round(pkeep * M) models, or each model and example independently
+MASK_DESIGNS = ("exact", "bernoulli")
 
 # Upper bounds that catch a typo before it allocates: sizes and counts are int32 on the device,
 # and no membership study needs more shadow models than this (the masks alone are M x N bits).
@@ -78,17 +80,22 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MaskConfig:
-    """Membership masks: every pool example is in exactly ``round(pkeep * models)`` models.
+    """Membership masks: which pool examples each of the M models trains on.
 
     Attributes:
       models: M, the number of shadow models trained at once.
-      pkeep: the fraction of the M models each pool example is in (0.5: LiRA's half masks).
-      seed: seed of the masks (the argsort-of-uniforms construction).
+      pkeep: the fraction of the M models each pool example is in (0.5: LiRA's half masks); with
+        `design = "bernoulli"` the probability that a model trains on an example.
+      seed: seed of the masks (the argsort-of-uniforms construction, or the Bernoulli draws).
+      design: `exact` (every example in exactly round(pkeep * models) models) or `bernoulli`
+        (each model and example independently with probability pkeep). The attacks' reference
+        groups follow it (docs/attacks.md); run.json records it.
     """
 
     models: int = 32
     pkeep: float = 0.5
     seed: int = 0
+    design: str = "exact"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,13 +337,20 @@ def validate(config: Config) -> Config:
         MAX_MODELS,
         f"at least 2 (each target needs shadows) and at most {MAX_MODELS:,}",
     )
+    check_choice("masks.design", m.design, MASK_DESIGNS)
     keep_count = round(m.pkeep * m.models)
-    if keep_count < 1 or keep_count >= m.models:
+    if m.design == "exact" and (keep_count < 1 or keep_count >= m.models):
         raise ConfigError(
             f"masks.pkeep * masks.models rounds to {keep_count} of {m.models} models; every "
             "example needs at least one IN and one OUT model: raise masks.models or change pkeep"
         )
-    _validate_model(mo)
+    if not mo.name:
+        raise ConfigError("model.name is empty; name a model such as 'mlp' or 'mymodule:Net'")
+    check_choice("model.dtype", mo.dtype, DTYPES)
+    if mo.width is not None:
+        check_range("model.width", mo.width, 1, None, "a positive integer or null")
+    if mo.depth is not None:
+        check_range("model.depth", mo.depth, 1, None, "a positive integer or null")
     if not o.name:
         raise ConfigError("optim.name is empty; name an optimizer such as 'sgd' or 'sam'")
     check_choice("optim.schedule", o.schedule, SCHEDULES)
@@ -366,17 +380,6 @@ def validate(config: Config) -> Config:
     for path, seed in (("data.seed", d.seed), ("masks.seed", m.seed), ("train.seed", t.seed)):
         check_range(path, seed, 0, 2**32 - 1, "an integer in [0, 2**32)")
     return config
-
-
-def _validate_model(mo: ModelConfig) -> None:
-    """Checks ``model.*`` values; the name against the models is the plan step's."""
-    if not mo.name:
-        raise ConfigError("model.name is empty; name a model such as 'mlp' or 'mymodule:Net'")
-    check_choice("model.dtype", mo.dtype, DTYPES)
-    if mo.width is not None:
-        check_range("model.width", mo.width, 1, None, "a positive integer or null")
-    if mo.depth is not None:
-        check_range("model.depth", mo.depth, 1, None, "a positive integer or null")
 
 
 def _validate_dp(config: Config) -> None:
@@ -415,14 +418,11 @@ def _type_ok(value: Any, annotation: Any) -> bool:
         return any(_type_ok(value, a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return value is None
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
+    if annotation in (float, int):  # a bool is an int to Python, never to a config
+        kinds = (int, float) if annotation is float else int
+        return isinstance(value, kinds) and not isinstance(value, bool)
+    if annotation in (bool, str):
+        return isinstance(value, annotation)
     if annotation is dict or origin is dict:
         return isinstance(value, Mapping)
     return True

@@ -184,6 +184,8 @@ def test_jaxsam_audit_end_to_end(audited_run, capsys):
     frame = run.examples()
     assert frame["canary"].sum() == 100 and len(frame) == 400
     assert np.isnan(run.scores["loss"][:, run.canaries]).all()
+    # analyze reads the scored run (NaN scores in the canaries' columns) without them.
+    assert cli.main(["analyze", str(path), "--out", str(path.parent / "analysis")]) == 0
     assert cli.main(["audit", str(path), "--attack", "loss", "--threshold", "bonferroni"]) == 0
     assert json.loads((path / "audit.json").read_text())["threshold"] == "bonferroni"
     assert md.count("## Audit") == 1

@@ -72,6 +72,9 @@ def test_round_trip_from_a_trained_run(tiny_run, tmp_path, capsys):
     assert prov["files"]["keep"]["shape"] == list(r.keep.shape)
     assert rep["run"]["optimizer"] is None and rep["run"]["dataset"] == "imported"
     assert rep["shadows"]["exact"] and rep["shadows"]["per_example"]["in"]["min"] == 2
+    # A trained run records its mask design from the config; the import, what it detected.
+    assert r.info["mask_design"] == {"design": "exact", "pkeep": 0.5, "source": "config"}
+    assert rep["run"]["mask_design"]["design"] == "exact"
     assert "provenance: imported (arrays)" in (out / "report.md").read_text()
     info = json.loads((out / "run.json").read_text())
     assert info["provenance"]["kind"] == "imported" and info["status"] == "complete"
@@ -319,3 +322,33 @@ def test_score_equal_groups_flag_names_the_rule(tmp_path, design, capsys):
     with pytest.raises(SystemExit):
         main(["score", str(out), "--equal-groups", "maybe"])
     assert "--equal-groups: invalid choice: 'maybe'" in capsys.readouterr().err
+
+
+def test_import_detects_the_mask_design(tmp_path, capsys):
+    from jaxsam.data.masks import make_masks
+
+    exact = make_masks(16, 300, 0.5, seed=4)
+    bern = make_masks(16, 300, 0.5, seed=4, design="bernoulli")
+    c = bern.sum(0)
+    bern = bern[:, (c >= 2) & (16 - c >= 2)]
+    cases = {"exact": exact, "bernoulli": bern, "dependent": exact[1:]}  # a model missing
+    for design, keep in cases.items():
+        keep, lg, y = _synthetic(m=keep.shape[0], n=keep.shape[1], keep=keep)
+        out = tmp_path / design
+        capsys.readouterr()
+        assert _import(_save(tmp_path, keep=keep, logits=lg, labels=y), out) == 0
+        words = {"exact": "exact k-of-M", "bernoulli": "independent", "dependent": "neither"}
+        assert f"masks look {words[design]}" in capsys.readouterr().out
+        info = json.loads((out / "run.json").read_text())
+        found = info["mask_design"]
+        assert (found["design"], found["source"]) == (design, "detected"), found
+        dep = found["dependence"]
+        assert {"exact": dep == 1.0, "bernoulli": abs(dep) < 0.25, "dependent": dep > 0.25}[design]
+        cfg = json.loads((out / "config.json").read_text())
+        assert cfg["masks"]["design"] == ("bernoulli" if design == "bernoulli" else "exact")
+        assert main(["score", str(out), "--bootstrap", "0", "--attacks", "calibrated_loss"]) == 0
+        rep = json.loads((out / "report.json").read_text())
+        assert rep["run"]["mask_design"] == found
+        assert rep["reference_groups"]["rule"] == (
+            "leave_one_out" if design == "bernoulli" else "cut"
+        )

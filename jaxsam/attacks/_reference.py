@@ -236,7 +236,8 @@ def _message(keep, rule, attack, need, group, tgt, ex, size, hint) -> str:
         text += (
             f"The masks are not exact k-of-M (examples are in {int(counts.min())} to "
             f"{int(counts.max())} models): every example needs {wanted} models, so leave out the "
-            "examples with fewer (`jaxsam import-logits --drop-sparse`) or add models. "
+            "examples with fewer (`jaxsam import-logits --drop-sparse` for imported logits) or "
+            "add models. "
         )
     if rule.cut:
         best = smallest_exact_models(pkeep, n_in, n_out, need.get("any", 0))

@@ -143,6 +143,18 @@ def run(args: argparse.Namespace) -> int:
         f"{run_.path}: imported {m} models x {n} examples x {len(run_.query_names)} queries "
         f"({prov['format']} from {prov['source']})"
         + (f", {dropped} sparse examples left out" if dropped else "")
+        + f"; masks look {_design_words(run_.info.get('mask_design') or {})}"
         + f"; score it with `jaxsam score {run_.path}`"
     )
     return 0
+
+
+def _design_words(found: dict) -> str:
+    words = {
+        "exact": "exact k-of-M (reference groups will be cut to equal sizes)",
+        "bernoulli": "independent (Bernoulli; reference groups will be leave-one-out)",
+        "dependent": "neither exact nor independent (reference groups will be cut)",
+    }
+    return words.get(found.get("design"), "unknown") + (
+        f", dependence {found['dependence']:.2f}" if "dependence" in found else ""
+    )

@@ -6,11 +6,8 @@ import math
 
 import numpy as np
 
+from jaxsam.config import MASK_DESIGNS as DESIGNS  # "exact", "bernoulli"
 from jaxsam.errors import ConfigError
-
-# The mask designs: "exact" (every example in round(pkeep * M) models) and "bernoulli" (each
-# model and example independently with probability pkeep).
-DESIGNS = ("exact", "bernoulli")
 
 
 def make_masks(

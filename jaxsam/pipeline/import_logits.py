@@ -12,10 +12,12 @@ What an imported run holds (docs/import.md):
   as for a trained run. ``masks/ids`` are the row numbers of the examples in the imported
   arrays (examples dropped with ``drop_sparse`` leave gaps).
 * ``run.json``: as for a trained run, plus ``"provenance": {"kind": "imported", "format",
-  "source", "files", ...}``; its ``pool`` entry says ``"dataset": "imported"``.
+  "source", "files", ...}``; its ``pool`` entry says ``"dataset": "imported"``; its
+  ``"mask_design"`` is what the masks show (:func:`detected_design`).
 * ``config.json``: a valid config that describes only what is known: ``data.dataset =
   "imported"`` (which no command can load or train), ``data.pool_size`` = N, the test split's
-  size, ``masks.models`` = M and ``masks.pkeep`` = the mean fraction of IN models. The
+  size, ``masks.models`` = M, ``masks.pkeep`` = the mean fraction of IN models and
+  ``masks.design`` = ``bernoulli`` or ``exact`` as detected. The
   optimizer, model and training keys are left at their defaults and mean nothing; the report
   shows them as unknown. The masks are the imported ones, not ``make_masks`` of this config.
 
@@ -302,9 +304,27 @@ def check_arrays(
     return Imported(keep, logits, labels, test_logits, test_labels, ids, names_q, prov)
 
 
+def detected_design(keep: np.ndarray) -> dict:
+    """run.json's ``"mask_design"`` of an imported run: what the masks show.
+
+    ``{"design", "dependence", "pkeep", "in_models", "source": "detected"}`` from
+    :func:`jaxsam.attacks.detect_design`: ``exact`` (every example in the same number of
+    models), ``bernoulli`` (counts vary and the other models' memberships do not depend on a
+    target's) or ``dependent`` (counts vary but they do, e.g. exact masks with models missing).
+    """
+    from jaxsam.attacks import detect_design
+
+    return {**detect_design(keep), "source": "detected"}
+
+
 def imported_config(keep: np.ndarray, test_size: int) -> config_lib.Config:
-    """The ``config.json`` of an imported run: what is known, the rest at defaults (unused)."""
+    """The ``config.json`` of an imported run: what is known, the rest at defaults (unused).
+
+    ``masks.design`` is ``bernoulli`` where the masks look independent, else ``exact`` (the
+    closest of the two; run.json's ``mask_design`` says what was found).
+    """
     m, n = keep.shape
+    design = "bernoulli" if detected_design(keep)["design"] == "bernoulli" else "exact"
     cfg = config_lib.Config(
         data=config_lib.DataConfig(
             dataset=IMPORTED_DATASET,
@@ -312,7 +332,7 @@ def imported_config(keep: np.ndarray, test_size: int) -> config_lib.Config:
             test_split="test" if test_size else None,
             test_size=int(test_size) if test_size else None,
         ),
-        masks=config_lib.MaskConfig(models=int(m), pkeep=float(keep.mean()), seed=0),
+        masks=config_lib.MaskConfig(models=int(m), pkeep=float(keep.mean()), seed=0, design=design),
     )
     return config_lib.validate(cfg)
 
@@ -388,7 +408,8 @@ def import_run(out: str | Path, imported: Imported, *, overwrite: bool = False) 
     prov.setdefault("jaxsam_version", __version__)
     with store.run_lock(out, "import-logits"):
         store.prepare_run_dir(out, cfg, overwrite=True)  # check_out allowed the replacement
-        store.start_run(out, cfg, origin, im.keep, im.ids, im.labels, extra={"provenance": prov})
+        header = {"provenance": prov, "mask_design": detected_design(im.keep)}
+        store.start_run(out, cfg, origin, im.keep, im.ids, im.labels, extra=header)
         correct = correct_predictions(im.logits, im.labels)
         test_correct = correct_predictions(im.test_logits, im.test_labels)
         metrics = accuracy_metrics_from_correct(correct, im.keep, test_correct)

@@ -220,19 +220,33 @@ def build_study(config: Config) -> tuple[Pool, np.ndarray]:
     if custom.is_import_path(config.model.name):
         custom.load_factory(config.model.name)  # fail fast, before loading the data
     pool = load_pool(config.data)
-    keep = make_masks(config.masks.models, pool.size, config.masks.pkeep, config.masks.seed)
+    mc = config.masks
+    keep = make_masks(mc.models, pool.size, mc.pkeep, mc.seed, design=mc.design)
     if config.audit.enabled:  # canaries (docs/audit.md); other columns keep these masks
         pool = canary_lib.add_canaries(pool, config.audit)
         keep = canary_lib.audit_masks(keep, config.audit)
     return pool, keep
 
 
+def mask_design_header(config: Config) -> dict:
+    """run.json's ``"mask_design"`` of a trained run: ``{"design", "pkeep", "source":
+    "config"}`` from ``masks.*`` (an imported run records what the masks show instead,
+    :func:`jaxsam.pipeline.import_logits.detected_design`)."""
+    m = config.masks
+    return {"design": m.design, "pkeep": float(m.pkeep), "source": "config"}
+
+
 def study_header(config: Config, keep: np.ndarray) -> dict:
-    """The run-header fields a study adds to run.json: the DP guarantee (``"dp"``,
+    """The run-header fields a study adds to run.json: the mask design (``"mask_design"``,
+    :func:`mask_design_header`), the DP guarantee (``"dp"``,
     :func:`jaxsam.optim.dp.header_fields`) and the canaries and targets of an audited run
     (``"audit"``, :func:`jaxsam.data.canaries.header_fields`).
 
     Raises:
       ConfigError: a DP run and the DP libraries are missing (before anything is written).
     """
-    return {**dp_lib.header_fields(config, keep), **canary_lib.header_fields(config, keep)}
+    return {
+        "mask_design": mask_design_header(config),
+        **dp_lib.header_fields(config, keep),
+        **canary_lib.header_fields(config, keep),
+    }
