@@ -212,7 +212,7 @@ def test_existing_out_is_refused_unless_overwrite_and_only_a_run_is_replaced(tmp
     other.mkdir()
     (other / "keep-me.txt").write_text("mine")
     assert _import(paths, other, "--overwrite") == 2
-    assert "holds no jaxsam run" in capsys.readouterr().err
+    assert "not a jaxsam run directory" in capsys.readouterr().err
     assert (other / "keep-me.txt").read_text() == "mine" and not (other / "run.json").exists()
 
 

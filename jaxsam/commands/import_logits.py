@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from jaxsam import store
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     names = [s.strip() for s in args.query_names.split(",")] if args.query_names else None
     common = dict(query_names=names, min_models=args.min_models, drop_sparse=args.drop_sparse)
     if args.lira_dir is not None:
-        imp.check_out(args.out, args.overwrite)  # before reading M logits files
+        store.check_run_dir(args.out, None, overwrite=args.overwrite)  # before reading M files
         im = lira_layout.read_lira_dir(
             args.lira_dir,
             args.labels,

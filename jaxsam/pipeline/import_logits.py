@@ -37,7 +37,7 @@ import numpy as np
 
 from jaxsam import __version__, metrics, store
 from jaxsam import config as config_lib
-from jaxsam.errors import DataError, RunDirError
+from jaxsam.errors import DataError
 from jaxsam.store.blocks import ModelBlocks, blocks_of
 
 IMPORTED_DATASET = "imported"
@@ -355,35 +355,6 @@ def pool_origin(labels: np.ndarray, ids: np.ndarray, classes: int, test_size: in
     }
 
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """Refuses an ``out`` that exists and is not empty, unless ``overwrite`` and it holds a run.
-
-    Only a jaxsam run directory (a ``run.json`` of the jaxsam format, or a ``config.json``) is
-    ever replaced: ``--overwrite`` never empties an unrelated directory.
-    """
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"{out} exists and is not a directory; choose another --out")
-    if not out.is_dir() or not any(p.name != store.LOCK_FILE for p in out.iterdir()):
-        return
-    if not overwrite:
-        raise RunDirError(
-            f"{out} already exists and is not empty; choose another --out or pass --overwrite "
-            "to replace the jaxsam run in it"
-        )
-    info = out / "run.json"
-    is_run = (out / "config.json").is_file()
-    if info.is_file():
-        try:
-            is_run = is_run or store.read_run_info(out).get("format") == store.RUN_FORMAT
-        except Exception:  # a damaged run.json: decided by config.json alone
-            pass
-    if not is_run:
-        raise RunDirError(
-            f"{out} is not empty and holds no jaxsam run (no run.json or config.json); "
-            "--overwrite only replaces a jaxsam run directory: choose another --out"
-        )
-
-
 def import_run(out: str | Path, imported: Imported, *, overwrite: bool = False) -> store.Run:
     """Writes checked arrays (:func:`check_arrays`) as a complete run directory ``out``.
 
@@ -397,7 +368,6 @@ def import_run(out: str | Path, imported: Imported, *, overwrite: bool = False) 
     from jaxsam.pipeline.study import accuracy_metrics_from_correct
 
     out = Path(out)
-    check_out(out, overwrite)
     im = imported
     t = int(im.test_labels.shape[0])
     cfg = imported_config(im.keep, t)
@@ -406,8 +376,9 @@ def import_run(out: str | Path, imported: Imported, *, overwrite: bool = False) 
     now = datetime.datetime.now(datetime.timezone.utc)
     prov.setdefault("imported_at", now.isoformat(timespec="seconds"))
     prov.setdefault("jaxsam_version", __version__)
+    store.check_run_dir(out, cfg, overwrite=overwrite)  # touches nothing: before the lock
     with store.run_lock(out, "import-logits"):
-        store.prepare_run_dir(out, cfg, overwrite=True)  # check_out allowed the replacement
+        store.prepare_run_dir(out, cfg, overwrite=overwrite)
         header = {"provenance": prov, "mask_design": detected_design(im.keep)}
         store.start_run(out, cfg, origin, im.keep, im.ids, im.labels, extra=header)
         correct = correct_predictions(im.logits, im.labels)

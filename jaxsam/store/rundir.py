@@ -126,8 +126,13 @@ def foreign_entries(path: str | Path) -> list[str]:
     return [n for n in entries if not _own_name(n)]
 
 
-def check_run_dir(path: str | Path, config: config_lib.Config, *, overwrite: bool = False) -> int:
+def check_run_dir(
+    path: str | Path, config: config_lib.Config | None, *, overwrite: bool = False
+) -> int:
     """Checks that ``path`` can take a new run of ``config``; touches nothing.
+
+    ``config`` None (a run whose config is not known yet, e.g. an import before its arrays are
+    read) takes any run already in ``path`` for a different one.
 
     Refuses, first, a directory another process is writing (naming it, from the lock:
     :func:`jaxsam.store.lock.check_no_other_writer`); then a path that is not a directory, a
@@ -181,10 +186,11 @@ def check_run_dir(path: str | Path, config: config_lib.Config, *, overwrite: boo
             f"{option('overwrite')} to replace it, or choose another --out"
         )
     existing = _existing_config(info_path)
-    if not _same_config(existing, config):
+    if config is None or not _same_config(existing, config):
+        differs = "" if config is None else " (its config.json differs)"
         raise RunDirError(
-            f"{path} already holds a different run (its config.json differs); choose "
-            f"another --out or pass {option('overwrite')} to replace it"
+            f"{path} already holds a {'jaxsam' if config is None else 'different'} run{differs}; "
+            f"choose another --out or pass {option('overwrite')} to replace it"
         )
     if not (path / COMPLETE).exists():
         raise RunExistsError(
