@@ -1,5 +1,8 @@
 """``jaxsam plan --config FILE``: memory per model and example, models per device, time.
 
+It prints the study's plan (:func:`jaxsam.plan.make_plan`, the object training executes),
+made from the dataset's shapes: known datasets are not loaded.
+
 Runs on the CPU only (``JAX_PLATFORMS=cpu``; shapes via ``jax.eval_shape``, activation memory
 from XLA's compiled memory analysis of one CPU step): it never touches an accelerator.
 """
@@ -49,52 +52,69 @@ def run(args: argparse.Namespace) -> int:
     from jaxsam import plan as plan_lib
 
     cfg = load_config(args.config or args.config_file, args.set)
-    plan = plan_lib.memory_plan(cfg)
+    study = plan_lib.make_plan(cfg, load_data=False, activations=True)  # what training executes
+    rows = _bench_rows(args.bench_table)
+    plan = study.memory
     sam = registry.is_sam_family(cfg.optim.name)
-    rows = None
-    if args.bench_table is not None:
-        try:
-            rows = json.loads(args.bench_table.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(
-                f"--bench-table {args.bench_table} is not a readable JSON list ({e}); write it "
-                "with `jaxsam bench train --json > table.json`"
-            ) from e
-        if not isinstance(rows, list):
-            raise ConfigError(f"--bench-table {args.bench_table} must hold a JSON list of rows")
     times = plan_lib.time_estimates(plan, cfg.model.name, sam, rows) if rows else []
     devices = plan_lib.device_table(plan, args.device_memory)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "params": plan.num_params,
-                    "bytes": {
-                        "params": plan.param_bytes,
-                        "batch_stats": plan.batch_stats_bytes,
-                        "opt_state": plan.opt_state_bytes,
-                        "gradient": plan.grad_bytes,
-                        "sam": plan.sam_bytes,
-                        "state_per_model": plan.state_bytes,
-                        "activation_per_example": plan.activation_bytes_per_example,
-                        "per_model_with_batch": plan.bytes_per_model,
-                        "pool": plan.pool_bytes,
-                        "dp_per_example_gradients": plan.dp_bytes,
-                    },
-                    "models": plan.num_models,
-                    "dp": None
-                    if plan.dp_microbatch is None
-                    else {"microbatch": plan.dp_microbatch, "capacity": plan.dp_capacity},
-                    "steps": plan.steps,
-                    "model_examples": plan.model_examples,
-                    "models_per_device": {name: fit for name, _, fit in devices},
-                    "time": times or None,
-                    "note": None if times else plan_lib.NO_TABLE,
-                },
-                indent=2,
-            )
-        )
-        return 0
+        print(json.dumps(_as_json(plan, devices, times), indent=2))
+    else:
+        _print_text(cfg, plan, devices, times, sam)
+    return 0
+
+
+def _bench_rows(path: Path | None) -> list | None:
+    """The rows of ``--bench-table`` (``jaxsam bench train --json``), or None without one."""
+    if path is None:
+        return None
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(
+            f"--bench-table {path} is not a readable JSON list ({e}); write it with "
+            "`jaxsam bench train --json > table.json`"
+        ) from e
+    if not isinstance(rows, list):
+        raise ConfigError(f"--bench-table {path} must hold a JSON list of rows")
+    return rows
+
+
+def _as_json(plan, devices: list, times: list) -> dict:
+    """``jaxsam plan --json``: the memory of the study's plan, models per device, times."""
+    from jaxsam import plan as plan_lib
+
+    return {
+        "params": plan.num_params,
+        "bytes": {
+            "params": plan.param_bytes,
+            "batch_stats": plan.batch_stats_bytes,
+            "opt_state": plan.opt_state_bytes,
+            "gradient": plan.grad_bytes,
+            "sam": plan.sam_bytes,
+            "state_per_model": plan.state_bytes,
+            "activation_per_example": plan.activation_bytes_per_example,
+            "per_model_with_batch": plan.bytes_per_model,
+            "pool": plan.pool_bytes,
+            "dp_per_example_gradients": plan.dp_bytes,
+        },
+        "models": plan.num_models,
+        "dp": None
+        if plan.dp_microbatch is None
+        else {"microbatch": plan.dp_microbatch, "capacity": plan.dp_capacity},
+        "steps": plan.steps,
+        "model_examples": plan.model_examples,
+        "models_per_device": {name: fit for name, _, fit in devices},
+        "time": times or None,
+        "note": None if times else plan_lib.NO_TABLE,
+    }
+
+
+def _print_text(cfg: config_lib.Config, plan, devices: list, times: list, sam: bool) -> None:
+    """``jaxsam plan``'s table: bytes per model and example, steps, fits, times."""
+    from jaxsam import plan as plan_lib
+
     hb = plan_lib.human_bytes
     mo = cfg.model
     size = (
@@ -134,6 +154,12 @@ def run(args: argparse.Namespace) -> int:
         f"evaluation(s) per step"
     )
     print(f"  model-examples             {plan.model_examples:,}")
+    _print_fits(plan, devices, times)
+
+
+def _print_fits(plan, devices: list, times: list) -> None:
+    from jaxsam import plan as plan_lib
+
     print("models per device (vmap strategy, 90% of memory):")
     for name, gib, fit in devices:
         waves = -(-plan.num_models // fit) if fit else None
@@ -141,15 +167,14 @@ def run(args: argparse.Namespace) -> int:
             f"  {name:<12} {gib:6.1f} GiB  {fit:>8,} models"
             + (f"  -> {waves} wave(s) of <= {fit}" if waves else "  -> does not fit")
         )
-    if times:
-        print("estimated training time (from the benchmark table):")
-        for t in times:
-            extra = " (x2 for SAM)" if t["sam_factor"] > 1 else ""
-            print(
-                f"  {t['backend']:<6} {t['strategy']:<8} "
-                f"{t['model_examples_per_s']:,.0f} model-examples/s -> "
-                f"{plan_lib.human_seconds(t['seconds'])}{extra}"
-            )
-    else:
+    if not times:
         print(plan_lib.NO_TABLE)
-    return 0
+        return
+    print("estimated training time (from the benchmark table):")
+    for t in times:
+        extra = " (x2 for SAM)" if t["sam_factor"] > 1 else ""
+        print(
+            f"  {t['backend']:<6} {t['strategy']:<8} "
+            f"{t['model_examples_per_s']:,.0f} model-examples/s -> "
+            f"{plan_lib.human_seconds(t['seconds'])}{extra}"
+        )

@@ -184,6 +184,23 @@ def select_indices(
     return sel, tsel
 
 
+def _check_splits(x, y, test_x, test_y, dataset: str, pool_split: str, test_split):
+    """Checks the pool and held-out arrays (none: an empty split); returns the held-out ones."""
+    _check_arrays(x, y, f"{dataset}/{pool_split}")
+    if test_x is None:
+        test_x = x[:0]
+        test_y = y[:0]
+    _check_arrays(test_x, test_y, f"{dataset}/{test_split}")
+    if test_x.shape[0] and test_x.shape[1:] != x.shape[1:]:
+        raise DataError(
+            f"{dataset}: test inputs have shape {test_x.shape[1:]} but pool inputs "
+            f"{x.shape[1:]}; both splits must share one input shape"
+        )
+    if x.shape[0] == 0:
+        raise DataError(f"{dataset}/{pool_split} is empty; choose a split with examples")
+    return test_x, test_y
+
+
 def make_pool(
     x: np.ndarray,
     y: np.ndarray,
@@ -207,18 +224,7 @@ def make_pool(
     stay sorted). Images must be uint8 [N, H, W, C]; anything else is treated as tabular
     float32 [N, D].
     """
-    _check_arrays(x, y, f"{dataset}/{pool_split}")
-    if test_x is None:
-        test_x = x[:0]
-        test_y = y[:0]
-    _check_arrays(test_x, test_y, f"{dataset}/{test_split}")
-    if test_x.shape[0] and test_x.shape[1:] != x.shape[1:]:
-        raise DataError(
-            f"{dataset}: test inputs have shape {test_x.shape[1:]} but pool inputs "
-            f"{x.shape[1:]}; both splits must share one input shape"
-        )
-    if x.shape[0] == 0:
-        raise DataError(f"{dataset}/{pool_split} is empty; choose a split with examples")
+    test_x, test_y = _check_splits(x, y, test_x, test_y, dataset, pool_split, test_split)
     if kind is None:
         kind = "image" if (x.dtype == np.uint8 and x.ndim == 4) else "tabular"
     if kind == "tabular":

@@ -181,36 +181,44 @@ def check(
             "not separable); use a normalisation without batch statistics (e.g. GroupNorm)"
         )
     for train in (True, False):
-        mutable = ["batch_stats"] if train and has_bn else False
-
-        def apply(v, x, train=train, mutable=mutable):
-            out = module.apply(v, x, train=train, mutable=mutable)
-            return out[0] if mutable else out
-
-        try:
-            logits = jax.eval_shape(apply, shapes, x)
-        except Exception as e:  # noqa: BLE001
-            raise ConfigError(
-                f"{where}: apply(variables, x, train={train}) failed ({_first_line(e)}); the "
-                "module must take (x, train: bool) like the built-in models"
-            ) from e
-        ok = (
-            isinstance(logits, jax.ShapeDtypeStruct)
-            and tuple(logits.shape) == (2, num_classes)
-            and jnp.issubdtype(logits.dtype, jnp.floating)
-        )
-        if not ok:
-            got = (
-                f"{tuple(logits.shape)} {logits.dtype}"
-                if isinstance(logits, jax.ShapeDtypeStruct)
-                else type(logits).__name__
-            )
-            raise ConfigError(
-                f"{where}: apply(variables, x [2, ...], train={train}) returned {got}; it must "
-                f"return float logits of shape [2, {num_classes}] (one row per example, "
-                "num_classes columns)"
-            )
+        _check_apply(where, module, shapes, x, train, has_bn, num_classes)
     return has_bn
+
+
+def _check_apply(where: str, module, shapes, x, train: bool, has_bn: bool, num_classes: int):
+    """``apply(variables, x, train=train)`` runs on shapes and returns float logits [2, C]."""
+    import jax
+    import jax.numpy as jnp
+
+    mutable = ["batch_stats"] if train and has_bn else False
+
+    def apply(v, x):
+        out = module.apply(v, x, train=train, mutable=mutable)
+        return out[0] if mutable else out
+
+    try:
+        logits = jax.eval_shape(apply, shapes, x)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's code is reported
+        raise ConfigError(
+            f"{where}: apply(variables, x, train={train}) failed ({_first_line(e)}); the "
+            "module must take (x, train: bool) like the built-in models"
+        ) from e
+    ok = (
+        isinstance(logits, jax.ShapeDtypeStruct)
+        and tuple(logits.shape) == (2, num_classes)
+        and jnp.issubdtype(logits.dtype, jnp.floating)
+    )
+    if not ok:
+        got = (
+            f"{tuple(logits.shape)} {logits.dtype}"
+            if isinstance(logits, jax.ShapeDtypeStruct)
+            else type(logits).__name__
+        )
+        raise ConfigError(
+            f"{where}: apply(variables, x [2, ...], train={train}) returned {got}; it must "
+            f"return float logits of shape [2, {num_classes}] (one row per example, "
+            "num_classes columns)"
+        )
 
 
 def uses_convolutions(module: Any, input_shape: tuple[int, ...]) -> bool:

@@ -205,6 +205,46 @@ def _sparse_examples(keep: np.ndarray, min_models: int) -> np.ndarray:
     return (n_in < min_models) | (n_out < min_models)
 
 
+def _test_arrays(test_logits, test_labels, nm: dict, m: int, a: int, c: int):
+    """The held-out logits [M, T, A, C] and labels [T], checked (none: T = 0)."""
+    if test_logits is None:
+        return blocks_of(np.zeros((m, 0, a, c), np.float32)), np.zeros(0, np.int32)
+    shape = test_logits.shape if isinstance(test_logits, ModelBlocks) else np.shape(test_logits)
+    t = shape[1] if len(shape) >= 2 else 0
+    test_logits = _as_logits(test_logits, nm["test_logits"], m, t, "T")
+    if test_logits.shape[2:] != (a, c):
+        raise DataError(
+            f"{nm['test_logits']} has A={test_logits.shape[2]}, C={test_logits.shape[3]} but "
+            f"{nm['logits']} has A={a}, C={c}; export both with the same query views and "
+            "classes"
+        )
+    _check_finite(test_logits, nm["test_logits"])
+    test_labels = _as_labels(np.asarray(test_labels), nm["test_labels"], t, c, "T")
+    return test_logits, test_labels
+
+
+def _check_sparse(
+    sparse: np.ndarray, keep: np.ndarray, name: str, min_models: int, drop_sparse: bool
+) -> None:
+    """Refuses examples short of ``min_models`` IN or OUT models (unless dropped) or none left."""
+    m, n = keep.shape
+    if sparse.any() and not drop_sparse:
+        n_in, n_out = mask_counts(keep)
+        ex = int(np.flatnonzero(sparse)[0])
+        raise DataError(
+            f"{name}: {int(sparse.sum())} of {n} examples are in fewer than {min_models} "
+            f"models or out of fewer than {min_models} (example {ex} is IN in {int(n_in[ex])} "
+            f"and OUT in {int(n_out[ex])} of M={m}); every example needs IN and OUT shadow models "
+            f"(LiRA's equal groups need {DEFAULT_MIN_MODELS} of each): import more models, or "
+            "pass --drop-sparse to leave those examples out"
+        )
+    if sparse.all():
+        raise DataError(
+            f"{name}: every example is in fewer than {min_models} models or out of fewer "
+            f"than {min_models} of M={m}; nothing is left to score: import more models"
+        )
+
+
 def check_arrays(
     keep: np.ndarray,
     logits: np.ndarray,
@@ -258,41 +298,13 @@ def check_arrays(
     _check_finite(logits, nm["logits"])
     a, c = logits.shape[2:]
     labels = _as_labels(np.asarray(labels), nm["labels"], n, c, "N")
-    if test_logits is None:
-        test_logits = blocks_of(np.zeros((m, 0, a, c), np.float32))
-        test_labels = np.zeros(0, np.int32)
-    else:
-        shape = test_logits.shape if isinstance(test_logits, ModelBlocks) else np.shape(test_logits)
-        t = shape[1] if len(shape) >= 2 else 0
-        test_logits = _as_logits(test_logits, nm["test_logits"], m, t, "T")
-        if test_logits.shape[2:] != (a, c):
-            raise DataError(
-                f"{nm['test_logits']} has A={test_logits.shape[2]}, C={test_logits.shape[3]} but "
-                f"{nm['logits']} has A={a}, C={c}; export both with the same query views and "
-                "classes"
-            )
-        _check_finite(test_logits, nm["test_logits"])
-        test_labels = _as_labels(np.asarray(test_labels), nm["test_labels"], t, c, "T")
+    test_logits, test_labels = _test_arrays(test_logits, test_labels, nm, m, a, c)
     names_q = list(query_names or ["identity"] + [f"view_{i}" for i in range(1, a)])
     if len(names_q) != a:
         raise DataError(f"{len(names_q)} query names for A={a} query views; name each view once")
     sparse = _sparse_examples(keep, min_models)
     ids = np.arange(n, dtype=np.int64)
-    if sparse.any() and not drop_sparse:
-        n_in, n_out = mask_counts(keep)
-        ex = int(np.flatnonzero(sparse)[0])
-        raise DataError(
-            f"{nm['keep']}: {int(sparse.sum())} of {n} examples are in fewer than {min_models} "
-            f"models or out of fewer than {min_models} (example {ex} is IN in {int(n_in[ex])} "
-            f"and OUT in {int(n_out[ex])} of M={m}); every example needs IN and OUT shadow models "
-            f"(LiRA's equal groups need {DEFAULT_MIN_MODELS} of each): import more models, or "
-            "pass --drop-sparse to leave those examples out"
-        )
-    if sparse.all():
-        raise DataError(
-            f"{nm['keep']}: every example is in fewer than {min_models} models or out of fewer "
-            f"than {min_models} of M={m}; nothing is left to score: import more models"
-        )
+    _check_sparse(sparse, keep, nm["keep"], min_models, drop_sparse)
     dropped = np.flatnonzero(sparse)
     if dropped.size:
         sel = ~sparse

@@ -78,28 +78,8 @@ def _model_logits(path: Path) -> np.ndarray:
     )
 
 
-def read_lira_dir(
-    expdir: str | Path,
-    labels: str | Path | None = None,
-    *,
-    epoch: int | None = None,
-    skip_incomplete: bool = False,
-    query_names: Sequence[str] | None = None,
-    min_models: int = imp.DEFAULT_MIN_MODELS,
-    drop_sparse: bool = False,
-) -> imp.Imported:
-    """The models of a published-layout log directory, checked (:func:`imp.check_arrays`).
-
-    Args:
-      expdir: the log directory holding ``experiment-K_M/`` directories.
-      labels: int [N] (or longer: the first N are used) ``.npy``; default ``expdir/y_train.npy``.
-      epoch: take ``logits/{epoch:010d}.npy`` of every model (default: each model's latest).
-      skip_incomplete: leave out model directories without logits (default: refuse them).
-      query_names: the A view names (default: ``identity``, ``mirror`` for A = 2, the published
-        inference's views without shifts; ``identity``, ``view_1``, ... otherwise).
-      min_models, drop_sparse: see :func:`jaxsam.pipeline.import_logits.check_arrays`.
-    """
-    expdir = Path(expdir)
+def _chosen_models(expdir: Path, epoch: int | None, skip_incomplete: bool):
+    """``([(model dir, epoch, logits file)], [skipped dir names])`` of ``expdir``'s models."""
     dirs = model_dirs(expdir)
     chosen, skipped = [], []
     for d in dirs:
@@ -125,6 +105,11 @@ def read_lira_dir(
             f"{expdir} has {len(chosen)} model(s) with logits; membership scoring needs at least "
             "2: train and run inference for more models"
         )
+    return chosen, skipped
+
+
+def _read_keeps(chosen: list) -> tuple[list[np.ndarray], list[dict]]:
+    """Each chosen model's bool [N] ``keep.npy`` (one N for all) and its provenance entry."""
     keeps, files = [], []
     first = None
     for d, e, f in chosen:
@@ -144,7 +129,11 @@ def read_lira_dir(
         files.append(
             {"dir": d.name, "epoch": int(e), "keep": str(d / "keep.npy"), "logits": str(f)}
         )
-    n = first[0]
+    return keeps, files
+
+
+def _check_logit_files(chosen: list, n: int) -> None:
+    """Every logits file holds [N, A, C] floats, one A and C for all (headers only)."""
     lg0 = None
     for _, _, f in chosen:  # shapes and dtypes only: the values are read a block at a time
         lg = _model_logits(f)
@@ -163,6 +152,34 @@ def read_lira_dir(
                 "inference.py with the same augmentations for every model"
             )
         del lg
+
+
+def read_lira_dir(
+    expdir: str | Path,
+    labels: str | Path | None = None,
+    *,
+    epoch: int | None = None,
+    skip_incomplete: bool = False,
+    query_names: Sequence[str] | None = None,
+    min_models: int = imp.DEFAULT_MIN_MODELS,
+    drop_sparse: bool = False,
+) -> imp.Imported:
+    """The models of a published-layout log directory, checked (:func:`imp.check_arrays`).
+
+    Args:
+      expdir: the log directory holding ``experiment-K_M/`` directories.
+      labels: int [N] (or longer: the first N are used) ``.npy``; default ``expdir/y_train.npy``.
+      epoch: take ``logits/{epoch:010d}.npy`` of every model (default: each model's latest).
+      skip_incomplete: leave out model directories without logits (default: refuse them).
+      query_names: the A view names (default: ``identity``, ``mirror`` for A = 2, the published
+        inference's views without shifts; ``identity``, ``view_1``, ... otherwise).
+      min_models, drop_sparse: see :func:`jaxsam.pipeline.import_logits.check_arrays`.
+    """
+    expdir = Path(expdir)
+    chosen, skipped = _chosen_models(expdir, epoch, skip_incomplete)
+    keeps, files = _read_keeps(chosen)
+    n = keeps[0].shape[0]
+    _check_logit_files(chosen, n)
     logits = stacked([f for _, _, f in chosen], _model_logits, np.float32)
     label_path = Path(labels) if labels is not None else expdir / "y_train.npy"
     if labels is None and not label_path.is_file():

@@ -247,21 +247,10 @@ def _train_ensemble(
     mean, std = jnp.asarray(pool.mean), jnp.asarray(pool.std)
     setup = _execution_plan(setup, config, pool, keep, run_dir, execution)
     state = init_ensemble(setup.model, setup.tx, m, pool.input_shape, t.seed, first_model)
-    failed: set[int] = set()
-    losses = np.zeros(m, np.float32)
     announce_plan(setup.plan, config, pool, m)
-    accs = np.zeros(m, np.float32)
-    ckpts = None
-    if run_dir is not None:
-        _check_disk(run_dir, config, pool, state, m)
-        fp = ckpt_lib.fingerprint(
-            store.masks_fingerprint(pool.fingerprint(), keep), first_model, config
-        )
-        ckpts = ckpt_lib.Checkpoints(run_dir, config, fp)
-        if resume and (restored := ckpts.restore(state)) is not None:
-            state, failed = restored.state, set(restored.failed_models)
-            losses, accs = restored.losses, restored.accuracies
-
+    ckpts, (state, failed, losses, accs) = _checkpoints(
+        run_dir, config, pool, keep, state, first_model, resume
+    )
     fn = make_train_steps(setup, mean, std, pool.kind, t.batch_size)
     ensemble_fn = make_ensemble_fn(fn, setup.plan.strategy, setup.plan.chunk_size)
     shared = (jax.device_put(pool.x), jax.device_put(pool.y))
@@ -296,14 +285,9 @@ def _train_ensemble(
             done = step0 + n
             if ckpts is not None:
                 signal = preempt.requested()  # a signal forces a checkpoint of this call
+                state = EnsembleState(jnp.int32(done), *model_state)
                 ckpts.maybe_save(
-                    done,
-                    setup.total_steps,
-                    EnsembleState(jnp.int32(done), *model_state),
-                    failed,
-                    losses,
-                    accs,
-                    force=signal is not None,
+                    done, setup.total_steps, state, failed, losses, accs, force=signal is not None
                 )
                 if signal is not None:
                     stopped_at = (done, signal)
@@ -313,16 +297,39 @@ def _train_ensemble(
         bar.close()
         if ckpts is not None:
             ckpts.close(raise_errors=ok_exit)
-    if stopped_at is not None:
+    if stopped_at is not None:  # a signal: the checkpoint of this call is on disk
         hint = resume_hint or f"jaxsam train --resume {run_dir}"
-        preempt.stop(
-            f"the checkpoint at step {stopped_at[0]} of {setup.total_steps} is in "
-            f"{run_dir / 'checkpoints'}; continue with `{hint}`",
-            stopped_at[1],
-        )
+        where = f"step {stopped_at[0]} of {setup.total_steps} is in {run_dir / 'checkpoints'}"
+        preempt.stop(f"the checkpoint at {where}; continue with `{hint}`", stopped_at[1])
     state = EnsembleState(jnp.int32(setup.total_steps), *model_state)
     jax.block_until_ready(state.params)
     return TrainResult(state, setup, losses, accs, sorted(failed), time.perf_counter() - t0)
+
+
+def _checkpoints(
+    run_dir: Path | None,
+    config: Config,
+    pool: Pool,
+    keep: np.ndarray,
+    state: EnsembleState,
+    first_model: int,
+    resume: bool,
+):
+    """The run's checkpoints (None without ``run_dir``) after the disk check, and the state to
+    start from: ``(state, failed, losses, accuracies)``, restored from the newest intact
+    checkpoint on ``resume``."""
+    m = keep.shape[0]
+    start = (state, set(), np.zeros(m, np.float32), np.zeros(m, np.float32))
+    if run_dir is None:
+        return None, start
+    _check_disk(run_dir, config, pool, state, m)
+    masks = store.masks_fingerprint(pool.fingerprint(), keep)
+    fp = ckpt_lib.fingerprint(masks, first_model, config)
+    ckpts = ckpt_lib.Checkpoints(run_dir, config, fp)
+    if resume and (restored := ckpts.restore(state)) is not None:
+        r = restored
+        return ckpts, (r.state, set(r.failed_models), r.losses, r.accuracies)
+    return ckpts, start
 
 
 def export_logits(result: TrainResult, pool: Pool, queries: int) -> tuple[np.ndarray, np.ndarray]:

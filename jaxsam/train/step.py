@@ -79,68 +79,9 @@ def make_train_steps(
     second (perturbed) pass only contributes its gradient. With ``setup.fused_passes`` both
     passes run through one ``lax.scan`` body (:func:`jaxsam.optim.fused_update`), same rule.
     """
-    model, tx, spe = setup.model, setup.tx, setup.steps_per_epoch
-    loss_fn = make_loss_fn(setup)
-    dp = setup.dp
-
-    def example_loss(params, x, y):
-        """One example (batch axis of 1): its smoothed loss and logits (no BatchNorm here)."""
-        logits = model.apply({"params": params}, x, train=True)
-        return cross_entropy(logits, y, setup.label_smoothing).mean(), logits
-
-    private = None if dp is None else dp_lib.private_grad_fn(example_loss, dp)
-
-    def dp_step(carry, step, keep_row, order, num_in, aug_key, x_pool, y_pool):
-        """DP-SGD: a Poisson (or shuffled) batch, clipped per example, noised per release."""
-        params, batch_stats, opt_state = carry
-        if dp.sampling == "poisson":
-            key = jax.random.fold_in(jax.random.fold_in(aug_key, dp_lib.SAMPLE_STREAM), step)
-            rate = dp.batch_size / jnp.maximum(num_in, 1).astype(jnp.float32)
-            idx, valid = dp_lib.poisson_batch(key, keep_row, rate, dp.capacity)
-        else:
-            idx = batch_indices(order, num_in, step % spe, batch_size)
-            valid = jnp.ones(batch_size, bool)
-        x = train_augment(jax.random.fold_in(aug_key, step), x_pool[idx], setup.augment)
-        x = normalize(x, mean, std, kind)
-        y = y_pool[idx]
-        noise_key = jax.random.fold_in(jax.random.fold_in(aug_key, dp_lib.NOISE_STREAM), step)
-        grads, (values, logits) = private(params, x, y, valid, jax.random.fold_in(noise_key, 0))
-
-        def grad_fn(p):  # the SAM family's second release: its own noise draw
-            return private(p, x, y, valid, jax.random.fold_in(noise_key, 1))[0]
-
-        updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn)
-        params = optax.apply_updates(params, updates)
-        w = valid.astype(jnp.float32)
-        count = jnp.maximum(jnp.sum(w), 1.0)
-        logits = logits.reshape(logits.shape[0], -1)
-        loss = jnp.sum(values.astype(jnp.float32) * w) / count
-        acc = jnp.sum((jnp.argmax(logits, -1) == y).astype(jnp.float32) * w) / count
-        return (params, batch_stats, opt_state), (loss, acc)
-
-    def one_step(carry, step, keep_row, order, num_in, aug_key, x_pool, y_pool):
-        if dp is not None:
-            return dp_step(carry, step, keep_row, order, num_in, aug_key, x_pool, y_pool)
-        params, batch_stats, opt_state = carry
-        idx = batch_indices(order, num_in, step % spe, batch_size)
-        x = train_augment(jax.random.fold_in(aug_key, step), x_pool[idx], setup.augment)
-        x = normalize(x, mean, std, kind)
-        y = y_pool[idx]
-        grad_loss = jax.value_and_grad(loss_fn, has_aux=True)
-        if setup.fused_passes:
-            updates, opt_state, (loss, (new_stats, logits)) = fused_update(
-                tx, lambda p: grad_loss(p, batch_stats, x, y), opt_state, params
-            )
-        else:
-            (loss, (new_stats, logits)), grads = grad_loss(params, batch_stats, x, y)
-
-            def grad_fn(p):
-                return jax.grad(loss_fn, has_aux=True)(p, batch_stats, x, y)
-
-            updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn)
-        params = optax.apply_updates(params, updates)
-        acc = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
-        return (params, new_stats, opt_state), (loss.astype(jnp.float32), acc)
+    spe = setup.steps_per_epoch
+    make_step = _plain_step if setup.dp is None else _dp_step
+    one_step = make_step(setup, mean, std, kind, batch_size)
 
     def train_steps(
         model_state: Any, model_data: Any, shared: Any, step0: jax.Array, num_steps: int
@@ -162,3 +103,78 @@ def make_train_steps(
         return jax.lax.scan(lambda c, s: body(c, s), model_state, steps)
 
     return train_steps
+
+
+def _batch(setup: TrainSetup, idx, step, aug_key, x_pool, y_pool, mean, std, kind: str):
+    """The augmented, normalised inputs and the labels of pool rows ``idx`` at ``step``."""
+    x = train_augment(jax.random.fold_in(aug_key, step), x_pool[idx], setup.augment)
+    return normalize(x, mean, std, kind), y_pool[idx]
+
+
+def _plain_step(setup: TrainSetup, mean, std, kind: str, batch_size: int):
+    """One model's step without DP: the (SAM-family) update on one batch of its subset."""
+    tx, spe = setup.tx, setup.steps_per_epoch
+    loss_fn = make_loss_fn(setup)
+
+    def one_step(carry, step, keep_row, order, num_in, aug_key, x_pool, y_pool):
+        params, batch_stats, opt_state = carry
+        idx = batch_indices(order, num_in, step % spe, batch_size)
+        x, y = _batch(setup, idx, step, aug_key, x_pool, y_pool, mean, std, kind)
+        grad_loss = jax.value_and_grad(loss_fn, has_aux=True)
+        if setup.fused_passes:
+            updates, opt_state, (loss, (new_stats, logits)) = fused_update(
+                tx, lambda p: grad_loss(p, batch_stats, x, y), opt_state, params
+            )
+        else:
+            (loss, (new_stats, logits)), grads = grad_loss(params, batch_stats, x, y)
+
+            def grad_fn(p):
+                return jax.grad(loss_fn, has_aux=True)(p, batch_stats, x, y)
+
+            updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn)
+        params = optax.apply_updates(params, updates)
+        acc = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
+        return (params, new_stats, opt_state), (loss.astype(jnp.float32), acc)
+
+    return one_step
+
+
+def _dp_step(setup: TrainSetup, mean, std, kind: str, batch_size: int):
+    """One model's DP-SGD step: a Poisson (or shuffled) batch, clipped per example, noised
+    per release (:mod:`jaxsam.optim.dp`)."""
+    model, tx, spe, dp = setup.model, setup.tx, setup.steps_per_epoch, setup.dp
+
+    def example_loss(params, x, y):
+        """One example (batch axis of 1): its smoothed loss and logits (no BatchNorm here)."""
+        logits = model.apply({"params": params}, x, train=True)
+        return cross_entropy(logits, y, setup.label_smoothing).mean(), logits
+
+    private = None if dp is None else dp_lib.private_grad_fn(example_loss, dp)
+
+    def dp_step(carry, step, keep_row, order, num_in, aug_key, x_pool, y_pool):
+        """DP-SGD: a Poisson (or shuffled) batch, clipped per example, noised per release."""
+        params, batch_stats, opt_state = carry
+        if dp.sampling == "poisson":
+            key = jax.random.fold_in(jax.random.fold_in(aug_key, dp_lib.SAMPLE_STREAM), step)
+            rate = dp.batch_size / jnp.maximum(num_in, 1).astype(jnp.float32)
+            idx, valid = dp_lib.poisson_batch(key, keep_row, rate, dp.capacity)
+        else:
+            idx = batch_indices(order, num_in, step % spe, batch_size)
+            valid = jnp.ones(batch_size, bool)
+        x, y = _batch(setup, idx, step, aug_key, x_pool, y_pool, mean, std, kind)
+        noise_key = jax.random.fold_in(jax.random.fold_in(aug_key, dp_lib.NOISE_STREAM), step)
+        grads, (values, logits) = private(params, x, y, valid, jax.random.fold_in(noise_key, 0))
+
+        def grad_fn(p):  # the SAM family's second release: its own noise draw
+            return private(p, x, y, valid, jax.random.fold_in(noise_key, 1))[0]
+
+        updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn)
+        params = optax.apply_updates(params, updates)
+        w = valid.astype(jnp.float32)
+        count = jnp.maximum(jnp.sum(w), 1.0)
+        logits = logits.reshape(logits.shape[0], -1)
+        loss = jnp.sum(values.astype(jnp.float32) * w) / count
+        acc = jnp.sum((jnp.argmax(logits, -1) == y).astype(jnp.float32) * w) / count
+        return (params, batch_stats, opt_state), (loss, acc)
+
+    return dp_step
