@@ -31,7 +31,13 @@ TPR_FPRS: tuple[tuple[str, str], ...] = (("0.01", "1%"), ("0.001", "0.1%"))
 # Metrics shown as percentages (x100); the mechanism statistics and DP-SGD's epsilon are shown
 # as they are.
 _MECHANISM = ("memorization_mean", "out_variance_median")
-_OPTIONAL = ("heldout_accuracy", "dp_epsilon")  # rows left out when no run has them
+# The audit's lower bounds on epsilon (``jaxsam audit``; arms with canaries), per method.
+AUDIT_METHODS = ("one_run", "clopper_pearson", "fdp")
+_AUDIT = tuple(f"audit/{m}" for m in AUDIT_METHODS) + tuple(
+    f"audit_ceiling/{m}" for m in AUDIT_METHODS
+)
+# Rows left out when no run has them.
+_OPTIONAL = ("heldout_accuracy", "dp_epsilon", *_AUDIT)
 
 
 def t_critical(n: int, level: float = 0.95) -> float:
@@ -46,6 +52,9 @@ def t_critical(n: int, level: float = 0.95) -> float:
     return float(stats.t.ppf(0.5 + level / 2.0, n - 1))
 
 
+UNSUPPORTED = "_unsupported"  # extract_metrics: the TPR rows below the run's FPR resolution
+
+
 def metric_keys(attacks: Sequence[str]) -> list[str]:
     """Row keys in table order: OUT and held-out accuracy, per attack AUC and TPRs, the
     mechanism stats, then DP-SGD's epsilon (rows no arm has a value for are dropped by
@@ -54,7 +63,7 @@ def metric_keys(attacks: Sequence[str]) -> list[str]:
     for a in attacks:
         keys.append(f"{a}/auc")
         keys += [f"{a}/tpr@{k}" for k, _ in TPR_FPRS]
-    return keys + list(_MECHANISM) + ["dp_epsilon"]
+    return keys + list(_MECHANISM) + ["dp_epsilon", *_AUDIT]
 
 
 def metric_label(key: str) -> str:
@@ -65,6 +74,9 @@ def metric_label(key: str) -> str:
         return "held-out accuracy %"
     if key == "dp_epsilon":
         return "DP-SGD epsilon"
+    if key.startswith(("audit/", "audit_ceiling/")):
+        what, method = key.split("/")
+        return f"audit {method} {'ceiling' if what == 'audit_ceiling' else 'epsilon lower bound'}"
     if key == "memorization_mean":
         return "mean FZ memorization"
     if key == "out_variance_median":
@@ -84,11 +96,14 @@ def extract_metrics(report: Mapping, attacks: Sequence[str]) -> dict[str, float 
         points, a fraction; reports written before the rename call it ``accuracy.test``),
         ``attacks[name].auc`` and ``.tpr_at_fpr["0.01" | "0.001"]`` (fractions),
         ``memorization.mean``, ``out_confidence_variance.median``, ``accuracy.heldout``,
-        ``run.dp.epsilon`` (DP-SGD runs).
+        ``run.dp.epsilon`` (DP-SGD runs), and ``audit`` (``RUN/audit.json`` of a run with
+        canaries, which :mod:`experiments.run` adds): each method's ``epsilon_lower`` and
+        ``ceiling``.
       attacks: attack names to take.
 
     Returns:
-      {metric key: float or None}, keys as in :func:`metric_keys`.
+      {metric key: float or None}, keys as in :func:`metric_keys`, plus :data:`UNSUPPORTED`
+      (a list of the TPR keys the report marks ``supported: false``) where there are any.
     """
 
     def num(v) -> float | None:
@@ -102,11 +117,18 @@ def extract_metrics(report: Mapping, attacks: Sequence[str]) -> dict[str, float 
         e = (report.get("attacks") or {}).get(a) or {}
         out[f"{a}/auc"] = num(e.get("auc"))
         tprs = e.get("tpr_at_fpr") or {}
+        support = e.get("fpr_support") or {}
         for k, _ in TPR_FPRS:
             out[f"{a}/tpr@{k}"] = num(tprs.get(k))
+            if (support.get(k) or {}).get("supported") is False:
+                out.setdefault(UNSUPPORTED, []).append(f"{a}/tpr@{k}")
     out["memorization_mean"] = num((report.get("memorization") or {}).get("mean"))
     out["out_variance_median"] = num((report.get("out_confidence_variance") or {}).get("median"))
     out["dp_epsilon"] = num(((report.get("run") or {}).get("dp") or {}).get("epsilon"))
+    bounds = {b["method"]: b for b in (report.get("audit") or {}).get("bounds", [])}
+    for what, field in (("audit", "epsilon_lower"), ("audit_ceiling", "ceiling")):
+        for m in AUDIT_METHODS:
+            out[f"{what}/{m}"] = num((bounds.get(m) or {}).get(field))
     return out
 
 
@@ -204,6 +226,11 @@ def aggregate(
         arm: {k: summarize([m[k] for m in vals.values()]) for k in keys}
         for arm, vals in values.items()
     }
+    # A TPR row that some run cannot resolve (fewer than one false positive allowed: the TPR at
+    # zero false positives) is shown but never called a difference.
+    unsupported = sorted(
+        {k for v in values.values() for m in v.values() for k in m.get(UNSUPPORTED, [])}
+    )
     diff = {}
     for arm, vals in values.items():
         if arm == baseline:
@@ -215,10 +242,15 @@ def aggregate(
             )
             for k in keys
         }
+        for k in unsupported:
+            if k in diff[arm]:
+                diff[arm][k]["exceeds_noise"] = False
+                diff[arm][k]["unsupported"] = True
     return {
         "arms": list(per_seed),
         "baseline": baseline,
         "metrics": keys,
+        "unsupported": unsupported,
         "summary": summary,
         "diff": diff,
         "seeds": {arm: sorted(reps) for arm, reps in per_seed.items()},
@@ -229,7 +261,7 @@ def aggregate(
 def _fmt(key: str, v: float | None) -> str:
     if v is None or not np.isfinite(v):
         return "-"
-    if key == "dp_epsilon":
+    if key == "dp_epsilon" or key in _AUDIT:
         return f"{v:.2f}"
     if key in _MECHANISM:
         return f"{v:.4f}"
@@ -246,7 +278,9 @@ def render_table(agg: Mapping, markdown: bool = True) -> str:
 
     Arm cells read ``mean ± std`` over seeds (std omitted for one seed). Difference cells read
     ``mean ± se`` of the paired per-seed differences, followed by ``*`` when the difference
-    exceeds the noise (paired-t rule of the module docstring) and ``~`` when it does not.
+    exceeds the noise (paired-t rule of the module docstring) and ``~`` when it does not; a TPR
+    row below some run's FPR resolution (the TPR at zero false positives) reads
+    ``(0 FP: no call)`` instead.
     Percentages for accuracy, AUC and TPR; the mechanism statistics as they are. In Markdown the
     arm names are escaped (:func:`jaxsam.report.escape_markdown`).
     """
@@ -266,7 +300,9 @@ def render_table(agg: Mapping, markdown: bool = True) -> str:
         for arm in others:
             d = agg["diff"][arm][key]
             cell = _fmt_signed(key, d["mean"])
-            if cell != "-":
+            if cell != "-" and d.get("unsupported"):
+                cell += " (0 FP: no call)"
+            elif cell != "-":
                 if d["se"] is not None:
                     cell += f" ± {_fmt(key, d['se'])}"
                 cell += " *" if d["exceeds_noise"] else " ~"
@@ -315,7 +351,9 @@ def privacy_utility_points(agg: Mapping, attack: str = "lira_online") -> dict[st
     (OUT accuracy when the runs have no held-out split), each with its std over seeds.
 
     Returns:
-      {arm: {"x", "x_std", "y", "y_std", "y_key"}} (fractions; None where missing).
+      {arm: {"x", "x_std", "y", "y_std", "y_key", "epsilon", "epsilon_lower"}} (fractions;
+      None where missing): ``epsilon`` is the mean accountant epsilon of a DP-SGD arm,
+      ``epsilon_lower`` the mean audited one-run lower bound of an arm with canaries.
     """
     points = {}
     for arm in agg["arms"]:
@@ -328,5 +366,7 @@ def privacy_utility_points(agg: Mapping, attack: str = "lira_online") -> dict[st
             "y": s[y_key]["mean"],
             "y_std": s[y_key]["std"],
             "y_key": y_key,
+            "epsilon": (s.get("dp_epsilon") or {}).get("mean"),
+            "epsilon_lower": (s.get("audit/one_run") or {}).get("mean"),
         }
     return points

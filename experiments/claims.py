@@ -20,6 +20,11 @@ claim of arXiv 2310.00488 from a 95 % paired-bootstrap interval of the differenc
    above 0; *reverses* when the variance is lower but offline LiRA's AUC is lower;
    *not significant* otherwise.
 
+Beside the claims it reports, with the same paired intervals, the statistics a study section
+needs: train (IN), OUT and held-out accuracy, AUC and TPR at 1 % and 0.1 % FPR of LiRA online,
+LiRA offline and RMIA (the report's TPR definition: the ROC interpolated between adjacent score
+levels), and the typical group's mean memorization.
+
 The bootstrap resamples pool examples with replacement (every model's entry for an example
 together), the same resample for both arms and every seed, so the interval is of the paired,
 seed-averaged difference. Held-out accuracy resamples the held-out examples the same way.
@@ -41,7 +46,8 @@ from jaxsam.errors import DataError, JaxsamError
 from jaxsam.scoring import score
 from jaxsam.store import load_run
 
-ATTACKS = ("lira_online", "lira_offline")
+ATTACKS = ("lira_online", "lira_offline", "rmia")
+TPR_FPRS = ((0.01, "1%"), (0.001, "0.1%"))  # the extra statistics' operating points
 CLAIMS = ("leaks_more", "memorizes_atypical", "out_variance_lower", "linear_theory")
 CLAIM_TEXT = {
     "leaks_more": "SAM leaks more at equal or better accuracy (LiRA online AUC)",
@@ -71,13 +77,29 @@ class WeightedAUC:
         self._cols, self._member = cols, y[ok]
         self._levels = int(self._level.max()) + 1 if self._level.size else 0
 
-    def __call__(self, counts: np.ndarray) -> float:
+    def _counts(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         w = np.asarray(counts, np.float64)[self._cols]
         pos = np.bincount(self._level, w * self._member, self._levels)
         neg = np.bincount(self._level, w * ~self._member, self._levels)
+        return pos, neg
+
+    def __call__(self, counts: np.ndarray) -> float:
+        pos, neg = self._counts(counts)
         below = np.cumsum(neg) - neg
         den = pos.sum() * neg.sum()
         return float((pos * (below + 0.5 * neg)).sum() / den) if den > 0 else float("nan")
+
+    def tpr_at(self, counts: np.ndarray, fpr: float) -> float:
+        """TPR at FPR ``fpr`` under the weights, as the report defines it (the ROC interpolated
+        linearly between adjacent score levels; below the FPR resolution the TPR at zero false
+        positives): :func:`jaxsam.metrics._tpr_at` on the weighted ROC."""
+        pos, neg = self._counts(counts)
+        n_pos, n_neg = pos.sum(), neg.sum()
+        if n_pos <= 0 or n_neg <= 0:
+            return float("nan")
+        roc_fpr = np.concatenate([[0.0], np.cumsum(neg[::-1]) / n_neg])
+        roc_tpr = np.concatenate([[0.0], np.cumsum(pos[::-1]) / n_pos])
+        return metrics._tpr_at(roc_fpr, roc_tpr, fpr, n_neg)
 
 
 def weighted_median(values: np.ndarray, counts: np.ndarray) -> float:
@@ -130,6 +152,8 @@ def _per_run(run, attacks: Sequence[str]) -> dict:
         "auc": {a: WeightedAUC(result.scores[a], keep) for a in attacks},
         "out_correct": (arrays["correct"] & ~keep).sum(0),
         "out_count": (~keep).sum(0),
+        "in_correct": (arrays["correct"] & keep).sum(0),
+        "in_count": keep.sum(0),
         "memorization": arrays["memorization"],
         "out_variance": arrays["out_variance"],
     }
@@ -143,6 +167,10 @@ def _per_run(run, attacks: Sequence[str]) -> dict:
 def _statistics(r: Mapping, w: np.ndarray, wt: np.ndarray | None, atypical: np.ndarray) -> dict:
     """Every claim statistic of one run under pool weights ``w`` [N] and held-out ``wt`` [T]."""
     stats = {f"{a}_auc": f(w) for a, f in r["auc"].items()}
+    for a, f in r["auc"].items():
+        for fpr, name in TPR_FPRS:
+            stats[f"{a}_tpr@{name}"] = f.tpr_at(w, fpr)
+    stats["train_accuracy"] = float((w * r["in_correct"]).sum() / (w * r["in_count"]).sum())
     stats["out_accuracy"] = float((w * r["out_correct"]).sum() / (w * r["out_count"]).sum())
     if wt is not None and "heldout_correct" in r:
         stats["heldout_accuracy"] = weighted_mean(r["heldout_correct"], wt)

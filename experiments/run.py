@@ -96,11 +96,21 @@ def _train_or_reuse(cfg, out: Path, overwrite: bool, progress: bool, desc: str):
 
 
 def _report(run, attacks: tuple[str, ...], rescore: bool) -> dict:
+    """The run's report.json (scored when missing); a run with canaries is also audited
+    (``jaxsam audit``'s defaults) and its ``audit.json`` joins the report as ``"audit"``."""
     from jaxsam.pipeline.score import score_run
 
     rep = None if rescore else run.read_json("report.json")
     if rep is None or any(a not in rep.get("attacks", {}) for a in attacks):
         rep = score_run(run, attacks=list(attacks), bootstrap=0, write=True)
+    if run.config.audit.enabled:
+        from jaxsam.audit.report import audit_run, write_audit
+
+        audit = None if rescore else run.read_json("audit.json")
+        if audit is None:
+            audit = audit_run(run)
+            write_audit(run, audit)
+        rep = {**rep, "audit": audit}
     return rep
 
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from jaxsam import config as config_lib
-from jaxsam.errors import ConfigError
+from jaxsam.errors import ConfigError, read_json_file
 
 DEFAULT_ATTACKS = ("lira_online", "lira_offline", "rmia", "loss")
 _KEYS = {
@@ -112,7 +112,7 @@ def from_dict(data: Mapping, name: str) -> Spec:
 
 def load(path: str | Path) -> Spec:
     """Reads an experiment spec file."""
-    data = config_lib.read_json_file(path, "experiment spec", "see experiments/configs/")
+    data = read_json_file(path, "experiment spec", "see experiments/configs/")
     return from_dict(data, Path(path).stem)
 
 

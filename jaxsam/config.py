@@ -5,26 +5,22 @@ A :class:`Config` is a tree of frozen dataclasses. ``config.json`` in a run dire
 rejects unknown keys, wrong types and out-of-range values with the key path and the allowed
 values, before anything runs.
 
-This module is a leaf: it imports nothing of jax, flax or optax and of jaxsam only
-:mod:`jaxsam.errors`. The checks that need the optimizer registry or the model code (the
-optimizer's name and arguments, a custom model's keys, BatchNorm under DP-SGD) are the plan
-step's (:func:`jaxsam.plan.check_config`), which runs them, with these, before anything runs.
+A leaf: no jax, flax or optax, and of jaxsam only :mod:`jaxsam.errors`. The checks that need
+the optimizer registry, the model code or the data's naming rules are the plan step's
+(:func:`jaxsam.plan.check_config`), which runs them after these, before anything runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import re
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jaxsam.config_audit import AUDIT_KINDS, AuditConfig  # noqa: F401 (re-exported)
-from jaxsam.errors import ConfigError
+from jaxsam.errors import ConfigError, read_json_file
 
 CONFIG_VERSION = 1
 
@@ -34,6 +30,9 @@ STRATEGIES = ("auto", "vmap", "vmap_matmul", "chunked", "loop", "sharded")
 SCHEDULES = ("cosine", "constant", "linear")
 DIVERGENCE_POLICIES = ("stop", "exclude")
 DTYPES = ("float32", "bfloat16")
+DP_SAMPLINGS = ("poisson", "shuffle")
+DP_ACCOUNTANTS = ("pld", "rdp")
+AUDIT_KINDS = ("mislabel", "noise", "duplicate")
 # masks.design: every example in round(pkeep * M) models, or each model and example independently
 MASK_DESIGNS = ("exact", "bernoulli")
 
@@ -41,10 +40,6 @@ MASK_DESIGNS = ("exact", "bernoulli")
 # and no membership study needs more shadow models than this (the masks alone are M x N bits).
 MAX_INT = 2**31 - 1
 MAX_MODELS = 2**20
-# A tensorflow-datasets name: NAME, NAME/CONFIG, each with an optional :VERSION (``mnist``,
-# ``cifar10:3.*.*``, ``imagenet2012_subset/1pct``). Anything else (a path such as
-# ``../data/x``) is refused: local files are read through ``npz:FILE`` or ``idx:DIR``.
-TFDS_NAME = re.compile(r"[a-z][a-z0-9_]*(/[A-Za-z0-9_.+-]+)?(:[0-9*]+\.[0-9*]+\.[0-9*]+)?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,10 +122,6 @@ class ModelConfig:
     depth: int | None = None
     dtype: str = "float32"
     kwargs: dict = dataclasses.field(default_factory=dict)
-
-
-DP_SAMPLINGS = ("poisson", "shuffle")
-DP_ACCOUNTANTS = ("pld", "rdp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +239,43 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AuditConfig:
+    """Canaries for a DP audit (``jaxsam audit RUN``; docs/audit.md). Off by default.
+
+    Attributes:
+      canaries: number of canary examples (0: no audit, and the run is exactly the run without
+        this section). Each target model includes each canary independently with probability
+        1/2; the other models (references) never train on a canary; every other example keeps
+        the study's masks.
+      kind: ``mislabel`` (a pool example drawn with ``seed`` whose label is replaced by a wrong
+        one), ``noise`` (an added example of random inputs with a random label) or
+        ``duplicate`` (an added second copy of a pool example drawn with ``seed``).
+      targets: how many of the ``masks.models`` models are targets (``None``: half of them);
+        the others are references.
+      seed: seed of the canaries, the targets and the targets' canary memberships.
+    """
+
+    canaries: int = 0
+    kind: str = "mislabel"
+    targets: int | None = None
+    seed: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the run has canaries."""
+        return self.canaries > 0
+
+    def check(self, models: int) -> None:
+        """Raises :class:`ConfigError` for a bad value; ``models`` is ``masks.models``."""
+        check_range("audit.canaries", self.canaries, 0, None, "a count >= 0 (0: no audit)")
+        check_choice("audit.kind", self.kind, AUDIT_KINDS)
+        check_range("audit.seed", self.seed, 0, 2**32 - 1, "an integer in [0, 2**32)")
+        if self.targets is not None:
+            what = f"between 1 and masks.models - 1 = {models - 1} (the others are references)"
+            check_range("audit.targets", self.targets, 1, models - 1, what)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole run: data, masks, model, optimizer and loop.
 
@@ -285,31 +313,15 @@ def check_range(path: str, value: float, lo: float | None, hi: float | None, wha
         raise ConfigError(f"{path} = {show(value)} is out of range; it must be {what}")
 
 
-def _check_dataset(name: str) -> None:
-    """``data.dataset`` is ``digits``, ``idx:DIR``, ``npz:FILE`` or a tfds name, never a path."""
-    if name in ("digits",) or name.startswith(("idx:", "npz:")):
-        if name.partition(":")[2] == "" and name != "digits":
-            raise ConfigError(f"data.dataset = {show(name)} names no file; write e.g. npz:FILE")
-        return
-    if not TFDS_NAME.fullmatch(name):
-        raise ConfigError(
-            f"data.dataset = {show(name)} is neither 'digits' nor a tensorflow-datasets name "
-            "(such as 'cifar10'); to read local files write 'npz:FILE' (x, y arrays) or "
-            "'idx:DIR' (MNIST layout)"
-        )
-
-
 def validate(config: Config) -> Config:
     """Checks every value's type and range; returns ``config`` or raises :class:`ConfigError`.
 
-    ``model.name`` is any non-empty name and ``optim.name`` any string here: reading a run
-    directory to score it needs neither the model nor the optimizer. The plan step checks them
-    (:func:`jaxsam.plan.check_config`) before anything is trained or written.
+    Model, optimizer and dataset names are any non-empty names here (scoring a run needs
+    none of them); :func:`jaxsam.plan.check_config` checks them before anything is trained.
     """
     d, m, mo, o, t = config.data, config.masks, config.model, config.optim, config.train
     if not d.dataset:
         raise ConfigError("data.dataset is empty; name a dataset such as 'digits' or 'cifar10'")
-    _check_dataset(d.dataset)
     check_choice("data.train_augment", d.train_augment, TRAIN_AUGMENTS)
     check_choice("data.query_augment", d.query_augment, QUERY_AUGMENTS)
     for name in ("pool_size", "test_size"):
@@ -332,7 +344,13 @@ def validate(config: Config) -> Config:
             f"masks.pkeep * masks.models rounds to {keep_count} of {m.models} models; every "
             "example needs at least one IN and one OUT model: raise masks.models or change pkeep"
         )
-    _validate_model(mo)
+    if not mo.name:
+        raise ConfigError("model.name is empty; name a model such as 'mlp' or 'mymodule:Net'")
+    check_choice("model.dtype", mo.dtype, DTYPES)
+    if mo.width is not None:
+        check_range("model.width", mo.width, 1, None, "a positive integer or null")
+    if mo.depth is not None:
+        check_range("model.depth", mo.depth, 1, None, "a positive integer or null")
     if not o.name:
         raise ConfigError("optim.name is empty; name an optimizer such as 'sgd' or 'sam'")
     check_choice("optim.schedule", o.schedule, SCHEDULES)
@@ -362,17 +380,6 @@ def validate(config: Config) -> Config:
     for path, seed in (("data.seed", d.seed), ("masks.seed", m.seed), ("train.seed", t.seed)):
         check_range(path, seed, 0, 2**32 - 1, "an integer in [0, 2**32)")
     return config
-
-
-def _validate_model(mo: ModelConfig) -> None:
-    """Checks ``model.*`` values; the name against the models is the plan step's."""
-    if not mo.name:
-        raise ConfigError("model.name is empty; name a model such as 'mlp' or 'mymodule:Net'")
-    check_choice("model.dtype", mo.dtype, DTYPES)
-    if mo.width is not None:
-        check_range("model.width", mo.width, 1, None, "a positive integer or null")
-    if mo.depth is not None:
-        check_range("model.depth", mo.depth, 1, None, "a positive integer or null")
 
 
 def _validate_dp(config: Config) -> None:
@@ -405,49 +412,17 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
-# Keys added to version 1 after run directories were first written, with the default that
-# keeps an older run's meaning. A config.json without them loads with these defaults.
-ADDED_KEYS: tuple[tuple[str, Any], ...] = (
-    ("optim.base", "sgd"),
-    ("optim.base_args", {}),
-    ("train.label_smoothing", 0.0),
-    ("optim.dp", dataclasses.asdict(DPConfig())),
-    ("model.kwargs", {}),
-    ("audit", dataclasses.asdict(AuditConfig())),
-)
-
-
-def stable_dict(config: Config) -> dict:
-    """``to_dict(config)`` without the :data:`ADDED_KEYS` that hold their default.
-
-    What a fingerprint of a config should hash: the checkpoint of a run started before a key
-    existed keeps its fingerprint as long as the key keeps the default.
-    """
-    data = to_dict(config)
-    for dotted, default in ADDED_KEYS:
-        *parents, leaf = dotted.split(".")
-        node = data
-        for key in parents:
-            node = node[key]
-        if node.get(leaf) == default:
-            del node[leaf]
-    return data
-
-
 def _type_ok(value: Any, annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         return any(_type_ok(value, a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return value is None
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
+    if annotation in (float, int):  # a bool is an int to Python, never to a config
+        kinds = (int, float) if annotation is float else int
+        return isinstance(value, kinds) and not isinstance(value, bool)
+    if annotation in (bool, str):
+        return isinstance(value, annotation)
     if annotation is dict or origin is dict:
         return isinstance(value, Mapping)
     return True
@@ -502,58 +477,6 @@ def from_dict(data: Mapping) -> Config:
             f"(expects {CONFIG_VERSION}); upgrade jaxsam or rewrite the config"
         )
     return validate(config)
-
-
-def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:
-    """Parses the JSON file ``path``, or raises a :class:`ConfigError` naming ``what`` it is.
-
-    Args:
-      path: the file.
-      what: what the file is, for messages (``config file``, ``experiment spec``).
-      missing_hint: what to do when the file does not exist.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} does not exist; {missing_hint}")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path} ({e.strerror}); check its permissions") from e
-    problem = json_problem(raw)
-    if isinstance(problem, str):
-        raise ConfigError(f"{what} {path} {problem}")
-    return problem[0]
-
-
-MAX_JSON_DEPTH = 64  # a config is 3 levels deep; deeper nesting is garbage, not a config
-
-
-def json_problem(raw: bytes) -> str | tuple[Any]:
-    """Parses ``raw`` as JSON: ``(value,)``, or what is wrong with it (one line, with the fix).
-
-    Refuses binary data, JSON nested deeper than :data:`MAX_JSON_DEPTH` (Python's parser would
-    overflow its stack) and integers of more digits than Python converts.
-    """
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return "is not a text file (not UTF-8: binary data?); pass a JSON file"
-    depth = max_depth = 0
-    for ch in text:  # brackets in strings overcount: only a bound, so that is fine
-        if ch in "[{":
-            depth += 1
-            if depth > max_depth:
-                max_depth = depth
-                if max_depth > MAX_JSON_DEPTH:
-                    return f"nests JSON deeper than {MAX_JSON_DEPTH} levels; it is not a config"
-        elif ch in "]}":
-            depth -= 1
-    try:
-        return (json.loads(text),)
-    except json.JSONDecodeError as e:
-        return f"is not valid JSON ({e}); fix the syntax"
-    except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4,300 digits
-        return f"cannot be read as JSON ({str(e).split(';')[0]}); fix the value"
 
 
 def load(path: str | Path) -> Config:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 # Whether the running code serves a ``jaxsam`` command (set by :func:`command_line`): messages
 # then name command-line flags (``--overwrite``), otherwise keyword arguments (``overwrite=True``).
@@ -103,3 +106,58 @@ class Interrupted(Exception):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.signum = signum
+
+
+# JSON input (config files, run-directory metadata, experiment specs): one-line problems.
+
+
+def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:
+    """Parses the JSON file ``path``, or raises a :class:`ConfigError` naming ``what`` it is.
+
+    Args:
+      path: the file.
+      what: what the file is, for messages (``config file``, ``experiment spec``).
+      missing_hint: what to do when the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist; {missing_hint}")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path} ({e.strerror}); check its permissions") from e
+    problem = json_problem(raw)
+    if isinstance(problem, str):
+        raise ConfigError(f"{what} {path} {problem}")
+    return problem[0]
+
+
+MAX_JSON_DEPTH = 64  # a config is 3 levels deep; deeper nesting is garbage, not a config
+
+
+def json_problem(raw: bytes) -> str | tuple[Any]:
+    """Parses ``raw`` as JSON: ``(value,)``, or what is wrong with it (one line, with the fix).
+
+    Refuses binary data, JSON nested deeper than :data:`MAX_JSON_DEPTH` (Python's parser would
+    overflow its stack) and integers of more digits than Python converts.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not a text file (not UTF-8: binary data?); pass a JSON file"
+    depth = max_depth = 0
+    for ch in text:  # brackets in strings overcount: only a bound, so that is fine
+        if ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                max_depth = depth
+                if max_depth > MAX_JSON_DEPTH:
+                    return f"nests JSON deeper than {MAX_JSON_DEPTH} levels; it is not a config"
+        elif ch in "]}":
+            depth -= 1
+    try:
+        return (json.loads(text),)
+    except json.JSONDecodeError as e:
+        return f"is not valid JSON ({e}); fix the syntax"
+    except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4,300 digits
+        return f"cannot be read as JSON ({str(e).split(';')[0]}); fix the value"

@@ -269,6 +269,16 @@ def plot_entropy_buckets(summaries: Mapping[str, dict], path: str | Path) -> Pat
 # --------------------------------------------------------------------------- privacy-utility
 
 
+def _epsilon_note(epsilon: float | None, lower: float | None) -> str:
+    """``eps 3.21, audited >= 0.45``: the accountant's epsilon beside the audited bound."""
+    parts = []
+    if epsilon is not None and np.isfinite(epsilon):
+        parts.append(f"eps {epsilon:.2f}")
+    if lower is not None and np.isfinite(lower):
+        parts.append(f"audited >= {lower:.2f}")
+    return ", ".join(parts)
+
+
 def plot_privacy_utility(
     points: Mapping[str, Mapping[str, float]],
     path: str | os.PathLike,
@@ -281,7 +291,9 @@ def plot_privacy_utility(
     """One point per recipe: utility (y, linear) against leakage (x, log axis), seed error bars.
 
     Args:
-      points: recipe -> {"x", "x_std", "y", "y_std"} (fractions; std over seeds, 0 for one).
+      points: recipe -> {"x", "x_std", "y", "y_std"} (fractions; std over seeds, 0 for one),
+        optionally ``epsilon`` (the accountant's, DP-SGD) and ``epsilon_lower`` (the audited
+        lower bound, ``jaxsam audit``), written side by side in the point's legend entry.
         A recipe whose ``x`` is missing (None or NaN) is left out.
       path: output PNG.
       title: plot title.
@@ -301,6 +313,7 @@ def plot_privacy_utility(
         xerr = (
             None if at_floor else [[min(p.get("x_std") or 0.0, x - floor)], [p.get("x_std") or 0.0]]
         )
+        eps = _epsilon_note(p.get("epsilon"), p.get("epsilon_lower"))
         ax.errorbar(
             max(x, floor),
             y,
@@ -309,7 +322,7 @@ def plot_privacy_utility(
             fmt="o",
             mfc="none" if at_floor else None,
             capsize=3,
-            label=name + (f" (TPR < {floor:g})" if at_floor else ""),
+            label=name + (f" (TPR < {floor:g})" if at_floor else "") + (f"; {eps}" if eps else ""),
         )
     ax.set_xscale("log")
     ax.set_xlabel(x_label + " (log)")

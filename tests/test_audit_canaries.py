@@ -16,6 +16,7 @@ from jaxsam.audit import bounds
 from jaxsam.data import canaries as canary_lib
 from jaxsam.data import make_masks, make_pool
 from jaxsam.errors import ConfigError, DataError
+from jaxsam.store import checkpoints as ckpt_lib
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import tiny_config  # noqa: E402
@@ -92,7 +93,7 @@ def test_no_canaries_is_todays_run():
     assert canary_lib.add_canaries(pool, audit) is pool
     assert canary_lib.audit_masks(base, audit) is base
     cfg = config_lib.Config()
-    assert "audit" not in config_lib.stable_dict(cfg)  # checkpoint fingerprints unchanged
+    assert "audit" not in ckpt_lib.stable_dict(cfg)  # checkpoint fingerprints unchanged
     assert canary_lib.header_fields(cfg, base) == {}
     old = config_lib.to_dict(cfg)
     del old["audit"]
@@ -183,6 +184,8 @@ def test_jaxsam_audit_end_to_end(audited_run, capsys):
     frame = run.examples()
     assert frame["canary"].sum() == 100 and len(frame) == 400
     assert np.isnan(run.scores["loss"][:, run.canaries]).all()
+    # analyze reads the scored run (NaN scores in the canaries' columns) without them.
+    assert cli.main(["analyze", str(path), "--out", str(path.parent / "analysis")]) == 0
     assert cli.main(["audit", str(path), "--attack", "loss", "--threshold", "bonferroni"]) == 0
     assert json.loads((path / "audit.json").read_text())["threshold"] == "bonferroni"
     assert md.count("## Audit") == 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxsam.bench import suite
+from jaxsam.bench import suite, suite_sections
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,10 +42,10 @@ def test_steady_step_seconds_separates_compiling_calls():
     for n, extra in ((4, 10.0), (4, 0.0), (4, 0.0), (2, 3.0)):
         t += n * 0.5 + extra
         calls.append((0, n, t))
-    step, compile_s = suite.steady_step_seconds(calls)
+    step, compile_s = suite_sections.steady_step_seconds(calls)
     assert step == pytest.approx(0.5)
     assert compile_s == pytest.approx(13.0)
-    assert suite.steady_step_seconds([(0, 4, 3.0), (4, 2, 4.0)]) == (None, 0.0)
+    assert suite_sections.steady_step_seconds([(0, 4, 3.0), (4, 2, 4.0)]) == (None, 0.0)
 
 
 def test_markdown_lists_failed_sections_and_tables():

@@ -34,6 +34,19 @@ def test_weighted_auc_equals_the_auc_of_the_resampled_columns():
     assert claims.WeightedAUC(s, keep)(counts) == pytest.approx(want, abs=1e-12)
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_weighted_tpr_is_the_reports_tpr_at_fpr_on_unit_and_resampled_weights(ties):
+    s, keep = _scores(seed=2, m=8, n=300, ties=ties)
+    auc = claims.WeightedAUC(s, keep)
+    for fpr in (0.01, 0.05, 0.2):
+        want = metrics.roc_metrics(s, keep, fprs=[fpr])["tpr_at_fpr"][metrics.fpr_key(fpr)]
+        assert auc.tpr_at(np.ones(s.shape[1]), fpr) == pytest.approx(want, abs=1e-12)
+    idx = np.random.default_rng(4).integers(0, s.shape[1], s.shape[1])
+    counts = np.bincount(idx, minlength=s.shape[1])
+    want = metrics.roc_metrics(s[:, idx], keep[:, idx], fprs=[0.05])["tpr_at_fpr"]["0.05"]
+    assert auc.tpr_at(counts, 0.05) == pytest.approx(want, abs=1e-12)
+
+
 def test_weighted_median_and_mean_repeat_values_by_their_counts():
     v = np.array([5.0, 1.0, np.nan, 3.0, 2.0])
     c = np.array([1, 3, 2, 0, 2])
@@ -64,6 +77,8 @@ def _fake_run(seed, shift=0.0, var_scale=1.0, n=300, m=8):
         "auc": {a: claims.WeightedAUC(s, keep) for a in claims.ATTACKS},
         "out_correct": (correct & ~keep).sum(0),
         "out_count": (~keep).sum(0),
+        "in_correct": (correct & keep).sum(0),
+        "in_count": keep.sum(0),
         "memorization": np.clip(rng.normal(0.1, 0.1, n), 0, 1),
         "out_variance": var_scale * rng.gamma(2.0, 1.0, n),
     }

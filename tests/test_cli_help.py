@@ -11,7 +11,7 @@ import re
 import pytest
 
 from jaxsam import cli
-from jaxsam.commands.bench import BENCHMARKS
+from jaxsam.commands.bench import BENCHMARKS, MODULES
 
 RST = re.compile(r"``|:(func|class|mod|data|meth|attr|exc|obj|ref):`")
 
@@ -36,7 +36,7 @@ def _bench_parser(name: str, monkeypatch) -> argparse.ArgumentParser:
     def catch(self, *args, **kwargs):
         raise _Captured(self)
 
-    module = importlib.import_module(f"jaxsam.bench.{name}")
+    module = importlib.import_module(f"jaxsam.bench.{MODULES.get(name, name)}")
     with monkeypatch.context() as m:
         m.setattr(argparse.ArgumentParser, "parse_args", catch)
         with pytest.raises(_Captured) as caught:

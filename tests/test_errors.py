@@ -313,7 +313,7 @@ def test_score_summary_names_the_attack_of_its_auc(tiny_run, tmp_path, capsys):
 
 
 def test_bench_faults_counts_only_kills_that_interrupted_work():
-    from jaxsam.bench.faults import classify_kill
+    from .fault_harness import classify_kill
 
     assert classify_kill(landed=True, complete=False) == "fault"
     assert classify_kill(landed=True, complete=True) == "after_complete"  # was "survived"

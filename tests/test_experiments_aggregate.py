@@ -158,3 +158,30 @@ def test_privacy_utility_points_and_plot(tmp_path):
     pts["DP"] = {"x": 0.0, "x_std": 0.0, "y": 0.5, "y_std": 0.01}  # TPR 0: drawn at the floor
     path = plots.plot_privacy_utility(pts, tmp_path / "pu.png", "t")
     assert path.is_file() and path.stat().st_size > 1000
+
+
+def test_a_tpr_row_below_the_fpr_resolution_is_never_called_a_difference():
+    def rep(tpr, supported):
+        row = {"supported": supported, "resolvable": supported}
+        return {
+            "accuracy": {"out": 0.9},
+            "attacks": {
+                "lira_online": {
+                    "auc": 0.6,
+                    "tpr_at_fpr": {"0.01": tpr, "0.001": tpr},
+                    "fpr_support": {"0.01": {"supported": True}, "0.001": row},
+                }
+            },
+        }
+
+    per_seed = {
+        "A": {s: rep(0.01, False) for s in range(3)},
+        "B": {s: rep(0.05 + 0.001 * s, False) for s in range(3)},
+    }
+    res = agg.aggregate(per_seed, ["lira_online"], "A")
+    assert res["unsupported"] == ["lira_online/tpr@0.001"]
+    assert res["diff"]["B"]["lira_online/tpr@0.01"]["exceeds_noise"]  # supported: called
+    assert not res["diff"]["B"]["lira_online/tpr@0.001"]["exceeds_noise"]
+    table = agg.render_table(res)
+    row = next(ln for ln in table.splitlines() if "TPR@0.1%" in ln)
+    assert "0 FP: no call" in row and "*" not in row and "±" not in row.split("|")[-2]

@@ -75,7 +75,7 @@ def test_sigkill_at_more_random_times(setup, seed):
 def test_a_real_full_disk_under_an_async_checkpoint_write_then_resume(setup):
     """A 16 MiB tmpfs filled while the first checkpoint's write is in flight: exit 2 with one
     line, no COMPLETE; after freeing space, --resume ends bitwise equal (root only)."""
-    from jaxsam.bench import faults
+    from . import fault_harness as faults
 
     work, cfg, ref, _ = setup
     ok, note = faults.real_full_disk(work, cfg, ref)
@@ -85,7 +85,7 @@ def test_a_real_full_disk_under_an_async_checkpoint_write_then_resume(setup):
 
 
 def test_full_disk_case_is_skipped_not_passed_without_root(setup, monkeypatch):
-    from jaxsam.bench import faults
+    from . import fault_harness as faults
 
     work, cfg, ref, _ = setup
     monkeypatch.setattr(faults.os, "geteuid", lambda: 1000)

@@ -13,6 +13,7 @@ from jaxsam import config as config_lib
 from jaxsam.data import load_pool, make_masks
 from jaxsam.data.augment import normalize
 from jaxsam.errors import ConfigError
+from jaxsam.store import checkpoints as ckpt_lib
 from jaxsam.train import train_ensemble
 from jaxsam.train.batches import batch_indices, epoch_order
 from jaxsam.train.loop import export_logits
@@ -116,7 +117,7 @@ def test_added_keys_at_their_default_keep_old_fingerprints():
     matches: the fingerprint hashes the config without added keys at their default."""
     from jaxsam.store import checkpoints as checkpoint
 
-    stable = config_lib.stable_dict(tiny_config())
+    stable = ckpt_lib.stable_dict(tiny_config())
     assert "label_smoothing" not in stable["train"] and "base" not in stable["optim"]
     a = checkpoint.fingerprint("m", 0, tiny_config())
     assert a != checkpoint.fingerprint("m", 0, tiny_config(**{"train.label_smoothing": S}))

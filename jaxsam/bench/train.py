@@ -183,57 +183,66 @@ def bench_net(args, net: str, optim: str, pool, fixed_plan=None) -> list[dict]:
                 # again: all rates when it calibrates on the same M, else the loop's alone
                 # (one model at a time: its rate does not depend on M).
                 k = calibration_models(m, memory_cap(setup, cfg, pool, keep))
-                loop_only = {n: r for n, r in measured.items() if n == "loop+lax"}
-                reuse = measured if k == m else loop_only
-                if reuse:
-                    record(cfg, pool, k, reuse)
+                reuse = measured if k == m else {"loop+lax": measured.get("loop+lax")}
+                if any(reuse.values()):
+                    record(cfg, pool, k, {n: r for n, r in reuse.items() if r})
             plan = auto_plan(setup, cfg, pool, keep)
         else:
             plan = explicit_plan(cfg)
         choose_s = time.perf_counter() - t0
         timing = time_plan_parts(setup, cfg, pool, keep, plan, m, args.steps, args.repeats, inputs)
-        rate = timing.rate
         if strategy == "loop":
-            loop_rate = rate
+            loop_rate = timing.rate
         if strategy in ("loop", "vmap", "vmap_matmul"):
-            measured[f"{plan.strategy}+{plan.conv_impl}"] = rate
-        row = {
-            "model": net,
-            "width": cfg.model.width,
-            "optim": optim,
-            "fused_passes": optim_registry.runs_fused_passes(cfg.optim),
-            "dtype": args.dtype,
-            "strategy": strategy,
-            "plan": plan.describe(),
-            "plan_strategy": plan.strategy,
-            "plan_conv_impl": plan.conv_impl,
-            "plan_chunk_size": plan.chunk_size,
-            "models": m,
-            "batch_size": args.batch_size,
-            "model_examples_per_s": rate,
-            "compile_s": round(timing.compile_s, 3),
-            "ratio_vs_loop": None if loop_rate is None else rate / loop_rate,
-            "backend": jax.default_backend(),
-            "device": getattr(jax.local_devices()[0], "device_kind", "?"),
-            "devices": jax.local_device_count(),
-        }
+            measured[f"{plan.strategy}+{plan.conv_impl}"] = timing.rate
+        row = _row(args, net, optim, cfg, strategy, plan, timing, loop_rate)
         if strategy == "auto":
             row["auto_choice_s"] = choose_s
             row["auto_source"] = plan.source
-        if flops:
-            row["train_flops_per_example"] = flops
-            if peak:
-                row["mfu"] = rate * flops / peak
-        if args.epoch_estimate:
-            row["epoch256_s_extrapolated"] = EPOCH_MODELS * EPOCH_EXAMPLES / rate
-            if flops:
-                row["epoch256_s_physical_limit_h100"] = (
-                    EPOCH_MODELS * EPOCH_EXAMPLES * flops / H100_BF16_PEAK
-                )
+        _add_flop_figures(row, args, flops, peak)
         rows.append(row)
         if not args.json:
             print(_fmt(row), flush=True)
     return rows
+
+
+def _row(args, net, optim, cfg, strategy, plan, timing, loop_rate) -> dict:
+    """One strategy's row: the plan, the steady rate and its compile time, the device."""
+    return {
+        "model": net,
+        "width": cfg.model.width,
+        "optim": optim,
+        "fused_passes": optim_registry.runs_fused_passes(cfg.optim),
+        "dtype": args.dtype,
+        "strategy": strategy,
+        "plan": plan.describe(),
+        "plan_strategy": plan.strategy,
+        "plan_conv_impl": plan.conv_impl,
+        "plan_chunk_size": plan.chunk_size,
+        "models": args.models,
+        "batch_size": args.batch_size,
+        "model_examples_per_s": timing.rate,
+        "compile_s": round(timing.compile_s, 3),
+        "ratio_vs_loop": None if loop_rate is None else timing.rate / loop_rate,
+        "backend": jax.default_backend(),
+        "device": getattr(jax.local_devices()[0], "device_kind", "?"),
+        "devices": jax.local_device_count(),
+    }
+
+
+def _add_flop_figures(row: dict, args, flops: float | None, peak: float | None) -> None:
+    """MFU where the peak is known; the 256-model epoch extrapolation where asked for."""
+    rate = row["model_examples_per_s"]
+    if flops:
+        row["train_flops_per_example"] = flops
+        if peak:
+            row["mfu"] = rate * flops / peak
+    if args.epoch_estimate:
+        row["epoch256_s_extrapolated"] = EPOCH_MODELS * EPOCH_EXAMPLES / rate
+        if flops:
+            row["epoch256_s_physical_limit_h100"] = (
+                EPOCH_MODELS * EPOCH_EXAMPLES * flops / H100_BF16_PEAK
+            )
 
 
 def _fmt(r: dict) -> str:

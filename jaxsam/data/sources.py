@@ -13,15 +13,35 @@ pool did not take, so the held-out set never overlaps the pool.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-from jaxsam.config import DataConfig
+from jaxsam.config import DataConfig, show
 from jaxsam.data import files
 from jaxsam.data.embedded import load_digits_split
 from jaxsam.data.pool import Pool, make_pool, select_indices
-from jaxsam.errors import DataError
+from jaxsam.errors import ConfigError, DataError
 
 EMBEDDED = ("digits",)
+# A tensorflow-datasets name: NAME, NAME/CONFIG, each with an optional :VERSION (``mnist``,
+# ``cifar10:3.*.*``, ``imagenet2012_subset/1pct``). Anything else (a path such as
+# ``../data/x``) is refused: local files are read through ``npz:FILE`` or ``idx:DIR``.
+TFDS_NAME = re.compile(r"[a-z][a-z0-9_]*(/[A-Za-z0-9_.+-]+)?(:[0-9*]+\.[0-9*]+\.[0-9*]+)?")
+
+
+def check_dataset(name: str) -> None:
+    """``data.dataset`` is ``digits``, ``idx:DIR``, ``npz:FILE`` or a tfds name, never a path."""
+    if name in EMBEDDED or name.startswith(("idx:", "npz:")):
+        if name.partition(":")[2] == "" and name != "digits":
+            raise ConfigError(f"data.dataset = {show(name)} names no file; write e.g. npz:FILE")
+        return
+    if not TFDS_NAME.fullmatch(name):
+        raise ConfigError(
+            f"data.dataset = {show(name)} is neither 'digits' nor a tensorflow-datasets name "
+            "(such as 'cifar10'); to read local files write 'npz:FILE' (x, y arrays) or "
+            "'idx:DIR' (MNIST layout)"
+        )
 
 
 def _pool_from_full(cfg: DataConfig, load_split, num_classes: int | None, kind: str | None) -> Pool:

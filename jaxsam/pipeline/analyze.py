@@ -54,19 +54,27 @@ def _attack_scores(run) -> np.ndarray | None:
 
 
 class _KeptModels:
-    """A run's arrays restricted to its kept models (``failed_models`` dropped)."""
+    """A run's arrays restricted to its kept models (``failed_models`` dropped) and to the
+    study's examples (a run's canaries, ``run.canaries``, are left out: docs/audit.md)."""
 
     def __init__(self, run):
         ok = kept_models(getattr(run, "failed_models", None) or [], np.shape(run.keep)[0])
+        n = np.shape(run.keep)[1]
+        canaries = getattr(run, "canaries", None)
+        cols = (  # a slice copies nothing for a run without canaries
+            slice(None)
+            if canaries is None or len(canaries) == 0
+            else np.setdiff1d(np.arange(n), np.asarray(canaries, np.int64))
+        )
         self.path, self.name = run.path, getattr(run, "name", None)
-        self.labels = np.asarray(run.labels)
-        self.keep = np.asarray(run.keep, bool)[ok]
-        self.logits = np.asarray(run.logits)[ok]
+        self.labels = np.asarray(run.labels)[cols]
+        self.keep = np.asarray(run.keep, bool)[ok][:, cols]
+        self.logits = np.asarray(run.logits)[ok][:, cols]
         test_logits = getattr(run, "test_logits", None)
         self.test_logits = None if test_logits is None else np.asarray(test_logits)[ok]
         self.test_labels = getattr(run, "test_labels", None)
         scores = _attack_scores(run)
-        self.scores = None if scores is None else scores[ok]
+        self.scores = None if scores is None else scores[ok][:, cols]
 
 
 def analyze_runs(

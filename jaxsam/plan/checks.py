@@ -18,6 +18,7 @@ import numpy as np
 from jaxsam import config as config_lib
 from jaxsam.config import Config, ModelConfig
 from jaxsam.data.pool import Pool
+from jaxsam.data.sources import check_dataset
 from jaxsam.errors import ConfigError, DataError
 from jaxsam.models import CONV_MODELS
 from jaxsam.optim import registry
@@ -25,6 +26,9 @@ from jaxsam.optim import registry
 
 def check_config(config: Config) -> Config:
     """Every check of ``config`` that needs no data: returns ``config`` or raises.
+
+    :func:`jaxsam.config.validate` (types and ranges), then the dataset's name
+    (:func:`jaxsam.data.sources.check_dataset`), the model's and the optimizer's.
 
     A custom model's code (``model.name = "package.module:attr"``) is not imported here; the
     plan step imports and checks it when it builds the model.
@@ -34,6 +38,7 @@ def check_config(config: Config) -> Config:
     """
     config_lib.validate(config)
     o = config.optim
+    check_dataset(config.data.dataset)
     _check_model(config.model)
     config_lib.check_choice("optim.name", o.name, registry.names())
     registry.check_args(o.name, o.extra, prefix="optim.extra.", error=ConfigError)

@@ -168,12 +168,13 @@ def pool_shapes(config: Config) -> Pool:
 
 def steps_per_epoch_estimate(config: Config, n: int) -> int:
     """Steps per epoch of ``config`` on a pool of ``n`` examples, without keeping the masks."""
-    from jaxsam.data import make_masks
+    from jaxsam.data import canaries, make_masks
     from jaxsam.data.masks import steps_per_epoch
 
     m, b, p = config.masks.models, config.train.batch_size, config.masks.pkeep
-    if m * n <= 20_000_000:  # exact: the masks are cheap to draw
-        return steps_per_epoch(make_masks(m, n, p, config.masks.seed, config.masks.design), b)
+    if m * n <= 20_000_000:  # exact: the masks are cheap to draw (with the run's canaries)
+        keep = make_masks(m, n, p, config.masks.seed, config.masks.design)
+        return steps_per_epoch(canaries.audit_masks(keep, config.audit), b)
     # The largest of M subset sizes ~ N p + 3 sd (hypergeometric-like spread).
     biggest = n * p + 3.0 * math.sqrt(n * p * (1 - p))
     return max(1, math.ceil(min(n, biggest) / b))

@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jaxsam import config as config_lib
 from jaxsam import hooks
-from jaxsam.errors import RunDirError, WriteFailed
+from jaxsam.errors import RunDirError, WriteFailed, json_problem
 from jaxsam.store import paths
 
 _UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it) ...
@@ -70,7 +69,7 @@ def read_json(path: Path, what: str) -> Any:
         raw = path.read_bytes()
     except OSError as e:
         raise RunDirError(f"cannot read {path} ({what}): {e.strerror}; check permissions") from e
-    parsed = config_lib.json_problem(raw)
+    parsed = json_problem(raw)
     if isinstance(parsed, str):
         reason = parsed.split(";")[0]
         raise RunDirError(f"{path} {reason} ({what}); the file is damaged: rerun or restore it")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxsam import config as config_lib
-from jaxsam.errors import ConfigError, RunDirError, RunExistsError, option
+from jaxsam.errors import ConfigError, RunDirError, RunExistsError, json_problem, option
 from jaxsam.optim import registry  # a plain table: loads no jax
 from jaxsam.store.digests import DIGESTED_FILES, DIGESTS
 from jaxsam.store.disk import dir_bytes
@@ -94,7 +94,7 @@ def _looks_like_run(path: Path) -> bool:
         f = path / name
         if f.is_file() and not f.is_symlink():
             try:
-                parsed = config_lib.json_problem(f.read_bytes())
+                parsed = json_problem(f.read_bytes())
             except OSError:
                 continue
             if isinstance(parsed, str):  # garbage, binary or too deeply nested: not a run
@@ -205,7 +205,7 @@ def _existing_config(path: Path) -> Any:
         raw = path.read_bytes()
     except OSError as e:
         raise RunDirError(f"cannot read {path} ({e.strerror}); choose another --out") from e
-    parsed = config_lib.json_problem(raw)
+    parsed = json_problem(raw)
     if isinstance(parsed, str):
         raise RunDirError(
             f"{path.parent} holds no readable jaxsam run: its config.json {parsed.split(';')[0]}; "
