@@ -25,6 +25,9 @@ needs: train (IN), OUT and held-out accuracy, AUC and TPR at 1 % and 0.1 % FPR o
 LiRA offline and RMIA (the report's TPR definition: the ROC interpolated between adjacent score
 levels), and the typical group's mean memorization.
 
+A model that failed or collapsed in either arm of a seed (train accuracy below 0.5,
+``--min-train-accuracy``) is left out of both arms of that seed, and the output says which.
+
 The bootstrap resamples pool examples with replacement (every model's entry for an example
 together), the same resample for both arms and every seed, so the interval is of the paired,
 seed-averaged difference. Held-out accuracy resamples the held-out examples the same way.
@@ -140,10 +143,22 @@ def top_fraction(values: np.ndarray, fraction: float, seed: int = 0) -> np.ndarr
 # --------------------------------------------------------------------------- one seed's pair
 
 
-def _per_run(run, attacks: Sequence[str]) -> dict:
-    """The per-example arrays of one run that the claims' statistics need."""
+MIN_TRAIN_ACCURACY = 0.5  # a model below this on its own training set has collapsed
+
+
+def collapsed_models(run, min_train_accuracy: float = MIN_TRAIN_ACCURACY) -> list[int]:
+    """Models of ``run`` that failed (NaN) or collapsed: train accuracy below the threshold."""
+    acc = (run.read_json("metrics.json") or {}).get("train_accuracy") or []
+    low = [i for i, a in enumerate(acc) if a is not None and a < min_train_accuracy]
+    return sorted(set(int(i) for i in run.failed_models) | set(low))
+
+
+def _per_run(run, attacks: Sequence[str], drop: Sequence[int] = ()) -> dict:
+    """The per-example arrays of one run that the claims' statistics need, without the models
+    ``drop`` (and the run's failed ones)."""
     use = np.ones(run.keep.shape[0], bool)
     use[list(run.failed_models)] = False
+    use[list(drop)] = False
     logits, keep = run.logits[use], run.keep[use].astype(bool)
     arrays = mechanism_arrays(logits, run.labels, keep)
     result = score(logits, run.labels, keep, attacks=list(attacks), bootstrap=0)
@@ -280,8 +295,20 @@ def decide(stats: Mapping) -> dict[str, dict]:
     }
 
 
-def load_pairs(exp_dir: Path, baseline: str, arm: str, seeds: Sequence[int] | None) -> list:
-    """One ``(baseline, arm)`` pair of per-run arrays per seed directory of ``exp_dir``."""
+def load_pairs(
+    exp_dir: Path,
+    baseline: str,
+    arm: str,
+    seeds: Sequence[int] | None,
+    min_train_accuracy: float = MIN_TRAIN_ACCURACY,
+    dropped: dict | None = None,
+) -> list:
+    """One ``(baseline, arm)`` pair of per-run arrays per seed directory of ``exp_dir``.
+
+    A model that failed or collapsed (train accuracy below ``min_train_accuracy``) in either arm
+    is left out of both, so the pair stays paired; ``dropped`` (if given) gets
+    ``{seed dir name: [model indices]}``.
+    """
     dirs = sorted(
         exp_dir.glob("seed*"), key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else -1
     )
@@ -295,7 +322,13 @@ def load_pairs(exp_dir: Path, baseline: str, arm: str, seeds: Sequence[int] | No
                 f"{d}: {baseline} and {arm} have different masks, so they are not paired; "
                 "train both arms with the same masks.seed (experiments.run does)"
             )
-        pairs.append((_per_run(a, ATTACKS), _per_run(b, ATTACKS)))
+        drop = sorted(
+            set(collapsed_models(a, min_train_accuracy))
+            | set(collapsed_models(b, min_train_accuracy))
+        )
+        if dropped is not None:
+            dropped[d.name] = drop
+        pairs.append((_per_run(a, ATTACKS, drop), _per_run(b, ATTACKS, drop)))
     if not pairs:
         raise DataError(f"{exp_dir} holds no seed*/ run directories; run experiments.run first")
     return pairs
@@ -328,17 +361,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: every seed*/)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--json", type=Path, default=None, help="also write the result here")
+    p.add_argument(
+        "--min-train-accuracy",
+        type=float,
+        default=MIN_TRAIN_ACCURACY,
+        help="leave out of both arms a model whose train accuracy in either is below this "
+        "(a collapsed model; default 0.5)",
+    )
     args = p.parse_args(argv)
+    dropped: dict = {}
     try:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-        pairs = load_pairs(args.exp_dir, args.baseline, args.arm, seeds)
+        pairs = load_pairs(
+            args.exp_dir, args.baseline, args.arm, seeds, args.min_train_accuracy, dropped
+        )
         stats = paired_bootstrap(pairs, num_samples=args.bootstrap)
     except JaxsamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     result = {"seeds": len(pairs), "statistics": stats, "claims": decide(stats)}
     result["bootstrap"] = {"num_samples": args.bootstrap, "unit": "pool examples", "level": 0.95}
+    result["dropped_models"] = dropped
     print(f"# {args.exp_dir}: {len(pairs)} seed(s), {args.arm} vs {args.baseline}")
+    for name, drop in dropped.items():
+        if drop:
+            print(
+                f"{name}: models {drop} failed or collapsed (train accuracy below "
+                f"{args.min_train_accuracy}) in either arm; left out of both"
+            )
     print(render(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -126,3 +126,15 @@ def test_verdict_rules():
     assert v["linear_theory"]["verdict"] == "not significant"  # variance did not fall
     assert v["memorizes_atypical"]["verdict"] == "reverses"
     assert v["memorizes_atypical"]["low"] == -1.5
+
+
+def test_a_collapsed_or_failed_model_is_named_for_exclusion():
+    class Run:
+        failed_models = [5]
+
+        def read_json(self, name):
+            assert name == "metrics.json"
+            return {"train_accuracy": [0.99, 0.11, None, 0.98, 0.49, 0.97]}
+
+    assert claims.collapsed_models(Run()) == [1, 4, 5]
+    assert claims.collapsed_models(Run(), min_train_accuracy=0.1) == [5]
