@@ -7,19 +7,21 @@ import time
 from pathlib import Path
 
 from jaxsam import config as config_lib
+from jaxsam.cli_options import command
 from jaxsam.errors import ConfigError, RunExistsError
 
 DEMO_OPTIMIZERS = ("sgd", "sam")
 
 
+HELP = "train SGD and SAM shadow models, score them, print the comparison"
+DESCRIPTION = """\
+Train M shadow models with SGD and with SAM (same masks, seeds, model, schedule, epochs), score
+membership from their logits, print a side-by-side table and save a log-log ROC plot. Defaults
+run on scikit-learn's digits with no download."""
+
+
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "demo",
-        help="train SGD and SAM shadow models, score them, print the comparison",
-        description="Train M shadow models with SGD and with SAM (same masks, seeds, model, "
-        "schedule, epochs), score membership from their logits, print a side-by-side table and "
-        "save a log-log ROC plot. Defaults run on scikit-learn's digits with no download.",
-    )
+    p = command(subparsers, "demo", HELP, DESCRIPTION)
     p.add_argument(
         "--out",
         type=Path,
