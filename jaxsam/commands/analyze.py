@@ -53,7 +53,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (e.g. sgd/ sam/)")
     p.add_argument(
         "--out",
-        default=None,
         metavar="DIR",
         help="where analysis.json and plots/ go (default: the first run directory)",
     )

@@ -22,13 +22,11 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--plot",
         type=Path,
-        default=None,
         help="also write a log-log ROC comparison PNG (LiRA online) to this path",
     )
     p.add_argument(
         "--html",
         type=Path,
-        default=None,
         metavar="FILE",
         help="also write the comparison as one self-contained HTML page (tables, ROC embedded)",
     )

@@ -52,7 +52,6 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--epoch",
         type=int,
-        default=None,
         help="with --lira-dir: the checkpoint epoch whose logits to take (default: each "
         "model's latest)",
     )
@@ -63,7 +62,6 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--query-names",
-        default=None,
         help="comma-separated names of the A query views, the identity view first",
     )
     p.add_argument(

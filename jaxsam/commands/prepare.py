@@ -28,12 +28,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("dataset", help="tfds name: cifar10, cifar100, svhn_cropped, fashion_mnist ...")
     p.add_argument(
         "--manual-dir",
-        default=None,
         help="directory holding the original files under their upstream names (offline)",
     )
-    p.add_argument(
-        "--data-dir", default=None, help="tfds data directory (default: ~/tensorflow_datasets)"
-    )
+    p.add_argument("--data-dir", help="tfds data directory (default: ~/tensorflow_datasets)")
     p.add_argument(
         "--download", action="store_true", help="let tfds download when --manual-dir is not given"
     )

@@ -27,7 +27,6 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--attacks",
-        default=None,
         help="comma-separated attack names (default: all), e.g. lira_online,loss",
     )
     p.add_argument(

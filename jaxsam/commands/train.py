@@ -37,7 +37,6 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--wave-size",
         type=int,
-        default=None,
         metavar="K",
         help="train the study in waves of K models into the one run directory",
     )
