@@ -25,12 +25,14 @@ from jaxsam.report import compare_table
 from jaxsam.store import checkpoints as ckpt_lib
 from jaxsam.train import calibrate
 
-from .fault_harness import Crash, cached_work_dir, crash_at_call
+from .fault_harness import Crash, crash_at_call
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    return cached_work_dir(tmp_path_factory, "safety")
+    work = tmp_path_factory.mktemp("safety")
+    runs.use_compilation_cache(work / "xla-cache")
+    return work
 
 
 @pytest.fixture(scope="module")
