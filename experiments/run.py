@@ -223,11 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m experiments.run", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("spec", type=Path, help="experiment spec, e.g. experiments/configs/*.json")
-    p.add_argument(
-        "--out", type=Path, default=None, help="experiment directory (default: runs/exp/NAME)"
-    )
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the spec's)")
-    p.add_argument("--arms", default=None, help="comma-separated arms (the baseline is kept too)")
+    p.add_argument("--out", type=Path, help="experiment directory (default: runs/exp/NAME)")
+    p.add_argument("--seeds", help="comma-separated seeds (default: the spec's)")
+    p.add_argument("--arms", help="comma-separated arms (the baseline is kept too)")
     p.add_argument(
         "--no-baseline",
         action="store_true",
@@ -248,7 +246,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--write-configs",
         type=Path,
-        default=None,
         metavar="DIR",
         help="write each arm's full config at the first seed to DIR/ARM.json (for jaxsam train "
         "--config) and exit",

@@ -13,6 +13,14 @@ from jaxsam.errors import ConfigError
 SET_HELP = "override a config value, e.g. --set optim.name=sam (JSON values)"
 
 
+def command(
+    subparsers, name: str, summary: str, description: str | None, **kwargs: Any
+) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``: ``summary`` in ``jaxsam --help``, ``description`` in
+    its own ``--help`` (``kwargs``: further ``add_parser`` arguments)."""
+    return subparsers.add_parser(name, help=summary, description=description, **kwargs)
+
+
 def add_no_verify_option(parser: argparse.ArgumentParser) -> None:
     """``--no-verify``: read run directories whose files differ from their recorded digests.
 

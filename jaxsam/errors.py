@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,14 +122,28 @@ def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist; {missing_hint}")
+    return parse_json_file(
+        path,
+        lambda why: ConfigError(f"cannot read {what} {path} ({why}); check its permissions"),
+        lambda problem: ConfigError(f"{what} {path} {problem}"),
+    )
+
+
+def parse_json_file(
+    path: Path,
+    cannot_read: Callable[[str], Exception],
+    not_json: Callable[[str], Exception],
+) -> Any:
+    """The JSON value in file ``path``; raises ``cannot_read(strerror)`` when the file cannot
+    be read and ``not_json(problem)`` (:func:`json_problem`'s words) when it is no JSON."""
     try:
-        raw = path.read_bytes()
+        raw = Path(path).read_bytes()
     except OSError as e:
-        raise ConfigError(f"cannot read {what} {path} ({e.strerror}); check its permissions") from e
-    problem = json_problem(raw)
-    if isinstance(problem, str):
-        raise ConfigError(f"{what} {path} {problem}")
-    return problem[0]
+        raise cannot_read(e.strerror) from e
+    parsed = json_problem(raw)
+    if isinstance(parsed, str):
+        raise not_json(parsed)
+    return parsed[0]
 
 
 MAX_JSON_DEPTH = 64  # a config is 3 levels deep; deeper nesting is garbage, not a config

@@ -22,8 +22,24 @@ def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
 def run_on_host_devices(script: str, devices: int, timeout: float = 300) -> str:
     """Runs ``script`` in a fresh Python on ``devices`` forced CPU devices; returns its stdout.
 
-    A fresh process because this one has already initialised jax with one CPU device. The
-    repository root goes first on PYTHONPATH, so the child imports this checkout's jaxsam.
+    A fresh process because this one has already initialised jax with one CPU device.
+    """
+    return run_script(script, devices=devices, timeout=timeout)
+
+
+def run_script(
+    script: str,
+    *,
+    devices: int | None = None,
+    cwd=None,
+    inherit_pythonpath: bool = True,
+    timeout: float = 300,
+) -> str:
+    """Runs ``script`` in a fresh CPU-only Python; asserts it exits 0 and returns its stdout.
+
+    The repository root goes first on PYTHONPATH, so the child imports this checkout's jaxsam
+    (``inherit_pythonpath=False``: the root alone). ``devices`` forces that many CPU devices;
+    ``cwd`` defaults to the repository root.
     """
     import subprocess
     import sys
@@ -31,17 +47,19 @@ def run_on_host_devices(script: str, devices: int, timeout: float = 300) -> str:
 
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ)
-    flag = f"--xla_force_host_platform_device_count={devices}"
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flag).strip()
+    if devices is not None:
+        flag = f"--xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flag).strip()
     env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    rest = env.get("PYTHONPATH", "") if inherit_pythonpath else ""
+    env["PYTHONPATH"] = str(root) + (os.pathsep + rest if rest else "")
     proc = subprocess.run(
         [sys.executable, "-c", script],
         env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=root,
+        cwd=cwd or root,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout

@@ -132,6 +132,14 @@ def bad_run_dirs(tmp: Path, ref_path: Path) -> list[tuple[str, Callable[[], obje
     ]
 
 
+def cached_work_dir(tmp_path_factory, name: str) -> Path:
+    """A module's work directory, its children sharing one persistent XLA compilation cache
+    (the same executables, so the same bits across processes)."""
+    work = tmp_path_factory.mktemp(name)
+    runs.use_compilation_cache(work / "xla-cache")
+    return work
+
+
 class Crash(Exception):
     """An injected failure (the process would have died here)."""
 

@@ -4,9 +4,7 @@ reads and scores without the model's code."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -20,7 +18,8 @@ from jaxsam.errors import ConfigError
 from jaxsam.plan import check_config
 from jaxsam.store import checkpoints as ckpt_lib
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import run_script
+
 MODULE = "jaxsam_test_custom_net"  # importable only where a test puts its directory on sys.path
 MARK = -7.0  # Net's last logit, whatever the input: shows that the exported logits are Net's
 
@@ -167,19 +166,8 @@ def test_the_run_scores_in_a_fresh_process_without_the_module(custom_run, tmp_pa
         print(json.dumps({{"rcs": rcs, "imported": {MODULE!r} in sys.modules}}))
         """
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(ROOT)
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    stdout = run_script(script, cwd=tmp_path, inherit_pythonpath=False, timeout=600)
+    result = json.loads(stdout.strip().splitlines()[-1])
     assert result == {"rcs": [0, 0, 0, 0], "imported": False}
     report = json.loads((copy / "report.json").read_text())
     assert 0.0 <= report["attacks"]["lira_online"]["auc"] <= 1.0

@@ -25,12 +25,12 @@ from jaxsam.store import checkpoints as ckpt_lib
 from jaxsam.store.lock import other_writer
 from jaxsam.train.loop import train_ensemble
 
+from .fault_harness import cached_work_dir
+
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    work = tmp_path_factory.mktemp("integrity")
-    runs.use_compilation_cache(work / "xla-cache")
-    return work
+    return cached_work_dir(tmp_path_factory, "integrity")
 
 
 @pytest.fixture(scope="module")

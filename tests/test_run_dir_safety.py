@@ -25,14 +25,12 @@ from jaxsam.report import compare_table
 from jaxsam.store import checkpoints as ckpt_lib
 from jaxsam.train import calibrate
 
-from .fault_harness import Crash, crash_at_call
+from .fault_harness import Crash, cached_work_dir, crash_at_call
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    work = tmp_path_factory.mktemp("safety")
-    runs.use_compilation_cache(work / "xla-cache")
-    return work
+    return cached_work_dir(tmp_path_factory, "safety")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import argparse
 from pathlib import Path
 
 from jaxsam import store
-from jaxsam.cli_options import add_no_verify_option
+from jaxsam.cli_options import add_no_verify_option, command
 
 _GROUPS_HELP = """\
 subgroups: the pool examples with a defined memorization score are ranked by it (the
@@ -41,19 +41,22 @@ plots/subgroups.png); tpr_at_fpr uses the attack's pooled threshold, and fpr_rea
 FPR measured inside the subgroup at it (plotted next to it)."""
 
 
+HELP = "memorization, OUT-variance and subgroup analyses of run directories"
+
+
 def add_parser(subparsers) -> None:
     """Adds the ``analyze`` sub-command to an argparse ``subparsers`` object."""
-    p = subparsers.add_parser(
+    p = command(
+        subparsers,
         "analyze",
-        help="memorization, OUT-variance and subgroup analyses of run directories",
-        description=__doc__.split("\n\n")[0],
+        HELP,
+        __doc__.split("\n\n")[0],
         epilog=_GROUPS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (e.g. sgd/ sam/)")
     p.add_argument(
         "--out",
-        default=None,
         metavar="DIR",
         help="where analysis.json and plots/ go (default: the first run directory)",
     )

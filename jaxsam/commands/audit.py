@@ -9,22 +9,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jaxsam.cli_options import add_no_verify_option
+from jaxsam.cli_options import add_no_verify_option, command
 
 ATTACKS = ("lira", "rmia", "loss")
 THRESHOLDS = ("split", "multisplit", "bonferroni")
 
 
+HELP = "lower bounds on epsilon from a run's canaries (DP auditing)"
+DESCRIPTION = """\
+Score RUN's canaries on every target model with a reference-only attack and turn the guesses
+into lower bounds on epsilon: the one-run bound (pooled over targets), the multi-run Clopper-
+Pearson bound per canary over the targets, and the one-run f-DP bound, each with its ceiling.
+Writes RUN/audit.json and the audit section of RUN/report.md. RUN must be trained with
+audit.canaries > 0."""
+
+
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "audit",
-        help="lower bounds on epsilon from a run's canaries (DP auditing)",
-        description="Score RUN's canaries on every target model with a reference-only attack "
-        "and turn the guesses into lower bounds on epsilon: the one-run bound (pooled over "
-        "targets), the multi-run Clopper-Pearson bound per canary over the targets, and the "
-        "one-run f-DP bound, each with its ceiling. Writes RUN/audit.json and the audit "
-        "section of RUN/report.md. RUN must be trained with audit.canaries > 0.",
-    )
+    p = command(subparsers, "audit", HELP, DESCRIPTION)
     p.add_argument("run", type=Path, metavar="RUN", help="a finished run with canaries")
     p.add_argument(
         "--attack",

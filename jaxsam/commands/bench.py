@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from jaxsam.cli_options import command
+
 BENCHMARKS = {
     "train": "ensemble training throughput per model and strategy vs a sequential loop",
     "sam": "SAM-family step time vs SGD (and optax.contrib.sam), and extra memory",
@@ -23,15 +25,16 @@ BENCHMARKS = {
 MODULES = {"import": "imports"}  # a module cannot be named after the keyword
 
 
+HELP = "run a benchmark (train, sam, score, data, import, faults, suite); NAME --help for options"
+DESCRIPTION = (
+    "Benchmarks: "
+    + "; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items())
+    + ". Options after NAME go to that benchmark (e.g. jaxsam bench train --json --quick)."
+)
+
+
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "bench",
-        help="run a benchmark (train, sam, score, data, import, faults, suite); NAME --help for "
-        "options",
-        description="Benchmarks: "
-        + "; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items())
-        + ". Options after NAME go to that benchmark (e.g. jaxsam bench train --json --quick).",
-    )
+    p = command(subparsers, "bench", HELP, DESCRIPTION)
     p.add_argument(
         "name",
         choices=sorted(BENCHMARKS),

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jaxsam.cli_options import add_no_verify_option
+from jaxsam.cli_options import add_no_verify_option, command
+
+HELP = "print scored runs side by side (OUT and held-out accuracy, AUC, TPR at low FPR, ...)"
+DESCRIPTION = """\
+Print the reports of RUN... side by side. Runs not yet scored are scored first (from their saved
+logits)."""
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "compare",
-        help="print scored runs side by side (OUT and held-out accuracy, AUC, TPR at low FPR, ...)",
-        description="Print the reports of RUN... side by side. Runs not yet scored are scored "
-        "first (from their saved logits).",
-    )
+    p = command(subparsers, "compare", HELP, DESCRIPTION)
     p.add_argument(
         "runs", nargs="+", type=Path, metavar="RUN", help="scored run directories to compare"
     )
@@ -22,13 +22,11 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--plot",
         type=Path,
-        default=None,
         help="also write a log-log ROC comparison PNG (LiRA online) to this path",
     )
     p.add_argument(
         "--html",
         type=Path,
-        default=None,
         metavar="FILE",
         help="also write the comparison as one self-contained HTML page (tables, ROC embedded)",
     )

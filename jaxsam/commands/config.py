@@ -11,17 +11,17 @@ import argparse
 import json
 
 from jaxsam import config as config_lib
-from jaxsam.cli_options import add_config_options, load_config
+from jaxsam.cli_options import add_config_options, command, load_config
+
+HELP = "print the resolved config as JSON (every key with its value), or the key reference"
+DESCRIPTION = """\
+Print the config that `jaxsam train --config FILE --set ...` would use, as JSON with every key:
+the defaults, FILE's values and the --set overrides, checked. Save it, edit it and pass it back
+with --config."""
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "config",
-        help="print the resolved config as JSON (every key with its value), or the key reference",
-        description="Print the config that `jaxsam train --config FILE --set ...` would use, as "
-        "JSON with every key: the defaults, FILE's values and the --set overrides, checked. "
-        "Save it, edit it and pass it back with --config.",
-    )
+    p = command(subparsers, "config", HELP, DESCRIPTION)
     add_config_options(p, "JSON config file to start from (default: none)")
     p.add_argument(
         "--keys",

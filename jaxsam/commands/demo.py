@@ -7,19 +7,21 @@ import time
 from pathlib import Path
 
 from jaxsam import config as config_lib
+from jaxsam.cli_options import command
 from jaxsam.errors import ConfigError, RunExistsError
 
 DEMO_OPTIMIZERS = ("sgd", "sam")
 
 
+HELP = "train SGD and SAM shadow models, score them, print the comparison"
+DESCRIPTION = """\
+Train M shadow models with SGD and with SAM (same masks, seeds, model, schedule, epochs), score
+membership from their logits, print a side-by-side table and save a log-log ROC plot. Defaults
+run on scikit-learn's digits with no download."""
+
+
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "demo",
-        help="train SGD and SAM shadow models, score them, print the comparison",
-        description="Train M shadow models with SGD and with SAM (same masks, seeds, model, "
-        "schedule, epochs), score membership from their logits, print a side-by-side table and "
-        "save a log-log ROC plot. Defaults run on scikit-learn's digits with no download.",
-    )
+    p = command(subparsers, "demo", HELP, DESCRIPTION)
     p.add_argument(
         "--out",
         type=Path,
@@ -28,7 +30,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--dataset", default="digits", help="dataset name (default: digits)")
     p.add_argument("--models", type=int, default=32, help="shadow models per optimizer (M)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: 30 on digits)")
+    p.add_argument("--epochs", type=int, help="epochs (default: 30 on digits)")
     p.add_argument("--model", default="mlp", help="network (default: mlp)")
     p.add_argument(
         "--optimizers",
@@ -40,11 +42,10 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--pool-size",
         type=int,
-        default=None,
         help="pool examples (default: all of digits; 10000 for other datasets)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the data split, masks and training")
-    p.add_argument("--data-dir", default=None, help="tfds data directory")
+    p.add_argument("--data-dir", help="tfds data directory")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that already exist")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)

@@ -16,17 +16,17 @@ import argparse
 from pathlib import Path
 
 from jaxsam import store
+from jaxsam.cli_options import command
+
+HELP = "turn logits of models trained elsewhere into a run directory that score reads"
+DESCRIPTION = """\
+Build a complete run directory from masks, logits and labels computed outside jaxsam (.npy
+arrays, or the published LiRA code's experiment directories), so that `jaxsam score`, `compare`,
+`analyze` and `status` work on it. Every array is checked before anything is written."""
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "import-logits",
-        help="turn logits of models trained elsewhere into a run directory that score reads",
-        description="Build a complete run directory from masks, logits and labels computed "
-        "outside jaxsam (.npy arrays, or the published LiRA code's experiment directories), "
-        "so that `jaxsam score`, `compare`, `analyze` and `status` work on it. Every array is "
-        "checked before anything is written.",
-    )
+    p = command(subparsers, "import-logits", HELP, DESCRIPTION)
     p.add_argument("--out", type=Path, required=True, metavar="RUN", help="run directory to create")
     p.add_argument("--keep", type=Path, metavar="KEEP.npy", help="bool [M, N] membership masks")
     p.add_argument(
@@ -52,7 +52,6 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--epoch",
         type=int,
-        default=None,
         help="with --lira-dir: the checkpoint epoch whose logits to take (default: each "
         "model's latest)",
     )
@@ -63,7 +62,6 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--query-names",
-        default=None,
         help="comma-separated names of the A query views, the identity view first",
     )
     p.add_argument(

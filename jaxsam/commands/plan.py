@@ -15,17 +15,15 @@ import os
 from pathlib import Path
 
 from jaxsam import config as config_lib
-from jaxsam.cli_options import add_config_options, load_config
+from jaxsam.cli_options import add_config_options, command, load_config
 from jaxsam.errors import ConfigError
 from jaxsam.optim import registry
 
+HELP = "print the memory and time plan of a config without touching an accelerator"
+
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "plan",
-        help="print the memory and time plan of a config without touching an accelerator",
-        description=__doc__,
-    )
+    p = command(subparsers, "plan", HELP, __doc__)
     p.add_argument("config_file", nargs="?", type=Path, metavar="CONFIG", help="config file")
     add_config_options(p, "JSON config file (same as CONFIG)", "override a config value")
     p.add_argument("--device-memory", type=float, metavar="GiB", help="memory of one device")

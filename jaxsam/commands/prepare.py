@@ -13,27 +13,23 @@ from __future__ import annotations
 
 import argparse
 
+from jaxsam.cli_options import command
+
+HELP = "prepare a tfds dataset (offline from its original files, or by download)"
+DESCRIPTION = """\
+Prepares a tensorflow-datasets dataset in the array_record format, so that jaxsam reads it later
+without TensorFlow. Preparing itself needs TensorFlow (pip install tensorflow-cpu)."""
+
 
 def add_parser(subparsers) -> None:
     """Registers ``prepare`` on an ``argparse`` subparsers object."""
-    p = subparsers.add_parser(
-        "prepare",
-        help="prepare a tfds dataset (offline from its original files, or by download)",
-        description=(
-            "Prepares a tensorflow-datasets dataset in the array_record format, so that jaxsam "
-            "reads it later without TensorFlow. Preparing itself needs TensorFlow "
-            "(pip install tensorflow-cpu)."
-        ),
-    )
+    p = command(subparsers, "prepare", HELP, DESCRIPTION)
     p.add_argument("dataset", help="tfds name: cifar10, cifar100, svhn_cropped, fashion_mnist ...")
     p.add_argument(
         "--manual-dir",
-        default=None,
         help="directory holding the original files under their upstream names (offline)",
     )
-    p.add_argument(
-        "--data-dir", default=None, help="tfds data directory (default: ~/tensorflow_datasets)"
-    )
+    p.add_argument("--data-dir", help="tfds data directory (default: ~/tensorflow_datasets)")
     p.add_argument(
         "--download", action="store_true", help="let tfds download when --manual-dir is not given"
     )

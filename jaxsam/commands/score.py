@@ -8,26 +8,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jaxsam.cli_options import add_no_verify_option
+from jaxsam.cli_options import add_no_verify_option, command
 
 # --equal-groups word -> the attacks' equal_groups value
 EQUAL_GROUPS = {"auto": "auto", "on": True, "off": False}
 
+HELP = "score membership from a run directory's saved logits"
+DESCRIPTION = """\
+Run every membership attack on RUN's saved logits (no dataset, no model code) and write
+RUN/report.json, RUN/report.md, RUN/report.html, RUN/scores/, RUN/examples.parquet (one row per
+pool example), RUN/by_class.csv and RUN/plots/."""
+
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "score",
-        help="score membership from a run directory's saved logits",
-        description="Run every membership attack on RUN's saved logits (no dataset, no model "
-        "code) and write RUN/report.json, RUN/report.md, RUN/report.html, RUN/scores/, "
-        "RUN/examples.parquet (one row per pool example), RUN/by_class.csv and RUN/plots/.",
-    )
+    p = command(subparsers, "score", HELP, DESCRIPTION)
     p.add_argument(
         "runs", nargs="+", type=Path, metavar="RUN", help="finished run directories to score"
     )
     p.add_argument(
         "--attacks",
-        default=None,
         help="comma-separated attack names (default: all), e.g. lira_online,loss",
     )
     p.add_argument(

@@ -6,13 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
+from jaxsam.cli_options import command
+
+HELP = "show what is done in a run directory: waves done / missing, checkpoints"
+
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "status",
-        help="show what is done in a run directory: waves done / missing, checkpoints",
-        description=__doc__,
-    )
+    p = command(subparsers, "status", HELP, __doc__)
     p.add_argument("run_dir", type=Path, metavar="RUN", help="the run directory to inspect")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.set_defaults(func=run)

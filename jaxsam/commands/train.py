@@ -10,19 +10,20 @@ from jaxsam.cli_options import (
     SET_HELP,
     add_distributed_options,
     add_set_option,
+    command,
     initialize_distributed,
     load_config,
 )
 from jaxsam.errors import ConfigError
 
+HELP = "train M shadow models and write their logits into a run directory"
+DESCRIPTION = """\
+Train the ensemble a config describes and write masks, logits and metrics to RUN. The
+config.json a run writes can be passed back as --config to reproduce it."""
+
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train",
-        help="train M shadow models and write their logits into a run directory",
-        description="Train the ensemble a config describes and write masks, logits and metrics "
-        "to RUN. The config.json a run writes can be passed back as --config to reproduce it.",
-    )
+    p = command(subparsers, "train", HELP, DESCRIPTION)
     p.add_argument("--config", type=Path, help="JSON config file (e.g. another run's config.json)")
     p.add_argument("--out", type=Path, help="run directory to create")
     p.add_argument(
@@ -37,7 +38,6 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--wave-size",
         type=int,
-        default=None,
         metavar="K",
         help="train the study in waves of K models into the one run directory",
     )

@@ -21,18 +21,18 @@ from pathlib import Path
 from jaxsam.cli_options import (
     add_config_options,
     add_distributed_options,
+    command,
     initialize_distributed,
     load_config,
 )
 from jaxsam.errors import ConfigError, JaxsamError, command_line
 
+HELP = "train a study bigger than the hardware as waves of models into one run directory"
+
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "wave",
-        help="train a study bigger than the hardware as waves of models into one run directory",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = command(
+        subparsers, "wave", HELP, __doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     _fill(p)
     p.set_defaults(func=run)

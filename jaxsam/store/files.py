@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxsam import hooks
-from jaxsam.errors import RunDirError, WriteFailed, json_problem
+from jaxsam.errors import RunDirError, WriteFailed, parse_json_file
 from jaxsam.store import paths
 
 _UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it) ...
@@ -65,15 +65,13 @@ def read_json(path: Path, what: str) -> Any:
     """
     if not path.is_file():
         raise RunDirError(f"{path} is missing ({what}); the run directory is incomplete or damaged")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise RunDirError(f"cannot read {path} ({what}): {e.strerror}; check permissions") from e
-    parsed = json_problem(raw)
-    if isinstance(parsed, str):
-        reason = parsed.split(";")[0]
-        raise RunDirError(f"{path} {reason} ({what}); the file is damaged: rerun or restore it")
-    return parsed[0]
+    return parse_json_file(
+        path,
+        lambda why: RunDirError(f"cannot read {path} ({what}): {why}; check permissions"),
+        lambda problem: RunDirError(
+            f"{path} {problem.split(';')[0]} ({what}); the file is damaged: rerun or restore it"
+        ),
+    )
 
 
 class DropThreadTracebacks(logging.Filter):

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from jaxsam import config as config_lib
-from jaxsam.errors import ConfigError, RunDirError, RunExistsError, json_problem, option
+from jaxsam.errors import (
+    ConfigError,
+    RunDirError,
+    RunExistsError,
+    json_problem,
+    option,
+    parse_json_file,
+)
 from jaxsam.optim import registry  # a plain table: loads no jax
 from jaxsam.store.digests import DIGESTED_FILES, DIGESTS
 from jaxsam.store.disk import dir_bytes
@@ -207,17 +214,14 @@ def check_run_dir(
 
 def _existing_config(path: Path) -> Any:
     """The ``config.json`` found in an output directory, or a RunDirError if it is garbage."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise RunDirError(f"cannot read {path} ({e.strerror}); choose another --out") from e
-    parsed = json_problem(raw)
-    if isinstance(parsed, str):
-        raise RunDirError(
-            f"{path.parent} holds no readable jaxsam run: its config.json {parsed.split(';')[0]}; "
+    return parse_json_file(
+        path,
+        lambda why: RunDirError(f"cannot read {path} ({why}); choose another --out"),
+        lambda problem: RunDirError(
+            f"{path.parent} holds no readable jaxsam run: its config.json {problem.split(';')[0]}; "
             f"choose another --out (or remove {path.parent} yourself)"
-        )
-    return parsed[0]
+        ),
+    )
 
 
 def check_writable(path: Path) -> None:

@@ -149,28 +149,6 @@ def memory_cap(setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray) 
     return max(1, int(MEMORY_FRACTION * free_device_memory() // max(need, 1)))
 
 
-def time_plan(
-    setup: TrainSetup,
-    config: Config,
-    pool: Pool,
-    keep: np.ndarray,
-    plan: Plan,
-    num_models: int,
-    num_steps: int = 2,
-    repeats: int = 2,
-    inputs: tuple | None = None,
-) -> float:
-    """Model-examples per second of ``plan`` on ``num_models`` models (after one warm-up).
-
-    ``inputs`` = ``(model_state, model_data, shared)`` for ``num_models`` models may be passed
-    to skip the initialisation (it is copied, not donated). :func:`time_plan_parts` also
-    returns the compile time.
-    """
-    return time_plan_parts(
-        setup, config, pool, keep, plan, num_models, num_steps, repeats, inputs
-    ).rate
-
-
 @dataclasses.dataclass(frozen=True)
 class Timing:
     """One plan's measurement: ``rate`` in model-examples per second (steady: the best of the
@@ -193,7 +171,12 @@ def time_plan_parts(
     repeats: int = 2,
     inputs: tuple | None = None,
 ) -> Timing:
-    """:func:`time_plan` with the compile time reported apart from the steady rate."""
+    """Model-examples per second of ``plan`` on ``num_models`` models after one warm-up call,
+    with the compile time reported apart from the steady rate.
+
+    ``inputs`` = ``(model_state, model_data, shared)`` for ``num_models`` models may be passed
+    to skip the initialisation (it is copied, not donated).
+    """
     setup = dataclasses.replace(setup, model=with_conv_impl(setup.model, plan.conv_impl))
     fn = train_fn(setup, pool, config.train.batch_size)
     efn = make_ensemble_fn(fn, plan.strategy, plan.chunk_size)
