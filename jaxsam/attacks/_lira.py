@@ -43,16 +43,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.scipy.stats import norm
 
 from jaxsam.attacks import _lira_groups as _groups
-from jaxsam.attacks import _reference
+from jaxsam.attacks import _lira_stream as _stream
+from jaxsam.attacks import _reference, _tiles
 from jaxsam.attacks import signals as _signals
 from jaxsam.attacks._checks import check_logits, check_signal
 from jaxsam.attacks._lira_options import LiraOptions
@@ -67,75 +68,53 @@ def auto_chunk(n: int, a: int, budget: int = 1 << 24) -> int:
     return max(1, budget // max(1, n * a))
 
 
-def _group_stats_t(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Two-pass statistics of one group; x [A, n, M], w [1, n, M] (1 = in the group).
-
-    Returns count [n], mean [A, n] (0 where count = 0), SS [A, n]. The model axis is the minor
-    (contiguous) one, so the reductions vectorize on CPU.
-    """
-    count = jnp.sum(w, axis=-1)  # [1, n]
-    mean = jnp.sum(w * x, axis=-1) / jnp.maximum(count, 1.0)
-    ss = jnp.sum(w * jnp.square(x - mean[..., None]), axis=-1)
-    return count[0], mean, ss
-
-
-@functools.partial(jax.jit, static_argnames=("dtype",))
-def _sets_stats_chunk(signal: jax.Array, masks: jax.Array, dtype) -> tuple[jax.Array, ...]:
-    """Statistics of S sets on a chunk of examples: signal [M, n, A], masks [M, n, S].
-
-    Returns count [n, S], mean [n, S, A], SS [n, S, A].
-    """
-    x = jnp.transpose(signal, (2, 1, 0)).astype(dtype)  # [A, n, M]
-    out = [_group_stats_t(x, masks[:, :, s].T.astype(dtype)[None]) for s in range(masks.shape[2])]
-    count = jnp.stack([c for c, _, _ in out], axis=1)
-    mean = jnp.stack([mu.T for _, mu, _ in out], axis=1)
-    ss = jnp.stack([q.T for _, _, q in out], axis=1)
-    return count, mean, ss
-
-
-def over_example_chunks(
-    fn: Callable[[jax.Array, jax.Array], Any],
-    signal: np.ndarray,
-    keep: np.ndarray,
-    chunk_examples: int | None = None,
-) -> Any:
-    """``fn(signal[:, chunk], keep[:, chunk])`` over chunks of examples, outputs joined on axis 0.
-
-    ``signal`` [M, N, A] and ``keep`` [M, N, ...] stay host arrays; only one chunk (about 16M
-    values by default) is on the device at a time. Every output leaf of ``fn`` must have the
-    chunk's examples as its leading axis.
-    """
-    m, n, a = signal.shape
-    step = chunk_examples or max(1, (1 << 24) // (m * a))
-    parts = [
-        fn(jnp.asarray(signal[:, s0 : s0 + step]), jnp.asarray(keep[:, s0 : s0 + step]))
-        for s0 in range(0, n, step)
-    ]
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *parts)
+@functools.partial(jax.jit, static_argnames=("step", "dtype"))
+def _stats_tile(src, at, masks, count, start, *, step, dtype):
+    """Mean and SS [S, step, A] of S sets on one tile of examples (two passes over the tile,
+    which stays in cache): src holds the signal (float32 [M, *, A]), masks bool [S, M, N],
+    count [S, N]."""
+    m = masks.shape[1]
+    x = _tiles.cut(src, at, (m, step)).astype(dtype)  # [M, step, A]
+    w = lax.dynamic_slice_in_dim(masks, start, step, 2)[..., None]  # [S, M, step, 1]
+    c = jnp.maximum(lax.dynamic_slice_in_dim(count, start, step, 1), 1.0)[..., None]
+    total = _tiles.sums([jnp.where(w[s], x, 0.0) for s in range(w.shape[0])], 0)
+    mean = [t / c[s] for s, t in enumerate(total)]  # 0 for an empty set
+    ss = _tiles.sums([jnp.where(w[s], jnp.square(x - mu), 0.0) for s, mu in enumerate(mean)], 0)
+    return jnp.stack(mean), jnp.stack(ss)
 
 
 def set_stats(
     signal: np.ndarray, masks: np.ndarray, dtype, chunk_examples: int | None = None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Statistics of S sets of models at every example, computed over examples in chunks.
+    """Statistics of S sets of models at every example, computed over tiles of examples.
 
-    Only one chunk of the signal (about 16M values) is converted to ``dtype`` at a time, so peak
-    memory stays near the size of the float32 signal itself.
+    One read pass over the signal: each tile (all M models, ``chunk_examples`` examples) is
+    swept twice while it is in cache (the sets' means, then the squared deviations from them),
+    and only a tile is ever converted to ``dtype``, so peak memory stays near the size of the
+    float32 signal itself (which is shared with XLA, not copied, where
+    :func:`jaxsam.attacks._tiles.device_view` allows).
 
     Args:
       signal: float32 [M, N, A].
       masks: bool [S, M, N]: set s holds model m at example n.
       dtype: accumulation dtype (float64 needs ``jax.enable_x64``).
-      chunk_examples: examples per chunk (None: about 16M values per chunk).
+      chunk_examples: examples per tile (None: about 2M values per tile).
 
     Returns:
       ``count [S, N]``, ``mean [S, N, A]`` (0 for an empty set), ``SS [S, N, A]`` (sum of
       squared deviations from the set's mean).
     """
-    stats = functools.partial(_sets_stats_chunk, dtype=dtype)
-    by_example = np.moveaxis(masks, 0, -1)  # [M, N, S]
-    count, mean, ss = over_example_chunks(stats, signal, by_example, chunk_examples)
-    return count.T, jnp.swapaxes(mean, 0, 1), jnp.swapaxes(ss, 0, 1)
+    m, n, a = signal.shape
+    step = min(n, chunk_examples or _tiles.tile_shape(m, n, a)[1])
+    count = jnp.asarray(masks.sum(axis=1), dtype)  # exact: an integer below 2**24
+    dmasks = jnp.asarray(masks)
+    full = _tiles.device_view(signal)
+    means, sss = [], []
+    for t in _tiles.tiles(signal, m, step, full):
+        mean, ss = _stats_tile(t.src, t.at, dmasks, count, t.start[1], step=step, dtype=dtype)
+        means.append(mean[:, t.skip[1] :])
+        sss.append(ss[:, t.skip[1] :])
+    return count, jnp.concatenate(means, axis=1), jnp.concatenate(sss, axis=1)
 
 
 def group_stats(
@@ -178,9 +157,9 @@ def all_set_stats(signal: np.ndarray, masks: np.ndarray, dtype) -> tuple[jax.Arr
             if a in done or b not in done:
                 continue
             extra = masks[b] & ~masks[a]  # [M, N]: at most one model per example
-            x = jnp.asarray(signal[extra.argmax(axis=0), cols], dtype)  # [N, A]
-            r = jnp.asarray(extra.any(axis=0), dtype)
-            done[a] = _loo(x, r, *done[b])
+            x = jnp.asarray(signal[extra.argmax(axis=0), cols])  # [N, A] float32
+            r = jnp.asarray(extra.any(axis=0))
+            done[a] = _loo_jit(x.astype(dtype), r.astype(dtype), *done[b])
     return tuple(jnp.stack([done[i][k] for i in range(len(masks))]) for k in range(3))
 
 
@@ -214,6 +193,9 @@ def _loo(obs, r, count, mean, ss):
     ss1 = ss - rr * jnp.square(d) * (count[..., None] / safe)
     ss1 = jnp.where(n1[..., None] > 0, jnp.maximum(ss1, 0.0), 0.0)
     return n1, mean1, ss1
+
+
+_loo_jit = jax.jit(_loo)
 
 
 def _global_variance(n1, mean1, ss1, variance_mode):
@@ -356,6 +338,11 @@ def _lira_impl(signal, keep, opts: LiraOptions, rule):
     families = {("loc", g): sets[g] for g in groups} | {("var", g): v for g, v in var_sets.items()}
     masks, ids = _dedupe([f.masks for f in families.values()])
     every = all_set_stats(signal, masks, dtype)
+    if _stream.supported(opts):
+        cands = dict(zip(families, ids, strict=True))
+        var = {g: (var_sets[g], cands["var", g]) for g in var_sets}
+        fams = {g: ((sets[g], cands["loc", g]), var.get(g)) for g in groups}
+        return _stream.score(signal, every, fams, opts, dtype)
     stats, picks = {}, {}  # per family: its candidates' statistics; (pick, inside) [M, N]
     for (key, f), idx in zip(families.items(), ids, strict=True):
         stats[key] = tuple(x[jnp.asarray(idx)] for x in every)

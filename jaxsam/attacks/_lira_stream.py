@@ -1,0 +1,256 @@
+"""LiRA's scoring passes streamed over tiles of examples (global pooled variance, mean location).
+
+After the statistics of the candidate shadow sets (one pass, :func:`jaxsam.attacks._lira.
+all_set_stats`), two more read passes over the signal score every target; each pass sweeps
+tiles of all M targets by a few hundred examples (:mod:`jaxsam.attacks._tiles`), so nothing of
+size [M, N, A] is ever materialised beyond the signal itself.
+
+1. **Variance.** Target m's pooled variance of a group is ``sum_n SS'_mn / sum_n n'_mn`` over
+   its leave-one-out (or cut) shadows, where the down-date removes m's own value x where m is in
+   the candidate set: ``SS' = SS - r d^2 c / (c - 1)``, ``d = x - mean``. The sum splits into
+   ``sum_n SS_n`` over the examples where m has shadows (a float64 matrix product of the picks
+   with the candidates' SS) minus ``sum_n r c / (c - 1) d^2`` (one elementwise float32 sweep,
+   summed per tile in float32 and over tiles in float64). The counts ``n'`` are integers
+   computed on the host.
+2. **Scores.** The down-dated location gives ``x - mean' = (x - mean) c / (c - 1)`` where m is
+   in the set (``x - mean`` otherwise), so each score is a few float32 operations per value
+   with the per-target constants (1 / var, log var) precomputed in float64.
+
+Precision. The candidates' means are kept as float32 pairs (``hi + lo`` = the float64 mean to
+about 1e-14), and ``d = (x - hi) - lo`` carries full float32 *relative* precision even when x
+is close to the mean; every score term is then within a few float32 ulps of the float64 value,
+i.e. at the level of the float32 rounding of the signal itself. The variance's down-date term
+enters as ``sum SS - sum r c/(c-1) d^2`` with both sums float64, so a small group (where the
+target's own value is much of the spread) keeps float64 accuracy in the subtraction; only the
+float32 relative error of each ``d^2`` (about 1e-7) remains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxsam.attacks import _tiles
+from jaxsam.attacks._lira_groups import ShadowSets
+from jaxsam.attacks._lira_options import LiraOptions
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def supported(opts: LiraOptions) -> bool:
+    """True for the options these passes compute: a global pooled variance and the mean as the
+    location (the defaults), online or offline, any reference-group rule."""
+    return opts.fix_variance and opts.variance_mode == "pooled" and opts.mean == "mean"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Family:
+    """A group's candidate sets on the device: ``idx`` (static) indexes the stacked statistics;
+    pick int8 [M, N] (None for one candidate); inside bool [M, N]."""
+
+    idx: tuple[int, ...]
+    pick: jax.Array | None
+    inside: jax.Array
+
+
+jax.tree_util.register_dataclass(_Family, data_fields=["pick", "inside"], meta_fields=["idx"])
+
+
+def _family(sets: ShadowSets, idx: np.ndarray) -> _Family:
+    pick = None if len(idx) == 1 else jnp.asarray(sets.pick.astype(np.int8))
+    return _Family(tuple(int(i) for i in idx), pick, jnp.asarray(sets.inside))
+
+
+def _select(fam: _Family, per_cand, t0, n0, rows, step):
+    """Per-target values of the picked candidate: per_cand(j) gives candidate j's [step, ...]
+    values; returns them broadcast to [rows, step, ...] by the targets' picks."""
+    out = per_cand(fam.idx[0])[None]
+    if fam.pick is None:
+        return out
+    pick = _tiles.cut(fam.pick, (t0, n0), (rows, step))
+    for j, i in enumerate(fam.idx[1:], start=1):
+        val = per_cand(i)[None]
+        sel = pick == j
+        out = jnp.where(sel.reshape(sel.shape + (1,) * (val.ndim - 2)), val, out)
+    return out
+
+
+def _parts(x, fam: _Family, st, t0, n0, rows, step, dtype=jnp.float32):
+    """For one family on one tile: c, r (float32 [rows, step]) and d = x - mean [rows, step, A]
+    in ``dtype`` (float64: exact differences of the float32 values x, hi and lo)."""
+    count, hi, lo = st["count"], st["hi"], st["lo"]
+    c = _select(fam, lambda i: lax.dynamic_slice_in_dim(count[i], n0, step, 0), t0, n0, rows, step)
+    c = jnp.broadcast_to(c, (rows, step))
+    hi_t = _select(fam, lambda i: lax.dynamic_slice_in_dim(hi[i], n0, step, 0), t0, n0, rows, step)
+    lo_t = _select(fam, lambda i: lax.dynamic_slice_in_dim(lo[i], n0, step, 0), t0, n0, rows, step)
+    r = _tiles.cut(fam.inside, (t0, n0), (rows, step)).astype(jnp.float32)
+    if dtype != jnp.float32:
+        return c, r, (x.astype(dtype) - hi_t.astype(dtype)) - lo_t.astype(dtype)
+    return c, r, (x - hi_t) - lo_t
+
+
+@functools.partial(jax.jit, static_argnames=("rows", "step", "acc_dtype"))
+def _variance_tile(src, at, start, skip, fams, st, gfams, *, rows, step, acc_dtype):
+    """Per-target sums of one tile [F, rows, A] (float ``acc_dtype``): for each variance family
+    ``sum_n SS'``, then for each fallback family ``sum_n n' mean'`` (see the module doc)."""
+    t0, n0 = start
+    x = _tiles.cut(src, at, (rows, step))  # [rows, step, A] float32
+    valid = jnp.arange(step) >= skip[1]  # examples an earlier tile has not covered
+    terms, dots = [], []
+    for fam in fams:
+        c, r, d = _parts(x, fam, st, t0, n0, rows, step, acc_dtype)
+        has = (c - r > 0) & valid[None]
+        c = c.astype(acc_dtype)
+        w = jnp.where(has & (r > 0), c / jnp.maximum(c - 1.0, 1.0), 0.0)
+        # float64 where it matters: the target's own d^2 can be most of SS (small groups, an
+        # outlying target), and SS - d^2 c / (c - 1) then cancels.
+        terms.append(w[..., None] * jnp.square(d))
+        dots.append(_picked_dot(fam, has, st["ss"], t0, n0, rows, step, acc_dtype))
+    for fam in gfams:  # sum_n n' mean' = sum_n (c mean - r x) where the target has shadows
+        c, r, _ = _parts(x, fam, st, t0, n0, rows, step)
+        has = (c - r > 0) & valid[None]
+        terms.append(jnp.where((has & (r > 0))[..., None], x.astype(acc_dtype), 0.0))
+        dots.append(_picked_dot(fam, has, st["sums"], t0, n0, rows, step, acc_dtype))
+    parts = _tiles.sums(terms, 1)
+    return jnp.stack([dt - p for dt, p in zip(dots, parts, strict=True)])
+
+
+def _picked_dot(fam, has, per_example, t0, n0, rows, step, dtype):
+    """sum_n [has, pick = j] per_example[j, n] over the family's candidates j: [rows, A]."""
+    pick = None if fam.pick is None else _tiles.cut(fam.pick, (t0, n0), (rows, step))
+    out = 0.0
+    for j, i in enumerate(fam.idx):
+        sel = has if pick is None else has & (pick == j)
+        vals = lax.dynamic_slice_in_dim(per_example[i], n0, step, 0)  # [step, A]
+        out = out + jnp.dot(sel.astype(dtype), vals, precision=lax.Precision.HIGHEST)
+    return out
+
+
+def _neg_log_sf(t):
+    """-log P[Z > t] for a standard normal Z, float32, accurate to a few ulps for every t."""
+    u = jnp.abs(t) * (1.0 / math.sqrt(2.0))
+    tail = 0.5 * lax.erfc(u)  # P[Z > |t|], no cancellation
+    mid = jnp.where(t < 0, -jnp.log1p(-tail), -jnp.log(tail))
+    # Beyond t = 10 (P < 1e-23) the asymptotic series: erfc underflows float32 near t = 13.
+    big = jnp.maximum(t, 10.0)
+    q = 1.0 / (big * big)
+    series = q * (-1.0 + q * (3.0 + q * (-15.0 + q * (105.0 - 945.0 * q))))
+    far = 0.5 * big * big + jnp.log(big) + 0.5 * _LOG_2PI - jnp.log1p(series)
+    return jnp.where(t > 10.0, far, mid)
+
+
+@functools.partial(jax.jit, static_argnames=("rows", "step", "opts", "fallback"))
+def _score_tile(src, at, start, fams, st, per_target, *, rows, step, opts, fallback):
+    """Scores float32 [rows, step] of one tile. fams: the location family of each group;
+    per_target: per group, 1/var, 1/sd and the fallback location [M, A], and the constant [M]."""
+    t0, n0 = start
+    x = _tiles.cut(src, at, (rows, step))
+    z = {}
+    for g, fam in fams.items():
+        c, r, d = _parts(x, fam, st, t0, n0, rows, step)
+        n1 = c - r
+        zg = d * jnp.where(r > 0, c / jnp.maximum(n1, 1.0), 1.0)[..., None]
+        if fallback:
+            gmean = lax.dynamic_slice_in_dim(per_target[g]["gmean"], t0, rows, 0)[:, None, :]
+            zg = jnp.where((n1 > 0)[..., None], zg, x - gmean)
+        z[g] = zg
+
+    def per(g, name):
+        return lax.dynamic_slice_in_dim(per_target[g][name], t0, rows, 0)[:, None, :]
+
+    if opts.online:
+        q = jnp.square(z["out"]) * per("out", "iv") - jnp.square(z["in"]) * per("in", "iv")
+        total = 0.5 * _tiles.sum_minor(q)
+    elif opts.offline_test == "one_sided":
+        total = _tiles.sum_minor(_neg_log_sf(z["out"] * per("out", "isd")))
+    else:  # density: -log pdf_OUT
+        total = 0.5 * _tiles.sum_minor(jnp.square(z["out"]) * per("out", "iv"))
+    const = lax.dynamic_slice_in_dim(per_target["const"], t0, rows, 0)[:, None]
+    return const + total / x.shape[-1]
+
+
+def score(signal, every, families, opts: LiraOptions, dtype) -> np.ndarray:
+    """Scores float32 [M, N] from the stacked candidate statistics and the families.
+
+    Args:
+      signal: float32 [M, N, A]; every: count [S, N], mean and SS [S, N, A] (``dtype``) of the
+        distinct candidate sets; families: per group name, ``(loc, var)`` where each is
+        ``(ShadowSets, idx)`` (idx: the candidates' rows in ``every``) and var is None when the
+        variance comes from the location family itself; dtype: float64 or float32.
+    """
+    m, n, a = signal.shape
+    rows, step = _tiles.tile_shape(m, n, a, opts.chunk_size)
+    count, mean, ss = every
+    hi = mean.astype(jnp.float32)
+    st = {
+        "count": count.astype(jnp.float32),
+        "hi": hi,
+        "lo": (mean - hi.astype(mean.dtype)).astype(jnp.float32),
+        "ss": ss,
+        "sums": count[..., None] * mean,
+    }
+    groups = list(families)
+    loc = {g: _family(*families[g][0]) for g in groups}
+    var = {g: loc[g] if families[g][1] is None else _family(*families[g][1]) for g in groups}
+    sizes = {
+        g: (families[g][0][0].sizes(), (families[g][1] or families[g][0])[0].sizes())
+        for g in groups
+    }
+    fallback = any(bool((sizes[g][0] == 0).any()) for g in groups)
+    vfams = tuple(var[g] for g in groups)
+    gfams = tuple(loc[g] for g in groups) if fallback else ()
+    full = _tiles.device_view(signal)
+    acc = np.zeros((len(vfams) + len(gfams), m, a), np.float64)
+    for t in _tiles.tiles(signal, rows, step, full):
+        part = _variance_tile(
+            t.src, t.at, t.start, t.skip, vfams, st, gfams, rows=rows, step=step, acc_dtype=dtype
+        )
+        r0 = t.start[0] + t.skip[0]
+        acc[:, r0 : t.start[0] + rows] += np.asarray(part, np.float64)[:, t.skip[0] :]
+    per_target, const = {}, np.zeros(m, np.float64)
+    for k, g in enumerate(groups):
+        total = np.maximum(sizes[g][1].sum(axis=1), 1)[:, None]  # [M, 1]
+        v = np.maximum(np.maximum(acc[k], 0.0) / total, opts.var_floor)  # [M, A]
+        entry = {"iv": jnp.asarray(1.0 / v, jnp.float32), "isd": jnp.asarray(v**-0.5, jnp.float32)}
+        if fallback:
+            shadows = np.maximum(sizes[g][0].sum(axis=1), 1)[:, None]
+            entry["gmean"] = jnp.asarray(acc[len(vfams) + k] / shadows, jnp.float32)
+        per_target[g] = entry
+        lv = np.log(v).mean(axis=1)
+        if opts.online:
+            const += -0.5 * lv if g == "in" else 0.5 * lv
+        elif opts.offline_test == "density":
+            const += 0.5 * (_LOG_2PI + lv)
+    per_target["const"] = jnp.asarray(const, jnp.float32)
+    out = np.empty((m, n), np.float32)
+    pending = []
+    for t in _tiles.tiles(signal, rows, step, full):
+        res = _score_tile(
+            t.src,
+            t.at,
+            t.start,
+            loc,
+            st,
+            per_target,
+            rows=rows,
+            step=step,
+            opts=opts,
+            fallback=fallback,
+        )
+        pending.append((t, res))
+        if len(pending) > 4:  # keep a few calls in flight, write the oldest
+            _write(out, *pending.pop(0), rows, step)
+    for item in pending:
+        _write(out, *item, rows, step)
+    return out
+
+
+def _write(out, t, res, rows, step):
+    (r0, s0), (rs, ss) = t.start, t.skip
+    out[r0 + rs : r0 + rows, s0 + ss : s0 + step] = np.asarray(res)[rs:, ss:]

@@ -1,0 +1,116 @@
+"""Tiles of a host signal for the attack kernels: zero-copy device views, sums that fuse.
+
+The attacks read a float32 signal [M, N, A] that lives in host memory, several times. On the
+CPU backend a C-contiguous, writable, 16-byte aligned float32 array (any ordinary numpy array)
+is shared with XLA through DLPack without a copy, and every kernel cuts its tile of examples
+out of the whole array with ``dynamic_slice``: a pass over the signal then reads it once from
+memory and nothing else. Any other array (a read-only memory map, another backend) is copied to
+the device one tile at a time.
+
+Two XLA:CPU habits shape the kernels that use these tiles: several reductions that share an
+input are emitted as a multi-output fusion that materialises its inputs (:func:`sums` puts them
+in one variadic reduce instead), and a reduction over a short minor axis runs element by element
+(:func:`sum_minor` unrolls it into elementwise adds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import operator
+from collections.abc import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+# Values of one tile: about 8 MiB of float32, which stays in the last-level cache while a
+# kernel sweeps it two or three times, and is large enough that per-call costs stay small.
+TILE_VALUES = 1 << 21
+
+
+def device_view(x: np.ndarray) -> jax.Array | None:
+    """``x`` as a jax array sharing its memory, or None where that is not possible.
+
+    Shared only on the CPU backend, for a C-contiguous, writable float32 array whose data start
+    on a 16-byte boundary (XLA copies a less aligned one, which would double the memory).
+    """
+    if jax.default_backend() != "cpu" or not isinstance(x, np.ndarray):
+        return None
+    flags = x.flags
+    if x.dtype != np.float32 or not (flags.c_contiguous and flags.writeable):
+        return None
+    if x.ctypes.data % 16:
+        return None
+    return jax.dlpack.from_dlpack(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tile:
+    """One tile of ``rows`` x ``step`` (targets x examples) of the signal.
+
+    Attributes:
+      src: device array holding the tile: the whole signal, or a copy of this tile only.
+      at: (row, example) of the tile's first value within ``src``.
+      start: (row, example) of the tile's first value within the full [M, N] index space (for
+        the other per-target and per-example arrays the kernels slice).
+      skip: (rows, examples) at the tile's start that an earlier tile already covered (the last
+        tile of each axis is moved back to fit, so it overlaps its neighbour).
+    """
+
+    src: jax.Array
+    at: tuple[int, int]
+    start: tuple[int, int]
+    skip: tuple[int, int]
+
+
+def _starts(total: int, step: int) -> list[tuple[int, int]]:
+    """(start, skip) of each tile of ``step`` along an axis of ``total``; the last one moved
+    back so that every tile has the full size."""
+    return [(min(s, total - step), s - min(s, total - step)) for s in range(0, total, step)]
+
+
+def tiles(signal: np.ndarray, rows: int, step: int, full: jax.Array | None) -> Iterator[Tile]:
+    """Tiles of ``rows`` targets by ``step`` examples covering ``signal`` [M, N, A].
+
+    ``full`` is :func:`device_view` of the signal (None: each tile is copied to the device).
+    ``rows`` and ``step`` must not exceed M and N.
+    """
+    m, n = signal.shape[:2]
+    for r0, rskip in _starts(m, rows):
+        for s0, skip in _starts(n, step):
+            if full is not None:
+                yield Tile(full, (r0, s0), (r0, s0), (rskip, skip))
+            else:
+                block = jnp.asarray(signal[r0 : r0 + rows, s0 : s0 + step], jnp.float32)
+                yield Tile(block, (0, 0), (r0, s0), (rskip, skip))
+
+
+def tile_shape(m: int, n: int, a: int, rows: int | None = None) -> tuple[int, int]:
+    """(rows, examples) of a tile: all M targets (or ``rows``) and about :data:`TILE_VALUES`
+    values in all."""
+    rows = m if rows is None else max(1, min(rows, m))
+    return rows, max(1, min(n, TILE_VALUES // max(1, rows * a)))
+
+
+def cut(x: jax.Array, at, shape: Sequence[int]) -> jax.Array:
+    """``x[at[0]:at[0]+shape[0], at[1]:at[1]+shape[1], ...]`` with traced starts (the
+    remaining axes whole)."""
+    starts = tuple(at) + (0,) * (x.ndim - len(at))
+    return lax.dynamic_slice(x, starts, tuple(shape) + x.shape[len(shape) :])
+
+
+def sums(ops: Sequence[jax.Array], axis: int) -> tuple[jax.Array, ...]:
+    """Sums over ``axis`` of several arrays of one shape, in a single (variadic) XLA reduce."""
+    zeros = tuple(jnp.zeros((), o.dtype) for o in ops)
+
+    def add(a, b):
+        return tuple(p + q for p, q in zip(a, b, strict=True))
+
+    return tuple(lax.reduce(tuple(ops), zeros, add, (axis,)))
+
+
+def sum_minor(x: jax.Array) -> jax.Array:
+    """Sum over a short last axis as elementwise adds of its slices."""
+    return functools.reduce(operator.add, [x[..., i] for i in range(x.shape[-1])])
