@@ -116,7 +116,6 @@ def sum_minor(x: jax.Array) -> jax.Array:
     return functools.reduce(operator.add, [x[..., i] for i in range(x.shape[-1])])
 
 
-
 def sum_middle(x: jax.Array) -> jax.Array:
     """Sum of [B, n, A] over n as a batched matrix product with ones (XLA:CPU's reduction keeping
     a short minor axis runs element by element; its matrix products are vectorised)."""
