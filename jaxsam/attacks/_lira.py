@@ -138,16 +138,16 @@ def set_stats(
     count = jnp.asarray(masks.sum(axis=1), dtype)  # exact: an integer below 2**24
     dmasks = jnp.asarray(masks)
     full = _tiles.device_view(signal)
-    done = []
-    for t in _tiles.tiles(signal, m, step, full):
+
+    def one(t):
         args = (t.src, t.at, dmasks, count, t.start[1])
-        done.append((t, args, *_stats_tile_shifted(*args, step=step, dtype=dtype)))
-    means, sss = [], []
-    for t, args, mean, ss, risky in done:
+        mean, ss, risky = _stats_tile_shifted(*args, step=step, dtype=dtype)
         if risky:
             mean, ss = _stats_tile(*args, step=step, dtype=dtype)
-        means.append(mean[:, t.skip[1] :])
-        sss.append(ss[:, t.skip[1] :])
+        return jax.block_until_ready((mean[:, t.skip[1] :], ss[:, t.skip[1] :]))
+
+    done = _tiles.map_tiles(one, _tiles.tiles(signal, m, step, full))
+    means, sss = [d[0] for d in done], [d[1] for d in done]
     return count, jnp.concatenate(means, axis=1), jnp.concatenate(sss, axis=1)
 
 

@@ -171,7 +171,8 @@ def _variance_sums(signal, full, rows, step, vfams, gfams, st, dtype, disjoint) 
     exact = False
     while True:
         acc = np.zeros((2, len(vfams) + len(gfams), m, a), np.float64)
-        for t in _tiles.tiles(signal, rows, step, full):
+
+        def one(t, exact=exact):
             part = _variance_tile(
                 t.src,
                 t.at,
@@ -186,8 +187,11 @@ def _variance_sums(signal, full, rows, step, vfams, gfams, st, dtype, disjoint) 
                 exact=exact,
                 disjoint=disjoint,
             )
+            return t, np.asarray(part, np.float64)
+
+        for t, part in _tiles.map_tiles(one, _tiles.tiles(signal, rows, step, full)):
             r0 = t.start[0] + t.skip[0]
-            acc[:, :, r0 : t.start[0] + rows] += np.asarray(part, np.float64)[:, :, t.skip[0] :]
+            acc[:, :, r0 : t.start[0] + rows] += part[:, :, t.skip[0] :]
         diff = acc[0] - acc[1]
         if exact or dtype != jnp.float64:
             return diff
@@ -300,8 +304,8 @@ def score(signal, every, families, opts: LiraOptions, dtype) -> np.ndarray:
             const += 0.5 * (_LOG_2PI + lv)
     per_target["const"] = jnp.asarray(const, jnp.float32)
     out = np.empty((m, n), np.float32)
-    pending = []
-    for t in _tiles.tiles(signal, rows, step, full):
+
+    def one(t):
         res = _score_tile(
             t.src,
             t.at,
@@ -314,11 +318,9 @@ def score(signal, every, families, opts: LiraOptions, dtype) -> np.ndarray:
             opts=opts,
             fallback=fallback,
         )
-        pending.append((t, res))
-        if len(pending) > 4:  # keep a few calls in flight, write the oldest
-            _write(out, *pending.pop(0), rows, step)
-    for item in pending:
-        _write(out, *item, rows, step)
+        _write(out, t, res, rows, step)
+
+    _tiles.map_tiles(one, _tiles.tiles(signal, rows, step, full))
     return out
 
 
