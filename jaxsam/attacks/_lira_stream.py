@@ -95,30 +95,71 @@ def _parts(x, fam: _Family, st, t0, n0, rows, step, dtype=jnp.float32):
     return c, r, (x - hi_t) - lo_t
 
 
-@functools.partial(jax.jit, static_argnames=("rows", "step", "acc_dtype"))
-def _variance_tile(src, at, start, skip, fams, st, gfams, *, rows, step, acc_dtype):
-    """Per-target sums of one tile [F, rows, A] (float ``acc_dtype``): for each variance family
-    ``sum_n SS'``, then for each fallback family ``sum_n n' mean'`` (see the module doc)."""
+@functools.partial(jax.jit, static_argnames=("rows", "step", "acc_dtype", "exact"))
+def _variance_tile(src, at, start, skip, fams, st, gfams, *, rows, step, acc_dtype, exact):
+    """Per-target sums of one tile, float ``acc_dtype`` [2, F, rows, A]: for each variance
+    family the two terms of ``sum_n SS'`` (``sum_n SS`` over the examples with shadows, then
+    ``sum_n r c / (c - 1) d^2``), then for each fallback family those of ``sum_n n' mean'``.
+
+    ``exact``: the second terms elementwise in ``acc_dtype`` too (XLA:CPU runs float64
+    elementwise code about 4x slower than float32); otherwise in float32.
+    """
     t0, n0 = start
     x = _tiles.cut(src, at, (rows, step))  # [rows, step, A] float32
     valid = jnp.arange(step) >= skip[1]  # examples an earlier tile has not covered
+    ew = acc_dtype if exact else jnp.float32
     terms, dots = [], []
     for fam in fams:
-        c, r, d = _parts(x, fam, st, t0, n0, rows, step, acc_dtype)
+        c, r, d = _parts(x, fam, st, t0, n0, rows, step, ew)
         has = (c - r > 0) & valid[None]
-        c = c.astype(acc_dtype)
+        c = c.astype(ew)
         w = jnp.where(has & (r > 0), c / jnp.maximum(c - 1.0, 1.0), 0.0)
-        # float64 where it matters: the target's own d^2 can be most of SS (small groups, an
-        # outlying target), and SS - d^2 c / (c - 1) then cancels.
         terms.append(w[..., None] * jnp.square(d))
         dots.append(_picked_dot(fam, has, st["ss"], t0, n0, rows, step, acc_dtype))
     for fam in gfams:  # sum_n n' mean' = sum_n (c mean - r x) where the target has shadows
         c, r, _ = _parts(x, fam, st, t0, n0, rows, step)
         has = (c - r > 0) & valid[None]
-        terms.append(jnp.where((has & (r > 0))[..., None], x.astype(acc_dtype), 0.0))
+        terms.append(jnp.where((has & (r > 0))[..., None], x.astype(ew), 0.0))
         dots.append(_picked_dot(fam, has, st["sums"], t0, n0, rows, step, acc_dtype))
-    parts = _tiles.sums(terms, 1)
-    return jnp.stack([dt - p for dt, p in zip(dots, parts, strict=True)])
+    parts = [_tiles.sum_middle(t).astype(acc_dtype) for t in terms]
+    return jnp.stack([jnp.stack(dots), jnp.stack(parts)])
+
+
+# A float32 second term is used where it is at most this many times the difference of the two
+# terms (its float32 error, about 1e-7 of itself, is then below 1e-6 of the result); where a
+# target's own values make up more of its group's spread, the pass is redone in float64.
+_FLOAT32_RATIO = 4.0
+
+
+def _variance_sums(signal, full, rows, step, vfams, gfams, st, dtype) -> np.ndarray:
+    """``sum_n SS'`` of every variance family, then ``sum_n n' mean'`` of every fallback
+    family: float64 [F, M, A] (see :func:`_variance_tile`)."""
+    m, a = signal.shape[0], signal.shape[2]
+    exact = False
+    while True:
+        acc = np.zeros((2, len(vfams) + len(gfams), m, a), np.float64)
+        for t in _tiles.tiles(signal, rows, step, full):
+            part = _variance_tile(
+                t.src,
+                t.at,
+                t.start,
+                t.skip,
+                vfams,
+                st,
+                gfams,
+                rows=rows,
+                step=step,
+                acc_dtype=dtype,
+                exact=exact,
+            )
+            r0 = t.start[0] + t.skip[0]
+            acc[:, :, r0 : t.start[0] + rows] += np.asarray(part, np.float64)[:, :, t.skip[0] :]
+        diff = acc[0] - acc[1]
+        if exact or dtype != jnp.float64:
+            return diff
+        if not (np.abs(acc[1]) > _FLOAT32_RATIO * np.abs(diff)).any():
+            return diff
+        exact = True
 
 
 def _picked_dot(fam, has, per_example, t0, n0, rows, step, dtype):
@@ -206,13 +247,7 @@ def score(signal, every, families, opts: LiraOptions, dtype) -> np.ndarray:
     vfams = tuple(var[g] for g in groups)
     gfams = tuple(loc[g] for g in groups) if fallback else ()
     full = _tiles.device_view(signal)
-    acc = np.zeros((len(vfams) + len(gfams), m, a), np.float64)
-    for t in _tiles.tiles(signal, rows, step, full):
-        part = _variance_tile(
-            t.src, t.at, t.start, t.skip, vfams, st, gfams, rows=rows, step=step, acc_dtype=dtype
-        )
-        r0 = t.start[0] + t.skip[0]
-        acc[:, r0 : t.start[0] + rows] += np.asarray(part, np.float64)[:, t.skip[0] :]
+    acc = _variance_sums(signal, full, rows, step, vfams, gfams, st, dtype)
     per_target, const = {}, np.zeros(m, np.float64)
     for k, g in enumerate(groups):
         total = np.maximum(sizes[g][1].sum(axis=1), 1)[:, None]  # [M, 1]

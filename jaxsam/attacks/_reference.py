@@ -29,10 +29,14 @@ each attack's old fallbacks (documented with the attack).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from jaxsam.attacks import _tiles
 from jaxsam.attacks._lira_groups import ShadowSets, shadow_sets
 from jaxsam.errors import ConfigError, TooFewModelsError, on_command_line
 
@@ -258,15 +262,42 @@ def candidate_sums(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Count and sum of every candidate set of models at every example, in float64.
 
+    A float32 signal is summed by XLA over tiles of examples (one read pass, the signal shared
+    without a copy where :func:`jaxsam.attacks._tiles.device_view` allows); any other dtype by
+    NumPy in float64.
+
     Args:
       signal: float [M, N, A]; masks: bool [J, M, N] (set j holds model m at example n);
-      chunk_examples: examples per chunk (None: about 4M values).
+      chunk_examples: examples per chunk (None: about 2M values per tile).
 
     Returns:
       ``count`` float64 [J, N] and ``sums`` float64 [J, N, A].
     """
     m, n, a = signal.shape
     count = masks.sum(axis=1).astype(np.float64)
+    if np.asarray(signal[:0]).dtype != np.float32:
+        return count, _numpy_sums(signal, masks, chunk_examples)
+    step = min(n, chunk_examples or _tiles.tile_shape(m, n, a)[1])
+    sums = np.empty((masks.shape[0], n, a), np.float64)
+    with jax.enable_x64(True):
+        dmasks = jnp.asarray(masks)
+        for t in _tiles.tiles(signal, m, step, _tiles.device_view(signal)):
+            got = np.asarray(_sums_tile(t.src, t.at, dmasks, t.start[1], step=step))
+            s0 = t.start[1] + t.skip[1]
+            sums[:, s0 : t.start[1] + step] = got[:, t.skip[1] :]
+    return count, sums
+
+
+@functools.partial(jax.jit, static_argnames=("step",))
+def _sums_tile(src, at, masks, start, *, step):
+    """Sums float64 [J, step, A] of J sets on one tile of examples (one variadic reduce)."""
+    x = _tiles.cut(src, at, (masks.shape[1], step)).astype(jnp.float64)
+    w = jax.lax.dynamic_slice_in_dim(masks, start, step, 2)[..., None]  # [J, M, step, 1]
+    return jnp.stack(_tiles.sums([jnp.where(w[j], x, 0.0) for j in range(w.shape[0])], 0))
+
+
+def _numpy_sums(signal, masks, chunk_examples):
+    m, n, a = signal.shape
     sums = np.empty((masks.shape[0], n, a), np.float64)
     step = chunk_examples or max(1, (1 << 22) // (m * a))
     for s0 in range(0, n, step):
@@ -274,7 +305,7 @@ def candidate_sums(
         w = np.moveaxis(masks[:, :, sl], 2, 0).astype(np.float64)  # [n, J, M]
         x = np.moveaxis(np.asarray(signal[:, sl], np.float64), 1, 0)  # [n, M, A]
         sums[:, sl] = np.moveaxis(w @ x, 0, 1)
-    return count, sums
+    return sums
 
 
 def target_sums(

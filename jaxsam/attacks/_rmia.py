@@ -22,14 +22,17 @@ as x). Pass ``population`` (indices into N) to use a subset, or ``population_pro
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
-from jaxsam.attacks import _reference
+from jaxsam.attacks import _reference, _tiles
 from jaxsam.attacks import signals as _signals
 from jaxsam.attacks._checks import check_logits, check_signal
 from jaxsam.attacks._lira import auto_chunk
@@ -81,6 +84,67 @@ def _score_chunk(obs, families, pop_idx, pobs, psum, *, m, online, a, gamma, has
     rz = jnp.sort(rz, axis=1)
     count = jax.vmap(lambda s, q: jnp.searchsorted(s, q, side="right"))(rz, rx / gamma)
     return count.astype(jnp.float32) / rz.shape[1]
+
+
+@functools.partial(jax.jit, static_argnames=("rows", "step", "online"))
+def _ratio_tile(src, at, start, families, *, rows, step, online, a):
+    """p(x | theta_m) / p(x) averaged over queries, float32 [rows, step], on one tile: families
+    per group (count [J, N], sums [J, N, A], pick int8 [M, N] or None, inside [M, N])."""
+    t0, n0 = start
+    x = _tiles.cut(src, at, (rows, step))  # [rows, step, A]
+
+    def shadow(family):
+        count, sums, pick, inside = family
+        p = None if pick is None else _tiles.cut(pick, (t0, n0), (rows, step))
+        n = lax.dynamic_slice_in_dim(count[0], n0, step, 0)[None]
+        s = lax.dynamic_slice_in_dim(sums[0], n0, step, 0)[None]
+        for j in range(1, count.shape[0]):
+            sel = p == j
+            n = jnp.where(sel, lax.dynamic_slice_in_dim(count[j], n0, step, 0)[None], n)
+            s = jnp.where(sel[..., None], lax.dynamic_slice_in_dim(sums[j], n0, step, 0)[None], s)
+        r = _tiles.cut(inside, (t0, n0), (rows, step)).astype(jnp.float32)
+        return n - r, s - r[..., None] * x
+
+    n_out, s_out = shadow(families["out"])
+    if online:
+        n_in, s_in = shadow(families["in"])
+        ref = (s_in + s_out) / jnp.maximum(n_in + n_out, 1.0)[..., None]
+    else:  # every target has an OUT shadow everywhere (the fallback takes the general path)
+        ref = 0.5 * ((1.0 + a) * (s_out / jnp.maximum(n_out, 1.0)[..., None]) + (1.0 - a))
+    return _tiles.sum_minor(x / jnp.maximum(ref, 1e-30)) / x.shape[-1]
+
+
+def _dominated(rx: np.ndarray, gamma: float) -> np.ndarray:
+    """Fraction of each row's own values z with z <= x / gamma, for every x of the row: float32
+    [B, N] (the population is the pool itself). Rows are sorted by NumPy, a block of rows per
+    core (NumPy's sorts release the GIL)."""
+    out = np.empty(rx.shape, np.float32)
+    blocks = np.array_split(np.arange(rx.shape[0]), min(rx.shape[0], os.cpu_count() or 1))
+
+    def run(rows):
+        if rows.size:
+            out[rows] = _dominated_rows(rx[rows], gamma)
+
+    with concurrent.futures.ThreadPoolExecutor(len(blocks)) as pool:
+        list(pool.map(run, blocks))
+    return out
+
+
+def _dominated_rows(rx: np.ndarray, gamma: float) -> np.ndarray:
+    order = np.argsort(rx, axis=1)  # ties in any order: counts are taken per run of equal values
+    srt = np.take_along_axis(rx, order, axis=1)
+    if gamma == 1.0:
+        # Each sorted value's count is one past the last position of its run of equal values.
+        n = srt.shape[1]
+        ends = np.ones(srt.shape, bool)
+        ends[:, :-1] = srt[:, 1:] != srt[:, :-1]
+        pos = np.where(ends, np.arange(n)[None, :], n)
+        sorted_counts = np.minimum.accumulate(pos[:, ::-1], axis=1)[:, ::-1] + 1
+    else:
+        sorted_counts = np.stack([np.searchsorted(row, row / gamma, side="right") for row in srt])
+    counts = np.empty(rx.shape, np.int64)
+    np.put_along_axis(counts, order, sorted_counts, axis=1)
+    return (counts / rx.shape[1]).astype(np.float32)
 
 
 def rmia_from_signal(
@@ -135,6 +199,11 @@ def rmia_from_signal(
     what = f"RMIA ({'online' if online else 'offline'})"
     _reference.check_sizes(keep, sets, rule, what, {"any": 1} if online else {"out": 1})
     # One pass over the signal for the candidate sets of every group.
+    fast = (
+        population is None
+        and population_prob is None
+        and not ((not online) and (sets["out"].sizes() == 0).any())
+    )
     count, total = _reference.candidate_sums(
         prob, np.concatenate([st.masks for st in sets.values()])
     )
@@ -143,6 +212,8 @@ def rmia_from_signal(
         sl = slice(j, j + st.masks.shape[0])
         sums[g] = (jnp.asarray(count[sl], jnp.float32), jnp.asarray(total[sl], jnp.float32))
         j = sl.stop
+    if fast:
+        return _rmia_streamed(prob, sums, sets, online, a, gamma, chunk_size)
     has_pp = population_prob is not None
     if has_pp:
         pp = np.asarray(population_prob, np.float32)
@@ -200,3 +271,27 @@ def rmia(
             raise DataError("population_logits needs population_labels [Z]; pass both")
         pprob = _signals.compute_chunked(_signals.confidence, population_logits, population_labels)
     return rmia_from_signal(prob, keep, population_prob=pprob, **options)
+
+
+def _rmia_streamed(prob, sums, sets, online, a, gamma, chunk_size):
+    """RMIA with the pool as the population: the ratios in one tiled pass over ``prob``
+    (float32 [M, N, A]), then every target's ranks from one sort of its row."""
+    m, n, na = prob.shape
+    prob = np.asarray(prob, np.float32)
+    rows, step = _tiles.tile_shape(m, n, na, chunk_size)
+    families = {
+        g: (
+            *sums[g],
+            None if st.masks.shape[0] == 1 else jnp.asarray(st.pick.astype(np.int8)),
+            jnp.asarray(st.inside),
+        )
+        for g, st in sets.items()
+    }
+    rx = np.empty((m, n), np.float32)
+    for t in _tiles.tiles(prob, rows, step, _tiles.device_view(prob)):
+        got = np.asarray(
+            _ratio_tile(t.src, t.at, t.start, families, rows=rows, step=step, online=online, a=a)
+        )
+        (r0, s0), (rs, ss) = t.start, t.skip
+        rx[r0 + rs : r0 + rows, s0 + ss : s0 + step] = got[rs:, ss:]
+    return _dominated(rx, gamma)
