@@ -133,6 +133,25 @@ def foreign_entries(path: str | Path) -> list[str]:
     return [n for n in entries if not _own_name(n)]
 
 
+def _refuse_foreign(path: Path) -> None:
+    """Raises :class:`RunDirError` when ``path`` holds files jaxsam did not write."""
+    foreign = foreign_entries(path)
+    if not foreign:
+        return
+    shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
+    if _looks_like_run(path):  # a jaxsam run with files added to it (e.g. notes.txt)
+        raise RunDirError(
+            f"{path} holds a jaxsam run and also files jaxsam did not write: {shown}; "
+            "jaxsam only ever replaces what it wrote itself: move those out of "
+            f"{path} yourself, or choose another {option('out', None)}"
+        )
+    raise RunDirError(
+        f"{path} is not empty and is not a jaxsam run directory (it holds {shown}, which "
+        "jaxsam did not write); jaxsam only ever replaces its own runs: choose another "
+        f"{option('out', None)} (a new or empty directory), or move those files out yourself"
+    )
+
+
 def check_run_dir(
     path: str | Path, config: config_lib.Config | None, *, overwrite: bool = False
 ) -> int:
@@ -172,22 +191,7 @@ def check_run_dir(
         return 0
     if (path / "config.json").is_file():
         _existing_config(path / "config.json")  # garbage there: named as such, not replaced
-    foreign = foreign_entries(path)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (
-            f", ... ({len(foreign)} in all)" if len(foreign) > 5 else ""
-        )
-        if _looks_like_run(path):  # a jaxsam run with files added to it (e.g. notes.txt)
-            raise RunDirError(
-                f"{path} holds a jaxsam run and also files jaxsam did not write: {shown}; "
-                "jaxsam only ever replaces what it wrote itself: move those out of "
-                f"{path} yourself, or choose another {option('out', None)}"
-            )
-        raise RunDirError(
-            f"{path} is not empty and is not a jaxsam run directory (it holds {shown}, which "
-            "jaxsam did not write); jaxsam only ever replaces its own runs: choose another "
-            f"{option('out', None)} (a new or empty directory), or move those files out yourself"
-        )
+    _refuse_foreign(path)  # even with overwrite: only a jaxsam run is ever replaced
     if overwrite:
         return dir_bytes(path)
     info_path = path / "config.json"
