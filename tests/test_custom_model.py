@@ -258,7 +258,7 @@ def test_setup_infers_batch_norm_and_convolutions_and_plans_memory():
     conv, cfg = setup_of(f"{MODULE}:ConvBN")  # a Module class named directly
     assert conv.has_batch_norm and conv.conv_net
     assert [c.conv_impl for c in candidates(conv)] == ["lax", "lax"]  # no matmul form to time
-    mem = plan_lib.memory_plan(cfg, activations=False)
+    mem = plan_lib.memory_estimate(cfg, activations=False)
     assert mem.batch_stats_bytes == 2 * 4 * 4  # BatchNorm(4 channels): mean and var, float32
     dense, _ = setup_of(f"{MODULE}:make")
     assert not dense.has_batch_norm and not dense.conv_net

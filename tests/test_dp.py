@@ -42,7 +42,7 @@ def _params(key, m):
 
 
 def _plan(clip, noise, micro=B, capacity=B):
-    return dp_lib.DPPlan(clip, noise, B, capacity, micro, "shuffle", 1)
+    return dp_lib.DPShape(clip, noise, B, capacity, micro, "shuffle", 1)
 
 
 def _data(key, m):
@@ -193,9 +193,9 @@ def test_dp_configs_refused_with_the_key():
 def test_plan_counts_per_example_gradients_by_microbatch():
     from jaxsam import plan as plan_lib
 
-    plain = plan_lib.memory_plan(tiny_config())
-    whole = plan_lib.memory_plan(tiny_config(**{"optim.dp.clip_norm": 1.0}))
-    micro = plan_lib.memory_plan(
+    plain = plan_lib.memory_estimate(tiny_config())
+    whole = plan_lib.memory_estimate(tiny_config(**{"optim.dp.clip_norm": 1.0}))
+    micro = plan_lib.memory_estimate(
         tiny_config(**{"optim.dp.clip_norm": 1.0, "optim.dp.microbatch_size": 4})
     )
     assert plain.dp_bytes == 0 and plain.dp_microbatch is None
@@ -220,7 +220,7 @@ def test_auto_memory_cap_counts_per_example_gradients_like_plan():
 
     dp = {"optim.dp.clip_norm": 1.0, "optim.dp.microbatch_size": 16}
     plain, private = need(tiny_config()), need(tiny_config(**dp))
-    extra = plan_lib.memory_plan(tiny_config(**dp)).dp_bytes
+    extra = plan_lib.memory_estimate(tiny_config(**dp)).dp_bytes
     assert extra > 0 and private >= plain + extra  # x1.25 headroom on top
 
 

@@ -217,8 +217,8 @@ def test_plan_counts_the_base_state():
     """jaxsam plan reads the optimizer state of the base: Adam holds twice SGD's momentum."""
     from jaxsam import plan as plan_lib
 
-    sgd = plan_lib.memory_plan(tiny_config(), activations=False)
-    adam = plan_lib.memory_plan(tiny_config(**{"optim.base": "adam"}), activations=False)
+    sgd = plan_lib.memory_estimate(tiny_config(), activations=False)
+    adam = plan_lib.memory_estimate(tiny_config(**{"optim.base": "adam"}), activations=False)
     assert sgd.param_bytes <= sgd.opt_state_bytes < 1.1 * sgd.param_bytes  # + a step count
     assert adam.opt_state_bytes >= 2 * sgd.param_bytes
 

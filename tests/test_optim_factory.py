@@ -110,7 +110,7 @@ def test_a_new_entry_reaches_config_factory_and_plan(monkeypatch):
     assert registry.runs_fused_passes(cfg.optim)
     tx = make_optimizer("sam_eps", learning_rate=0.1, eps=0.0)
     assert is_sam_family(tx) and np.all(np.isfinite(trajectory(tx, 2)))
-    plan = plan_lib.memory_plan(cfg, activations=False)
+    plan = plan_lib.memory_estimate(cfg, activations=False)
     assert plan.sam_bytes == plan.param_bytes and plan.gradient_evaluations_per_step == 2
 
 

@@ -21,7 +21,7 @@ def _mlp_params(d_in: int, width: int, depth: int, classes: int) -> int:
 @pytest.mark.parametrize("width,depth", [(64, 2), (32, 3)])
 def test_mlp_params_match_a_direct_count(width, depth):
     cfg = tiny_config(**{"model.width": width, "model.depth": depth})
-    p = plan_lib.memory_plan(cfg, activations=False)
+    p = plan_lib.memory_estimate(cfg, activations=False)
     expected = _mlp_params(8 * 8 * 1, width, depth, 10)
     assert p.num_params == expected
     assert p.param_bytes == 4 * expected
@@ -33,8 +33,8 @@ def test_mlp_params_match_a_direct_count(width, depth):
 
 
 def test_sam_adds_one_param_sized_buffer():
-    sgd = plan_lib.memory_plan(tiny_config(), activations=False)
-    sam = plan_lib.memory_plan(tiny_config(**{"optim.name": "sam"}), activations=False)
+    sgd = plan_lib.memory_estimate(tiny_config(), activations=False)
+    sam = plan_lib.memory_estimate(tiny_config(**{"optim.name": "sam"}), activations=False)
     assert sam.sam_bytes == sgd.param_bytes
     extra_state = sam.opt_state_bytes - sgd.opt_state_bytes
     assert sam.state_bytes - sgd.state_bytes == sgd.param_bytes + extra_state
@@ -42,8 +42,8 @@ def test_sam_adds_one_param_sized_buffer():
 
 
 def test_activation_memory_is_positive_and_grows_with_width():
-    small = plan_lib.memory_plan(tiny_config(**{"model.width": 32}))
-    big = plan_lib.memory_plan(tiny_config(**{"model.width": 512}))
+    small = plan_lib.memory_estimate(tiny_config(**{"model.width": 32}))
+    big = plan_lib.memory_estimate(tiny_config(**{"model.width": 512}))
     assert small.activation_bytes_per_example is not None
     assert 0 < small.activation_bytes_per_example < big.activation_bytes_per_example
     # At least the hidden activations of the forward pass are kept for the backward one.
@@ -52,7 +52,7 @@ def test_activation_memory_is_positive_and_grows_with_width():
 
 def test_models_per_device_and_steps():
     cfg = tiny_config()
-    p = plan_lib.memory_plan(cfg, activations=False)
+    p = plan_lib.memory_estimate(cfg, activations=False)
     assert p.bytes_per_model == p.state_bytes
     gib = 1.0
     expected = int((0.9 * gib * plan_lib.GiB - p.pool_bytes) // p.state_bytes)
@@ -63,7 +63,7 @@ def test_models_per_device_and_steps():
 
 
 def test_time_estimate_from_a_bench_table():
-    p = plan_lib.memory_plan(tiny_config(), activations=False)
+    p = plan_lib.memory_estimate(tiny_config(), activations=False)
     rows = [
         {"model": "mlp", "strategy": "loop", "model_examples_per_s": 1000.0, "backend": "cpu"},
         {"model": "mlp", "strategy": "auto", "model_examples_per_s": 4000.0, "backend": "cpu"},

@@ -12,7 +12,7 @@ from jaxsam.bench import tiny_runs as runs
 from jaxsam.errors import RunDirError
 from jaxsam.pipeline import train_and_export
 from jaxsam.store import checkpoints as ckpt_lib
-from jaxsam.train.loop import _call_plan
+from jaxsam.train.loop import _call_schedule
 from jaxsam.train.state import EnsembleState
 
 from .fault_harness import Crash, crash_at_call, crash_before_complete
@@ -29,12 +29,12 @@ def ref(tmp_path_factory):
 )
 def test_resumed_call_plan_is_the_tail_of_the_uninterrupted_one(spe, epochs, per_call):
     total = spe * epochs
-    full = _call_plan(0, total, spe, per_call)
+    full = _call_schedule(0, total, spe, per_call)
     assert sum(n for _, n in full) == total
     assert all(s // spe == (s + n - 1) // spe for s, n in full), "a call crosses an epoch"
     for i, (step0, _) in enumerate(full):
         # Checkpoints are only taken at call boundaries: resuming there replays the same calls.
-        assert _call_plan(step0, total, spe, per_call) == full[i:]
+        assert _call_schedule(step0, total, spe, per_call) == full[i:]
 
 
 def test_crash_mid_training_then_resume_is_bitwise(ref, tmp_path):

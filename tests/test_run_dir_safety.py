@@ -106,7 +106,7 @@ def test_resume_reuses_the_stored_plan_not_the_strategy_table(ref, crashed_copy,
     def table_changed(*args, **kwargs):
         raise AssertionError("a resumed run chose its plan again")
 
-    monkeypatch.setattr(calibrate, "auto_plan", table_changed)
+    monkeypatch.setattr(calibrate, "auto_execution", table_changed)
     run = train_and_export(runs.tiny_config(), crashed_copy, resume=True)
     assert runs.same_run(run.path, ref)
     assert json.loads((crashed_copy / "plan.json").read_text()) == stored

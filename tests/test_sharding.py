@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent(
     import json
     import jax, jax.numpy as jnp, numpy as np
     from tests.test_strategies import tiny, run_plan
-    from jaxsam.train.strategies import Plan, make_ensemble_fn
+    from jaxsam.train.strategies import Execution, make_ensemble_fn
     from jaxsam.train.logits import make_logits_fn
     from jaxsam.train.state import init_ensemble, model_keys
     from jaxsam.train.step import make_train_steps
@@ -22,8 +22,8 @@ SCRIPT = textwrap.dedent(
     out = {"devices": jax.local_device_count()}
     for m, net in ((4, "resnet9"), (6, "cnn")):  # 6: not divisible by 4, padded
         cfg, pool, keep, setup = tiny(net, m=m)
-        setup1, ref, _ = run_plan(cfg, pool, keep, setup, Plan("vmap", "matmul"), steps=2)
-        setup4, got, _ = run_plan(cfg, pool, keep, setup, Plan("sharded", "matmul"), steps=2)
+        setup1, ref, _ = run_plan(cfg, pool, keep, setup, Execution("vmap", "matmul"), steps=2)
+        setup4, got, _ = run_plan(cfg, pool, keep, setup, Execution("sharded", "matmul"), steps=2)
         diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
                    zip(jax.tree.leaves(ref), jax.tree.leaves(got)))
         mean, std = jnp.asarray(pool.mean), jnp.asarray(pool.std)

@@ -17,7 +17,7 @@ from jaxsam.train.logits import make_logits_fn
 from jaxsam.train.setup import make_setup
 from jaxsam.train.state import init_ensemble, model_keys
 from jaxsam.train.step import make_train_steps
-from jaxsam.train.strategies import Plan, make_ensemble_fn
+from jaxsam.train.strategies import Execution, make_ensemble_fn
 
 WIDTH = {"mlp": 16, "cnn": 4, "resnet18": 2, "wrn16_4": 4, "wrn28_2": 2, "resnet9": 2}
 
@@ -45,7 +45,9 @@ def tiny(name="cnn", m=3, optim="sgd", strategy="auto", **extra):
 
 
 def run_plan(cfg, pool, keep, setup, plan, steps=1):
-    setup = dataclasses.replace(setup, model=with_conv_impl(setup.model, plan.conv_impl), plan=plan)
+    setup = dataclasses.replace(
+        setup, model=with_conv_impl(setup.model, plan.conv_impl), execution=plan
+    )
     m = keep.shape[0]
     st = init_ensemble(setup.model, setup.tx, m, pool.input_shape, 0)
     fn = make_train_steps(setup, jnp.asarray(pool.mean), jnp.asarray(pool.std), "image", 4)
@@ -74,8 +76,8 @@ HEAVY = ("resnet18", "wrn16_4", "wrn28_2", "resnet9")
 )
 def test_one_vmapped_step_equals_the_loop(name):
     cfg, pool, keep, setup = tiny(name, m=2)
-    _, loop_state, loop_hist = run_plan(cfg, pool, keep, setup, Plan("loop"))
-    _, vmap_state, vmap_hist = run_plan(cfg, pool, keep, setup, Plan("vmap"))
+    _, loop_state, loop_hist = run_plan(cfg, pool, keep, setup, Execution("loop"))
+    _, vmap_state, vmap_hist = run_plan(cfg, pool, keep, setup, Execution("vmap"))
     assert_trees_close(vmap_state, loop_state)
     np.testing.assert_allclose(vmap_hist[0], loop_hist[0], rtol=1e-5)
     big = max(jax.tree.leaves(loop_state[0]), key=lambda a: a.size)  # a conv/dense kernel
@@ -85,20 +87,20 @@ def test_one_vmapped_step_equals_the_loop(name):
 @functools.cache
 def _loop_reference(name, optim):
     cfg, pool, keep, setup = tiny(name, m=3, optim=optim)
-    return run_plan(cfg, pool, keep, setup, Plan("loop"), steps=2)[1:]
+    return run_plan(cfg, pool, keep, setup, Execution("loop"), steps=2)[1:]
 
 
 @pytest.mark.parametrize(
     "name,optim,plan",
     [
-        ("cnn", "sgd", Plan("vmap", "matmul")),
+        ("cnn", "sgd", Execution("vmap", "matmul")),
         # M = 3: one padded model, with BN (the SAM case below covers the same path by default)
-        pytest.param("resnet9", "sgd", Plan("chunked", "matmul", 2), marks=pytest.mark.slow),
-        ("cnn", "sgd", Plan("chunked", "lax", 1)),
-        ("cnn", "sgd", Plan("sharded", "matmul")),  # one device here; 4 in test_sharding.py
-        ("resnet9", "sam", Plan("chunked", "matmul", 2)),
+        pytest.param("resnet9", "sgd", Execution("chunked", "matmul", 2), marks=pytest.mark.slow),
+        ("cnn", "sgd", Execution("chunked", "lax", 1)),
+        ("cnn", "sgd", Execution("sharded", "matmul")),  # one device here; 4 in test_sharding.py
+        ("resnet9", "sam", Execution("chunked", "matmul", 2)),
     ],
-    ids=lambda v: v.describe() if isinstance(v, Plan) else v,
+    ids=lambda v: v.describe() if isinstance(v, Execution) else v,
 )
 def test_every_strategy_equals_the_loop(name, optim, plan):
     ref, ref_hist = _loop_reference(name, optim)
@@ -108,14 +110,18 @@ def test_every_strategy_equals_the_loop(name, optim, plan):
     np.testing.assert_allclose(hist[0], ref_hist[0], rtol=1e-4)
 
 
-@pytest.mark.parametrize("plan", [Plan("loop"), Plan("chunked", "matmul", 2), Plan("sharded")])
+@pytest.mark.parametrize(
+    "plan", [Execution("loop"), Execution("chunked", "matmul", 2), Execution("sharded")]
+)
 def test_logits_under_each_strategy_equal_vmap(plan):
     cfg, pool, keep, setup = tiny("cnn", m=3)
-    setup, state, _ = run_plan(cfg, pool, keep, setup, Plan("vmap"))
+    setup, state, _ = run_plan(cfg, pool, keep, setup, Execution("vmap"))
     params, stats = state[0], state[1]
     mean, std = jnp.asarray(pool.mean), jnp.asarray(pool.std)
     ref = make_logits_fn(setup, mean, std, "image", 2)(params, stats, jnp.asarray(pool.x[:5]))
-    other = dataclasses.replace(setup, plan=plan, model=with_conv_impl(setup.model, plan.conv_impl))
+    other = dataclasses.replace(
+        setup, execution=plan, model=with_conv_impl(setup.model, plan.conv_impl)
+    )
     got = make_logits_fn(other, mean, std, "image", 2)(params, stats, jnp.asarray(pool.x[:5]))
     assert got.shape == (3, 5, 2, 4)
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-4, atol=1e-5)
@@ -124,11 +130,11 @@ def test_logits_under_each_strategy_equal_vmap(plan):
 def test_auto_measures_once_then_reads_the_table(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXSAM_CACHE_DIR", str(tmp_path))
     cfg, pool, keep, setup = tiny("cnn", m=2)
-    first = calibrate.resolve_plan(setup, cfg, pool, keep).plan
+    first = calibrate.resolve_execution(setup, cfg, pool, keep).execution
     assert first.source == "calibrated"
     assert first.strategy in ("loop", "vmap") and first.conv_impl in ("lax", "matmul")
     assert (tmp_path / calibrate.TABLE_NAME).is_file()
-    second = calibrate.resolve_plan(setup, cfg, pool, keep).plan
+    second = calibrate.resolve_execution(setup, cfg, pool, keep).execution
     assert second.source == "cache"
     assert (second.strategy, second.conv_impl) == (first.strategy, first.conv_impl)
 
@@ -139,13 +145,13 @@ def test_calibration_times_only_the_candidates_the_table_lacks(tmp_path, monkeyp
     cfg, pool, keep, setup = tiny("cnn", m=2)
     calibrate.record(cfg, pool, 2, {"loop+lax": 1e-6})
     timed = []
-    real = calibrate.time_plan_parts
+    real = calibrate.time_execution
 
     def spy(setup_, config, pool_, keep_, plan, *a, **k):
         timed.append(f"{plan.strategy}+{plan.conv_impl}")
         return real(setup_, config, pool_, keep_, plan, *a, **k)
 
-    monkeypatch.setattr(calibrate, "time_plan_parts", spy)
+    monkeypatch.setattr(calibrate, "time_execution", spy)
     got = calibrate.calibrate(setup, cfg, pool, keep, 2)
     assert timed == ["vmap+lax", "vmap+matmul"]
     assert got["rates"]["loop+lax"] == 1e-6 and got["best"] != "loop+lax"
@@ -166,7 +172,7 @@ def test_calibration_stops_at_its_budget_and_keeps_the_capped_entry(tmp_path, mo
 
 def test_time_plan_parts_reports_compilation_apart_from_the_steady_rate():
     cfg, pool, keep, setup = tiny("mlp", m=2)
-    t = calibrate.time_plan_parts(setup, cfg, pool, keep, Plan("vmap"), 2)
+    t = calibrate.time_execution(setup, cfg, pool, keep, Execution("vmap"), 2)
     assert t.rate > 0 and t.warmup_s >= t.compile_s >= 0
     # A fresh program compiles: the warm-up is slower than one steady call.
     assert t.compile_s > 0
@@ -175,10 +181,10 @@ def test_time_plan_parts_reports_compilation_apart_from_the_steady_rate():
 def test_auto_chunks_when_memory_allows_fewer_models(monkeypatch):
     cfg, pool, keep, setup = tiny("mlp", m=5)
     monkeypatch.setattr(calibrate, "memory_cap", lambda *a: 2)
-    plan = calibrate.resolve_plan(setup, cfg, pool, keep).plan
+    plan = calibrate.resolve_execution(setup, cfg, pool, keep).execution
     assert (plan.strategy, plan.chunk_size) == ("chunked", 2)
     _, got, _ = run_plan(cfg, pool, keep, setup, plan)
-    _, ref, _ = run_plan(cfg, pool, keep, setup, Plan("loop"))
+    _, ref, _ = run_plan(cfg, pool, keep, setup, Execution("loop"))
     assert_trees_close(got, ref)
 
 
@@ -205,6 +211,6 @@ def test_memory_cap_divides_free_memory_by_one_models_need(monkeypatch):
 )
 def test_explicit_strategies_resolve_to_their_plan(strategy, expected):
     cfg, pool, keep, setup = tiny("cnn", strategy=strategy)
-    resolved = calibrate.resolve_plan(setup, cfg, pool, keep)
-    assert (resolved.plan.strategy, resolved.plan.conv_impl) == expected
+    resolved = calibrate.resolve_execution(setup, cfg, pool, keep)
+    assert (resolved.execution.strategy, resolved.execution.conv_impl) == expected
     assert resolved.model.conv_impl == expected[1]

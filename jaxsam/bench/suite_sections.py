@@ -145,7 +145,7 @@ def emit(rows: list[dict]) -> None:
 def child_train(size: dict, net: str) -> list[dict]:
     """Loop vs ``auto`` for SGD on ``net``, then SAM on the plan ``auto`` chose."""
     from jaxsam.bench import train as bench_train
-    from jaxsam.train.strategies import Plan
+    from jaxsam.train.strategies import Execution
 
     argv = [
         "--models", str(size["models"]), "--nets", net, "--strategies", "loop", "auto",
@@ -160,7 +160,9 @@ def child_train(size: dict, net: str) -> list[dict]:
     rows = bench_train.bench_net(args, net, "sgd", pool)
     emit(rows)
     auto = next(r for r in rows if r["strategy"] == "auto")
-    plan = Plan(auto["plan_strategy"], auto["plan_conv_impl"], auto["plan_chunk_size"], "sgd-auto")
+    plan = Execution(
+        auto["plan_strategy"], auto["plan_conv_impl"], auto["plan_chunk_size"], "sgd-auto"
+    )
     sam_rows = bench_train.bench_net(args, net, "sam", pool, fixed_plan=plan)
     for r in sam_rows:
         r["sam_over_sgd"] = r["model_examples_per_s"] / auto["model_examples_per_s"]
@@ -232,7 +234,7 @@ def child_epoch(size: dict) -> list[dict]:
         "batch_size": size["batch"],
         "steps_per_epoch": setup.steps_per_epoch,
         "calls": len(calls),
-        "plan": setup.plan.describe(),
+        "plan": setup.execution.describe(),
         "epoch_wall_s": round(run["wall"], 3),
         "setup_s": round(run["wall"] - result.seconds, 3),
         "first_call_s": round(calls[0][2], 3),
@@ -294,7 +296,7 @@ def child_chunked(size: dict) -> list[dict]:
             "dtype": size["dtype"],
             "models": m,
             "chunk_size": size["chunk"],
-            "plan": result.setup.plan.describe(),
+            "plan": result.setup.execution.describe(),
             "steps": result.setup.total_steps,
             "wall_s": round(run["wall"], 3),
             "state_bytes": int(state_bytes),
@@ -329,7 +331,7 @@ def child_plan(size: dict, rows_path: str) -> list[dict]:
     if size.get("width") is not None:
         values["model.width"] = size["width"]
     config = config_lib.replace(config_lib.Config(), **values)
-    mp = plan_lib.memory_plan(config)
+    mp = plan_lib.memory_estimate(config)
     stats = jax.local_devices()[0].memory_stats() or {}
     gib = stats.get("bytes_limit", 0) / plan_lib.GiB or None
     row: dict = {

@@ -138,7 +138,7 @@ def _config(args, net: str, optim: str):
 def bench_net(args, net: str, optim: str, pool, fixed_plan=None) -> list[dict]:
     """Rows for one (net, optimizer): every requested strategy, loop first.
 
-    With ``fixed_plan`` (a :class:`~jaxsam.train.strategies.Plan`) the loop is skipped and the
+    With ``fixed_plan`` (a :class:`~jaxsam.train.strategies.Execution`) the loop is skipped and the
     ``auto`` row times that plan instead of choosing one: the suite times SAM on the plan that
     ``auto`` chose for SGD, so that SAM/SGD compares the same execution. Its
     ``ratio_vs_loop`` is then ``None``.
@@ -147,13 +147,13 @@ def bench_net(args, net: str, optim: str, pool, fixed_plan=None) -> list[dict]:
 
     from jaxsam.data.masks import make_masks
     from jaxsam.train.calibrate import (
-        auto_plan,
+        auto_execution,
         calibration_models,
         ensemble_inputs,
-        explicit_plan,
+        explicit_execution,
         memory_cap,
         record,
-        time_plan_parts,
+        time_execution,
     )
     from jaxsam.train.setup import make_setup
 
@@ -186,11 +186,11 @@ def bench_net(args, net: str, optim: str, pool, fixed_plan=None) -> list[dict]:
                 reuse = measured if k == m else {"loop+lax": measured.get("loop+lax")}
                 if any(reuse.values()):
                     record(cfg, pool, k, {n: r for n, r in reuse.items() if r})
-            plan = auto_plan(setup, cfg, pool, keep)
+            plan = auto_execution(setup, cfg, pool, keep)
         else:
-            plan = explicit_plan(cfg)
+            plan = explicit_execution(cfg)
         choose_s = time.perf_counter() - t0
-        timing = time_plan_parts(setup, cfg, pool, keep, plan, m, args.steps, args.repeats, inputs)
+        timing = time_execution(setup, cfg, pool, keep, plan, m, args.steps, args.repeats, inputs)
         if strategy == "loop":
             loop_rate = timing.rate
         if strategy in ("loop", "vmap", "vmap_matmul"):

@@ -177,15 +177,8 @@ def run(args: argparse.Namespace) -> int:
 def _analyze(runs: list, out: Path, args: argparse.Namespace) -> int:
     from jaxsam.pipeline.analyze import analyze_runs
 
-    result = analyze_runs(
-        runs,
-        out,
-        typical_quantile=args.typical_quantile,
-        atypical_quantile=args.atypical_quantile,
-        ties=args.ties,
-        tie_seed=args.tie_seed,
-        min_influence=args.min_influence,
-    )
+    options = ("typical_quantile", "atypical_quantile", "ties", "tie_seed", "min_influence")
+    result = analyze_runs(runs, out, **{name: getattr(args, name) for name in options})
     _print_table(result)
     print(f"wrote {out / 'analysis.json'} and {', '.join(result['_plots'])}")
     return 0

@@ -51,7 +51,7 @@ def require_libraries() -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class DPPlan:
+class DPShape:
     """The static shape of one DP run (host side, from the config and the masks).
 
     Attributes:
@@ -124,7 +124,7 @@ def poisson_batch(key: Any, keep_row: Any, rate: Any, capacity: int) -> tuple[An
 
 
 def private_grad_fn(
-    example_loss: Callable[..., tuple[Any, Any]], plan: DPPlan
+    example_loss: Callable[..., tuple[Any, Any]], plan: DPShape
 ) -> Callable[..., tuple[PyTree, Any]]:
     """``f(params, x, y, valid, key) -> (noisy mean gradient, per-example aux)`` for one model.
 

@@ -397,16 +397,9 @@ def import_run(out: str | Path, imported: Imported, *, overwrite: bool = False) 
         test_correct = correct_predictions(im.test_logits, im.test_labels)
         metrics = accuracy_metrics_from_correct(correct, im.keep, test_correct)
         metrics["imported"] = True
-        store.finish_run(
-            out,
-            logits=im.logits,
-            labels=im.labels,
-            query_names=im.query_names,
-            test_logits=im.test_logits,
-            test_labels=im.test_labels,
-            metrics=metrics,
-            failed_models=[],
-        )
+        arrays = ("logits", "labels", "query_names", "test_logits", "test_labels")
+        run_arrays = {name: getattr(im, name) for name in arrays}
+        store.finish_run(out, **run_arrays, metrics=metrics, failed_models=[])
     return store.load_run(out)
 
 

@@ -20,11 +20,11 @@ from jaxsam.plan.memory import (
     KNOWN_DEVICES,
     NO_TABLE,
     GiB,
-    MemoryPlan,
+    MemoryEstimate,
     device_table,
     human_bytes,
     human_seconds,
-    memory_plan,
+    memory_estimate,
     pool_shapes,
     time_estimates,
 )

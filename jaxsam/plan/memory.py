@@ -70,7 +70,7 @@ NO_TABLE = "no benchmark table: run jaxsam bench train --json > table.json"
 
 
 @dataclasses.dataclass
-class MemoryPlan:
+class MemoryEstimate:
     """Bytes per model and per example, and the step counts of the study."""
 
     num_params: int
@@ -180,7 +180,7 @@ def steps_per_epoch_estimate(config: Config, n: int) -> int:
     return max(1, math.ceil(min(n, biggest) / b))
 
 
-def memory_plan(config: Config, *, activations: bool = True) -> MemoryPlan:
+def memory_estimate(config: Config, *, activations: bool = True) -> MemoryEstimate:
     """The memory and step plan of ``config`` (CPU only; nothing is trained): the ``memory``
     of its study plan made from the dataset's shapes (:func:`jaxsam.plan.make_plan`).
 
@@ -194,7 +194,7 @@ def memory_plan(config: Config, *, activations: bool = True) -> MemoryPlan:
     return make_plan(config, load_data=False, activations=activations).memory
 
 
-def estimate(config: Config, setup, pool: Pool, *, activations: bool) -> tuple[MemoryPlan, int]:
+def estimate(config: Config, setup, pool: Pool, *, activations: bool) -> tuple[MemoryEstimate, int]:
     """The memory of ``config``'s study with ``setup`` on ``pool``, and one model's checkpointed
     state in bytes (params, BatchNorm statistics, optimizer state: what the disk estimate
     counts).
@@ -219,7 +219,7 @@ def estimate(config: Config, setup, pool: Pool, *, activations: bool) -> tuple[M
     is_image = pool.kind == "image"
     pool_bytes = n * math.prod(pool.input_shape) * (1 if is_image else 4) + 4 * n
     dp = setup.dp  # DP-SGD's static shape (capacity, microbatch), or None
-    plan = MemoryPlan(
+    plan = MemoryEstimate(
         num_params=tree_size(mem.params),
         param_bytes=param_bytes,
         batch_stats_bytes=tree_bytes(mem.batch_stats),
@@ -242,14 +242,18 @@ def estimate(config: Config, setup, pool: Pool, *, activations: bool) -> tuple[M
     return plan, mem.state_bytes
 
 
-def device_table(plan: MemoryPlan, device_gib: float | None = None) -> list[tuple[str, float, int]]:
+def device_table(
+    plan: MemoryEstimate, device_gib: float | None = None
+) -> list[tuple[str, float, int]]:
     """(device, GiB, models that fit) for ``device_gib`` or every known device."""
     if device_gib is not None:
         return [("given", device_gib, plan.models_per_device(device_gib))]
     return [(k, g, plan.models_per_device(g)) for k, g in KNOWN_DEVICES.items()]
 
 
-def time_estimates(plan: MemoryPlan, model_name: str, sam: bool, rows: list[dict]) -> list[dict]:
+def time_estimates(
+    plan: MemoryEstimate, model_name: str, sam: bool, rows: list[dict]
+) -> list[dict]:
     """Estimated training time of the study from ``jaxsam bench train --json`` rows.
 
     Uses the rows for ``model_name`` (every backend; the ``auto`` strategy when present, else

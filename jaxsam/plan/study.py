@@ -33,7 +33,7 @@ from jaxsam.optim import dp as dp_lib
 from jaxsam.plan import memory
 from jaxsam.plan.checks import check_compatible, check_config
 from jaxsam.train.setup import TrainSetup, make_setup
-from jaxsam.train.strategies import Plan as Execution
+from jaxsam.train.strategies import Execution
 
 MODES = ("new", "resume", "open")
 
@@ -51,7 +51,7 @@ class StudyPlan:
       setup: model, optimizer, schedule, step counts and DP-SGD's static shape.
       header: the run-header fields the study adds: ``"dp"`` (the privacy guarantee) and
         ``"audit"`` (canaries and targets); None in a shapes-only plan.
-      memory: bytes per model and example, steps (:class:`jaxsam.plan.memory.MemoryPlan`).
+      memory: bytes per model and example, steps (:class:`jaxsam.plan.memory.MemoryEstimate`).
       disk: what the run will write at its peak (:class:`jaxsam.store.DiskEstimate`).
       execution: the execution plan stored when a resumed run started training (reused, so a
         resume computes as the first call did), or None: resolved on the device when training
@@ -67,7 +67,7 @@ class StudyPlan:
     keep: np.ndarray | None
     setup: TrainSetup
     header: dict | None
-    memory: memory.MemoryPlan
+    memory: memory.MemoryEstimate
     disk: store.DiskEstimate
     execution: Execution | None = None
     out: Path | None = None

@@ -37,7 +37,7 @@ import numpy as np
 
 from jaxsam import hooks
 from jaxsam.config import AuditConfig, Config, DPConfig, to_dict
-from jaxsam.errors import RunDirError, WriteFailed
+from jaxsam.errors import RunDirError, WriteFailed, option
 from jaxsam.store import paths
 from jaxsam.store.files import DropThreadTracebacks, drop_closed_loop, move_aside_damaged
 
@@ -330,7 +330,8 @@ class Checkpoints:
             self.manager = make_manager(self.dir)
         except OSError as e:
             raise RunDirError(
-                f"cannot create checkpoints in {self.dir} ({e.strerror}); choose a writable --out"
+                f"cannot create checkpoints in {self.dir} ({e.strerror}); choose a writable "
+                f"{option('out', None)}"
             ) from e
         self._quiet_background_errors()
 

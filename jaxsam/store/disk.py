@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jaxsam import hooks
-from jaxsam.errors import RunDirError
+from jaxsam.errors import RunDirError, option
 
 if TYPE_CHECKING:
     from jaxsam.config import Config
@@ -128,7 +128,8 @@ def check_free_space(path: Path, need_bytes: int, what: str) -> None:
     if free < need_bytes:
         raise RunDirError(
             f"not enough disk space in {path}: the run needs about {need_bytes / 2**20:.1f} MiB "
-            f"({what}) but {free / 2**20:.1f} MiB are free; free space or choose another --out"
+            f"({what}) but {free / 2**20:.1f} MiB are free; free space or choose another "
+            f"{option('out', None)}"
         )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsam import config as config_lib
-from jaxsam.errors import RunDirError
+from jaxsam.errors import RunDirError, option
 from jaxsam.store.arrays import array_shapes, save_arrays, save_logits_streamed
 from jaxsam.store.blocks import ModelBlocks
 from jaxsam.store.digests import write_digests
@@ -86,7 +86,9 @@ def _make_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise RunDirError(f"cannot create {path} ({e.strerror}); choose a writable --out") from e
+        raise RunDirError(
+            f"cannot create {path} ({e.strerror}); choose a writable {option('out', None)}"
+        ) from e
     check_writable(path)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from jaxsam import config as config_lib
-from jaxsam.errors import ConfigError, RunDirError
+from jaxsam.errors import ConfigError, RunDirError, option
 from jaxsam.store import paths
 from jaxsam.store.arrays import load_arrays
 from jaxsam.store.digests import verify_digests
@@ -186,7 +186,9 @@ def load_run(path: str | Path, *, verify: bool = True) -> Run:
 def _read_run(path: Path, *, verify: bool, require_complete: bool) -> Run:
     """:func:`load_run`; ``require_complete=False`` checks a run before ``COMPLETE`` exists."""
     if not path.is_dir():
-        raise RunDirError(f"run directory {path} does not exist; pass the --out of a jaxsam run")
+        raise RunDirError(
+            f"run directory {path} does not exist; pass the {option('out', None)} of a jaxsam run"
+        )
     info = read_json(path / "run.json", "run header")
     if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
         raise RunDirError(f"{path} is not a jaxsam run directory (run.json has no jaxsam format)")

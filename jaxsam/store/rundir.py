@@ -133,6 +133,25 @@ def foreign_entries(path: str | Path) -> list[str]:
     return [n for n in entries if not _own_name(n)]
 
 
+def _refuse_foreign(path: Path) -> None:
+    """Raises :class:`RunDirError` when ``path`` holds files jaxsam did not write."""
+    foreign = foreign_entries(path)
+    if not foreign:
+        return
+    shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
+    if _looks_like_run(path):  # a jaxsam run with files added to it (e.g. notes.txt)
+        raise RunDirError(
+            f"{path} holds a jaxsam run and also files jaxsam did not write: {shown}; "
+            "jaxsam only ever replaces what it wrote itself: move those out of "
+            f"{path} yourself, or choose another {option('out', None)}"
+        )
+    raise RunDirError(
+        f"{path} is not empty and is not a jaxsam run directory (it holds {shown}, which "
+        "jaxsam did not write); jaxsam only ever replaces its own runs: choose another "
+        f"{option('out', None)} (a new or empty directory), or move those files out yourself"
+    )
+
+
 def check_run_dir(
     path: str | Path, config: config_lib.Config | None, *, overwrite: bool = False
 ) -> int:
@@ -158,9 +177,13 @@ def check_run_dir(
     """
     path = Path(path)
     if path.is_symlink() and not path.exists():
-        raise RunDirError(f"{path} is a broken symbolic link; remove it or choose another --out")
+        raise RunDirError(
+            f"{path} is a broken symbolic link; remove it or choose another {option('out', None)}"
+        )
     if path.exists() and not path.is_dir():
-        raise RunDirError(f"{path} exists and is not a directory; choose another --out")
+        raise RunDirError(
+            f"{path} exists and is not a directory; choose another {option('out', None)}"
+        )
     if not path.is_dir():
         return 0
     check_no_other_writer(path)  # first: a live run is neither resumed nor replaced
@@ -168,36 +191,21 @@ def check_run_dir(
         return 0
     if (path / "config.json").is_file():
         _existing_config(path / "config.json")  # garbage there: named as such, not replaced
-    foreign = foreign_entries(path)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (
-            f", ... ({len(foreign)} in all)" if len(foreign) > 5 else ""
-        )
-        if _looks_like_run(path):  # a jaxsam run with files added to it (e.g. notes.txt)
-            raise RunDirError(
-                f"{path} holds a jaxsam run and also files jaxsam did not write: {shown}; "
-                "jaxsam only ever replaces what it wrote itself: move those out of "
-                f"{path} yourself, or choose another --out"
-            )
-        raise RunDirError(
-            f"{path} is not empty and is not a jaxsam run directory (it holds {shown}, which "
-            "jaxsam did not write); jaxsam only ever replaces its own runs: choose another "
-            "--out (a new or empty directory), or move those files out yourself"
-        )
+    _refuse_foreign(path)  # even with overwrite: only a jaxsam run is ever replaced
     if overwrite:
         return dir_bytes(path)
     info_path = path / "config.json"
     if not info_path.is_file():
         raise RunDirError(
             f"{path} holds the rest of a jaxsam run that was being replaced or started; pass "
-            f"{option('overwrite')} to replace it, or choose another --out"
+            f"{option('overwrite')} to replace it, or choose another {option('out', None)}"
         )
     existing = _existing_config(info_path)
     if config is None or not _same_config(existing, config):
         differs = "" if config is None else " (its config.json differs)"
         raise RunDirError(
             f"{path} already holds a {'jaxsam' if config is None else 'different'} run{differs}; "
-            f"choose another --out or pass {option('overwrite')} to replace it"
+            f"choose another {option('out', None)} or pass {option('overwrite')} to replace it"
         )
     if not (path / COMPLETE).exists():
         raise RunExistsError(
@@ -216,10 +224,12 @@ def _existing_config(path: Path) -> Any:
     """The ``config.json`` found in an output directory, or a RunDirError if it is garbage."""
     return parse_json_file(
         path,
-        lambda why: RunDirError(f"cannot read {path} ({why}); choose another --out"),
+        lambda why: RunDirError(
+            f"cannot read {path} ({why}); choose another {option('out', None)}"
+        ),
         lambda problem: RunDirError(
             f"{path.parent} holds no readable jaxsam run: its config.json {problem.split(';')[0]}; "
-            f"choose another --out (or remove {path.parent} yourself)"
+            f"choose another {option('out', None)} (or remove {path.parent} yourself)"
         ),
     )
 
@@ -232,5 +242,6 @@ def check_writable(path: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise RunDirError(
-            f"cannot write to {path} ({e.strerror}); make it writable or choose another --out"
+            f"cannot write to {path} ({e.strerror}); make it writable or choose another "
+            f"{option('out', None)}"
         ) from e

@@ -1,7 +1,8 @@
 """The ``auto`` strategy: choose how the model axis runs, by measurement, within device memory.
 
-:func:`resolve_plan` turns ``config.train.strategy`` into a :class:`~jaxsam.train.strategies.Plan`
-and returns the setup with the model switched to the plan's convolution form.
+:func:`resolve_execution` turns ``config.train.strategy`` into an execution plan
+(:class:`~jaxsam.train.strategies.Execution`) and returns the setup with the model switched to
+its convolution form.
 
 For ``auto``:
 
@@ -48,7 +49,7 @@ from jaxsam.optim import registry
 from jaxsam.train.memory import dp_bytes, step_memory
 from jaxsam.train.setup import TrainSetup
 from jaxsam.train.state import init_ensemble, model_keys
-from jaxsam.train.strategies import Plan, make_ensemble_fn
+from jaxsam.train.strategies import Execution, make_ensemble_fn
 
 MEMORY_FRACTION = 0.5
 CALIBRATION_MODELS = {"cpu": 8}  # k per backend; others: 32
@@ -137,7 +138,7 @@ def per_model_bytes(setup: TrainSetup, config: Config, pool: Pool, keep: np.ndar
         temp = 64 * int(np.prod(pool.input_shape)) * b * 4
     dp = setup.dp
     if dp is not None:
-        # DP-SGD (as jaxsam.plan.memory_plan): one microbatch's activations instead of one
+        # DP-SGD (as jaxsam.plan.memory_estimate): one microbatch's activations instead of one
         # batch's, plus that microbatch's per-example gradients and the noise tree.
         temp = temp * dp.microbatch_size / b + dp_bytes(dp.microbatch_size, mem.params)
     return int(1.25 * (temp + 2 * mem.state_bytes))
@@ -160,12 +161,12 @@ class Timing:
     warmup_s: float
 
 
-def time_plan_parts(
+def time_execution(
     setup: TrainSetup,
     config: Config,
     pool: Pool,
     keep: np.ndarray,
-    plan: Plan,
+    plan: Execution,
     num_models: int,
     num_steps: int = 2,
     repeats: int = 2,
@@ -232,10 +233,10 @@ def _table_key(config: Config, pool: Pool, k: int) -> str:
     )
 
 
-CANDIDATES = (Plan("loop", "lax"), Plan("vmap", "lax"), Plan("vmap", "matmul"))
+CANDIDATES = (Execution("loop", "lax"), Execution("vmap", "lax"), Execution("vmap", "matmul"))
 
 
-def candidates(setup: TrainSetup) -> tuple[Plan, ...]:
+def candidates(setup: TrainSetup) -> tuple[Execution, ...]:
     """The plans :func:`calibrate` times: all of :data:`CANDIDATES`, less the matmul form for a
     custom model that has no ``conv_impl`` field (it cannot switch its convolutions)."""
     if hasattr(setup.model, "conv_impl"):
@@ -287,7 +288,7 @@ def calibrate(
             capped.append(name)
             continue
         inputs = inputs or ensemble_inputs(setup, config, pool, keep, k)
-        timing = time_plan_parts(setup, config, pool, keep, cand, k, inputs=inputs)
+        timing = time_execution(setup, config, pool, keep, cand, k, inputs=inputs)
         rates[name], compile_s[name] = timing.rate, round(timing.compile_s, 3)
     new = {"best": max(rates, key=rates.get), "rates": rates, "compile_s": compile_s}
     if capped:
@@ -319,7 +320,7 @@ def calibration_models(num_models: int, cap: int) -> int:
     return max(1, min(per_dev, cap, CALIBRATION_MODELS.get(jax.default_backend(), 32)))
 
 
-def explicit_plan(config: Config) -> Plan:
+def explicit_execution(config: Config) -> Execution:
     """The plan a non-``auto`` ``train.strategy`` names.
 
     ``chunked`` and ``sharded`` use matmul-form convolutions (they vmap inside); ``vmap`` keeps
@@ -329,22 +330,22 @@ def explicit_plan(config: Config) -> Plan:
     # Built-in conv nets switch to matmul-form convolutions; a custom model keeps its own form.
     conv = config.model.name in CONV_MODELS
     if t.strategy == "vmap":
-        return Plan("vmap", "lax")
+        return Execution("vmap", "lax")
     if t.strategy == "vmap_matmul":
-        return Plan("vmap", "matmul")
+        return Execution("vmap", "matmul")
     if t.strategy == "loop":
-        return Plan("loop", "lax")
+        return Execution("loop", "lax")
     if t.strategy == "chunked":
-        return Plan("chunked", "matmul" if conv else "lax", t.chunk_size or 8)
+        return Execution("chunked", "matmul" if conv else "lax", t.chunk_size or 8)
     if t.strategy == "sharded":
-        return Plan("sharded", "matmul" if conv else "lax", t.chunk_size)
+        return Execution("sharded", "matmul" if conv else "lax", t.chunk_size)
     raise ValueError(f"not an explicit strategy: {t.strategy!r}")
 
 
 SLOW_FACTOR = 2.0  # warn when an explicit strategy is known to be this much slower
 
 
-def _candidate_of(plan: Plan) -> str | None:
+def _candidate_of(plan: Execution) -> str | None:
     """The measured candidate (``loop+lax``, ``vmap+lax``, ``vmap+matmul``) ``plan`` runs, or
     None for ``sharded`` (several devices: not what the table measures on one)."""
     if plan.strategy == "loop":
@@ -384,7 +385,7 @@ def _is_rate(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
-def describe_plan(plan: Plan) -> str:
+def describe_execution(plan: Execution) -> str:
     """One line: the plan and how it was chosen, e.g. ``plan: chunked(32)+matmul (measured)``."""
     how = {
         "calibrated": "auto: measured",
@@ -396,7 +397,7 @@ def describe_plan(plan: Plan) -> str:
     return f"plan: {plan.describe()} ({how})"
 
 
-def slow_choice_warning(plan: Plan, config: Config, pool: Pool, num_models: int) -> str | None:
+def slow_choice_warning(plan: Execution, config: Config, pool: Pool, num_models: int) -> str | None:
     """A warning when an explicit ``train.strategy`` is known to be much slower than ``auto``.
 
     Compares the candidate the plan runs with the fastest candidate in the strategy table
@@ -421,17 +422,17 @@ def slow_choice_warning(plan: Plan, config: Config, pool: Pool, num_models: int)
     )
 
 
-def announce_plan(plan: Plan, config: Config, pool: Pool, num_models: int) -> None:
-    """Prints :func:`describe_plan` and, when there is one, :func:`slow_choice_warning`."""
-    print(describe_plan(plan), flush=True)
+def announce_execution(plan: Execution, config: Config, pool: Pool, num_models: int) -> None:
+    """Prints :func:`describe_execution` and, when there is one, :func:`slow_choice_warning`."""
+    print(describe_execution(plan), flush=True)
     warning = slow_choice_warning(plan, config, pool, num_models)
     if warning:
         print(f"warning: {warning}", flush=True)
 
 
-def auto_plan(
+def auto_execution(
     setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray, use_cache: bool = True
-) -> Plan:
+) -> Execution:
     """Chooses the plan for ``train.strategy = 'auto'`` (see the module docstring)."""
     m = keep.shape[0]
     ndev = jax.local_device_count()
@@ -450,28 +451,30 @@ def auto_plan(
     strategy, conv_impl = best.split("+")
     if strategy == "loop":
         if ndev > 1:
-            return Plan("sharded", conv_impl, 1, source)
-        return Plan("loop", conv_impl, None, source)
+            return Execution("sharded", conv_impl, 1, source)
+        return Execution("loop", conv_impl, None, source)
     chunk = None if per_dev <= k else k
     if ndev > 1:
-        return Plan("sharded", conv_impl, chunk, source)
+        return Execution("sharded", conv_impl, chunk, source)
     if chunk:
-        return Plan("chunked", conv_impl, chunk, source)
-    return Plan("vmap", conv_impl, None, source)
+        return Execution("chunked", conv_impl, chunk, source)
+    return Execution("vmap", conv_impl, None, source)
 
 
-def resolve_plan(
+def resolve_execution(
     setup: TrainSetup, config: Config, pool: Pool, keep: np.ndarray, use_cache: bool = True
 ) -> TrainSetup:
     """``setup`` with ``plan`` resolved and the model switched to the plan's conv form."""
     if config.train.strategy == "auto":
-        plan = auto_plan(setup, config, pool, keep, use_cache)
+        plan = auto_execution(setup, config, pool, keep, use_cache)
     else:
-        plan = explicit_plan(config)
-    return apply_plan(setup, plan)
+        plan = explicit_execution(config)
+    return apply_execution(setup, plan)
 
 
-def apply_plan(setup: TrainSetup, plan: Plan) -> TrainSetup:
+def apply_execution(setup: TrainSetup, plan: Execution) -> TrainSetup:
     """``setup`` running under ``plan`` (e.g. one stored in a run directory): the plan set and
     the model switched to its convolution form."""
-    return dataclasses.replace(setup, plan=plan, model=with_conv_impl(setup.model, plan.conv_impl))
+    return dataclasses.replace(
+        setup, execution=plan, model=with_conv_impl(setup.model, plan.conv_impl)
+    )

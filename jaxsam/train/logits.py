@@ -16,12 +16,12 @@ def make_logits_fn(setup: TrainSetup, mean: jax.Array, std: jax.Array, kind: str
 
     ``params`` / ``batch_stats`` are stacked [M, ...]; ``x`` [B, ...] is one batch of raw pool
     inputs shared by all models (one copy on each device, never one per model). The model axis
-    runs under the setup's execution plan (``setup.plan``: vmap, chunks, loop or sharded over
+    runs under the setup's execution plan (``setup.execution``: vmap, chunks, loop or sharded over
     all local devices; plain vmap when no plan is set). BatchNorm runs in inference mode
     (running statistics).
     """
     model, has_bn = setup.model, setup.has_batch_norm
-    plan = setup.plan
+    plan = setup.execution
 
     def one_model(state, data, x):
         del data

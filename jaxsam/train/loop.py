@@ -22,12 +22,12 @@ from jaxsam.data.pool import Pool
 from jaxsam.errors import DivergenceError
 from jaxsam.store import checkpoints as ckpt_lib
 from jaxsam.train import preempt
-from jaxsam.train.calibrate import announce_plan, apply_plan, resolve_plan
+from jaxsam.train.calibrate import announce_execution, apply_execution, resolve_execution
 from jaxsam.train.logits import compute_logits, make_logits_fn
 from jaxsam.train.setup import TrainSetup, make_setup
 from jaxsam.train.state import EnsembleState, init_ensemble, model_keys
 from jaxsam.train.step import make_train_steps
-from jaxsam.train.strategies import Plan, make_ensemble_fn
+from jaxsam.train.strategies import Execution, make_ensemble_fn
 
 
 @dataclasses.dataclass
@@ -64,7 +64,7 @@ class _Progress:
             self.bar.close()
 
 
-def _call_plan(
+def _call_schedule(
     start: int, total: int, spe: int, steps_per_call: int | None
 ) -> list[tuple[int, int]]:
     """Splits steps [start, total) into (step0, num_steps) calls that never cross an epoch."""
@@ -134,21 +134,21 @@ def _execution_plan(
     pool: Pool,
     keep: np.ndarray,
     run_dir: Path | None,
-    execution: Plan | None,
+    execution: Execution | None,
 ) -> TrainSetup:
     """``setup`` under its execution plan (strategy, convolution form, chunk size).
 
     ``execution`` is the plan a resumed run stored in ``run_dir/plan.json`` when training
     started (:func:`jaxsam.plan.study.stored_execution`), reused so that a changed strategy
     table (``auto``), device memory or jax version cannot change how the rest of the run is
-    computed. Otherwise the plan is resolved (:func:`jaxsam.train.calibrate.resolve_plan`)
+    computed. Otherwise the plan is resolved (:func:`jaxsam.train.calibrate.resolve_execution`)
     and stored before the first step.
     """
     if execution is not None:
-        return apply_plan(setup, execution)
-    setup = resolve_plan(setup, config, pool, keep)
+        return apply_execution(setup, execution)
+    setup = resolve_execution(setup, config, pool, keep)
     if run_dir is not None:
-        store.write_plan(run_dir, setup.plan.to_dict())
+        store.write_plan(run_dir, setup.execution.to_dict())
     return setup
 
 
@@ -158,7 +158,7 @@ def train_ensemble(
     keep: np.ndarray,
     *,
     setup: TrainSetup | None = None,
-    execution: Plan | None = None,
+    execution: Execution | None = None,
     run_dir: Path | None = None,
     resume: bool = False,
     progress: bool | None = None,
@@ -174,7 +174,7 @@ def train_ensemble(
     ``train.checkpoint_every_steps`` steps / ``train.checkpoint_every_minutes`` minutes and at
     the end), tagged with a fingerprint of pool, masks, ``first_model`` and config. A resumed
     run restores the newest intact checkpoint and replays the same calls as an uninterrupted
-    run (same ``_call_plan`` split), so its final state is bitwise the same.
+    run (same ``_call_schedule`` split), so its final state is bitwise the same.
 
     Args:
       config: the run config (validated).
@@ -230,7 +230,7 @@ def _train_ensemble(
     keep: np.ndarray,
     *,
     setup: TrainSetup | None,
-    execution: Plan | None,
+    execution: Execution | None,
     run_dir: Path | None,
     resume: bool,
     progress: bool | None,
@@ -247,12 +247,12 @@ def _train_ensemble(
     mean, std = jnp.asarray(pool.mean), jnp.asarray(pool.std)
     setup = _execution_plan(setup, config, pool, keep, run_dir, execution)
     state = init_ensemble(setup.model, setup.tx, m, pool.input_shape, t.seed, first_model)
-    announce_plan(setup.plan, config, pool, m)
+    announce_execution(setup.execution, config, pool, m)
     ckpts, (state, failed, losses, accs) = _checkpoints(
         run_dir, config, pool, keep, state, first_model, resume
     )
     fn = make_train_steps(setup, mean, std, pool.kind, t.batch_size)
-    ensemble_fn = make_ensemble_fn(fn, setup.plan.strategy, setup.plan.chunk_size)
+    ensemble_fn = make_ensemble_fn(fn, setup.execution.strategy, setup.execution.chunk_size)
     shared = (jax.device_put(pool.x), jax.device_put(pool.y))
     model_data = (
         jnp.asarray(keep),
@@ -260,7 +260,7 @@ def _train_ensemble(
         model_keys(t.seed, m, 2, first_model),
     )
     start = int(state.step)
-    plan = _call_plan(start, setup.total_steps, setup.steps_per_epoch, t.steps_per_call)
+    plan = _call_schedule(start, setup.total_steps, setup.steps_per_epoch, t.steps_per_call)
     bar = _Progress(setup.total_steps, start, t.progress if progress is None else progress, desc)
     t0 = time.perf_counter()
     model_state = (state.params, state.batch_stats, state.opt_state)

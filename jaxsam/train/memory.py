@@ -1,6 +1,6 @@
 """Memory of one model's training: its state, and XLA's temporaries of the trainer's own pass.
 
-The one estimator behind both ``jaxsam plan`` (:func:`jaxsam.plan.memory_plan`, before anything
+The one estimator behind both ``jaxsam plan`` (:func:`jaxsam.plan.memory_estimate`, before anything
 runs) and the ``auto`` strategy's memory cap (:func:`jaxsam.train.calibrate.per_model_bytes`).
 Everything is computed from shapes: the state from ``jax.eval_shape`` of the trainer's
 initialisation (:func:`jaxsam.train.state.init_ensemble`), the temporaries from XLA's
@@ -45,7 +45,7 @@ def dp_bytes(microbatch_size: int, params: Any) -> int:
 
     Args:
       microbatch_size: examples whose gradients are live at once (``optim.dp.microbatch_size``
-        after :func:`jaxsam.train.setup.make_dp_plan`).
+        after :func:`jaxsam.train.setup.make_dp_shape`).
       params: one model's parameter tree (arrays or ``ShapeDtypeStruct``s).
     """
     return (int(microbatch_size) + 1) * tree_bytes(params)

@@ -37,11 +37,11 @@ class TrainSetup:
     fused_passes: bool = False
     # train.label_smoothing: the training loss's target smoothing (never the logits').
     label_smoothing: float = 0.0
-    # DP-SGD's static shape (jaxsam.optim.dp.DPPlan), None without optim.dp.
+    # DP-SGD's static shape (jaxsam.optim.dp.DPShape), None without optim.dp.
     dp: Any = None
-    # The resolved execution plan (jaxsam.train.strategies.Plan); None until
-    # jaxsam.train.calibrate.resolve_plan has run (then ``model`` uses ``plan.conv_impl``).
-    plan: Any = None
+    # The resolved execution plan (jaxsam.train.strategies.Execution); None until
+    # jaxsam.train.calibrate.resolve_execution has run (then ``model`` uses its ``conv_impl``).
+    execution: Any = None
 
 
 def make_schedule(config: Config, total_steps: int, spe: int) -> optax.Schedule:
@@ -62,8 +62,8 @@ def make_schedule(config: Config, total_steps: int, spe: int) -> optax.Schedule:
     )
 
 
-def make_dp_plan(config: Config, pool_size: int, total_steps: int):
-    """The :class:`jaxsam.optim.dp.DPPlan` of ``config``, or None without ``optim.dp``.
+def make_dp_shape(config: Config, pool_size: int, total_steps: int):
+    """The :class:`jaxsam.optim.dp.DPShape` of ``config``, or None without ``optim.dp``.
 
     The Poisson capacity is bounded with the pool size ``N`` (every model's training set is at
     most ``N``), so that every wave or host of a study gets the same capacity.
@@ -81,7 +81,7 @@ def make_dp_plan(config: Config, pool_size: int, total_steps: int):
         capacity = b
     micro = min(d.microbatch_size or capacity, capacity)
     capacity = -(-capacity // micro) * micro  # a whole number of microbatches
-    return dp_lib.DPPlan(
+    return dp_lib.DPShape(
         clip_norm=float(d.clip_norm),
         noise_multiplier=float(d.noise_multiplier),
         batch_size=b,
@@ -154,5 +154,5 @@ def make_setup(config: Config, pool: Pool, keep: np.ndarray, spe: int | None = N
         conv_net=conv,
         fused_passes=registry.runs_fused_passes(o),
         label_smoothing=float(config.train.label_smoothing),
-        dp=make_dp_plan(config, pool.size, total),
+        dp=make_dp_shape(config, pool.size, total),
     )

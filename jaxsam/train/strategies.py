@@ -35,7 +35,7 @@ MESH_AXIS = "model"
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class Execution:
     """A resolved execution plan.
 
     Attributes:
@@ -65,7 +65,7 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, d: object, where: str = "plan.json") -> Plan:
+    def from_dict(cls, d: object, where: str = "plan.json") -> Execution:
         """The plan :meth:`to_dict` wrote (``source`` becomes ``stored``).
 
         Raises:
@@ -219,7 +219,7 @@ def model_map(
         return _jit(body, num_static, donate_state)
     if strategy == "auto":
         raise ConfigError(
-            "strategy 'auto' must be resolved first; call jaxsam.train.calibrate.resolve_plan"
+            "strategy 'auto' must be resolved first; call jaxsam.train.calibrate.resolve_execution"
         )
     raise ConfigError(f"unknown strategy {strategy!r}; use one of {list(STRATEGY_NAMES)}")
 
@@ -236,7 +236,7 @@ def make_ensemble_fn(
     :func:`jaxsam.train.step.make_train_steps` returns. The result has the same signature over
     stacked ``model_state`` / ``model_data`` [M, ...] (``model_state`` is donated) and returns
     the new stacked state and per-model histories [M, num_steps]. ``strategy`` is a resolved
-    one (:func:`jaxsam.train.calibrate.resolve_plan` chooses for ``auto``).
+    one (:func:`jaxsam.train.calibrate.resolve_execution` chooses for ``auto``).
     """
 
     def one(state, data, shared, num_steps):
