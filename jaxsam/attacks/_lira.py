@@ -140,7 +140,7 @@ def set_stats(
     full = _tiles.device_view(signal)
 
     def one(t):
-        args = (t.src, t.at, dmasks, count, t.start[1])
+        args = (t.load(), t.at, dmasks, count, t.start[1])
         mean, ss, risky = _stats_tile_shifted(*args, step=step, dtype=dtype)
         if risky:
             mean, ss = _stats_tile(*args, step=step, dtype=dtype)

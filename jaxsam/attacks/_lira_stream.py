@@ -174,7 +174,7 @@ def _variance_sums(signal, full, rows, step, vfams, gfams, st, dtype, disjoint) 
 
         def one(t, exact=exact):
             part = _variance_tile(
-                t.src,
+                t.load(),
                 t.at,
                 t.start,
                 t.skip,
@@ -307,7 +307,7 @@ def score(signal, every, families, opts: LiraOptions, dtype) -> np.ndarray:
 
     def one(t):
         res = _score_tile(
-            t.src,
+            t.load(),
             t.at,
             t.start,
             loc,

@@ -285,7 +285,7 @@ def candidate_sums(
         dmasks = jnp.asarray(masks[roots])
 
         def one(t):
-            got = np.asarray(_sums_tile(t.src, t.at, dmasks, t.start[1], step=step))
+            got = np.asarray(_sums_tile(t.load(), t.at, dmasks, t.start[1], step=step))
             s0 = t.start[1] + t.skip[1]
             sums[roots, s0 : t.start[1] + step] = got[:, t.skip[1] :]
 

@@ -290,7 +290,7 @@ def _rmia_streamed(prob, sums, sets, online, a, gamma, chunk_size):
 
     def one(t):
         got = np.asarray(
-            _ratio_tile(t.src, t.at, t.start, families, rows=rows, step=step, online=online, a=a)
+            _ratio_tile(t.load(), t.at, t.start, families, rows=rows, step=step, online=online, a=a)
         )
         (r0, s0), (rs, ss) = t.start, t.skip
         rx[r0 + rs : r0 + rows, s0 + ss : s0 + step] = got[rs:, ss:]

@@ -1,11 +1,12 @@
 """Tiles of a host signal for the attack kernels: zero-copy device views, sums that fuse.
 
-The attacks read a float32 signal [M, N, A] that lives in host memory, several times. On the
-CPU backend a C-contiguous, writable, 16-byte aligned float32 array (any ordinary numpy array)
-is shared with XLA through DLPack without a copy, and every kernel cuts its tile of examples
-out of the whole array with ``dynamic_slice``: a pass over the signal then reads it once from
-memory and nothing else. Any other array (a read-only memory map, another backend) is copied to
-the device one tile at a time.
+The attacks read a float32 signal [M, N, A] that lives in host memory, several times, one tile
+of targets by examples at a time (about 2M values, which stay in cache while a kernel sweeps
+them). On the CPU backend a C-contiguous, writable float32 array on a 64-byte boundary is
+shared with XLA through DLPack without a copy, and every kernel cuts its tile out of the whole
+array with ``dynamic_slice``. Any other array (an ordinary NumPy allocation is only 16-byte
+aligned, which XLA would copy whole; a read-only memory map) is copied one tile at a time into
+a reused, aligned staging buffer per thread; on another backend each tile goes to the device.
 
 Two XLA:CPU habits shape the kernels that use these tiles: several reductions that share an
 input are emitted as a multi-output fusion that materialises its inputs (:func:`sums` puts them
@@ -20,6 +21,7 @@ import dataclasses
 import functools
 import operator
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
@@ -39,16 +41,28 @@ def device_view(x: np.ndarray) -> jax.Array | None:
     """``x`` as a jax array sharing its memory, or None where that is not possible.
 
     Shared only on the CPU backend, for a C-contiguous, writable float32 array whose data start
-    on a 16-byte boundary (XLA copies a less aligned one, which would double the memory).
+    on a 64-byte boundary: XLA accepts a less aligned buffer too, but then copies the whole of
+    it when a computation first reads it (the peak memory would double).
     """
     if jax.default_backend() != "cpu" or not isinstance(x, np.ndarray):
         return None
     flags = x.flags
     if x.dtype != np.float32 or not (flags.c_contiguous and flags.writeable):
         return None
-    if x.ctypes.data % 16:
+    if x.ctypes.data % 64:
         return None
     return jax.dlpack.from_dlpack(x)
+
+
+def _aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised float32 array whose data start on a 64-byte boundary."""
+    nbytes = int(np.prod(shape)) * 4
+    raw = np.empty(nbytes + 64, np.uint8)
+    start = (-raw.ctypes.data) % 64
+    return raw[start : start + nbytes].view(np.float32).reshape(shape)
+
+
+_staging = threading.local()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,18 +70,43 @@ class Tile:
     """One tile of ``rows`` x ``step`` (targets x examples) of the signal.
 
     Attributes:
-      src: device array holding the tile: the whole signal, or a copy of this tile only.
-      at: (row, example) of the tile's first value within ``src``.
+      signal: the host signal [M, N, A]; full: its :func:`device_view` (None: the tile is
+        copied into a staging buffer of the calling thread by :meth:`load`).
       start: (row, example) of the tile's first value within the full [M, N] index space (for
         the other per-target and per-example arrays the kernels slice).
       skip: (rows, examples) at the tile's start that an earlier tile already covered (the last
         tile of each axis is moved back to fit, so it overlaps its neighbour).
     """
 
-    src: jax.Array
-    at: tuple[int, int]
+    signal: np.ndarray
+    full: jax.Array | None
+    rows: int
+    step: int
     start: tuple[int, int]
     skip: tuple[int, int]
+
+    @property
+    def at(self) -> tuple[int, int]:
+        """(row, example) of the tile's first value within :meth:`load`'s array."""
+        return self.start if self.full is not None else (0, 0)
+
+    def load(self) -> jax.Array:
+        """The device array holding the tile: the whole signal where it is shared, else this
+        tile copied into the calling thread's staging buffer (reused by its next tile: finish
+        with the result first) or, off the CPU, to the device."""
+        if self.full is not None:
+            return self.full
+        (r0, s0), a = self.start, self.signal.shape[2]
+        block = self.signal[r0 : r0 + self.rows, s0 : s0 + self.step]
+        if jax.default_backend() != "cpu":
+            return jnp.asarray(block, jnp.float32)
+        bufs = _staging.__dict__.setdefault("bufs", {})
+        shape = (self.rows, self.step, a)
+        if shape not in bufs:
+            bufs.clear()
+            bufs[shape] = _aligned_empty(shape)
+        np.copyto(bufs[shape], block, casting="unsafe")
+        return jax.dlpack.from_dlpack(bufs[shape])
 
 
 def _starts(total: int, step: int) -> list[tuple[int, int]]:
@@ -79,17 +118,13 @@ def _starts(total: int, step: int) -> list[tuple[int, int]]:
 def tiles(signal: np.ndarray, rows: int, step: int, full: jax.Array | None) -> Iterator[Tile]:
     """Tiles of ``rows`` targets by ``step`` examples covering ``signal`` [M, N, A].
 
-    ``full`` is :func:`device_view` of the signal (None: each tile is copied to the device).
+    ``full`` is :func:`device_view` of the signal (None: each tile is copied when loaded).
     ``rows`` and ``step`` must not exceed M and N.
     """
     m, n = signal.shape[:2]
     for r0, rskip in _starts(m, rows):
         for s0, skip in _starts(n, step):
-            if full is not None:
-                yield Tile(full, (r0, s0), (r0, s0), (rskip, skip))
-            else:
-                block = jnp.asarray(signal[r0 : r0 + rows, s0 : s0 + step], jnp.float32)
-                yield Tile(block, (0, 0), (r0, s0), (rskip, skip))
+            yield Tile(signal, full, rows, step, (r0, s0), (rskip, skip))
 
 
 def tile_shape(m: int, n: int, a: int, rows: int | None = None) -> tuple[int, int]:
