@@ -83,15 +83,44 @@ def _stats_tile(src, at, masks, count, start, *, step, dtype):
     return jnp.stack(mean), jnp.stack(ss)
 
 
+# The one-pass sums around a shift K lose about log10(1 + c (mean - K)^2 / SS) digits of SS;
+# a tile where that exceeds 6 digits (K far outside the set's spread) is redone in two passes.
+_SHIFT_RISK = 1e6
+
+
+@functools.partial(jax.jit, static_argnames=("step", "dtype"))
+def _stats_tile_shifted(src, at, masks, count, start, *, step, dtype):
+    """:func:`_stats_tile` in one sweep: sums of y = x - K and y^2 with K the first model's
+    value at each (example, query); also whether the tile needs the two-pass form."""
+    m = masks.shape[1]
+    x = _tiles.cut(src, at, (m, step))  # [M, step, A] float32
+    shift = x[0].astype(dtype)
+    y = x.astype(dtype) - shift
+    w = lax.dynamic_slice_in_dim(masks, start, step, 2)[..., None]  # [S, M, step, 1]
+    c = lax.dynamic_slice_in_dim(count, start, step, 1)[..., None]  # [S, step, 1]
+    ops = []
+    for s in range(w.shape[0]):
+        ops += [jnp.where(w[s], y, 0.0), jnp.where(w[s], jnp.square(y), 0.0)]
+    got = _tiles.sums(ops, 0)
+    s1, s2 = jnp.stack(got[0::2]), jnp.stack(got[1::2])  # [S, step, A]
+    safe = jnp.maximum(c, 1.0)
+    ss = jnp.maximum(s2 - jnp.square(s1) / safe, 0.0)
+    mean = jnp.where(c > 0, shift + s1 / safe, 0.0)
+    far = jnp.square(s1) / safe > _SHIFT_RISK * jnp.maximum(ss, 1e-300)
+    risky = jnp.any(far & (c > 1))  # one model: SS = 0 exactly
+    return mean, ss, risky
+
+
 def set_stats(
     signal: np.ndarray, masks: np.ndarray, dtype, chunk_examples: int | None = None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Statistics of S sets of models at every example, computed over tiles of examples.
 
     One read pass over the signal: each tile (all M models, ``chunk_examples`` examples) is
-    swept twice while it is in cache (the sets' means, then the squared deviations from them),
-    and only a tile is ever converted to ``dtype``, so peak memory stays near the size of the
-    float32 signal itself (which is shared with XLA, not copied, where
+    summed in one sweep around a shift (the first model's values), or, where the shift lies
+    far outside a set's spread, swept twice while it is in cache (the sets' means, then the
+    squared deviations from them); only a tile is ever converted to ``dtype``, so peak memory
+    stays near the size of the float32 signal itself (which is shared with XLA, not copied, where
     :func:`jaxsam.attacks._tiles.device_view` allows).
 
     Args:
@@ -109,11 +138,16 @@ def set_stats(
     count = jnp.asarray(masks.sum(axis=1), dtype)  # exact: an integer below 2**24
     dmasks = jnp.asarray(masks)
     full = _tiles.device_view(signal)
-    means, sss = [], []
-    for t in _tiles.tiles(signal, m, step, full):
-        mean, ss = _stats_tile(t.src, t.at, dmasks, count, t.start[1], step=step, dtype=dtype)
-        means.append(mean[:, t.skip[1] :])
-        sss.append(ss[:, t.skip[1] :])
+
+    def one(t):
+        args = (t.src, t.at, dmasks, count, t.start[1])
+        mean, ss, risky = _stats_tile_shifted(*args, step=step, dtype=dtype)
+        if risky:
+            mean, ss = _stats_tile(*args, step=step, dtype=dtype)
+        return jax.block_until_ready((mean[:, t.skip[1] :], ss[:, t.skip[1] :]))
+
+    done = _tiles.map_tiles(one, _tiles.tiles(signal, m, step, full))
+    means, sss = [d[0] for d in done], [d[1] for d in done]
     return count, jnp.concatenate(means, axis=1), jnp.concatenate(sss, axis=1)
 
 

@@ -41,11 +41,20 @@ class ShadowSets:
     masks: np.ndarray
     pick: np.ndarray
     inside: np.ndarray
+    _sizes: list = dataclasses.field(default_factory=list, init=False, repr=False, compare=False)
 
     def sizes(self) -> np.ndarray:
-        """Number of shadows of every target at every example, int [M, N]."""
-        counts = self.masks.sum(axis=1)  # [J, N]
-        return counts[self.pick, np.arange(self.pick.shape[1])[None, :]] - self.inside
+        """Number of shadows of every target at every example, int [M, N] (read-only; computed
+        once: the checks and the attacks all ask for it)."""
+        if not self._sizes:
+            counts = self.masks.sum(axis=1, dtype=np.int32)  # [J, N]
+            out = np.broadcast_to(counts[0], self.pick.shape)
+            for j in range(1, counts.shape[0]):  # a few candidates: selects, not a gather
+                out = np.where(self.pick == j, counts[j], out)
+            out = out - self.inside
+            out.flags.writeable = False
+            self._sizes.append(out)
+        return self._sizes[0]
 
 
 def leave_one_out(member: np.ndarray) -> ShadowSets:

@@ -81,28 +81,57 @@ def _select(fam: _Family, per_cand, t0, n0, rows, step):
     return out
 
 
-def _parts(x, fam: _Family, st, t0, n0, rows, step, dtype=jnp.float32):
-    """For one family on one tile: c, r (float32 [rows, step]) and d = x - mean [rows, step, A]
-    in ``dtype`` (float64: exact differences of the float32 values x, hi and lo)."""
+def _means(fam: _Family, st, t0, n0, rows, step):
+    """For one family on one tile: c, r (float32 [rows, step]) and the picked candidate's mean
+    as hi, lo (float32, broadcastable to [rows, step, A])."""
     count, hi, lo = st["count"], st["hi"], st["lo"]
     c = _select(fam, lambda i: lax.dynamic_slice_in_dim(count[i], n0, step, 0), t0, n0, rows, step)
     c = jnp.broadcast_to(c, (rows, step))
     hi_t = _select(fam, lambda i: lax.dynamic_slice_in_dim(hi[i], n0, step, 0), t0, n0, rows, step)
     lo_t = _select(fam, lambda i: lax.dynamic_slice_in_dim(lo[i], n0, step, 0), t0, n0, rows, step)
     r = _tiles.cut(fam.inside, (t0, n0), (rows, step)).astype(jnp.float32)
+    return c, r, hi_t, lo_t
+
+
+def _parts(x, fam: _Family, st, t0, n0, rows, step, dtype=jnp.float32):
+    """For one family on one tile: c, r (float32 [rows, step]) and d = x - mean [rows, step, A]
+    in ``dtype`` (float64: exact differences of the float32 values x, hi and lo)."""
+    c, r, hi_t, lo_t = _means(fam, st, t0, n0, rows, step)
     if dtype != jnp.float32:
         return c, r, (x.astype(dtype) - hi_t.astype(dtype)) - lo_t.astype(dtype)
     return c, r, (x - hi_t) - lo_t
 
 
-@functools.partial(jax.jit, static_argnames=("rows", "step", "acc_dtype", "exact"))
-def _variance_tile(src, at, start, skip, fams, st, gfams, *, rows, step, acc_dtype, exact):
+def _disjoint_terms(x, fams, st, t0, n0, rows, step, valid):
+    """The float32 second terms [F, rows, A] of families whose targets are inside at most one
+    of them at each (target, example) (the IN and OUT leave-one-out groups): the target's d^2
+    is computed once, from the family it is in, and the sums over examples are one batched
+    product with the families' weights."""
+    weights, hi, lo = [], None, None
+    for fam in fams:
+        c, r, hi_f, lo_f = _means(fam, st, t0, n0, rows, step)
+        has = (c - r > 0) & valid[None]
+        weights.append(jnp.where(has & (r > 0), c / jnp.maximum(c - 1.0, 1.0), 0.0))
+        inside = (r > 0)[..., None]
+        hi = hi_f if hi is None else jnp.where(inside, hi_f, hi)
+        lo = lo_f if lo is None else jnp.where(inside, lo_f, lo)
+    d2 = jnp.square((x - hi) - lo)  # [rows, step, A]
+    dims = (((2,), (1,)), ((0,), (0,)))
+    got = lax.dot_general(jnp.stack(weights, 1), d2, dims, precision=lax.Precision.HIGHEST)
+    return jnp.swapaxes(got, 0, 1)  # [F, rows, A]
+
+
+@functools.partial(jax.jit, static_argnames=("rows", "step", "acc_dtype", "exact", "disjoint"))
+def _variance_tile(
+    src, at, start, skip, fams, st, gfams, *, rows, step, acc_dtype, exact, disjoint
+):
     """Per-target sums of one tile, float ``acc_dtype`` [2, F, rows, A]: for each variance
     family the two terms of ``sum_n SS'`` (``sum_n SS`` over the examples with shadows, then
     ``sum_n r c / (c - 1) d^2``), then for each fallback family those of ``sum_n n' mean'``.
 
     ``exact``: the second terms elementwise in ``acc_dtype`` too (XLA:CPU runs float64
-    elementwise code about 4x slower than float32); otherwise in float32.
+    elementwise code about 4x slower than float32); otherwise in float32. ``disjoint``: no
+    target is inside two of ``fams`` at one example (see :func:`_disjoint_terms`).
     """
     t0, n0 = start
     x = _tiles.cut(src, at, (rows, step))  # [rows, step, A] float32
@@ -112,9 +141,10 @@ def _variance_tile(src, at, start, skip, fams, st, gfams, *, rows, step, acc_dty
     for fam in fams:
         c, r, d = _parts(x, fam, st, t0, n0, rows, step, ew)
         has = (c - r > 0) & valid[None]
-        c = c.astype(ew)
-        w = jnp.where(has & (r > 0), c / jnp.maximum(c - 1.0, 1.0), 0.0)
-        terms.append(w[..., None] * jnp.square(d))
+        if not (disjoint and not exact):
+            c = c.astype(ew)
+            w = jnp.where(has & (r > 0), c / jnp.maximum(c - 1.0, 1.0), 0.0)
+            terms.append(w[..., None] * jnp.square(d))
         dots.append(_picked_dot(fam, has, st["ss"], t0, n0, rows, step, acc_dtype))
     for fam in gfams:  # sum_n n' mean' = sum_n (c mean - r x) where the target has shadows
         c, r, _ = _parts(x, fam, st, t0, n0, rows, step)
@@ -122,6 +152,9 @@ def _variance_tile(src, at, start, skip, fams, st, gfams, *, rows, step, acc_dty
         terms.append(jnp.where((has & (r > 0))[..., None], x.astype(ew), 0.0))
         dots.append(_picked_dot(fam, has, st["sums"], t0, n0, rows, step, acc_dtype))
     parts = [_tiles.sum_middle(t).astype(acc_dtype) for t in terms]
+    if disjoint and not exact:
+        merged = _disjoint_terms(x, fams, st, t0, n0, rows, step, valid).astype(acc_dtype)
+        parts = [*merged, *parts]
     return jnp.stack([jnp.stack(dots), jnp.stack(parts)])
 
 
@@ -131,14 +164,15 @@ def _variance_tile(src, at, start, skip, fams, st, gfams, *, rows, step, acc_dty
 _FLOAT32_RATIO = 4.0
 
 
-def _variance_sums(signal, full, rows, step, vfams, gfams, st, dtype) -> np.ndarray:
+def _variance_sums(signal, full, rows, step, vfams, gfams, st, dtype, disjoint) -> np.ndarray:
     """``sum_n SS'`` of every variance family, then ``sum_n n' mean'`` of every fallback
     family: float64 [F, M, A] (see :func:`_variance_tile`)."""
     m, a = signal.shape[0], signal.shape[2]
     exact = False
     while True:
         acc = np.zeros((2, len(vfams) + len(gfams), m, a), np.float64)
-        for t in _tiles.tiles(signal, rows, step, full):
+
+        def one(t, exact=exact):
             part = _variance_tile(
                 t.src,
                 t.at,
@@ -151,9 +185,13 @@ def _variance_sums(signal, full, rows, step, vfams, gfams, st, dtype) -> np.ndar
                 step=step,
                 acc_dtype=dtype,
                 exact=exact,
+                disjoint=disjoint,
             )
+            return t, np.asarray(part, np.float64)
+
+        for t, part in _tiles.map_tiles(one, _tiles.tiles(signal, rows, step, full)):
             r0 = t.start[0] + t.skip[0]
-            acc[:, :, r0 : t.start[0] + rows] += np.asarray(part, np.float64)[:, :, t.skip[0] :]
+            acc[:, :, r0 : t.start[0] + rows] += part[:, :, t.skip[0] :]
         diff = acc[0] - acc[1]
         if exact or dtype != jnp.float64:
             return diff
@@ -247,7 +285,9 @@ def score(signal, every, families, opts: LiraOptions, dtype) -> np.ndarray:
     vfams = tuple(var[g] for g in groups)
     gfams = tuple(loc[g] for g in groups) if fallback else ()
     full = _tiles.device_view(signal)
-    acc = _variance_sums(signal, full, rows, step, vfams, gfams, st, dtype)
+    insides = [families[g][1 if families[g][1] else 0][0].inside for g in groups]
+    disjoint = len(insides) == 2 and not (insides[0] & insides[1]).any()
+    acc = _variance_sums(signal, full, rows, step, vfams, gfams, st, dtype, disjoint)
     per_target, const = {}, np.zeros(m, np.float64)
     for k, g in enumerate(groups):
         total = np.maximum(sizes[g][1].sum(axis=1), 1)[:, None]  # [M, 1]
@@ -264,8 +304,8 @@ def score(signal, every, families, opts: LiraOptions, dtype) -> np.ndarray:
             const += 0.5 * (_LOG_2PI + lv)
     per_target["const"] = jnp.asarray(const, jnp.float32)
     out = np.empty((m, n), np.float32)
-    pending = []
-    for t in _tiles.tiles(signal, rows, step, full):
+
+    def one(t):
         res = _score_tile(
             t.src,
             t.at,
@@ -278,11 +318,9 @@ def score(signal, every, families, opts: LiraOptions, dtype) -> np.ndarray:
             opts=opts,
             fallback=fallback,
         )
-        pending.append((t, res))
-        if len(pending) > 4:  # keep a few calls in flight, write the oldest
-            _write(out, *pending.pop(0), rows, step)
-    for item in pending:
-        _write(out, *item, rows, step)
+        _write(out, t, res, rows, step)
+
+    _tiles.map_tiles(one, _tiles.tiles(signal, rows, step, full))
     return out
 
 

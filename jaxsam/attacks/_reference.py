@@ -277,15 +277,42 @@ def candidate_sums(
     count = masks.sum(axis=1).astype(np.float64)
     if np.asarray(signal[:0]).dtype != np.float32:
         return count, _numpy_sums(signal, masks, chunk_examples)
+    parents = _parents(masks)
+    roots = [j for j, p in enumerate(parents) if p is None]
     step = min(n, chunk_examples or _tiles.tile_shape(m, n, a)[1])
     sums = np.empty((masks.shape[0], n, a), np.float64)
     with jax.enable_x64(True):
-        dmasks = jnp.asarray(masks)
-        for t in _tiles.tiles(signal, m, step, _tiles.device_view(signal)):
+        dmasks = jnp.asarray(masks[roots])
+
+        def one(t):
             got = np.asarray(_sums_tile(t.src, t.at, dmasks, t.start[1], step=step))
             s0 = t.start[1] + t.skip[1]
-            sums[:, s0 : t.start[1] + step] = got[:, t.skip[1] :]
+            sums[roots, s0 : t.start[1] + step] = got[:, t.skip[1] :]
+
+        _tiles.map_tiles(one, _tiles.tiles(signal, m, step, _tiles.device_view(signal)))
+    cols = np.arange(n)
+    while any(p is not None for p in parents):
+        for j, p in enumerate(parents):
+            if p is not None and parents[p] is None:  # the parent's sums are done
+                extra = masks[p] & ~masks[j]  # [M, N]: at most one model per example
+                drop = np.where(extra.any(axis=0)[:, None], signal[extra.argmax(axis=0), cols], 0)
+                sums[j] = sums[p] - drop
+                parents[j] = None
     return count, sums
+
+
+def _parents(masks: np.ndarray) -> list[int | None]:
+    """For each set, another set that holds it plus one model at some examples (at most one
+    per example), or None; a set's sums are then its parent's minus that model's values."""
+    out: list[int | None] = []
+    for j, mj in enumerate(masks):
+        parent = None
+        for p, mp in enumerate(masks):
+            if p != j and not (mj & ~mp).any() and (mp & ~mj).sum(axis=0).max() == 1:
+                parent = p
+                break
+        out.append(parent)
+    return out
 
 
 @functools.partial(jax.jit, static_argnames=("step",))

@@ -15,10 +15,13 @@ in one variadic reduce instead), and a reduction over a short minor axis runs el
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import operator
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +31,8 @@ from jax import lax
 # Values of one tile: about 8 MiB of float32, which stays in the last-level cache while a
 # kernel sweeps it two or three times, and is large enough that per-call costs stay small.
 TILE_VALUES = 1 << 21
+
+T = TypeVar("T")
 
 
 def device_view(x: np.ndarray) -> jax.Array | None:
@@ -122,3 +127,23 @@ def sum_middle(x: jax.Array) -> jax.Array:
     ones = jnp.ones((x.shape[0], 1, x.shape[1]), x.dtype)
     dims = (((2,), (1,)), ((0,), (0,)))
     return lax.dot_general(ones, x, dims, precision=lax.Precision.HIGHEST)[:, 0]
+
+
+def map_tiles(fn: Callable[[Tile], T], tile_iter: Iterable[Tile]) -> list[T]:
+    """``[fn(t) for t in tile_iter]`` on one thread per core (at most 2).
+
+    XLA:CPU runs one small kernel at a time on one core; two threads that each wait for their
+    own tile's result keep both cores busy. ``fn`` must wait for its result (``np.asarray`` or
+    ``block_until_ready``) and write only to its own tile's part of any shared output.
+    """
+    workers = max(1, min(2, os.cpu_count() or 1))
+    if workers == 1:
+        return [fn(t) for t in tile_iter]
+    x64 = jnp.asarray(1.0).dtype == jnp.float64  # jax.enable_x64 is per thread: carry it over
+
+    def run(t):
+        with jax.enable_x64(x64):
+            return fn(t)
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(run, tile_iter))
