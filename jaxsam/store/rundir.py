@@ -39,6 +39,7 @@ ADDED_KEYS: tuple[tuple[str, Any], ...] = (
     ("optim.dp", dataclasses.asdict(config_lib.DPConfig())),
     ("model.kwargs", {}),
     ("audit", dataclasses.asdict(config_lib.AuditConfig())),
+    ("masks.design", "exact"),
 )
 
 
