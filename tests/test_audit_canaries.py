@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 
 import jaxsam
-from jaxsam import cli
+from jaxsam import cli, store
 from jaxsam import config as config_lib
 from jaxsam.audit import bounds
 from jaxsam.data import canaries as canary_lib
 from jaxsam.data import make_masks, make_pool
 from jaxsam.errors import ConfigError, DataError
-from jaxsam.store import checkpoints as ckpt_lib
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import tiny_config  # noqa: E402
@@ -93,7 +92,7 @@ def test_no_canaries_is_todays_run():
     assert canary_lib.add_canaries(pool, audit) is pool
     assert canary_lib.audit_masks(base, audit) is base
     cfg = config_lib.Config()
-    assert "audit" not in ckpt_lib.stable_dict(cfg)  # checkpoint fingerprints unchanged
+    assert "audit" not in store.stable_dict(cfg)  # checkpoint fingerprints unchanged
     assert canary_lib.header_fields(cfg, base) == {}
     old = config_lib.to_dict(cfg)
     del old["audit"]

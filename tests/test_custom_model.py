@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxsam import cli
+from jaxsam import cli, store
 from jaxsam import config as config_lib
 from jaxsam.errors import ConfigError
 from jaxsam.plan import check_config
-from jaxsam.store import checkpoints as ckpt_lib
 
 from .conftest import run_script
 
@@ -241,7 +240,7 @@ def test_config_parsing_never_imports_the_model():
     dp = {"optim": {"dp": {"clip_norm": 1.0}}, "model": {"name": name}}
     assert config_lib.from_dict(dp).optim.dp.enabled  # BatchNorm: checked when training builds it
     assert config_lib.from_dict({"model": {"name": "tiny"}}).model.name == "tiny"
-    assert "kwargs" not in ckpt_lib.stable_dict(config_lib.Config())["model"]  # old fingerprints
+    assert "kwargs" not in store.stable_dict(config_lib.Config())["model"]  # old fingerprints
 
 
 @pytest.mark.usefixtures("importable")

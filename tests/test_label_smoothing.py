@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from jaxsam import config as config_lib
+from jaxsam import store
 from jaxsam.data import load_pool, make_masks
 from jaxsam.data.augment import normalize
 from jaxsam.errors import ConfigError
-from jaxsam.store import checkpoints as ckpt_lib
 from jaxsam.train import train_ensemble
 from jaxsam.train.batches import batch_indices, epoch_order
 from jaxsam.train.loop import export_logits
@@ -117,7 +117,7 @@ def test_added_keys_at_their_default_keep_old_fingerprints():
     matches: the fingerprint hashes the config without added keys at their default."""
     from jaxsam.store import checkpoints as checkpoint
 
-    stable = ckpt_lib.stable_dict(tiny_config())
+    stable = store.stable_dict(tiny_config())
     assert "label_smoothing" not in stable["train"] and "base" not in stable["optim"]
     a = checkpoint.fingerprint("m", 0, tiny_config())
     assert a != checkpoint.fingerprint("m", 0, tiny_config(**{"train.label_smoothing": S}))

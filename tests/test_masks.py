@@ -61,3 +61,12 @@ def test_config_names_the_design_and_the_study_uses_it():
     }
     with pytest.raises(ConfigError, match="masks.design"):
         config_lib.validate(tiny_config(**{"masks.design": "Bernoulli"}))
+
+
+def test_the_default_mask_design_keeps_old_checkpoint_fingerprints():
+    from jaxsam import config as config_lib
+    from jaxsam import store
+
+    assert "design" not in store.stable_dict(config_lib.Config())["masks"]
+    cfg = config_lib.replace(config_lib.Config(), **{"masks.design": "bernoulli"})
+    assert store.stable_dict(cfg)["masks"]["design"] == "bernoulli"

@@ -110,4 +110,6 @@ from jaxsam.store.rundir import (
     check_run_dir,
     check_writable,
     foreign_entries,
+    result_dict,
+    stable_dict,
 )

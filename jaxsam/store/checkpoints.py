@@ -24,7 +24,6 @@ one before it is used.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -36,10 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsam import hooks
-from jaxsam.config import AuditConfig, Config, DPConfig, to_dict
+from jaxsam.config import Config
 from jaxsam.errors import RunDirError, WriteFailed, option
 from jaxsam.store import paths
 from jaxsam.store.files import DropThreadTracebacks, drop_closed_loop, move_aside_damaged
+from jaxsam.store.rundir import stable_dict
 
 if TYPE_CHECKING:
     from jaxsam.train.state import EnsembleState
@@ -47,35 +47,6 @@ if TYPE_CHECKING:
 KEEP_CHECKPOINTS = 2
 # Config fields that may differ between a checkpoint and the run resuming from it.
 _CADENCE_KEYS = ("progress", "checkpoint_every_steps", "checkpoint_every_minutes")
-
-
-# Keys added to version 1 after run directories were first written, with the default that
-# keeps an older run's meaning. A config.json without them loads with these defaults.
-ADDED_KEYS: tuple[tuple[str, Any], ...] = (
-    ("optim.base", "sgd"),
-    ("optim.base_args", {}),
-    ("train.label_smoothing", 0.0),
-    ("optim.dp", dataclasses.asdict(DPConfig())),
-    ("model.kwargs", {}),
-    ("audit", dataclasses.asdict(AuditConfig())),
-)
-
-
-def stable_dict(config: Config) -> dict:
-    """``to_dict(config)`` without the :data:`ADDED_KEYS` that hold their default.
-
-    What a fingerprint of a config should hash: the checkpoint of a run started before a key
-    existed keeps its fingerprint as long as the key keeps the default.
-    """
-    data = to_dict(config)
-    for dotted, default in ADDED_KEYS:
-        *parents, leaf = dotted.split(".")
-        node = data
-        for key in parents:
-            node = node[key]
-        if node.get(leaf) == default:
-            del node[leaf]
-    return data
 
 
 def make_manager(directory: Path, keep: int = KEEP_CHECKPOINTS):

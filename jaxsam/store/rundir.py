@@ -6,6 +6,7 @@ write (only a jaxsam run is ever replaced) and, without ``overwrite``, one holdi
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,36 @@ from jaxsam.store.lock import LOCK_FILE, check_no_other_writer
 
 def _config_dict(config: config_lib.Config) -> dict:
     return config_lib.to_dict(config)
+
+
+# Keys added to version 1 after run directories were first written, with the default that
+# keeps an older run's meaning. A config.json without them loads with these defaults.
+ADDED_KEYS: tuple[tuple[str, Any], ...] = (
+    ("optim.base", "sgd"),
+    ("optim.base_args", {}),
+    ("train.label_smoothing", 0.0),
+    ("optim.dp", dataclasses.asdict(config_lib.DPConfig())),
+    ("model.kwargs", {}),
+    ("audit", dataclasses.asdict(config_lib.AuditConfig())),
+    ("masks.design", "exact"),
+)
+
+
+def stable_dict(config: config_lib.Config) -> dict:
+    """``to_dict(config)`` without the :data:`ADDED_KEYS` that hold their default.
+
+    What a fingerprint of a config should hash: the checkpoint of a run started before a key
+    existed keeps its fingerprint as long as the key keeps the default.
+    """
+    data = config_lib.to_dict(config)
+    for dotted, default in ADDED_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node[key]
+        if node.get(leaf) == default:
+            del node[leaf]
+    return data
 
 
 def result_dict(config: config_lib.Config) -> dict:
