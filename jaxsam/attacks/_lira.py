@@ -454,7 +454,9 @@ def lira(
         grand-mean spread with the IN spread reused online, density offline test, groups cut to
         the smallest size and the global variance taken from them). Keywords that contradict it
         raise a ConfigError.
-      chunk_size: targets scored per jitted call (None: about 16M values per chunk).
+      chunk_size: targets scored per jitted call (None: all targets in tiles of about 2M
+        values; other than with a global pooled variance and the mean: about 16M values
+        per chunk).
       min_shadows_variance: per-example variance needs this many shadows per group (>= 2).
       var_floor: lower bound on every variance.
       precision: ``"float64"`` (default; exact down-dates even for tiny groups) or

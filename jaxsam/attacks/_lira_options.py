@@ -48,7 +48,9 @@ class LiraOptions:
       min_shadows_variance: per-example variance needs this many shadows per group (>= 2).
       var_floor: lower bound on every variance.
       precision: ``"float64"`` or ``"float32"`` accumulation.
-      chunk_size: targets scored per jitted call (None: about 16M values per call).
+      chunk_size: targets scored per jitted call (None: all targets in tiles of about 2M
+        values; other than with a global pooled variance and the mean: about 16M values
+        per call).
       compat: None (jaxsam's choices) or ``"reference"`` (the published code's), for reports.
     """
 
