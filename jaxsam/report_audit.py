@@ -21,6 +21,17 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def bound_cells(r: dict) -> list[str]:
+    """A bound record's cells after its method: bound, ceiling, trials, guesses, correct."""
+    return [
+        _num(r["epsilon_lower"]),
+        _num(r["ceiling"]),
+        str(r["canaries"]),
+        str(r["guesses"]),
+        str(r["correct"]),
+    ]
+
+
 def audit_markdown(audit: dict) -> str:
     """The audit section of report.md (between marker comments, so it can be replaced)."""
     eps = audit.get("epsilon_accountant")
@@ -45,11 +56,7 @@ def audit_markdown(audit: dict) -> str:
         [
             METHOD_NAMES.get(r["method"], r["method"])
             + ("" if r.get("applies", True) else " (assumes Gaussian noise)"),
-            _num(r["epsilon_lower"]),
-            _num(r["ceiling"]),
-            str(r["canaries"]),
-            str(r["guesses"]),
-            str(r["correct"]),
+            *bound_cells(r),
         ]
         for r in audit["bounds"]
     ]

@@ -54,7 +54,7 @@ def device_view(x: np.ndarray) -> jax.Array | None:
     return jax.dlpack.from_dlpack(x)
 
 
-def _aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
+def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
     """An uninitialised float32 array whose data start on a 64-byte boundary."""
     nbytes = int(np.prod(shape)) * 4
     raw = np.empty(nbytes + 64, np.uint8)
@@ -104,7 +104,7 @@ class Tile:
         shape = (self.rows, self.step, a)
         if shape not in bufs:
             bufs.clear()
-            bufs[shape] = _aligned_empty(shape)
+            bufs[shape] = aligned_empty(shape)
         np.copyto(bufs[shape], block, casting="unsafe")
         return jax.dlpack.from_dlpack(bufs[shape])
 

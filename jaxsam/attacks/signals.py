@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsam.attacks import _tiles
+
 Array = Any
 
 # Elements of one logits chunk in :func:`compute_signals` (float64: 32 MiB per temporary).
@@ -184,14 +186,6 @@ def _lsc_fused(z: jax.Array, y: jax.Array) -> jax.Array:
     return zy - (top + jnp.log(total))
 
 
-def _aligned_empty(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
-    """An uninitialised float32 array whose data starts on an ``align``-byte boundary."""
-    nbytes = int(np.prod(shape)) * 4
-    raw = np.empty(nbytes + align, np.uint8)
-    start = (-raw.ctypes.data) % align
-    return raw[start : start + nbytes].view(np.float32).reshape(shape)
-
-
 def _on_device(block: np.ndarray, staging: dict) -> jax.Array:
     """``block`` as a jax array, without a copy where the CPU backend can share its memory.
 
@@ -201,12 +195,12 @@ def _on_device(block: np.ndarray, staging: dict) -> jax.Array:
     finish with the result before the next block overwrites the staging buffer.
     """
     if jax.default_backend() == "cpu":
-        ok = block.dtype == np.float32 and block.flags.c_contiguous and block.flags.writeable
-        if ok and block.ctypes.data % 64 == 0:
-            return jax.dlpack.from_dlpack(block)
+        shared = _tiles.device_view(block)
+        if shared is not None:
+            return shared
         buf = staging.get(block.shape)
         if buf is None:
-            buf = staging[block.shape] = _aligned_empty(block.shape)
+            buf = staging[block.shape] = _tiles.aligned_empty(block.shape)
         np.copyto(buf, block, casting="unsafe")
         return jax.dlpack.from_dlpack(buf)
     return jnp.asarray(block, jnp.float32)

@@ -14,7 +14,7 @@ from pathlib import Path
 from jaxsam import store
 from jaxsam.audit import attack as attack_lib
 from jaxsam.audit import strategies
-from jaxsam.report_audit import AUDIT_FILE, _num, audit_markdown, splice_markdown
+from jaxsam.report_audit import AUDIT_FILE, _num, audit_markdown, bound_cells, splice_markdown
 from jaxsam.report_text import _table, escape_markdown
 from jaxsam.store import paths
 
@@ -135,17 +135,7 @@ def summary_lines(audit: dict) -> list[str]:
     """The audit as plain text for the terminal."""
     eps = audit.get("epsilon_accountant")
     head = ["method", "eps_lower", "ceiling", "trials", "guesses", "correct"]
-    rows = [
-        [
-            r["method"],
-            _num(r["epsilon_lower"]),
-            _num(r["ceiling"]),
-            str(r["canaries"]),
-            str(r["guesses"]),
-            str(r["correct"]),
-        ]
-        for r in audit["bounds"]
-    ]
+    rows = [[r["method"], *bound_cells(r)] for r in audit["bounds"]]
     return [
         f"{audit['canaries']} canaries x {len(audit['targets'])} targets, "
         f"{len(audit['references'])} references; attack {audit['attack']}, threshold "
