@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,20 @@ SET_HELP = "override a config value, e.g. --set optim.name=sam (JSON values)"
 
 
 def command(
-    subparsers, name: str, summary: str, description: str | None, **kwargs: Any
+    subparsers,
+    name: str,
+    summary: str,
+    description: str | None,
+    *,
+    run: Callable[[argparse.Namespace], int],
+    **kwargs: Any,
 ) -> argparse.ArgumentParser:
-    """The parser of subcommand ``name``: ``summary`` in ``jaxsam --help``, ``description`` in
-    its own ``--help`` (``kwargs``: further ``add_parser`` arguments)."""
-    return subparsers.add_parser(name, help=summary, description=description, **kwargs)
+    """The parser of subcommand ``name``, which runs ``run(args)`` (its exit status): ``summary``
+    in ``jaxsam --help``, ``description`` in its own ``--help`` (``kwargs``: further
+    ``add_parser`` arguments). Every command is wired this one way."""
+    parser = subparsers.add_parser(name, help=summary, description=description, **kwargs)
+    parser.set_defaults(func=run)
+    return parser
 
 
 def add_no_verify_option(parser: argparse.ArgumentParser) -> None:

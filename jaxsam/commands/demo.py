@@ -21,7 +21,7 @@ run on scikit-learn's digits with no download."""
 
 
 def add_parser(subparsers) -> None:
-    p = command(subparsers, "demo", HELP, DESCRIPTION)
+    p = command(subparsers, "demo", HELP, DESCRIPTION, run=run)
     p.add_argument(
         "--out",
         type=Path,
@@ -48,7 +48,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data-dir", help="tfds data directory")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that already exist")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=run)
 
 
 def demo_config(args: argparse.Namespace, optimizer: str) -> config_lib.Config:

@@ -23,7 +23,7 @@ config.json a run writes can be passed back as --config to reproduce it."""
 
 
 def add_parser(subparsers) -> None:
-    p = command(subparsers, "train", HELP, DESCRIPTION)
+    p = command(subparsers, "train", HELP, DESCRIPTION, run=run)
     p.add_argument("--config", type=Path, help="JSON config file (e.g. another run's config.json)")
     p.add_argument("--out", type=Path, help="run directory to create")
     p.add_argument(
@@ -42,7 +42,6 @@ def add_parser(subparsers) -> None:
         help="train the study in waves of K models into the one run directory",
     )
     add_distributed_options(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

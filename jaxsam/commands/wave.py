@@ -32,10 +32,14 @@ HELP = "train a study bigger than the hardware as waves of models into one run d
 
 def add_parser(subparsers) -> None:
     p = command(
-        subparsers, "wave", HELP, __doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        subparsers,
+        "wave",
+        HELP,
+        __doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run=run,
     )
     _fill(p)
-    p.set_defaults(func=run)
 
 
 def _fill(p: argparse.ArgumentParser) -> None:

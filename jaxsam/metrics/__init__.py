@@ -12,19 +12,8 @@ metrics.roc_metrics(...)`` is the way in):
 * :mod:`jaxsam.metrics.support`: a report entry's operating points and which of its TPR rows
   the data supports, with the exact interval of an unsupported one (:func:`row_support`).
 
-Conventions: ``scores`` higher = member; ``is_member`` True for members. Scores of all targets
-are pooled (flattened) unless a per-target helper is used. Ties are handled exactly: all
-examples sharing a score value move across the threshold together, so the ROC has one point
-per distinct score and the AUC equals the Mann-Whitney statistic with ties counted 1/2.
-
-``tpr_at_fpr[f]`` is the ROC interpolated linearly at FPR ``f`` between its two adjacent points:
-the TPR of the randomized threshold that flags every score above a level and each score *at*
-the next level with the probability that makes the FPR exactly ``f`` (:func:`operating_point`).
-Tied scores (RMIA's counts, say) cross a threshold together, so a deterministic threshold may
-have to stop well short of ``f``; the randomized one does not, and without ties the two agree.
-With ``n`` non-members, an FPR of ``f`` allows ``f * n`` false positives; when that is below 1
-the value is the TPR at zero false positives (no interpolation) and says nothing specific about
-``f`` (``resolvable`` False).
+Conventions (``scores`` higher = member, pooled over targets; ties; what ``tpr_at_fpr[f]`` is
+and when it is ``resolvable``) are set out in :mod:`jaxsam.metrics.roc`.
 """
 
 from jaxsam.metrics.accuracy import (
