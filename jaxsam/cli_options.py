@@ -43,6 +43,33 @@ def add_no_verify_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_training_options(
+    parser: argparse.ArgumentParser, overwrite_help: str = "replace an existing run"
+) -> None:
+    """``--overwrite`` and ``--no-progress``, the switches of every command that trains a run;
+    read the second with :func:`progress`."""
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def progress(args: argparse.Namespace) -> bool | None:
+    """``--no-progress`` as the ``progress`` argument of the training functions: False hides the
+    bar, None leaves it to the config's ``train.progress``."""
+    return False if getattr(args, "no_progress", False) else None
+
+
+def add_wave_size_option(parser: argparse.ArgumentParser) -> None:
+    """``--wave-size K``: train the study in waves of K models (``wave_size`` of
+    :func:`jaxsam.pipeline.waves.train_study`)."""
+    parser.add_argument(
+        "--wave-size",
+        type=int,
+        metavar="K",
+        help="train the study in waves of K models into the one run directory (default: all "
+        "models at once)",
+    )
+
+
 def add_set_option(parser: argparse.ArgumentParser, help: str = "override a config value") -> None:
     """Adds the repeatable ``--set KEY=VALUE`` option; read it with :func:`parse_assignments`."""
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
