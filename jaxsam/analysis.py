@@ -7,7 +7,8 @@ behind the paper's mechanism claims:
 * typical / atypical subgroups of the pool by memorization rank (ties broken by a seeded
   order, or kept together and refused when far from the requested sizes), with per-subgroup OUT
   (pool non-member) accuracy and per-subgroup attack TPR at a fixed FPR, with the threshold
-  set inside the subgroup or, at the pooled threshold, next to the FPR measured inside it;
+  set inside the subgroup or, at the pooled threshold, next to the FPR measured inside it
+  (computed by :mod:`jaxsam.subgroups`, whose functions this module re-exports);
 * the variance across OUT models of the logit-scaled confidence (and the IN - OUT gap);
 * influence-entropy buckets of the test points (see :func:`influence_entropy`).
 
@@ -19,7 +20,7 @@ score report carries. The figures are drawn by :mod:`jaxsam.plots`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,14 @@ import numpy as np
 from jaxsam import memorization as memo
 from jaxsam import metrics
 from jaxsam.errors import ConfigError, DataError
+from jaxsam.subgroups import (  # noqa: F401 (re-exported: analysis.split_by_memorization, ...)
+    TIE_RULES,
+    TIE_TOLERANCE,
+    memorization_subgroups,
+    split_by_memorization,
+    subgroup_accuracy,
+    subgroup_tpr_at_fpr,
+)
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 N_ENTROPY_BUCKETS = 5
@@ -141,225 +150,6 @@ def entropy_buckets(
     inner = edges[1:-1]
     bucket[finite] = np.searchsorted(inner, e[finite], side="left")
     return bucket, edges
-
-
-# --------------------------------------------------------------------------- subgroups, TPR
-
-
-# How far (relative) a by-value subgroup may be from its requested size before ``ties="value"``
-# refuses the split.
-TIE_TOLERANCE = 0.1
-TIE_RULES = ("rank", "value")
-
-
-def _size(fraction: float, n: int) -> int:
-    """``fraction * n`` rounded half up (the requested size of a subgroup)."""
-    return int(math.floor(fraction * n + 0.5))
-
-
-def split_by_memorization(
-    mem: np.ndarray,
-    *,
-    typical_quantile: float = 0.5,
-    atypical_quantile: float = 0.9,
-    ties: str = "rank",
-    seed: int = 0,
-) -> tuple[dict[str, np.ndarray], dict]:
-    """Typical and atypical pool examples by memorization score, with an explicit tie rule.
-
-    Of the ``n`` examples with a defined (non-NaN) score, *typical* are the
-    ``round(typical_quantile * n)`` lowest-memorization examples and *atypical* the
-    ``round((1 - atypical_quantile) * n)`` highest. Memorization is often tied (with 16 models it
-    is exactly 0 up to its 0.9 quantile), so the rule for ties matters:
-
-    * ``ties="rank"`` (default): examples are ranked by score, ties broken by a random order
-      drawn from ``seed``; each group has exactly its requested size, and which of the tied
-      examples at a group's boundary fall inside is that seeded draw (counted in the rule as
-      ``drawn_at_boundary``).
-    * ``ties="value"``: a group is every example at or beyond its boundary score (ties kept
-      together: typical ``mem <= q(typical_quantile)``, atypical ``mem >= q(atypical_quantile)``
-      and above the typical boundary); refused (:class:`ConfigError`) when a group's size is
-      more than :data:`TIE_TOLERANCE` of its requested size away from it.
-
-    The groups never overlap. NaN examples are in neither.
-
-    Args:
-      mem: float ``[N]`` memorization scores.
-      typical_quantile: fraction of the defined examples in the typical group, from the bottom.
-      atypical_quantile: the atypical group is the top ``1 - atypical_quantile``.
-      ties: "rank" or "value".
-      seed: seed of the tie-break order (``ties="rank"``).
-
-    Returns:
-      ``(groups, rule)``: groups ``{"all", "typical", "atypical"}`` -> bool ``[N]`` ("all" =
-      every defined example); rule ``{"ties", "seed", "defined", "typical": {...},
-      "atypical": {...}}``, each group's entry ``{"definition", "requested_n", "n",
-      "boundary" (the score at its edge), "tied_at_boundary" (defined examples with that
-      score), "drawn_at_boundary" (of those, the ones inside the group)}``.
-    """
-    if not 0.0 <= typical_quantile <= atypical_quantile <= 1.0:
-        raise ConfigError(
-            f"need 0 <= typical_quantile <= atypical_quantile <= 1, got {typical_quantile} and "
-            f"{atypical_quantile}; e.g. 0.5 and 0.9."
-        )
-    if ties not in TIE_RULES:
-        raise ConfigError(f"unknown tie rule {ties!r}; use 'rank' or 'value'.")
-    m = np.asarray(mem, np.float64)
-    ok = np.isfinite(m)
-    n = int(ok.sum())
-    want = {"typical": _size(typical_quantile, n), "atypical": n - _size(atypical_quantile, n)}
-    groups = {"all": ok, "typical": np.zeros(m.shape, bool), "atypical": np.zeros(m.shape, bool)}
-    rule: dict = {"ties": ties, "seed": seed if ties == "rank" else None, "defined": n}
-    words = {
-        "typical": f"the {want['typical']} lowest-memorization examples "
-        f"({typical_quantile:g} of {n})",
-        "atypical": f"the {want['atypical']} highest-memorization examples "
-        f"({1 - atypical_quantile:.3g} of {n})",
-    }
-    if n == 0:
-        for g in ("typical", "atypical"):
-            rule[g] = {"definition": words[g], "requested_n": 0, "n": 0, "boundary": None}
-        return groups, rule
-    idx = np.flatnonzero(ok)
-    if ties == "rank":
-        tie_break = np.random.default_rng(seed).permutation(n)
-        order = idx[np.lexsort((tie_break, m[idx]))]  # ascending score, seeded among ties
-        groups["typical"][order[: want["typical"]]] = True
-        groups["atypical"][order[n - want["atypical"] :]] = True
-        words = {g: w + ", ties broken by a seeded random order" for g, w in words.items()}
-    else:
-        lo, hi = np.quantile(m[idx], [typical_quantile, atypical_quantile])
-        groups["typical"] = ok & (m <= lo)
-        groups["atypical"] = ok & (m >= hi) & (m > lo)
-        words = {
-            "typical": f"mem <= q({typical_quantile:g}) = {lo:.4g} (ties kept together)",
-            "atypical": f"mem >= q({atypical_quantile:g}) = {hi:.4g} (ties kept together)",
-        }
-    for g in ("typical", "atypical"):
-        inside = groups[g]
-        vals = m[inside]
-        boundary = None if not vals.size else float(vals.max() if g == "typical" else vals.min())
-        at = ok & (m == boundary) if boundary is not None else np.zeros(m.shape, bool)
-        rule[g] = {
-            "definition": words[g],
-            "requested_n": want[g],
-            "n": int(inside.sum()),
-            "boundary": boundary,
-            "tied_at_boundary": int(at.sum()),
-            "drawn_at_boundary": int((at & inside).sum()),
-        }
-    if ties == "value":
-        for g in ("typical", "atypical"):
-            r = rule[g]
-            if abs(r["n"] - r["requested_n"]) > TIE_TOLERANCE * max(r["requested_n"], 1):
-                raise ConfigError(
-                    f"memorization ties: the {g} group by value ({r['definition']}) holds "
-                    f"{r['n']} of {n} examples, not the requested {r['requested_n']} "
-                    f"({r['tied_at_boundary']} examples share its boundary score "
-                    f"{r['boundary']:.4g}); use ties='rank' (analyze --ties rank: a seeded "
-                    "tie-break, exact sizes) or other quantiles"
-                )
-    return groups, rule
-
-
-def memorization_subgroups(
-    mem: np.ndarray,
-    *,
-    typical_quantile: float = 0.5,
-    atypical_quantile: float = 0.9,
-    ties: str = "rank",
-    seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """The groups of :func:`split_by_memorization` (``{"all", "typical", "atypical"}`` -> bool
-    ``[N]``), without its rule."""
-    return split_by_memorization(
-        mem,
-        typical_quantile=typical_quantile,
-        atypical_quantile=atypical_quantile,
-        ties=ties,
-        seed=seed,
-    )[0]
-
-
-def subgroup_tpr_at_fpr(
-    scores: np.ndarray,
-    keep: np.ndarray,
-    groups: Mapping[str, np.ndarray],
-    fprs: Sequence[float] = metrics.HEADLINE_FPRS,
-) -> dict[str, dict]:
-    """Per-subgroup attack TPR at fixed FPRs, all M targets pooled, read two ways.
-
-    * ``tpr`` / ``fpr``: the threshold for each FPR is the attack's own operating point on all
-      examples pooled (:func:`jaxsam.metrics.operating_point`, the point behind the report's
-      ``tpr_at_fpr``, randomized at a tied threshold: a tied score counts with the point's
-      weight); the TPR *and the FPR actually measured inside the subgroup* at that point. The
-      two FPRs differ: an atypical group's FPR at the pooled 1 % threshold is often several
-      percent.
-    * ``tpr_within``: the threshold set inside the subgroup, on its own non-members, so that
-      the FPR inside the group is the one named (:func:`jaxsam.metrics.roc_metrics` on the
-      group's pairs); ``within_supported`` says per FPR whether the group's non-member count
-      allows at least one false positive (else the value is the TPR at zero false positives);
-      ``nonmembers`` is that count.
-
-    Args:
-      scores: float ``[M, N]`` membership scores, higher = member.
-      keep: bool ``[M, N]``.
-      groups: name -> bool ``[N]`` example subsets.
-      fprs: target false-positive rates.
-
-    Returns:
-      ``{group: {"tpr": {str(fpr): tpr}, "fpr": {str(fpr): measured fpr}, "tpr_within":
-      {str(fpr): tpr}, "within_supported": {str(fpr): bool}, "nonmembers": int}``; None for a
-      value where the group has no IN (or OUT) entries.
-    """
-    scores = np.asarray(scores, np.float64)
-    keep = np.asarray(keep, bool)
-    if scores.shape != keep.shape:
-        raise DataError(
-            f"scores {scores.shape} must match keep {keep.shape}; pass one score per model and "
-            "pool example ([M, N]), e.g. an attack's pooled leave-one-out scores."
-        )
-    points = {metrics.fpr_key(f): metrics.operating_point(scores, keep, f) for f in fprs}
-
-    def mean(w, where):
-        return float(w[where].mean()) if where.any() else None
-
-    out: dict[str, dict] = {}
-    for name, g in groups.items():
-        s, k = scores[:, g], keep[:, g]
-        both = bool(k.any() and (~k).any())
-        own = metrics.roc_metrics(s, k, fprs=fprs) if both else None
-        flags = {key: metrics.flag_weights(s, p) for key, p in points.items()}
-        out[name] = {
-            "tpr": {key: mean(w, k) for key, w in flags.items()},
-            "fpr": {key: mean(w, ~k) for key, w in flags.items()},
-            "tpr_within": {key: own["tpr_at_fpr"][key] if own else None for key in points},
-            "within_supported": {
-                key: bool(own["fpr_support"][key]["resolvable"]) if own else False for key in points
-            },
-            "nonmembers": int((~k).sum()),
-        }
-    return out
-
-
-def subgroup_accuracy(
-    correct: np.ndarray, keep: np.ndarray, groups: Mapping[str, np.ndarray]
-) -> dict[str, dict[str, float | None]]:
-    """OUT (pool non-member) and training (IN) accuracy of each subgroup, pooled over models.
-
-    Args:
-      correct: bool ``[M, N]``; keep: bool ``[M, N]``; groups: name -> bool ``[N]``.
-
-    Returns:
-      ``{group: {"out": mean correct over OUT entries, "train": ... over IN entries}}``.
-    """
-    correct = np.asarray(correct, bool)
-    keep = np.asarray(keep, bool)
-    res: dict[str, dict[str, float | None]] = {}
-    for name, g in groups.items():
-        c, k = correct[:, g], keep[:, g]
-        res[name] = {"out": metrics.pooled_accuracy(c, ~k), "train": metrics.pooled_accuracy(c, k)}
-    return res
 
 
 # --------------------------------------------------------------------------- per run
@@ -497,6 +287,101 @@ def _describe(x: np.ndarray, quantiles: Sequence[float]) -> dict:
     }
 
 
+def _subgroup_rows(
+    mech: dict,
+    keep: np.ndarray,
+    groups: dict[str, np.ndarray],
+    rule: dict,
+    scores: np.ndarray | None,
+    fprs: Sequence[float],
+) -> dict[str, dict]:
+    """``analysis.json``'s ``subgroups``: one row per group of :func:`split_by_memorization`.
+
+    ``mech`` is :func:`mechanism_arrays`' dict; ``scores`` (float ``[M, N]``) adds the TPR keys
+    (:func:`subgroup_tpr_at_fpr`), else they are None.
+    """
+    mem, out_var = mech["memorization"], mech["out_variance"]
+    acc = subgroup_accuracy(mech["correct"], keep, groups)
+    tpr = subgroup_tpr_at_fpr(scores, keep, groups, fprs) if scores is not None else None
+    rows = {}
+    for name, g in groups.items():
+        t = tpr[name] if tpr else {}
+        rows[name] = {
+            "n": int(g.sum()),
+            "requested_n": rule[name]["requested_n"] if name in rule else int(g.sum()),
+            "memorization_mean": _num(np.nanmean(mem[g])) if g.any() else None,
+            "out_variance_median": _num(np.nanmedian(out_var[g])) if g.any() else None,
+            "accuracy": acc[name],
+            "tpr_at_fpr": t.get("tpr"),
+            "fpr_realised": t.get("fpr"),
+            "tpr_at_fpr_within": t.get("tpr_within"),
+            "within_supported": t.get("within_supported"),
+            "nonmembers": t.get("nonmembers"),
+        }
+    return rows
+
+
+def _heldout(
+    test_logits: np.ndarray,
+    test_labels: np.ndarray | None,
+    keep: np.ndarray,
+    min_influence: float,
+    block_size: int,
+    n_buckets: int,
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The held-out part of :func:`analyze_run_arrays`.
+
+    Returns:
+      ``({"heldout_accuracy", "influence_entropy"}, entropy float64 [T], bucket int [T])``.
+    """
+    if test_labels is None:
+        raise DataError("test_logits given without test_labels; pass both or neither.")
+    if np.shape(test_logits)[0] != keep.shape[0]:
+        raise DataError(
+            f"test_logits has {np.shape(test_logits)[0]} models but keep has "
+            f"{keep.shape[0]}; pass the test logits of the same run."
+        )
+    test_correct = metrics.correct_predictions(test_logits, test_labels)
+    ent = influence_entropy_from_masks(
+        test_correct, keep, min_influence=min_influence, block_size=block_size
+    )
+    bucket, edges = entropy_buckets(ent, n_buckets)
+    summary = {
+        "heldout_accuracy": metrics.pooled_accuracy(test_correct),
+        "influence_entropy": _entropy_summary(
+            test_correct, bucket, edges, min_influence, n_buckets
+        ),
+    }
+    return summary, ent, bucket
+
+
+def _entropy_summary(
+    test_correct: np.ndarray,
+    bucket: np.ndarray,
+    edges: np.ndarray,
+    min_influence: float,
+    n_buckets: int,
+) -> dict:
+    """``analysis.json``'s ``influence_entropy``: held-out accuracy per entropy bucket.
+
+    ``test_correct`` bool ``[M, T]``; ``bucket`` int ``[T]`` and ``edges`` from
+    :func:`entropy_buckets`.
+    """
+    return {
+        "definition": f"entropy (nats) of positive influence > {min_influence} over the pool",
+        "edges": [_num(e) for e in edges],
+        "n_undefined": int((bucket < 0).sum()),
+        "buckets": [
+            {
+                "bucket": b,
+                "n": int((bucket == b).sum()),
+                "heldout_accuracy": metrics.pooled_accuracy(test_correct[:, bucket == b]),
+            }
+            for b in range(n_buckets)
+        ],
+    }
+
+
 def analyze_run_arrays(
     logits: np.ndarray,
     labels: np.ndarray,
@@ -531,8 +416,7 @@ def analyze_run_arrays(
             "pass the logits and masks of the same run."
         )
     mech = mechanism_arrays(logits, labels, keep)
-    correct, mem, out_var = mech["correct"], mech["memorization"], mech["out_variance"]
-    gap = mech["in_out_gap"]
+    mem, out_var, gap = mech["memorization"], mech["out_variance"], mech["in_out_gap"]
     ref = mem if reference_memorization is None else np.asarray(reference_memorization)
     groups, rule = split_by_memorization(
         ref,
@@ -541,23 +425,6 @@ def analyze_run_arrays(
         ties=ties,
         seed=tie_seed,
     )
-    acc = subgroup_accuracy(correct, keep, groups)
-    tpr = subgroup_tpr_at_fpr(scores, keep, groups, fprs) if scores is not None else None
-    subgroups = {}
-    for name, g in groups.items():
-        t = tpr[name] if tpr else {}
-        subgroups[name] = {
-            "n": int(g.sum()),
-            "requested_n": rule[name]["requested_n"] if name in rule else int(g.sum()),
-            "memorization_mean": _num(np.nanmean(mem[g])) if g.any() else None,
-            "out_variance_median": _num(np.nanmedian(out_var[g])) if g.any() else None,
-            "accuracy": acc[name],
-            "tpr_at_fpr": t.get("tpr"),
-            "fpr_realised": t.get("fpr"),
-            "tpr_at_fpr_within": t.get("tpr_within"),
-            "within_supported": t.get("within_supported"),
-            "nonmembers": t.get("nonmembers"),
-        }
     summary: dict = {
         "n_models": int(keep.shape[0]),
         "n_examples": int(keep.shape[1]),
@@ -571,7 +438,7 @@ def analyze_run_arrays(
             "reference": "own run" if reference_memorization is None else "shared reference",
         },
         "tpr_rule": dict(TPR_RULE),
-        "subgroups": subgroups,
+        "subgroups": _subgroup_rows(mech, keep, groups, rule, scores, fprs),
         "heldout_accuracy": None,
         "influence_entropy": None,
     }
@@ -583,34 +450,11 @@ def analyze_run_arrays(
         "atypical": groups["atypical"],
     }
     if test_logits is not None:
-        if test_labels is None:
-            raise DataError("test_logits given without test_labels; pass both or neither.")
-        if np.shape(test_logits)[0] != keep.shape[0]:
-            raise DataError(
-                f"test_logits has {np.shape(test_logits)[0]} models but keep has "
-                f"{keep.shape[0]}; pass the test logits of the same run."
-            )
-        test_correct = metrics.correct_predictions(test_logits, test_labels)
-        ent = influence_entropy_from_masks(
-            test_correct, keep, min_influence=min_influence, block_size=block_size
+        held, ent, bucket = _heldout(
+            test_logits, test_labels, keep, min_influence, block_size, n_buckets
         )
-        bucket, edges = entropy_buckets(ent, n_buckets)
-        summary["heldout_accuracy"] = metrics.pooled_accuracy(test_correct)
-        summary["influence_entropy"] = {
-            "definition": f"entropy (nats) of positive influence > {min_influence} over the pool",
-            "edges": [_num(e) for e in edges],
-            "n_undefined": int((bucket < 0).sum()),
-            "buckets": [
-                {
-                    "bucket": b,
-                    "n": int((bucket == b).sum()),
-                    "heldout_accuracy": metrics.pooled_accuracy(test_correct[:, bucket == b]),
-                }
-                for b in range(n_buckets)
-            ],
-        }
-        arrays["influence_entropy"] = ent
-        arrays["entropy_bucket"] = bucket
+        summary.update(held)
+        arrays.update(influence_entropy=ent, entropy_bucket=bucket)
     return summary, arrays
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,20 @@ SET_HELP = "override a config value, e.g. --set optim.name=sam (JSON values)"
 
 
 def command(
-    subparsers, name: str, summary: str, description: str | None, **kwargs: Any
+    subparsers,
+    name: str,
+    summary: str,
+    description: str | None,
+    *,
+    run: Callable[[argparse.Namespace], int],
+    **kwargs: Any,
 ) -> argparse.ArgumentParser:
-    """The parser of subcommand ``name``: ``summary`` in ``jaxsam --help``, ``description`` in
-    its own ``--help`` (``kwargs``: further ``add_parser`` arguments)."""
-    return subparsers.add_parser(name, help=summary, description=description, **kwargs)
+    """The parser of subcommand ``name``, which runs ``run(args)`` (its exit status): ``summary``
+    in ``jaxsam --help``, ``description`` in its own ``--help`` (``kwargs``: further
+    ``add_parser`` arguments). Every command is wired this one way."""
+    parser = subparsers.add_parser(name, help=summary, description=description, **kwargs)
+    parser.set_defaults(func=run)
+    return parser
 
 
 def add_no_verify_option(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +40,33 @@ def add_no_verify_option(parser: argparse.ArgumentParser) -> None:
         "--no-verify",
         action="store_true",
         help="read runs whose files differ from the digests recorded when they finished",
+    )
+
+
+def add_training_options(
+    parser: argparse.ArgumentParser, overwrite_help: str = "replace an existing run"
+) -> None:
+    """``--overwrite`` and ``--no-progress``, the switches of every command that trains a run;
+    read the second with :func:`progress`."""
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def progress(args: argparse.Namespace) -> bool | None:
+    """``--no-progress`` as the ``progress`` argument of the training functions: False hides the
+    bar, None leaves it to the config's ``train.progress``."""
+    return False if getattr(args, "no_progress", False) else None
+
+
+def add_wave_size_option(parser: argparse.ArgumentParser) -> None:
+    """``--wave-size K``: train the study in waves of K models (``wave_size`` of
+    :func:`jaxsam.pipeline.waves.train_study`)."""
+    parser.add_argument(
+        "--wave-size",
+        type=int,
+        metavar="K",
+        help="train the study in waves of K models into the one run directory (default: all "
+        "models at once)",
     )
 
 

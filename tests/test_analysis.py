@@ -14,7 +14,7 @@ import pytest
 from jaxsam import analysis
 from jaxsam import memorization as memo
 from jaxsam.commands import analyze as analyze_cmd
-from jaxsam.errors import ConfigError
+from jaxsam.errors import ConfigError, command_line
 from jaxsam.pipeline.analyze import analyze_runs
 
 
@@ -107,10 +107,14 @@ def test_memorization_subgroups_by_rank_break_ties_by_seed_and_keep_sizes():
     }
     assert len(picks) > 1  # the tie-break is the seed's, not the input order's
     # Kept together by value, the typical group would hold 8 of 10, not 5: refused, with sizes.
-    with pytest.raises(ConfigError, match=r"holds 8 of 10 examples, not the requested 5"):
+    with pytest.raises(
+        ConfigError, match=r"holds 8 of 10 examples, not the requested 5.*ties=rank"
+    ):
         analysis.split_by_memorization(
             mem, typical_quantile=0.5, atypical_quantile=0.8, ties="value"
         )
+    with command_line(), pytest.raises(ConfigError, match=r"use --ties rank \(a seeded"):
+        analysis.split_by_memorization(mem, atypical_quantile=0.8, ties="value")
     even = np.arange(10.0)  # no ties: both rules agree
     gv, _ = analysis.split_by_memorization(even, atypical_quantile=0.8, ties="value")
     gr, _ = analysis.split_by_memorization(even, atypical_quantile=0.8)

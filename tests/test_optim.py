@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -388,6 +390,33 @@ def test_negative_hyperparameters_are_rejected():
             call()
         assert not isinstance(err.value, ConfigError)
     sam(base(), rho=jnp.asarray(0.0))  # zero and arrays of non-negative values are fine
+
+
+@pytest.mark.parametrize("make", [sam, asam, gsam, looksam], ids=lambda f: f.__name__)
+def test_variants_take_the_shared_keywords_of_sam_and_refuse_others(make):
+    """Every variant takes eps / stacked / axis_name / ... as ``**shared``, and its signature
+    (which optax.inject_hyperparams binds to) lists them keyword-only with their defaults."""
+    params = inspect.signature(make).parameters
+    shared = {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    shared.pop("tol", None)  # looksam's own
+    assert shared == {
+        "eps": 1e-12,
+        "stacked": False,
+        "axis_name": None,
+        "sync_perturbation": True,
+        "param_axis_name": None,
+    }
+    assert not any(p.kind is p.VAR_KEYWORD for p in params.values())
+    with pytest.raises(ValueError, match="eps"):
+        make(base(), 0.05, eps=-1e-12)
+    with pytest.raises(
+        TypeError, match=rf"{make.__name__}\(\) got an unexpected keyword.*'stackd'"
+    ):
+        make(base(), 0.05, stackd=True)
+    w = {"w": jnp.ones((2, 3))}
+    with pytest.raises(ValueError):  # stacked=True reaches the init check: [M, ...] leaves
+        make(base(), 0.05, stacked=True).init({"w": jnp.ones(())})
+    make(base(), 0.05, stacked=True, eps=0.0).init(w)
 
 
 def test_looksam_at_tiny_rho_takes_base_steps_not_noise_steps():

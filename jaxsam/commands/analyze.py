@@ -53,6 +53,7 @@ def add_parser(subparsers) -> None:
         __doc__.split("\n\n")[0],
         epilog=_GROUPS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        run=run,
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (e.g. sgd/ sam/)")
     p.add_argument(
@@ -87,7 +88,6 @@ def add_parser(subparsers) -> None:
         "--min-influence", type=float, default=0.0, help="entropy ignores influences <= this"
     )
     add_no_verify_option(p)
-    p.set_defaults(func=run)
 
 
 def _cell(v) -> str:

@@ -25,7 +25,7 @@ audit.canaries > 0."""
 
 
 def add_parser(subparsers) -> None:
-    p = command(subparsers, "audit", HELP, DESCRIPTION)
+    p = command(subparsers, "audit", HELP, DESCRIPTION, run=run)
     p.add_argument("run", type=Path, metavar="RUN", help="a finished run with canaries")
     p.add_argument(
         "--attack",
@@ -47,7 +47,6 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split strategies' splits")
     add_no_verify_option(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

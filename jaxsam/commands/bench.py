@@ -34,7 +34,7 @@ DESCRIPTION = (
 
 
 def add_parser(subparsers) -> None:
-    p = command(subparsers, "bench", HELP, DESCRIPTION)
+    p = command(subparsers, "bench", HELP, DESCRIPTION, run=run)
     p.add_argument(
         "name",
         choices=sorted(BENCHMARKS),
@@ -42,7 +42,6 @@ def add_parser(subparsers) -> None:
         help=f"one of {', '.join(sorted(BENCHMARKS))}",
     )
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for the benchmark")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

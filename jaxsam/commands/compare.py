@@ -14,7 +14,7 @@ logits)."""
 
 
 def add_parser(subparsers) -> None:
-    p = command(subparsers, "compare", HELP, DESCRIPTION)
+    p = command(subparsers, "compare", HELP, DESCRIPTION, run=run)
     p.add_argument(
         "runs", nargs="+", type=Path, metavar="RUN", help="scored run directories to compare"
     )
@@ -31,7 +31,6 @@ def add_parser(subparsers) -> None:
         help="also write the comparison as one self-contained HTML page (tables, ROC embedded)",
     )
     add_no_verify_option(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

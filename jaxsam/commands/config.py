@@ -21,14 +21,13 @@ with --config."""
 
 
 def add_parser(subparsers) -> None:
-    p = command(subparsers, "config", HELP, DESCRIPTION)
+    p = command(subparsers, "config", HELP, DESCRIPTION, run=run)
     add_config_options(p, "JSON config file to start from (default: none)")
     p.add_argument(
         "--keys",
         action="store_true",
         help="print every key with its default and meaning (Markdown) instead",
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from jaxsam import config as config_lib
-from jaxsam.cli_options import command
+from jaxsam.cli_options import add_training_options, command
 from jaxsam.errors import ConfigError, RunExistsError
 
 DEMO_OPTIMIZERS = ("sgd", "sam")
@@ -21,7 +21,7 @@ run on scikit-learn's digits with no download."""
 
 
 def add_parser(subparsers) -> None:
-    p = command(subparsers, "demo", HELP, DESCRIPTION)
+    p = command(subparsers, "demo", HELP, DESCRIPTION, run=run)
     p.add_argument(
         "--out",
         type=Path,
@@ -46,9 +46,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the data split, masks and training")
     p.add_argument("--data-dir", help="tfds data directory")
-    p.add_argument("--overwrite", action="store_true", help="retrain runs that already exist")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=run)
+    add_training_options(p, "retrain runs that already exist")
 
 
 def demo_config(args: argparse.Namespace, optimizer: str) -> config_lib.Config:

@@ -26,7 +26,7 @@ arrays, or the published LiRA code's experiment directories), so that `jaxsam sc
 
 
 def add_parser(subparsers) -> None:
-    p = command(subparsers, "import-logits", HELP, DESCRIPTION)
+    p = command(subparsers, "import-logits", HELP, DESCRIPTION, run=run)
     p.add_argument("--out", type=Path, required=True, metavar="RUN", help="run directory to create")
     p.add_argument("--keep", type=Path, metavar="KEEP.npy", help="bool [M, N] membership masks")
     p.add_argument(
@@ -82,7 +82,6 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="replace the jaxsam run already in --out (never an unrelated directory)",
     )
-    p.set_defaults(func=run)
 
 
 def _check_form(args: argparse.Namespace) -> None:

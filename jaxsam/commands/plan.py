@@ -23,13 +23,12 @@ HELP = "print the memory and time plan of a config without touching an accelerat
 
 
 def add_parser(subparsers) -> None:
-    p = command(subparsers, "plan", HELP, __doc__)
+    p = command(subparsers, "plan", HELP, __doc__, run=run)
     p.add_argument("config_file", nargs="?", type=Path, metavar="CONFIG", help="config file")
     add_config_options(p, "JSON config file (same as CONFIG)", "override a config value")
     p.add_argument("--device-memory", type=float, metavar="GiB", help="memory of one device")
     p.add_argument("--bench-table", type=Path, help="JSON from `jaxsam bench train --json`")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
-    p.set_defaults(func=run)
 
 
 def model_size(model: config_lib.ModelConfig) -> str:

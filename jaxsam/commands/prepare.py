@@ -23,7 +23,7 @@ without TensorFlow. Preparing itself needs TensorFlow (pip install tensorflow-cp
 
 def add_parser(subparsers) -> None:
     """Registers ``prepare`` on an ``argparse`` subparsers object."""
-    p = command(subparsers, "prepare", HELP, DESCRIPTION)
+    p = command(subparsers, "prepare", HELP, DESCRIPTION, run=run)
     p.add_argument("dataset", help="tfds name: cifar10, cifar100, svhn_cropped, fashion_mnist ...")
     p.add_argument(
         "--manual-dir",
@@ -33,7 +33,6 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--download", action="store_true", help="let tfds download when --manual-dir is not given"
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ pool example), RUN/by_class.csv and RUN/plots/."""
 
 
 def add_parser(subparsers) -> None:
-    p = command(subparsers, "score", HELP, DESCRIPTION)
+    p = command(subparsers, "score", HELP, DESCRIPTION, run=run)
     p.add_argument(
         "runs", nargs="+", type=Path, metavar="RUN", help="finished run directories to score"
     )
@@ -49,7 +49,6 @@ def add_parser(subparsers) -> None:
         "on the target's membership), off (leave-one-out); report.json records the rule",
     )
     add_no_verify_option(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

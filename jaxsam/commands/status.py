@@ -12,10 +12,9 @@ HELP = "show what is done in a run directory: waves done / missing, checkpoints"
 
 
 def add_parser(subparsers) -> None:
-    p = command(subparsers, "status", HELP, __doc__)
+    p = command(subparsers, "status", HELP, __doc__, run=run)
     p.add_argument("run_dir", type=Path, metavar="RUN", help="the run directory to inspect")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

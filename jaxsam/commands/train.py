@@ -10,10 +10,13 @@ from jaxsam.cli_options import (
     SET_HELP,
     add_distributed_options,
     add_set_option,
+    add_training_options,
+    add_wave_size_option,
     command,
     initialize_distributed,
     load_config,
 )
+from jaxsam.cli_options import progress as cli_progress
 from jaxsam.errors import ConfigError
 
 HELP = "train M shadow models and write their logits into a run directory"
@@ -23,7 +26,7 @@ config.json a run writes can be passed back as --config to reproduce it."""
 
 
 def add_parser(subparsers) -> None:
-    p = command(subparsers, "train", HELP, DESCRIPTION)
+    p = command(subparsers, "train", HELP, DESCRIPTION, run=run)
     p.add_argument("--config", type=Path, help="JSON config file (e.g. another run's config.json)")
     p.add_argument("--out", type=Path, help="run directory to create")
     p.add_argument(
@@ -33,22 +36,15 @@ def add_parser(subparsers) -> None:
         help="continue the unfinished run RUN from its last complete checkpoint",
     )
     add_set_option(p, SET_HELP)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument(
-        "--wave-size",
-        type=int,
-        metavar="K",
-        help="train the study in waves of K models into the one run directory",
-    )
+    add_training_options(p, "replace an existing run in --out")
+    add_wave_size_option(p)
     add_distributed_options(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from jaxsam.pipeline.study import train_and_export
 
-    progress = False if args.no_progress else None
+    progress = cli_progress(args)
     if args.resume is not None:
         if args.config is not None or args.set:
             raise ConfigError("--resume takes the config stored in the run; drop --config/--set")

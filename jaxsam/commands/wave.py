@@ -21,10 +21,13 @@ from pathlib import Path
 from jaxsam.cli_options import (
     add_config_options,
     add_distributed_options,
+    add_training_options,
+    add_wave_size_option,
     command,
     initialize_distributed,
     load_config,
 )
+from jaxsam.cli_options import progress as cli_progress
 from jaxsam.errors import ConfigError, JaxsamError, command_line
 
 HELP = "train a study bigger than the hardware as waves of models into one run directory"
@@ -32,10 +35,14 @@ HELP = "train a study bigger than the hardware as waves of models into one run d
 
 def add_parser(subparsers) -> None:
     p = command(
-        subparsers, "wave", HELP, __doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        subparsers,
+        "wave",
+        HELP,
+        __doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run=run,
     )
     _fill(p)
-    p.set_defaults(func=run)
 
 
 def _fill(p: argparse.ArgumentParser) -> None:
@@ -66,9 +73,8 @@ def _fill(p: argparse.ArgumentParser) -> None:
     allp = sub.add_parser("run", help="init, train every missing wave, finalize")
     add_config_options(allp)
     allp.add_argument("--out", type=Path, required=True, help="run directory")
-    allp.add_argument("--wave-size", type=int, help="models per wave (default: all at once)")
-    allp.add_argument("--overwrite", action="store_true", help="replace an existing run")
-    allp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_wave_size_option(allp)
+    add_training_options(allp)
     add_distributed_options(allp)
 
 
@@ -95,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxsam.pipeline import waves
     from jaxsam.train import distributed as dist
 
-    progress = False if getattr(args, "no_progress", False) else None
+    progress = cli_progress(args)
     step = args.wave_command
     if step == "init":
         cfg = load_config(args.config, args.set)

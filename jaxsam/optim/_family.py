@@ -8,7 +8,9 @@ base optimizer (with the extra arguments it may need), count the step. A variant
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -63,6 +65,51 @@ class Step(NamedTuple):
 
 
 Rule = Callable[[Step], tuple[PyTree, tuple]]
+
+# The epsilon added to a variant's norms unless it is given one.
+DEFAULT_EPS = 1e-12
+
+# The keywords every SAM variant takes after its own, with their defaults: ``eps`` and the
+# fields of :class:`jaxsam.optim._perturb.Sharding` (documented at :func:`jaxsam.optim.sam`).
+SHARED = (
+    inspect.Parameter(
+        "eps", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_EPS, annotation="float"
+    ),
+    *(
+        inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type
+        )
+        for f in dataclasses.fields(_perturb.Sharding)
+    ),
+)
+
+
+def takes_shared(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Gives a variant ``fn(own parameters, **shared)`` the signature with :data:`SHARED`.
+
+    ``inspect.signature(fn)`` (and so ``help``, and ``optax.inject_hyperparams``, which binds
+    the call to it) then lists the variant's own parameters followed by the keyword-only
+    shared ones with their defaults, one definition for the whole family.
+    """
+    sig = inspect.signature(fn)
+    own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    fn.__signature__ = sig.replace(parameters=[*own, *SHARED])
+    return fn
+
+
+def shared(who: str, keywords: Mapping[str, Any]) -> tuple[float, _perturb.Sharding]:
+    """``(eps, where)`` from a variant's :data:`SHARED` keywords (defaults where not given).
+
+    Raises:
+      TypeError: a keyword that is not one of :data:`SHARED` (as Python says it of a function
+        without ``**kwargs``).
+    """
+    names = {p.name for p in SHARED}
+    unknown = sorted(set(keywords) - names)
+    if unknown:
+        raise TypeError(f"{who}() got an unexpected keyword argument {unknown[0]!r}")
+    layout = {key: value for key, value in keywords.items() if key != "eps"}
+    return keywords.get("eps", DEFAULT_EPS), _perturb.Sharding(**layout)
 
 
 def build(

@@ -26,16 +26,12 @@ def _gsam_rule(alpha: float | jax.Array) -> _family.Rule:
     return rule
 
 
+@_family.takes_shared
 def gsam(
     base_optimizer: optax.GradientTransformation,
     rho: float | optax.Schedule = 0.05,
     alpha: float = 0.1,
-    *,
-    eps: float = 1e-12,
-    stacked: bool = False,
-    axis_name: str | None = None,
-    sync_perturbation: bool = True,
-    param_axis_name: str | None = None,
+    **shared: Any,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Surrogate-gap guided SAM: one ``update`` call is one whole GSAM step.
 
@@ -56,7 +52,8 @@ def gsam(
       base_optimizer: optimizer that consumes the GSAM gradient.
       rho: ascent radius, or a schedule of the step count.
       alpha: weight >= 0 of the gap-ascent term (paper: 0.01 to 0.3 depending on the task).
-      eps, stacked, axis_name, sync_perturbation, param_axis_name: as in :func:`jaxsam.optim.sam`.
+      **shared: ``eps``, ``stacked``, ``axis_name``, ``sync_perturbation`` and
+        ``param_axis_name``, as in :func:`jaxsam.optim.sam` (same defaults).
         The decomposition always uses the global (``pmean``-ed) clean gradient.
 
     Returns:
@@ -69,6 +66,6 @@ def gsam(
       Zhuang et al., Surrogate Gap Minimization Improves Sharpness-Aware Training, ICLR 2022.
       The decomposition follows big_vision's ``gsam_gradient``.
     """
-    where = _perturb.Sharding(stacked, axis_name, sync_perturbation, param_axis_name)
+    eps, where = _family.shared("gsam", shared)
     _perturb.check_nonnegative(alpha, "alpha", "gsam")
     return _family.build("gsam", base_optimizer, rho, eps=eps, where=where, rule=_gsam_rule(alpha))

@@ -67,6 +67,7 @@ def _looksam_rule(k: int | jax.Array, alpha: float | jax.Array, tol: float | Non
     return rule
 
 
+@_family.takes_shared
 def looksam(
     base_optimizer: optax.GradientTransformation,
     rho: float | optax.Schedule = 0.05,
@@ -74,11 +75,7 @@ def looksam(
     alpha: float = 0.7,
     *,
     tol: float | None = None,
-    eps: float = 1e-12,
-    stacked: bool = False,
-    axis_name: str | None = None,
-    sync_perturbation: bool = True,
-    param_axis_name: str | None = None,
+    **shared: Any,
 ) -> optax.GradientTransformationExtraArgs:
     r"""LookSAM: one ``update`` call is one step; ``grad_fn`` runs on every k-th step only.
 
@@ -117,7 +114,8 @@ def looksam(
       tol: relative size below which a new :math:`g_v` counts as rounding noise and is stored
         as zero; None (default) is 100 x the machine epsilon of the gradients' dtype (1.2e-5
         in float32; docs/sam.md has the measurement). 0 keeps every nonzero :math:`g_v`.
-      eps, stacked, axis_name, sync_perturbation, param_axis_name: as in :func:`jaxsam.optim.sam`.
+      **shared: ``eps``, ``stacked``, ``axis_name``, ``sync_perturbation`` and
+        ``param_axis_name``, as in :func:`jaxsam.optim.sam` (same defaults).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with :class:`LookSAMState`.
@@ -132,7 +130,7 @@ def looksam(
         raise ValueError(f"looksam: k must be an integer >= 1, got {k}; k=1 is plain SAM.")
     _perturb.check_nonnegative(alpha, "alpha", "looksam")
     _perturb.check_nonnegative(tol, "tol", "looksam")
-    where = _perturb.Sharding(stacked, axis_name, sync_perturbation, param_axis_name)
+    eps, where = _family.shared("looksam", shared)
     return _family.build(
         "looksam",
         base_optimizer,

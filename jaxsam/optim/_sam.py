@@ -6,7 +6,7 @@ from typing import Any
 
 import optax
 
-from jaxsam.optim import _family, _perturb
+from jaxsam.optim import _family
 
 PyTree = Any
 
@@ -16,15 +16,11 @@ def _sam_rule(step: _family.Step) -> tuple[PyTree, tuple]:
     return step.perturbed(), ()
 
 
+@_family.takes_shared
 def sam(
     base_optimizer: optax.GradientTransformation,
     rho: float | optax.Schedule = 0.05,
-    *,
-    eps: float = 1e-12,
-    stacked: bool = False,
-    axis_name: str | None = None,
-    sync_perturbation: bool = True,
-    param_axis_name: str | None = None,
+    **shared: Any,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Sharpness-Aware Minimization: one ``update`` call is one whole SAM step.
 
@@ -42,18 +38,20 @@ def sam(
         decay belongs here, so that it is not part of the ascent direction).
       rho: ascent radius >= 0, or an optax schedule of the step count. ``rho=0`` gives exactly
         the base optimizer fed with ``grad_fn(params)``.
-      eps: >= 0, added to the gradient norm; a zero gradient gives a zero perturbation, not
-        NaN, for every eps (also 0).
-      stacked: parameters are an explicit ensemble with a leading model axis [M, ...] that is
-        not vmapped; norms are per model. ``grad_fn`` must then map stacked params to stacked
-        grads. Equal to ``stacked=False`` under ``jax.vmap``.
-      axis_name: data-parallel axis name under ``shard_map``/``pmap`` (batch split, params
-        replicated). The gradient at the perturbed point is ``pmean``-ed over it.
-      sync_perturbation: with ``axis_name``: True perturbs every device with the global mean
-        gradient (the single-device step on the whole batch); False perturbs each device with
-        its own gradient (m-sharpness, as google-research/sam).
-      param_axis_name: axis over which each parameter leaf is split; squared norms are
-        ``psum``-ed over it so that the norm is that of the whole model.
+      **shared: the keyword-only arguments the whole family (``asam``, ``gsam``, ``looksam``)
+        shares; the signature lists them with their defaults:
+      eps: >= 0 (default 1e-12), added to the gradient norm; a zero gradient gives a zero
+        perturbation, not NaN, for every eps (also 0).
+      stacked: (default False) parameters are an explicit ensemble with a leading model axis
+        [M, ...] that is not vmapped; norms are per model. ``grad_fn`` must then map stacked
+        params to stacked grads. Equal to ``stacked=False`` under ``jax.vmap``.
+      axis_name: (default None) data-parallel axis name under ``shard_map``/``pmap`` (batch
+        split, params replicated). The gradient at the perturbed point is ``pmean``-ed over it.
+      sync_perturbation: (default True) with ``axis_name``: True perturbs every device with the
+        global mean gradient (the single-device step on the whole batch); False perturbs each
+        device with its own gradient (m-sharpness, as google-research/sam).
+      param_axis_name: (default None) axis over which each parameter leaf is split; squared
+        norms are ``psum``-ed over it so that the norm is that of the whole model.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update(grads, state, params, *,
@@ -63,6 +61,7 @@ def sam(
 
     Raises:
       ValueError: a negative ``rho`` or ``eps`` (a number or an array).
+      TypeError: a keyword that is none of the above.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -77,20 +76,16 @@ def sam(
       Foret et al., Sharpness-Aware Minimization for Efficiently Improving Generalization,
       ICLR 2021.
     """
-    where = _perturb.Sharding(stacked, axis_name, sync_perturbation, param_axis_name)
+    eps, where = _family.shared("sam", shared)
     return _family.build("sam", base_optimizer, rho, eps=eps, where=where, rule=_sam_rule)
 
 
+@_family.takes_shared
 def asam(
     base_optimizer: optax.GradientTransformation,
     rho: float | optax.Schedule = 0.5,
     eta: float = 0.01,
-    *,
-    eps: float = 1e-12,
-    stacked: bool = False,
-    axis_name: str | None = None,
-    sync_perturbation: bool = True,
-    param_axis_name: str | None = None,
+    **shared: Any,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adaptive SAM: the ascent step in the scale-invariant metric :math:`T_w = |w| + \eta`.
 
@@ -107,7 +102,8 @@ def asam(
       rho: ascent radius (ASAM's radii are larger than SAM's; 0.5 on CIFAR-10 in the paper),
         or a schedule.
       eta: offset >= 0 that keeps zero weights movable (paper: 0.01).
-      eps, stacked, axis_name, sync_perturbation, param_axis_name: as in :func:`sam`.
+      **shared: ``eps``, ``stacked``, ``axis_name``, ``sync_perturbation`` and
+        ``param_axis_name``, as in :func:`sam` (same defaults).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; see :func:`sam` for ``update``.
@@ -116,5 +112,5 @@ def asam(
       Kwon et al., ASAM: Adaptive Sharpness-Aware Minimization for Scale-Invariant Learning of
       Deep Neural Networks, ICML 2021.
     """
-    where = _perturb.Sharding(stacked, axis_name, sync_perturbation, param_axis_name)
+    eps, where = _family.shared("asam", shared)
     return _family.build("asam", base_optimizer, rho, eps=eps, where=where, rule=_sam_rule, eta=eta)

@@ -299,13 +299,11 @@ def check_base_args(
     prefix: str = "",
     error: type[Exception] = ValueError,
 ) -> None:
-    """Check ``args`` against the signature of base optimizer ``name``'s factory.
+    """:func:`check_args` for a base optimizer: ``args`` against ``name``'s factory signature.
 
-    Args:
-      name: a base name (:data:`BASES`, or an optax optimizer factory).
-      args: keyword -> value, e.g. a config's ``optim.base_args``.
-      prefix: put before each keyword in messages (``"optim.base_args."`` for a config).
-      error: the exception type to raise (the config layer passes its ``ConfigError``).
+    ``name`` is a base name (:data:`BASES`, or an optax optimizer factory), ``args`` e.g. a
+    config's ``optim.base_args`` (``prefix`` ``"optim.base_args."``); ``prefix`` and ``error`` as
+    in :func:`check_args`.
 
     Raises:
       error: an unknown base; a keyword the factory does not take, or that the config sets

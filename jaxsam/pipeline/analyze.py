@@ -9,10 +9,10 @@ them), computes :func:`jaxsam.analysis.analyze_run_arrays` per run and writes
 
 Subgroups (typical / atypical) are defined once, from the memorization averaged over all runs
 that share the same pool, so that SAM and SGD are compared on the same examples; by rank, ties
-broken by a seeded order (:func:`jaxsam.analysis.split_by_memorization`). Per-subgroup
+broken by a seeded order (:func:`jaxsam.subgroups.split_by_memorization`). Per-subgroup
 attack TPR is reported when a run carries ``[M, N]`` attack scores (a ``.scores`` array, or a
 dict of them where ``lira_online`` is preferred); else it is null. It is read two ways
-(:func:`jaxsam.analysis.subgroup_tpr_at_fpr`): with the threshold set inside the subgroup, and
+(:func:`jaxsam.subgroups.subgroup_tpr_at_fpr`): with the threshold set inside the subgroup, and
 at the pooled threshold next to the FPR measured inside the subgroup.
 """
 
@@ -96,7 +96,7 @@ def analyze_runs(
         dropped from every statistic).
       out_dir: output directory (created).
       typical_quantile, atypical_quantile, ties, tie_seed: the subgroups
-        (:func:`jaxsam.analysis.split_by_memorization`).
+        (:func:`jaxsam.subgroups.split_by_memorization`).
       min_influence: see :func:`jaxsam.analysis.influence_entropy`.
 
     Returns:

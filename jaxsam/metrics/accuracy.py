@@ -1,0 +1,69 @@
+"""Accuracy of the shadow models, from their saved logits.
+
+Every accuracy jaxsam reports (``metrics.json``, ``report.json``, ``analysis.json``) is built
+from :func:`correct_predictions` (arg-max of the identity view, query 0) and averaged by
+:func:`accuracy_per_model` or :func:`pooled_accuracy`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from jaxsam.errors import DataError
+
+# The query view every accuracy (and memorization) is measured on: the identity view.
+ACCURACY_QUERY = 0
+
+
+def correct_predictions(
+    logits: Any, labels: Any, *, query: int | None = ACCURACY_QUERY
+) -> np.ndarray:
+    """Per-model correctness from saved logits, one model at a time (bounded host memory).
+
+    Args:
+      logits: float ``[M, N, A, C]`` (A query views, C classes); may be memory-mapped.
+      labels: int ``[N]``.
+      query: the view to classify from (default: the identity view); None averages the logits
+        over the A views first.
+
+    Returns:
+      bool ``[M, N]``: the arg-max prediction equals the label.
+    """
+    labels = np.asarray(labels)
+    if np.ndim(logits) != 4 or labels.shape != (np.shape(logits)[1],):
+        raise DataError(
+            f"logits {np.shape(logits)} and labels {labels.shape} must be [M, N, A, C] and [N]; "
+            "pass the run's logits and labels."
+        )
+    out = np.empty(np.shape(logits)[:2], bool)
+    for m in range(out.shape[0]):
+        z = np.asarray(logits[m], np.float32)
+        z = z.mean(axis=1) if query is None else z[:, query]
+        out[m] = z.argmax(-1) == labels
+    return out
+
+
+def accuracy_per_model(correct: Any, where: Any = None) -> np.ndarray:
+    """Accuracy of each model over the points ``where`` selects (all points by default).
+
+    Args:
+      correct: bool ``[M, K]`` from :func:`correct_predictions`.
+      where: optional bool ``[M, K]``: e.g. ``keep`` (train accuracy) or ``~keep`` (OUT, pool
+        non-member accuracy).
+
+    Returns:
+      float64 ``[M]`` fractions; NaN for a model with no selected point.
+    """
+    correct = np.asarray(correct, bool)
+    where = np.ones_like(correct) if where is None else np.asarray(where, bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (correct & where).sum(1) / where.sum(1)
+
+
+def pooled_accuracy(correct: Any, where: Any = None) -> float | None:
+    """Accuracy over all (model, point) entries ``where`` selects, pooled; None if none is."""
+    correct = np.asarray(correct, bool)
+    picked = correct if where is None else correct[np.asarray(where, bool)]
+    return float(picked.mean()) if picked.size else None
