@@ -120,6 +120,21 @@ def test_stats_tree_matches_float64():
         np.testing.assert_allclose(ss[s], want_ss, rtol=1e-10, atol=1e-9)
 
 
+def test_set_stats_of_a_pair_match_the_general_sweep():
+    rng = np.random.default_rng(8)
+    keep = rng.random((11, 90)) < 0.5
+    keep[:, 3] = True  # an example whose OUT set is empty
+    x = (rng.normal(size=(11, 90, 5)) * 2 + 30).astype(np.float32)
+    pair = np.stack([keep, ~keep])
+    count = pair.sum(axis=1).astype(np.float64)
+    got = _kernels.set_stats(x, pair, count)  # the complement sweep
+    three = np.concatenate([pair, keep[None]])  # three sets: the general sweep
+    want = _kernels.set_stats(x, three, three.sum(axis=1).astype(np.float64))
+    np.testing.assert_allclose(got[0], want[0][:2], rtol=1e-13, atol=1e-12)
+    np.testing.assert_allclose(got[1], want[1][:2], rtol=1e-10, atol=1e-9)
+    assert (got[0][1, 3] == 0).all() and (got[1][1, 3] == 0).all()
+
+
 def test_variance_sums_brute_force():
     rng = np.random.default_rng(4)
     m, n, a = 9, 70, 4
@@ -129,7 +144,7 @@ def test_variance_sums_brute_force():
     x = rng.normal(size=(m, n, a)).astype(np.float32)
     _, mean, ss = stream.stats_tree(x, keep[None])
     count = keep.sum(axis=0).astype(np.float64)
-    got = _kernels.variance_sums(x, mean[0], ss[0], count, keep)
+    got = _kernels.variance_sums(x, mean, ss, count[None], keep[None])[0]
     want = np.zeros((m, a))
     for t in range(m):
         for e in range(n):

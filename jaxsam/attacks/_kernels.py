@@ -56,21 +56,23 @@ def _run(fn, n: int, chunk: int = CHUNK) -> list:
 
 
 if numba is not None:
+    # Inner loops index arrays from 0 up to a length (slices first): an index that numba cannot
+    # prove non-negative gets a wrap-around test per access, which keeps LLVM from vectorising.
 
     @njit(nogil=True, cache=True)
-    def _spread(flags, n0, n1, a_all, out):
-        """out[(n - n0) * A + a] = flags[n] (1.0 or 0.0) for n in n0..n1."""
-        for n in range(n1 - n0):
-            v = 1.0 if flags[n0 + n] else 0.0
-            b = n * a_all
+    def _spread(flags, a_all, out):
+        """out[n * A + a] = flags[n] (1.0 or 0.0) for every n of ``flags``."""
+        for n in range(flags.size):
+            v = 1.0 if flags[n] else 0.0
+            o = out[n * a_all : (n + 1) * a_all]
             for a in range(a_all):
-                out[b + a] = v
+                o[a] = v
 
     @njit(nogil=True, cache=True)
-    def _top_exponent(bits, lo, hi):
-        """The largest exponent field (bits & 0x7F800000) of float32 values lo..hi."""
+    def _top_exponent(bits):
+        """The largest exponent field (bits & 0x7F800000) of float32 values (as uint32)."""
         acc = np.uint32(0)
-        for i in range(lo, hi):
+        for i in range(bits.size):
             acc = max(acc, bits[i] & np.uint32(0x7F800000))
         return acc
 
@@ -202,20 +204,21 @@ if numba is not None:
                 for i in range(size):
                     y[i] = xr[i]
                 for s in range(s_all):
-                    _spread(masks[s, m], t0, t1, a_all, w)
+                    _spread(masks[s, m, t0:t1], a_all, w)
                     acc = s1[s]
                     for i in range(size):
                         acc[i] += w[i] * y[i]
             for s in range(s_all):
-                for n in range(t1 - t0):
-                    c = count[s, t0 + n]
-                    inv = 1.0 / c if c > 0 else 0.0
-                    for a in range(n * a_all, (n + 1) * a_all):
-                        s1[s, a] *= inv
+                cs = count[s, t0:t1]
+                for n in range(cs.size):
+                    inv = 1.0 / cs[n] if cs[n] > 0 else 0.0
+                    mu = s1[s, n * a_all : (n + 1) * a_all]
+                    for a in range(a_all):
+                        mu[a] *= inv
             for m in range(m_all):
                 xr = xf[m, base : base + size]
                 for s in range(s_all):
-                    _spread(masks[s, m], t0, t1, a_all, w)
+                    _spread(masks[s, m, t0:t1], a_all, w)
                     mu = s1[s]
                     acc = s2[s]
                     for i in range(size):
@@ -226,40 +229,100 @@ if numba is not None:
                 ss[s, base : base + size] = s2[s, :size]
 
     @njit(nogil=True, cache=True)
-    def _variance_chunk(x, mean, ss, count, inside, n0, n1, tile):
-        """sum_n SS' [M, A] over examples n0..n1 of one set (every target's candidate): SS
-        where the target has shadows, less c / (c - 1) d^2 where it is in the set."""
+    def _pair_chunk(x, member, count, n0, n1, tile, mean, ss):
+        """:func:`_stats_chunk` of a set and its complement (rows 0 and 1 of mean and SS):
+        the sums of all models and of the set, one weight spread per model and sweep."""
         m_all, n_all, a_all = x.shape
         xf = x.reshape(m_all, n_all * a_all)
         lt = tile * a_all
-        out = np.zeros((m_all, a_all))
-        acc = np.empty(lt)
-        has = np.empty(lt)
-        wd = np.empty(lt)
+        tot = np.empty(lt)
+        s_in = np.empty(lt)
+        w = np.empty(lt)
+        for t0 in range(n0, n1, tile):
+            t1 = min(n1, t0 + tile)
+            size = (t1 - t0) * a_all
+            base = t0 * a_all
+            tot[:] = 0.0
+            s_in[:] = 0.0
+            for m in range(m_all):
+                xr = xf[m, base : base + size]
+                _spread(member[m, t0:t1], a_all, w)
+                for i in range(size):
+                    v = np.float64(xr[i])
+                    tot[i] += v
+                    s_in[i] += w[i] * v
+            mu_in = mean[0, base : base + size]
+            mu_out = mean[1, base : base + size]
+            for n in range(t1 - t0):
+                c_in, c_out = count[0, t0 + n], count[1, t0 + n]
+                i_in = 1.0 / c_in if c_in > 0 else 0.0
+                i_out = 1.0 / c_out if c_out > 0 else 0.0
+                b = n * a_all
+                mi = mu_in[b : b + a_all]
+                mo = mu_out[b : b + a_all]
+                ti = tot[b : b + a_all]
+                si = s_in[b : b + a_all]
+                for a in range(a_all):
+                    mi[a] = si[a] * i_in
+                    mo[a] = (ti[a] - si[a]) * i_out
+            tot[:] = 0.0
+            s_in[:] = 0.0
+            for m in range(m_all):
+                xr = xf[m, base : base + size]
+                _spread(member[m, t0:t1], a_all, w)
+                for i in range(size):  # d from the mean of the set the model is in
+                    d = xr[i] - (mu_out[i] + w[i] * (mu_in[i] - mu_out[i]))
+                    wd2 = w[i] * (d * d)
+                    s_in[i] += wd2
+                    tot[i] += d * d - wd2  # the complement's, summed apart: no cancellation
+            ss[0, base : base + size] = s_in[:size]
+            ss[1, base : base + size] = tot[:size]
+
+    @njit(nogil=True, cache=True)
+    def _variance_chunk(x, mean, ss, count, inside, n0, n1, tile):
+        """sum_n SS' [F, M, A] over examples n0..n1 of F sets (each target's candidate in
+        each): SS where the target has shadows, less c / (c - 1) d^2 where it is in the set."""
+        m_all, n_all, a_all = x.shape
+        f_all = mean.shape[0]
+        xf = x.reshape(m_all, n_all * a_all)
+        lt = tile * a_all
+        out = np.zeros((f_all, m_all, a_all))
+        acc = np.empty((f_all, lt))
+        has = np.empty((f_all, lt))
+        wd = np.empty((f_all, lt))
         for m in range(m_all):
             acc[:] = 0.0
-            ins = inside[m]
             for t0 in range(n0, n1, tile):
                 t1 = min(n1, t0 + tile)
                 size = (t1 - t0) * a_all
                 base = t0 * a_all
-                for n in range(t1 - t0):
-                    c = count[t0 + n]
-                    r = ins[t0 + n]
-                    h = 1.0 if c - r > 0 else 0.0
-                    wt = c / (c - 1.0) if (r and c > 1) else 0.0
-                    b = n * a_all
-                    for a in range(a_all):
-                        has[b + a] = h
-                        wd[b + a] = wt
                 xr = xf[m, base : base + size]
-                mr = mean[base : base + size]
-                sr = ss[base : base + size]
-                for i in range(size):
-                    d = xr[i] - mr[i]
-                    acc[i] += has[i] * sr[i] - wd[i] * (d * d)
-            for i in range(lt):
-                out[m, i % a_all] += acc[i]
+                for f in range(f_all):
+                    cs = count[f, t0:t1]
+                    ins = inside[f, m, t0:t1]
+                    for n in range(cs.size):
+                        c = cs[n]
+                        r = ins[n]
+                        h = 1.0 if c - r > 0 else 0.0
+                        wt = c / (c - 1.0) if (r and c > 1) else 0.0
+                        hf = has[f, n * a_all : (n + 1) * a_all]
+                        wf = wd[f, n * a_all : (n + 1) * a_all]
+                        for a in range(a_all):
+                            hf[a] = h
+                            wf[a] = wt
+                    mr = mean[f, base : base + size]
+                    sr = ss[f, base : base + size]
+                    af, hf, wf = acc[f], has[f], wd[f]
+                    for i in range(size):
+                        d = xr[i] - mr[i]
+                        af[i] += hf[i] * sr[i] - wf[i] * (d * d)
+            for f in range(f_all):
+                af = acc[f]
+                o = out[f, m]
+                for n in range(tile):
+                    part = af[n * a_all : (n + 1) * a_all]
+                    for a in range(a_all):
+                        o[a] += part[a]
         return out
 
     @njit(nogil=True, cache=True)
@@ -315,7 +378,7 @@ def all_finite(x: np.ndarray) -> bool:
     """True when every value of the float32 array ``x`` is finite (one pass: no value has
     the all-ones exponent of NaN and infinity)."""
     bits = np.ascontiguousarray(x, np.float32).reshape(-1).view(np.uint32)
-    tops = _run(lambda lo, hi: _top_exponent(bits, lo, hi), bits.size, 1 << 22)
+    tops = _run(lambda lo, hi: _top_exponent(bits[lo:hi]), bits.size, 1 << 22)
     return all(int(t) != 0x7F800000 for t in tops)
 
 
@@ -362,20 +425,29 @@ def set_stats(signal: np.ndarray, masks: np.ndarray, count: np.ndarray):
     s = masks.shape[0]
     mean = np.empty((s, n * a))
     ss = np.empty((s, n * a))
-    _run(lambda n0, n1: _stats_chunk(signal, masks, count, n0, n1, TILE, mean, ss), n)
+    if s == 2 and (count.sum(axis=0) == m).all() and not (masks[0] & masks[1]).any():
+        # a set and its complement (LiRA's IN and OUT groups): one weighted sum per sweep
+        _run(lambda n0, n1: _pair_chunk(signal, masks[0], count, n0, n1, TILE, mean, ss), n)
+    else:
+        _run(lambda n0, n1: _stats_chunk(signal, masks, count, n0, n1, TILE, mean, ss), n)
     return mean.reshape(s, n, a), ss.reshape(s, n, a)
 
 
 def variance_sums(signal, mean, ss, count, inside) -> np.ndarray:
-    """Every target's ``sum_n SS'`` float64 [M, A] in one set (one read pass).
+    """Every target's ``sum_n SS'`` float64 [F, M, A] in F sets (one read pass for all).
+
+    ``SS'`` is the set's SS with the target's own value removed where it is in the set
+    (``SS - c / (c - 1) d^2``, d its value less the set's mean); examples where the target
+    has no shadow (c - inside = 0) add nothing.
 
     Args:
-      signal: float32 [M, N, A]; mean, ss: float64 [N, A] of the set; count float64 [N];
-      inside: bool [M, N], the target is in the set (its value is removed: ``SS' = SS - c /
-        (c - 1) d^2``); examples where the target has no shadow (c - inside = 0) add nothing.
+      signal: float32 [M, N, A]; mean, ss: float64 [F, N, A] of the sets; count float64
+        [F, N]; inside: bool [F, M, N], the target is in the set.
     """
-    n = signal.shape[1]
-    mf, sf = mean.reshape(-1), ss.reshape(-1)
+    f, n = mean.shape[0], signal.shape[1]
+    mf, sf = mean.reshape(f, -1), ss.reshape(f, -1)
+    inside = np.ascontiguousarray(inside, np.bool_)
+    count = np.ascontiguousarray(count, np.float64)
 
     def one(n0, n1):
         return _variance_chunk(signal, mf, sf, count, inside, n0, n1, TILE)

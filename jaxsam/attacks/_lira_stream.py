@@ -423,8 +423,8 @@ def score_kernels(signal: np.ndarray, masks: np.ndarray, families, opts: LiraOpt
 
     The distinct candidate sets' statistics (:func:`stats_tree`: one read pass for the sets
     that are no other set less one model, down-dates for the rest) and every target's
-    pooled-variance sums (:func:`jaxsam.attacks._kernels.variance_sums`, one read pass per
-    group), both in float64 with the signal read as float32; then the tiled XLA score pass
+    pooled-variance sums (:func:`jaxsam.attacks._kernels.variance_sums`, one read pass for
+    all groups), both in float64 with the signal read as float32; then the tiled XLA score pass
     (:func:`_score_tile`), whose float32 elementwise code XLA vectorises well.
 
     Args:
@@ -436,12 +436,11 @@ def score_kernels(signal: np.ndarray, masks: np.ndarray, families, opts: LiraOpt
     sizes = _sizes(families, groups)
     signal = np.ascontiguousarray(signal, np.float32)
     count, mean, ss = stats_tree(signal, masks)
-    acc = []
-    for g in groups:
-        sets, idx = families[g][1] or families[g][0]
-        j = int(idx[0])
-        acc.append(_kernels.variance_sums(signal, mean[j], ss[j], count[j], sets.inside))
-    variances, const = _variances(np.stack(acc), sizes, groups, opts)
+    var = [families[g][1] or families[g][0] for g in groups]
+    js = [int(idx[0]) for _, idx in var]
+    insides = np.stack([sets.inside for sets, _ in var])
+    acc = _kernels.variance_sums(signal, mean[js], ss[js], count[js], insides)
+    variances, const = _variances(acc, sizes, groups, opts)
     rows, step = _tiles.tile_shape(m, n, a, opts.chunk_size)
     hi = mean.astype(np.float32)
     st = {
