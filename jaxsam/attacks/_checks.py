@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxsam.attacks import _kernels
 from jaxsam.errors import ConfigError, DataError
 
 
@@ -52,7 +53,8 @@ def check_signal(signal: Any, keep: Any) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"signal must be [M, N, A], got shape {signal.shape}; add a query axis")
     keep = check_keep(keep, signal.shape[0], signal.shape[1])
     signal = signal.astype(np.float32, copy=False)
-    if not np.isfinite(signal).all():
+    finite = _kernels.all_finite(signal) if _kernels.available() else np.isfinite(signal).all()
+    if not finite:
         raise DataError("signal has NaN or infinite values; check the logits for diverged models")
     return signal, keep
 

@@ -371,12 +371,14 @@ def _lira_impl(signal, keep, opts: LiraOptions, rule):
     # Location families (cut) and, for a global variance, leave-one-out families per group.
     families = {("loc", g): sets[g] for g in groups} | {("var", g): v for g, v in var_sets.items()}
     masks, ids = _dedupe([f.masks for f in families.values()])
-    every = all_set_stats(signal, masks, dtype)
     if _stream.supported(opts):
         cands = dict(zip(families, ids, strict=True))
         var = {g: (var_sets[g], cands["var", g]) for g in var_sets}
         fams = {g: ((sets[g], cands["loc", g]), var.get(g)) for g in groups}
-        return _stream.score(signal, every, fams, opts, dtype)
+        if _stream.kernel_supported(opts, fams):
+            return _stream.score_kernels(signal, masks, fams, opts)
+        return _stream.score(signal, all_set_stats(signal, masks, dtype), fams, opts, dtype)
+    every = all_set_stats(signal, masks, dtype)
     stats, picks = {}, {}  # per family: its candidates' statistics; (pick, inside) [M, N]
     for (key, f), idx in zip(families.items(), ids, strict=True):
         stats[key] = tuple(x[jnp.asarray(idx)] for x in every)

@@ -27,6 +27,8 @@ import dataclasses
 
 import numpy as np
 
+from jaxsam.attacks import _kernels
+
 
 @dataclasses.dataclass(frozen=True)
 class ShadowSets:
@@ -70,6 +72,12 @@ def cut_to_smallest(member: np.ndarray) -> ShadowSets:
     model order), ``t_m = min_n |group_n \\ {m}|``. With exact k-of-M masks ``t_m`` is k - 1 for
     the IN group and M - k - 1 for the OUT group, for every target.
     """
+    if _kernels.available():
+        masks, pick, inside, sizes = _kernels.cut_sets(member)
+        out = ShadowSets(masks, pick, inside)
+        sizes.flags.writeable = False
+        out._sizes.append(sizes)
+        return out
     shadows = member.sum(axis=0)[None, :] - member  # [M, N]: group size without the target
     return _prefixes(member, shadows.min(axis=1, keepdims=True))
 

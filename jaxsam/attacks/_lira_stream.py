@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxsam.attacks import _tiles
+from jaxsam.attacks import _kernels, _tiles
 from jaxsam.attacks._lira_groups import ShadowSets
 from jaxsam.attacks._lira_options import LiraOptions
 
@@ -288,21 +288,38 @@ def score(signal, every, families, opts: LiraOptions, dtype) -> np.ndarray:
     insides = [families[g][1 if families[g][1] else 0][0].inside for g in groups]
     disjoint = len(insides) == 2 and not (insides[0] & insides[1]).any()
     acc = _variance_sums(signal, full, rows, step, vfams, gfams, st, dtype, disjoint)
-    per_target, const = {}, np.zeros(m, np.float64)
+    variances, const = _variances(acc, sizes, groups, opts)
+    per_target = {}
     for k, g in enumerate(groups):
-        total = np.maximum(sizes[g][1].sum(axis=1), 1)[:, None]  # [M, 1]
-        v = np.maximum(np.maximum(acc[k], 0.0) / total, opts.var_floor)  # [M, A]
+        v = variances[k]
         entry = {"iv": jnp.asarray(1.0 / v, jnp.float32), "isd": jnp.asarray(v**-0.5, jnp.float32)}
         if fallback:
             shadows = np.maximum(sizes[g][0].sum(axis=1), 1)[:, None]
             entry["gmean"] = jnp.asarray(acc[len(vfams) + k] / shadows, jnp.float32)
         per_target[g] = entry
+    per_target["const"] = jnp.asarray(const, jnp.float32)
+    return _score_pass(signal, full, rows, step, loc, st, per_target, opts, fallback)
+
+
+def _variances(acc, sizes, groups, opts: LiraOptions):
+    """Each group's variance float64 [G, M, A] from its ``sum_n SS'`` (``acc[k]``), and the
+    scores' per-target constant [M] (the log-variance terms, averaged over queries)."""
+    out, const = [], np.zeros(acc.shape[1], np.float64)
+    for k, g in enumerate(groups):
+        total = np.maximum(sizes[g][1].sum(axis=1), 1)[:, None]  # [M, 1]
+        v = np.maximum(np.maximum(acc[k], 0.0) / total, opts.var_floor)  # [M, A]
+        out.append(v)
         lv = np.log(v).mean(axis=1)
         if opts.online:
             const += -0.5 * lv if g == "in" else 0.5 * lv
         elif opts.offline_test == "density":
             const += 0.5 * (_LOG_2PI + lv)
-    per_target["const"] = jnp.asarray(const, jnp.float32)
+    return np.stack(out), const
+
+
+def _score_pass(signal, full, rows, step, loc, st, per_target, opts, fallback) -> np.ndarray:
+    """The scores float32 [M, N], one tiled XLA pass (see :func:`_score_tile`)."""
+    m, n = signal.shape[:2]
     out = np.empty((m, n), np.float32)
 
     def one(t):
@@ -327,3 +344,119 @@ def score(signal, every, families, opts: LiraOptions, dtype) -> np.ndarray:
 def _write(out, t, res, rows, step):
     (r0, s0), (rs, ss) = t.start, t.skip
     out[r0 + rs : r0 + rows, s0 + ss : s0 + step] = np.asarray(res)[rs:, ss:]
+
+
+def _sizes(families, groups):
+    return {
+        g: (families[g][0][0].sizes(), (families[g][1] or families[g][0])[0].sizes())
+        for g in groups
+    }
+
+
+def _children(masks: np.ndarray, count: np.ndarray) -> list:
+    """For each set, ``(parent, model [N], r [N])`` where it is another set less one model at
+    some examples (``r``: 1 where that ``model`` is removed), else None. Parents are strictly
+    larger, so no set is its own ancestor."""
+    out: list = []
+    for a in range(masks.shape[0]):
+        found = None
+        for b in range(masks.shape[0]):
+            extra = count[b] - count[a]
+            if b == a or extra.min() < 0 or extra.max() != 1:
+                continue
+            if (masks[a] & ~masks[b]).any():
+                continue
+            more = masks[b] & ~masks[a]  # [M, N]: at most one model per example
+            found = (b, more.argmax(axis=0), extra.astype(np.float64))
+            break
+        out.append(found)
+    return out
+
+
+def stats_tree(signal: np.ndarray, masks: np.ndarray):
+    """count float64 [S, N], mean and SS float64 [S, N, A] of S sets of models.
+
+    The sets that are no other set less one model are summed by the compiled kernel (one
+    read pass); each other set is an exact float64 down-date of its parent (its parent's
+    statistics with one model's value removed at some examples: an [N, A] computation).
+    """
+    counts = masks.sum(axis=1, dtype=np.int32)
+    kids = _children(masks, counts)
+    roots = [i for i, k in enumerate(kids) if k is None]
+    count = counts.astype(np.float64)
+    mean = np.empty((masks.shape[0], *signal.shape[1:]))
+    ss = np.empty_like(mean)
+    mean[roots], ss[roots] = _kernels.set_stats(signal, masks[roots], count[roots])
+    done = set(roots)
+    cols = np.arange(signal.shape[1])
+    while len(done) < len(kids):
+        for a, kid in enumerate(kids):
+            if a in done or kid[0] not in done:
+                continue
+            b, model, r = kid
+            c1 = count[a][:, None]
+            d = signal[model, cols].astype(np.float64) - mean[b]  # [N, A]
+            rr = r[:, None]
+            safe = np.maximum(c1, 1.0)
+            mean[a] = np.where(c1 > 0, mean[b] - rr * d / safe, 0.0)
+            ss1 = ss[b] - rr * d * d * (count[b][:, None] / safe)
+            ss[a] = np.where(c1 > 0, np.maximum(ss1, 0.0), 0.0)
+            done.add(a)
+    return count, mean, ss
+
+
+def kernel_supported(opts: LiraOptions, families) -> bool:
+    """True where :func:`score_kernels` computes these scores: :func:`supported` options in
+    float64, compiled kernels available (:mod:`jaxsam.attacks._kernels`), one candidate per
+    variance family, and every target has a shadow in each group at every example (no
+    fallback location)."""
+    if not (_kernels.available() and supported(opts) and opts.precision == "float64"):
+        return False
+    if any(len((families[g][1] or families[g][0])[1]) != 1 for g in families):
+        return False
+    sizes = _sizes(families, list(families))
+    return not any(bool((s[0] == 0).any()) for s in sizes.values())
+
+
+def score_kernels(signal: np.ndarray, masks: np.ndarray, families, opts: LiraOptions):
+    """Scores float32 [M, N]: the statistics and variances by the compiled kernels.
+
+    The distinct candidate sets' statistics (:func:`stats_tree`: one read pass for the sets
+    that are no other set less one model, down-dates for the rest) and every target's
+    pooled-variance sums (:func:`jaxsam.attacks._kernels.variance_sums`, one read pass per
+    group), both in float64 with the signal read as float32; then the tiled XLA score pass
+    (:func:`_score_tile`), whose float32 elementwise code XLA vectorises well.
+
+    Args:
+      signal: float32 [M, N, A]; masks: bool [S, M, N], the distinct candidate sets;
+      families: as in :func:`score`, their ``idx`` indexing ``masks``.
+    """
+    m, n, a = signal.shape
+    groups = list(families)
+    sizes = _sizes(families, groups)
+    signal = np.ascontiguousarray(signal, np.float32)
+    count, mean, ss = stats_tree(signal, masks)
+    acc = []
+    for g in groups:
+        sets, idx = families[g][1] or families[g][0]
+        j = int(idx[0])
+        acc.append(_kernels.variance_sums(signal, mean[j], ss[j], count[j], sets.inside))
+    variances, const = _variances(np.stack(acc), sizes, groups, opts)
+    rows, step = _tiles.tile_shape(m, n, a, opts.chunk_size)
+    hi = mean.astype(np.float32)
+    st = {
+        "count": jnp.asarray(count, jnp.float32),
+        "hi": jnp.asarray(hi),
+        "lo": jnp.asarray((mean - hi).astype(np.float32)),
+    }
+    loc = {g: _family(*families[g][0]) for g in groups}
+    per_target = {}
+    for k, g in enumerate(groups):
+        v = variances[k]
+        per_target[g] = {
+            "iv": jnp.asarray(1.0 / v, jnp.float32),
+            "isd": jnp.asarray(v**-0.5, jnp.float32),
+        }
+    per_target["const"] = jnp.asarray(const, jnp.float32)
+    full = _tiles.device_view(signal)
+    return _score_pass(signal, full, rows, step, loc, st, per_target, opts, False)

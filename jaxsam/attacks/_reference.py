@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsam.attacks import _tiles
+from jaxsam.attacks import _kernels, _tiles
 from jaxsam.attacks._lira_groups import ShadowSets, shadow_sets
 from jaxsam.errors import ConfigError, TooFewModelsError, on_command_line
 
@@ -69,6 +69,14 @@ def membership_dependence(keep: np.ndarray) -> float:
       The dependence (0.0 when no target has both IN and OUT examples).
     """
     keep = np.asarray(keep, bool)
+    if _kernels.available():
+        # others = counts - keep: over IN examples sum(counts) - n_in, over OUT sum(counts)
+        n_in, n_out, s_in, s_out = _kernels.dependence_rows(keep).T
+        both = (n_in > 0) & (n_out > 0)
+        if not both.any():
+            return 0.0
+        mean_in = (s_in[both] - n_in[both]) / n_in[both]
+        return float(np.mean(s_out[both] / n_out[both] - mean_in))
     others = keep.sum(axis=0)[None, :] - keep  # [M, N]: other models IN
     n_in, n_out = keep.sum(axis=1), (~keep).sum(axis=1)
     both = (n_in > 0) & (n_out > 0)

@@ -1,0 +1,394 @@
+"""Compiled CPU kernels for the attacks' passes over the signal (numba; optional).
+
+The streamed attacks read the float32 signal [M, N, A] a few times. XLA:CPU runs their
+reductions (over models, over examples) element by element; these loops, compiled by numba,
+sweep *tiles* of all M models by a few examples (the tile and its accumulators stay in the
+core's cache), accumulate in float64 and read the signal as float32. The inner loops run over
+a tile's values of one model, which are contiguous (the per-example weights are spread over the
+A queries first), so they compile to vector code. No fast-math: every float64 sum is taken in a
+fixed order, and the results do not depend on the number of threads.
+
+Each kernel is serial and releases the GIL; :func:`_run` hands chunks of examples to one thread
+per core (at most 2) as they free up, so a core that another job holds does not stall the
+other (a static split over threads, as ``prange`` does, waits for the slowest).
+
+When numba is not installed (or ``JAXSAM_NO_NUMBA=1``) :func:`available` is False and the
+attacks use their JAX passes instead (the same numbers to float32 rounding; the tests compare
+the two).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+
+import numpy as np
+
+try:  # pragma: no cover - exercised where numba is installed
+    import numba
+    from numba import njit
+except ImportError:  # pragma: no cover
+    numba = None
+
+# Examples per tile: M x TILE x A float32 values (256 x 16 x 18: 295 KB) stay in a core's L2
+# cache while a kernel sweeps them twice; a tile's accumulators (TILE x A float64) in L1.
+TILE = 16
+# Examples per chunk handed to a thread.
+CHUNK = 512
+
+
+def available() -> bool:
+    """True when numba is importable and not switched off by ``JAXSAM_NO_NUMBA=1``."""
+    return numba is not None and os.environ.get("JAXSAM_NO_NUMBA", "") in ("", "0")
+
+
+def _threads() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _run(fn, n: int, chunk: int = CHUNK) -> list:
+    """``[fn(n0, n1) for each chunk of examples]`` on one thread per core (at most 2)."""
+    spans = [(s, min(n, s + chunk)) for s in range(0, n, chunk)]
+    if _threads() == 1 or len(spans) == 1:
+        return [fn(*s) for s in spans]
+    with concurrent.futures.ThreadPoolExecutor(_threads()) as pool:
+        return list(pool.map(lambda s: fn(*s), spans))
+
+
+if numba is not None:
+
+    @njit(nogil=True, cache=True)
+    def _spread(flags, n0, n1, a_all, out):
+        """out[(n - n0) * A + a] = flags[n] (1.0 or 0.0) for n in n0..n1."""
+        for n in range(n1 - n0):
+            v = 1.0 if flags[n0 + n] else 0.0
+            b = n * a_all
+            for a in range(a_all):
+                out[b + a] = v
+
+    @njit(nogil=True, cache=True)
+    def _top_exponent(bits, lo, hi):
+        """The largest exponent field (bits & 0x7F800000) of float32 values lo..hi."""
+        acc = np.uint32(0)
+        for i in range(lo, hi):
+            acc = max(acc, bits[i] & np.uint32(0x7F800000))
+        return acc
+
+    @njit(nogil=True, cache=True)
+    def _smallest_others(member, counts):
+        """t [M]: min over examples of the group's size without model m."""
+        m_all, n_all = member.shape
+        out = np.empty(m_all, np.int64)
+        for m in range(m_all):
+            best = np.int64(1) << 62
+            row = member[m]
+            for n in range(n_all):
+                best = min(best, counts[n] - np.int64(row[n]))
+            out[m] = best
+        return out
+
+    @njit(nogil=True, cache=True)
+    def _prefix_lengths(member, t):
+        """inside [M, N] (model m is among the first t[m] + 1 of the group at n) and the
+        shortest prefix length base [N] = min over m of t[m] + inside[m, n]."""
+        m_all, n_all = member.shape
+        rank = np.zeros(n_all, np.int64)
+        inside = np.empty((m_all, n_all), np.bool_)
+        base = np.full(n_all, np.int64(1) << 62)
+        for m in range(m_all):
+            row, ins = member[m], inside[m]
+            tm = t[m]
+            for n in range(n_all):
+                here = row[n] & (rank[n] <= tm)
+                ins[n] = here
+                base[n] = min(base[n], tm + np.int64(here))
+                rank[n] += np.int64(row[n])
+        return inside, base, rank
+
+    @njit(nogil=True, cache=True)
+    def _prefix_offsets(inside, t, base):
+        """offset [M, N] = t[m] + inside - base[n] (int32) and which values occur."""
+        m_all, n_all = inside.shape
+        off = np.empty((m_all, n_all), np.int32)
+        seen = np.zeros(m_all + 2, np.bool_)
+        for m in range(m_all):
+            ins, o = inside[m], off[m]
+            tm = t[m]
+            for n in range(n_all):
+                v = tm + np.int64(ins[n]) - base[n]
+                o[n] = v
+                seen[v] = True
+        return off, seen
+
+    @njit(nogil=True, cache=True)
+    def _prefix_masks(member, base, used):
+        """The candidate masks [J, M, N]: the first base[n] + used[j] models of the group."""
+        m_all, n_all = member.shape
+        masks = np.empty((used.size, m_all, n_all), np.bool_)
+        rank = np.zeros(n_all, np.int32)  # models of the group before model m, per example
+        b32 = base.astype(np.int32)
+        for m in range(m_all):
+            row = member[m].view(np.uint8)
+            for j in range(used.size):
+                mr = masks[j, m].view(np.uint8)
+                u = np.int32(used[j])
+                for n in range(n_all):
+                    mr[n] = row[n] & np.uint8(rank[n] < b32[n] + u)
+            for n in range(n_all):
+                rank[n] += np.int32(row[n])
+        return masks
+
+    @njit(nogil=True, cache=True)
+    def _prefix_sizes(pick, inside, counts, base, used):
+        """Every target's number of shadows [M, N]: its candidate's size, less itself."""
+        m_all, n_all = pick.shape
+        sizes = np.empty((m_all, n_all), np.int32)
+        c32 = counts.astype(np.int32)
+        b32 = base.astype(np.int32)
+        contiguous = True
+        for j in range(used.size):
+            contiguous = contiguous and used[j] == j
+        for m in range(m_all):
+            pk, sz, ins = pick[m], sizes[m], inside[m].view(np.uint8)
+            if contiguous:  # used[k] = k: no lookup
+                for n in range(n_all):
+                    sz[n] = min(c32[n], b32[n] + pk[n]) - np.int32(ins[n])
+            else:
+                for n in range(n_all):
+                    sz[n] = min(c32[n], b32[n] + np.int32(used[pk[n]])) - np.int32(ins[n])
+        return sizes
+
+    @njit(nogil=True, cache=True)
+    def _dependence_rows(keep, counts):
+        """Per target: IN examples, OUT examples, sum of counts over IN and over OUT examples."""
+        m_all, n_all = keep.shape
+        out = np.zeros((m_all, 4), np.int64)
+        for m in range(m_all):
+            row = keep[m]
+            n_in = 0
+            s_in = 0
+            s_all = 0
+            for n in range(n_all):
+                c = counts[n]
+                s_all += c
+                if row[n]:
+                    n_in += 1
+                    s_in += c
+            out[m, 0] = n_in
+            out[m, 1] = n_all - n_in
+            out[m, 2] = s_in
+            out[m, 3] = s_all - s_in
+        return out
+
+    @njit(nogil=True, cache=True)
+    def _stats_chunk(x, masks, count, n0, n1, tile, mean, ss):
+        """mean and SS [S, N * A] of every set at examples n0..n1, two sweeps of each tile."""
+        m_all, n_all, a_all = x.shape
+        s_all = masks.shape[0]
+        xf = x.reshape(m_all, n_all * a_all)
+        lt = tile * a_all
+        s1 = np.empty((s_all, lt))
+        s2 = np.empty((s_all, lt))
+        w = np.empty(lt)
+        y = np.empty(lt)
+        for t0 in range(n0, n1, tile):
+            t1 = min(n1, t0 + tile)
+            size = (t1 - t0) * a_all
+            base = t0 * a_all
+            s1[:] = 0.0
+            s2[:] = 0.0
+            for m in range(m_all):
+                xr = xf[m, base : base + size]
+                for i in range(size):
+                    y[i] = xr[i]
+                for s in range(s_all):
+                    _spread(masks[s, m], t0, t1, a_all, w)
+                    acc = s1[s]
+                    for i in range(size):
+                        acc[i] += w[i] * y[i]
+            for s in range(s_all):
+                for n in range(t1 - t0):
+                    c = count[s, t0 + n]
+                    inv = 1.0 / c if c > 0 else 0.0
+                    for a in range(n * a_all, (n + 1) * a_all):
+                        s1[s, a] *= inv
+            for m in range(m_all):
+                xr = xf[m, base : base + size]
+                for s in range(s_all):
+                    _spread(masks[s, m], t0, t1, a_all, w)
+                    mu = s1[s]
+                    acc = s2[s]
+                    for i in range(size):
+                        d = xr[i] - mu[i]
+                        acc[i] += w[i] * (d * d)
+            for s in range(s_all):
+                mean[s, base : base + size] = s1[s, :size]
+                ss[s, base : base + size] = s2[s, :size]
+
+    @njit(nogil=True, cache=True)
+    def _variance_chunk(x, mean, ss, count, inside, n0, n1, tile):
+        """sum_n SS' [M, A] over examples n0..n1 of one set (every target's candidate): SS
+        where the target has shadows, less c / (c - 1) d^2 where it is in the set."""
+        m_all, n_all, a_all = x.shape
+        xf = x.reshape(m_all, n_all * a_all)
+        lt = tile * a_all
+        out = np.zeros((m_all, a_all))
+        acc = np.empty(lt)
+        has = np.empty(lt)
+        wd = np.empty(lt)
+        for m in range(m_all):
+            acc[:] = 0.0
+            ins = inside[m]
+            for t0 in range(n0, n1, tile):
+                t1 = min(n1, t0 + tile)
+                size = (t1 - t0) * a_all
+                base = t0 * a_all
+                for n in range(t1 - t0):
+                    c = count[t0 + n]
+                    r = ins[t0 + n]
+                    h = 1.0 if c - r > 0 else 0.0
+                    wt = c / (c - 1.0) if (r and c > 1) else 0.0
+                    b = n * a_all
+                    for a in range(a_all):
+                        has[b + a] = h
+                        wd[b + a] = wt
+                xr = xf[m, base : base + size]
+                mr = mean[base : base + size]
+                sr = ss[base : base + size]
+                for i in range(size):
+                    d = xr[i] - mr[i]
+                    acc[i] += has[i] * sr[i] - wd[i] * (d * d)
+            for i in range(lt):
+                out[m, i % a_all] += acc[i]
+        return out
+
+    @njit(nogil=True, cache=True)
+    def _dominated_rows(rx, r0, r1, out):
+        """For rows r0..r1: the fraction of the row's values at or below each value, from an
+        LSD radix sort (3 passes of 11 bits) of the values' order-preserving integer keys."""
+        n = rx.shape[1]
+        keys = np.empty(n, np.uint32)
+        idx = np.empty(n, np.int64)
+        tmp_k = np.empty(n, np.uint32)
+        tmp_i = np.empty(n, np.int64)
+        hist = np.empty(2048, np.int64)
+        for row_i in range(r0, r1):
+            row = rx[row_i]
+            bits = row.view(np.uint32)
+            for i in range(n):  # float32 bits -> unsigned keys in the same order
+                b = bits[i]
+                if row[i] == 0:  # -0.0 ties with 0.0
+                    b = np.uint32(0)
+                if b & np.uint32(0x80000000):
+                    b = ~b
+                else:
+                    b = b | np.uint32(0x80000000)
+                keys[i] = b
+                idx[i] = i
+            ka, kb, ia, ib = keys, tmp_k, idx, tmp_i
+            for shift in (0, 11, 22):  # stable passes, lowest digit first
+                hist[:] = 0
+                for i in range(n):
+                    hist[(ka[i] >> shift) & 0x7FF] += 1
+                total = 0
+                for d in range(2048):
+                    c = hist[d]
+                    hist[d] = total
+                    total += c
+                for i in range(n):
+                    d = (ka[i] >> shift) & 0x7FF
+                    p = hist[d]
+                    hist[d] = p + 1
+                    kb[p] = ka[i]
+                    ib[p] = ia[i]
+                ka, kb = kb, ka
+                ia, ib = ib, ia
+            end = n  # a value's count: one past the end of its run of equal values
+            orow = out[row_i]
+            for p in range(n - 1, -1, -1):
+                if p < n - 1 and ka[p] != ka[p + 1]:
+                    end = p + 1
+                orow[ia[p]] = np.float32(end / n)
+
+
+def all_finite(x: np.ndarray) -> bool:
+    """True when every value of the float32 array ``x`` is finite (one pass: no value has
+    the all-ones exponent of NaN and infinity)."""
+    bits = np.ascontiguousarray(x, np.float32).reshape(-1).view(np.uint32)
+    tops = _run(lambda lo, hi: _top_exponent(bits, lo, hi), bits.size, 1 << 22)
+    return all(int(t) != 0x7F800000 for t in tops)
+
+
+def cut_sets(member: np.ndarray):
+    """:func:`jaxsam.attacks._lira_groups.cut_to_smallest` of bool [M, N] ``member`` in a few
+    compiled sweeps of the masks: ``(masks [J, M, N], pick int32 [M, N], inside [M, N],
+    sizes int32 [M, N])``, the same sets in the same order."""
+    member = np.ascontiguousarray(member, np.bool_)
+    counts = member.sum(axis=0, dtype=np.int64)
+    t = _smallest_others(member, counts)
+    inside, base, _ = _prefix_lengths(member, t)
+    off, hist = _prefix_offsets(inside, t, base)
+    used = np.flatnonzero(hist).astype(np.int64)  # the offsets that occur, ascending
+    if used[-1] == used.size - 1:
+        pick = off  # offsets 0 .. J-1: the offset is the candidate
+    else:
+        lookup = np.zeros(hist.size, np.int32)
+        lookup[used] = np.arange(used.size)
+        pick = lookup[off]
+    masks = _prefix_masks(member, base, used)
+    sizes = _prefix_sizes(pick, inside, counts, base, used)
+    return masks, pick, inside, sizes
+
+
+def dependence_rows(keep: np.ndarray) -> np.ndarray:
+    """int64 [M, 4] per target: IN examples, OUT examples, and the sums of the examples'
+    IN counts over its IN and over its OUT examples (one sweep of the masks)."""
+    keep = np.ascontiguousarray(keep, np.bool_)
+    return _dependence_rows(keep, keep.sum(axis=0, dtype=np.int64))
+
+
+def set_stats(signal: np.ndarray, masks: np.ndarray, count: np.ndarray):
+    """Mean and SS float64 [S, N, A] of S sets of models at every example (one read pass).
+
+    Args:
+      signal: float32 [M, N, A] (C-contiguous); masks: bool [S, M, N]; count: float64
+        [S, N], the sets' sizes.
+
+    Returns:
+      ``mean`` (0 for an empty set) and ``SS`` (squared deviations from the mean, summed),
+      each two sweeps of a cache-resident tile: the sums, then the deviations from the mean.
+    """
+    m, n, a = signal.shape
+    s = masks.shape[0]
+    mean = np.empty((s, n * a))
+    ss = np.empty((s, n * a))
+    _run(lambda n0, n1: _stats_chunk(signal, masks, count, n0, n1, TILE, mean, ss), n)
+    return mean.reshape(s, n, a), ss.reshape(s, n, a)
+
+
+def variance_sums(signal, mean, ss, count, inside) -> np.ndarray:
+    """Every target's ``sum_n SS'`` float64 [M, A] in one set (one read pass).
+
+    Args:
+      signal: float32 [M, N, A]; mean, ss: float64 [N, A] of the set; count float64 [N];
+      inside: bool [M, N], the target is in the set (its value is removed: ``SS' = SS - c /
+        (c - 1) d^2``); examples where the target has no shadow (c - inside = 0) add nothing.
+    """
+    n = signal.shape[1]
+    mf, sf = mean.reshape(-1), ss.reshape(-1)
+
+    def one(n0, n1):
+        return _variance_chunk(signal, mf, sf, count, inside, n0, n1, TILE)
+
+    return np.sum(_run(one, n), axis=0)
+
+
+def dominated(rx: np.ndarray) -> np.ndarray:
+    """Fraction of each row's values z with z <= x, for every x of the row: float32 [B, N].
+
+    Equal values count each other (a value's count is one past the end of its run of ties).
+    """
+    rx = np.ascontiguousarray(rx, np.float32)
+    out = np.empty(rx.shape, np.float32)
+    _run(lambda r0, r1: _dominated_rows(rx, r0, r1, out), rx.shape[0], 8)
+    return out

@@ -1,0 +1,194 @@
+"""The compiled (numba) scoring kernels against the NumPy/JAX paths and the naive oracles.
+
+Every kernel has a pure NumPy/JAX counterpart that runs when numba is absent or
+``JAXSAM_NO_NUMBA=1``; these tests hold the two to each other (exactly for integer and rank
+outputs, to float64 rounding for statistics, to float32 rounding for scores) and to
+:mod:`jaxsam.attacks.naive`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jaxsam.attacks import (
+    _kernels,
+    _lira_groups,
+    _reference,
+    _rmia,
+    lira_from_signal,
+    naive,
+    rmia_from_signal,
+)
+from jaxsam.attacks import _lira_stream as stream
+from jaxsam.errors import DataError
+
+pytestmark = pytest.mark.skipif(not _kernels.available(), reason="numba is not installed")
+
+
+def _exact(rng, m, n, k=None):
+    k = m // 2 if k is None else k
+    return np.argsort(rng.random((m, n)), axis=0) < k
+
+
+def _designs(rng):
+    exact = _exact(rng, 12, 150)
+    dropped = _exact(rng, 12, 150)
+    dropped[3] = False  # a model that trained on nothing: unequal cut sizes, gaps in offsets
+    dropped[7, :40] = True
+    return {
+        "exact": exact,
+        "bernoulli": rng.random((16, 200)) < 0.4,
+        "dropped": dropped,
+    }
+
+
+@pytest.fixture
+def numpy_path(monkeypatch):
+    """A context switch: ``with numpy_path(): ...`` runs the code without the kernels."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def off():
+        monkeypatch.setenv("JAXSAM_NO_NUMBA", "1")
+        try:
+            yield
+        finally:
+            monkeypatch.delenv("JAXSAM_NO_NUMBA")
+
+    return off
+
+
+def test_cut_sets_match_numpy(numpy_path):
+    rng = np.random.default_rng(0)
+    for name, keep in _designs(rng).items():
+        for member in (keep, ~keep):
+            got = _lira_groups.cut_to_smallest(member)
+            with numpy_path():
+                want = _lira_groups.cut_to_smallest(member)
+                want_sizes = want.sizes()
+            assert np.array_equal(got.masks, want.masks), name
+            assert np.array_equal(got.pick, want.pick), name
+            assert np.array_equal(got.inside, want.inside), name
+            assert np.array_equal(got.sizes(), want_sizes), name
+            # the sizes are what the masks say: the candidate's size less the target itself
+            counts = got.masks.sum(axis=1)
+            direct = counts[got.pick, np.arange(member.shape[1])[None, :]] - got.inside
+            assert np.array_equal(got.sizes(), direct), name
+
+
+def test_membership_dependence_matches_numpy(numpy_path):
+    rng = np.random.default_rng(1)
+    for name, keep in _designs(rng).items():
+        got = _reference.membership_dependence(keep)
+        with numpy_path():
+            want = _reference.membership_dependence(keep)
+        assert got == pytest.approx(want, abs=1e-12), name
+    assert _reference.membership_dependence(np.ones((3, 5), bool)) == 0.0
+
+
+def test_all_finite():
+    x = np.random.default_rng(2).normal(size=(3, 70_000)).astype(np.float32)
+    assert _kernels.all_finite(x)
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[2, 69_999] = bad
+        assert not _kernels.all_finite(y)
+    big = np.full((4, 5), np.finfo(np.float32).max, np.float32)
+    assert _kernels.all_finite(big)
+    keep = np.ones((4, 5), bool)
+    keep[0] = False
+    with pytest.raises(DataError, match="NaN or infinite"):
+        lira_from_signal(np.where(np.eye(4, 5) > 0, np.inf, 1.0)[..., None], keep)
+
+
+def test_stats_tree_matches_float64():
+    rng = np.random.default_rng(3)
+    keep = _exact(rng, 10, 120)
+    x = (rng.normal(size=(10, 120, 3)) * 3 + 40).astype(np.float32)  # far from 0: cancellation
+    cut = _lira_groups.cut_to_smallest(keep)
+    masks = np.concatenate([keep[None], cut.masks, (~keep)[None]])
+    count, mean, ss = stream.stats_tree(x, masks)
+    x64 = x.astype(np.float64)
+    for s, mk in enumerate(masks):
+        w = mk[..., None]
+        c = mk.sum(axis=0)
+        mu = np.where(c[:, None] > 0, (w * x64).sum(0) / np.maximum(c, 1)[:, None], 0.0)
+        want_ss = (w * (x64 - mu) ** 2).sum(0)
+        assert np.array_equal(count[s], c)
+        np.testing.assert_allclose(mean[s], mu, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(ss[s], want_ss, rtol=1e-10, atol=1e-9)
+
+
+def test_variance_sums_brute_force():
+    rng = np.random.default_rng(4)
+    m, n, a = 9, 70, 4
+    keep = rng.random((m, n)) < 0.5
+    keep[:2, 5] = True  # an example with few IN models
+    keep[2:, 5] = False
+    x = rng.normal(size=(m, n, a)).astype(np.float32)
+    _, mean, ss = stream.stats_tree(x, keep[None])
+    count = keep.sum(axis=0).astype(np.float64)
+    got = _kernels.variance_sums(x, mean[0], ss[0], count, keep)
+    want = np.zeros((m, a))
+    for t in range(m):
+        for e in range(n):
+            sel = keep[:, e].copy()
+            sel[t] = False
+            if sel.any():
+                v = x[sel, e].astype(np.float64)
+                want[t] += ((v - v.mean(0)) ** 2).sum(0)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_dominated_matches_numpy_with_ties():
+    rng = np.random.default_rng(5)
+    rx = rng.random((7, 3000)).astype(np.float32)
+    rx[:, :900] = np.round(rx[:, :900], 2)  # many ties
+    rx[0, :10] = 0.0
+    rx[0, 10:20] = -0.0  # ties with 0.0
+    rx[1, :5] = -rng.random(5)
+    np.testing.assert_array_equal(_kernels.dominated(rx), _rmia._dominated_rows(rx, 1.0))
+
+
+@pytest.mark.parametrize("design", ["exact", "bernoulli"])
+@pytest.mark.parametrize(
+    "kw",
+    [{"online": True}, {"online": False}, {"online": False, "offline_test": "density"}],
+)
+def test_lira_kernels_match_numpy_and_naive(design, kw, numpy_path):
+    rng = np.random.default_rng(6)
+    m, n, a = 24, 300, 3
+    keep = _exact(rng, m, n) if design == "exact" else rng.random((m, n)) < 0.5
+    if design == "bernoulli":
+        keep[:3, :] = True  # every example has IN and OUT models
+        keep[3:6, :] = False
+    x = (rng.normal(size=(m, n, a)) + 1.5 * keep[..., None]).astype(np.float32)
+    got = lira_from_signal(x, keep, **kw)
+    with numpy_path():
+        want = lira_from_signal(x, keep, **kw)
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(got, want, atol=4e-7 * scale)
+    oracle = naive.lira_per_target(
+        x,
+        keep,
+        targets=[0, 5, 23],
+        equal_groups=design == "exact",
+        **kw,
+    )
+    np.testing.assert_allclose(got[[0, 5, 23]], oracle, atol=4e-7 * scale, rtol=1e-5)
+
+
+def test_rmia_ranks_match_numpy_and_naive(numpy_path):
+    rng = np.random.default_rng(7)
+    m, n, a = 16, 400, 2
+    keep = rng.random((m, n)) < 0.5
+    keep[:2] = True
+    keep[2:4] = False
+    prob = 1 / (1 + np.exp(-rng.normal(size=(m, n, a)) - keep[..., None]))
+    prob = np.round(prob, 3).astype(np.float32)  # ties
+    got = rmia_from_signal(prob, keep, equal_groups=False)
+    with numpy_path():
+        want = rmia_from_signal(prob, keep, equal_groups=False)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got[4], naive.rmia_one_target(prob, 4), atol=2.0 / n)
