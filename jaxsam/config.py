@@ -399,7 +399,7 @@ def _validate_dp(config: Config) -> None:
             raise ConfigError(
                 "optim.dp.noise_multiplier / optim.dp.microbatch_size are set but "
                 "optim.dp.clip_norm is null, so DP-SGD is off; set optim.dp.clip_norm (e.g. "
-                "--set optim.dp.clip_norm=1.0) or drop them"
+                "optim.dp.clip_norm = 1.0) or drop them"
             )
         return
     check_range("optim.dp.clip_norm", dp.clip_norm, 0.0, None, "positive")

@@ -15,7 +15,8 @@ from typing import Any
 
 # Whether the running code serves a ``jaxsam`` command (set by :func:`command_line`): messages
 # then name command-line flags (``--overwrite``), otherwise keyword arguments (``overwrite=True``).
-# Library modules word every fix through :func:`option`; only the edge (``cli.py``,
+# Library modules word every fix through :func:`option` (a keyword) and :func:`action` (a jaxsam
+# action such as resuming a run), or name config keys; only the edge (``cli.py``,
 # ``cli_options.py``, ``commands/``, ``bench/``) spells flags itself.
 _COMMAND_LINE = contextvars.ContextVar("jaxsam_command_line", default=False)
 
@@ -39,15 +40,44 @@ def option(name: str, value: str | None = "True") -> str:
     """How the caller sets option ``name`` (a keyword argument's name) to ``value``.
 
     On the command line: ``--name VALUE``, ``--name`` for a switch (``value="True"``, the
-    default) or for ``value=None``. From Python: ``name=VALUE``, or ``name`` alone for
-    ``value=None``. E.g. ``option("overwrite")`` is ``--overwrite`` / ``overwrite=True``;
-    ``option("num_processes", "N")`` is ``--num-processes N`` / ``num_processes=N``;
-    ``option("out", None)`` is ``--out`` / ``out``.
+    default) or for ``value=None``, ``--no-name`` for a switch turned off (``value="False"``).
+    From Python: ``name=VALUE``, or ``name`` alone for ``value=None``. E.g.
+    ``option("overwrite")`` is ``--overwrite`` / ``overwrite=True``; ``option("verify",
+    "False")`` is ``--no-verify`` / ``verify=False``; ``option("num_processes", "N")`` is
+    ``--num-processes N`` / ``num_processes=N``; ``option("out", None)`` is ``--out`` / ``out``.
     """
     if _COMMAND_LINE.get():
         flag = f"--{name.replace('_', '-')}"
+        if value == "False":
+            return f"--no-{name.replace('_', '-')}"
         return flag if value in (None, "True") else f"{flag} {value}"
     return name if value is None else f"{name}={value}"
+
+
+# The jaxsam actions a fix may name, as the caller runs them: (on the command line, from Python).
+# Library modules name an action (:func:`action`); the words for each caller live here.
+_ACTIONS = {
+    "resume": (
+        "`jaxsam train --resume {run}`",
+        "`jaxsam.pipeline.study.train_and_export(config, '{run}', resume=True)`",
+    ),
+    "train_wave": (
+        "`jaxsam wave train {run} --models {first}:{stop}`",
+        "`jaxsam.pipeline.waves.train_wave('{run}', {first}, {stop})`",
+    ),
+}
+
+
+def action(name: str, **fields: Any) -> str:
+    """How the caller runs jaxsam action ``name``, filled with ``fields``.
+
+    ``action("resume", run=RUN)``: resume the unfinished run RUN (``jaxsam train --resume RUN``
+    on the command line, ``train_and_export(config, RUN, resume=True)`` from Python);
+    ``action("train_wave", run=RUN, first=A, stop=B)``: train models ``A:B`` of a study in
+    waves (``jaxsam wave train RUN --models A:B`` / ``train_wave(RUN, A, B)``).
+    """
+    cli, python = _ACTIONS[name]
+    return (cli if _COMMAND_LINE.get() else python).format(**fields)
 
 
 class JaxsamError(ValueError):

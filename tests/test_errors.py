@@ -318,3 +318,36 @@ def test_bench_faults_counts_only_kills_that_interrupted_work():
     assert classify_kill(landed=True, complete=False) == "fault"
     assert classify_kill(landed=True, complete=True) == "after_complete"  # was "survived"
     assert classify_kill(landed=False, complete=False) == "missed"
+
+
+def test_library_fixes_name_keywords_and_actions_the_command_line_names_flags(tmp_path):
+    """A library error words its fix for its caller: keyword arguments and the Python call from
+    Python, flags and the ``jaxsam`` command under a command (:func:`errors.command_line`)."""
+    from jaxsam.errors import RunDirError, action, command_line, option
+    from jaxsam.plan import make_plan
+
+    assert (option("verify", "False"), option("overwrite")) == ("verify=False", "overwrite=True")
+    assert action("resume", run="runs/a") == (
+        "`jaxsam.pipeline.study.train_and_export(config, 'runs/a', resume=True)`"
+    )
+    with command_line():
+        assert (option("verify", "False"), option("overwrite")) == ("--no-verify", "--overwrite")
+        assert action("resume", run="runs/a") == "`jaxsam train --resume runs/a`"
+        assert (
+            action("train_wave", run="r", first=0, stop=4) == "`jaxsam wave train r --models 0:4`"
+        )
+
+    cfg, nothing, a_file = tiny_config(), tmp_path / "none", tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(RunDirError, match=r"start a new run there \(without resume=True\)$"):
+        make_plan(cfg, nothing, mode="resume")
+    with pytest.raises(RunDirError, match=r"is not a directory; choose another out$") as e:
+        with store.run_lock(a_file, "train"):
+            pass
+    assert "--" not in str(e.value)
+    with command_line():
+        with pytest.raises(RunDirError, match=r"\(without --resume\)$"):
+            make_plan(cfg, nothing, mode="resume")
+        with pytest.raises(RunDirError, match=r"choose another --out$"):
+            with store.run_lock(a_file, "train"):
+                pass

@@ -129,7 +129,8 @@ def test_overlapping_wave_is_refused_at_train_start_naming_the_range(tmp_path, c
     _fake_done_wave(out, 0, 3)
     assert main(["wave", "train", str(out), "--models", "2:4", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "wave 2:4 overlaps wave 0:3 (done)" in err and "--models 3:4 instead" in err
+    assert "wave 2:4 overlaps wave 0:3 (done)" in err
+    assert f"train `jaxsam wave train {out} --models 3:4` instead" in err
     assert not (out / "waves" / "00002-00004.work").exists()  # nothing trained
     # The wave that touches 0:3 without overlapping it trains.
     assert main(["wave", "train", str(out), "--models", "3:4", "--no-progress"]) == 0
@@ -140,7 +141,9 @@ def test_overlap_with_a_wave_in_progress_is_refused(tmp_path):
     out = tmp_path / "r"
     waves.init_study(_cfg(), out)
     (out / "waves" / "00000-00002.work").mkdir(parents=True)
-    with pytest.raises(RunDirError, match=r"overlaps wave 0:2 \(in progress\).*--models 0:2"):
+    with pytest.raises(
+        RunDirError, match=r"overlaps wave 0:2 \(in progress\).*train_wave\('.*', 0, 2\)"
+    ):
         waves.train_wave(out, 1, 3)
 
 

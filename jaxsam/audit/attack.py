@@ -27,7 +27,7 @@ import numpy as np
 import scipy.special
 
 from jaxsam.attacks import signals
-from jaxsam.errors import ConfigError
+from jaxsam.errors import ConfigError, option
 
 ATTACKS = ("lira", "rmia", "loss")
 RMIA_A = 0.3
@@ -91,7 +91,7 @@ def canary_scores(run, attack: str = "lira") -> CanaryScores:
     if canaries is None or targets is None or canaries.size == 0:
         raise ConfigError(
             f"{run.path} has no canaries, so there is nothing to audit; train it with "
-            "audit.canaries > 0 (e.g. --set audit.canaries=100; docs/audit.md)"
+            "audit.canaries > 0 (e.g. audit.canaries = 100; docs/audit.md)"
         )
     m = run.keep.shape[0]
     failed = set(run.failed_models)
@@ -102,7 +102,8 @@ def canary_scores(run, attack: str = "lira") -> CanaryScores:
     if attack != "loss" and refs.size < 2:
         raise ConfigError(
             f"{run.path} has {refs.size} usable reference model(s); the {attack} attack needs at "
-            "least 2: use --attack loss, or retrain with more masks.models than audit.targets"
+            f"least 2: use {option('attack', 'loss')}, or retrain with more masks.models than "
+            "audit.targets"
         )
     member = run.keep[np.ix_(targets, canaries)].T  # [C, T]
     logits, labels = run.logits, run.labels

@@ -41,7 +41,7 @@ import numpy as np
 import scipy.special
 
 from jaxsam.audit import bounds
-from jaxsam.errors import ConfigError
+from jaxsam.errors import ConfigError, option
 
 METHODS = ("one_run", "clopper_pearson", "fdp")
 STRATEGIES = ("split", "multisplit", "bonferroni")
@@ -201,7 +201,7 @@ def _split_once(method, s, y, alpha, delta, rng) -> Outcome:
     if cut == 0 or cut == n:
         raise ConfigError(
             f"the split strategy needs at least 2 units to split, got {n}; add canaries "
-            "(audit.canaries) or use --threshold bonferroni"
+            f"(audit.canaries) or use {option('threshold', 'bonferroni')}"
         )
     sel, ev = perm[:cut], perm[cut:]
     theta = _select(method, s[sel], y[sel], alpha, delta)

@@ -20,6 +20,8 @@ from jaxsam.errors import ConfigError
 from jaxsam.optim import registry
 
 HELP = "print the memory and time plan of a config without touching an accelerator"
+# What `jaxsam plan` says in place of a time estimate when it has no benchmark table.
+NO_TABLE = "no benchmark table: run jaxsam bench train --json > table.json"
 
 
 def add_parser(subparsers) -> None:
@@ -80,8 +82,6 @@ def _bench_rows(path: Path | None) -> list | None:
 
 def _as_json(plan, devices: list, times: list) -> dict:
     """``jaxsam plan --json``: the memory of the study's plan, models per device, times."""
-    from jaxsam import plan as plan_lib
-
     return {
         "params": plan.num_params,
         "bytes": {
@@ -104,7 +104,7 @@ def _as_json(plan, devices: list, times: list) -> dict:
         "model_examples": plan.model_examples,
         "models_per_device": {name: fit for name, _, fit in devices},
         "time": times or None,
-        "note": None if times else plan_lib.NO_TABLE,
+        "note": None if times else NO_TABLE,
     }
 
 
@@ -165,7 +165,7 @@ def _print_fits(plan, devices: list, times: list) -> None:
             + (f"  -> {waves} wave(s) of <= {fit}" if waves else "  -> does not fit")
         )
     if not times:
-        print(plan_lib.NO_TABLE)
+        print(NO_TABLE)
         return
     print("estimated training time (from the benchmark table):")
     for t in times:

@@ -37,7 +37,7 @@ import numpy as np
 
 from jaxsam import __version__, metrics, store
 from jaxsam import config as config_lib
-from jaxsam.errors import DataError
+from jaxsam.errors import DataError, option
 from jaxsam.store.blocks import ModelBlocks, blocks_of
 
 IMPORTED_DATASET = "imported"
@@ -236,7 +236,7 @@ def _check_sparse(
             f"models or out of fewer than {min_models} (example {ex} is IN in {int(n_in[ex])} "
             f"and OUT in {int(n_out[ex])} of M={m}); every example needs IN and OUT shadow models "
             f"(LiRA's equal groups need {DEFAULT_MIN_MODELS} of each): import more models, or "
-            "pass --drop-sparse to leave those examples out"
+            f"pass {option('drop_sparse')} to leave those examples out"
         )
     if sparse.all():
         raise DataError(
@@ -282,8 +282,8 @@ def check_arrays(
     nm |= {"test_logits": "test logits", "test_labels": "test labels"} | dict(names or {})
     if (test_logits is None) != (test_labels is None):
         raise DataError(
-            "pass --test-logits and --test-labels together (held-out logits need their labels), "
-            "or neither"
+            f"pass {option('test_logits', None)} and {option('test_labels', None)} together "
+            "(held-out logits need their labels), or neither"
         )
     if min_models < 1:
         raise DataError(f"min_models = {min_models}; it must be >= 1 (an IN and an OUT model)")
@@ -427,8 +427,9 @@ def import_arrays(
     arrays, files = {}, {}
     for key, p in paths.items():
         if p is None:
-            other = "--test-labels" if key == "test_labels" else "--test-logits"
-            raise DataError(f"{other} is missing; pass --test-logits and --test-labels together")
+            other = option("test_labels" if key == "test_labels" else "test_logits", None)
+            both = f"{option('test_logits', None)} and {option('test_labels', None)}"
+            raise DataError(f"{other} is missing; pass {both} together")
         p = Path(p)
         arrays[key] = load_npy(p, key.replace("_", " "))
         files[key] = _file_record(p, arrays[key])

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsam import store
-from jaxsam.errors import DataError
+from jaxsam.errors import DataError, option
 from jaxsam.pipeline import import_logits as imp
 from jaxsam.store.blocks import stacked
 
@@ -88,7 +88,7 @@ def _chosen_models(expdir: Path, epoch: int | None, skip_incomplete: bool):
             have = ", ".join(str(e) for e in sorted(eps)) or "none"
             raise DataError(
                 f"{d / 'logits'} has no logits for epoch {epoch} (epochs: {have}); pick an epoch "
-                "every model has, or drop --epoch to take each model's latest"
+                f"every model has, or drop {option('epoch', None)} to take each model's latest"
             )
         if not eps:
             if skip_incomplete:
@@ -96,7 +96,8 @@ def _chosen_models(expdir: Path, epoch: int | None, skip_incomplete: bool):
                 continue
             raise DataError(
                 f"{d} has keep.npy but no logits/*.npy (inference.py has not run on it); run the "
-                "published inference.py, move the directory away, or pass --skip-incomplete"
+                f"published inference.py, move the directory away, or pass "
+                f"{option('skip_incomplete')}"
             )
         e = epoch if epoch is not None else max(eps)
         chosen.append((d, e, eps[e]))
@@ -184,8 +185,8 @@ def read_lira_dir(
     label_path = Path(labels) if labels is not None else expdir / "y_train.npy"
     if labels is None and not label_path.is_file():
         raise DataError(
-            f"{label_path} does not exist and no --labels was given; pass --labels Y.npy (int "
-            "[N], the training labels in the order of keep.npy)"
+            f"{label_path} does not exist and no {option('labels', None)} was given; pass "
+            f"{option('labels', 'Y.npy')} (int [N], the training labels in the order of keep.npy)"
         )
     y = imp.load_npy(label_path, "labels", mmap=False)
     if y.ndim == 1 and y.shape[0] > n:

@@ -22,6 +22,7 @@ from jaxsam import store
 from jaxsam.config import Config
 from jaxsam.data import canaries as canary_lib
 from jaxsam.data.augment import query_names
+from jaxsam.errors import action
 from jaxsam.plan.study import StudyPlan, build_study, make_plan, study_header  # noqa: F401
 from jaxsam.train import preempt
 from jaxsam.train.loop import export_logits, train_ensemble
@@ -217,7 +218,7 @@ def train_and_export(
             )
             preempt.check(
                 f"training is done and its final checkpoint is in {out / 'checkpoints'}; write "
-                f"the logits with `jaxsam train --resume {out}`"
+                f"the logits with {action('resume', run=out)}"
             )
             return export_study(plan, result)
 
@@ -251,7 +252,7 @@ def export_study(plan: StudyPlan, result) -> store.Run:
     """Computes the trained models' logits and finishes ``plan``'s run directory with them."""
     out, pool = plan.out, plan.pool
     pool_logits, test_logits = export_logits(result, pool, plan.config.data.query_augment)
-    preempt.check(f"the logits are not written yet; write them with `jaxsam train --resume {out}`")
+    preempt.check(f"the logits are not written yet; write them with {action('resume', run=out)}")
     return finish_study(
         out,
         plan.config,

@@ -30,7 +30,7 @@ import numpy as np
 
 from jaxsam import store
 from jaxsam.config import Config
-from jaxsam.errors import ConfigError, RunDirError
+from jaxsam.errors import ConfigError, RunDirError, action, option
 from jaxsam.pipeline.study import finish_study, start_study
 from jaxsam.plan.study import StudyPlan, make_plan, open_plan, stored_execution
 from jaxsam.store import waves as wave_store
@@ -239,7 +239,7 @@ def check_no_overlap(path: Path, first: int, stop: int) -> None:
         if (a, b) in done:
             num_models = int(store.read_run_info(path)["models"])
             free = [
-                f"--models {lo}:{hi}"
+                action("train_wave", run=path, first=lo, stop=hi)
                 for lo, hi in missing_ranges(num_models, done)
                 if lo < stop and first < hi
             ]
@@ -247,7 +247,10 @@ def check_no_overlap(path: Path, first: int, stop: int) -> None:
             state = "done"
         else:
             work = wave_store.work_dir(path, a, b)
-            fix = f"continue it with --models {a}:{b}, or delete {work} to drop it"
+            fix = (
+                f"continue it with {action('train_wave', run=path, first=a, stop=b)}, or delete "
+                f"{work} to drop it"
+            )
             state = "in progress"
         raise RunDirError(
             f"wave {first}:{stop} overlaps wave {a}:{b} ({state}) in {path / WAVES_DIR}; each "
@@ -286,7 +289,8 @@ def _finalize(path: Path, keep_waves: bool):
         spans = ", ".join(f"{a}:{b}" for a, b in missing)
         raise RunDirError(
             f"{path} is missing the logits of models {spans}; train them with "
-            f"{' and '.join(f'`{c}`' for c in train_commands(path, missing))} before finalizing"
+            f"{' and '.join(action('train_wave', run=path, first=a, stop=b) for a, b in missing)}"
+            " before finalizing"
         )
     if _overlaps(waves):
         (w, v), *_ = _overlaps(waves)
@@ -325,11 +329,6 @@ def _finalize(path: Path, keep_waves: bool):
         for a, b in waves:
             wave_store.remove(path, a, b)
     return run
-
-
-def train_commands(path: Path, missing: list[tuple[int, int]]) -> list[str]:
-    """One ``jaxsam wave train RUN --models A:B`` command per missing model range."""
-    return [f"jaxsam wave train {path} --models {a}:{b}" for a, b in missing]
 
 
 def status(path: str | Path) -> dict:
@@ -401,7 +400,8 @@ def train_study(
     study = study or open_study(out)
     if _config_dict(study.config) != _config_dict(config):
         raise RunDirError(
-            f"{out} holds a different study (its config.json differs); choose another --out"
+            f"{out} holds a different study (its config.json differs); choose another "
+            f"{option('out', None)}"
         )
     for a, b in wave_ranges(m, size):
         train_wave(out, a, b, progress=progress, study=study)

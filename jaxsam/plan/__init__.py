@@ -18,7 +18,6 @@ from jaxsam.plan.checks import check_compatible, check_config
 from jaxsam.plan.memory import (
     KNOWN_DATASETS,
     KNOWN_DEVICES,
-    NO_TABLE,
     GiB,
     MemoryEstimate,
     device_table,

@@ -62,7 +62,7 @@ def _check_model(mo: ModelConfig) -> None:
                 raise ConfigError(
                     f"model.{key} = {value!r} applies to the built-in models only, and "
                     f"model.name = {mo.name!r} is your own; pass it in model.kwargs (e.g. "
-                    f"--set 'model.kwargs={{\"{key}\": {json.dumps(value)}}}') and leave "
+                    f'model.kwargs = {{"{key}": {json.dumps(value)}}}) and leave '
                     f"model.{key} = {json.dumps(default)}"
                 )
         return

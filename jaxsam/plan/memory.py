@@ -66,8 +66,6 @@ KNOWN_DATASETS: dict[str, tuple[tuple[int, ...], int, int, int]] = {
     "svhn_cropped": ((32, 32, 3), 10, 73257, 26032),
 }
 
-NO_TABLE = "no benchmark table: run jaxsam bench train --json > table.json"
-
 
 @dataclasses.dataclass
 class MemoryEstimate:

@@ -28,7 +28,7 @@ from jaxsam.data import canaries as canary_lib
 from jaxsam.data import load_pool, make_masks
 from jaxsam.data.masks import steps_per_epoch
 from jaxsam.data.pool import Pool
-from jaxsam.errors import ConfigError, RunDirError
+from jaxsam.errors import ConfigError, RunDirError, option
 from jaxsam.optim import dp as dp_lib
 from jaxsam.plan import memory
 from jaxsam.plan.checks import check_compatible, check_config
@@ -118,7 +118,9 @@ def make_plan(
     if out is not None and mode != "open":
         store.check_no_other_writer(out)  # before any other advice: a live run is left alone
     if mode == "resume" and not (out / "config.json").is_file():
-        raise RunDirError(f"{out} holds no run to resume; start it with `jaxsam train --out`")
+        raise RunDirError(
+            f"{out} holds no run to resume; start a new run there (without {option('resume')})"
+        )
     if load_data:
         pool, keep = build_study(config)  # data errors: before anything is written
         spe = steps_per_epoch(keep, config.train.batch_size)
@@ -179,8 +181,8 @@ def open_plan(path: str | Path) -> StudyPlan:
     path = Path(path)
     if not store.has_run(path):
         raise RunDirError(
-            f"{path} holds no initialised run; create it with `jaxsam wave init --config FILE "
-            f"--out {path}`"
+            f"{path} holds no initialised run; initialise the study there first (the init "
+            "step of training in waves writes its config, masks and run header)"
         )
     return make_plan(store.read_config(path), path, mode="open")
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from jaxsam import hooks
 from jaxsam.config import Config
-from jaxsam.errors import RunDirError, WriteFailed, option
+from jaxsam.errors import RunDirError, WriteFailed, action, option
 from jaxsam.store import paths
 from jaxsam.store.files import DropThreadTracebacks, drop_closed_loop, move_aside_damaged
 from jaxsam.store.rundir import stable_dict
@@ -225,7 +225,7 @@ def restore_latest(manager, like: EnsembleState, fingerprint: str | None = None)
             raise RunDirError(
                 f"checkpoint {manager.directory}/{step} was written for other masks, models or "
                 "config (fingerprint mismatch); it cannot be resumed here: start a new run "
-                "or pass --overwrite"
+                f"or pass {option('overwrite')}"
             )
         if problem is None:
             try:
@@ -327,7 +327,7 @@ class Checkpoints:
         return error(
             f"writing the checkpoint at step {step} to {self.dir} failed ({cause}); the last good "
             f"checkpoint ({kept}) is intact: free disk space or fix permissions, then "
-            "`jaxsam train --resume RUN`"
+            f"{action('resume', run='RUN')}"
         )
 
     def maybe_save(

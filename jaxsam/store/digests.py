@@ -6,7 +6,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from jaxsam.errors import RunDirError
+from jaxsam.errors import RunDirError, option
 from jaxsam.store.files import read_json, write_json
 
 DIGESTS = "digests.json"
@@ -67,7 +67,7 @@ def verify_digests(path: str | Path) -> bool:
     files = data.get("files") if ok else None
     if not isinstance(files, dict) or not files:
         raise RunDirError(f"{path / DIGESTS} is damaged (no sha256 file list); restore it or rerun")
-    hint = "restore it or rerun the job (--no-verify / verify=False reads it anyway)"
+    hint = f"restore it or rerun the job ({option('verify', 'False')} reads it anyway)"
     for name, digest in sorted(files.items()):
         f = path / name
         if not f.is_file():

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsam import config as config_lib
-from jaxsam.errors import RunDirError, option
+from jaxsam.errors import RunDirError, action, option
 from jaxsam.store.arrays import array_shapes, save_arrays, save_logits_streamed
 from jaxsam.store.blocks import ModelBlocks
 from jaxsam.store.digests import write_digests
@@ -199,14 +199,16 @@ def check_resumable(
       RunDirError: no run, a finished run, another config, or other pool / masks.
     """
     if not path.is_dir() or not (path / "config.json").is_file():
-        raise RunDirError(f"{path} holds no run to resume; start it with `jaxsam train --out`")
+        raise RunDirError(
+            f"{path} holds no run to resume; start a new run there (without {option('resume')})"
+        )
     existing = read_json(path / "config.json", "config")
     if not _same_config(existing, config):
         raise RunDirError(f"{path}/config.json differs from the config being resumed")
     if (path / COMPLETE).exists():
         raise RunDirError(
             f"{path} is already complete; score it with `jaxsam score {path}` (or train it "
-            "again with --out and --overwrite)"
+            f"again with {option('overwrite')})"
         )
     check_writable(path)
     if not (path / "run.json").is_file():
@@ -297,5 +299,5 @@ def _check_finished(path: Path, shape: tuple, test_shape: tuple) -> None:
     except RunDirError as e:
         raise RunDirError(
             f"the finished run in {path} does not read back, so it was not marked complete: "
-            f"{e}; run `jaxsam train --resume {path}` to redo the export"
+            f"{e}; run {action('resume', run=path)} to redo the export"
         ) from e

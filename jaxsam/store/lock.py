@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from jaxsam.errors import RunDirError
+from jaxsam.errors import RunDirError, on_command_line, option
 
 LOCK_FILE = ".jaxsam.lock"
 
@@ -89,7 +89,8 @@ def check_no_other_writer(path: str | Path) -> None:
     if holder is not None:
         raise RunDirError(
             f"another process is writing {path}: {holder} holds its lock; wait for it to "
-            "finish or stop it, then run this command again (or choose another --out)"
+            f"finish or stop it, then run this command again (or choose another "
+            f"{option('out', None)})"
         )
 
 
@@ -121,9 +122,13 @@ def run_lock(path: str | Path, what: str, *, create: bool = True) -> Iterator[Pa
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise RunDirError(f"{path} exists and is not a directory; choose another --out")
+        raise RunDirError(
+            f"{path} exists and is not a directory; choose another {option('out', None)}"
+        )
     if not create and not path.is_dir():
-        raise RunDirError(f"run directory {path} does not exist; pass the --out of a jaxsam run")
+        raise RunDirError(
+            f"run directory {path} does not exist; pass the directory of a jaxsam run"
+        )
     key = str(path.resolve())
     if key in _held:
         _held[key][1] += 1
@@ -151,9 +156,10 @@ def run_lock(path: str | Path, what: str, *, create: bool = True) -> Iterator[Pa
     except BlockingIOError:
         holder = _holder(f)
         f.close()
+        again = f"run `jaxsam {what}` again" if on_command_line() else "try again"
         raise RunDirError(
             f"{path} is in use: {holder} holds its lock; wait for it to finish or stop it, "
-            f"then run `jaxsam {what}` again"
+            f"then {again}"
         ) from None
     try:
         f.seek(0)

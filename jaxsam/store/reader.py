@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from jaxsam import config as config_lib
-from jaxsam.errors import ConfigError, RunDirError, option
+from jaxsam.errors import ConfigError, RunDirError, action, option
 from jaxsam.store import paths
 from jaxsam.store.arrays import load_arrays
 from jaxsam.store.digests import verify_digests
@@ -201,7 +201,7 @@ def _read_run(path: Path, *, verify: bool, require_complete: bool) -> Run:
         missing = [n for n in ("logits", "logits.json", "metrics.json") if not (path / n).exists()]
         raise RunDirError(
             f"{path} is not complete (missing: {', '.join(missing) or 'COMPLETE marker'}); "
-            f"finish it with `jaxsam train --resume {path}`"
+            f"finish it with {action('resume', run=path)}"
         )
     check_run_header(path, info)
     config = read_config(path)

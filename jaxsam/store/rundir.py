@@ -15,6 +15,7 @@ from jaxsam.errors import (
     ConfigError,
     RunDirError,
     RunExistsError,
+    action,
     json_problem,
     option,
     parse_json_file,
@@ -241,7 +242,7 @@ def check_run_dir(
     if not (path / COMPLETE).exists():
         raise RunExistsError(
             f"{path} holds an unfinished run of this config; continue it with "
-            f"`jaxsam train --resume {path}` or pass {option('overwrite')} to start over",
+            f"{action('resume', run=path)} or pass {option('overwrite')} to start over",
             finished=False,
         )
     raise RunExistsError(

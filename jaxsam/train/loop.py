@@ -19,7 +19,7 @@ import numpy as np
 from jaxsam import hooks, store
 from jaxsam.config import Config
 from jaxsam.data.pool import Pool
-from jaxsam.errors import DivergenceError
+from jaxsam.errors import DivergenceError, action
 from jaxsam.store import checkpoints as ckpt_lib
 from jaxsam.train import preempt
 from jaxsam.train.calibrate import announce_execution, apply_execution, resolve_execution
@@ -298,9 +298,9 @@ def _train_ensemble(
         if ckpts is not None:
             ckpts.close(raise_errors=ok_exit)
     if stopped_at is not None:  # a signal: the checkpoint of this call is on disk
-        hint = resume_hint or f"jaxsam train --resume {run_dir}"
+        hint = f"`{resume_hint}`" if resume_hint else action("resume", run=run_dir)
         where = f"step {stopped_at[0]} of {setup.total_steps} is in {run_dir / 'checkpoints'}"
-        preempt.stop(f"the checkpoint at {where}; continue with `{hint}`", stopped_at[1])
+        preempt.stop(f"the checkpoint at {where}; continue with {hint}", stopped_at[1])
     state = EnsembleState(jnp.int32(setup.total_steps), *model_state)
     jax.block_until_ready(state.params)
     return TrainResult(state, setup, losses, accs, sorted(failed), time.perf_counter() - t0)
