@@ -135,6 +135,20 @@ def test_set_stats_of_a_pair_match_the_general_sweep():
     assert (got[0][1, 3] == 0).all() and (got[1][1, 3] == 0).all()
 
 
+def test_candidate_sums_match_numpy(numpy_path):
+    rng = np.random.default_rng(9)
+    keep = _exact(rng, 10, 80)
+    x = rng.random((10, 80, 3)).astype(np.float32)
+    for masks in (np.stack([keep, ~keep]), _lira_groups.cut_to_smallest(keep).masks):
+        got = _reference.candidate_sums(x, masks)
+        with numpy_path():
+            want = _reference.candidate_sums(x, masks)
+        direct = np.einsum("jmn,mna->jna", masks.astype(np.float64), x.astype(np.float64))
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-12)
+        np.testing.assert_allclose(got[1], direct, rtol=1e-12)
+
+
 def test_variance_sums_brute_force():
     rng = np.random.default_rng(4)
     m, n, a = 9, 70, 4

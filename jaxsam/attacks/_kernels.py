@@ -279,6 +279,62 @@ if numba is not None:
             ss[1, base : base + size] = tot[:size]
 
     @njit(nogil=True, cache=True)
+    def _sums_chunk(x, masks, n0, n1, tile, sums, pair):
+        """Sums [S, N * A] of every set at examples n0..n1 (float64, one sweep of each tile).
+        ``pair``: the two sets are complements; the second is the total less the first."""
+        m_all, n_all, a_all = x.shape
+        s_all = masks.shape[0]
+        xf = x.reshape(m_all, n_all * a_all)
+        lt = tile * a_all
+        acc = np.empty((s_all, lt))
+        w = np.empty(lt)
+        for t0 in range(n0, n1, tile):
+            t1 = min(n1, t0 + tile)
+            size = (t1 - t0) * a_all
+            base = t0 * a_all
+            acc[:] = 0.0
+            for m in range(m_all):
+                xr = xf[m, base : base + size]
+                if pair:
+                    _spread(masks[0, m, t0:t1], a_all, w)
+                    a0, a1 = acc[0], acc[1]
+                    for i in range(size):
+                        v = np.float64(xr[i])
+                        a0[i] += w[i] * v
+                        a1[i] += v - w[i] * v
+                else:
+                    for s in range(s_all):
+                        _spread(masks[s, m, t0:t1], a_all, w)
+                        ac = acc[s]
+                        for i in range(size):
+                            ac[i] += w[i] * xr[i]
+            for s in range(s_all):
+                sums[s, base : base + size] = acc[s, :size]
+
+    @njit(nogil=True, cache=True)
+    def _downdate(x, model, r, count_b, mean_b, ss_b, mean_a, ss_a):
+        """Statistics [N, A] of a set that is set b less ``model[n]`` where ``r[n]``: an exact
+        float64 down-date (count_b: b's sizes)."""
+        n_all, a_all = mean_b.shape
+        for n in range(n_all):
+            c = count_b[n]
+            mb, sb, ma, sa = mean_b[n], ss_b[n], mean_a[n], ss_a[n]
+            if not r[n]:
+                for a in range(a_all):
+                    ma[a] = mb[a]
+                    sa[a] = sb[a]
+            elif c <= 1:
+                for a in range(a_all):
+                    ma[a] = 0.0
+                    sa[a] = 0.0
+            else:
+                xe = x[model[n], n]
+                for a in range(a_all):
+                    d = xe[a] - mb[a]
+                    ma[a] = mb[a] - d / (c - 1.0)
+                    sa[a] = max(sb[a] - d * d * (c / (c - 1.0)), 0.0)
+
+    @njit(nogil=True, cache=True)
     def _variance_chunk(x, mean, ss, count, inside, n0, n1, tile):
         """sum_n SS' [F, M, A] over examples n0..n1 of F sets (each target's candidate in
         each): SS where the target has shadows, less c / (c - 1) d^2 where it is in the set."""
@@ -425,12 +481,41 @@ def set_stats(signal: np.ndarray, masks: np.ndarray, count: np.ndarray):
     s = masks.shape[0]
     mean = np.empty((s, n * a))
     ss = np.empty((s, n * a))
-    if s == 2 and (count.sum(axis=0) == m).all() and not (masks[0] & masks[1]).any():
+    if _is_pair(masks, count):
         # a set and its complement (LiRA's IN and OUT groups): one weighted sum per sweep
         _run(lambda n0, n1: _pair_chunk(signal, masks[0], count, n0, n1, TILE, mean, ss), n)
     else:
         _run(lambda n0, n1: _stats_chunk(signal, masks, count, n0, n1, TILE, mean, ss), n)
     return mean.reshape(s, n, a), ss.reshape(s, n, a)
+
+
+def _is_pair(masks: np.ndarray, count: np.ndarray) -> bool:
+    """Two sets that are each other's complement (LiRA's and RMIA's IN and OUT groups)."""
+    m = masks.shape[1]
+    return (
+        masks.shape[0] == 2 and (count.sum(axis=0) == m).all() and not (masks[0] & masks[1]).any()
+    )
+
+
+def set_sums(signal: np.ndarray, masks: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Sums float64 [S, N, A] of S sets of models (bool [S, M, N], sizes ``count`` [S, N])
+    at every example: one read pass of float32 ``signal`` [M, N, A]."""
+    m, n, a = signal.shape
+    s = masks.shape[0]
+    sums = np.empty((s, n * a))
+    pair = _is_pair(masks, count)
+    _run(lambda n0, n1: _sums_chunk(signal, masks, n0, n1, TILE, sums, pair), n)
+    return sums.reshape(s, n, a)
+
+
+def downdate(signal, model, r, count_b, mean_b, ss_b):
+    """Mean and SS float64 [N, A] of set b less model ``model[n]`` at the examples where
+    ``r[n]`` (see :func:`jaxsam.attacks._lira_stream.stats_tree`)."""
+    mean_a = np.empty_like(mean_b)
+    ss_a = np.empty_like(ss_b)
+    r = np.ascontiguousarray(r, np.bool_)
+    _downdate(signal, np.ascontiguousarray(model, np.int64), r, count_b, mean_b, ss_b, mean_a, ss_a)
+    return mean_a, ss_a
 
 
 def variance_sums(signal, mean, ss, count, inside) -> np.ndarray:

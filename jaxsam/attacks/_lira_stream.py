@@ -388,19 +388,12 @@ def stats_tree(signal: np.ndarray, masks: np.ndarray):
     ss = np.empty_like(mean)
     mean[roots], ss[roots] = _kernels.set_stats(signal, masks[roots], count[roots])
     done = set(roots)
-    cols = np.arange(signal.shape[1])
     while len(done) < len(kids):
         for a, kid in enumerate(kids):
             if a in done or kid[0] not in done:
                 continue
             b, model, r = kid
-            c1 = count[a][:, None]
-            d = signal[model, cols].astype(np.float64) - mean[b]  # [N, A]
-            rr = r[:, None]
-            safe = np.maximum(c1, 1.0)
-            mean[a] = np.where(c1 > 0, mean[b] - rr * d / safe, 0.0)
-            ss1 = ss[b] - rr * d * d * (count[b][:, None] / safe)
-            ss[a] = np.where(c1 > 0, np.maximum(ss1, 0.0), 0.0)
+            mean[a], ss[a] = _kernels.downdate(signal, model, r > 0, count[b], mean[b], ss[b])
             done.add(a)
     return count, mean, ss
 

@@ -213,7 +213,10 @@ def check_sizes(
     m, n = keep.shape
     sizes = {g: s.sizes() for g, s in sets.items()}
     if "any" in need:
-        sizes["any"] = sum(sizes.values())
+        total = np.zeros(keep.shape, np.int32)
+        for size in sizes.values():
+            np.add(total, size, out=total, casting="unsafe")
+        sizes["any"] = total
     for group, size in sizes.items():
         want = need.get(group, 0)
         if size.min() >= want:
@@ -289,15 +292,19 @@ def candidate_sums(
     roots = [j for j, p in enumerate(parents) if p is None]
     step = min(n, chunk_examples or _tiles.tile_shape(m, n, a)[1])
     sums = np.empty((masks.shape[0], n, a), np.float64)
-    with jax.enable_x64(True):
-        dmasks = jnp.asarray(masks[roots])
+    if _kernels.available():  # compiled sums of the roots, read as float32
+        sig = np.ascontiguousarray(signal, np.float32)
+        sums[roots] = _kernels.set_sums(sig, masks[roots], count[roots])
+    else:
+        with jax.enable_x64(True):
+            dmasks = jnp.asarray(masks[roots])
 
-        def one(t):
-            got = np.asarray(_sums_tile(t.load(), t.at, dmasks, t.start[1], step=step))
-            s0 = t.start[1] + t.skip[1]
-            sums[roots, s0 : t.start[1] + step] = got[:, t.skip[1] :]
+            def one(t):
+                got = np.asarray(_sums_tile(t.load(), t.at, dmasks, t.start[1], step=step))
+                s0 = t.start[1] + t.skip[1]
+                sums[roots, s0 : t.start[1] + step] = got[:, t.skip[1] :]
 
-        _tiles.map_tiles(one, _tiles.tiles(signal, m, step, _tiles.device_view(signal)))
+            _tiles.map_tiles(one, _tiles.tiles(signal, m, step, _tiles.device_view(signal)))
     cols = np.arange(n)
     while any(p is not None for p in parents):
         for j, p in enumerate(parents):
