@@ -44,6 +44,11 @@ def _run_lines(report: dict, esc=escape_markdown) -> list[str]:
         f"trained on), OUT {_pct(out_accuracy(report))}% (pool points it did not train on), "
         f"held-out {_pct(heldout_accuracy(report))}% (the held-out split no model trained on)",
     ]
+    if run.get("untrained_models"):
+        out.append(
+            f"- **warning**: models {run['untrained_models']} did not learn (training accuracy "
+            "near chance, no NaN loss); they are scored like the others and distort every attack"
+        )
     if recipe_line(run) and not _imported(run):
         out.append(f"- recipe: {recipe_line(run)}")
     prov = run.get("provenance")

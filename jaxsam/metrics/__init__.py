@@ -18,9 +18,11 @@ and when it is ``resolvable``) are set out in :mod:`jaxsam.metrics.roc`.
 
 from jaxsam.metrics.accuracy import (
     ACCURACY_QUERY,
+    UNTRAINED_MARGIN,
     accuracy_per_model,
     correct_predictions,
     pooled_accuracy,
+    untrained_models,
 )
 from jaxsam.metrics.roc import (
     DEFAULT_FPRS,
@@ -50,6 +52,7 @@ from jaxsam.metrics.support import (
 
 __all__ = [
     "ACCURACY_QUERY",
+    "UNTRAINED_MARGIN",
     "DEFAULT_FPRS",
     "EXACT_INTERVAL_CONDITION",
     "EXACT_INTERVAL_METHOD",
@@ -72,4 +75,5 @@ __all__ = [
     "row_support",
     "threshold_at_fpr",
     "tpr_key",
+    "untrained_models",
 ]

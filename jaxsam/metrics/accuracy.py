@@ -16,6 +16,10 @@ from jaxsam.errors import DataError
 # The query view every accuracy (and memorization) is measured on: the identity view.
 ACCURACY_QUERY = 0
 
+# A model "did not learn" when its training accuracy stays below chance plus this fraction of
+# the way from chance to 100 % (C = 10: below 32.5 %; C = 2: below 62.5 %).
+UNTRAINED_MARGIN = 0.25
+
 
 def correct_predictions(
     logits: Any, labels: Any, *, query: int | None = ACCURACY_QUERY
@@ -67,3 +71,27 @@ def pooled_accuracy(correct: Any, where: Any = None) -> float | None:
     correct = np.asarray(correct, bool)
     picked = correct if where is None else correct[np.asarray(where, bool)]
     return float(picked.mean()) if picked.size else None
+
+
+def untrained_models(train_accuracy: Any, num_classes: int) -> list[int]:
+    """Models that did not learn their own training set (collapsed to about chance).
+
+    A model whose loss never went NaN can still end at chance, e.g. a ReLU net that died early
+    at too high a learning rate. Such a model is not marked failed, but its scores distort every
+    attack (its IN and OUT confidences are alike), so jaxsam names it.
+
+    Args:
+      train_accuracy: ``[M]`` training (IN) accuracy in [0, 1] per model; None (or NaN) for a
+        model that failed and is already excluded.
+      num_classes: C, the number of classes (chance accuracy is 1 / C).
+
+    Returns:
+      Indices of the models whose training accuracy is below
+      ``1/C + UNTRAINED_MARGIN * (1 - 1/C)``, ascending.
+    """
+    if num_classes < 1:
+        raise DataError(f"num_classes is {num_classes}; pass the number of classes C >= 1.")
+    chance = 1.0 / num_classes
+    cut = chance + UNTRAINED_MARGIN * (1.0 - chance)
+    acc = np.asarray([np.nan if a is None else a for a in train_accuracy], float)
+    return [int(i) for i in np.flatnonzero(np.isfinite(acc) & (acc < cut))]

@@ -46,6 +46,8 @@ def run_summary(run: store.Run) -> dict:
         "queries": len(run.query_names),
         "query_names": run.query_names,
         "failed_models": run.failed_models,
+        # Models that trained without NaN but ended near chance (metrics.json).
+        "untrained_models": run.metrics.get("untrained_models", []),
         "mask_design": run.info.get("mask_design"),
         "heldout_accuracy": run.metrics.get("mean_heldout_accuracy"),
         **({"provenance": provenance} if provenance is not None else {}),

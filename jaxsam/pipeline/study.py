@@ -135,7 +135,17 @@ def finish_study(
         test_labels,
         failed,
     )
+    untrained = metrics_lib.untrained_models(metrics["train_accuracy"], int(logits.shape[-1]))
+    for i in untrained:
+        print(
+            f"warning: model {i} ended at {100 * metrics['train_accuracy'][i]:.1f}% training "
+            f"accuracy (chance {100 / logits.shape[-1]:.1f}%) without a NaN loss: it did not "
+            "learn, and its scores distort every attack; lower optim.learning_rate or add "
+            "optim.warmup_epochs and retrain (metrics.json untrained_models lists it)",
+            flush=True,
+        )
     metrics.update(
+        untrained_models=untrained,
         final_batch_loss=np.asarray(final_batch_loss).tolist(),
         train_seconds=float(train_seconds),
         steps=int(steps),
