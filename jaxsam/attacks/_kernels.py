@@ -108,10 +108,9 @@ if numba is not None:
         return inside, base, rank
 
     @njit(nogil=True, cache=True)
-    def _prefix_offsets(inside, t, base):
-        """offset [M, N] = t[m] + inside - base[n] (int32) and which values occur."""
+    def _prefix_offsets(inside, t, base, off):
+        """off [M, N] = t[m] + inside - base[n] (written in place); which values occur."""
         m_all, n_all = inside.shape
-        off = np.empty((m_all, n_all), np.int32)
         seen = np.zeros(m_all + 2, np.bool_)
         for m in range(m_all):
             ins, o = inside[m], off[m]
@@ -120,7 +119,7 @@ if numba is not None:
                 v = tm + np.int64(ins[n]) - base[n]
                 o[n] = v
                 seen[v] = True
-        return off, seen
+        return seen
 
     @njit(nogil=True, cache=True)
     def _prefix_masks(member, base, used):
@@ -141,10 +140,10 @@ if numba is not None:
         return masks
 
     @njit(nogil=True, cache=True)
-    def _prefix_sizes(pick, inside, counts, base, used):
-        """Every target's number of shadows [M, N]: its candidate's size, less itself."""
+    def _prefix_sizes(pick, inside, counts, base, used, sizes):
+        """Every target's number of shadows [M, N] (written in place): its candidate's size,
+        less itself."""
         m_all, n_all = pick.shape
-        sizes = np.empty((m_all, n_all), np.int32)
         c32 = counts.astype(np.int32)
         b32 = base.astype(np.int32)
         contiguous = True
@@ -158,7 +157,6 @@ if numba is not None:
             else:
                 for n in range(n_all):
                     sz[n] = min(c32[n], b32[n] + np.int32(used[pk[n]])) - np.int32(ins[n])
-        return sizes
 
     @njit(nogil=True, cache=True)
     def _dependence_rows(keep, counts):
@@ -438,24 +436,32 @@ def all_finite(x: np.ndarray) -> bool:
     return all(int(t) != 0x7F800000 for t in tops)
 
 
+def small_int(m: int):
+    """The narrowest signed integer dtype holding 0..m (int16 below 32,768 models)."""
+    return np.int16 if m < 2**15 else np.int32
+
+
 def cut_sets(member: np.ndarray):
     """:func:`jaxsam.attacks._lira_groups.cut_to_smallest` of bool [M, N] ``member`` in a few
-    compiled sweeps of the masks: ``(masks [J, M, N], pick int32 [M, N], inside [M, N],
-    sizes int32 [M, N])``, the same sets in the same order."""
+    compiled sweeps of the masks: ``(masks [J, M, N], pick [M, N], inside [M, N], sizes
+    [M, N])``, the same sets in the same order; pick and sizes int16 below 32,768 models."""
     member = np.ascontiguousarray(member, np.bool_)
+    m, n = member.shape
     counts = member.sum(axis=0, dtype=np.int64)
     t = _smallest_others(member, counts)
     inside, base, _ = _prefix_lengths(member, t)
-    off, hist = _prefix_offsets(inside, t, base)
+    off = np.empty((m, n), small_int(m + 1))
+    hist = _prefix_offsets(inside, t, base, off)
     used = np.flatnonzero(hist).astype(np.int64)  # the offsets that occur, ascending
     if used[-1] == used.size - 1:
         pick = off  # offsets 0 .. J-1: the offset is the candidate
     else:
-        lookup = np.zeros(hist.size, np.int32)
+        lookup = np.zeros(hist.size, off.dtype)
         lookup[used] = np.arange(used.size)
         pick = lookup[off]
     masks = _prefix_masks(member, base, used)
-    sizes = _prefix_sizes(pick, inside, counts, base, used)
+    sizes = np.empty((m, n), small_int(m))
+    _prefix_sizes(pick, inside, counts, base, used, sizes)
     return masks, pick, inside, sizes
 
 
@@ -466,35 +472,36 @@ def dependence_rows(keep: np.ndarray) -> np.ndarray:
     return _dependence_rows(keep, keep.sum(axis=0, dtype=np.int64))
 
 
-def set_stats(signal: np.ndarray, masks: np.ndarray, count: np.ndarray):
+def set_stats(signal: np.ndarray, masks, count: np.ndarray):
     """Mean and SS float64 [S, N, A] of S sets of models at every example (one read pass).
 
     Args:
-      signal: float32 [M, N, A] (C-contiguous); masks: bool [S, M, N]; count: float64
-        [S, N], the sets' sizes.
+      signal: float32 [M, N, A] (C-contiguous); masks: the S sets (bool [S, M, N], or a
+        sequence of bool [M, N]); count: float64 [S, N], the sets' sizes.
 
     Returns:
       ``mean`` (0 for an empty set) and ``SS`` (squared deviations from the mean, summed),
       each two sweeps of a cache-resident tile: the sums, then the deviations from the mean.
     """
     m, n, a = signal.shape
-    s = masks.shape[0]
+    s = len(masks)
     mean = np.empty((s, n * a))
     ss = np.empty((s, n * a))
     if _is_pair(masks, count):
         # a set and its complement (LiRA's IN and OUT groups): one weighted sum per sweep
-        _run(lambda n0, n1: _pair_chunk(signal, masks[0], count, n0, n1, TILE, mean, ss), n)
+        first = np.ascontiguousarray(masks[0], np.bool_)
+        _run(lambda n0, n1: _pair_chunk(signal, first, count, n0, n1, TILE, mean, ss), n)
     else:
-        _run(lambda n0, n1: _stats_chunk(signal, masks, count, n0, n1, TILE, mean, ss), n)
+        stack = np.ascontiguousarray(np.stack(list(masks)), np.bool_)
+        _run(lambda n0, n1: _stats_chunk(signal, stack, count, n0, n1, TILE, mean, ss), n)
     return mean.reshape(s, n, a), ss.reshape(s, n, a)
 
 
-def _is_pair(masks: np.ndarray, count: np.ndarray) -> bool:
+def _is_pair(masks, count: np.ndarray) -> bool:
     """Two sets that are each other's complement (LiRA's and RMIA's IN and OUT groups)."""
-    m = masks.shape[1]
-    return (
-        masks.shape[0] == 2 and (count.sum(axis=0) == m).all() and not (masks[0] & masks[1]).any()
-    )
+    if len(masks) != 2 or not (count.sum(axis=0) == masks[0].shape[0]).all():
+        return False
+    return not (masks[0] & masks[1]).any()
 
 
 def set_sums(signal: np.ndarray, masks: np.ndarray, count: np.ndarray) -> np.ndarray:

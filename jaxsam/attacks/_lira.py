@@ -333,9 +333,10 @@ def _check_sets(keep, sets, var_sets, rule, opts: LiraOptions) -> None:
             _reference.check_sizes(keep, {group: s}, rule, what, {group: 2}, fix)
 
 
-def _dedupe(masks_list: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Stack candidate sets [J_i, M, N] without repeats; returns masks [S, M, N] and, per input,
-    the index of each of its candidates in the stack."""
+def _dedupe(masks_list: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Candidate sets [J_i, M, N] without repeats; returns the S distinct masks (bool [M, N]
+    each, views of the inputs: nothing is copied) and, per input, the index of each of its
+    candidates among them."""
     unique: list[np.ndarray] = []
     ids = []
     for masks in masks_list:
@@ -347,7 +348,7 @@ def _dedupe(masks_list: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]
                 hit = len(unique) - 1
             idx.append(hit)
         ids.append(np.asarray(idx, np.int32))
-    return np.stack(unique), ids
+    return unique, ids
 
 
 def lira_scores(signal: np.ndarray, keep: np.ndarray, opts: LiraOptions) -> np.ndarray:
@@ -377,8 +378,9 @@ def _lira_impl(signal, keep, opts: LiraOptions, rule):
         fams = {g: ((sets[g], cands["loc", g]), var.get(g)) for g in groups}
         if _stream.kernel_supported(opts, fams):
             return _stream.score_kernels(signal, masks, fams, opts)
-        return _stream.score(signal, all_set_stats(signal, masks, dtype), fams, opts, dtype)
-    every = all_set_stats(signal, masks, dtype)
+        every = all_set_stats(signal, np.stack(masks), dtype)
+        return _stream.score(signal, every, fams, opts, dtype)
+    every = all_set_stats(signal, np.stack(masks), dtype)
     stats, picks = {}, {}  # per family: its candidates' statistics; (pick, inside) [M, N]
     for (key, f), idx in zip(families.items(), ids, strict=True):
         stats[key] = tuple(x[jnp.asarray(idx)] for x in every)

@@ -36,7 +36,7 @@ class ShadowSets:
 
     Attributes:
       masks: bool [J, M, N]: candidate j holds model i at example n.
-      pick: int32 [M, N]: the candidate holding target m's shadows at example n.
+      pick: int [M, N] (int16 or int32): the candidate holding target m's shadows at example n.
       inside: bool [M, N]: target m itself is in that candidate (and must be left out).
     """
 
@@ -49,7 +49,8 @@ class ShadowSets:
         """Number of shadows of every target at every example, int [M, N] (read-only; computed
         once: the checks and the attacks all ask for it)."""
         if not self._sizes:
-            counts = self.masks.sum(axis=1, dtype=np.int32)  # [J, N]
+            small = np.int16 if self.masks.shape[1] < 2**15 else np.int32
+            counts = self.masks.sum(axis=1, dtype=small)  # [J, N]
             out = np.broadcast_to(counts[0], self.pick.shape)
             for j in range(1, counts.shape[0]):  # a few candidates: selects, not a gather
                 out = np.where(self.pick == j, counts[j], out)
@@ -62,7 +63,7 @@ class ShadowSets:
 def leave_one_out(member: np.ndarray) -> ShadowSets:
     """All other models of the group: one candidate (the whole group), the target left out."""
     m, n = member.shape
-    return ShadowSets(member[None], np.zeros((m, n), np.int32), member)
+    return ShadowSets(member[None], np.zeros((m, n), np.int16 if m < 2**15 else np.int32), member)
 
 
 def cut_to_smallest(member: np.ndarray) -> ShadowSets:

@@ -358,40 +358,41 @@ def _sizes(families, groups):
     }
 
 
-def _children(masks: np.ndarray, count: np.ndarray) -> list:
+def _children(masks, count: np.ndarray) -> list:
     """For each set, ``(parent, model [N], r [N])`` where it is another set less one model at
     some examples (``r``: 1 where that ``model`` is removed), else None. Parents are strictly
     larger, so no set is its own ancestor."""
     out: list = []
-    for a in range(masks.shape[0]):
+    for a in range(len(masks)):
         found = None
-        for b in range(masks.shape[0]):
+        for b in range(len(masks)):
             extra = count[b] - count[a]
             if b == a or extra.min() < 0 or extra.max() != 1:
                 continue
-            if (masks[a] & ~masks[b]).any():
+            if (masks[a] > masks[b]).any():  # a model in set a but not in set b
                 continue
-            more = masks[b] & ~masks[a]  # [M, N]: at most one model per example
+            more = masks[b] > masks[a]  # [M, N]: at most one model per example
             found = (b, more.argmax(axis=0), extra.astype(np.float64))
             break
         out.append(found)
     return out
 
 
-def stats_tree(signal: np.ndarray, masks: np.ndarray):
-    """count float64 [S, N], mean and SS float64 [S, N, A] of S sets of models.
+def stats_tree(signal: np.ndarray, masks):
+    """count float64 [S, N], mean and SS float64 [S, N, A] of S sets of models (a sequence of
+    bool [M, N] masks or an [S, M, N] array).
 
     The sets that are no other set less one model are summed by the compiled kernel (one
     read pass); each other set is an exact float64 down-date of its parent (its parent's
     statistics with one model's value removed at some examples: an [N, A] computation).
     """
-    counts = masks.sum(axis=1, dtype=np.int32)
+    counts = np.stack([mk.sum(axis=0, dtype=np.int32) for mk in masks])
     kids = _children(masks, counts)
     roots = [i for i, k in enumerate(kids) if k is None]
     count = counts.astype(np.float64)
-    mean = np.empty((masks.shape[0], *signal.shape[1:]))
+    mean = np.empty((len(masks), *signal.shape[1:]))
     ss = np.empty_like(mean)
-    mean[roots], ss[roots] = _kernels.set_stats(signal, masks[roots], count[roots])
+    mean[roots], ss[roots] = _kernels.set_stats(signal, [masks[i] for i in roots], count[roots])
     done = set(roots)
     while len(done) < len(kids):
         for a, kid in enumerate(kids):
@@ -426,7 +427,7 @@ def score_kernels(signal: np.ndarray, masks: np.ndarray, families, opts: LiraOpt
     (:func:`_score_tile`), whose float32 elementwise code XLA vectorises well.
 
     Args:
-      signal: float32 [M, N, A]; masks: bool [S, M, N], the distinct candidate sets;
+      signal: float32 [M, N, A]; masks: the S distinct candidate sets (bool [M, N] each);
       families: as in :func:`score`, their ``idx`` indexing ``masks``.
     """
     m, n, a = signal.shape
@@ -439,13 +440,16 @@ def score_kernels(signal: np.ndarray, masks: np.ndarray, families, opts: LiraOpt
     insides = np.stack([sets.inside for sets, _ in var])
     acc = _kernels.variance_sums(signal, mean[js], ss[js], count[js], insides)
     variances, const = _variances(acc, sizes, groups, opts)
+    del ss  # the score pass needs the means only, as float32 pairs (peak memory)
     rows, step = _tiles.tile_shape(m, n, a, opts.chunk_size)
     hi = mean.astype(np.float32)
+    mean -= hi
     st = {
         "count": jnp.asarray(count, jnp.float32),
         "hi": jnp.asarray(hi),
-        "lo": jnp.asarray((mean - hi).astype(np.float32)),
+        "lo": jnp.asarray(mean.astype(np.float32)),
     }
+    del mean, hi
     loc = {g: _family(*families[g][0]) for g in groups}
     per_target = {}
     for k, g in enumerate(groups):
