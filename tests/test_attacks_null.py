@@ -179,6 +179,8 @@ def test_independent_masks_with_an_empty_group_are_refused():
     keep = make_masks(12, 400, 0.5, seed=0, design="bernoulli")
     keep[:, 0] = True  # every model trained on example 0: no OUT shadow there
     p = np.random.default_rng(0).uniform(0.1, 0.9, size=(12, 400, 1))
-    with pytest.raises(TooFewModelsError, match="not exact k-of-M.*--drop-sparse") as e:
+    with pytest.raises(
+        TooFewModelsError, match="not exact k-of-M.*again with `drop_sparse=True`"
+    ) as e:
         calibrated_loss_from_signal(-np.log(p), keep)
     assert "With independent masks, pkeep=0.50 and N=400 examples the smallest M" in str(e.value)

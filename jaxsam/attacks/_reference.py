@@ -38,7 +38,7 @@ import numpy as np
 
 from jaxsam.attacks import _kernels, _tiles
 from jaxsam.attacks._lira_groups import ShadowSets, shadow_sets
-from jaxsam.errors import ConfigError, TooFewModelsError, on_command_line
+from jaxsam.errors import ConfigError, TooFewModelsError, on_command_line, option
 
 # "auto" treats masks as independent when a target's absence adds at most this many shadows to
 # its own group on average (exact k-of-M masks: 1; independent masks: 0 up to noise).
@@ -251,8 +251,8 @@ def _message(keep, rule, attack, need, group, tgt, ex, size, hint) -> str:
         text += (
             f"The masks are not exact k-of-M (examples are in {int(counts.min())} to "
             f"{int(counts.max())} models): every example needs {wanted} models, so leave out the "
-            "examples with fewer (`jaxsam import-logits --drop-sparse` for imported logits) or "
-            "add models. "
+            f"examples with fewer (imported logits: import them again with "
+            f"`{option('drop_sparse')}`) or add models. "
         )
     if rule.cut:
         best = smallest_exact_models(pkeep, n_in, n_out, need.get("any", 0))
