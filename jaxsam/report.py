@@ -46,7 +46,7 @@ def _run_lines(report: dict, esc=escape_markdown) -> list[str]:
     ]
     if run.get("untrained_models"):
         out.append(
-            f"- **warning**: models {run['untrained_models']} did not learn (training accuracy "
+            f"- warning: models {run['untrained_models']} did not learn (training accuracy "
             "near chance, no NaN loss); they are scored like the others and distort every attack"
         )
     if recipe_line(run) and not _imported(run):
