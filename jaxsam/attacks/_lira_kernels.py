@@ -15,8 +15,8 @@ only the float32 sum over the A queries of each (target, example) is taken in an
 The one-sided test's ``-log P[Z > t]`` uses no libm call (numba has no vector libm here): a
 float32 scaled complementary error function (``erfcx``, a degree-12 polynomial in
 ``(a - 2) / (a + 2)``, within 2.3e-7 relative of the float64 value for every a >= 0) and
-float32 ``exp`` / ``log`` by range reduction and polynomials (the Cephes single-precision
-forms, about 1 ulp), so the per-value loop vectorises:
+float32 ``exp`` / ``log`` of :mod:`jaxsam.attacks._fastmath`, so the per-value loop
+vectorises:
 
 * t >= 0: ``-log P = t^2 / 2 + log 2 - log erfcx(t / sqrt 2)`` (no underflow for any finite t);
 * t < 0: ``-log(1 - q)`` with ``q = exp(-t^2 / 2) erfcx(|t| / sqrt 2) / 2``, by
@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxsam.attacks import _kernels
+from jaxsam.attacks import _fastmath, _kernels
 
 try:  # pragma: no cover - exercised where numba is installed
-    from llvmlite import ir
-    from numba import njit, types
-    from numba.extending import intrinsic
+    from numba import njit
 except ImportError:  # pragma: no cover
     njit = None
 
@@ -52,31 +50,7 @@ CHUNK = 256
 ONLINE, ONE_SIDED, DENSITY = 0, 1, 2
 
 _F = np.float32
-# exp: x = k log 2 + r, log 2 split in two (C1 exact in few bits), degree-5 polynomial for e^r.
-_LOG2E = _F(1.4426950408889634)
-_C1 = _F(0.693359375)
-_C2 = _F(-2.12194440e-4)
-_EXP = tuple(
-    _F(c)
-    for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1)
-)
-_EXP5 = _F(5.0000001201e-1)
-# log: x = 2^e m, m in [sqrt(1/2), sqrt 2), polynomial in m - 1.
-_LOG = tuple(
-    _F(c)
-    for c in (
-        7.0376836292e-2,
-        -1.1514610310e-1,
-        1.1676998740e-1,
-        -1.2420140846e-1,
-        1.4249322787e-1,
-        -1.6668057665e-1,
-        2.0000714765e-1,
-        -2.4999993993e-1,
-        3.3333331174e-1,
-    )
-)
-_SQRT_HALF = _F(0.707106781186547524)
+_RSQRT2 = _F(0.707106781186547524)
 # erfcx(a) (1 + 2a) - 1 as a polynomial in q = (a - 2) / (a + 2), highest power first
 # (a Chebyshev least-squares fit of the float64 function over q in (-1, 1), in monomial form).
 _ERFCX = tuple(
@@ -108,52 +82,6 @@ def available() -> bool:
 
 if njit is not None:
 
-    @intrinsic
-    def _as_float(typingctx, x):
-        """The float32 whose bits are the int32 ``x``."""
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.FloatType())
-
-        return types.float32(types.int32), codegen
-
-    @intrinsic
-    def _as_int(typingctx, x):
-        """The int32 whose bits are the float32 ``x``."""
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.IntType(32))
-
-        return types.int32(types.float32), codegen
-
-    @njit(cache=True, inline="always")
-    def _exp_neg(x):
-        """exp(x) for float32 x <= 0 (0 below -87, where exp(x) < 2e-38)."""
-        k = np.int32(max(x, _F(-87.0)) * _LOG2E - _F(0.5))  # round(x log2 e) for x <= 0
-        kf = _F(k)
-        r = (x - kf * _C1) - kf * _C2
-        e0, e1, e2, e3, e4 = _EXP
-        p = (((e0 * r + e1) * r + e2) * r + e3) * r + e4
-        p = (p * r + _EXP5) * (r * r) + r + _F(1.0)
-        scale = _as_float((k + np.int32(127)) << np.int32(23))
-        return p * scale if x >= _F(-87.0) else _F(0.0)
-
-    @njit(cache=True, inline="always")
-    def _log_pos(x):
-        """log(x) for a positive normal float32 x."""
-        bits = _as_int(x)
-        e = (bits >> np.int32(23)) - np.int32(126)
-        m = _as_float((bits & np.int32(0x007FFFFF)) | np.int32(0x3F000000))  # in [0.5, 1)
-        small = m < _SQRT_HALF
-        ef = _F(e) - (_F(1.0) if small else _F(0.0))
-        m = (m + m if small else m) - _F(1.0)
-        z = m * m
-        l0, l1, l2, l3, l4, l5, l6, l7, l8 = _LOG
-        y = (((l0 * m + l1) * m + l2) * m + l3) * m + l4
-        y = (((y * m + l5) * m + l6) * m + l7) * m + l8
-        y = y * m * z + ef * _C2 - _F(0.5) * z
-        return m + y + ef * _C1
-
     @njit(cache=True, error_model="numpy", inline="always")
     def _erfcx(a):
         """exp(a^2) erfc(a) for float32 a >= 0."""
@@ -170,10 +98,10 @@ if njit is not None:
         """-log P[Z > t] for a standard normal Z, float32 (see the module docstring)."""
         u = abs(t)
         h = _F(0.5) * (u * u)
-        e = _erfcx(u * _SQRT_HALF)
-        q = _F(0.5) * _exp_neg(-h) * e  # P[Z > |t|]
+        e = _erfcx(u * _RSQRT2)
+        q = _F(0.5) * _fastmath.exp_nonpositive(-h) * e  # P[Z > |t|]
         w = _F(1.0) - q
-        lg = _log_pos(e if t >= _F(0.0) else w)
+        lg = _fastmath.log_positive(e if t >= _F(0.0) else w)
         low = lg * q / (w - _F(1.0)) if w != _F(1.0) else q  # -log(1 - q)
         return h + _LN2 - lg if t >= _F(0.0) else low
 
