@@ -105,15 +105,18 @@ if njit is not None:
         low = lg * q / (w - _F(1.0)) if w != _F(1.0) else q  # -log(1 - q)
         return h + _LN2 - lg if t >= _F(0.0) else low
 
+    # The loops below index the arrays element by element: a slice (a view) would change the
+    # reference count of the shared input arrays, an atomic operation that the two threads
+    # contend for at every example.
+
     @njit(cache=True, fastmath={"reassoc"})
-    def _row_sums(q, a_all, sums):
-        """sums[n] = the sum of q[n * A : (n + 1) * A] (float32, in any order: the only
-        reassociated sums, which lets them vectorise)."""
-        for n in range(sums.size):
-            row = q[n * a_all : (n + 1) * a_all]
+    def _row_sums(q, a_all, count, sums):
+        """sums[n] = the sum of q[n * A : (n + 1) * A] for n < count (float32, in any order:
+        the only reassociated sums, which lets them vectorise)."""
+        for n in range(count):
             s = _F(0.0)
             for a in range(a_all):
-                s += row[a]
+                s += q[n * a_all + a]
             sums[n] = s
 
     @njit(cache=True)
@@ -124,53 +127,66 @@ if njit is not None:
             e = b0 + n
             s = sets[pick[m, e]]
             f = fac[s, e] if inside[m, e] else _F(1.0)
-            xs, hs, ls = x[m, e], hi[s, e], lo[s, e]
-            zs = z[n * a_all : (n + 1) * a_all]
             for a in range(a_all):
-                zs[a] = ((xs[a] - hs[a]) - ls[a]) * f
+                z[n * a_all + a] = ((x[m, e, a] - hi[s, e, a]) - lo[s, e, a]) * f
 
     @njit(cache=True, error_model="numpy")
-    def _terms(mode, z_in, z_out, w_in, w_out, out):
-        """The per-query terms of one block (weights: 1 / var, or 1 / sd for ONE_SIDED)."""
-        if mode == ONLINE:
-            for i in range(out.size):
-                out[i] = z_out[i] * z_out[i] * w_out[i] - z_in[i] * z_in[i] * w_in[i]
-        elif mode == ONE_SIDED:
-            for i in range(out.size):
-                out[i] = _neg_log_sf(z_out[i] * w_out[i])
-        else:
-            for i in range(out.size):
-                out[i] = z_out[i] * z_out[i] * w_out[i]
+    def _one_sided(z, isd, size, out):
+        """out = -log P[Z > z / sd] of a block's ``size`` values (isd: 1 / sd, tiled)."""
+        for i in range(size):
+            out[i] = _neg_log_sf(z[i] * isd[i])
+
+    @njit(cache=True)
+    def _quadratic(x, hi, lo, fac, g_in, g_out, w_in, w_out, online, m, b0, b1, q):
+        """q = z_OUT^2 / var_OUT - z_IN^2 / var_IN (online) or z_OUT^2 / var_OUT for target m
+        at examples b0..b1, one loop over each example's queries."""
+        a_all = x.shape[2]
+        sets_o, pick_o, in_o = g_out
+        sets_i, pick_i, in_i = g_in
+        for n in range(b1 - b0):
+            e = b0 + n
+            so = sets_o[pick_o[m, e]]
+            fo = fac[so, e] if in_o[m, e] else _F(1.0)
+            if online:
+                si = sets_i[pick_i[m, e]]
+                fi = fac[si, e] if in_i[m, e] else _F(1.0)
+                for a in range(a_all):
+                    xa = x[m, e, a]
+                    zo = ((xa - hi[so, e, a]) - lo[so, e, a]) * fo
+                    zi = ((xa - hi[si, e, a]) - lo[si, e, a]) * fi
+                    q[n * a_all + a] = zo * zo * w_out[m, a] - zi * zi * w_in[m, a]
+            else:
+                for a in range(a_all):
+                    zo = ((x[m, e, a] - hi[so, e, a]) - lo[so, e, a]) * fo
+                    q[n * a_all + a] = zo * zo * w_out[m, a]
 
     @njit(nogil=True, cache=True, error_model="numpy")
     def _score_chunk(x, hi, lo, fac, g_in, g_out, w_in, w_out, const, mode, n0, n1, out):
         """Scores out[m, n0:n1] of every target (``g_*``: a group's (sets, pick, inside))."""
         m_all, n_all, a_all = x.shape
         lb = BLOCK * a_all
-        z_in = np.zeros(lb, np.float32)
-        z_out = np.empty(lb, np.float32)
-        t_in = np.zeros(lb, np.float32)
-        t_out = np.empty(lb, np.float32)
+        z = np.empty(lb, np.float32)
+        isd = np.empty(lb, np.float32)
         q = np.empty(lb, np.float32)
         sums = np.empty(BLOCK, np.float32)
         half = _F(1.0) if mode == ONE_SIDED else _F(0.5)
         count_a = _F(a_all)
+        sets, pick, inside = g_out
         for m in range(m_all):
-            for n in range(BLOCK):  # the weights tiled over a block's examples
-                t_out[n * a_all : (n + 1) * a_all] = w_out[m]
-                if mode == ONLINE:
-                    t_in[n * a_all : (n + 1) * a_all] = w_in[m]
+            if mode == ONE_SIDED:
+                for i in range(lb):  # 1 / sd tiled over a block's examples
+                    isd[i] = w_out[m, i % a_all]
             for b0 in range(n0, n1, BLOCK):
                 b1 = min(n1, b0 + BLOCK)
-                size = (b1 - b0) * a_all
-                _z_block(x, hi, lo, fac, g_out[0], g_out[1], g_out[2], m, b0, b1, z_out)
-                if mode == ONLINE:
-                    _z_block(x, hi, lo, fac, g_in[0], g_in[1], g_in[2], m, b0, b1, z_in)
-                _terms(mode, z_in[:size], z_out[:size], t_in[:size], t_out[:size], q[:size])
-                _row_sums(q, a_all, sums[: b1 - b0])
-                row = out[m, b0:b1]
+                if mode == ONE_SIDED:
+                    _z_block(x, hi, lo, fac, sets, pick, inside, m, b0, b1, z)
+                    _one_sided(z, isd, (b1 - b0) * a_all, q)
+                else:
+                    online = mode == ONLINE
+                    _quadratic(x, hi, lo, fac, g_in, g_out, w_in, w_out, online, m, b0, b1, q)
+                _row_sums(q, a_all, b1 - b0, sums)
                 for n in range(b1 - b0):
-                    row[n] = const[m] + (half * sums[n]) / count_a
+                    out[m, b0 + n] = const[m] + (half * sums[n]) / count_a
 
 
 def _mode(opts) -> int:
