@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from jaxsam.attacks import _lira_kernels, lira_from_signal, naive
+from jaxsam.attacks import _lira_groups, _lira_kernels, lira_from_signal, naive
 
 pytestmark = pytest.mark.skipif(not _lira_kernels.available(), reason="numba is not installed")
 
@@ -114,3 +114,67 @@ def test_score_pass_far_tail_and_large_signal(numpy_path, passes):
         want = lira_from_signal(x, keep, online=False)
     assert passes
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
+
+
+def test_pair_stats_brute_force_with_tiny_and_empty_groups():
+    rng = np.random.default_rng(13)
+    m, n, a = 7, 90, 4
+    keep = rng.random((m, n)) < 0.5
+    keep[:, 5] = False  # an empty IN set
+    keep[:, 6] = True  # an empty OUT set
+    keep[:, 7], keep[2, 7] = False, True  # one IN model: its SS is 0, it has no shadow
+    x = (rng.normal(size=(m, n, a)) * 3 + 100).astype(np.float32)  # far from 0: no cancellation
+    mean, ss, dd = _lira_kernels.pair_stats(x, keep)
+    want_dd = np.zeros((2, m, a))
+    for g, member in enumerate((keep, ~keep)):
+        for e in range(n):
+            v = x[member[:, e], e].astype(np.float64)
+            mu = v.mean(0) if v.size else np.zeros(a)
+            np.testing.assert_allclose(mean[g, e], mu, rtol=1e-14)
+            np.testing.assert_allclose(ss[g, e], ((v - mu) ** 2).sum(0), rtol=1e-9, atol=1e-9)
+            c = v.shape[0]
+            for t in np.flatnonzero(member[:, e]):
+                if c > 1:
+                    want_dd[g, t] += c / (c - 1) * (x[t, e].astype(np.float64) - mu) ** 2
+    np.testing.assert_allclose(dd, want_dd, rtol=1e-10)
+    # the pooled leave-one-out variance sums: sum_n SS - dd (every target, both groups)
+    for g, member in enumerate((keep, ~keep)):
+        for t in range(m):
+            want = np.zeros(a)
+            for e in range(n):
+                sel = member[:, e].copy()
+                sel[t] = False
+                v = x[sel, e].astype(np.float64)
+                if v.size:
+                    want += ((v - v.mean(0)) ** 2).sum(0)
+            np.testing.assert_allclose(ss[g].sum(0) - dd[g, t], want, rtol=1e-9)
+
+
+def test_stats_tree_with_keep_matches_the_general_sweep():
+    rng = np.random.default_rng(14)
+    keep = np.argsort(rng.random((10, 120)), axis=0) < 5
+    x = rng.normal(size=(10, 120, 3)).astype(np.float32)
+    cut = _lira_groups.cut_to_smallest(~keep).masks  # OUT less its last model, OUT itself
+    masks = [*cut, keep]
+    got = _lira_kernels.stats_tree(x, masks, keep)
+    want = _lira_kernels.stats_tree(x, masks)
+    assert got[3] is not None and want[3] is None
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-10, atol=1e-10)
+    # a root that is neither the IN nor the OUT set: the general sweep, no down-date sums
+    other = keep.copy()
+    other[0] = ~other[0]
+    assert _lira_kernels.stats_tree(x, [other, ~keep], keep)[3] is None
+
+
+@pytest.mark.parametrize("kw", [{"online": True}, {"online": False}])
+def test_lira_default_takes_the_fused_sweep(kw, monkeypatch):
+    calls = []
+    real = _lira_kernels.pair_stats
+    monkeypatch.setattr(_lira_kernels, "pair_stats", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(15)
+    keep = np.argsort(rng.random((12, 80)), axis=0) < 6
+    x = rng.normal(size=(12, 80, 2)).astype(np.float32)
+    lira_from_signal(x, keep, **kw)
+    assert calls == [1]

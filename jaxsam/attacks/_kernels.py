@@ -379,7 +379,7 @@ def set_sums(signal: np.ndarray, masks: np.ndarray, count: np.ndarray) -> np.nda
 
 def downdate(signal, model, r, count_b, mean_b, ss_b):
     """Mean and SS float64 [N, A] of set b less model ``model[n]`` at the examples where
-    ``r[n]`` (see :func:`jaxsam.attacks._lira_stream.stats_tree`)."""
+    ``r[n]`` (see :func:`jaxsam.attacks._lira_kernels.stats_tree`)."""
     mean_a = np.empty_like(mean_b)
     ss_a = np.empty_like(ss_b)
     r = np.ascontiguousarray(r, np.bool_)

@@ -188,6 +188,69 @@ if njit is not None:
                 for n in range(b1 - b0):
                     out[m, b0 + n] = const[m] + (half * sums[n]) / count_a
 
+    @njit(cache=True)
+    def _pair_sums(x, member, t0, nb, tot, s_in):
+        """Sweep 1 of :func:`_pair_chunk`: sums over all models and over the IN models."""
+        m_all, _, a_all = x.shape
+        tot[: nb * a_all] = 0.0
+        s_in[: nb * a_all] = 0.0
+        for m in range(m_all):
+            for n in range(nb):
+                e, o = t0 + n, n * a_all
+                if member[m, e]:
+                    for a in range(a_all):
+                        v = np.float64(x[m, e, a])
+                        tot[o + a] += v
+                        s_in[o + a] += v
+                else:
+                    for a in range(a_all):
+                        tot[o + a] += np.float64(x[m, e, a])
+
+    @njit(cache=True)
+    def _pair_deviations(x, member, kfac, t0, nb, mu, ss, dd):
+        """Sweep 2 of :func:`_pair_chunk`: each model's d = x - mean of its own set, summed as
+        d^2 into the set's SS and as kfac d^2 into the model's own down-date sums dd."""
+        m_all, _, a_all = x.shape
+        ss[:, : nb * a_all] = 0.0
+        for m in range(m_all):
+            for n in range(nb):
+                e, o = t0 + n, n * a_all
+                g = 0 if member[m, e] else 1
+                k = kfac[g, e]
+                for a in range(a_all):
+                    d = x[m, e, a] - mu[g, o + a]
+                    d2 = d * d
+                    ss[g, o + a] += d2
+                    dd[g, m, a] += k * d2
+
+    @njit(nogil=True, cache=True)
+    def _pair_chunk(x, member, count, kfac, n0, n1, mean, ss, dd):
+        """Mean and SS [2, N, A] of the IN and OUT sets at examples n0..n1 and every model's
+        down-date sums dd [2, M, A] over them (two sweeps of each cache-resident tile)."""
+        a_all = x.shape[2]
+        lt = _kernels.TILE * a_all
+        tot = np.empty(lt)
+        s_in = np.empty(lt)
+        mu = np.empty((2, lt))
+        sq = np.empty((2, lt))
+        for t0 in range(n0, n1, _kernels.TILE):
+            nb = min(n1, t0 + _kernels.TILE) - t0
+            _pair_sums(x, member, t0, nb, tot, s_in)
+            for n in range(nb):
+                e, o = t0 + n, n * a_all
+                c_in, c_out = count[0, e], count[1, e]
+                i_in = 1.0 / c_in if c_in > 0 else 0.0
+                i_out = 1.0 / c_out if c_out > 0 else 0.0
+                for a in range(a_all):
+                    mu[0, o + a] = s_in[o + a] * i_in
+                    mu[1, o + a] = (tot[o + a] - s_in[o + a]) * i_out
+            _pair_deviations(x, member, kfac, t0, nb, mu, sq, dd)
+            for g in range(2):
+                for n in range(nb):
+                    for a in range(a_all):
+                        mean[g, t0 + n, a] = mu[g, n * a_all + a]
+                        ss[g, t0 + n, a] = sq[g, n * a_all + a]
+
 
 def _mode(opts) -> int:
     if opts.online:
@@ -227,3 +290,96 @@ def score_pass(signal, mean, count, loc, weights, const, opts) -> np.ndarray:
 
     _kernels._run(one, n, CHUNK)
     return out
+
+
+def pair_stats(signal: np.ndarray, member: np.ndarray):
+    """Mean and SS float64 [2, N, A] of the IN set (``member``) and the OUT set (the others)
+    at every example, and every target's down-date sums ``dd`` float64 [2, M, A]: over the
+    examples where the target is in the set, ``sum_n c / (c - 1) d^2`` (d: its value less
+    the set's mean, c > 1 the set's size; the term that removes the target's own value
+    from the set's SS). One read pass: two sweeps of each cache-resident tile, float64 sums.
+
+    Target m's pooled variance sum over its leave-one-out shadows is then
+    ``sum_n SS_n - dd[m]`` (a set of one model has SS = 0, so every example adds its SS).
+    """
+    m, n, a = signal.shape
+    member = np.ascontiguousarray(member, np.bool_)
+    inside = member.sum(axis=0, dtype=np.int64)
+    count = np.stack([inside, m - inside]).astype(np.float64)
+    kfac = np.where(count > 1, count / np.maximum(count - 1.0, 1.0), 0.0)
+    mean = np.empty((2, n, a))
+    ss = np.empty((2, n, a))
+
+    def one(n0, n1):
+        dd = np.zeros((2, m, a))
+        _pair_chunk(signal, member, count, kfac, n0, n1, mean, ss, dd)
+        return dd
+
+    parts = _kernels._run(one, n)
+    dd = parts[0]
+    for p in parts[1:]:  # in chunk order: the same sums for any number of threads
+        dd += p
+    return mean, ss, dd
+
+
+def _children(masks, count: np.ndarray) -> list:
+    """For each set, ``(parent, model [N], r [N])`` where it is another set less one model at
+    some examples (``r``: 1 where that ``model`` is removed), else None. Parents are strictly
+    larger, so no set is its own ancestor."""
+    out: list = []
+    for a in range(len(masks)):
+        found = None
+        for b in range(len(masks)):
+            extra = count[b] - count[a]
+            if b == a or extra.min() < 0 or extra.max() != 1:
+                continue
+            if (masks[a] > masks[b]).any():  # a model in set a but not in set b
+                continue
+            more = masks[b] > masks[a]  # [M, N]: at most one model per example
+            found = (b, more.argmax(axis=0), extra.astype(np.float64))
+            break
+        out.append(found)
+    return out
+
+
+def stats_tree(signal: np.ndarray, masks, keep: np.ndarray | None = None):
+    """count float64 [S, N], mean and SS float64 [S, N, A] of S sets of models (a sequence of
+    bool [M, N] masks or an [S, M, N] array), and the down-date sums ``dd`` [2, M, A] or None.
+
+    The sets that are no other set less one model are summed by the compiled kernel (one
+    read pass); each other set is an exact float64 down-date of its parent (its parent's
+    statistics with one model's value removed at some examples: an [N, A] computation).
+    Where ``keep`` is given and every such set is the IN set (``keep``) or the OUT set, one
+    fused sweep (:func:`pair_stats`) also sums every target's
+    down-date terms ``dd`` (IN, OUT); otherwise ``dd`` is None.
+    """
+    counts = np.stack([mk.sum(axis=0, dtype=np.int32) for mk in masks])
+    kids = _children(masks, counts)
+    roots = [i for i, k in enumerate(kids) if k is None]
+    count = counts.astype(np.float64)
+    mean = np.empty((len(masks), *signal.shape[1:]))
+    ss = np.empty_like(mean)
+    side = None if keep is None else [_side(masks[i], keep) for i in roots]
+    dd = None
+    if side is not None and None not in side and available():
+        pair_mean, pair_ss, dd = pair_stats(signal, keep)
+        mean[roots], ss[roots] = pair_mean[side], pair_ss[side]
+    else:
+        roots_stats = _kernels.set_stats(signal, [masks[i] for i in roots], count[roots])
+        mean[roots], ss[roots] = roots_stats
+    done = set(roots)
+    while len(done) < len(kids):
+        for a, kid in enumerate(kids):
+            if a in done or kid[0] not in done:
+                continue
+            b, model, r = kid
+            mean[a], ss[a] = _kernels.downdate(signal, model, r > 0, count[b], mean[b], ss[b])
+            done.add(a)
+    return count, mean, ss, dd
+
+
+def _side(mask: np.ndarray, keep: np.ndarray) -> int | None:
+    """0 where ``mask`` is the IN set ``keep``, 1 where it is the OUT set, else None."""
+    if np.array_equal(mask, keep):
+        return 0
+    return 1 if not (mask == keep).any() else None

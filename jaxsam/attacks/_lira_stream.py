@@ -366,58 +366,12 @@ def _sizes(families, groups):
     }
 
 
-def _children(masks, count: np.ndarray) -> list:
-    """For each set, ``(parent, model [N], r [N])`` where it is another set less one model at
-    some examples (``r``: 1 where that ``model`` is removed), else None. Parents are strictly
-    larger, so no set is its own ancestor."""
-    out: list = []
-    for a in range(len(masks)):
-        found = None
-        for b in range(len(masks)):
-            extra = count[b] - count[a]
-            if b == a or extra.min() < 0 or extra.max() != 1:
-                continue
-            if (masks[a] > masks[b]).any():  # a model in set a but not in set b
-                continue
-            more = masks[b] > masks[a]  # [M, N]: at most one model per example
-            found = (b, more.argmax(axis=0), extra.astype(np.float64))
-            break
-        out.append(found)
-    return out
-
-
-def stats_tree(signal: np.ndarray, masks):
-    """count float64 [S, N], mean and SS float64 [S, N, A] of S sets of models (a sequence of
-    bool [M, N] masks or an [S, M, N] array).
-
-    The sets that are no other set less one model are summed by the compiled kernel (one
-    read pass); each other set is an exact float64 down-date of its parent (its parent's
-    statistics with one model's value removed at some examples: an [N, A] computation).
-    """
-    counts = np.stack([mk.sum(axis=0, dtype=np.int32) for mk in masks])
-    kids = _children(masks, counts)
-    roots = [i for i, k in enumerate(kids) if k is None]
-    count = counts.astype(np.float64)
-    mean = np.empty((len(masks), *signal.shape[1:]))
-    ss = np.empty_like(mean)
-    mean[roots], ss[roots] = _kernels.set_stats(signal, [masks[i] for i in roots], count[roots])
-    done = set(roots)
-    while len(done) < len(kids):
-        for a, kid in enumerate(kids):
-            if a in done or kid[0] not in done:
-                continue
-            b, model, r = kid
-            mean[a], ss[a] = _kernels.downdate(signal, model, r > 0, count[b], mean[b], ss[b])
-            done.add(a)
-    return count, mean, ss
-
-
 def kernel_supported(opts: LiraOptions, families) -> bool:
     """True where :func:`score_kernels` computes these scores: :func:`supported` options in
     float64, compiled kernels available (:mod:`jaxsam.attacks._kernels`), one candidate per
     variance family, and every target has a shadow in each group at every example (no
     fallback location)."""
-    if not (_kernels.available() and supported(opts) and opts.precision == "float64"):
+    if not (_lira_kernels.available() and supported(opts) and opts.precision == "float64"):
         return False
     if any(len((families[g][1] or families[g][0])[1]) != 1 for g in families):
         return False
@@ -425,51 +379,51 @@ def kernel_supported(opts: LiraOptions, families) -> bool:
     return not any(bool((s[0] == 0).any()) for s in sizes.values())
 
 
-def score_kernels(signal: np.ndarray, masks: np.ndarray, families, opts: LiraOptions):
-    """Scores float32 [M, N]: the statistics and variances by the compiled kernels.
+def _loo_keep(groups, var, masks) -> np.ndarray | None:
+    """The IN mask where every variance family is its group's whole leave-one-out set (one
+    candidate, the group itself, the target inside it exactly where it is a member), else None."""
+    keep = None
+    for g, (sets, idx) in zip(groups, var, strict=True):
+        mask = masks[int(idx[0])]
+        if len(idx) != 1 or not np.array_equal(sets.inside, mask):
+            return None
+        mine = mask if g == "in" else ~mask
+        if keep is not None and not np.array_equal(keep, mine):
+            return None
+        keep = mine
+    return keep
 
-    The distinct candidate sets' statistics (:func:`stats_tree`: one read pass for the sets
-    that are no other set less one model, down-dates for the rest) and every target's
-    pooled-variance sums (:func:`jaxsam.attacks._kernels.variance_sums`, one read pass for
-    all groups), both in float64 with the signal read as float32; then the tiled XLA score pass
-    (:func:`_score_tile`), whose float32 elementwise code XLA vectorises well.
+
+def score_kernels(signal: np.ndarray, masks: np.ndarray, families, opts: LiraOptions):
+    """Scores float32 [M, N], every pass by the compiled kernels (two read passes).
+
+    1. The distinct candidate sets' statistics (:func:`jaxsam.attacks._lira_kernels.
+       stats_tree`: one read pass for the sets that are no other set less one model,
+       down-dates for the rest) in float64 with the signal read as float32. Where every
+       variance family is a whole leave-one-out group (the defaults, cut or not: see
+       :func:`_loo_keep`) the same sweep sums the targets' variance down-date terms;
+       otherwise :func:`jaxsam.attacks._kernels.variance_sums` makes a second sweep for them.
+    2. The score pass (:func:`jaxsam.attacks._lira_kernels.score_pass`): the float32
+       operations of the XLA pass :func:`_score_tile`.
 
     Args:
       signal: float32 [M, N, A]; masks: the S distinct candidate sets (bool [M, N] each);
       families: as in :func:`score`, their ``idx`` indexing ``masks``.
     """
-    m, n, a = signal.shape
     groups = list(families)
     sizes = _sizes(families, groups)
     signal = np.ascontiguousarray(signal, np.float32)
-    count, mean, ss = stats_tree(signal, masks)
     var = [families[g][1] or families[g][0] for g in groups]
     js = [int(idx[0]) for _, idx in var]
-    insides = np.stack([sets.inside for sets, _ in var])
-    acc = _kernels.variance_sums(signal, mean[js], ss[js], count[js], insides)
+    keep = _loo_keep(groups, var, masks)
+    count, mean, ss, dd = _lira_kernels.stats_tree(signal, masks, keep)
+    if dd is not None:  # leave-one-out variance families: the fused sweep's sums
+        acc = ss[js].sum(axis=1)[:, None] - dd[[0 if g == "in" else 1 for g in groups]]
+    else:
+        insides = np.stack([sets.inside for sets, _ in var])
+        acc = _kernels.variance_sums(signal, mean[js], ss[js], count[js], insides)
+    del ss
     variances, const = _variances(acc, sizes, groups, opts)
-    del ss  # the score pass needs the means only, as float32 pairs (peak memory)
-    if _lira_kernels.available():
-        loc = {g: families[g][0] for g in groups}
-        weights = {g: _weights(variances[k], opts) for k, g in enumerate(groups)}
-        return _lira_kernels.score_pass(signal, mean, count, loc, weights, const, opts)
-    rows, step = _tiles.tile_shape(m, n, a, opts.chunk_size)
-    hi = mean.astype(np.float32)
-    mean -= hi
-    st = {
-        "count": jnp.asarray(count, jnp.float32),
-        "hi": jnp.asarray(hi),
-        "lo": jnp.asarray(mean.astype(np.float32)),
-    }
-    del mean, hi
-    loc = {g: _family(*families[g][0]) for g in groups}
-    per_target = {}
-    for k, g in enumerate(groups):
-        v = variances[k]
-        per_target[g] = {
-            "iv": jnp.asarray(1.0 / v, jnp.float32),
-            "isd": jnp.asarray(v**-0.5, jnp.float32),
-        }
-    per_target["const"] = jnp.asarray(const, jnp.float32)
-    full = _tiles.device_view(signal)
-    return _score_pass(signal, full, rows, step, loc, st, per_target, opts, False)
+    loc = {g: families[g][0] for g in groups}
+    weights = {g: _weights(variances[k], opts) for k, g in enumerate(groups)}
+    return _lira_kernels.score_pass(signal, mean, count, loc, weights, const, opts)
