@@ -168,8 +168,7 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture
 def numpy_path(monkeypatch):
-    """A context switch: ``with numpy_path(): ...`` runs the code without the compiled kernels
-    (``JAXSAM_NO_NUMBA=1``)."""
+    """A context switch: ``with numpy_path(): ...`` runs the code without the kernels."""
     import contextlib
 
     @contextlib.contextmanager

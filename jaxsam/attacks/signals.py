@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsam.attacks import _tiles
+from jaxsam.attacks import _signal_kernels, _tiles
 
 Array = Any
 
@@ -207,7 +207,15 @@ def _on_device(block: np.ndarray, staging: dict) -> jax.Array:
 
 
 def _fused_lsc_numpy(z: np.ndarray, y: np.ndarray, staging: dict | None = None) -> np.ndarray:
-    """:func:`_lsc_fused` of a numpy block; numpy float32 out (computed before returning)."""
+    """:func:`_lsc_fused` of a numpy block; numpy float32 out (computed before returning).
+
+    The compiled kernel (:mod:`jaxsam.attacks._signal_kernels`, the same float32 form) runs
+    where numba is available and every logit is finite; XLA's fused pass otherwise.
+    """
+    if _signal_kernels.available():
+        got = _signal_kernels.logit_scaled_confidence(z, y)
+        if got is not None:
+            return got
     out = _lsc_fused(_on_device(z, {} if staging is None else staging), jnp.asarray(y, jnp.int32))
     return np.asarray(out)
 
