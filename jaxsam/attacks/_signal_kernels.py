@@ -130,11 +130,13 @@ def available() -> bool:
     return _kernels.available()
 
 
-def logit_scaled_confidence(z: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+def logit_scaled_confidence(
+    z: np.ndarray, y: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray | None:
     """The logit-scaled confidence of finite float logits ``z`` [..., N, A, C] with labels ``y``
-    [N]: float32 [..., N, A], or None when some logit is not finite or some label is outside
-    ``[0, C)`` (the caller then uses the XLA pass). Both cores take chunks of examples as they
-    free up."""
+    [N]: float32 [..., N, A] (written into ``out`` when given: a C-contiguous float32 array of
+    that shape), or None when some logit is not finite or some label is outside ``[0, C)`` (the
+    caller then uses the XLA pass). Both cores take chunks of examples as they free up."""
     *lead, n, a, c = z.shape
     y = np.asarray(y)
     if y.size and (y.min() < 0 or y.max() >= c):
@@ -142,11 +144,15 @@ def logit_scaled_confidence(z: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     rows = int(np.prod(lead, dtype=np.int64)) * n
     flat = np.ascontiguousarray(z, np.float32).reshape(rows, a, c)
     labels = np.tile(np.asarray(y, np.int32), rows // max(n, 1))
-    out = np.empty((rows, a), np.float32)
+    if out is None:
+        out = np.empty((*lead, n, a), np.float32)
+    if out.shape != (*lead, n, a) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous float32 {(*lead, n, a)}, got {out.shape}")
+    res = out.reshape(rows, a)
 
     def one(e0: int, e1: int) -> bool:
-        return bool(_lsc_rows(flat[e0:e1], labels[e0:e1], out[e0:e1]))
+        return bool(_lsc_rows(flat[e0:e1], labels[e0:e1], res[e0:e1]))
 
     if not all(_kernels._run(one, rows, CHUNK)):
         return None
-    return out.reshape(*lead, n, a)
+    return out
