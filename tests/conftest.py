@@ -164,3 +164,19 @@ def tiny_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runs") / "sgd"
     return train_and_export(tiny_config(), out)
+
+
+@pytest.fixture
+def numpy_path(monkeypatch):
+    """A context switch: ``with numpy_path(): ...`` runs the code without the kernels."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def off():
+        monkeypatch.setenv("JAXSAM_NO_NUMBA", "1")
+        try:
+            yield
+        finally:
+            monkeypatch.delenv("JAXSAM_NO_NUMBA")
+
+    return off

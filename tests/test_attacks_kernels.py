@@ -43,22 +43,6 @@ def _designs(rng):
     }
 
 
-@pytest.fixture
-def numpy_path(monkeypatch):
-    """A context switch: ``with numpy_path(): ...`` runs the code without the kernels."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def off():
-        monkeypatch.setenv("JAXSAM_NO_NUMBA", "1")
-        try:
-            yield
-        finally:
-            monkeypatch.delenv("JAXSAM_NO_NUMBA")
-
-    return off
-
-
 def test_cut_sets_match_numpy(numpy_path):
     rng = np.random.default_rng(0)
     for name, keep in _designs(rng).items():

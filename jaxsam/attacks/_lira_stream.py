@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxsam.attacks import _kernels, _tiles
+from jaxsam.attacks import _kernels, _lira_kernels, _tiles
 from jaxsam.attacks._lira_groups import ShadowSets
 from jaxsam.attacks._lira_options import LiraOptions
 
@@ -322,6 +322,14 @@ def _variances(acc, sizes, groups, opts: LiraOptions):
     return np.stack(out), const
 
 
+def _weights(v: np.ndarray, opts: LiraOptions) -> np.ndarray:
+    """The score pass's per-target weights float32 [M, A] from a variance [M, A]: 1 / sd for
+    the one-sided test, 1 / var otherwise."""
+    if not opts.online and opts.offline_test == "one_sided":
+        return np.asarray(v**-0.5, np.float32)
+    return np.asarray(1.0 / v, np.float32)
+
+
 def _score_pass(signal, full, rows, step, loc, st, per_target, opts, fallback) -> np.ndarray:
     """The scores float32 [M, N], one tiled XLA pass (see :func:`_score_tile`)."""
     m, n = signal.shape[:2]
@@ -441,6 +449,10 @@ def score_kernels(signal: np.ndarray, masks: np.ndarray, families, opts: LiraOpt
     acc = _kernels.variance_sums(signal, mean[js], ss[js], count[js], insides)
     variances, const = _variances(acc, sizes, groups, opts)
     del ss  # the score pass needs the means only, as float32 pairs (peak memory)
+    if _lira_kernels.available():
+        loc = {g: families[g][0] for g in groups}
+        weights = {g: _weights(variances[k], opts) for k, g in enumerate(groups)}
+        return _lira_kernels.score_pass(signal, mean, count, loc, weights, const, opts)
     rows, step = _tiles.tile_shape(m, n, a, opts.chunk_size)
     hi = mean.astype(np.float32)
     mean -= hi

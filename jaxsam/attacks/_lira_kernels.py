@@ -1,0 +1,229 @@
+"""LiRA's score pass as a compiled kernel (numba; global pooled variance, mean location).
+
+Target m's score at example n averages a per-query term over the A queries of
+``z = (x - mean') `` in each group, where ``mean'`` is the target's shadows' mean (the picked
+candidate set's mean, down-dated by the target's own value where it is in that set:
+``x - mean' = (x - mean) c / (c - 1)``). Online the term is ``(z_OUT^2 / var_OUT - z_IN^2 /
+var_IN) / 2``, offline ``-log P[Z > z_OUT / sd_OUT]`` (one-sided) or ``z_OUT^2 / (2 var_OUT)``
+(density), plus a per-target constant (the log-variance terms). The variances are per target
+and query constants, known before this pass.
+
+The kernel computes exactly the float32 operations of the XLA score pass
+(:func:`jaxsam.attacks._lira_stream._score_tile`): ``d = (x - hi) - lo`` with the candidate's
+float64 mean kept as a float32 pair, the same factor ``c / max(c - 1, 1)``, the same products;
+only the float32 sum over the A queries of each (target, example) is taken in another order.
+The one-sided test's ``-log P[Z > t]`` uses no libm call (numba has no vector libm here): a
+float32 scaled complementary error function (``erfcx``, a degree-12 polynomial in
+``(a - 2) / (a + 2)``, within 2.3e-7 relative of the float64 value for every a >= 0) and
+float32 ``exp`` / ``log`` of :mod:`jaxsam.attacks._fastmath`, so the per-value loop
+vectorises:
+
+* t >= 0: ``-log P = t^2 / 2 + log 2 - log erfcx(t / sqrt 2)`` (no underflow for any finite t);
+* t < 0: ``-log(1 - q)`` with ``q = exp(-t^2 / 2) erfcx(|t| / sqrt 2) / 2``, by
+  ``log(w) q / (w - 1)``, ``w = 1 - q`` (exact for small q).
+
+Every value is then within a few float32 ulps of the float64 value (at the level of the float32
+rounding of the signal itself). The arithmetic helpers are compiled without fast-math (the
+``hi``/``lo`` split and the ``log1p`` form rely on the exact order of operations); only the sum
+over queries (:func:`_row_sums`) may be reassociated, which lets it vectorise. Each score is
+computed by one thread, so the scores do not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxsam.attacks import _fastmath, _kernels
+
+try:  # pragma: no cover - exercised where numba is installed
+    from numba import njit
+except ImportError:  # pragma: no cover
+    njit = None
+
+# Examples per block: the block's z values (BLOCK x A float32) stay in L1 between loops.
+BLOCK = 16
+# Examples per chunk handed to a thread: the chunk's candidate means stay in L2 while every
+# target sweeps them.
+CHUNK = 256
+
+# Score kinds (the ``mode`` argument of the kernel).
+ONLINE, ONE_SIDED, DENSITY = 0, 1, 2
+
+_F = np.float32
+_RSQRT2 = _F(0.707106781186547524)
+# erfcx(a) (1 + 2a) - 1 as a polynomial in q = (a - 2) / (a + 2), highest power first
+# (a Chebyshev least-squares fit of the float64 function over q in (-1, 1), in monomial form).
+_ERFCX = tuple(
+    _F(c)
+    for c in (
+        -2.0255983909e-05,
+        6.3369903146e-05,
+        2.2157153488e-04,
+        -3.5792155977e-04,
+        -1.4640708950e-03,
+        1.2174115929e-03,
+        8.7246076325e-03,
+        -8.0189634678e-03,
+        -5.4220266614e-02,
+        1.6404945420e-01,
+        -1.6603038353e-01,
+        -9.2763762777e-02,
+        2.7697838143e-01,
+    )
+)
+_LN2 = _F(0.6931471805599453)
+_ERFCX_MAX = _F(1e18)  # beyond: erfcx(a) (1 + 2a) is 2 / sqrt(pi) to float32 precision
+
+
+def available() -> bool:
+    """True when the compiled kernels can run (see :func:`jaxsam.attacks._kernels.available`)."""
+    return njit is not None and _kernels.available()
+
+
+if njit is not None:
+
+    @njit(cache=True, error_model="numpy", inline="always")
+    def _erfcx(a):
+        """exp(a^2) erfc(a) for float32 a >= 0."""
+        a = min(a, _ERFCX_MAX)
+        q = (a - _F(2.0)) / (a + _F(2.0))
+        c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12 = _ERFCX
+        p = ((((c0 * q + c1) * q + c2) * q + c3) * q + c4) * q + c5
+        p = ((((p * q + c6) * q + c7) * q + c8) * q + c9) * q + c10
+        p = (p * q + c11) * q + c12
+        return (p + _F(1.0)) / (_F(1.0) + _F(2.0) * a)
+
+    @njit(cache=True, error_model="numpy", inline="always")
+    def _neg_log_sf(t):
+        """-log P[Z > t] for a standard normal Z, float32 (see the module docstring)."""
+        u = abs(t)
+        h = _F(0.5) * (u * u)
+        e = _erfcx(u * _RSQRT2)
+        q = _F(0.5) * _fastmath.exp_nonpositive(-h) * e  # P[Z > |t|]
+        w = _F(1.0) - q
+        lg = _fastmath.log_positive(e if t >= _F(0.0) else w)
+        low = lg * q / (w - _F(1.0)) if w != _F(1.0) else q  # -log(1 - q)
+        return h + _LN2 - lg if t >= _F(0.0) else low
+
+    # The loops below index the arrays element by element: a slice (a view) would change the
+    # reference count of the shared input arrays, an atomic operation that the two threads
+    # contend for at every example.
+
+    @njit(cache=True, fastmath={"reassoc"})
+    def _row_sums(q, a_all, count, sums):
+        """sums[n] = the sum of q[n * A : (n + 1) * A] for n < count (float32, in any order:
+        the only reassociated sums, which lets them vectorise)."""
+        for n in range(count):
+            s = _F(0.0)
+            for a in range(a_all):
+                s += q[n * a_all + a]
+            sums[n] = s
+
+    @njit(cache=True)
+    def _z_block(x, hi, lo, fac, sets, pick, inside, m, b0, b1, z):
+        """z = (x - mean') for target m at examples b0..b1 (float32 [(b1 - b0) * A])."""
+        a_all = x.shape[2]
+        for n in range(b1 - b0):
+            e = b0 + n
+            s = sets[pick[m, e]]
+            f = fac[s, e] if inside[m, e] else _F(1.0)
+            for a in range(a_all):
+                z[n * a_all + a] = ((x[m, e, a] - hi[s, e, a]) - lo[s, e, a]) * f
+
+    @njit(cache=True, error_model="numpy")
+    def _one_sided(z, isd, size, out):
+        """out = -log P[Z > z / sd] of a block's ``size`` values (isd: 1 / sd, tiled)."""
+        for i in range(size):
+            out[i] = _neg_log_sf(z[i] * isd[i])
+
+    @njit(cache=True)
+    def _quadratic(x, hi, lo, fac, g_in, g_out, w_in, w_out, online, m, b0, b1, q):
+        """q = z_OUT^2 / var_OUT - z_IN^2 / var_IN (online) or z_OUT^2 / var_OUT for target m
+        at examples b0..b1, one loop over each example's queries."""
+        a_all = x.shape[2]
+        sets_o, pick_o, in_o = g_out
+        sets_i, pick_i, in_i = g_in
+        for n in range(b1 - b0):
+            e = b0 + n
+            so = sets_o[pick_o[m, e]]
+            fo = fac[so, e] if in_o[m, e] else _F(1.0)
+            if online:
+                si = sets_i[pick_i[m, e]]
+                fi = fac[si, e] if in_i[m, e] else _F(1.0)
+                for a in range(a_all):
+                    xa = x[m, e, a]
+                    zo = ((xa - hi[so, e, a]) - lo[so, e, a]) * fo
+                    zi = ((xa - hi[si, e, a]) - lo[si, e, a]) * fi
+                    q[n * a_all + a] = zo * zo * w_out[m, a] - zi * zi * w_in[m, a]
+            else:
+                for a in range(a_all):
+                    zo = ((x[m, e, a] - hi[so, e, a]) - lo[so, e, a]) * fo
+                    q[n * a_all + a] = zo * zo * w_out[m, a]
+
+    @njit(nogil=True, cache=True, error_model="numpy")
+    def _score_chunk(x, hi, lo, fac, g_in, g_out, w_in, w_out, const, mode, n0, n1, out):
+        """Scores out[m, n0:n1] of every target (``g_*``: a group's (sets, pick, inside))."""
+        m_all, n_all, a_all = x.shape
+        lb = BLOCK * a_all
+        z = np.empty(lb, np.float32)
+        isd = np.empty(lb, np.float32)
+        q = np.empty(lb, np.float32)
+        sums = np.empty(BLOCK, np.float32)
+        half = _F(1.0) if mode == ONE_SIDED else _F(0.5)
+        count_a = _F(a_all)
+        sets, pick, inside = g_out
+        for m in range(m_all):
+            if mode == ONE_SIDED:
+                for i in range(lb):  # 1 / sd tiled over a block's examples
+                    isd[i] = w_out[m, i % a_all]
+            for b0 in range(n0, n1, BLOCK):
+                b1 = min(n1, b0 + BLOCK)
+                if mode == ONE_SIDED:
+                    _z_block(x, hi, lo, fac, sets, pick, inside, m, b0, b1, z)
+                    _one_sided(z, isd, (b1 - b0) * a_all, q)
+                else:
+                    online = mode == ONLINE
+                    _quadratic(x, hi, lo, fac, g_in, g_out, w_in, w_out, online, m, b0, b1, q)
+                _row_sums(q, a_all, b1 - b0, sums)
+                for n in range(b1 - b0):
+                    out[m, b0 + n] = const[m] + (half * sums[n]) / count_a
+
+
+def _mode(opts) -> int:
+    if opts.online:
+        return ONLINE
+    return ONE_SIDED if opts.offline_test == "one_sided" else DENSITY
+
+
+def score_pass(signal, mean, count, loc, weights, const, opts) -> np.ndarray:
+    """Scores float32 [M, N], one compiled pass over the signal.
+
+    Args:
+      signal: float32 [M, N, A] (C-contiguous); mean: float64 [S, N, A] and count [S, N] of the
+        distinct candidate sets; loc: per group ("in", "out"), ``(ShadowSets, idx)`` of its
+        location family (idx: its candidates' rows in ``mean``); weights: per group float32
+        [M, A], 1 / var (1 / sd for the one-sided test); const: float32 [M]; opts: the
+        :class:`jaxsam.attacks._lira_options.LiraOptions`.
+    """
+    m, n, a = signal.shape
+    hi = mean.astype(np.float32)
+    lo = (mean - hi).astype(np.float32)
+    c = np.asarray(count, np.float32)
+    fac = c / np.maximum(c - _F(1.0), _F(1.0))  # float32, as the XLA pass computes it
+    groups = {}
+    for g, (sets, idx) in loc.items():
+        pick = np.ascontiguousarray(sets.pick)
+        groups[g] = (np.asarray(idx, np.int64), pick, np.ascontiguousarray(sets.inside))
+    g_out = groups["out"]
+    g_in = groups.get("in", g_out)
+    w_out = np.ascontiguousarray(weights["out"], np.float32)
+    w_in = np.ascontiguousarray(weights.get("in", weights["out"]), np.float32)
+    const = np.ascontiguousarray(const, np.float32)
+    out = np.empty((m, n), np.float32)
+    mode = _mode(opts)
+
+    def one(n0, n1):
+        _score_chunk(signal, hi, lo, fac, g_in, g_out, w_in, w_out, const, mode, n0, n1, out)
+
+    _kernels._run(one, n, CHUNK)
+    return out

@@ -1,0 +1,116 @@
+"""LiRA's compiled score pass (jaxsam.attacks._lira_kernels) against float64, the JAX path and
+the naive oracle: cut groups with several candidate sets, Bernoulli masks, tiny groups (where
+the JAX path redoes its variance in float64), ties, all three score kinds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from jaxsam.attacks import _lira_kernels, lira_from_signal, naive
+
+pytestmark = pytest.mark.skipif(not _lira_kernels.available(), reason="numba is not installed")
+
+KINDS = [{"online": True}, {"online": False}, {"online": False, "offline_test": "density"}]
+
+
+@pytest.fixture
+def passes(monkeypatch):
+    """Counts the calls of the compiled score pass (the tests must exercise it)."""
+    calls = []
+    real = _lira_kernels.score_pass
+
+    def spy(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(_lira_kernels, "score_pass", spy)
+    return calls
+
+
+def _neg_log_sf(t: np.ndarray) -> np.ndarray:
+    import numba
+
+    @numba.njit
+    def run(t, out):
+        for i in range(t.size):
+            out[i] = _lira_kernels._neg_log_sf(t[i])
+
+    out = np.empty_like(t)
+    run(t, out)
+    return out
+
+
+def test_neg_log_sf_within_float32_rounding_of_float64():
+    t = np.concatenate(
+        [
+            np.linspace(-40, 40, 200_001),
+            np.geomspace(1e-30, 1e4, 2001),
+            -np.geomspace(1e-30, 40, 2001),
+        ]
+    ).astype(np.float32)
+    got = _neg_log_sf(t).astype(np.float64)
+    want = -norm.logsf(t.astype(np.float64))
+    err = np.abs(got - want) / np.maximum(1.0, np.abs(want))
+    assert err.max() < 3e-7, (err.max(), t[err.argmax()])
+    # small values (t far below 0) to a relative accuracy set by the rounding of t itself
+    neg = (t < -1) & (t > -12.5)  # from -12.5 on the value is a float32 subnormal
+    rel = np.abs(got[neg] / want[neg] - 1)
+    assert (rel < 3e-7 + 1e-7 * t[neg].astype(np.float64) ** 2).all()
+    assert (got[t <= -13] < 1e-37).all()
+    edge = _neg_log_sf(np.array([np.inf, -np.inf, 0.0, -0.0, 1e20, -1e20], np.float32))
+    np.testing.assert_array_equal(edge[:2], [np.inf, 0.0])
+    np.testing.assert_allclose(edge[2:4], np.log(2.0), rtol=1e-7)
+    assert edge[4] == np.inf  # t^2 / 2 overflows float32, as in the JAX path
+    assert edge[5] == 0.0
+
+
+def _design(name, rng):
+    if name == "exact":
+        return np.argsort(rng.random((24, 300)), axis=0) < 12
+    if name == "bernoulli":
+        keep = rng.random((20, 300)) < 0.5
+        keep[:3], keep[3:6] = True, False  # every example has IN and OUT shadows
+        return keep
+    if name == "dropped":  # unequal cut sizes: several candidate sets per group
+        keep = np.argsort(rng.random((14, 300)), axis=0) < 7
+        keep[3] = False
+        keep[9, :60] = True
+        return keep
+    # tiny: 2 IN and 2 OUT models per example (a target's own value is half its group)
+    return np.argsort(rng.random((4, 300)), axis=0) < 2
+
+
+@pytest.mark.parametrize("design", ["exact", "bernoulli", "dropped", "tiny"])
+@pytest.mark.parametrize("kw", KINDS)
+def test_score_pass_matches_jax_and_naive(design, kw, numpy_path, passes):
+    rng = np.random.default_rng(11)
+    keep = _design(design, rng)
+    m, n = keep.shape
+    x = rng.normal(size=(m, n, 5)) + 1.5 * keep[..., None]
+    if design == "exact":
+        x = np.round(x * 2) / 2  # ties
+    x = x.astype(np.float32)
+    got = lira_from_signal(x, keep, **kw)
+    assert passes, "the compiled score pass did not run"
+    with numpy_path():
+        want = lira_from_signal(x, keep, **kw)
+    scale = max(1.0, np.abs(want).max())
+    np.testing.assert_allclose(got, want, atol=4e-7 * scale)
+    cut = design != "bernoulli"
+    targets = [0, 3, m - 1]
+    oracle = naive.lira_per_target(x, keep, targets=targets, equal_groups=cut, **kw)
+    np.testing.assert_allclose(got[targets], oracle, atol=4e-7 * scale, rtol=1e-5)
+
+
+def test_score_pass_far_tail_and_large_signal(numpy_path, passes):
+    rng = np.random.default_rng(12)
+    keep = np.argsort(rng.random((16, 200)), axis=0) < 8
+    x = (rng.normal(size=(16, 200, 3)) * 0.01 + 40.0 * keep[..., None]).astype(np.float32)
+    x[0, :10] -= 80.0  # members far below the OUT mean: -log P close to 0
+    got = lira_from_signal(x, keep, online=False)
+    with numpy_path():
+        want = lira_from_signal(x, keep, online=False)
+    assert passes
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
