@@ -112,3 +112,16 @@ def test_compute_signals_uses_the_kernel_and_matches_without_numba(monkeypatch):
     want = _exact_lsc(z.astype(np.float32), y)
     tol = 6e-7 * np.maximum(np.maximum(np.abs(z.astype(np.float32)).max(-1), np.abs(want)), 1.0)
     assert np.all(np.abs(fast - want) <= tol) and np.all(np.abs(slow - want) <= tol)
+
+
+def test_blocks_with_large_logits_take_the_shifted_form_beside_moderate_ones():
+    rng = np.random.default_rng(4)
+    z = (rng.normal(size=(2, 300, 18, 10)) * 3).astype(np.float32)
+    y = rng.integers(0, 10, 300)
+    z[0, 5, 3, :] += 150.0  # one block beyond +-80: shifted there, unshifted elsewhere
+    z[1, 250, 0, (y[250] + 2) % 10] = -500.0
+    got = _signal_kernels.logit_scaled_confidence(z, y)
+    want = _exact_lsc(z, y)
+    tol = 6e-7 * np.maximum(np.maximum(np.abs(z).max(-1), np.abs(want)), 1.0)
+    assert np.all(np.abs(got - want) <= tol)
+    np.testing.assert_allclose(got[0, 5, 3], want[0, 5, 3], rtol=1e-6)

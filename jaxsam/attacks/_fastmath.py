@@ -12,6 +12,7 @@ Both use the classic range reduction of the Cephes library's single-precision ro
   split in two constants so that ``k ln 2`` is exact), a degree-7 polynomial for ``exp(r)`` and
   ``2^k`` built in the exponent bits. Relative error about 1.2e-7 (two float32 ulps); inputs
   below -87.3 (where the result would be subnormal, < 1.2e-38) give exactly 0.
+  :func:`exp_moderate` is the same for ``|x| <= 87`` without the range test.
 * :func:`log_positive` (finite, normal ``x > 0``): ``x = 2^e m`` with ``m`` in
   ``[sqrt(1/2), sqrt(2))`` from the bits, and a degree-11 polynomial in ``m - 1``. Absolute
   error about 2.5e-7 for ``x`` in ``[1, 64]``.
@@ -84,6 +85,16 @@ if numba is not None:
         p = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * r2 + r + _F(1.0)
         scale = _bits_to_float((k + np.int32(127)) << np.int32(23))
         return p * scale if x >= _EXP_MIN else _F(0.0)
+
+    @numba.njit(inline="always", fastmath=FAST)
+    def exp_moderate(x):
+        """``exp(x)`` of a float32 ``|x| <= 87`` (no range checks: the caller keeps x there)."""
+        k = np.int32(x * _LOG2E + _F(128.5)) - np.int32(128)  # round to nearest: x > -88
+        kf = _F(k)
+        r = (x - kf * _LN2_HI) - kf * _LN2_LO
+        r2 = r * r
+        p = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * r2 + r + _F(1.0)
+        return p * _bits_to_float((k + np.int32(127)) << np.int32(23))
 
     @numba.njit(inline="always", fastmath=FAST)
     def log_positive(x):

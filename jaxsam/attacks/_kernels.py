@@ -277,54 +277,6 @@ if numba is not None:
                         o[a] += part[a]
         return out
 
-    @njit(nogil=True, cache=True)
-    def _dominated_rows(rx, r0, r1, out):
-        """For rows r0..r1: the fraction of the row's values at or below each value, from an
-        LSD radix sort (3 passes of 11 bits) of the values' order-preserving integer keys."""
-        n = rx.shape[1]
-        keys = np.empty(n, np.uint32)
-        idx = np.empty(n, np.int64)
-        tmp_k = np.empty(n, np.uint32)
-        tmp_i = np.empty(n, np.int64)
-        hist = np.empty(2048, np.int64)
-        for row_i in range(r0, r1):
-            row = rx[row_i]
-            bits = row.view(np.uint32)
-            for i in range(n):  # float32 bits -> unsigned keys in the same order
-                b = bits[i]
-                if row[i] == 0:  # -0.0 ties with 0.0
-                    b = np.uint32(0)
-                if b & np.uint32(0x80000000):
-                    b = ~b
-                else:
-                    b = b | np.uint32(0x80000000)
-                keys[i] = b
-                idx[i] = i
-            ka, kb, ia, ib = keys, tmp_k, idx, tmp_i
-            for shift in (0, 11, 22):  # stable passes, lowest digit first
-                hist[:] = 0
-                for i in range(n):
-                    hist[(ka[i] >> shift) & 0x7FF] += 1
-                total = 0
-                for d in range(2048):
-                    c = hist[d]
-                    hist[d] = total
-                    total += c
-                for i in range(n):
-                    d = (ka[i] >> shift) & 0x7FF
-                    p = hist[d]
-                    hist[d] = p + 1
-                    kb[p] = ka[i]
-                    ib[p] = ia[i]
-                ka, kb = kb, ka
-                ia, ib = ib, ia
-            end = n  # a value's count: one past the end of its run of equal values
-            orow = out[row_i]
-            for p in range(n - 1, -1, -1):
-                if p < n - 1 and ka[p] != ka[p + 1]:
-                    end = p + 1
-                orow[ia[p]] = np.float32(end / n)
-
 
 def all_finite(x: np.ndarray) -> bool:
     """True when every value of the float32 array ``x`` is finite (one pass: no value has
@@ -407,14 +359,3 @@ def variance_sums(signal, mean, ss, count, inside) -> np.ndarray:
         return _variance_chunk(signal, mf, sf, count, inside, n0, n1, TILE)
 
     return np.sum(_run(one, n), axis=0)
-
-
-def dominated(rx: np.ndarray) -> np.ndarray:
-    """Fraction of each row's values z with z <= x, for every x of the row: float32 [B, N].
-
-    Equal values count each other (a value's count is one past the end of its run of ties).
-    """
-    rx = np.ascontiguousarray(rx, np.float32)
-    out = np.empty(rx.shape, np.float32)
-    _run(lambda r0, r1: _dominated_rows(rx, r0, r1, out), rx.shape[0], 8)
-    return out

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxsam.attacks import _kernels, _reference, _tiles
+from jaxsam.attacks import _reference, _rmia_kernels, _tiles
 from jaxsam.attacks import signals as _signals
 from jaxsam.attacks._checks import check_logits, check_signal
 from jaxsam.attacks._lira import auto_chunk
@@ -197,12 +197,23 @@ def rmia_from_signal(
     sets = {g: rule.sets(keep, g) for g in groups}
     what = f"RMIA ({'online' if online else 'offline'})"
     _reference.check_sizes(keep, sets, rule, what, {"any": 1} if online else {"out": 1})
-    # One pass over the signal for the candidate sets of every group.
     fast = (
         population is None
         and population_prob is None
         and not ((not online) and (sets["out"].sizes() == 0).any())
     )
+    if fast and _rmia_kernels.available():  # one compiled read pass, then the ranks
+        rx = _rmia_kernels.ratios(np.ascontiguousarray(prob), sets, online, a)
+        return _rmia_kernels.dominated(rx) if gamma == 1.0 else _dominated(rx, gamma)
+    sums = _float32_sums(prob, sets)
+    if fast:
+        return _rmia_streamed(prob, sums, sets, online, a, gamma, chunk_size)
+    return _rmia_chunked(prob, sums, sets, pop_idx, population_prob, online, a, gamma, chunk_size)
+
+
+def _float32_sums(prob, sets):
+    """Each group's candidate counts and sums as float32 jax arrays (one pass over the signal
+    for the candidate sets of every group)."""
     count, total = _reference.candidate_sums(
         prob, np.concatenate([st.masks for st in sets.values()])
     )
@@ -211,8 +222,13 @@ def rmia_from_signal(
         sl = slice(j, j + st.masks.shape[0])
         sums[g] = (jnp.asarray(count[sl], jnp.float32), jnp.asarray(total[sl], jnp.float32))
         j = sl.stop
-    if fast:
-        return _rmia_streamed(prob, sums, sets, online, a, gamma, chunk_size)
+    return sums
+
+
+def _rmia_chunked(prob, sums, sets, pop_idx, population_prob, online, a, gamma, chunk_size):
+    """RMIA with a subset or external population (or offline with the OUT fallback): the
+    targets scored in chunks."""
+    m, n, na = prob.shape
     has_pp = population_prob is not None
     if has_pp:
         pp = np.asarray(population_prob, np.float32)
@@ -273,8 +289,14 @@ def rmia(
 
 
 def _rmia_streamed(prob, sums, sets, online, a, gamma, chunk_size):
-    """RMIA with the pool as the population: the ratios in one tiled pass over ``prob``
-    (float32 [M, N, A]), then every target's ranks from one sort of its row."""
+    """RMIA with the pool as the population (the JAX path): the ratios in one tiled pass over
+    ``prob`` (float32 [M, N, A]), then every target's ranks from one sort of its row."""
+    return _dominated(_streamed_ratios(prob, sums, sets, online, a, chunk_size), gamma)
+
+
+def _streamed_ratios(prob, sums, sets, online, a, chunk_size):
+    """Every target's query-averaged ratio float32 [M, N] from the candidate sums
+    (:func:`jaxsam.attacks._rmia_kernels.ratios` computes the same numbers)."""
     m, n, na = prob.shape
     prob = np.asarray(prob, np.float32)
     rows, step = _tiles.tile_shape(m, n, na, chunk_size)
@@ -296,6 +318,4 @@ def _rmia_streamed(prob, sums, sets, online, a, gamma, chunk_size):
         rx[r0 + rs : r0 + rows, s0 + ss : s0 + step] = got[rs:, ss:]
 
     _tiles.map_tiles(one, _tiles.tiles(prob, rows, step, _tiles.device_view(prob)))
-    if gamma == 1.0 and _kernels.available():
-        return _kernels.dominated(rx)  # a radix sort per row, 5x NumPy's argsort
-    return _dominated(rx, gamma)
+    return rx

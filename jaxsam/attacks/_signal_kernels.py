@@ -1,15 +1,22 @@
 """The logit-scaled confidence of float32 logits, compiled (numba; optional).
 
-``lsc = z_y - m - log sum_{i != y} exp(z_i - m)`` with ``m`` the largest non-label logit: the
-same stable float32 form as :func:`jaxsam.attacks.signals._lsc_fused`, within a few float32 ulps
-of it (both round every term; the exponential and logarithm here are those of
-:mod:`jaxsam.attacks._fastmath`).
+``lsc = z_y - log sum_{i != y} exp(z_i)``, in float32 like
+:func:`jaxsam.attacks.signals._lsc_fused` and within a few float32 ulps of ``max |z|`` of it
+(the exponential and logarithm are those of :mod:`jaxsam.attacks._fastmath`).
 
 Why a kernel: the logits' class axis is the minor one (C = 10 float32 values per query), so a
 pass over the class axis reads with a stride of C. XLA:CPU runs that pass at about 15 read
-passes over the logits; this kernel copies a block of a few hundred queries into a transposed
-buffer ``[C, rows]`` that stays in the L1 cache, and every later loop then runs over contiguous
-rows in vector code: a maximum, C exponentials, a logarithm.
+passes over the logits. This kernel works on blocks of a few hundred queries that stay in the
+L1 cache, in one of two ways:
+
+* **No shift** (every logit of the block within +-80, i.e. almost always): one vector pass
+  takes ``exp`` of every logit as it lies in memory (``e^80`` summed over 64 classes is still
+  finite, ``e^-80`` still a normal float32, so nothing overflows or loses relative precision),
+  the label's entry is set aside, each query's C values are summed, and one vector pass takes
+  the logarithms.
+* **Shifted** by the largest non-label logit ``m`` (``z_y - m - log sum exp(z_i - m)``, the
+  XLA pass's form) for a block with larger logits: the block is copied into a transposed buffer
+  ``[C, rows]``, and every later loop runs over contiguous rows in vector code.
 
 Rows whose logits are not all finite (NaN, +-inf) are not this kernel's to handle: it reports
 them and the caller recomputes the block with the XLA pass, which keeps IEEE semantics there.
@@ -26,9 +33,76 @@ from jaxsam.attacks._kernels import numba
 ROWS = 576
 # Example rows per chunk handed to a thread.
 CHUNK = 4096
+# Blocks whose logits all lie in [-MODERATE, MODERATE] need no shift: exp(z) stays a normal
+# float32 (e^-80 = 1.8e-35) and a sum of up to 64 of them stays finite (64 e^80 = 3.6e36).
+MODERATE = np.float32(80.0)
 
 if numba is not None:
-    from jaxsam.attacks._fastmath import FAST, exp_nonpositive, log_positive
+    from jaxsam.attacks._fastmath import FAST, exp_moderate, exp_nonpositive, log_positive
+
+    @numba.njit(nogil=True, fastmath=FAST, boundscheck=False, inline="always")
+    def _block_moderate(flat, y, a_all, c_all, ex, zy, sums, res):  # pragma: no cover
+        """One block without a shift (every |logit| <= MODERATE): res = z_y - log(sum of
+        exp(z_i), i != y). flat [rows * C] of ``len(y)`` examples; ex, zy, sums scratch. False
+        (res not written) if some logit is outside the range or not finite."""
+        rows = y.size * a_all
+        bad = np.int32(0)
+        for i in range(rows * c_all):  # one vector pass: exponentials and the range check
+            v = flat[i]
+            bad += np.int32(0) if abs(v) <= MODERATE else np.int32(1)  # NaN is not <=
+            ex[i] = exp_moderate(v)
+        if bad:
+            return False
+        for e in range(y.size):  # the label's entry: kept aside, then out of the sum
+            at = y[e]
+            for q in range(a_all):
+                j = (e * a_all + q) * c_all + at
+                zy[e * a_all + q] = flat[j]
+                ex[j] = np.float32(0.0)
+        for r in range(rows):
+            row = ex[r * c_all : (r + 1) * c_all]
+            acc = np.float32(0.0)
+            for c in range(c_all):
+                acc += row[c]
+            sums[r] = acc
+        for r in range(rows):
+            res[r] = zy[r] - log_positive(sums[r])
+        return True
+
+    @numba.njit(nogil=True, fastmath=FAST, boundscheck=False, inline="always")
+    def _block_shifted(flat, y, a_all, c_all, tr, zy, top, res):  # pragma: no cover - compiled
+        """One block shifted by the largest non-label logit, through a transposed copy ``tr``
+        [C, rows] (any finite logits). Returns 0 for finite logits, NaN otherwise."""
+        rows = y.size * a_all
+        nonfinite = np.float32(0.0)  # v * 0 is 0 for finite v, NaN for NaN and +-inf
+        for i in range(rows * c_all):
+            nonfinite += flat[i] * np.float32(0.0)
+        block = flat.reshape((rows, c_all))
+        for r in range(rows):
+            for c in range(c_all):
+                tr[c, r] = block[r, c]
+        for e in range(y.size):  # the label's row: kept aside, then out of the maximum and sum
+            lab = tr[y[e], e * a_all : (e + 1) * a_all]
+            keep = zy[e * a_all : (e + 1) * a_all]
+            for q in range(a_all):
+                keep[q] = lab[q]
+                lab[q] = -np.inf
+        first = tr[0]
+        for r in range(rows):
+            top[r] = first[r]
+        for c in range(1, c_all):
+            col = tr[c]
+            for r in range(rows):
+                top[r] = max(top[r], col[r])
+        for r in range(rows):
+            res[r] = np.float32(0.0)
+        for c in range(c_all):
+            col = tr[c]
+            for r in range(rows):
+                res[r] += exp_nonpositive(col[r] - top[r])
+        for r in range(rows):
+            res[r] = zy[r] - (top[r] + log_positive(res[r]))
+        return nonfinite
 
     @numba.njit(nogil=True, fastmath=FAST, boundscheck=False, cache=True)
     def _lsc_rows(z, y, out):  # pragma: no cover - compiled
@@ -36,43 +110,18 @@ if numba is not None:
         y [E] int32, out [E, A] float32. Returns False if any logit is not finite."""
         e_all, a_all, c_all = z.shape
         per = max(1, ROWS // a_all)
-        tr = np.empty((c_all, per * a_all), np.float32)
-        top = np.empty(per * a_all, np.float32)
+        ex = np.empty(per * a_all * c_all, np.float32)
+        tr = ex.reshape((c_all, per * a_all))
         zy = np.empty(per * a_all, np.float32)
-        tot = np.empty(per * a_all, np.float32)
-        nonfinite = np.float32(0.0)  # v * 0 is 0 for finite v, NaN for NaN and +-inf
+        top = np.empty(per * a_all, np.float32)
+        nonfinite = np.float32(0.0)
         for e0 in range(0, e_all, per):
             ne = min(per, e_all - e0)
-            rows = ne * a_all
-            flat = z[e0 : e0 + ne].reshape(rows * c_all)
-            for i in range(rows * c_all):
-                nonfinite += flat[i] * np.float32(0.0)
-            block = flat.reshape((rows, c_all))
-            for r in range(rows):
-                for c in range(c_all):
-                    tr[c, r] = block[r, c]
-            for e in range(ne):  # the label's row: kept aside, then out of the maximum and sum
-                lab = tr[y[e0 + e], e * a_all : (e + 1) * a_all]
-                keep = zy[e * a_all : (e + 1) * a_all]
-                for q in range(a_all):
-                    keep[q] = lab[q]
-                    lab[q] = -np.inf
-            first = tr[0]
-            for r in range(rows):
-                top[r] = first[r]
-            for c in range(1, c_all):
-                col = tr[c]
-                for r in range(rows):
-                    top[r] = max(top[r], col[r])
-            for r in range(rows):
-                tot[r] = np.float32(0.0)
-            for c in range(c_all):
-                col = tr[c]
-                for r in range(rows):
-                    tot[r] += exp_nonpositive(col[r] - top[r])
-            res = out[e0 : e0 + ne].reshape(rows)
-            for r in range(rows):
-                res[r] = zy[r] - (top[r] + log_positive(tot[r]))
+            flat = z[e0 : e0 + ne].reshape(ne * a_all * c_all)
+            res = out[e0 : e0 + ne].reshape(ne * a_all)
+            yb = y[e0 : e0 + ne]
+            if not _block_moderate(flat, yb, a_all, c_all, ex, zy, top, res):
+                nonfinite += _block_shifted(flat, yb, a_all, c_all, tr, zy, top, res)
         return nonfinite == 0.0
 
 
@@ -81,11 +130,13 @@ def available() -> bool:
     return _kernels.available()
 
 
-def logit_scaled_confidence(z: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+def logit_scaled_confidence(
+    z: np.ndarray, y: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray | None:
     """The logit-scaled confidence of finite float logits ``z`` [..., N, A, C] with labels ``y``
-    [N]: float32 [..., N, A], or None when some logit is not finite or some label is outside
-    ``[0, C)`` (the caller then uses the XLA pass). Both cores take chunks of examples as they
-    free up."""
+    [N]: float32 [..., N, A] (written into ``out`` when given: a C-contiguous float32 array of
+    that shape), or None when some logit is not finite or some label is outside ``[0, C)`` (the
+    caller then uses the XLA pass). Both cores take chunks of examples as they free up."""
     *lead, n, a, c = z.shape
     y = np.asarray(y)
     if y.size and (y.min() < 0 or y.max() >= c):
@@ -93,11 +144,15 @@ def logit_scaled_confidence(z: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     rows = int(np.prod(lead, dtype=np.int64)) * n
     flat = np.ascontiguousarray(z, np.float32).reshape(rows, a, c)
     labels = np.tile(np.asarray(y, np.int32), rows // max(n, 1))
-    out = np.empty((rows, a), np.float32)
+    if out is None:
+        out = np.empty((*lead, n, a), np.float32)
+    if out.shape != (*lead, n, a) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous float32 {(*lead, n, a)}, got {out.shape}")
+    res = out.reshape(rows, a)
 
     def one(e0: int, e1: int) -> bool:
-        return bool(_lsc_rows(flat[e0:e1], labels[e0:e1], out[e0:e1]))
+        return bool(_lsc_rows(flat[e0:e1], labels[e0:e1], res[e0:e1]))
 
     if not all(_kernels._run(one, rows, CHUNK)):
         return None
-    return out.reshape(*lead, n, a)
+    return out

@@ -115,15 +115,24 @@ def rmia_general_one_target(
 ) -> np.ndarray:
     """RMIA scores [N] for one target with IN+OUT (online) or OUT (offline) shadows chosen as
     :func:`shadows_one_target` does, the pool points ``population`` (default all) as z."""
+    ratio = rmia_ratio_one_target(prob, keep, target, online=online, cut=cut, a=a)
+    rz = ratio if population is None else ratio[population]
+    return (rz[None, :] <= ratio[:, None] / gamma).mean(1)
+
+
+def rmia_ratio_one_target(
+    prob: np.ndarray, keep: np.ndarray, target: int, *, online: bool, cut: bool, a: float = 0.3
+) -> np.ndarray:
+    """RMIA's query-averaged ratio p(x | theta_target) / p(x) [N] in float64, its reference
+    from the shadows :func:`shadows_one_target` chooses (online: IN and OUT; offline: OUT,
+    ``((1 + a) mean + 1 - a) / 2``)."""
     prob = np.asarray(prob, np.float64)
     w = shadows_one_target(keep, target, "out", cut)
     if online:
         w = w | shadows_one_target(keep, target, "in", cut)
     mean = (prob * w[..., None]).sum(0) / w.sum(0)[:, None]
     ref = mean if online else 0.5 * ((1 + a) * mean + (1 - a))
-    ratio = (prob[target] / ref).mean(-1)
-    rz = ratio if population is None else ratio[population]
-    return (rz[None, :] <= ratio[:, None] / gamma).mean(1)
+    return (prob[target] / ref).mean(-1)
 
 
 def calibrated_loss_one_target(

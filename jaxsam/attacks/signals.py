@@ -206,14 +206,18 @@ def _on_device(block: np.ndarray, staging: dict) -> jax.Array:
     return jnp.asarray(block, jnp.float32)
 
 
-def _fused_lsc_numpy(z: np.ndarray, y: np.ndarray, staging: dict | None = None) -> np.ndarray:
+def _fused_lsc_numpy(
+    z: np.ndarray, y: np.ndarray, staging: dict | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     """:func:`_lsc_fused` of a numpy block; numpy float32 out (computed before returning).
 
     The compiled kernel (:mod:`jaxsam.attacks._signal_kernels`, the same float32 form) runs
-    where numba is available and every logit is finite; XLA's fused pass otherwise.
+    where numba is available and every logit is finite, writing into ``out`` when that is a
+    C-contiguous float32 array of the result's shape; XLA's fused pass otherwise.
     """
     if _signal_kernels.available():
-        got = _signal_kernels.logit_scaled_confidence(z, y)
+        usable = out is not None and out.dtype == np.float32 and out.flags.c_contiguous
+        got = _signal_kernels.logit_scaled_confidence(z, y, out if usable else None)
         if got is not None:
             return got
     out = _lsc_fused(_on_device(z, {} if staging is None else staging), jnp.asarray(y, jnp.int32))
@@ -366,7 +370,10 @@ def compute_signals(
     for ms, ns in _chunks(m, n, a * c, _FUSED_CHUNK_ELEMENTS if not slow else chunk_elements):
         block = np.asarray(logits[ms, ns])
         for k in fast:
-            out[k][ms, ns] = _fused_lsc_numpy(block, y[ns], staging)
+            dest = out[k][ms, ns]
+            got = _fused_lsc_numpy(block, y[ns], staging, dest)
+            if got is not dest:
+                dest[...] = got
         if slow:
             for k, v in zip(slow, _numpy_signals(block, y[ns], slow), strict=True):
                 out[k][ms, ns] = v
