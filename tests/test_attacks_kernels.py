@@ -202,12 +202,13 @@ def test_prefix_offsets_records_every_offset():
     from jaxsam.attacks import _mask_kernels
 
     rng = np.random.default_rng(8)
-    inside = rng.random((80, 300)) < 0.5
-    for top in (2, 62, 79):
-        t = rng.integers(0, top + 1, 80)
+    for m, top in ((3, 1), (80, 2), (80, 62), (80, 79)):
+        inside = rng.random((m, 300)) < 0.5
+        t = rng.integers(0, top + 1, m)
         base = np.zeros(300, np.int64)
-        off = np.empty((80, 300), np.int16)
+        off = np.empty((m, 300), np.int16)
         seen = _mask_kernels._prefix_offsets(inside, t, base, off)
         want = t[:, None] + inside
         np.testing.assert_array_equal(off, want)
+        assert seen.shape == (m + 2,)
         np.testing.assert_array_equal(np.flatnonzero(seen), np.unique(want))

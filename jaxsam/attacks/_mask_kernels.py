@@ -63,7 +63,7 @@ if numba is not None:
                 o[n] = v
                 bits |= one << np.uint64(min(v, 63))
                 top = max(top, v)
-            for v in range(63):
+            for v in range(min(63, seen.size)):
                 seen[v] |= (bits >> np.uint64(v)) & one == one
             if top >= 63:  # rare: many distinct offsets
                 for n in range(n_all):
