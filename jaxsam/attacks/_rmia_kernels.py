@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover
 TILE = 16
 # Examples per chunk handed to a thread (a multiple of TILE).
 CHUNK = 256
-# Widest radix digit: 2^13 counters (32 KB) stay in L1.
+# Widest radix digit: 2^13 int32 counters (32 KB) fit in L1.
 DIGIT_BITS = 13
 
 if numba is not None:
@@ -211,7 +211,7 @@ if numba is not None:
         n = rx.shape[1]
         keys = np.empty(n, np.uint64)
         buf = np.empty(n, np.uint64)
-        hist = np.empty((3, 1 << DIGIT_BITS), np.int64)
+        hist = np.empty((3, 1 << DIGIT_BITS), np.int32)
         for r in range(r0, r1):
             _rank_row(rx[r], keys, buf, hist, out[r])
 
