@@ -18,6 +18,16 @@ except ImportError:  # pragma: no cover
 if numba is not None:
 
     @njit(nogil=True, cache=True)
+    def _column_counts(member):
+        """int64 [N]: how many models of ``member`` [M, N] are set at each example."""
+        out = np.zeros(member.shape[1], np.int32)
+        for m in range(member.shape[0]):
+            row = member[m].view(np.uint8)
+            for n in range(out.size):  # int32 sums of bytes: the loop vectorises
+                out[n] += np.int32(row[n])
+        return out.astype(np.int64)
+
+    @njit(nogil=True, cache=True)
     def _smallest_others(member, counts):
         """t [M]: min over examples of the group's size without model m."""
         m_all, n_all = member.shape
@@ -141,7 +151,7 @@ def cut_sets(member: np.ndarray):
     [M, N])``, the same sets in the same order; pick and sizes int16 below 32,768 models."""
     member = np.ascontiguousarray(member, np.bool_)
     m, n = member.shape
-    counts = member.sum(axis=0, dtype=np.int64)
+    counts = _column_counts(member)
     t = _smallest_others(member, counts)
     inside, base, _ = _prefix_lengths(member, t)
     off = np.empty((m, n), small_int(m + 1))
@@ -163,4 +173,4 @@ def dependence_rows(keep: np.ndarray) -> np.ndarray:
     """int64 [M, 4] per target: IN examples, OUT examples, and the sums of the examples'
     IN counts over its IN and over its OUT examples (one sweep of the masks)."""
     keep = np.ascontiguousarray(keep, np.bool_)
-    return _dependence_rows(keep, keep.sum(axis=0, dtype=np.int64))
+    return _dependence_rows(keep, _column_counts(keep))

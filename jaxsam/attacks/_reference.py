@@ -249,19 +249,21 @@ def check_sizes(
     """
     if not rule.strict:
         return
-    m, n = keep.shape
     sizes = {g: s.sizes() for g, s in sets.items()}
-    if "any" in need:
+    least = {}  # the groups' smallest sizes (sizes are never negative: need 0 always holds)
+    for group, size in sizes.items():
+        if need.get(group, 0) > 0 or "any" in need:
+            least[group] = int(size.min())
+    if "any" in need and sum(least.values()) < need["any"]:  # else every total is enough
         total = np.zeros(keep.shape, np.int32)
         for size in sizes.values():
             np.add(total, size, out=total, casting="unsafe")
-        sizes["any"] = total
-    for group, size in sizes.items():
-        want = need.get(group, 0)
-        if size.min() >= want:
-            continue
-        tgt, ex = np.unravel_index(np.argmin(size), size.shape)
-        raise TooFewModelsError(_message(keep, rule, attack, need, group, tgt, ex, size, hint))
+        sizes["any"], least["any"] = total, int(total.min())
+    for group, low in least.items():
+        if low < need.get(group, 0):
+            size = sizes[group]
+            tgt, ex = np.unravel_index(np.argmin(size), size.shape)
+            raise TooFewModelsError(_message(keep, rule, attack, need, group, tgt, ex, size, hint))
 
 
 def _message(keep, rule, attack, need, group, tgt, ex, size, hint) -> str:

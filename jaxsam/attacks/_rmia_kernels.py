@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxsam.attacks import _mask_kernels
 from jaxsam.attacks._kernels import _run, available  # noqa: F401
 
 try:  # pragma: no cover - exercised where numba is installed
@@ -135,15 +136,6 @@ if numba is not None:
                     sj[i] = np.float32(aj[i])
             _tile_ratios(xf, sums, count, groups, j_out, coef, t0, t1, a_all, rx, q)
         return finite
-
-    @njit(nogil=True, cache=True)
-    def _counts(mask, out):
-        """out[n] = number of models in ``mask`` [M, N] at example n (int32 [N])."""
-        out[:] = 0
-        for m in range(mask.shape[0]):
-            row = mask[m].view(np.uint8)
-            for n in range(out.size):
-                out[n] += np.int32(row[n])
 
     @njit(nogil=True, cache=True)
     def _one_less(parent, child, drop):
@@ -266,9 +258,7 @@ def ratios(prob: np.ndarray, sets: dict, online: bool, a: float) -> tuple[np.nda
     m, n, _ = prob.shape
     groups = ("in", "out") if online else ("out",)
     masks = [np.ascontiguousarray(mk) for g in groups for mk in sets[g].masks]
-    count = np.empty((len(masks), n), np.int32)
-    for j, mk in enumerate(masks):
-        _counts(mk, count[j])
+    count = np.stack([_mask_kernels._column_counts(mk) for mk in masks])
     roots, children, drop = _plan(masks, count)
     pair = (
         len(roots) == 2
