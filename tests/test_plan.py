@@ -92,3 +92,23 @@ def test_plan_command(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["params"] == _mlp_params(64, 64, 2, 10)
     assert data["time"][0]["backend"] == "gpu"
+
+
+@pytest.mark.parametrize("kind,added", [("noise", 20), ("duplicate", 20), ("mislabel", 0)])
+def test_plan_counts_the_canaries_an_audit_adds(kind, added):
+    audit = {"masks.models": 8, "audit.canaries": 20, "audit.kind": kind, "audit.targets": 3}
+    plain = plan_lib.memory_estimate(tiny_config(**{"masks.models": 8}), activations=False)
+    shapes = plan_lib.memory_estimate(tiny_config(**audit), activations=False)
+    loaded = plan_lib.make_plan(tiny_config(**audit)).memory  # built from the data itself
+    assert shapes.pool_size == loaded.pool_size == plain.pool_size + added
+    assert shapes.pool_bytes == loaded.pool_bytes == plain.pool_bytes + added * (64 + 4)
+    assert shapes.steps_per_epoch == loaded.steps_per_epoch
+
+
+def test_shapes_only_plan_of_a_known_dataset_counts_added_canaries():
+    name = next(iter(plan_lib.KNOWN_DATASETS))
+    base = {"data.dataset": name, "data.pool_size": 1000, "masks.models": 4}
+    plain = plan_lib.memory_estimate(tiny_config(**base), activations=False)
+    audit = {**base, "audit.canaries": 50, "audit.kind": "noise", "audit.targets": 2}
+    with_c = plan_lib.memory_estimate(tiny_config(**audit), activations=False)
+    assert with_c.pool_size == plain.pool_size + 50 == 1050

@@ -9,7 +9,7 @@ masks look like).
 from jaxsam.attacks import signals
 from jaxsam.attacks._lira import lira, lira_from_signal
 from jaxsam.attacks._lira_options import LiraOptions
-from jaxsam.attacks._reference import detect_design
+from jaxsam.attacks._reference import detect_design, sparse_masks_warning
 from jaxsam.attacks._rmia import rmia, rmia_from_signal
 from jaxsam.attacks.threshold import (
     calibrated_loss_attack,
@@ -34,4 +34,5 @@ __all__ = [
     "rmia",
     "rmia_from_signal",
     "signals",
+    "sparse_masks_warning",
 ]

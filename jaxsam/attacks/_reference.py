@@ -191,6 +191,45 @@ def smallest_independent_models(pkeep: float, need_in: int, need_out: int, n: in
     raise ConfigError(f"pkeep={pkeep} leaves no usable number of models")
 
 
+def sparse_masks_warning(
+    keep: np.ndarray | None, *, design: str, pkeep: float, models: int, examples: int
+) -> str | None:
+    """A warning, before training, when the masks will leave some example fewer than 2 IN or
+    2 OUT models: the leave-one-out attacks (LiRA, RMIA, the calibrated loss attack) then
+    refuse to score (TooFewModelsError). None when the masks are fine.
+
+    Args:
+      keep: bool [M, N], the masks themselves, or None to judge from the design alone
+        (``exact``: every example in round(pkeep M) models; ``bernoulli``: for 95% of draws).
+      design: ``exact`` or ``bernoulli`` (``masks.design``); pkeep, models, examples: the
+        masks' pkeep, M and N.
+    """
+    exact = design == "exact"
+    best = (
+        smallest_exact_models(pkeep, 1, 1)
+        if exact
+        else smallest_independent_models(pkeep, 1, 1, examples)
+    )
+    if keep is not None:
+        counts = np.asarray(keep).sum(axis=0)
+        short = int(np.count_nonzero((counts < 2) | (keep.shape[0] - counts < 2)))
+        if not short:
+            return None
+        what = f"{short} of the {keep.shape[1]} examples are"
+    elif models >= best:
+        return None
+    elif exact:
+        what = "every example is"
+    else:
+        what = "some examples will most likely be"
+    return (
+        f"{what} in fewer than 2 or more than M - 2 of the masks.models = {models} models "
+        f"(masks.design = {design!r}, pkeep = {pkeep:g}): LiRA, RMIA and the calibrated loss "
+        f"attack will refuse to score this run; use masks.models >= {best}"
+        + ("" if exact else " (enough for 95% of draws) or masks.design = 'exact'")
+    )
+
+
 def check_sizes(
     keep: np.ndarray,
     sets: dict[str, ShadowSets],

@@ -57,10 +57,20 @@ def run(args: argparse.Namespace) -> int:
     sam = registry.is_sam_family(cfg.optim.name)
     times = plan_lib.time_estimates(plan, cfg.model.name, sam, rows) if rows else []
     devices = plan_lib.device_table(plan, args.device_memory)
+    from jaxsam.attacks import sparse_masks_warning
+    from jaxsam.data import canaries
+
+    m = cfg.masks
+    examples = plan.pool_size - canaries.num_added(cfg.audit)
+    warning = sparse_masks_warning(
+        None, design=m.design, pkeep=m.pkeep, models=m.models, examples=examples
+    )
     if args.json:
-        print(json.dumps(_as_json(plan, devices, times), indent=2))
+        print(json.dumps(_as_json(plan, devices, times, warning), indent=2))
     else:
         _print_text(cfg, plan, devices, times, sam)
+        if warning:
+            print(f"warning: {warning}")
     return 0
 
 
@@ -80,9 +90,11 @@ def _bench_rows(path: Path | None) -> list | None:
     return rows
 
 
-def _as_json(plan, devices: list, times: list) -> dict:
-    """``jaxsam plan --json``: the memory of the study's plan, models per device, times."""
+def _as_json(plan, devices: list, times: list, warning: str | None = None) -> dict:
+    """``jaxsam plan --json``: the memory of the study's plan, models per device, times, and
+    ``warnings`` (a list of sentences: masks too sparse for the attacks)."""
     return {
+        "warnings": [warning] if warning else [],
         "params": plan.num_params,
         "bytes": {
             "params": plan.param_bytes,

@@ -62,6 +62,12 @@ def appended(audit: AuditConfig) -> bool:
     return audit.enabled and audit.kind != "mislabel"
 
 
+def num_added(audit: AuditConfig) -> int:
+    """Examples the canaries add after the pool: ``audit.canaries`` for ``noise`` and
+    ``duplicate``, 0 for ``mislabel`` (and without canaries)."""
+    return audit.canaries if appended(audit) else 0
+
+
 def canary_indices(audit: AuditConfig, pool_size: int) -> np.ndarray:
     """The canaries' pool indices, int64 [C] sorted, in the pool *with* canaries.
 

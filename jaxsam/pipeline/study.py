@@ -213,6 +213,7 @@ def train_and_export(
     out = Path(out)
     with preempt.graceful_signals():
         plan = make_plan(config, out, mode="resume" if resume else "new", overwrite=overwrite)
+        _warn_sparse_masks(plan)
         with store.run_lock(out, "train --resume" if resume else "train"):
             start_study(plan, overwrite=overwrite)
             result = train_ensemble(
@@ -231,6 +232,25 @@ def train_and_export(
                 f"the logits with {action('resume', run=out)}"
             )
             return export_study(plan, result)
+
+
+def _warn_sparse_masks(plan: StudyPlan) -> None:
+    """Prints a warning before training when the masks leave some (non-canary) example too few
+    IN or OUT models for the leave-one-out attacks (:func:`jaxsam.attacks.sparse_masks_warning`)."""
+    from jaxsam.attacks import sparse_masks_warning
+    from jaxsam.data import canaries
+
+    keep, m = plan.keep, plan.config.masks
+    cols = canaries.study_columns(plan.config.audit, keep.shape[1])
+    text = sparse_masks_warning(
+        keep if cols is None else keep[:, cols],
+        design=m.design,
+        pkeep=m.pkeep,
+        models=keep.shape[0],
+        examples=keep.shape[1] if cols is None else cols.size,
+    )
+    if text:
+        print(f"warning: {text}", flush=True)
 
 
 def start_study(plan: StudyPlan, *, overwrite: bool = False) -> None:

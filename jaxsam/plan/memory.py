@@ -132,17 +132,21 @@ def pool_shapes(config: Config) -> Pool:
 
     For a dataset in :data:`KNOWN_DATASETS` (pool from its train split) the arrays are
     ``jax.ShapeDtypeStruct``s (uint8 images, int32 labels) with unit normalisation: shapes
-    are all the trainer's setup and step need to be built. Other datasets are loaded.
+    are all the trainer's setup and step need to be built. Other datasets are loaded. An
+    audited run's added canaries (``noise``, ``duplicate``) are in the pool either way, so
+    the estimates count them.
     """
     import jax
+
+    from jaxsam.data import canaries
 
     d = config.data
     if d.dataset not in KNOWN_DATASETS or d.pool_split != "train":
         from jaxsam.data import load_pool
 
-        return load_pool(d)
+        return canaries.add_canaries(load_pool(d), config.audit)
     shape, classes, n_train, _ = KNOWN_DATASETS[d.dataset]
-    n = min(d.pool_size or n_train, n_train)
+    n = min(d.pool_size or n_train, n_train) + canaries.num_added(config.audit)
     x = jax.ShapeDtypeStruct((n, *shape), np.uint8)
     y = jax.ShapeDtypeStruct((n,), np.int32)
     empty = jax.ShapeDtypeStruct((0, *shape), np.uint8)
@@ -165,7 +169,8 @@ def pool_shapes(config: Config) -> Pool:
 
 
 def steps_per_epoch_estimate(config: Config, n: int) -> int:
-    """Steps per epoch of ``config`` on a pool of ``n`` examples, without keeping the masks."""
+    """Steps per epoch of ``config`` on a pool of ``n`` examples (without the added canaries,
+    which this counts itself), without keeping the masks."""
     from jaxsam.data import canaries, make_masks
     from jaxsam.data.masks import steps_per_epoch
 

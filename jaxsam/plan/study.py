@@ -126,7 +126,9 @@ def make_plan(
         spe = steps_per_epoch(keep, config.train.batch_size)
     else:
         pool, keep = memory.pool_shapes(config), None
-        spe = memory.steps_per_epoch_estimate(config, pool.size)
+        spe = memory.steps_per_epoch_estimate(
+            config, pool.size - canary_lib.num_added(config.audit)
+        )
     started, freed, present = _check_out(config, out, mode, pool, keep, overwrite)
     if load_data:
         check_compatible(config, pool)
