@@ -194,3 +194,21 @@ def test_rmia_ranks_match_numpy_and_naive(numpy_path):
         want = rmia_from_signal(prob, keep, equal_groups=False)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_allclose(got[4], naive.rmia_one_target(prob, 4), atol=2.0 / n)
+
+
+def test_prefix_offsets_records_every_offset():
+    # cut_sets' offsets are 0..2; the kernel also records larger ones (up to M + 1: a slower
+    # second sweep from 63 on)
+    from jaxsam.attacks import _mask_kernels
+
+    rng = np.random.default_rng(8)
+    for m, top in ((3, 1), (80, 2), (80, 62), (80, 79)):
+        inside = rng.random((m, 300)) < 0.5
+        t = rng.integers(0, top + 1, m)
+        base = np.zeros(300, np.int64)
+        off = np.empty((m, 300), np.int16)
+        seen = _mask_kernels._prefix_offsets(inside, t, base, off)
+        want = t[:, None] + inside
+        np.testing.assert_array_equal(off, want)
+        assert seen.shape == (m + 2,)
+        np.testing.assert_array_equal(np.flatnonzero(seen), np.unique(want))

@@ -8,6 +8,7 @@ import pytest
 
 from jaxsam.attacks import _reference, _rmia, naive, rmia_from_signal
 from jaxsam.attacks import _rmia_kernels as rk
+from jaxsam.errors import DataError
 
 pytestmark = pytest.mark.skipif(not rk.available(), reason="numba is not installed")
 
@@ -50,7 +51,8 @@ def test_ratios_match_the_jax_pass_and_the_oracle(design, online, equal_groups, 
     sets = {g: rule.sets(keep, g) for g in (("in", "out") if online else ("out",))}
     if not online and (sets["out"].sizes() == 0).any():
         pytest.skip("a target without OUT shadows takes the chunked path")
-    got = rk.ratios(prob, sets, online, 0.4)
+    got, finite = rk.ratios(prob, sets, online, 0.4)
+    assert finite
     with numpy_path():
         sums = _rmia._float32_sums(prob, sets)
         want = _rmia._streamed_ratios(prob, sums, sets, online, 0.4, None)
@@ -96,3 +98,17 @@ def test_dominated_matches_numpy_and_brute_force():
     np.testing.assert_array_equal(got, _rmia._dominated_rows(rx, 1.0))
     brute = (rx[:, None, :] <= rx[:, :, None]).mean(axis=2).astype(np.float32)
     np.testing.assert_array_equal(got, brute)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("online", [True, False])
+def test_the_compiled_pass_finds_values_that_are_not_finite(bad, online, numpy_path):
+    keep = _design("dropped")  # roots that are not complements: a value may be in no root
+    prob = _prob(keep)
+    for m, n in ((3, 149), (0, 0), (7, 77)):  # model 3 is in no IN set
+        p = prob.copy()
+        p[m, n, 1] = bad
+        with pytest.raises(DataError, match="NaN or infinite"):
+            rmia_from_signal(p, keep, online=online)
+        with numpy_path(), pytest.raises(DataError, match="NaN or infinite"):
+            rmia_from_signal(p, keep, online=online)

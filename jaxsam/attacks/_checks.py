@@ -46,17 +46,26 @@ def check_keep(keep: Any, m: int, n: int) -> np.ndarray:
     return keep
 
 
-def check_signal(signal: Any, keep: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Checks ``signal [M, N, A]`` (finite) and ``keep [M, N]``; returns float32 and bool arrays."""
+def check_signal(signal: Any, keep: Any, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Checks ``signal [M, N, A]`` (finite, unless ``finite=False``: the caller's own pass
+    checks it, :func:`check_finite`) and ``keep [M, N]``; returns float32 and bool arrays."""
     signal = np.asarray(signal)
     if signal.ndim != 3:
         raise DataError(f"signal must be [M, N, A], got shape {signal.shape}; add a query axis")
     keep = check_keep(keep, signal.shape[0], signal.shape[1])
     signal = signal.astype(np.float32, copy=False)
-    finite = _kernels.all_finite(signal) if _kernels.available() else np.isfinite(signal).all()
+    if finite:
+        check_finite(signal)
+    return signal, keep
+
+
+def check_finite(signal: np.ndarray, finite: bool | None = None) -> None:
+    """Raises DataError when the float32 ``signal`` has a NaN or infinite value (``finite``:
+    what a pass over it already found; None: look)."""
+    if finite is None:
+        finite = _kernels.all_finite(signal) if _kernels.available() else np.isfinite(signal).all()
     if not finite:
         raise DataError("signal has NaN or infinite values; check the logits for diverged models")
-    return signal, keep
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

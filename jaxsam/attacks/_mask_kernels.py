@@ -53,13 +53,21 @@ if numba is not None:
         """off [M, N] = t[m] + inside - base[n] (written in place); which values occur."""
         m_all, n_all = inside.shape
         seen = np.zeros(m_all + 2, np.bool_)
+        one = np.uint64(1)
         for m in range(m_all):
             ins, o = inside[m], off[m]
             tm = t[m]
-            for n in range(n_all):
+            bits, top = np.uint64(0), np.int64(0)
+            for n in range(n_all):  # the offsets below 63 as bits: no store per value
                 v = tm + np.int64(ins[n]) - base[n]
                 o[n] = v
-                seen[v] = True
+                bits |= one << np.uint64(min(v, 63))
+                top = max(top, v)
+            for v in range(min(63, seen.size)):
+                seen[v] |= (bits >> np.uint64(v)) & one == one
+            if top >= 63:  # rare: many distinct offsets
+                for n in range(n_all):
+                    seen[o[n]] = True
         return seen
 
     @njit(nogil=True, cache=True)

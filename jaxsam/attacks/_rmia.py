@@ -34,7 +34,7 @@ from jax import lax
 
 from jaxsam.attacks import _reference, _rmia_kernels, _tiles
 from jaxsam.attacks import signals as _signals
-from jaxsam.attacks._checks import check_logits, check_signal
+from jaxsam.attacks._checks import check_finite, check_logits, check_signal
 from jaxsam.attacks._lira import auto_chunk
 from jaxsam.errors import ConfigError, DataError
 
@@ -183,7 +183,8 @@ def rmia_from_signal(
       TooFewModelsError: a target has no shadow (offline: no OUT shadow) at some example, not
         with ``equal_groups=False``; the message names the smallest M that works.
     """
-    prob, keep = check_signal(prob, keep)
+    compiled = population is None and population_prob is None and _rmia_kernels.available()
+    prob, keep = check_signal(prob, keep, finite=not compiled)  # the compiled pass checks
     m, n, na = prob.shape
     if not 0.0 <= a <= 1.0:
         raise ConfigError(f"RMIA a={a} is outside [0, 1]; pass a value such as 0.3")
@@ -202,9 +203,12 @@ def rmia_from_signal(
         and population_prob is None
         and not ((not online) and (sets["out"].sizes() == 0).any())
     )
-    if fast and _rmia_kernels.available():  # one compiled read pass, then the ranks
-        rx = _rmia_kernels.ratios(np.ascontiguousarray(prob), sets, online, a)
+    if fast and compiled:  # one compiled read pass (which checks the signal), then the ranks
+        rx, finite = _rmia_kernels.ratios(np.ascontiguousarray(prob), sets, online, a)
+        check_finite(prob, finite)
         return _rmia_kernels.dominated(rx) if gamma == 1.0 else _dominated(rx, gamma)
+    if compiled:
+        check_finite(prob)
     sums = _float32_sums(prob, sets)
     if fast:
         return _rmia_streamed(prob, sums, sets, online, a, gamma, chunk_size)

@@ -121,15 +121,20 @@ if numba is not None:
         acc = np.empty((j_all + 1, TILE * a_all))
         sums = np.empty((j_all, TILE * a_all), np.float32)
         q = np.empty(a_all, np.float32)
+        finite = True
         for t0 in range(n0, n1, TILE):
             t1 = min(n1, t0 + TILE)
             _tile_sums(xf, roots, root_j, pair, t0, t1, a_all, acc)
+            for j in range(j_all + 1):  # every value is in some row: NaN or inf shows in a sum
+                for i in range(TILE * a_all):
+                    finite &= np.isfinite(acc[j, i])
             _tile_children(xf, children, drop, t0, t1, a_all, acc)
             for j in range(j_all):
                 sj, aj = sums[j], acc[j]
                 for i in range(sj.size):
                     sj[i] = np.float32(aj[i])
             _tile_ratios(xf, sums, count, groups, j_out, coef, t0, t1, a_all, rx, q)
+        return finite
 
     @njit(nogil=True, cache=True)
     def _counts(mask, out):
@@ -143,15 +148,17 @@ if numba is not None:
     @njit(nogil=True, cache=True)
     def _one_less(parent, child, drop):
         """True when ``child`` [M, N] is ``parent`` less at most one model per example; drop[n]
-        = that model (-1: none). Stops at the first model of the child outside the parent."""
+        = that model (-1: none). Stops after the first model with a child example outside the
+        parent."""
         drop[:] = -1
         for m in range(parent.shape[0]):
             p, c = parent[m].view(np.uint8), child[m].view(np.uint8)
-            for n in range(drop.size):
-                if c[n] > p[n]:
-                    return False
-                if p[n] > c[n]:
-                    drop[n] = m
+            outside = np.uint8(0)
+            for n in range(drop.size):  # no branch in the loop: it vectorises
+                outside |= c[n] & ~p[n]
+                drop[n] = np.int32(m) if p[n] > c[n] else drop[n]
+            if outside:
+                return False
         return True
 
     @njit(nogil=True, cache=True)
@@ -247,8 +254,9 @@ def _plan(masks: list[np.ndarray], count: np.ndarray):
     return roots, children, drop
 
 
-def ratios(prob: np.ndarray, sets: dict, online: bool, a: float) -> np.ndarray:
-    """Every target's query-averaged ratio p(x | theta_m) / p(x), float32 [M, N].
+def ratios(prob: np.ndarray, sets: dict, online: bool, a: float) -> tuple[np.ndarray, bool]:
+    """Every target's query-averaged ratio p(x | theta_m) / p(x), float32 [M, N], and whether
+    every value of ``prob`` is finite (NaN and infinity show in the sums over models).
 
     Args:
       prob: float32 [M, N, A] (C-contiguous); sets: ``{"in": ShadowSets, "out": ShadowSets}``
@@ -277,8 +285,10 @@ def ratios(prob: np.ndarray, sets: dict, online: bool, a: float) -> np.ndarray:
     coef = np.array([np.float32(1.0) + af, np.float32(1.0) - af], np.float32)
     rx = np.empty((m, n), np.float32)
     c32 = count.astype(np.float32)
-    _run(lambda n0, n1: _ratio_chunk(prob, plan, c32, arrays, j_out, coef, n0, n1, rx), n, CHUNK)
-    return rx
+    done = _run(
+        lambda n0, n1: _ratio_chunk(prob, plan, c32, arrays, j_out, coef, n0, n1, rx), n, CHUNK
+    )
+    return rx, all(done)
 
 
 def dominated(rx: np.ndarray) -> np.ndarray:
