@@ -178,3 +178,21 @@ def test_lira_default_takes_the_fused_sweep(kw, monkeypatch):
     x = rng.normal(size=(12, 80, 2)).astype(np.float32)
     lira_from_signal(x, keep, **kw)
     assert calls == [1]
+
+
+def test_separate_variance_sweep_gives_the_same_scores(monkeypatch):
+    """Without the fused sums (a variance family that is no whole leave-one-out group), the
+    second sweep (_kernels.variance_sums) must give the same variances."""
+    rng = np.random.default_rng(16)
+    keep = np.argsort(rng.random((12, 150)), axis=0) < 6
+    x = (rng.normal(size=(12, 150, 3)) + 1.5 * keep[..., None]).astype(np.float32)
+    fused = lira_from_signal(x, keep)
+    real, calls = _lira_kernels.stats_tree, []
+
+    def no_fused(signal, masks, keep=None):
+        calls.append(keep is not None)
+        return (*real(signal, masks)[:3], None)
+
+    monkeypatch.setattr(_lira_kernels, "stats_tree", no_fused)
+    np.testing.assert_allclose(lira_from_signal(x, keep), fused, rtol=1e-6, atol=1e-6)
+    assert calls == [True]

@@ -19,8 +19,8 @@ float32 ``exp`` / ``log`` of :mod:`jaxsam.attacks._fastmath`, so the per-value l
 vectorises:
 
 * t >= 0: ``-log P = t^2 / 2 + log 2 - log erfcx(t / sqrt 2)`` (no underflow for any finite t);
-* t < 0: ``-log(1 - q)`` with ``q = exp(-t^2 / 2) erfcx(|t| / sqrt 2) / 2``, by
-  ``log(w) q / (w - 1)``, ``w = 1 - q`` (exact for small q).
+* t < 0: ``-log(1 - q)`` with ``q = exp(-t^2 / 2) erfcx(|t| / sqrt 2) / 2``, as
+  ``-log(w)`` (``w = 1 - q`` rounded) corrected by the rounding error of w (exact for small q).
 
 Every value is then within a few float32 ulps of the float64 value (at the level of the float32
 rounding of the signal itself). The arithmetic helpers are compiled without fast-math (the
@@ -102,7 +102,9 @@ if njit is not None:
         q = _F(0.5) * _fastmath.exp_nonpositive(-h) * e  # P[Z > |t|]
         w = _F(1.0) - q
         lg = _fastmath.log_positive(e if t >= _F(0.0) else w)
-        low = lg * q / (w - _F(1.0)) if w != _F(1.0) else q  # -log(1 - q)
+        # -log(1 - q) = -log(w) - c / w with c = (1 - w) - q (exact: the rounding error of w,
+        # |c| <= 2^-25); 1 / w = 2 - w to (1 - w)^2 <= 1/4 of a term below 6e-8: no division.
+        low = -(lg + ((_F(1.0) - w) - q) * (_F(2.0) - w))
         return h + _LN2 - lg if t >= _F(0.0) else low
 
     # The loops below index the arrays element by element: a slice (a view) would change the
