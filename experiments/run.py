@@ -29,7 +29,7 @@ from pathlib import Path
 from experiments import aggregate as agg_lib
 from experiments import spec as spec_lib
 from jaxsam import config as config_lib
-from jaxsam.cli_options import add_set_option
+from jaxsam.cli_options import add_set_option, add_training_options
 from jaxsam.errors import JaxsamError, RunExistsError
 from jaxsam.report import escape_markdown, out_accuracy
 
@@ -233,9 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_set_option(p, "config override for every arm, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--no-train", action="store_true", help="only tabulate finished runs")
-    p.add_argument("--overwrite", action="store_true", help="retrain runs that exist")
+    add_training_options(p, "retrain runs that exist")  # --overwrite, --no-progress
     p.add_argument("--rescore", action="store_true", help="rescore runs that have a report")
-    p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--compile-cache",
         type=Path,
