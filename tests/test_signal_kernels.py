@@ -41,6 +41,19 @@ def test_exp_and_log_match_float64_to_float32_rounding():
     got_log = lg.astype(np.float64)
     want_log = np.log(xs.astype(np.float64))
     assert np.max(np.abs(got_log - want_log) / np.maximum(np.abs(want_log), 1.0)) < 3e-7
+    # exp_moderate: the same over |x| <= 87, positive arguments included
+    from jaxsam.attacks._fastmath import exp_moderate
+
+    @numba.njit
+    def moderate(x, out):
+        for i in range(x.size):
+            out[i] = exp_moderate(x[i])
+
+    xm = np.linspace(-87.0, 87.0, 200_001).astype(np.float32)
+    em = np.empty_like(xm)
+    moderate(xm, em)
+    want_m = np.exp(xm.astype(np.float64))
+    assert np.max(np.abs(em - want_m) / want_m) < 2.5e-7
     # below the float32 normal range the exponential is exactly 0 (and never NaN)
     tiny = np.array([-87.5, -100.0, -1e30, -np.inf], np.float32)
     out = np.empty_like(tiny)
