@@ -89,9 +89,7 @@ class MaskConfig:
       seed: seed of the masks (the argsort-of-uniforms construction, or the Bernoulli draws).
       design: `exact` (every example in exactly round(pkeep * models) models) or `bernoulli`
         (each model and example independently with probability pkeep). The attacks' reference
-        groups follow it (docs/attacks.md); run.json records it. `jaxsam plan` and training
-        warn when M is too small for the leave-one-out attacks under it (docs/attacks.md,
-        "Warned before training").
+        groups follow it (docs/attacks.md); run.json records it.
     """
 
     models: int = 32
