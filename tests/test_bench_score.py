@@ -24,3 +24,5 @@ def test_rows_carry_floor_and_ratio_to_it(capsys):
         assert r["floor_s"] > 0 and r["peak_bytes"] > r["signal_bytes"] == 4 * 64 * 2 * 4
         timed = r.get("seconds_warm", r["seconds"])
         assert abs(r["x_floor"] - timed / r["floor_s"]) <= 0.05 * r["x_floor"] + 0.1
+    # the signal row times the steady pass; compiling its code is reported apart
+    assert rows[0]["compile_s"] > 0 and "compile_s" not in rows[1]

@@ -7,7 +7,9 @@ kept. Each attack runs in its own subprocess so that its peak RSS (``ru_maxrss``
 the peak includes generating the synthetic logits and the signal array.
 
 Rows: ``signal`` (host logits -> logit-scaled confidence through ``signals.compute_signals``, as
-``jaxsam score`` computes it; generation excluded), ``lira_online``,
+``jaxsam score`` computes it; generation excluded; after one untimed warm-up call on a small
+block that compiles the kernel or loads it from numba's cache, its time in ``compile_s``),
+``lira_online``,
 ``lira_offline``, ``rmia`` (online, all pool points as population). ``seconds`` is the first
 call (jit compilation included), ``seconds_warm`` a second identical call.
 ``ratio_vs_per_target`` = (per-target NumPy baseline time on ``--baseline-targets`` targets and
@@ -58,7 +60,8 @@ def read_pass_seconds(x, repeats: int = 3) -> float:
 
 def _signal(m: int, n: int, a: int, c: int, seed: int, chunk: int = 8):
     """Synthetic logits -> (lsc [M, N, A] float32, keep [M, N], seconds spent on the signal,
-    seconds of one read pass over the logits, chunk by chunk)."""
+    seconds of one read pass over the logits, chunk by chunk, seconds of the untimed warm-up
+    call that compiles the signal's code)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -80,6 +83,12 @@ def _signal(m: int, n: int, a: int, c: int, seed: int, chunk: int = 8):
     out = np.empty((m, n, a), np.float32)
     spent = floor = 0.0
     key = jax.random.key(seed)
+    # Compile (or load from numba's cache) the signal's code on a small block first: the row
+    # times the steady pass; the warm-up's time is reported as compile_s.
+    small = np.array(gen(key, jnp.asarray(keep[:1], jnp.float32)))[:, : min(n, 512)]
+    t = time.perf_counter()
+    signals.compute_signals(["logit_scaled_confidence"], small, labels[: small.shape[1]])
+    compile_s = time.perf_counter() - t
     for s0 in range(0, m, chunk):
         key, sub = jax.random.split(key)
         logits = gen(sub, jnp.asarray(keep[s0 : s0 + chunk], jnp.float32)).block_until_ready()
@@ -89,7 +98,7 @@ def _signal(m: int, n: int, a: int, c: int, seed: int, chunk: int = 8):
         out[s0 : s0 + chunk] = got["logit_scaled_confidence"]
         spent += time.perf_counter() - t
         floor += read_pass_seconds(host)
-    return out, keep, spent, floor
+    return out, keep, spent, floor, compile_s
 
 
 def _child(spec: dict) -> dict:
@@ -98,12 +107,13 @@ def _child(spec: dict) -> dict:
     from jaxsam.attacks import lira_from_signal, naive, rmia_from_signal
 
     m, n, a, c = spec["models"], spec["examples"], spec["queries"], spec["classes"]
-    sig, keep, sig_seconds, logits_floor = _signal(m, n, a, c, spec["seed"])
+    sig, keep, sig_seconds, logits_floor, compile_s = _signal(m, n, a, c, spec["seed"])
     what = spec["what"]
     out: dict = {"signal_bytes": int(sig.nbytes)}
     if what == "signal":
         out["seconds"] = sig_seconds
         out["floor_s"] = logits_floor
+        out["compile_s"] = compile_s
     else:
         prob = 1.0 / (1.0 + np.exp(-sig)) if what == "rmia" else None
         call = {
@@ -205,6 +215,8 @@ def run(argv: list[str]) -> int:
             "peak_rss_gib": round(r["peak_rss_gib"], 3),
             "ratio_vs_per_target": None if ratio is None else round(ratio, 1),
         }
+        if "compile_s" in r:
+            row["compile_s"] = _sig(r["compile_s"])
         if ratio is not None:
             row["seconds_warm"] = _sig(r["seconds_warm"])
             row["baseline_seconds_scaled"] = round(scaled, 2)
