@@ -138,3 +138,24 @@ def test_blocks_with_large_logits_take_the_shifted_form_beside_moderate_ones():
     tol = 6e-7 * np.maximum(np.maximum(np.abs(z).max(-1), np.abs(want)), 1.0)
     assert np.all(np.abs(got - want) <= tol)
     np.testing.assert_allclose(got[0, 5, 3], want[0, 5, 3], rtol=1e-6)
+
+
+def test_kernels_compiled_with_an_older_fastmath_are_cleared(tmp_path):
+    from jaxsam.attacks import _fastmath
+
+    for name in (
+        "_signal_kernels._lsc_rows-1.py311.nbi",
+        "_signal_kernels._lsc_rows-1.py311.1.nbc",
+    ):
+        (tmp_path / name).write_text("stale")
+    (tmp_path / "_fastmath.0123456789abcdef.stamp").touch()  # an older _fastmath.py's stamp
+    assert _fastmath.clear_stale_kernels(tmp_path)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert (
+        len(left) == 1
+        and left[0].startswith("_fastmath.")
+        and left[0] != ("_fastmath.0123456789abcdef.stamp")
+    )
+    (tmp_path / "_lira_kernels.x-1.py311.nbi").write_text("current")  # compiled after the stamp
+    assert not _fastmath.clear_stale_kernels(tmp_path)
+    assert (tmp_path / "_lira_kernels.x-1.py311.nbi").exists()

@@ -24,6 +24,9 @@ comparisons.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 
 from jaxsam.attacks._kernels import numba
@@ -48,6 +51,34 @@ _LOG_POLY = tuple(
 )
 _SQRT_HALF = _F(0.70710678118654752)
 _EXP_MIN = _F(-87.0)
+
+
+def clear_stale_kernels(cache_dir: Path | None = None) -> bool:
+    """Deletes numba's on-disk kernels in ``cache_dir`` (default: this package's
+    ``__pycache__``) when this module's source changed since they were compiled.
+
+    The kernels that inline these functions live in other modules, and numba keys a cached
+    kernel on its own source file only: after a ``git pull`` that changes this file alone, an
+    editable install would keep loading kernels built with the old ``exp``/``log``. A stamp
+    named by this file's digest marks the kernels as current. Returns True when it deleted.
+    """
+    here = Path(__file__)
+    cache = here.parent / "__pycache__" if cache_dir is None else Path(cache_dir)
+    digest = hashlib.sha256(here.read_bytes()).hexdigest()[:16]
+    stamp = cache / f"_fastmath.{digest}.stamp"
+    try:
+        if stamp.exists() or not cache.is_dir():
+            return False
+        for old in [*cache.glob("*.nbi"), *cache.glob("*.nbc"), *cache.glob("_fastmath.*.stamp")]:
+            old.unlink(missing_ok=True)
+        stamp.touch()
+    except OSError:  # a read-only install: numba caches elsewhere (NUMBA_CACHE_DIR) or not at all
+        return False
+    return True
+
+
+if numba is not None:
+    clear_stale_kernels()
 
 if numba is not None:
     from llvmlite import ir
