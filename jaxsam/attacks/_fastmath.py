@@ -55,16 +55,19 @@ _EXP_MIN = _F(-87.0)
 
 def clear_stale_kernels(cache_dir: Path | None = None) -> bool:
     """Deletes numba's on-disk kernels in ``cache_dir`` (default: this package's
-    ``__pycache__``) when this module's source changed since they were compiled.
+    ``__pycache__``) when the source of any kernel module changed since they were compiled.
 
-    The kernels that inline these functions live in other modules, and numba keys a cached
-    kernel on its own source file only: after a ``git pull`` that changes this file alone, an
-    editable install would keep loading kernels built with the old ``exp``/``log``. A stamp
-    named by this file's digest marks the kernels as current. Returns True when it deleted.
+    Kernels inline functions and read constants from other modules (these ``exp``/``log``,
+    ``_kernels.TILE``), and numba keys a cached kernel on its own source file only: after a
+    ``git pull`` that changes one of those modules alone, an editable install would keep
+    loading kernels built from the old code. A stamp named by the digest of every kernel
+    module (``_fastmath.py``, ``_*kernels.py``) marks the cache as current. Returns True when
+    it deleted.
     """
     here = Path(__file__)
     cache = here.parent / "__pycache__" if cache_dir is None else Path(cache_dir)
-    digest = hashlib.sha256(here.read_bytes()).hexdigest()[:16]
+    sources = [here, *sorted(here.parent.glob("_*kernels.py"))]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
     stamp = cache / f"_fastmath.{digest}.stamp"
     try:
         if stamp.exists() or not cache.is_dir():
