@@ -192,7 +192,12 @@ def smallest_independent_models(pkeep: float, need_in: int, need_out: int, n: in
 
 
 def sparse_masks_warning(
-    keep: np.ndarray | None, *, design: str, pkeep: float, models: int, examples: int
+    keep: np.ndarray | None,
+    *,
+    design: str,
+    pkeep: float,
+    models: int | None = None,
+    examples: int | None = None,
 ) -> str | None:
     """A warning, before training, when the masks will leave some example fewer than 2 IN or
     2 OUT models: the leave-one-out attacks (LiRA, RMIA, the calibrated loss attack) then
@@ -201,22 +206,24 @@ def sparse_masks_warning(
     Args:
       keep: bool [M, N], the masks themselves, or None to judge from the design alone
         (``exact``: every example in round(pkeep M) models; ``bernoulli``: for 95% of draws).
-      design: ``exact`` or ``bernoulli`` (``masks.design``); pkeep, models, examples: the
-        masks' pkeep, M and N.
+      design: ``exact`` or ``bernoulli`` (``masks.design``); pkeep: the masks' pkeep;
+      models, examples: M and N (taken from ``keep`` when it is given).
     """
     exact = design == "exact"
-    best = (
-        smallest_exact_models(pkeep, 1, 1)
-        if exact
-        else smallest_independent_models(pkeep, 1, 1, examples)
-    )
+
+    def smallest() -> int:
+        if exact:
+            return smallest_exact_models(pkeep, 1, 1)
+        return smallest_independent_models(pkeep, 1, 1, examples)
+
     if keep is not None:
+        models, examples = np.shape(keep)
         counts = np.asarray(keep).sum(axis=0)
-        short = int(np.count_nonzero((counts < 2) | (keep.shape[0] - counts < 2)))
+        short = int(np.count_nonzero((counts < 2) | (models - counts < 2)))
         if not short:
             return None
-        what = f"{short} of the {keep.shape[1]} examples are"
-    elif models >= best:
+        what, best = f"{short} of the {examples} examples are", smallest()
+    elif models >= (best := smallest()):
         return None
     elif exact:
         what = "every example is"

@@ -243,11 +243,7 @@ def _warn_sparse_masks(plan: StudyPlan) -> None:
     keep, m = plan.keep, plan.config.masks
     cols = canaries.study_columns(plan.config.audit, keep.shape[1])
     text = sparse_masks_warning(
-        keep if cols is None else keep[:, cols],
-        design=m.design,
-        pkeep=m.pkeep,
-        models=keep.shape[0],
-        examples=keep.shape[1] if cols is None else cols.size,
+        keep if cols is None else keep[:, cols], design=m.design, pkeep=m.pkeep
     )
     if text:
         print(f"warning: {text}", flush=True)
