@@ -55,8 +55,9 @@ from jaxsam.attacks import _lira_groups as _groups
 from jaxsam.attacks import _lira_stream as _stream
 from jaxsam.attacks import _reference, _tiles
 from jaxsam.attacks import signals as _signals
-from jaxsam.attacks._checks import check_logits, check_signal
+from jaxsam.attacks._checks import check_finite, check_logits, check_signal
 from jaxsam.attacks._lira_options import LiraOptions
+from jaxsam.errors import TooFewModelsError
 
 Array = Any
 
@@ -333,26 +334,12 @@ def _check_sets(keep, sets, var_sets, rule, opts: LiraOptions) -> None:
             _reference.check_sizes(keep, {group: s}, rule, what, {group: 2}, fix)
 
 
-def _dedupe(masks_list: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Candidate sets [J_i, M, N] without repeats; returns the S distinct masks (bool [M, N]
-    each, views of the inputs: nothing is copied) and, per input, the index of each of its
-    candidates among them."""
-    unique: list[np.ndarray] = []
-    ids = []
-    for masks in masks_list:
-        idx = []
-        for mk in masks:
-            hit = next((i for i, u in enumerate(unique) if np.array_equal(u, mk)), None)
-            if hit is None:
-                unique.append(mk)
-                hit = len(unique) - 1
-            idx.append(hit)
-        ids.append(np.asarray(idx, np.int32))
-    return unique, ids
-
-
 def lira_scores(signal: np.ndarray, keep: np.ndarray, opts: LiraOptions) -> np.ndarray:
-    """LiRA scores from a checked signal (float32 [M, N, A]) and keep (bool [M, N])."""
+    """LiRA scores from a checked signal (float32 [M, N, A]) and keep (bool [M, N]).
+
+    Raises DataError where the signal has a NaN or infinite value (checked here: the compiled
+    path's statistics sweep shows it without a pass of its own).
+    """
     rule = _reference.resolve(opts.equal_groups, keep)
     # The jitted scorer sees the resolved rule only ("auto" and True compile once).
     opts = dataclasses.replace(opts, equal_groups=rule.cut)
@@ -368,18 +355,24 @@ def _lira_impl(signal, keep, opts: LiraOptions, rule):
     var_sets = {}  # global variance from all leave-one-out shadows, the location from the cut
     if opts.fix_variance and rule.cut and opts.variance_groups == "all":
         var_sets = {g: _groups.shadow_sets(keep, g, False) for g in groups}
-    _check_sets(keep, sets, var_sets, rule, opts)
+    try:
+        _check_sets(keep, sets, var_sets, rule, opts)
+    except TooFewModelsError:
+        check_finite(signal)  # a damaged signal is named first, as where the masks are fine
+        raise
     # Location families (cut) and, for a global variance, leave-one-out families per group.
     families = {("loc", g): sets[g] for g in groups} | {("var", g): v for g, v in var_sets.items()}
-    masks, ids = _dedupe([f.masks for f in families.values()])
+    masks, ids = _groups.distinct_masks([f.masks for f in families.values()])
     if _stream.supported(opts):
         cands = dict(zip(families, ids, strict=True))
         var = {g: (var_sets[g], cands["var", g]) for g in var_sets}
         fams = {g: ((sets[g], cands["loc", g]), var.get(g)) for g in groups}
-        if _stream.kernel_supported(opts, fams):
+        if _stream.kernel_supported(opts, fams):  # its statistics sweep checks the signal
             return _stream.score_kernels(signal, masks, fams, opts)
+        check_finite(signal)
         every = all_set_stats(signal, np.stack(masks), dtype)
         return _stream.score(signal, every, fams, opts, dtype)
+    check_finite(signal)
     every = all_set_stats(signal, np.stack(masks), dtype)
     stats, picks = {}, {}  # per family: its candidates' statistics; (pick, inside) [M, N]
     for (key, f), idx in zip(families.items(), ids, strict=True):
@@ -413,7 +406,7 @@ def lira_from_signal(signal: Array, keep: Array, **options: Any) -> np.ndarray:
       numpy float32 [M, N]: target m's score for example n, higher = member.
     """
     opts = LiraOptions.from_keywords(**options)
-    signal, keep = check_signal(signal, keep)
+    signal, keep = check_signal(signal, keep, finite=False)  # lira_scores checks it
     return lira_scores(signal, keep, opts)
 
 
@@ -495,5 +488,5 @@ def lira(
         precision=precision,
     )
     signal = _signals.compute_chunked(_signals.logit_scaled_confidence, logits, labels)
-    signal, keep = check_signal(signal, keep)
+    signal, keep = check_signal(signal, keep, finite=False)  # lira_scores checks it
     return lira_scores(signal, keep, opts)

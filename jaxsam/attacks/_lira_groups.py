@@ -103,6 +103,24 @@ def _prefixes(member: np.ndarray, t: np.ndarray) -> ShadowSets:
     return ShadowSets(masks, lookup[offset], inside)
 
 
+def distinct_masks(masks_list: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Candidate sets [J_i, M, N] without repeats; returns the S distinct masks (bool [M, N]
+    each, views of the inputs: nothing is copied) and, per input, the index of each of its
+    candidates among them."""
+    unique: list[np.ndarray] = []
+    ids = []
+    for masks in masks_list:
+        idx = []
+        for mk in masks:
+            hit = next((i for i, u in enumerate(unique) if np.array_equal(u, mk)), None)
+            if hit is None:
+                unique.append(mk)
+                hit = len(unique) - 1
+            idx.append(hit)
+        ids.append(np.asarray(idx, np.int32))
+    return unique, ids
+
+
 def shadow_sets(keep: np.ndarray, group: str, equal_groups: bool) -> ShadowSets:
     """The shadow sets of ``group`` (``"in"`` or ``"out"``) for every target."""
     member = keep if group == "in" else ~keep

@@ -25,15 +25,18 @@ vectorises:
 Every value is then within a few float32 ulps of the float64 value (at the level of the float32
 rounding of the signal itself). The arithmetic helpers are compiled without fast-math (the
 ``hi``/``lo`` split and the ``log1p`` form rely on the exact order of operations); only the sum
-over queries (:func:`_row_sums`) may be reassociated, which lets it vectorise. Each score is
-computed by one thread, so the scores do not depend on the number of threads.
+over queries may be reassociated, which lets it vectorise: the quadratic scores (online,
+density) sum an exactly ordered per-value function (which LLVM inlines with its own flags) in
+one reassociating loop per (target, example), :func:`_quadratic_chunk`; the one-sided score
+writes a block's values first and sums them in :func:`_row_sums`. Each score is computed by
+one thread, so the scores do not depend on the number of threads.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from jaxsam.attacks import _fastmath, _kernels
+from jaxsam.attacks import _checks, _fastmath, _kernels
 
 try:  # pragma: no cover - exercised where numba is installed
     from numba import njit
@@ -138,75 +141,96 @@ if njit is not None:
         for i in range(size):
             out[i] = _neg_log_sf(z[i] * isd[i])
 
+    # The quadratic scores (online, density) sum a per-query term over the A queries of each
+    # (target, example) in one loop. The term is its own function, compiled without fast-math:
+    # LLVM inlines it, and its instructions keep their exact float32 order; only the loop's
+    # sum (:func:`_quadratic_chunk`, ``reassoc``) is reassociated, which lets it vectorise.
+
     @njit(cache=True)
-    def _quadratic(x, hi, lo, fac, g_in, g_out, w_in, w_out, online, m, b0, b1, q):
-        """q = z_OUT^2 / var_OUT - z_IN^2 / var_IN (online) or z_OUT^2 / var_OUT for target m
-        at examples b0..b1, one loop over each example's queries."""
-        a_all = x.shape[2]
+    def _online_term(xa, ho, lo_o, fo, wo, hi_, lo_i, fi, wi):
+        """z_OUT^2 / var_OUT - z_IN^2 / var_IN of one value (``z = ((x - hi) - lo) f``)."""
+        zo = ((xa - ho) - lo_o) * fo
+        zi = ((xa - hi_) - lo_i) * fi
+        return zo * zo * wo - zi * zi * wi
+
+    @njit(cache=True)
+    def _density_term(xa, ho, lo_o, fo, wo):
+        """z_OUT^2 / var_OUT of one value."""
+        zo = ((xa - ho) - lo_o) * fo
+        return zo * zo * wo
+
+    @njit(cache=True)
+    def _finish(c, half, total, count_a):
+        """A score from its per-target constant and its sum over queries (exact order)."""
+        return c + (half * total) / count_a
+
+    @njit(nogil=True, cache=True, fastmath={"reassoc"})
+    def _quadratic_chunk(x, hi, lo, fac, g_in, g_out, w_in, w_out, const, online, n0, n1, out):
+        """Online or density scores out[m, n0:n1] of every target; every arithmetic operation
+        but the sum over queries is in the exactly ordered helpers above."""
+        m_all, _, a_all = x.shape
         sets_o, pick_o, in_o = g_out
         sets_i, pick_i, in_i = g_in
-        for n in range(b1 - b0):
-            e = b0 + n
-            so = sets_o[pick_o[m, e]]
-            fo = fac[so, e] if in_o[m, e] else _F(1.0)
-            if online:
-                si = sets_i[pick_i[m, e]]
-                fi = fac[si, e] if in_i[m, e] else _F(1.0)
-                for a in range(a_all):
-                    xa = x[m, e, a]
-                    zo = ((xa - hi[so, e, a]) - lo[so, e, a]) * fo
-                    zi = ((xa - hi[si, e, a]) - lo[si, e, a]) * fi
-                    q[n * a_all + a] = zo * zo * w_out[m, a] - zi * zi * w_in[m, a]
-            else:
-                for a in range(a_all):
-                    zo = ((x[m, e, a] - hi[so, e, a]) - lo[so, e, a]) * fo
-                    q[n * a_all + a] = zo * zo * w_out[m, a]
+        half = _F(0.5)
+        count_a = _F(a_all)
+        for m in range(m_all):
+            c = const[m]
+            for e in range(n0, n1):
+                so = sets_o[pick_o[m, e]]
+                fo = fac[so, e] if in_o[m, e] else _F(1.0)
+                total = _F(0.0)
+                if online:
+                    si = sets_i[pick_i[m, e]]
+                    fi = fac[si, e] if in_i[m, e] else _F(1.0)
+                    for a in range(a_all):
+                        total += _online_term(
+                            x[m, e, a], hi[so, e, a], lo[so, e, a], fo, w_out[m, a],
+                            hi[si, e, a], lo[si, e, a], fi, w_in[m, a],
+                        )  # fmt: skip
+                else:
+                    for a in range(a_all):
+                        t = _density_term(x[m, e, a], hi[so, e, a], lo[so, e, a], fo, w_out[m, a])
+                        total += t
+                out[m, e] = _finish(c, half, total, count_a)
 
     @njit(nogil=True, cache=True, error_model="numpy")
-    def _score_chunk(x, hi, lo, fac, g_in, g_out, w_in, w_out, const, mode, n0, n1, out):
-        """Scores out[m, n0:n1] of every target (``g_*``: a group's (sets, pick, inside))."""
+    def _one_sided_chunk(x, hi, lo, fac, g_out, w_out, const, n0, n1, out):
+        """One-sided offline scores out[m, n0:n1] of every target, a block at a time: the
+        block's z values, their -log P (one vectorised loop), then the sums over queries."""
         m_all, n_all, a_all = x.shape
         lb = BLOCK * a_all
         z = np.empty(lb, np.float32)
         isd = np.empty(lb, np.float32)
         q = np.empty(lb, np.float32)
         sums = np.empty(BLOCK, np.float32)
-        half = _F(1.0) if mode == ONE_SIDED else _F(0.5)
         count_a = _F(a_all)
         sets, pick, inside = g_out
         for m in range(m_all):
-            if mode == ONE_SIDED:
-                for i in range(lb):  # 1 / sd tiled over a block's examples
-                    isd[i] = w_out[m, i % a_all]
+            for i in range(lb):  # 1 / sd tiled over a block's examples
+                isd[i] = w_out[m, i % a_all]
             for b0 in range(n0, n1, BLOCK):
                 b1 = min(n1, b0 + BLOCK)
-                if mode == ONE_SIDED:
-                    _z_block(x, hi, lo, fac, sets, pick, inside, m, b0, b1, z)
-                    _one_sided(z, isd, (b1 - b0) * a_all, q)
-                else:
-                    online = mode == ONLINE
-                    _quadratic(x, hi, lo, fac, g_in, g_out, w_in, w_out, online, m, b0, b1, q)
+                _z_block(x, hi, lo, fac, sets, pick, inside, m, b0, b1, z)
+                _one_sided(z, isd, (b1 - b0) * a_all, q)
                 _row_sums(q, a_all, b1 - b0, sums)
                 for n in range(b1 - b0):
-                    out[m, b0 + n] = const[m] + (half * sums[n]) / count_a
+                    out[m, b0 + n] = const[m] + sums[n] / count_a
 
     @njit(cache=True)
     def _pair_sums(x, member, t0, nb, tot, s_in):
-        """Sweep 1 of :func:`_pair_chunk`: sums over all models and over the IN models."""
+        """Sweep 1 of :func:`_pair_chunk`: sums over all models and over the IN models (the IN
+        sum adds 0 or 1 times each value: exact, and no branch to mispredict)."""
         m_all, _, a_all = x.shape
         tot[: nb * a_all] = 0.0
         s_in[: nb * a_all] = 0.0
         for m in range(m_all):
             for n in range(nb):
                 e, o = t0 + n, n * a_all
-                if member[m, e]:
-                    for a in range(a_all):
-                        v = np.float64(x[m, e, a])
-                        tot[o + a] += v
-                        s_in[o + a] += v
-                else:
-                    for a in range(a_all):
-                        tot[o + a] += np.float64(x[m, e, a])
+                w = 1.0 if member[m, e] else 0.0
+                for a in range(a_all):
+                    v = np.float64(x[m, e, a])
+                    tot[o + a] += v
+                    s_in[o + a] += w * v
 
     @njit(cache=True)
     def _pair_deviations(x, member, kfac, t0, nb, mu, ss, dd):
@@ -226,17 +250,18 @@ if njit is not None:
                     dd[g, m, a] += k * d2
 
     @njit(nogil=True, cache=True)
-    def _pair_chunk(x, member, count, kfac, n0, n1, mean, ss, dd):
+    def _pair_chunk(x, member, count, kfac, n0, n1, tile, mean, ss, dd):
         """Mean and SS [2, N, A] of the IN and OUT sets at examples n0..n1 and every model's
-        down-date sums dd [2, M, A] over them (two sweeps of each cache-resident tile)."""
+        down-date sums dd [2, M, A] over them (two sweeps of each cache-resident tile of
+        ``tile`` examples)."""
         a_all = x.shape[2]
-        lt = _kernels.TILE * a_all
+        lt = tile * a_all
         tot = np.empty(lt)
         s_in = np.empty(lt)
         mu = np.empty((2, lt))
         sq = np.empty((2, lt))
-        for t0 in range(n0, n1, _kernels.TILE):
-            nb = min(n1, t0 + _kernels.TILE) - t0
+        for t0 in range(n0, n1, tile):
+            nb = min(n1, t0 + tile) - t0
             _pair_sums(x, member, t0, nb, tot, s_in)
             for n in range(nb):
                 e, o = t0 + n, n * a_all
@@ -288,10 +313,21 @@ def score_pass(signal, mean, count, loc, weights, const, opts) -> np.ndarray:
     mode = _mode(opts)
 
     def one(n0, n1):
-        _score_chunk(signal, hi, lo, fac, g_in, g_out, w_in, w_out, const, mode, n0, n1, out)
+        if mode == ONE_SIDED:
+            _one_sided_chunk(signal, hi, lo, fac, g_out, w_out, const, n0, n1, out)
+        else:
+            on = mode == ONLINE
+            _quadratic_chunk(signal, hi, lo, fac, g_in, g_out, w_in, w_out, const, on, n0, n1, out)
 
     _kernels._run(one, n, CHUNK)
     return out
+
+
+def pair_tile(m: int, a: int) -> int:
+    """Examples per tile of :func:`pair_stats`: the tile's M x tile x A float32 values (about
+    1 MiB, 16 to 64 examples) stay in a core's L2 cache between the two sweeps; wider tiles
+    than the other kernels' let the prefetcher run ahead on each model's contiguous row."""
+    return int(min(64, max(16, (1 << 20) // (4 * m * a))))
 
 
 def pair_stats(signal: np.ndarray, member: np.ndarray):
@@ -311,10 +347,11 @@ def pair_stats(signal: np.ndarray, member: np.ndarray):
     kfac = np.where(count > 1, count / np.maximum(count - 1.0, 1.0), 0.0)
     mean = np.empty((2, n, a))
     ss = np.empty((2, n, a))
+    tile = pair_tile(m, a)
 
     def one(n0, n1):
         dd = np.zeros((2, m, a))
-        _pair_chunk(signal, member, count, kfac, n0, n1, mean, ss, dd)
+        _pair_chunk(signal, member, count, kfac, n0, n1, tile, mean, ss, dd)
         return dd
 
     parts = _kernels._run(one, n)
@@ -354,6 +391,10 @@ def stats_tree(signal: np.ndarray, masks, keep: np.ndarray | None = None):
     Where ``keep`` is given and every such set is the IN set (``keep``) or the OUT set, one
     fused sweep (:func:`pair_stats`) also sums every target's
     down-date terms ``dd`` (IN, OUT); otherwise ``dd`` is None.
+
+    Raises DataError where the signal has a NaN or infinite value: the fused sweep's sums over
+    all models show it (a float64 sum of float32 values is finite exactly when every value is);
+    otherwise a separate read pass looks.
     """
     counts = np.stack([mk.sum(axis=0, dtype=np.int32) for mk in masks])
     kids = _children(masks, counts)
@@ -365,8 +406,10 @@ def stats_tree(signal: np.ndarray, masks, keep: np.ndarray | None = None):
     dd = None
     if side is not None and None not in side and available():
         pair_mean, pair_ss, dd = pair_stats(signal, keep)
+        _checks.check_finite(signal, bool(np.isfinite(pair_mean).all()))
         mean[roots], ss[roots] = pair_mean[side], pair_ss[side]
     else:
+        _checks.check_finite(signal)
         roots_stats = _kernels.set_stats(signal, [masks[i] for i in roots], count[roots])
         mean[roots], ss[roots] = roots_stats
     done = set(roots)
