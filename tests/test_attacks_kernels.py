@@ -54,6 +54,11 @@ def test_cut_sets_match_numpy(numpy_path):
             assert np.array_equal(got.pick, want.pick), name
             assert np.array_equal(got.inside, want.inside), name
             assert np.array_equal(got.sizes(), want_sizes), name
+            # chunks of a few examples on two threads: the same sets (t and the offsets
+            # that occur are combined over chunks)
+            small = _kernels.cut_sets(member, chunk=7)
+            for a, b in zip(small, (got.masks, got.pick, got.inside, got.sizes()), strict=True):
+                assert np.array_equal(a, b), name
             # the sizes are what the masks say: the candidate's size less the target itself
             counts = got.masks.sum(axis=1)
             direct = counts[got.pick, np.arange(member.shape[1])[None, :]] - got.inside
@@ -196,6 +201,32 @@ def test_rmia_ranks_match_numpy_and_naive(numpy_path):
     np.testing.assert_allclose(got[4], naive.rmia_one_target(prob, 4), atol=2.0 / n)
 
 
+def test_mask_comparisons_match_numpy(numpy_path):
+    # same_masks compares 8 bytes at a time and stops early; sizes with a tail of 1..7 bytes
+    rng = np.random.default_rng(9)
+    for shape in ((3, 7), (5, 8), (64, 1000), (2, 40_001)):
+        a = rng.random(shape) < 0.5
+        b = a.copy()
+        for flip in (False, True):
+            other = ~b if flip else b
+            assert _kernels.same_masks(a, other, complement=flip)
+        for i in (0, a.size // 2, a.size - 1):  # one difference, first, middle or last byte
+            c = b.copy().reshape(-1)
+            c[i] ^= True
+            c = c.reshape(shape)
+            assert not _kernels.same_masks(a, c)
+            assert not _kernels.same_masks(a, ~c, complement=True)
+        assert not _kernels.same_masks(a, a[:, :-1])
+        sub = a & (rng.random(shape) < 0.7)  # a subset of a (by several models at some n)
+        got = _kernels.one_more(sub, a)
+        with numpy_path():
+            want = _kernels.one_more(sub, a)
+            assert _kernels.one_more(a, sub) is None
+        np.testing.assert_array_equal(got, want)  # the first model of a not in sub
+        assert _kernels.one_more(a, sub) is None  # a is no subset of sub
+        np.testing.assert_array_equal(_kernels.column_counts(a), a.sum(axis=0))
+
+
 def test_prefix_offsets_records_every_offset():
     # cut_sets' offsets are 0..2; the kernel also records larger ones (up to M + 1: a slower
     # second sweep from 63 on)
@@ -207,7 +238,7 @@ def test_prefix_offsets_records_every_offset():
         t = rng.integers(0, top + 1, m)
         base = np.zeros(300, np.int64)
         off = np.empty((m, 300), np.int16)
-        seen = _mask_kernels._prefix_offsets(inside, t, base, off)
+        seen = _mask_kernels._prefix_offsets(inside, t, base, 0, 300, off)
         want = t[:, None] + inside
         np.testing.assert_array_equal(off, want)
         assert seen.shape == (m + 2,)

@@ -9,8 +9,7 @@ A queries first), so they compile to vector code. No fast-math: every float64 su
 fixed order, and the results do not depend on the number of threads.
 
 Each kernel is serial and releases the GIL; :func:`_run` hands chunks of examples to one thread
-per core (at most 2) as they free up, so a core that another job holds does not stall the
-other (a static split over threads, as ``prange`` does, waits for the slowest).
+per core (at most 2) as they free up (:mod:`jaxsam.attacks._pool`).
 
 When numba is not installed (or ``JAXSAM_NO_NUMBA=1``) :func:`available` is False and the
 attacks use their JAX passes instead (the same numbers to float32 rounding; the tests compare
@@ -19,11 +18,11 @@ the two).
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 
 import numpy as np
 
+from jaxsam.attacks import _mask_kernels, _pool
 from jaxsam.attacks._mask_kernels import cut_sets, dependence_rows, small_int  # noqa: F401
 
 try:  # pragma: no cover - exercised where numba is installed
@@ -44,17 +43,39 @@ def available() -> bool:
     return numba is not None and os.environ.get("JAXSAM_NO_NUMBA", "") in ("", "0")
 
 
-def _threads() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
-
-
 def _run(fn, n: int, chunk: int = CHUNK) -> list:
     """``[fn(n0, n1) for each chunk of examples]`` on one thread per core (at most 2)."""
-    spans = [(s, min(n, s + chunk)) for s in range(0, n, chunk)]
-    if _threads() == 1 or len(spans) == 1:
-        return [fn(*s) for s in spans]
-    with concurrent.futures.ThreadPoolExecutor(_threads()) as pool:
-        return list(pool.map(lambda s: fn(*s), spans))
+    return _pool.run(fn, n, chunk)
+
+
+def same_masks(a: np.ndarray, b: np.ndarray, complement: bool = False) -> bool:
+    """``a == b`` (``complement``: ``a == ~b``) everywhere, for bool masks of one shape (a
+    compiled sweep that stops at the first difference where the kernels are available)."""
+    if a.shape != b.shape:
+        return False
+    if available():
+        return bool(
+            _mask_kernels.masks_equal(np.ascontiguousarray(a), np.ascontiguousarray(b), complement)
+        )
+    return bool(np.array_equal(a, ~b if complement else b))
+
+
+def column_counts(mask: np.ndarray) -> np.ndarray:
+    """How many models of bool [M, N] ``mask`` are set at each example: int32 [N]."""
+    if available():
+        return _mask_kernels._column_counts(np.ascontiguousarray(mask)).astype(np.int32)
+    return mask.sum(axis=0, dtype=np.int32)
+
+
+def one_more(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """Where bool [M, N] mask ``a`` is a subset of ``b``: per example the first model in b but
+    not in a (0 where none), int [N]; None where a is not a subset of b."""
+    if available():
+        ok, model = _mask_kernels.one_more(np.ascontiguousarray(a), np.ascontiguousarray(b))
+        return model if ok else None
+    if (a > b).any():
+        return None
+    return (b > a).argmax(axis=0)
 
 
 if numba is not None:

@@ -108,13 +108,23 @@ def distinct_masks(masks_list: list[np.ndarray]) -> tuple[list[np.ndarray], list
     each, views of the inputs: nothing is copied) and, per input, the index of each of its
     candidates among them."""
     unique: list[np.ndarray] = []
-    ids = []
+    counts: list[np.ndarray] = []  # per distinct mask, its models per example: most pairs
+    ids = []  # differ there, which spares the comparison of the masks themselves
     for masks in masks_list:
         idx = []
         for mk in masks:
-            hit = next((i for i, u in enumerate(unique) if np.array_equal(u, mk)), None)
+            c = _kernels.column_counts(mk)
+            hit = next(
+                (
+                    i
+                    for i, u in enumerate(unique)
+                    if np.array_equal(counts[i], c) and _kernels.same_masks(u, mk)
+                ),
+                None,
+            )
             if hit is None:
                 unique.append(mk)
+                counts.append(c)
                 hit = len(unique) - 1
             idx.append(hit)
         ids.append(np.asarray(idx, np.int32))

@@ -372,10 +372,10 @@ def _children(masks, count: np.ndarray) -> list:
             extra = count[b] - count[a]
             if b == a or extra.min() < 0 or extra.max() != 1:
                 continue
-            if (masks[a] > masks[b]).any():  # a model in set a but not in set b
+            model = _kernels.one_more(masks[a], masks[b])  # None: a is not inside b
+            if model is None:
                 continue
-            more = masks[b] > masks[a]  # [M, N]: at most one model per example
-            found = (b, more.argmax(axis=0), extra.astype(np.float64))
+            found = (b, model, extra.astype(np.float64))  # at most one more model per example
             break
         out.append(found)
     return out
@@ -396,7 +396,7 @@ def stats_tree(signal: np.ndarray, masks, keep: np.ndarray | None = None):
     all models show it (a float64 sum of float32 values is finite exactly when every value is);
     otherwise a separate read pass looks.
     """
-    counts = np.stack([mk.sum(axis=0, dtype=np.int32) for mk in masks])
+    counts = np.stack([_kernels.column_counts(mk) for mk in masks])
     kids = _children(masks, counts)
     roots = [i for i, k in enumerate(kids) if k is None]
     count = counts.astype(np.float64)
@@ -425,6 +425,6 @@ def stats_tree(signal: np.ndarray, masks, keep: np.ndarray | None = None):
 
 def _side(mask: np.ndarray, keep: np.ndarray) -> int | None:
     """0 where ``mask`` is the IN set ``keep``, 1 where it is the OUT set, else None."""
-    if np.array_equal(mask, keep):
+    if _kernels.same_masks(mask, keep):
         return 0
-    return 1 if not (mask == keep).any() else None
+    return 1 if _kernels.same_masks(mask, keep, complement=True) else None

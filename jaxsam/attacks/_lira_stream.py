@@ -385,12 +385,12 @@ def _loo_keep(groups, var, masks) -> np.ndarray | None:
     keep = None
     for g, (sets, idx) in zip(groups, var, strict=True):
         mask = masks[int(idx[0])]
-        if len(idx) != 1 or not np.array_equal(sets.inside, mask):
+        if len(idx) != 1 or not _kernels.same_masks(sets.inside, mask):
             return None
-        mine = mask if g == "in" else ~mask
-        if keep is not None and not np.array_equal(keep, mine):
+        if keep is None:
+            keep = mask if g == "in" else ~mask
+        elif not _kernels.same_masks(keep, mask, complement=g != "in"):  # keep is ~OUT
             return None
-        keep = mine
     return keep
 
 

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxsam.attacks import _pool
+
+# Examples per chunk of the cut sets' sweeps: M x CHUNK bytes per mask (2 MiB at M = 256).
+CHUNK = 8192
+
 try:  # pragma: no cover - exercised where numba is installed
     import numba
     from numba import njit
@@ -27,95 +32,153 @@ if numba is not None:
                 out[n] += np.int32(row[n])
         return out.astype(np.int64)
 
-    @njit(nogil=True, cache=True)
-    def _smallest_others(member, counts):
-        """t [M]: min over examples of the group's size without model m."""
-        m_all, n_all = member.shape
-        out = np.empty(m_all, np.int64)
-        for m in range(m_all):
-            best = np.int64(1) << 62
-            row = member[m]
-            for n in range(n_all):
-                best = min(best, counts[n] - np.int64(row[n]))
-            out[m] = best
-        return out
+    # The cut sets' sweeps run over chunks of examples (columns of the [M, N] masks), one
+    # chunk per thread: every quantity but t (a minimum over examples) and the offsets that
+    # occur (a union) is per example. Rows are sliced once per model, not per value.
 
     @njit(nogil=True, cache=True)
-    def _prefix_lengths(member, t):
-        """inside [M, N] (model m is among the first t[m] + 1 of the group at n) and the
-        shortest prefix length base [N] = min over m of t[m] + inside[m, n]."""
-        m_all, n_all = member.shape
-        rank = np.zeros(n_all, np.int64)
-        inside = np.empty((m_all, n_all), np.bool_)
-        base = np.full(n_all, np.int64(1) << 62)
+    def _counts_smallest(member, n0, n1, counts):
+        """counts[n0:n1] (models set at each example) and, per model m, the chunk's minimum
+        of the group's size without m (int64 [M]; t is the minimum over the chunks)."""
+        m_all = member.shape[0]
+        w = n1 - n0
+        c = np.zeros(w, np.int32)
         for m in range(m_all):
-            row, ins = member[m], inside[m]
+            row = member[m, n0:n1]
+            for n in range(w):  # int32 sums of bytes: the loop vectorises
+                c[n] += np.int32(row[n])
+        best = np.empty(m_all, np.int64)
+        for m in range(m_all):
+            row = member[m, n0:n1]
+            low = np.int32(1 << 30)
+            for n in range(w):
+                low = min(low, c[n] - np.int32(row[n]))
+            best[m] = low
+        for n in range(w):
+            counts[n0 + n] = c[n]
+        return best
+
+    @njit(nogil=True, cache=True)
+    def _prefix_lengths(member, t, n0, n1, inside, base):
+        """inside[:, n0:n1] (model m is among the first t[m] + 1 of the group at n) and the
+        shortest prefix length base[n0:n1] = min over m of t[m] + inside[m, n]."""
+        m_all = member.shape[0]
+        w = n1 - n0
+        rank = np.zeros(w, np.int64)
+        low = np.full(w, np.int64(1) << 62)
+        for m in range(m_all):
+            row, ins = member[m, n0:n1], inside[m, n0:n1]
             tm = t[m]
-            for n in range(n_all):
+            for n in range(w):
                 here = row[n] & (rank[n] <= tm)
                 ins[n] = here
-                base[n] = min(base[n], tm + np.int64(here))
+                low[n] = min(low[n], tm + np.int64(here))
                 rank[n] += np.int64(row[n])
-        return inside, base, rank
+        for n in range(w):
+            base[n0 + n] = low[n]
 
     @njit(nogil=True, cache=True)
-    def _prefix_offsets(inside, t, base, off):
-        """off [M, N] = t[m] + inside - base[n] (written in place); which values occur."""
-        m_all, n_all = inside.shape
+    def _prefix_offsets(inside, t, base, n0, n1, off):
+        """off[:, n0:n1] = t[m] + inside - base[n] (written in place); which values occur."""
+        m_all = inside.shape[0]
+        w = n1 - n0
         seen = np.zeros(m_all + 2, np.bool_)
         one = np.uint64(1)
+        bs = base[n0:n1]
         for m in range(m_all):
-            ins, o = inside[m], off[m]
+            ins, o = inside[m, n0:n1], off[m, n0:n1]
             tm = t[m]
             bits, top = np.uint64(0), np.int64(0)
-            for n in range(n_all):  # the offsets below 63 as bits: no store per value
-                v = tm + np.int64(ins[n]) - base[n]
+            for n in range(w):  # the offsets below 63 as bits: no store per value
+                v = tm + np.int64(ins[n]) - bs[n]
                 o[n] = v
                 bits |= one << np.uint64(min(v, 63))
                 top = max(top, v)
             for v in range(min(63, seen.size)):
                 seen[v] |= (bits >> np.uint64(v)) & one == one
             if top >= 63:  # rare: many distinct offsets
-                for n in range(n_all):
+                for n in range(w):
                     seen[o[n]] = True
         return seen
 
     @njit(nogil=True, cache=True)
-    def _prefix_masks(member, base, used):
-        """The candidate masks [J, M, N]: the first base[n] + used[j] models of the group."""
-        m_all, n_all = member.shape
-        masks = np.empty((used.size, m_all, n_all), np.bool_)
-        rank = np.zeros(n_all, np.int32)  # models of the group before model m, per example
-        b32 = base.astype(np.int32)
+    def _prefix_masks(member, base, used, n0, n1, masks):
+        """The candidate masks [J, M, n0:n1]: the first base[n] + used[j] models of the group."""
+        m_all = member.shape[0]
+        w = n1 - n0
+        rank = np.zeros(w, np.int32)  # models of the group before model m, per example
+        b32 = base[n0:n1].astype(np.int32)
         for m in range(m_all):
-            row = member[m].view(np.uint8)
+            row = member[m, n0:n1]
             for j in range(used.size):
-                mr = masks[j, m].view(np.uint8)
+                mr = masks[j, m, n0:n1]
                 u = np.int32(used[j])
-                for n in range(n_all):
-                    mr[n] = row[n] & np.uint8(rank[n] < b32[n] + u)
-            for n in range(n_all):
+                for n in range(w):
+                    mr[n] = row[n] & (rank[n] < b32[n] + u)
+            for n in range(w):
                 rank[n] += np.int32(row[n])
-        return masks
 
     @njit(nogil=True, cache=True)
-    def _prefix_sizes(pick, inside, counts, base, used, sizes):
-        """Every target's number of shadows [M, N] (written in place): its candidate's size,
-        less itself."""
-        m_all, n_all = pick.shape
-        c32 = counts.astype(np.int32)
-        b32 = base.astype(np.int32)
+    def _prefix_sizes(pick, inside, counts, base, used, n0, n1, sizes):
+        """Every target's number of shadows [M, n0:n1] (written in place): its candidate's
+        size, less itself."""
+        m_all = pick.shape[0]
+        w = n1 - n0
+        c32 = counts[n0:n1].astype(np.int32)
+        b32 = base[n0:n1].astype(np.int32)
         contiguous = True
         for j in range(used.size):
             contiguous = contiguous and used[j] == j
         for m in range(m_all):
-            pk, sz, ins = pick[m], sizes[m], inside[m].view(np.uint8)
+            pk, sz, ins = pick[m, n0:n1], sizes[m, n0:n1], inside[m, n0:n1]
             if contiguous:  # used[k] = k: no lookup
-                for n in range(n_all):
+                for n in range(w):
                     sz[n] = min(c32[n], b32[n] + pk[n]) - np.int32(ins[n])
             else:
-                for n in range(n_all):
+                for n in range(w):
                     sz[n] = min(c32[n], b32[n] + np.int32(used[pk[n]])) - np.int32(ins[n])
+
+    @njit(nogil=True, cache=True)
+    def masks_equal(a, b, flip):
+        """a == b (flip False) or a == ~b (flip True) for bool arrays of one C-contiguous
+        shape, compared 8 bytes at a time; stops at the first block of 32 KiB that differs."""
+        av = a.reshape(-1).view(np.uint8)
+        bv = b.reshape(-1).view(np.uint8)
+        words = av.size // 8
+        aw = av[: words * 8].view(np.uint64)
+        bw = bv[: words * 8].view(np.uint64)
+        x = np.uint64(0x0101010101010101) if flip else np.uint64(0)
+        for s0 in range(0, words, 4096):
+            s1 = min(words, s0 + 4096)
+            ab, bb = aw[s0:s1], bw[s0:s1]
+            diff = np.uint64(0)
+            for i in range(s1 - s0):
+                diff |= ab[i] ^ bb[i] ^ x
+            if diff:
+                return False
+        for i in range(words * 8, av.size):
+            if (av[i] ^ bv[i]) != (np.uint8(1) if flip else np.uint8(0)):
+                return False
+        return True
+
+    @njit(nogil=True, cache=True)
+    def one_more(a, b):
+        """For bool [M, N] masks: whether a is a subset of b, and per example the first model
+        in b but not in a (0 where there is none): int64 [N]."""
+        m_all, n_all = a.shape
+        model = np.full(n_all, -1, np.int64)
+        bad = np.uint8(0)
+        one = np.uint8(1)
+        for m in range(m_all):
+            ar, br = a[m].view(np.uint8), b[m].view(np.uint8)
+            for n in range(n_all):
+                bad |= ar[n] & (br[n] ^ one)
+            for n in range(n_all):
+                if br[n] & (ar[n] ^ one) and model[n] < 0:
+                    model[n] = m
+        for n in range(n_all):
+            model[n] = max(model[n], 0)
+        return bad == 0, model
 
     @njit(nogil=True, cache=True)
     def _dependence_rows(keep, counts):
@@ -145,17 +208,25 @@ def small_int(m: int):
     return np.int16 if m < 2**15 else np.int32
 
 
-def cut_sets(member: np.ndarray):
+def cut_sets(member: np.ndarray, chunk: int = CHUNK):
     """:func:`jaxsam.attacks._lira_groups.cut_to_smallest` of bool [M, N] ``member`` in a few
-    compiled sweeps of the masks: ``(masks [J, M, N], pick [M, N], inside [M, N], sizes
-    [M, N])``, the same sets in the same order; pick and sizes int16 below 32,768 models."""
+    compiled sweeps of the masks, each over chunks of ``chunk`` examples on both cores:
+    ``(masks [J, M, N], pick [M, N], inside [M, N], sizes [M, N])``, the same sets in the same
+    order; pick and sizes int16 below 32,768 models."""
     member = np.ascontiguousarray(member, np.bool_)
     m, n = member.shape
-    counts = _column_counts(member)
-    t = _smallest_others(member, counts)
-    inside, base, _ = _prefix_lengths(member, t)
+    counts = np.empty(n, np.int64)
+    parts = _pool.run(lambda n0, n1: _counts_smallest(member, n0, n1, counts), n, chunk)
+    t = np.min(parts, axis=0)
+    inside = np.empty((m, n), np.bool_)
+    base = np.empty(n, np.int64)
     off = np.empty((m, n), small_int(m + 1))
-    hist = _prefix_offsets(inside, t, base, off)
+
+    def lengths(n0, n1):
+        _prefix_lengths(member, t, n0, n1, inside, base)
+        return _prefix_offsets(inside, t, base, n0, n1, off)
+
+    hist = np.any(_pool.run(lengths, n, chunk), axis=0)
     used = np.flatnonzero(hist).astype(np.int64)  # the offsets that occur, ascending
     if used[-1] == used.size - 1:
         pick = off  # offsets 0 .. J-1: the offset is the candidate
@@ -163,9 +234,14 @@ def cut_sets(member: np.ndarray):
         lookup = np.zeros(hist.size, off.dtype)
         lookup[used] = np.arange(used.size)
         pick = lookup[off]
-    masks = _prefix_masks(member, base, used)
+    masks = np.empty((used.size, m, n), np.bool_)
     sizes = np.empty((m, n), small_int(m))
-    _prefix_sizes(pick, inside, counts, base, used, sizes)
+
+    def fill(n0, n1):
+        _prefix_masks(member, base, used, n0, n1, masks)
+        _prefix_sizes(pick, inside, counts, base, used, n0, n1, sizes)
+
+    _pool.run(fill, n, chunk)
     return masks, pick, inside, sizes
 
 
