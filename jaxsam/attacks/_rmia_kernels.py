@@ -74,38 +74,43 @@ if numba is not None:
                         dst[a] -= src[a]
 
     @njit(nogil=True, cache=True, error_model="numpy")
-    def _tile_ratios(xf, sums, count, groups, j_out, coef, t0, t1, a_all, rx, q):
-        """rx[m, t0:t1] for every target m from float32 candidate sums [J, TILE * A] and sizes
+    def _tile_ratios(x, sums, count, groups, j_out, coef, t0, t1, rx, q):
+        """rx[m, t0:t1] for every target m from float32 candidate sums [J, TILE, A] and sizes
         [J, N]. groups = (pick_in, inside_in, pick_out, inside_out), [M, N] each; the OUT
         group's candidates start at row j_out. Online (j_out > 0): the IN candidates are rows
-        0..j_out - 1; offline: only the OUT group, with coef = (1 + a, 1 - a) in float32."""
+        0..j_out - 1; offline: only the OUT group, with coef = (1 + a, 1 - a) in float32.
+
+        The arrays are indexed element by element: a slice (a view) per example would change
+        the reference count of the shared arrays, an atomic operation per example (and one
+        that the two threads contend for), which cost half of this sweep's time.
+        """
         pick_in, in_in, pick_out, in_out = groups
         online = j_out > 0
+        a_all = x.shape[2]
         one, tiny, half = np.float32(1.0), np.float32(1e-30), np.float32(0.5)
         c0, c1 = np.float64(coef[0]), np.float64(coef[1])
         inv_a = one / np.float32(a_all)  # XLA divides by a constant as a product
-        for m in range(xf.shape[0]):
-            xr = xf[m, t0 * a_all : t1 * a_all]
+        for m in range(x.shape[0]):
             for n in range(t1 - t0):
                 e = t0 + n
                 co = j_out + np.int64(pick_out[m, e])
                 ro = one if in_out[m, e] else np.float32(0.0)
                 n_out = count[co, e] - ro
-                xv, so = xr[n * a_all : (n + 1) * a_all], sums[co, n * a_all : (n + 1) * a_all]
                 if online:
                     ci = np.int64(pick_in[m, e])
                     ri = one if in_in[m, e] else np.float32(0.0)
                     inv = one / max((count[ci, e] - ri) + n_out, one)
-                    si = sums[ci, n * a_all : (n + 1) * a_all]
                     for a in range(a_all):
-                        ref = ((si[a] - ri * xv[a]) + (so[a] - ro * xv[a])) * inv
-                        q[a] = xv[a] / max(ref, tiny)
+                        xa = x[m, e, a]
+                        ref = ((sums[ci, n, a] - ri * xa) + (sums[co, n, a] - ro * xa)) * inv
+                        q[a] = xa / max(ref, tiny)
                 else:
                     inv = one / max(n_out, one)
                     for a in range(a_all):
-                        mean = np.float64((so[a] - ro * xv[a]) * inv)
+                        xa = x[m, e, a]
+                        mean = np.float64((sums[co, n, a] - ro * xa) * inv)
                         ref = np.float32(c0 * mean + c1)  # XLA's fused multiply-add
-                        q[a] = xv[a] / max(half * ref, tiny)
+                        q[a] = xa / max(half * ref, tiny)
                 tot = q[0]
                 for a in range(1, a_all):
                     tot += q[a]
@@ -121,6 +126,7 @@ if numba is not None:
         j_all = count.shape[0]
         acc = np.empty((j_all + 1, TILE * a_all))
         sums = np.empty((j_all, TILE * a_all), np.float32)
+        sums3 = sums.reshape(j_all, TILE, a_all)  # the same values, indexed per example
         q = np.empty(a_all, np.float32)
         finite = True
         for t0 in range(n0, n1, TILE):
@@ -134,7 +140,7 @@ if numba is not None:
                 sj, aj = sums[j], acc[j]
                 for i in range(sj.size):
                     sj[i] = np.float32(aj[i])
-            _tile_ratios(xf, sums, count, groups, j_out, coef, t0, t1, a_all, rx, q)
+            _tile_ratios(x, sums3, count, groups, j_out, coef, t0, t1, rx, q)
         return finite
 
     @njit(nogil=True, cache=True)
