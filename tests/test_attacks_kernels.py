@@ -217,6 +217,13 @@ def test_mask_comparisons_match_numpy(numpy_path):
             assert not _kernels.same_masks(a, c)
             assert not _kernels.same_masks(a, ~c, complement=True)
         assert not _kernels.same_masks(a, a[:, :-1])
+        from jaxsam.attacks import _mask_kernels
+
+        assert _mask_kernels.masks_disjoint(a, ~a)
+        for i in (0, a.size // 2, a.size - 1):  # one value in both
+            c = ~a.reshape(-1)
+            c[i] = a.reshape(-1)[i] = True
+            assert not _mask_kernels.masks_disjoint(a, c.reshape(shape))
         sub = a & (rng.random(shape) < 0.7)  # a subset of a (by several models at some n)
         got = _kernels.one_more(sub, a)
         with numpy_path():

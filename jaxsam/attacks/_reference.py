@@ -102,7 +102,7 @@ def detect_design(keep: np.ndarray) -> dict:
       models left out).
     """
     keep = np.asarray(keep, bool)
-    counts = keep.sum(axis=0)
+    counts = _kernels.column_counts(keep).astype(np.int64)
     dep = membership_dependence(keep)
     if (counts == counts[0]).all():
         design = "exact"
@@ -111,7 +111,7 @@ def detect_design(keep: np.ndarray) -> dict:
     return {
         "design": design,
         "dependence": dep,
-        "pkeep": float(keep.mean()),
+        "pkeep": float(counts.sum() / max(keep.size, 1)),
         "in_models": _spread(counts),
     }
 

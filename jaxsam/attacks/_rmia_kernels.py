@@ -213,16 +213,6 @@ if numba is not None:
         for r in range(r0, r1):
             _rank_row(rx[r], keys, buf, hist, out[r])
 
-    @njit(nogil=True, cache=True)
-    def _disjoint(a, b):
-        """True when no model is in both masks [M, N] at any example."""
-        for m in range(a.shape[0]):
-            p, q = a[m].view(np.uint8), b[m].view(np.uint8)
-            for n in range(p.size):
-                if p[n] & q[n]:
-                    return False
-        return True
-
 
 def _plan(masks: list[np.ndarray], count: np.ndarray):
     """Which candidate sets are summed (roots) and which are another less one model: roots
@@ -269,7 +259,7 @@ def ratios(prob: np.ndarray, sets: dict, online: bool, a: float) -> tuple[np.nda
     pair = (
         len(roots) == 2
         and bool((count[roots[0]] + count[roots[1]] == m).all())
-        and _disjoint(masks[roots[0]], masks[roots[1]])
+        and _mask_kernels.masks_disjoint(masks[roots[0]], masks[roots[1]])
     )
     root_masks = masks[roots[0]][None] if pair else np.stack([masks[j] for j in roots])
     plan = (root_masks, np.array(roots, np.int64), pair, children, drop)
