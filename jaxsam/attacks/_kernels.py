@@ -43,6 +43,14 @@ def available() -> bool:
     return numba is not None and os.environ.get("JAXSAM_NO_NUMBA", "") in ("", "0")
 
 
+def wide_tile(m: int, a: int) -> int:
+    """Examples per tile for the sweeps that read each tile twice with little work per value
+    (LiRA's fused statistics, RMIA's ratios): M x tile x A float32 values of about 1 MiB (16 to
+    64 examples; 56 at M = 256, A = 18) stay in a core's L2 cache between the two sweeps, and
+    each model's contiguous row of the tile is long enough for the prefetcher to run ahead."""
+    return int(min(64, max(16, (1 << 20) // (4 * max(m, 1) * max(a, 1)))))
+
+
 def _run(fn, n: int, chunk: int = CHUNK) -> list:
     """``[fn(n0, n1) for each chunk of examples]`` on one thread per core (at most 2)."""
     return _pool.run(fn, n, chunk)

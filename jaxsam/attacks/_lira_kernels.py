@@ -323,13 +323,6 @@ def score_pass(signal, mean, count, loc, weights, const, opts) -> np.ndarray:
     return out
 
 
-def pair_tile(m: int, a: int) -> int:
-    """Examples per tile of :func:`pair_stats`: the tile's M x tile x A float32 values (about
-    1 MiB, 16 to 64 examples) stay in a core's L2 cache between the two sweeps; wider tiles
-    than the other kernels' let the prefetcher run ahead on each model's contiguous row."""
-    return int(min(64, max(16, (1 << 20) // (4 * m * a))))
-
-
 def pair_stats(signal: np.ndarray, member: np.ndarray):
     """Mean and SS float64 [2, N, A] of the IN set (``member``) and the OUT set (the others)
     at every example, and every target's down-date sums ``dd`` float64 [2, M, A]: over the
@@ -347,7 +340,7 @@ def pair_stats(signal: np.ndarray, member: np.ndarray):
     kfac = np.where(count > 1, count / np.maximum(count - 1.0, 1.0), 0.0)
     mean = np.empty((2, n, a))
     ss = np.empty((2, n, a))
-    tile = pair_tile(m, a)
+    tile = _kernels.wide_tile(m, a)
 
     def one(n0, n1):
         dd = np.zeros((2, m, a))

@@ -2,7 +2,8 @@
 
 :func:`ratios`: one read pass of the float32 probabilities [M, N, A] gives every target's
 query-averaged ratio ``p(x | theta_m) / p(x)`` [M, N]. Each tile of all M models by
-:data:`TILE` examples (295 KB at M = 256, A = 18: it stays in the core's L2 cache) is swept
+``tile`` examples (:func:`jaxsam.attacks._kernels.wide_tile`: about 1 MiB, 56 examples at
+M = 256, A = 18; it stays in the core's L2 cache) is swept
 twice: once for the candidate sets' float64 sums (the numbers of
 :func:`jaxsam.attacks._reference.candidate_sums`: the root sets summed in model order, a set
 that is another less one model as that down-date), once for each target's ratio from its
@@ -20,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxsam.attacks import _mask_kernels
-from jaxsam.attacks._kernels import _run, available  # noqa: F401
+from jaxsam.attacks._kernels import _run, available, wide_tile  # noqa: F401
 
 try:  # pragma: no cover - exercised where numba is installed
     import numba
@@ -28,9 +29,7 @@ try:  # pragma: no cover - exercised where numba is installed
 except ImportError:  # pragma: no cover
     numba = None
 
-# Examples per tile: M x TILE x A float32 values stay in L2 while both sweeps read them.
-TILE = 16
-# Examples per chunk handed to a thread (a multiple of TILE).
+# Examples per chunk handed to a thread.
 CHUNK = 256
 # Widest radix digit: 2^13 int32 counters (32 KB) fit in L1.
 DIGIT_BITS = 13
@@ -39,7 +38,7 @@ if numba is not None:
 
     @njit(nogil=True, cache=True, error_model="numpy")
     def _tile_sums(xf, roots, root_j, pair, t0, t1, a_all, acc):
-        """Sums float64 [J + 1, TILE * A] of the root sets at examples t0..t1 (into their
+        """Sums float64 [J + 1, tile * A] of the root sets at examples t0..t1 (into their
         candidates' rows), in model order; row J collects values of no root. ``pair``: the two
         roots are complements (the first root's mask decides)."""
         size = (t1 - t0) * a_all
@@ -75,7 +74,7 @@ if numba is not None:
 
     @njit(nogil=True, cache=True, error_model="numpy")
     def _tile_ratios(x, sums, count, groups, j_out, coef, t0, t1, rx, q):
-        """rx[m, t0:t1] for every target m from float32 candidate sums [J, TILE, A] and sizes
+        """rx[m, t0:t1] for every target m from float32 candidate sums [J, tile, A] and sizes
         [J, N]. groups = (pick_in, inside_in, pick_out, inside_out), [M, N] each; the OUT
         group's candidates start at row j_out. Online (j_out > 0): the IN candidates are rows
         0..j_out - 1; offline: only the OUT group, with coef = (1 + a, 1 - a) in float32.
@@ -117,23 +116,23 @@ if numba is not None:
                 rx[m, e] = tot * inv_a
 
     @njit(nogil=True, cache=True, error_model="numpy")
-    def _ratio_chunk(x, plan, count, groups, j_out, coef, n0, n1, rx):
-        """:func:`ratios` at examples n0..n1, one tile of TILE examples at a time; plan =
+    def _ratio_chunk(x, plan, count, groups, j_out, coef, n0, n1, tile, rx):
+        """:func:`ratios` at examples n0..n1, one tile of ``tile`` examples at a time; plan =
         (roots bool [R, M, N], root_j, pair, children, drop) (:func:`_plan`)."""
         roots, root_j, pair, children, drop = plan
         m_all, n_all, a_all = x.shape
         xf = x.reshape(m_all, n_all * a_all)
         j_all = count.shape[0]
-        acc = np.empty((j_all + 1, TILE * a_all))
-        sums = np.empty((j_all, TILE * a_all), np.float32)
-        sums3 = sums.reshape(j_all, TILE, a_all)  # the same values, indexed per example
+        acc = np.empty((j_all + 1, tile * a_all))
+        sums = np.empty((j_all, tile * a_all), np.float32)
+        sums3 = sums.reshape(j_all, tile, a_all)  # the same values, indexed per example
         q = np.empty(a_all, np.float32)
         finite = True
-        for t0 in range(n0, n1, TILE):
-            t1 = min(n1, t0 + TILE)
+        for t0 in range(n0, n1, tile):
+            t1 = min(n1, t0 + tile)
             _tile_sums(xf, roots, root_j, pair, t0, t1, a_all, acc)
             for j in range(j_all + 1):  # every value is in some row: NaN or inf shows in a sum
-                for i in range(TILE * a_all):
+                for i in range(tile * a_all):
                     finite &= np.isfinite(acc[j, i])
             _tile_children(xf, children, drop, t0, t1, a_all, acc)
             for j in range(j_all):
@@ -271,9 +270,12 @@ def ratios(prob: np.ndarray, sets: dict, online: bool, a: float) -> tuple[np.nda
     coef = np.array([np.float32(1.0) + af, np.float32(1.0) - af], np.float32)
     rx = np.empty((m, n), np.float32)
     c32 = count.astype(np.float32)
-    done = _run(
-        lambda n0, n1: _ratio_chunk(prob, plan, c32, arrays, j_out, coef, n0, n1, rx), n, CHUNK
-    )
+    tile = wide_tile(m, prob.shape[2])
+
+    def one(n0, n1):
+        return _ratio_chunk(prob, plan, c32, arrays, j_out, coef, n0, n1, tile, rx)
+
+    done = _run(one, n, CHUNK)
     return rx, all(done)
 
 
