@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxsam.attacks import lira, lira_from_signal
+from jaxsam.attacks import lira, lira_from_signal, rmia_from_signal
 from jaxsam.attacks._lira import loo_median
 from jaxsam.attacks.naive import lira_per_target
 from jaxsam.errors import ConfigError, DataError
@@ -189,6 +189,10 @@ def test_lira_from_logits_and_bad_input():
         lira(logits, y, keep[:, :3])
     with pytest.raises(DataError):
         lira(logits[:1], y, keep[:1])
+    with pytest.raises(DataError, match="no examples"):  # an empty pool, for every attack
+        lira(logits[:, :0], y[:0], keep[:, :0])
+    with pytest.raises(DataError, match="no examples"):
+        rmia_from_signal(np.zeros((4, 0, 2), np.float32), keep[:, :0])
     with pytest.raises(ConfigError):
         lira(logits, y, keep, mean="mode")
 

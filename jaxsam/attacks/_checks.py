@@ -35,6 +35,8 @@ def check_keep(keep: Any, m: int, n: int) -> np.ndarray:
         raise DataError(
             f"keep must be [M={m}, N={n}], got shape {keep.shape}; pass the run's masks"
         )
+    if n == 0:
+        raise DataError("there are no examples to score (N=0); pass the pool's masks and signal")
     if keep.dtype != bool:
         if not np.isin(keep, (0, 1)).all():
             raise DataError(
