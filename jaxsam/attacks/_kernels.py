@@ -69,18 +69,19 @@ def same_masks(a: np.ndarray, b: np.ndarray, complement: bool = False) -> bool:
 
 
 def column_counts(mask: np.ndarray) -> np.ndarray:
-    """How many models of bool [M, N] ``mask`` are set at each example: int32 [N]."""
+    """How many models of bool [M, N] ``mask`` are set at each example: int64 [N]."""
     if available():
-        return _mask_kernels._column_counts(np.ascontiguousarray(mask)).astype(np.int32)
-    return mask.sum(axis=0, dtype=np.int32)
+        return _mask_kernels._column_counts(np.ascontiguousarray(mask))
+    return mask.sum(axis=0, dtype=np.int64)
 
 
 def one_more(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     """Where bool [M, N] mask ``a`` is a subset of ``b``: per example the first model in b but
     not in a (0 where none), int [N]; None where a is not a subset of b."""
     if available():
-        ok, model = _mask_kernels.one_more(np.ascontiguousarray(a), np.ascontiguousarray(b))
-        return model if ok else None
+        drop = np.empty(a.shape[1], np.int32)
+        ok = _mask_kernels.one_less(np.ascontiguousarray(b), np.ascontiguousarray(a), drop)
+        return np.maximum(drop, 0) if ok else None
     if (a > b).any():
         return None
     return (b > a).argmax(axis=0)

@@ -363,17 +363,17 @@ def _lira_impl(signal, keep, opts: LiraOptions, rule):
     # Location families (cut) and, for a global variance, leave-one-out families per group.
     families = {("loc", g): sets[g] for g in groups} | {("var", g): v for g, v in var_sets.items()}
     masks, ids = _groups.distinct_masks([f.masks for f in families.values()])
+    fams = None
     if _stream.supported(opts):
         cands = dict(zip(families, ids, strict=True))
         var = {g: (var_sets[g], cands["var", g]) for g in var_sets}
         fams = {g: ((sets[g], cands["loc", g]), var.get(g)) for g in groups}
         if _stream.kernel_supported(opts, fams):  # its statistics sweep checks the signal
             return _stream.score_kernels(signal, masks, fams, opts)
-        check_finite(signal)
-        every = all_set_stats(signal, np.stack(masks), dtype)
-        return _stream.score(signal, every, fams, opts, dtype)
     check_finite(signal)
     every = all_set_stats(signal, np.stack(masks), dtype)
+    if fams is not None:
+        return _stream.score(signal, every, fams, opts, dtype)
     stats, picks = {}, {}  # per family: its candidates' statistics; (pick, inside) [M, N]
     for (key, f), idx in zip(families.items(), ids, strict=True):
         stats[key] = tuple(x[jnp.asarray(idx)] for x in every)

@@ -139,68 +139,61 @@ if numba is not None:
                     sz[n] = min(c32[n], b32[n] + np.int32(used[pk[n]])) - np.int32(ins[n])
 
     @njit(nogil=True, cache=True)
-    def masks_equal(a, b, flip):
-        """a == b (flip False) or a == ~b (flip True) for bool arrays of one C-contiguous
-        shape, compared 8 bytes at a time; stops at the first block of 32 KiB that differs."""
+    def _words_test(a, b, mode):
+        """For bool arrays of one C-contiguous shape, compared 8 bytes at a time with an exit
+        at the first block of 32 KiB that fails: mode 0, a == b; 1, a == ~b; 2, no value set
+        in both."""
         av = a.reshape(-1).view(np.uint8)
         bv = b.reshape(-1).view(np.uint8)
         words = av.size // 8
         aw = av[: words * 8].view(np.uint64)
         bw = bv[: words * 8].view(np.uint64)
-        x = np.uint64(0x0101010101010101) if flip else np.uint64(0)
+        x = np.uint64(0x0101010101010101) if mode == 1 else np.uint64(0)
         for s0 in range(0, words, 4096):
             s1 = min(words, s0 + 4096)
             ab, bb = aw[s0:s1], bw[s0:s1]
-            diff = np.uint64(0)
-            for i in range(s1 - s0):
-                diff |= ab[i] ^ bb[i] ^ x
-            if diff:
+            bad = np.uint64(0)
+            if mode == 2:
+                for i in range(s1 - s0):
+                    bad |= ab[i] & bb[i]
+            else:
+                for i in range(s1 - s0):
+                    bad |= ab[i] ^ bb[i] ^ x
+            if bad:
                 return False
-        for i in range(words * 8, av.size):
-            if (av[i] ^ bv[i]) != (np.uint8(1) if flip else np.uint8(0)):
+        for i in range(words * 8, av.size):  # the last bytes of a size not a multiple of 8
+            if mode == 2:
+                if av[i] & bv[i]:
+                    return False
+            elif (av[i] ^ bv[i]) != np.uint8(mode):
                 return False
         return True
+
+    @njit(nogil=True, cache=True)
+    def masks_equal(a, b, flip):
+        """a == b (flip False) or a == ~b (flip True), 8 bytes at a time with an early exit."""
+        return _words_test(a, b, 1 if flip else 0)
 
     @njit(nogil=True, cache=True)
     def masks_disjoint(a, b):
-        """True when no value is set in both bool arrays (one C-contiguous shape), compared
-        8 bytes at a time; stops at the first block of 32 KiB with a common value."""
-        av = a.reshape(-1).view(np.uint8)
-        bv = b.reshape(-1).view(np.uint8)
-        words = av.size // 8
-        aw = av[: words * 8].view(np.uint64)
-        bw = bv[: words * 8].view(np.uint64)
-        for s0 in range(0, words, 4096):
-            s1 = min(words, s0 + 4096)
-            ab, bb = aw[s0:s1], bw[s0:s1]
-            both = np.uint64(0)
-            for i in range(s1 - s0):
-                both |= ab[i] & bb[i]
-            if both:
-                return False
-        for i in range(words * 8, av.size):
-            if av[i] & bv[i]:
-                return False
-        return True
+        """True when no value is set in both bool arrays, 8 bytes at a time with an early exit."""
+        return _words_test(a, b, 2)
 
     @njit(nogil=True, cache=True)
-    def one_more(a, b):
-        """For bool [M, N] masks: whether a is a subset of b, and per example the first model
-        in b but not in a (0 where there is none): int64 [N]."""
-        m_all, n_all = a.shape
-        model = np.full(n_all, -1, np.int64)
-        bad = np.uint8(0)
-        one = np.uint8(1)
-        for m in range(m_all):
-            ar, br = a[m].view(np.uint8), b[m].view(np.uint8)
-            for n in range(n_all):
-                bad |= ar[n] & (br[n] ^ one)
-            for n in range(n_all):
-                if br[n] & (ar[n] ^ one) and model[n] < 0:
-                    model[n] = m
-        for n in range(n_all):
-            model[n] = max(model[n], 0)
-        return bad == 0, model
+    def one_less(parent, child, drop):
+        """True when bool [M, N] ``child`` is a subset of ``parent``; drop[n] = the first model
+        of the parent not in the child at example n (-1: none). Stops after the first model
+        with a child example outside the parent."""
+        drop[:] = -1
+        for m in range(parent.shape[0]):
+            p, c = parent[m].view(np.uint8), child[m].view(np.uint8)
+            outside = np.uint8(0)
+            for n in range(drop.size):  # no branch in the loop: it vectorises
+                outside |= c[n] & ~p[n]
+                drop[n] = np.int32(m) if p[n] > c[n] and drop[n] < 0 else drop[n]
+            if outside:
+                return False
+        return True
 
     @njit(nogil=True, cache=True)
     def _dependence_rows(keep, counts):

@@ -102,7 +102,7 @@ def detect_design(keep: np.ndarray) -> dict:
       models left out).
     """
     keep = np.asarray(keep, bool)
-    counts = _kernels.column_counts(keep).astype(np.int64)
+    counts = _kernels.column_counts(keep)
     dep = membership_dependence(keep)
     if (counts == counts[0]).all():
         design = "exact"

@@ -143,22 +143,6 @@ if numba is not None:
         return finite
 
     @njit(nogil=True, cache=True)
-    def _one_less(parent, child, drop):
-        """True when ``child`` [M, N] is ``parent`` less at most one model per example; drop[n]
-        = that model (-1: none). Stops after the first model with a child example outside the
-        parent."""
-        drop[:] = -1
-        for m in range(parent.shape[0]):
-            p, c = parent[m].view(np.uint8), child[m].view(np.uint8)
-            outside = np.uint8(0)
-            for n in range(drop.size):  # no branch in the loop: it vectorises
-                outside |= c[n] & ~p[n]
-                drop[n] = np.int32(m) if p[n] > c[n] else drop[n]
-            if outside:
-                return False
-        return True
-
-    @njit(nogil=True, cache=True)
     def _rank_row(row, keys, buf, hist, out):
         """out[i] = (number of values of ``row`` at or below row[i]) / N, float32."""
         n = row.size
@@ -226,7 +210,7 @@ def _plan(masks: list[np.ndarray], count: np.ndarray):
             if p == j or d.min() < 0 or d.max() != 1:
                 continue
             drop = np.empty(n, np.int32)
-            if _one_less(mp, mj, drop):
+            if _mask_kernels.one_less(mp, mj, drop):
                 parent[j] = (p, drop)
                 break
     roots = [j for j in range(len(masks)) if j not in parent]
