@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `jaxsam compare ... | head`: the reader has gone
         return _quiet_broken_pipe()
     except JaxsamError as e:
-        print(f"jaxsam {args.command}: error: {e}", file=sys.stderr)
+        line = f"jaxsam {args.command}: error: {e}"
         if isinstance(e, WriteFailed):
-            _exit_before_threads_report()
+            _exit_before_threads_report(line)
+        print(line, file=sys.stderr)
         return 2
     except OSError as e:  # a full, read-only or forbidden disk: one line, like bad input
         from jaxsam.store import write_problem
@@ -78,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         if problem is None:
             raise
         where = f" {e.filename}" if e.filename else ""
-        print(f"jaxsam {args.command}: error: cannot write{where}: {problem}", file=sys.stderr)
-        _exit_before_threads_report()
+        line = f"jaxsam {args.command}: error: cannot write{where}: {problem}"
+        _exit_before_threads_report(line)
+        print(line, file=sys.stderr)
         return 2
     except Interrupted as e:
         print(f"jaxsam {args.command}: {e}", file=sys.stderr)
@@ -105,15 +107,26 @@ def _quiet_broken_pipe() -> int:
     return 141
 
 
-def _exit_before_threads_report() -> None:
-    """Ends the process with status 2 at once when other threads are alive: those of a failed
-    asynchronous write would otherwise print their tracebacks at shutdown, after the one line."""
+def _exit_before_threads_report(line: str) -> None:
+    """Prints ``line`` and ends the process with status 2 at once when other threads are alive:
+    those of a failed asynchronous write would otherwise print their tracebacks, at shutdown or
+    while the line is written. Standard error is pointed at /dev/null first (the line goes to
+    a copy of it), so no other thread's output can come before or after the one line."""
     import threading
 
-    if threading.active_count() > 1:
-        sys.stdout.flush()
+    if threading.active_count() <= 1:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        err = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.write(err, (line + "\n").encode())
+    except OSError:  # no file descriptor 2: say it the ordinary way
+        print(line, file=sys.stderr)
         sys.stderr.flush()
-        os._exit(2)
+    os._exit(2)
 
 
 if __name__ == "__main__":
