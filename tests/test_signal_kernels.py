@@ -159,3 +159,27 @@ def test_kernels_compiled_with_an_older_fastmath_are_cleared(tmp_path):
     (tmp_path / "_lira_kernels.x-1.py311.nbi").write_text("current")  # compiled after the stamp
     assert not _fastmath.clear_stale_kernels(tmp_path)
     assert (tmp_path / "_lira_kernels.x-1.py311.nbi").exists()
+
+
+def test_compute_signals_writes_into_given_arrays_and_names_a_wrong_one():
+    rng = np.random.default_rng(5)
+    z = (rng.normal(size=(4, 23, 3, 10)) * 2).astype(np.float32)
+    y = rng.integers(0, 10, 23)
+    name = "logit_scaled_confidence"
+    want = signals.compute_signals([name, "loss"], z, y)
+    whole = np.full((6, 23, 3), np.nan, np.float32)  # a chunk of models at rows 1..4
+    got = signals.compute_signals([name, "loss"], z, y, out={name: whole[1:5]})
+    assert np.shares_memory(got[name], whole)
+    np.testing.assert_array_equal(whole[1:5], want[name])
+    assert np.isnan(whole[[0, 5]]).all()  # nothing written outside the slice
+    np.testing.assert_array_equal(got["loss"], want["loss"])  # not in out: a new array
+    bad = {
+        "shape": np.empty((4, 23, 2), np.float32),
+        "dtype": np.empty((4, 23, 3), np.float64),
+        "read-only": np.empty((4, 23, 3), np.float32),
+    }
+    bad["read-only"].flags.writeable = False
+    for why, dest in bad.items():
+        with pytest.raises(ValueError, match="out\\['logit_scaled_confidence'\\]") as err:
+            signals.compute_signals([name], z, y, out={name: dest})
+        assert ("read-only" in str(err.value)) == (why == "read-only"), why

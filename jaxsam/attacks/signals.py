@@ -335,7 +335,12 @@ def _chunks(m: int, n: int, per_model: int, budget: int):
 
 
 def compute_signals(
-    names: Sequence[str], logits: Array, labels: Array, *, chunk_elements: int = _CHUNK_ELEMENTS
+    names: Sequence[str],
+    logits: Array,
+    labels: Array,
+    *,
+    chunk_elements: int = _CHUNK_ELEMENTS,
+    out: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Several signals of ``[M, N, A, C]`` logits in one float64 pass, a block at a time.
 
@@ -351,9 +356,12 @@ def compute_signals(
       logits: float ``[M, N, A, C]``.
       labels: int ``[N]``.
       chunk_elements: block size in logits.
+      out: optional {name: writable numpy float32 ``[M, N, A]``} to write the signals into
+        (for example a slice of a larger array that a caller fills a chunk of models at a time,
+        or a memory map); names not in it get new arrays.
 
     Returns:
-      {name: numpy float32 ``[M, N, A]``}.
+      {name: numpy float32 ``[M, N, A]``} (the arrays of ``out`` where given).
     """
     unknown = [n for n in names if n not in _FORMULAS]
     if unknown:
@@ -363,7 +371,7 @@ def compute_signals(
     _check(logits, labels)
     m, n, a, c = logits.shape
     y = np.asarray(labels)
-    out = {k: np.empty((m, n, a), np.float32) for k in names}
+    out = {k: _output(out, k, (m, n, a)) for k in names}
     slow = [k for k in names if k != "logit_scaled_confidence" or c > _FUSED_MAX_CLASSES]
     fast = [k for k in names if k not in slow]
     staging: dict = {}
@@ -378,6 +386,19 @@ def compute_signals(
             for k, v in zip(slow, _numpy_signals(block, y[ns], slow), strict=True):
                 out[k][ms, ns] = v
     return out
+
+
+def _output(given: dict[str, np.ndarray] | None, name: str, shape: tuple) -> np.ndarray:
+    """``given[name]`` checked to be a writable float32 array of ``shape``, or a new one."""
+    if given is None or name not in given:
+        return np.empty(shape, np.float32)
+    dest = given[name]
+    if not isinstance(dest, np.ndarray) or dest.shape != shape or dest.dtype != np.float32:
+        got = f"{type(dest).__name__} {getattr(dest, 'dtype', '')}{list(np.shape(dest))}"
+        raise ValueError(f"out[{name!r}] must be a numpy float32 array {list(shape)}, got {got}")
+    if not dest.flags.writeable:
+        raise ValueError(f"out[{name!r}] is read-only; pass a writable array (or no out)")
+    return dest
 
 
 def compute_chunked(fn, logits: Array, labels: Array, *, chunk_models: int = 8) -> np.ndarray:

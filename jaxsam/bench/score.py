@@ -8,7 +8,8 @@ the peak includes generating the synthetic logits and the signal array.
 
 Rows: ``signal`` (host logits -> logit-scaled confidence through ``signals.compute_signals``, as
 ``jaxsam score`` computes it; generation excluded; after one untimed warm-up call on a small
-block that compiles the kernel or loads it from numba's cache, its time in ``compile_s``),
+block that compiles the kernel or loads it from numba's cache, its time in ``compile_s``; each
+chunk of models is written in place into the [M, N, A] signal through ``out=``),
 ``lira_online``,
 ``lira_offline``, ``rmia`` (online, all pool points as population). ``seconds`` is the first
 call (jit compilation included), ``seconds_warm`` a second identical call.
@@ -94,8 +95,8 @@ def _signal(m: int, n: int, a: int, c: int, seed: int, chunk: int = 8):
             signals.compute_signals(["logit_scaled_confidence"], host[:, :few], labels[:few])
             compile_s = time.perf_counter() - t
         t = time.perf_counter()
-        got = signals.compute_signals(["logit_scaled_confidence"], host, labels)
-        out[s0 : s0 + chunk] = got["logit_scaled_confidence"]
+        dest = {"logit_scaled_confidence": out[s0 : s0 + chunk]}  # written in place
+        signals.compute_signals(["logit_scaled_confidence"], host, labels, out=dest)
         spent += time.perf_counter() - t
         floor += read_pass_seconds(host)
     return out, keep, spent, floor, compile_s
