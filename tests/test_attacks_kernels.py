@@ -57,12 +57,41 @@ def test_cut_sets_match_numpy(numpy_path):
             # chunks of a few examples on two threads: the same sets (t and the offsets
             # that occur are combined over chunks)
             small = _kernels.cut_sets(member, chunk=7)
-            for a, b in zip(small, (got.masks, got.pick, got.inside, got.sizes()), strict=True):
+            both = (got.masks, got.pick, got.inside, got.candidate_counts())
+            for a, b in zip(small, both, strict=True):
                 assert np.array_equal(a, b), name
-            # the sizes are what the masks say: the candidate's size less the target itself
+            # the candidates' counts and the sizes are what the masks say: the candidate's size
+            # less the target itself
             counts = got.masks.sum(axis=1)
+            assert np.array_equal(got.candidate_counts(), counts), name
             direct = counts[got.pick, np.arange(member.shape[1])[None, :]] - got.inside
             assert np.array_equal(got.sizes(), direct), name
+            # the per-target summary (fewest, most, total), without and with the sizes at hand
+            want = np.stack([direct.min(1), direct.max(1), direct.sum(1)], axis=1)
+            fresh = _kernels.cut_sets(member)
+            fresh_sets = _lira_groups.ShadowSets(*fresh)
+            np.testing.assert_array_equal(fresh_sets.size_summary(), want)
+            assert "sizes" not in fresh_sets._memo  # the summary never wrote the sizes
+            np.testing.assert_array_equal(got.size_summary(), want)
+
+
+@pytest.mark.parametrize("candidates", [1, 2, 3])
+def test_shadow_sizes_and_summary_for_any_number_of_candidates(candidates, numpy_path):
+    """The sizes' kernels select one or two candidates' counts and gather from more."""
+    rng = np.random.default_rng(21)
+    m, n = 9, 70
+    counts = rng.integers(0, m + 1, (candidates, n))
+    pick = rng.integers(0, candidates, (m, n)).astype(np.int16)
+    inside = rng.random((m, n)) < 0.5
+    want = counts[pick, np.arange(n)[None, :]] - inside
+    np.testing.assert_array_equal(_kernels.shadow_sizes(counts, pick, inside), want)
+    summary = _kernels.size_summary(counts, pick, inside)
+    np.testing.assert_array_equal(summary, np.stack([want.min(1), want.max(1), want.sum(1)], 1))
+    masks = np.zeros((candidates, m, n), bool)  # counts given: the masks are not read
+    sets = _lira_groups.ShadowSets(masks, pick, inside, counts)
+    with numpy_path():
+        np.testing.assert_array_equal(sets.sizes(), want)
+        np.testing.assert_array_equal(sets.size_summary(), summary)
 
 
 def test_membership_dependence_matches_numpy(numpy_path):

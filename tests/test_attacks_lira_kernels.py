@@ -175,8 +175,8 @@ def test_stats_tree_with_keep_matches_the_general_sweep():
 @pytest.mark.parametrize("kw", [{"online": True}, {"online": False}])
 def test_lira_default_takes_the_fused_sweep(kw, monkeypatch):
     calls = []
-    real = _lira_kernels.pair_stats
-    monkeypatch.setattr(_lira_kernels, "pair_stats", lambda *a: calls.append(1) or real(*a))
+    real = _lira_kernels.pair_stats_into
+    monkeypatch.setattr(_lira_kernels, "pair_stats_into", lambda *a: calls.append(1) or real(*a))
     rng = np.random.default_rng(15)
     keep = np.argsort(rng.random((12, 80)), axis=0) < 6
     x = rng.normal(size=(12, 80, 2)).astype(np.float32)
@@ -193,9 +193,9 @@ def test_separate_variance_sweep_gives_the_same_scores(monkeypatch):
     fused = lira_from_signal(x, keep)
     real, calls = _lira_kernels.stats_tree, []
 
-    def no_fused(signal, masks, keep=None):
+    def no_fused(signal, masks, keep=None, counts=None):
         calls.append(keep is not None)
-        return (*real(signal, masks)[:3], None)
+        return (*real(signal, masks, None, counts)[:3], None)
 
     monkeypatch.setattr(_lira_kernels, "stats_tree", no_fused)
     np.testing.assert_allclose(lira_from_signal(x, keep), fused, rtol=1e-6, atol=1e-6)

@@ -149,6 +149,14 @@ if numba is not None:
 
         return types.void(arr, types.intp), codegen
 
+    @numba.njit(inline="always")
+    def prefetch_span(arr, lo, hi):
+        """:func:`prefetch` of every cache line (64 bytes) of ``arr.flat[lo:hi]`` (flat indices
+        of a C-contiguous array, ``0 <= lo <= hi <= arr.size``)."""
+        step = max(1, 64 // arr.itemsize)
+        for i in range(lo - lo % step, hi, step):
+            prefetch(arr, i)
+
     _P0, _P1, _P2, _P3, _P4, _P5 = _EXP_POLY
     _L0, _L1, _L2, _L3, _L4, _L5, _L6, _L7, _L8 = _LOG_POLY
 

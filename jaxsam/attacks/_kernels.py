@@ -23,7 +23,13 @@ import os
 import numpy as np
 
 from jaxsam.attacks import _mask_kernels, _pool
-from jaxsam.attacks._mask_kernels import cut_sets, dependence_rows, small_int  # noqa: F401
+from jaxsam.attacks._mask_kernels import (  # noqa: F401
+    cut_sets,
+    dependence_rows,
+    shadow_sizes,
+    size_summary,
+    small_int,
+)
 
 try:  # pragma: no cover - exercised where numba is installed
     import numba
@@ -240,25 +246,27 @@ if numba is not None:
     @njit(nogil=True, cache=True)
     def _downdate(x, model, r, count_b, mean_b, ss_b, mean_a, ss_a):
         """Statistics [N, A] of a set that is set b less ``model[n]`` where ``r[n]``: an exact
-        float64 down-date (count_b: b's sizes)."""
+        float64 down-date (count_b: b's sizes). Elements are indexed one by one: a row view
+        per example would update the reference count of the arrays (five views per example
+        cost more than the arithmetic)."""
         n_all, a_all = mean_b.shape
         for n in range(n_all):
             c = count_b[n]
-            mb, sb, ma, sa = mean_b[n], ss_b[n], mean_a[n], ss_a[n]
             if not r[n]:
                 for a in range(a_all):
-                    ma[a] = mb[a]
-                    sa[a] = sb[a]
+                    mean_a[n, a] = mean_b[n, a]
+                    ss_a[n, a] = ss_b[n, a]
             elif c <= 1:
                 for a in range(a_all):
-                    ma[a] = 0.0
-                    sa[a] = 0.0
+                    mean_a[n, a] = 0.0
+                    ss_a[n, a] = 0.0
             else:
-                xe = x[model[n], n]
+                k = model[n]
+                fac = c / (c - 1.0)
                 for a in range(a_all):
-                    d = xe[a] - mb[a]
-                    ma[a] = mb[a] - d / (c - 1.0)
-                    sa[a] = max(sb[a] - d * d * (c / (c - 1.0)), 0.0)
+                    d = x[k, n, a] - mean_b[n, a]
+                    mean_a[n, a] = mean_b[n, a] - d / (c - 1.0)
+                    ss_a[n, a] = max(ss_b[n, a] - d * d * fac, 0.0)
 
     @njit(nogil=True, cache=True)
     def _variance_chunk(x, mean, ss, count, inside, n0, n1, tile):
@@ -359,11 +367,11 @@ def set_sums(signal: np.ndarray, masks: np.ndarray, count: np.ndarray) -> np.nda
     return sums.reshape(s, n, a)
 
 
-def downdate(signal, model, r, count_b, mean_b, ss_b):
+def downdate(signal, model, r, count_b, mean_b, ss_b, out=None):
     """Mean and SS float64 [N, A] of set b less model ``model[n]`` at the examples where
-    ``r[n]`` (see :func:`jaxsam.attacks._lira_kernels.stats_tree`)."""
-    mean_a = np.empty_like(mean_b)
-    ss_a = np.empty_like(ss_b)
+    ``r[n]`` (see :func:`jaxsam.attacks._lira_kernels.stats_tree`), written into ``out``
+    (two float64 [N, A] arrays) when given."""
+    mean_a, ss_a = out if out is not None else (np.empty_like(mean_b), np.empty_like(ss_b))
     r = np.ascontiguousarray(r, np.bool_)
     _downdate(signal, np.ascontiguousarray(model, np.int64), r, count_b, mean_b, ss_b, mean_a, ss_a)
     return mean_a, ss_a

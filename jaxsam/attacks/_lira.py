@@ -329,7 +329,7 @@ def _check_sets(keep, sets, var_sets, rule, opts: LiraOptions) -> None:
     _reference.check_sizes(keep, sets, rule, what, needs, hint)
     for group, s in var_sets.items():
         # The pooled variance needs some example with 2 or more leave-one-out shadows.
-        if s.sizes().max(axis=1).min() < 2:
+        if s.size_summary()[:, 1].min() < 2:
             fix = "use fix_variance=True"
             _reference.check_sizes(keep, {group: s}, rule, what, {group: 2}, fix)
 
@@ -362,14 +362,14 @@ def _lira_impl(signal, keep, opts: LiraOptions, rule):
         raise
     # Location families (cut) and, for a global variance, leave-one-out families per group.
     families = {("loc", g): sets[g] for g in groups} | {("var", g): v for g, v in var_sets.items()}
-    masks, ids = _groups.distinct_masks([f.masks for f in families.values()])
+    masks, ids, counts = _groups.distinct_masks(list(families.values()))
     fams = None
     if _stream.supported(opts):
         cands = dict(zip(families, ids, strict=True))
         var = {g: (var_sets[g], cands["var", g]) for g in var_sets}
         fams = {g: ((sets[g], cands["loc", g]), var.get(g)) for g in groups}
         if _stream.kernel_supported(opts, fams):  # its statistics sweep checks the signal
-            return _stream.score_kernels(signal, masks, fams, opts)
+            return _stream.score_kernels(signal, masks, fams, opts, counts)
     check_finite(signal)
     every = all_set_stats(signal, np.stack(masks), dtype)
     if fams is not None:

@@ -38,32 +38,63 @@ class ShadowSets:
       masks: bool [J, M, N]: candidate j holds model i at example n.
       pick: int [M, N] (int16 or int32): the candidate holding target m's shadows at example n.
       inside: bool [M, N]: target m itself is in that candidate (and must be left out).
+      counts: int64 [J, N] or None: each candidate's number of models at each example, where
+        the code that built the sets knows it (otherwise counted from ``masks`` when asked).
     """
 
     masks: np.ndarray
     pick: np.ndarray
     inside: np.ndarray
-    _sizes: list = dataclasses.field(default_factory=list, init=False, repr=False, compare=False)
+    counts: np.ndarray | None = None
+    _memo: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def candidate_counts(self) -> np.ndarray:
+        """Each candidate's number of models at each example, int64 [J, N] (computed once)."""
+        if "counts" not in self._memo:
+            given = self.counts
+            if given is None:
+                given = np.stack([_kernels.column_counts(mk) for mk in self.masks])
+            self._memo["counts"] = np.asarray(given, np.int64)
+        return self._memo["counts"]
 
     def sizes(self) -> np.ndarray:
         """Number of shadows of every target at every example, int [M, N] (read-only; computed
-        once: the checks and the attacks all ask for it)."""
-        if not self._sizes:
-            small = np.int16 if self.masks.shape[1] < 2**15 else np.int32
-            counts = self.masks.sum(axis=1, dtype=small)  # [J, N]
-            out = np.broadcast_to(counts[0], self.pick.shape)
-            for j in range(1, counts.shape[0]):  # a few candidates: selects, not a gather
-                out = np.where(self.pick == j, counts[j], out)
-            out = out - self.inside
+        once, when first asked: the attacks' checks need only :meth:`size_summary`)."""
+        if "sizes" not in self._memo:
+            counts = self.candidate_counts()
+            if _kernels.available():
+                out = _kernels.shadow_sizes(counts, self.pick, self.inside)
+            else:
+                small = _kernels.small_int(max(self.masks.shape[1], int(counts.max(initial=0))))
+                out = np.broadcast_to(counts[0].astype(small), self.pick.shape)
+                for j in range(1, counts.shape[0]):  # a few candidates: selects, not a gather
+                    out = np.where(self.pick == j, counts[j].astype(small), out)
+                out = out - self.inside.astype(small)
             out.flags.writeable = False
-            self._sizes.append(out)
-        return self._sizes[0]
+            self._memo["sizes"] = out
+        return self._memo["sizes"]
+
+    def size_summary(self) -> np.ndarray:
+        """Per target the fewest, the most and the total of its shadows over the examples,
+        int64 [M, 3] (computed once; one compiled sweep that never writes the [M, N] sizes)."""
+        if "summary" not in self._memo:
+            if "sizes" in self._memo or not _kernels.available():
+                size = self.sizes()
+                out = np.stack(
+                    [size.min(axis=1), size.max(axis=1), size.sum(axis=1, dtype=np.int64)], axis=1
+                ).astype(np.int64)
+            else:
+                out = _kernels.size_summary(self.candidate_counts(), self.pick, self.inside)
+            out.flags.writeable = False
+            self._memo["summary"] = out
+        return self._memo["summary"]
 
 
 def leave_one_out(member: np.ndarray) -> ShadowSets:
     """All other models of the group: one candidate (the whole group), the target left out."""
     m, n = member.shape
-    return ShadowSets(member[None], np.zeros((m, n), np.int16 if m < 2**15 else np.int32), member)
+    pick = np.zeros((m, n), np.int16 if m < 2**15 else np.int32)
+    return ShadowSets(member[None], pick, member, _kernels.column_counts(member)[None])
 
 
 def cut_to_smallest(member: np.ndarray) -> ShadowSets:
@@ -74,11 +105,7 @@ def cut_to_smallest(member: np.ndarray) -> ShadowSets:
     the IN group and M - k - 1 for the OUT group, for every target.
     """
     if _kernels.available():
-        masks, pick, inside, sizes = _kernels.cut_sets(member)
-        out = ShadowSets(masks, pick, inside)
-        sizes.flags.writeable = False
-        out._sizes.append(sizes)
-        return out
+        return ShadowSets(*_kernels.cut_sets(member))
     shadows = member.sum(axis=0)[None, :] - member  # [M, N]: group size without the target
     return _prefixes(member, shadows.min(axis=1, keepdims=True))
 
@@ -103,17 +130,19 @@ def _prefixes(member: np.ndarray, t: np.ndarray) -> ShadowSets:
     return ShadowSets(masks, lookup[offset], inside)
 
 
-def distinct_masks(masks_list: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Candidate sets [J_i, M, N] without repeats; returns the S distinct masks (bool [M, N]
-    each, views of the inputs: nothing is copied) and, per input, the index of each of its
-    candidates among them."""
+def distinct_masks(families: list[ShadowSets]) -> tuple[list, list, np.ndarray]:
+    """The candidate sets of several families without repeats.
+
+    Returns the S distinct masks (bool [M, N] each, views of the inputs: nothing is copied),
+    per family the index of each of its candidates among them (int32 [J_i]), and the
+    distinct masks' sizes at every example (int64 [S, N], the families' own counts).
+    """
     unique: list[np.ndarray] = []
     counts: list[np.ndarray] = []  # per distinct mask, its models per example: most pairs
     ids = []  # differ there, which spares the comparison of the masks themselves
-    for masks in masks_list:
+    for fam in families:
         idx = []
-        for mk in masks:
-            c = _kernels.column_counts(mk)
+        for mk, c in zip(fam.masks, fam.candidate_counts(), strict=True):
             hit = next(
                 (
                     i
@@ -128,7 +157,7 @@ def distinct_masks(masks_list: list[np.ndarray]) -> tuple[list[np.ndarray], list
                 hit = len(unique) - 1
             idx.append(hit)
         ids.append(np.asarray(idx, np.int32))
-    return unique, ids
+    return unique, ids, np.stack(counts)
 
 
 def shadow_sets(keep: np.ndarray, group: str, equal_groups: bool) -> ShadowSets:

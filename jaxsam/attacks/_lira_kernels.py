@@ -51,6 +51,12 @@ BLOCK = 16
 # Examples per chunk handed to a thread: the chunk's candidate means stay in L2 while every
 # target sweeps them.
 CHUNK = 256
+# The fused statistics sweep (:func:`pair_stats`): its first sweep of a tile asks each model's
+# rows this many models ahead; its second sweep asks the next tile. Prefetched, since its short
+# loops (A values per example) leave the hardware prefetcher behind.
+AHEAD_MODELS = 2
+# The score pass reads each target's row in order and asks its values this many examples on.
+AHEAD_EXAMPLES = 32
 
 # Score kinds (the ``mode`` argument of the kernel).
 ONLINE, ONE_SIDED, DENSITY = 0, 1, 2
@@ -167,11 +173,11 @@ if njit is not None:
         """A score from its per-target constant and its sum over queries (exact order)."""
         return c + (half * total) / count_a
 
-    @njit(nogil=True, cache=True, fastmath={"reassoc"})
-    def _quadratic_chunk(x, hi, lo, fac, g_in, g_out, w_in, w_out, const, online, n0, n1, out):
-        """Online or density scores out[m, n0:n1] of every target; every arithmetic operation
-        but the sum over queries is in the exactly ordered helpers above."""
-        m_all, _, a_all = x.shape
+    @njit(cache=True, fastmath={"reassoc"}, inline="always")
+    def _quadratic_rows(x, hi, lo, fac, g_in, g_out, w_in, w_out, const, online, n0, n1, out, a_all):
+        """The body of :func:`_quadratic_chunk`, with the number of queries ``a_all`` passed in:
+        a constant where the caller inlines it with one."""
+        m_all, n_all, _ = x.shape
         sets_o, pick_o, in_o = g_out
         sets_i, pick_i, in_i = g_in
         half = _F(0.5)
@@ -179,6 +185,10 @@ if njit is not None:
         for m in range(m_all):
             c = const[m]
             for e in range(n0, n1):
+                if e + AHEAD_EXAMPLES < n_all:  # the target's row, a few examples on
+                    j = (m * n_all + e + AHEAD_EXAMPLES) * a_all
+                    _fastmath.prefetch(x, j)
+                    _fastmath.prefetch(x, j + a_all - 1)
                 so = sets_o[pick_o[m, e]]
                 fo = fac[so, e] if in_o[m, e] else _F(1.0)
                 total = _F(0.0)
@@ -195,6 +205,19 @@ if njit is not None:
                         t = _density_term(x[m, e, a], hi[so, e, a], lo[so, e, a], fo, w_out[m, a])
                         total += t
                 out[m, e] = _finish(c, half, total, count_a)
+
+    @njit(nogil=True, cache=True, fastmath={"reassoc"})
+    def _quadratic_chunk(x, hi, lo, fac, g_in, g_out, w_in, w_out, const, online, n0, n1, out):
+        """Online or density scores out[m, n0:n1] of every target; every arithmetic operation
+        but the sum over queries is in the exactly ordered helpers above. The published LiRA
+        study's A = 18 queries get a copy of the loops with that constant trip count (LLVM's
+        vector loop for an unknown count starts above 18 values and leaves them to its
+        remainder loops: a quarter slower); any other A runs the generic copy."""
+        a_all = x.shape[2]
+        if a_all == 18:
+            _quadratic_rows(x, hi, lo, fac, g_in, g_out, w_in, w_out, const, online, n0, n1, out, 18)
+        else:
+            _quadratic_rows(x, hi, lo, fac, g_in, g_out, w_in, w_out, const, online, n0, n1, out, a_all)
 
     @njit(nogil=True, cache=True, error_model="numpy")
     def _one_sided_chunk(x, hi, lo, fac, g_out, w_out, const, n0, n1, out):
@@ -219,14 +242,23 @@ if njit is not None:
                 for n in range(b1 - b0):
                     out[m, b0 + n] = const[m] + sums[n] / count_a
 
+    @njit(cache=True, inline="always")
+    def _prefetch_rows(x, m, e0, e1):
+        """Asks the lines of x[m, e0:e1, :] into L2 (x float32 [M, N, A], C-contiguous)."""
+        n_all, a_all = x.shape[1], x.shape[2]
+        _fastmath.prefetch_span(x, (m * n_all + e0) * a_all, (m * n_all + e1) * a_all)
+
     @njit(cache=True)
     def _pair_sums(x, member, t0, nb, tot, s_in):
         """Sweep 1 of :func:`_pair_chunk`: sums over all models and over the IN models (the IN
-        sum adds 0 or 1 times each value: exact, and no branch to mispredict)."""
+        sum adds 0 or 1 times each value: exact, and no branch to mispredict). The tile comes
+        from memory: each model's rows are asked :data:`AHEAD_MODELS` models ahead."""
         m_all, _, a_all = x.shape
         tot[: nb * a_all] = 0.0
         s_in[: nb * a_all] = 0.0
         for m in range(m_all):
+            if m + AHEAD_MODELS < m_all:
+                _prefetch_rows(x, m + AHEAD_MODELS, t0, t0 + nb)
             for n in range(nb):
                 e, o = t0 + n, n * a_all
                 w = 1.0 if member[m, e] else 0.0
@@ -236,12 +268,15 @@ if njit is not None:
                     s_in[o + a] += w * v
 
     @njit(cache=True)
-    def _pair_deviations(x, member, kfac, t0, nb, mu, ss, dd):
+    def _pair_deviations(x, member, kfac, t0, nb, mu, ss, dd, n1):
         """Sweep 2 of :func:`_pair_chunk`: each model's d = x - mean of its own set, summed as
-        d^2 into the set's SS and as kfac d^2 into the model's own down-date sums dd."""
+        d^2 into the set's SS and as kfac d^2 into the model's own down-date sums dd. The tile
+        is in L2 by now; each model's rows of the next tile (up to n1) are asked meanwhile."""
         m_all, _, a_all = x.shape
         ss[:, : nb * a_all] = 0.0
+        t1 = t0 + nb
         for m in range(m_all):
+            _prefetch_rows(x, m, t1, min(n1, t1 + nb))
             for n in range(nb):
                 e, o = t0 + n, n * a_all
                 g = 0 if member[m, e] else 1
@@ -253,16 +288,20 @@ if njit is not None:
                     dd[g, m, a] += k * d2
 
     @njit(nogil=True, cache=True)
-    def _pair_chunk(x, member, count, kfac, n0, n1, tile, mean, ss, dd):
-        """Mean and SS [2, N, A] of the IN and OUT sets at examples n0..n1 and every model's
-        down-date sums dd [2, M, A] over them (two sweeps of each cache-resident tile of
-        ``tile`` examples)."""
+    def _pair_chunk(x, member, count, kfac, n0, n1, tile, mean, ss, rows, dd, ss_sum):
+        """Mean and SS of the IN and OUT sets at examples n0..n1, written to rows ``rows[0]``
+        and ``rows[1]`` of mean and ss [R, N, A] (a row below 0: not written), every model's
+        down-date sums dd [2, M, A] and the SS summed over these examples ss_sum [2, A] (in
+        example order), by two sweeps of each cache-resident tile of ``tile`` examples (the
+        next tile prefetched during the second). Returns 0.0, or NaN where some value of the
+        chunk is not finite (the sum over all models shows it)."""
         a_all = x.shape[2]
         lt = tile * a_all
         tot = np.empty(lt)
         s_in = np.empty(lt)
         mu = np.empty((2, lt))
         sq = np.empty((2, lt))
+        bad = 0.0  # x * 0 is 0 for finite x, NaN for NaN and infinity
         for t0 in range(n0, n1, tile):
             nb = min(n1, t0 + tile) - t0
             _pair_sums(x, member, t0, nb, tot, s_in)
@@ -272,20 +311,48 @@ if njit is not None:
                 i_in = 1.0 / c_in if c_in > 0 else 0.0
                 i_out = 1.0 / c_out if c_out > 0 else 0.0
                 for a in range(a_all):
+                    bad += tot[o + a] * 0.0
                     mu[0, o + a] = s_in[o + a] * i_in
                     mu[1, o + a] = (tot[o + a] - s_in[o + a]) * i_out
-            _pair_deviations(x, member, kfac, t0, nb, mu, sq, dd)
+            _pair_deviations(x, member, kfac, t0, nb, mu, sq, dd, n1)
             for g in range(2):
+                r = rows[g]
                 for n in range(nb):
                     for a in range(a_all):
-                        mean[g, t0 + n, a] = mu[g, n * a_all + a]
-                        ss[g, t0 + n, a] = sq[g, n * a_all + a]
+                        v = sq[g, n * a_all + a]
+                        ss_sum[g, a] += v
+                        if r >= 0:
+                            mean[r, t0 + n, a] = mu[g, n * a_all + a]
+                            ss[r, t0 + n, a] = v
+        return bad
+
+
+if njit is not None:
+
+    @njit(nogil=True, cache=True)
+    def _split(x, hi, lo, i0, i1):
+        """hi[i] = float32(x[i]), lo[i] = float32(x[i] - hi[i]) for i0 <= i < i1."""
+        for i in range(i0, i1):
+            h = np.float32(x[i])
+            hi[i] = h
+            lo[i] = np.float32(x[i] - np.float64(h))
 
 
 def _mode(opts) -> int:
     if opts.online:
         return ONLINE
     return ONE_SIDED if opts.offline_test == "one_sided" else DENSITY
+
+
+def split_float64(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 ``x`` as two float32 arrays of its shape: ``hi`` (x rounded to float32) and
+    ``lo`` (``x - hi`` rounded), as ``x.astype(float32)`` and ``(x - hi).astype(float32)``
+    give them, in one compiled pass on both cores."""
+    flat = np.ascontiguousarray(x, np.float64).reshape(-1)
+    hi = np.empty(flat.size, np.float32)
+    lo = np.empty(flat.size, np.float32)
+    _kernels._run(lambda i0, i1: _split(flat, hi, lo, i0, i1), flat.size, 1 << 18)
+    return hi.reshape(x.shape), lo.reshape(x.shape)
 
 
 def score_pass(signal, mean, count, loc, weights, const, opts) -> np.ndarray:
@@ -299,8 +366,7 @@ def score_pass(signal, mean, count, loc, weights, const, opts) -> np.ndarray:
         :class:`jaxsam.attacks._lira_options.LiraOptions`.
     """
     m, n, a = signal.shape
-    hi = mean.astype(np.float32)
-    lo = (mean - hi).astype(np.float32)
+    hi, lo = split_float64(mean)
     c = np.asarray(count, np.float32)
     fac = c / np.maximum(c - _F(1.0), _F(1.0))  # float32, as the XLA pass computes it
     groups = {}
@@ -326,6 +392,15 @@ def score_pass(signal, mean, count, loc, weights, const, opts) -> np.ndarray:
     return out
 
 
+def pair_tile(m: int, a: int) -> int:
+    """Examples per tile of :func:`pair_stats`: M x tile x A float32 values of about 300 KiB (8
+    to 64 examples; 16 at M = 256, A = 18), so that the tile and the next one, prefetched
+    while the tile is swept the second time, stay in a core's L2 cache together (16 to 20
+    examples measured fastest at that size; 56, the 1 MiB tile of the unprefetched sweep, was
+    a fifth slower)."""
+    return int(min(64, max(8, (300 << 10) // (4 * max(m, 1) * max(a, 1)))))
+
+
 def pair_stats(signal: np.ndarray, member: np.ndarray):
     """Mean and SS float64 [2, N, A] of the IN set (``member``) and the OUT set (the others)
     at every example, and every target's down-date sums ``dd`` float64 [2, M, A]: over the
@@ -337,24 +412,39 @@ def pair_stats(signal: np.ndarray, member: np.ndarray):
     ``sum_n SS_n - dd[m]`` (a set of one model has SS = 0, so every example adds its SS).
     """
     m, n, a = signal.shape
-    member = np.ascontiguousarray(member, np.bool_)
-    inside = member.sum(axis=0, dtype=np.int64)
-    count = np.stack([inside, m - inside]).astype(np.float64)
-    kfac = np.where(count > 1, count / np.maximum(count - 1.0, 1.0), 0.0)
     mean = np.empty((2, n, a))
     ss = np.empty((2, n, a))
-    tile = _kernels.wide_tile(m, a)
+    dd, _, _ = pair_stats_into(signal, member, _kernels.column_counts(member), mean, ss, (0, 1))
+    return mean, ss, dd
+
+
+def pair_stats_into(signal, member, inside, mean, ss, rows):
+    """:func:`pair_stats` written into rows ``rows`` (IN, OUT; -1: not wanted) of float64 [R,
+    N, A] arrays ``mean`` and ``ss``, with ``inside`` int64 [N] the IN set's sizes.
+
+    Returns ``dd`` [2, M, A], the SS summed over examples [2, A], and whether every value of
+    the signal is finite (the sums over all models show it: a float64 sum of float32 values
+    is finite exactly when every value is)."""
+    m, n, a = signal.shape
+    member = np.ascontiguousarray(member, np.bool_)
+    count = np.stack([inside, m - inside]).astype(np.float64)
+    kfac = np.where(count > 1, count / np.maximum(count - 1.0, 1.0), 0.0)
+    tile = pair_tile(m, a)
+    rows = np.asarray(rows, np.int64)
 
     def one(n0, n1):
         dd = np.zeros((2, m, a))
-        _pair_chunk(signal, member, count, kfac, n0, n1, tile, mean, ss, dd)
-        return dd
+        ss_sum = np.zeros((2, a))
+        bad = _pair_chunk(signal, member, count, kfac, n0, n1, tile, mean, ss, rows, dd, ss_sum)
+        return dd, ss_sum, bad
 
     parts = _kernels._run(one, n)
-    dd = parts[0]
+    dd, ss_sum, bad = parts[0]
     for p in parts[1:]:  # in chunk order: the same sums for any number of threads
-        dd += p
-    return mean, ss, dd
+        dd += p[0]
+        ss_sum += p[1]
+        bad += p[2]
+    return dd, ss_sum, bool(bad == 0.0)
 
 
 def _children(masks, count: np.ndarray) -> list:
@@ -377,33 +467,40 @@ def _children(masks, count: np.ndarray) -> list:
     return out
 
 
-def stats_tree(signal: np.ndarray, masks, keep: np.ndarray | None = None):
+def stats_tree(signal: np.ndarray, masks, keep: np.ndarray | None = None, counts=None):
     """count float64 [S, N], mean and SS float64 [S, N, A] of S sets of models (a sequence of
-    bool [M, N] masks or an [S, M, N] array), and the down-date sums ``dd`` [2, M, A] or None.
+    bool [M, N] masks or an [S, M, N] array; ``counts``: their sizes int [S, N] where known),
+    and the leave-one-out pooled sums ``pooled`` float64 [2, M, A] or None.
 
     The sets that are no other set less one model are summed by the compiled kernel (one
     read pass); each other set is an exact float64 down-date of its parent (its parent's
     statistics with one model's value removed at some examples: an [N, A] computation).
     Where ``keep`` is given and every such set is the IN set (``keep``) or the OUT set, one
-    fused sweep (:func:`pair_stats`) also sums every target's
-    down-date terms ``dd`` (IN, OUT); otherwise ``dd`` is None.
+    fused sweep (:func:`pair_stats_into`, writing straight into the rows of those sets) also
+    gives every target's pooled variance sums over its leave-one-out shadows in the IN and
+    the OUT set, ``pooled[g, m] = sum_n SS_g - dd[g, m]`` (see :func:`pair_stats`);
+    otherwise ``pooled`` is None.
 
     Raises DataError where the signal has a NaN or infinite value: the fused sweep's sums over
     all models show it (a float64 sum of float32 values is finite exactly when every value is);
     otherwise a separate read pass looks.
     """
-    counts = np.stack([_kernels.column_counts(mk) for mk in masks])
+    if counts is None:
+        counts = np.stack([_kernels.column_counts(mk) for mk in masks])
     kids = _children(masks, counts)
     roots = [i for i, k in enumerate(kids) if k is None]
-    count = counts.astype(np.float64)
+    count = np.asarray(counts, np.float64)
     mean = np.empty((len(masks), *signal.shape[1:]))
     ss = np.empty_like(mean)
     side = None if keep is None else [_side(masks[i], keep) for i in roots]
-    dd = None
+    pooled = None
     if side is not None and None not in side and available():
-        pair_mean, pair_ss, dd = pair_stats(signal, keep)
-        _checks.check_finite(signal, bool(np.isfinite(pair_mean).all()))
-        mean[roots], ss[roots] = pair_mean[side], pair_ss[side]
+        rows = [roots[side.index(g)] if g in side else -1 for g in (0, 1)]
+        at = roots[0]  # the IN set's sizes from a root's (the IN or the OUT set's) counts
+        inside = np.asarray(counts[at] if side[0] == 0 else signal.shape[0] - counts[at], np.int64)
+        dd, ss_sum, finite = pair_stats_into(signal, keep, inside, mean, ss, rows)
+        _checks.check_finite(signal, finite)
+        pooled = ss_sum[:, None, :] - dd
     else:
         _checks.check_finite(signal)
         roots_stats = _kernels.set_stats(signal, [masks[i] for i in roots], count[roots])
@@ -414,9 +511,9 @@ def stats_tree(signal: np.ndarray, masks, keep: np.ndarray | None = None):
             if a in done or kid[0] not in done:
                 continue
             b, model, r = kid
-            mean[a], ss[a] = _kernels.downdate(signal, model, r > 0, count[b], mean[b], ss[b])
+            _kernels.downdate(signal, model, r > 0, count[b], mean[b], ss[b], (mean[a], ss[a]))
             done.add(a)
-    return count, mean, ss, dd
+    return count, mean, ss, pooled
 
 
 def _side(mask: np.ndarray, keep: np.ndarray) -> int | None:

@@ -282,11 +282,8 @@ def score(signal, every, families, opts: LiraOptions, dtype) -> np.ndarray:
     groups = list(families)
     loc = {g: _family(*families[g][0]) for g in groups}
     var = {g: loc[g] if families[g][1] is None else _family(*families[g][1]) for g in groups}
-    sizes = {
-        g: (families[g][0][0].sizes(), (families[g][1] or families[g][0])[0].sizes())
-        for g in groups
-    }
-    fallback = any(bool((sizes[g][0] == 0).any()) for g in groups)
+    sizes = _summaries(families, groups)
+    fallback = any(int(sizes[g][0][:, 0].min()) == 0 for g in groups)
     vfams = tuple(var[g] for g in groups)
     gfams = tuple(loc[g] for g in groups) if fallback else ()
     full = _tiles.device_view(signal)
@@ -299,7 +296,7 @@ def score(signal, every, families, opts: LiraOptions, dtype) -> np.ndarray:
         v = variances[k]
         entry = {"iv": jnp.asarray(1.0 / v, jnp.float32), "isd": jnp.asarray(v**-0.5, jnp.float32)}
         if fallback:
-            shadows = np.maximum(sizes[g][0].sum(axis=1), 1)[:, None]
+            shadows = np.maximum(sizes[g][0][:, 2], 1)[:, None]
             entry["gmean"] = jnp.asarray(acc[len(vfams) + k] / shadows, jnp.float32)
         per_target[g] = entry
     per_target["const"] = jnp.asarray(const, jnp.float32)
@@ -307,11 +304,13 @@ def score(signal, every, families, opts: LiraOptions, dtype) -> np.ndarray:
 
 
 def _variances(acc, sizes, groups, opts: LiraOptions):
-    """Each group's variance float64 [G, M, A] from its ``sum_n SS'`` (``acc[k]``), and the
-    scores' per-target constant [M] (the log-variance terms, averaged over queries)."""
+    """Each group's variance float64 [G, M, A] from its ``sum_n SS'`` (``acc[k]``) and its
+    variance family's shadows summed over examples (``sizes[g][1][:, 2]``, see
+    :func:`_summaries`), and the scores' per-target constant [M] (the log-variance terms,
+    averaged over queries)."""
     out, const = [], np.zeros(acc.shape[1], np.float64)
     for k, g in enumerate(groups):
-        total = np.maximum(sizes[g][1].sum(axis=1), 1)[:, None]  # [M, 1]
+        total = np.maximum(sizes[g][1][:, 2], 1)[:, None]  # [M, 1]
         v = np.maximum(np.maximum(acc[k], 0.0) / total, opts.var_floor)  # [M, A]
         out.append(v)
         lv = np.log(v).mean(axis=1)
@@ -359,9 +358,14 @@ def _write(out, t, res, rows, step):
     out[r0 + rs : r0 + rows, s0 + ss : s0 + step] = np.asarray(res)[rs:, ss:]
 
 
-def _sizes(families, groups):
+def _summaries(families, groups) -> dict:
+    """Per group, the size summaries int64 [M, 3] (fewest, most and total shadows of each
+    target over the examples) of its location family and of its variance family."""
     return {
-        g: (families[g][0][0].sizes(), (families[g][1] or families[g][0])[0].sizes())
+        g: (
+            families[g][0][0].size_summary(),
+            (families[g][1] or families[g][0])[0].size_summary(),
+        )
         for g in groups
     }
 
@@ -375,8 +379,8 @@ def kernel_supported(opts: LiraOptions, families) -> bool:
         return False
     if any(len((families[g][1] or families[g][0])[1]) != 1 for g in families):
         return False
-    sizes = _sizes(families, list(families))
-    return not any(bool((s[0] == 0).any()) for s in sizes.values())
+    sizes = _summaries(families, list(families))
+    return all(int(s[0][:, 0].min()) > 0 for s in sizes.values())
 
 
 def _loo_keep(groups, var, masks) -> np.ndarray | None:
@@ -394,7 +398,7 @@ def _loo_keep(groups, var, masks) -> np.ndarray | None:
     return keep
 
 
-def score_kernels(signal: np.ndarray, masks: np.ndarray, families, opts: LiraOptions):
+def score_kernels(signal: np.ndarray, masks: list, families, opts: LiraOptions, counts=None):
     """Scores float32 [M, N], every pass by the compiled kernels (two read passes).
 
     1. The distinct candidate sets' statistics (:func:`jaxsam.attacks._lira_kernels.
@@ -408,17 +412,18 @@ def score_kernels(signal: np.ndarray, masks: np.ndarray, families, opts: LiraOpt
 
     Args:
       signal: float32 [M, N, A]; masks: the S distinct candidate sets (bool [M, N] each);
-      families: as in :func:`score`, their ``idx`` indexing ``masks``.
+      families: as in :func:`score`, their ``idx`` indexing ``masks``; counts: int64 [S, N],
+      the masks' sizes at every example (counted here where not given).
     """
     groups = list(families)
-    sizes = _sizes(families, groups)
+    sizes = _summaries(families, groups)
     signal = np.ascontiguousarray(signal, np.float32)
     var = [families[g][1] or families[g][0] for g in groups]
     js = [int(idx[0]) for _, idx in var]
     keep = _loo_keep(groups, var, masks)
-    count, mean, ss, dd = _lira_kernels.stats_tree(signal, masks, keep)
-    if dd is not None:  # leave-one-out variance families: the fused sweep's sums
-        acc = ss[js].sum(axis=1)[:, None] - dd[[0 if g == "in" else 1 for g in groups]]
+    count, mean, ss, pooled = _lira_kernels.stats_tree(signal, masks, keep, counts)
+    if pooled is not None:  # leave-one-out variance families: the fused sweep's sums
+        acc = pooled[[0 if g == "in" else 1 for g in groups]]
     else:
         insides = np.stack([sets.inside for sets, _ in var])
         acc = _kernels.variance_sums(signal, mean[js], ss[js], count[js], insides)

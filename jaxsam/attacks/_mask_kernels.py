@@ -64,16 +64,16 @@ if numba is not None:
         shortest prefix length base[n0:n1] = min over m of t[m] + inside[m, n]."""
         m_all = member.shape[0]
         w = n1 - n0
-        rank = np.zeros(w, np.int64)
-        low = np.full(w, np.int64(1) << 62)
+        rank = np.zeros(w, np.int32)  # int32: twice the values per vector of int64
+        low = np.full(w, np.int32(1 << 30))
         for m in range(m_all):
             row, ins = member[m, n0:n1], inside[m, n0:n1]
-            tm = t[m]
+            tm = np.int32(t[m])
             for n in range(w):
                 here = row[n] & (rank[n] <= tm)
                 ins[n] = here
-                low[n] = min(low[n], tm + np.int64(here))
-                rank[n] += np.int64(row[n])
+                low[n] = min(low[n], tm + np.int32(here))
+                rank[n] += np.int32(row[n])
         for n in range(w):
             base[n0 + n] = low[n]
 
@@ -119,24 +119,51 @@ if numba is not None:
                 rank[n] += np.int32(row[n])
 
     @njit(nogil=True, cache=True)
-    def _prefix_sizes(pick, inside, counts, base, used, n0, n1, sizes):
-        """Every target's number of shadows [M, n0:n1] (written in place): its candidate's
-        size, less itself."""
-        m_all = pick.shape[0]
-        w = n1 - n0
-        c32 = counts[n0:n1].astype(np.int32)
-        b32 = base[n0:n1].astype(np.int32)
-        contiguous = True
-        for j in range(used.size):
-            contiguous = contiguous and used[j] == j
-        for m in range(m_all):
-            pk, sz, ins = pick[m, n0:n1], sizes[m, n0:n1], inside[m, n0:n1]
-            if contiguous:  # used[k] = k: no lookup
-                for n in range(w):
-                    sz[n] = min(c32[n], b32[n] + pk[n]) - np.int32(ins[n])
-            else:
-                for n in range(w):
-                    sz[n] = min(c32[n], b32[n] + np.int32(used[pk[n]])) - np.int32(ins[n])
+    def _shadow_row(counts, pick, inside, m, row):
+        """row[n] = counts[pick[m, n], n] - inside[m, n]: target m's shadows at every example
+        (the candidate it picks, less itself; counts int32 [J, N]). One or two candidates
+        select without a gather, so the loop vectorises."""
+        c0 = counts[0]
+        c1 = counts[min(1, counts.shape[0] - 1)]
+        pk, ins = pick[m], inside[m]
+        if counts.shape[0] == 1:  # pick is 0 everywhere: not read
+            for n in range(row.size):
+                row[n] = c0[n] - np.int32(ins[n])
+        elif counts.shape[0] == 2:
+            for n in range(row.size):
+                row[n] = (c1[n] if pk[n] else c0[n]) - np.int32(ins[n])
+        else:
+            for n in range(row.size):
+                row[n] = counts[pk[n], n] - np.int32(ins[n])
+
+    @njit(nogil=True, cache=True)
+    def _shadow_rows(counts, pick, inside, m0, m1, out):
+        """out[m0:m1] = every target's shadows at every example (see :func:`_shadow_row`)."""
+        row = np.empty(pick.shape[1], np.int32)
+        for m in range(m0, m1):
+            _shadow_row(counts, pick, inside, m, row)
+            o = out[m]
+            for n in range(row.size):
+                o[n] = row[n]
+
+    @njit(nogil=True, cache=True)
+    def _summary_rows(counts, pick, inside, m0, m1, out):
+        """out[m0:m1] = per target the fewest, the most and the sum of its shadows over the
+        examples (int64 [M, 3]), without writing the [M, N] sizes."""
+        row = np.empty(pick.shape[1], np.int32)
+        for m in range(m0, m1):
+            _shadow_row(counts, pick, inside, m, row)
+            low = np.int32(1 << 30)
+            high = np.int32(-1)
+            total = np.int64(0)
+            for n in range(row.size):
+                v = row[n]
+                low = min(low, v)
+                high = max(high, v)
+                total += np.int64(v)
+            out[m, 0] = low
+            out[m, 1] = high
+            out[m, 2] = total
 
     @njit(nogil=True, cache=True)
     def _words_test(a, b, mode):
@@ -226,8 +253,8 @@ def small_int(m: int):
 def cut_sets(member: np.ndarray, chunk: int = CHUNK):
     """:func:`jaxsam.attacks._lira_groups.cut_to_smallest` of bool [M, N] ``member`` in a few
     compiled sweeps of the masks, each over chunks of ``chunk`` examples on both cores:
-    ``(masks [J, M, N], pick [M, N], inside [M, N], sizes [M, N])``, the same sets in the same
-    order; pick and sizes int16 below 32,768 models."""
+    ``(masks [J, M, N], pick [M, N], inside [M, N], sizes int64 [J, N])``: the same sets in
+    the same order, pick int16 below 32,768 models, and each candidate's size per example."""
     member = np.ascontiguousarray(member, np.bool_)
     m, n = member.shape
     counts = np.empty(n, np.int64)
@@ -250,14 +277,36 @@ def cut_sets(member: np.ndarray, chunk: int = CHUNK):
         lookup[used] = np.arange(used.size)
         pick = lookup[off]
     masks = np.empty((used.size, m, n), np.bool_)
-    sizes = np.empty((m, n), small_int(m))
-
-    def fill(n0, n1):
-        _prefix_masks(member, base, used, n0, n1, masks)
-        _prefix_sizes(pick, inside, counts, base, used, n0, n1, sizes)
-
-    _pool.run(fill, n, chunk)
+    _pool.run(lambda n0, n1: _prefix_masks(member, base, used, n0, n1, masks), n, chunk)
+    # candidate j holds the first base[n] + used[j] models of the group (all of it, at most)
+    sizes = np.minimum(counts[None, :], base[None, :] + used[:, None])
     return masks, pick, inside, sizes
+
+
+# Targets per chunk of the sizes' sweeps over the [M, N] masks.
+ROWS = 16
+
+
+def shadow_sizes(counts: np.ndarray, pick: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Every target's number of shadows, [M, N] (int16 below 32,768 models): the size of the
+    candidate it picks (``counts`` int64 [J, N], ``pick`` [M, N]) less itself (``inside``)."""
+    m = pick.shape[0]
+    out = np.empty(pick.shape, small_int(max(m, int(counts.max(initial=0)))))
+    args = (np.ascontiguousarray(counts, np.int32), np.ascontiguousarray(pick))
+    inside = np.ascontiguousarray(inside, np.bool_)
+    _pool.run(lambda m0, m1: _shadow_rows(*args, inside, m0, m1, out), m, ROWS)
+    return out
+
+
+def size_summary(counts: np.ndarray, pick: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Per target the fewest, the most and the total of its shadows over the examples, int64
+    [M, 3] (the sizes of :func:`shadow_sizes`, never written: one sweep of pick and inside)."""
+    m = pick.shape[0]
+    out = np.empty((m, 3), np.int64)
+    args = (np.ascontiguousarray(counts, np.int32), np.ascontiguousarray(pick))
+    inside = np.ascontiguousarray(inside, np.bool_)
+    _pool.run(lambda m0, m1: _summary_rows(*args, inside, m0, m1, out), m, ROWS)
+    return out
 
 
 def dependence_rows(keep: np.ndarray) -> np.ndarray:

@@ -256,19 +256,19 @@ def check_sizes(
     """
     if not rule.strict:
         return
-    sizes = {g: s.sizes() for g, s in sets.items()}
     least = {}  # the groups' smallest sizes (sizes are never negative: need 0 always holds)
-    for group, size in sizes.items():
+    for group, s in sets.items():
         if need.get(group, 0) > 0 or "any" in need:
-            least[group] = int(size.min())
+            least[group] = int(s.size_summary()[:, 0].min())
+    sizes = {}  # the [M, N] sizes, only where a message or the two groups' total needs them
     if "any" in need and sum(least.values()) < need["any"]:  # else every total is enough
         total = np.zeros(keep.shape, np.int32)
-        for size in sizes.values():
-            np.add(total, size, out=total, casting="unsafe")
+        for s in sets.values():
+            np.add(total, s.sizes(), out=total, casting="unsafe")
         sizes["any"], least["any"] = total, int(total.min())
     for group, low in least.items():
         if low < need.get(group, 0):
-            size = sizes[group]
+            size = sizes[group] if group in sizes else sets[group].sizes()
             tgt, ex = np.unravel_index(np.argmin(size), size.shape)
             raise TooFewModelsError(_message(keep, rule, attack, need, group, tgt, ex, size, hint))
 

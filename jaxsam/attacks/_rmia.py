@@ -201,7 +201,7 @@ def rmia_from_signal(
     fast = (
         population is None
         and population_prob is None
-        and not ((not online) and (sets["out"].sizes() == 0).any())
+        and not ((not online) and sets["out"].size_summary()[:, 0].min() == 0)
     )
     if fast and compiled:  # one compiled read pass (which checks the signal), then the ranks
         rx, finite = _rmia_kernels.ratios(np.ascontiguousarray(prob), sets, online, a)
