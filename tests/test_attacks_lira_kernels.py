@@ -108,6 +108,20 @@ def test_score_pass_matches_jax_and_naive(design, kw, numpy_path, passes):
     np.testing.assert_allclose(got[targets], oracle, atol=4e-7 * scale, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kw", KINDS)
+def test_score_pass_with_eighteen_queries(kw, numpy_path, passes):
+    """A = 18 (the published study's queries) runs its own copy of the quadratic loops."""
+    rng = np.random.default_rng(17)
+    keep = _design("dropped", rng)
+    m, n = keep.shape
+    x = (rng.normal(size=(m, n, 18)) + 1.5 * keep[..., None]).astype(np.float32)
+    got = lira_from_signal(x, keep, **kw)
+    assert passes
+    with numpy_path():
+        want = lira_from_signal(x, keep, **kw)
+    np.testing.assert_allclose(got, want, atol=4e-7 * max(1.0, np.abs(want).max()))
+
+
 def test_score_pass_far_tail_and_large_signal(numpy_path, passes):
     rng = np.random.default_rng(12)
     keep = np.argsort(rng.random((16, 200)), axis=0) < 8

@@ -174,7 +174,9 @@ if njit is not None:
         return c + (half * total) / count_a
 
     @njit(cache=True, fastmath={"reassoc"}, inline="always")
-    def _quadratic_rows(x, hi, lo, fac, g_in, g_out, w_in, w_out, const, online, n0, n1, out, a_all):
+    def _quadratic_rows(
+        x, hi, lo, fac, g_in, g_out, w_in, w_out, const, online, n0, n1, out, a_all
+    ):
         """The body of :func:`_quadratic_chunk`, with the number of queries ``a_all`` passed in:
         a constant where the caller inlines it with one."""
         m_all, n_all, _ = x.shape
@@ -215,9 +217,13 @@ if njit is not None:
         remainder loops: a quarter slower); any other A runs the generic copy."""
         a_all = x.shape[2]
         if a_all == 18:
-            _quadratic_rows(x, hi, lo, fac, g_in, g_out, w_in, w_out, const, online, n0, n1, out, 18)
+            _quadratic_rows(
+                x, hi, lo, fac, g_in, g_out, w_in, w_out, const, online, n0, n1, out, 18
+            )  # fmt: skip
         else:
-            _quadratic_rows(x, hi, lo, fac, g_in, g_out, w_in, w_out, const, online, n0, n1, out, a_all)
+            _quadratic_rows(
+                x, hi, lo, fac, g_in, g_out, w_in, w_out, const, online, n0, n1, out, a_all
+            )  # fmt: skip
 
     @njit(nogil=True, cache=True, error_model="numpy")
     def _one_sided_chunk(x, hi, lo, fac, g_out, w_out, const, n0, n1, out):
