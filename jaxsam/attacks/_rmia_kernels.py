@@ -2,8 +2,9 @@
 
 :func:`ratios`: one read pass of the float32 probabilities [M, N, A] gives every target's
 query-averaged ratio ``p(x | theta_m) / p(x)`` [M, N]. Each tile of all M models by
-``tile`` examples (:func:`jaxsam.attacks._kernels.wide_tile`: about 1 MiB, 56 examples at
-M = 256, A = 18; it stays in the core's L2 cache) is swept
+``tile`` examples (:func:`jaxsam.attacks._kernels.prefetch_tile`: about 300 KiB, 16
+examples at M = 256, A = 18; it stays in the core's L2 cache, with the next tile, which the
+second sweep asks for) is swept
 twice: once for the candidate sets' float64 sums (the numbers of
 :func:`jaxsam.attacks._reference.candidate_sums`: the root sets summed in model order, a set
 that is another less one model as that down-date), once for each target's ratio from its
@@ -20,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxsam.attacks import _mask_kernels
-from jaxsam.attacks._kernels import _run, available, wide_tile  # noqa: F401
+from jaxsam.attacks import _fastmath, _mask_kernels
+from jaxsam.attacks._kernels import _run, available, prefetch_tile  # noqa: F401
 
 try:  # pragma: no cover - exercised where numba is installed
     import numba
@@ -31,6 +32,8 @@ except ImportError:  # pragma: no cover
 
 # Examples per chunk handed to a thread.
 CHUNK = 256
+# The ratio pass's first sweep of a tile asks each model's rows this many models ahead.
+AHEAD_MODELS = 2
 # Widest radix digit: 2^13 int32 counters (32 KB) fit in L1.
 DIGIT_BITS = 13
 
@@ -45,7 +48,11 @@ if numba is not None:
         base = t0 * a_all
         other = root_j[1] if pair else acc.shape[0] - 1
         acc[:] = 0.0
-        for m in range(xf.shape[0]):
+        m_all, row = xf.shape
+        for m in range(m_all):
+            if m + AHEAD_MODELS < m_all:  # the tile comes from memory: ask a few models ahead
+                at = (m + AHEAD_MODELS) * row + base
+                _fastmath.prefetch_span(xf, at, at + size)
             xr = xf[m, base : base + size]
             for r in range(1 if pair else roots.shape[0]):
                 mem = roots[r, m, t0:t1]
@@ -73,11 +80,13 @@ if numba is not None:
                         dst[a] -= src[a]
 
     @njit(nogil=True, cache=True, error_model="numpy")
-    def _tile_ratios(x, sums, count, groups, j_out, coef, t0, t1, rx, q):
+    def _tile_ratios(x, sums, count, groups, j_out, coef, t0, t1, t2, rx, q):
         """rx[m, t0:t1] for every target m from float32 candidate sums [J, tile, A] and sizes
         [J, N]. groups = (pick_in, inside_in, pick_out, inside_out), [M, N] each; the OUT
         group's candidates start at row j_out. Online (j_out > 0): the IN candidates are rows
         0..j_out - 1; offline: only the OUT group, with coef = (1 + a, 1 - a) in float32.
+        The tile is in L2 by now; each model's rows of the next tile (t1..t2) are asked
+        meanwhile.
 
         The arrays are indexed element by element: a slice (a view) per example would change
         the reference count of the shared arrays, an atomic operation per example (and one
@@ -89,7 +98,9 @@ if numba is not None:
         one, tiny, half = np.float32(1.0), np.float32(1e-30), np.float32(0.5)
         c0, c1 = np.float64(coef[0]), np.float64(coef[1])
         inv_a = one / np.float32(a_all)  # XLA divides by a constant as a product
+        n_all = x.shape[1]
         for m in range(x.shape[0]):
+            _fastmath.prefetch_span(x, (m * n_all + t1) * a_all, (m * n_all + t2) * a_all)
             for n in range(t1 - t0):
                 e = t0 + n
                 co = j_out + np.int64(pick_out[m, e])
@@ -139,7 +150,8 @@ if numba is not None:
                 sj, aj = sums[j], acc[j]
                 for i in range(sj.size):
                     sj[i] = np.float32(aj[i])
-            _tile_ratios(x, sums3, count, groups, j_out, coef, t0, t1, rx, q)
+            t2 = min(n1, t1 + tile)
+            _tile_ratios(x, sums3, count, groups, j_out, coef, t0, t1, t2, rx, q)
         return finite
 
     @njit(nogil=True, cache=True)
@@ -254,7 +266,7 @@ def ratios(prob: np.ndarray, sets: dict, online: bool, a: float) -> tuple[np.nda
     coef = np.array([np.float32(1.0) + af, np.float32(1.0) - af], np.float32)
     rx = np.empty((m, n), np.float32)
     c32 = count.astype(np.float32)
-    tile = wide_tile(m, prob.shape[2])
+    tile = prefetch_tile(m, prob.shape[2])
 
     def one(n0, n1):
         return _ratio_chunk(prob, plan, c32, arrays, j_out, coef, n0, n1, tile, rx)
