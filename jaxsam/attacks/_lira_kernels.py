@@ -123,31 +123,20 @@ if njit is not None:
     # reference count of the shared input arrays, an atomic operation that the two threads
     # contend for at every example.
 
-    # The per-example loops below run over the A queries; the published LiRA study's A = 18
-    # gets a copy with that constant trip count (LLVM's vector loop for an unknown count
-    # starts above 18 values and leaves them to its remainder loops). The copies are inlined
-    # bodies, so they keep the flags of the function that calls them.
-
-    @njit(cache=True, inline="always")
-    def _row_sums_body(q, a_all, count, sums):
+    @njit(cache=True, fastmath={"reassoc"})
+    def _row_sums(q, a_all, count, sums):
+        """sums[n] = the sum of q[n * A : (n + 1) * A] for n < count (float32, in any order:
+        the only reassociated sums, which lets them vectorise)."""
         for n in range(count):
             s = _F(0.0)
             for a in range(a_all):
                 s += q[n * a_all + a]
             sums[n] = s
 
-    @njit(cache=True, fastmath={"reassoc"})
-    def _row_sums(q, a_all, count, sums):
-        """sums[n] = the sum of q[n * A : (n + 1) * A] for n < count (float32, in any order:
-        the only reassociated sums, which lets them vectorise)."""
-        if a_all == 18:
-            _row_sums_body(q, 18, count, sums)
-        else:
-            _row_sums_body(q, a_all, count, sums)
-
-    @njit(cache=True, inline="always")
-    def _z_body(x, hi, lo, fac, sets, pick, inside, m, b0, b1, z, a_all):
-        n_all = x.shape[1]
+    @njit(cache=True)
+    def _z_block(x, hi, lo, fac, sets, pick, inside, m, b0, b1, z):
+        """z = (x - mean') for target m at examples b0..b1 (float32 [(b1 - b0) * A])."""
+        n_all, a_all = x.shape[1], x.shape[2]
         for n in range(b1 - b0):
             e = b0 + n
             if e + AHEAD_EXAMPLES < n_all:  # the target's row, a few examples on
@@ -158,14 +147,6 @@ if njit is not None:
             f = fac[s, e] if inside[m, e] else _F(1.0)
             for a in range(a_all):
                 z[n * a_all + a] = ((x[m, e, a] - hi[s, e, a]) - lo[s, e, a]) * f
-
-    @njit(cache=True)
-    def _z_block(x, hi, lo, fac, sets, pick, inside, m, b0, b1, z):
-        """z = (x - mean') for target m at examples b0..b1 (float32 [(b1 - b0) * A])."""
-        if x.shape[2] == 18:
-            _z_body(x, hi, lo, fac, sets, pick, inside, m, b0, b1, z, 18)
-        else:
-            _z_body(x, hi, lo, fac, sets, pick, inside, m, b0, b1, z, x.shape[2])
 
     @njit(cache=True, error_model="numpy", fastmath={"contract"})
     def _one_sided(z, isd, size, out):
