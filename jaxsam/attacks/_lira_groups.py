@@ -105,7 +105,13 @@ def cut_to_smallest(member: np.ndarray) -> ShadowSets:
     the IN group and M - k - 1 for the OUT group, for every target.
     """
     if _kernels.available():
-        return ShadowSets(*_kernels.cut_sets(member))
+        masks, pick, inside, counts, t = _kernels.cut_sets(member)
+        out = ShadowSets(masks, pick, inside, counts)
+        # every target has exactly t[m] shadows at every example: its summary without a sweep
+        summary = np.stack([t, t, t * member.shape[1]], axis=1).astype(np.int64)
+        summary.flags.writeable = False
+        out._memo["summary"] = summary
+        return out
     shadows = member.sum(axis=0)[None, :] - member  # [M, N]: group size without the target
     return _prefixes(member, shadows.min(axis=1, keepdims=True))
 

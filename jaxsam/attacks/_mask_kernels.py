@@ -83,20 +83,20 @@ if numba is not None:
         m_all = inside.shape[0]
         w = n1 - n0
         seen = np.zeros(m_all + 2, np.bool_)
-        one = np.uint64(1)
-        bs = base[n0:n1]
+        one = np.uint32(1)
+        bs = base[n0:n1].astype(np.int32)  # int32 lanes: twice as many per vector as int64
         for m in range(m_all):
             ins, o = inside[m, n0:n1], off[m, n0:n1]
-            tm = t[m]
-            bits, top = np.uint64(0), np.int64(0)
-            for n in range(w):  # the offsets below 63 as bits: no store per value
-                v = tm + np.int64(ins[n]) - bs[n]
+            tm = np.int32(t[m])
+            bits, top = np.uint32(0), np.int32(0)
+            for n in range(w):  # the offsets below 31 as bits: no store per value
+                v = tm + np.int32(ins[n]) - bs[n]
                 o[n] = v
-                bits |= one << np.uint64(min(v, 63))
+                bits |= one << np.uint32(min(v, np.int32(31)))
                 top = max(top, v)
-            for v in range(min(63, seen.size)):
-                seen[v] |= (bits >> np.uint64(v)) & one == one
-            if top >= 63:  # rare: many distinct offsets
+            for v in range(min(31, seen.size)):
+                seen[v] |= (bits >> np.uint32(v)) & one == one
+            if top >= 31:  # rare: many distinct offsets
                 for n in range(w):
                     seen[o[n]] = True
         return seen
@@ -253,8 +253,9 @@ def small_int(m: int):
 def cut_sets(member: np.ndarray, chunk: int = CHUNK):
     """:func:`jaxsam.attacks._lira_groups.cut_to_smallest` of bool [M, N] ``member`` in a few
     compiled sweeps of the masks, each over chunks of ``chunk`` examples on both cores:
-    ``(masks [J, M, N], pick [M, N], inside [M, N], sizes int64 [J, N])``: the same sets in
-    the same order, pick int16 below 32,768 models, and each candidate's size per example."""
+    ``(masks [J, M, N], pick [M, N], inside [M, N], sizes int64 [J, N], t int64 [M])``: the
+    same sets in the same order, pick int16 below 32,768 models, each candidate's size per
+    example, and each target's cut size (its number of shadows at every example)."""
     member = np.ascontiguousarray(member, np.bool_)
     m, n = member.shape
     counts = np.empty(n, np.int64)
@@ -280,7 +281,7 @@ def cut_sets(member: np.ndarray, chunk: int = CHUNK):
     _pool.run(lambda n0, n1: _prefix_masks(member, base, used, n0, n1, masks), n, chunk)
     # candidate j holds the first base[n] + used[j] models of the group (all of it, at most)
     sizes = np.minimum(counts[None, :], base[None, :] + used[:, None])
-    return masks, pick, inside, sizes
+    return masks, pick, inside, sizes, t
 
 
 # Targets per chunk of the sizes' sweeps over the [M, N] masks.
