@@ -214,3 +214,35 @@ def test_separate_variance_sweep_gives_the_same_scores(monkeypatch):
     monkeypatch.setattr(_lira_kernels, "stats_tree", no_fused)
     np.testing.assert_allclose(lira_from_signal(x, keep), fused, rtol=1e-6, atol=1e-6)
     assert calls == [True]
+
+
+def test_pair_stats_into_writes_only_the_wanted_rows_and_sees_a_nan():
+    rng = np.random.default_rng(18)
+    m, n, a = 9, 1100, 3  # more than one chunk of examples: the sums are added in chunk order
+    keep = rng.random((m, n)) < 0.5
+    x = (rng.normal(size=(m, n, a)) + keep[..., None]).astype(np.float32)
+    mean_all, ss_all, dd_all = _lira_kernels.pair_stats(x, keep)
+    mean = np.full((3, n, a), 7.0)
+    ss = np.full((3, n, a), 7.0)
+    inside = keep.sum(axis=0)
+    dd, ss_sum, finite = _lira_kernels.pair_stats_into(x, keep, inside, mean, ss, (2, -1))
+    assert finite
+    np.testing.assert_array_equal(mean[2], mean_all[0])  # IN into row 2
+    np.testing.assert_array_equal(ss[2], ss_all[0])
+    assert (mean[:2] == 7.0).all() and (ss[:2] == 7.0).all()  # the OUT set is not wanted
+    np.testing.assert_array_equal(dd, dd_all)
+    np.testing.assert_allclose(ss_sum, ss_all.sum(axis=1), rtol=1e-12)
+    bad = x.copy()
+    bad[4, 1000, 1] = np.nan
+    assert not _lira_kernels.pair_stats_into(bad, keep, inside, mean, ss, (0, 1))[2]
+    bad[4, 1000, 1] = np.inf
+    assert not _lira_kernels.pair_stats_into(bad, keep, inside, mean, ss, (0, 1))[2]
+
+
+def test_split_float64_matches_two_roundings():
+    rng = np.random.default_rng(19)
+    x = rng.normal(size=(3, 70_000)) * 10.0 ** rng.integers(-30, 30, (3, 70_000))
+    hi, lo = _lira_kernels.split_float64(x)
+    want_hi = x.astype(np.float32)
+    np.testing.assert_array_equal(hi, want_hi)
+    np.testing.assert_array_equal(lo, (x - want_hi).astype(np.float32))
