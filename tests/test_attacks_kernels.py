@@ -14,7 +14,7 @@ import pytest
 from jaxsam.attacks import (
     _kernels,
     _lira_groups,
-    _lira_kernels,
+    _lira_stats_kernels,
     _reference,
     lira_from_signal,
     naive,
@@ -126,7 +126,7 @@ def test_stats_tree_matches_float64():
     x = (rng.normal(size=(10, 120, 3)) * 3 + 40).astype(np.float32)  # far from 0: cancellation
     cut = _lira_groups.cut_to_smallest(keep)
     masks = np.concatenate([keep[None], cut.masks, (~keep)[None]])
-    count, mean, ss, _ = _lira_kernels.stats_tree(x, masks)
+    count, mean, ss, _ = _lira_stats_kernels.stats_tree(x, masks)
     x64 = x.astype(np.float64)
     for s, mk in enumerate(masks):
         w = mk[..., None]
@@ -174,7 +174,7 @@ def test_variance_sums_brute_force():
     keep[:2, 5] = True  # an example with few IN models
     keep[2:, 5] = False
     x = rng.normal(size=(m, n, a)).astype(np.float32)
-    _, mean, ss, _ = _lira_kernels.stats_tree(x, keep[None])
+    _, mean, ss, _ = _lira_stats_kernels.stats_tree(x, keep[None])
     count = keep.sum(axis=0).astype(np.float64)
     got = _kernels.variance_sums(x, mean, ss, count[None], keep[None])[0]
     want = np.zeros((m, a))

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from jaxsam.attacks import _lira_groups, _lira_kernels, lira_from_signal, naive
+from jaxsam.attacks import (
+    _lira_groups,
+    _lira_kernels,
+    _lira_stats_kernels,
+    lira_from_signal,
+    naive,
+)
 
 pytestmark = pytest.mark.skipif(not _lira_kernels.available(), reason="numba is not installed")
 
@@ -142,7 +148,7 @@ def test_pair_stats_brute_force_with_tiny_and_empty_groups():
     keep[:, 6] = True  # an empty OUT set
     keep[:, 7], keep[2, 7] = False, True  # one IN model: its SS is 0, it has no shadow
     x = (rng.normal(size=(m, n, a)) * 3 + 100).astype(np.float32)  # far from 0: no cancellation
-    mean, ss, dd = _lira_kernels.pair_stats(x, keep)
+    mean, ss, dd = _lira_stats_kernels.pair_stats(x, keep)
     want_dd = np.zeros((2, m, a))
     for g, member in enumerate((keep, ~keep)):
         for e in range(n):
@@ -174,8 +180,8 @@ def test_stats_tree_with_keep_matches_the_general_sweep():
     x = rng.normal(size=(10, 120, 3)).astype(np.float32)
     cut = _lira_groups.cut_to_smallest(~keep).masks  # OUT less its last model, OUT itself
     masks = [*cut, keep]
-    got = _lira_kernels.stats_tree(x, masks, keep)
-    want = _lira_kernels.stats_tree(x, masks)
+    got = _lira_stats_kernels.stats_tree(x, masks, keep)
+    want = _lira_stats_kernels.stats_tree(x, masks)
     assert got[3] is not None and want[3] is None
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1], rtol=1e-13, atol=1e-13)
@@ -183,14 +189,15 @@ def test_stats_tree_with_keep_matches_the_general_sweep():
     # a root that is neither the IN nor the OUT set: the general sweep, no down-date sums
     other = keep.copy()
     other[0] = ~other[0]
-    assert _lira_kernels.stats_tree(x, [other, ~keep], keep)[3] is None
+    assert _lira_stats_kernels.stats_tree(x, [other, ~keep], keep)[3] is None
 
 
 @pytest.mark.parametrize("kw", [{"online": True}, {"online": False}])
 def test_lira_default_takes_the_fused_sweep(kw, monkeypatch):
     calls = []
-    real = _lira_kernels.pair_stats_into
-    monkeypatch.setattr(_lira_kernels, "pair_stats_into", lambda *a: calls.append(1) or real(*a))
+    real = _lira_stats_kernels.pair_stats_into
+    spy = lambda *a: calls.append(1) or real(*a)  # noqa: E731
+    monkeypatch.setattr(_lira_stats_kernels, "pair_stats_into", spy)
     rng = np.random.default_rng(15)
     keep = np.argsort(rng.random((12, 80)), axis=0) < 6
     x = rng.normal(size=(12, 80, 2)).astype(np.float32)
@@ -205,13 +212,13 @@ def test_separate_variance_sweep_gives_the_same_scores(monkeypatch):
     keep = np.argsort(rng.random((12, 150)), axis=0) < 6
     x = (rng.normal(size=(12, 150, 3)) + 1.5 * keep[..., None]).astype(np.float32)
     fused = lira_from_signal(x, keep)
-    real, calls = _lira_kernels.stats_tree, []
+    real, calls = _lira_stats_kernels.stats_tree, []
 
     def no_fused(signal, masks, keep=None, counts=None):
         calls.append(keep is not None)
         return (*real(signal, masks, None, counts)[:3], None)
 
-    monkeypatch.setattr(_lira_kernels, "stats_tree", no_fused)
+    monkeypatch.setattr(_lira_stats_kernels, "stats_tree", no_fused)
     np.testing.assert_allclose(lira_from_signal(x, keep), fused, rtol=1e-6, atol=1e-6)
     assert calls == [True]
 
@@ -221,11 +228,11 @@ def test_pair_stats_into_writes_only_the_wanted_rows_and_sees_a_nan():
     m, n, a = 9, 1100, 3  # more than one chunk of examples: the sums are added in chunk order
     keep = rng.random((m, n)) < 0.5
     x = (rng.normal(size=(m, n, a)) + keep[..., None]).astype(np.float32)
-    mean_all, ss_all, dd_all = _lira_kernels.pair_stats(x, keep)
+    mean_all, ss_all, dd_all = _lira_stats_kernels.pair_stats(x, keep)
     mean = np.full((3, n, a), 7.0)
     ss = np.full((3, n, a), 7.0)
     inside = keep.sum(axis=0)
-    dd, ss_sum, finite = _lira_kernels.pair_stats_into(x, keep, inside, mean, ss, (2, -1))
+    dd, ss_sum, finite = _lira_stats_kernels.pair_stats_into(x, keep, inside, mean, ss, (2, -1))
     assert finite
     np.testing.assert_array_equal(mean[2], mean_all[0])  # IN into row 2
     np.testing.assert_array_equal(ss[2], ss_all[0])
@@ -234,9 +241,9 @@ def test_pair_stats_into_writes_only_the_wanted_rows_and_sees_a_nan():
     np.testing.assert_allclose(ss_sum, ss_all.sum(axis=1), rtol=1e-12)
     bad = x.copy()
     bad[4, 1000, 1] = np.nan
-    assert not _lira_kernels.pair_stats_into(bad, keep, inside, mean, ss, (0, 1))[2]
+    assert not _lira_stats_kernels.pair_stats_into(bad, keep, inside, mean, ss, (0, 1))[2]
     bad[4, 1000, 1] = np.inf
-    assert not _lira_kernels.pair_stats_into(bad, keep, inside, mean, ss, (0, 1))[2]
+    assert not _lira_stats_kernels.pair_stats_into(bad, keep, inside, mean, ss, (0, 1))[2]
 
 
 def test_split_float64_matches_two_roundings():

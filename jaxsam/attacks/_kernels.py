@@ -371,7 +371,7 @@ def set_sums(signal: np.ndarray, masks: np.ndarray, count: np.ndarray) -> np.nda
 
 def downdate(signal, model, r, count_b, mean_b, ss_b, out=None):
     """Mean and SS float64 [N, A] of set b less model ``model[n]`` at the examples where
-    ``r[n]`` (see :func:`jaxsam.attacks._lira_kernels.stats_tree`), written into ``out``
+    ``r[n]`` (see :func:`jaxsam.attacks._lira_stats_kernels.stats_tree`), written into ``out``
     (two float64 [N, A] arrays) when given."""
     mean_a, ss_a = out if out is not None else (np.empty_like(mean_b), np.empty_like(ss_b))
     r = np.ascontiguousarray(r, np.bool_)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxsam.attacks import _kernels, _lira_kernels, _tiles
+from jaxsam.attacks import _kernels, _lira_kernels, _lira_stats_kernels, _tiles
 from jaxsam.attacks._lira_groups import ShadowSets
 from jaxsam.attacks._lira_options import LiraOptions
 
@@ -421,7 +421,7 @@ def score_kernels(signal: np.ndarray, masks: list, families, opts: LiraOptions, 
     var = [families[g][1] or families[g][0] for g in groups]
     js = [int(idx[0]) for _, idx in var]
     keep = _loo_keep(groups, var, masks)
-    count, mean, ss, pooled = _lira_kernels.stats_tree(signal, masks, keep, counts)
+    count, mean, ss, pooled = _lira_stats_kernels.stats_tree(signal, masks, keep, counts)
     if pooled is not None:  # leave-one-out variance families: the fused sweep's sums
         acc = pooled[[0 if g == "in" else 1 for g in groups]]
     else:

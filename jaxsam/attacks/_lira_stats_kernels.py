@@ -1,0 +1,242 @@
+"""LiRA's candidate-set statistics as compiled kernels (numba): the fused IN/OUT sweep.
+
+:func:`stats_tree` gives the count, mean and SS of every distinct candidate set: the sets that
+are no other set less one model by one read pass of the signal, the others as exact float64
+down-dates of their parent. Where the roots are LiRA's IN and OUT sets, that pass is
+:func:`pair_stats_into`, which also sums every target's variance down-date terms (the pooled
+leave-one-out variances come out of the same sweep) and checks the signal for NaN and
+infinity. Each tile of all M models by a few examples (:func:`jaxsam.attacks._kernels.
+prefetch_tile`) is swept twice while it is in L2: the sums over the models, then each model's
+deviation from its own set's mean; the short loops (A values per (model, example)) leave the
+hardware prefetcher behind, so the sweeps ask for their data themselves (the first sweep each
+model's rows :data:`AHEAD_MODELS` models ahead, the second the next tile). float64 sums in a
+fixed order: the results do not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxsam.attacks import _checks, _fastmath, _kernels
+
+try:  # pragma: no cover - exercised where numba is installed
+    from numba import njit
+except ImportError:  # pragma: no cover
+    njit = None
+
+# The first sweep of a tile asks each model's rows this many models ahead.
+AHEAD_MODELS = 2
+
+
+def available() -> bool:
+    """True when the compiled kernels can run (see :func:`jaxsam.attacks._kernels.available`)."""
+    return njit is not None and _kernels.available()
+
+
+if njit is not None:
+
+    @njit(cache=True, inline="always")
+    def _prefetch_rows(x, m, e0, e1):
+        """Asks the lines of x[m, e0:e1, :] into L2 (x float32 [M, N, A], C-contiguous)."""
+        n_all, a_all = x.shape[1], x.shape[2]
+        _fastmath.prefetch_span(x, (m * n_all + e0) * a_all, (m * n_all + e1) * a_all)
+
+    @njit(cache=True)
+    def _pair_sums(x, member, t0, nb, tot, s_in):
+        """Sweep 1 of :func:`_pair_chunk`: sums over all models and over the IN models (the IN
+        sum adds 0 or 1 times each value: exact, and no branch to mispredict). The tile comes
+        from memory: each model's rows are asked :data:`AHEAD_MODELS` models ahead."""
+        m_all, _, a_all = x.shape
+        tot[: nb * a_all] = 0.0
+        s_in[: nb * a_all] = 0.0
+        for m in range(m_all):
+            if m + AHEAD_MODELS < m_all:
+                _prefetch_rows(x, m + AHEAD_MODELS, t0, t0 + nb)
+            for n in range(nb):
+                e, o = t0 + n, n * a_all
+                w = 1.0 if member[m, e] else 0.0
+                for a in range(a_all):
+                    v = np.float64(x[m, e, a])
+                    tot[o + a] += v
+                    s_in[o + a] += w * v
+
+    @njit(cache=True)
+    def _pair_deviations(x, member, kfac, t0, nb, mu, ss, dd, n1):
+        """Sweep 2 of :func:`_pair_chunk`: each model's d = x - mean of its own set, summed as
+        d^2 into the set's SS and as kfac d^2 into the model's own down-date sums dd. The tile
+        is in L2 by now; each model's rows of the next tile (up to n1) are asked meanwhile."""
+        m_all, _, a_all = x.shape
+        ss[:, : nb * a_all] = 0.0
+        t1 = t0 + nb
+        for m in range(m_all):
+            _prefetch_rows(x, m, t1, min(n1, t1 + nb))
+            for n in range(nb):
+                e, o = t0 + n, n * a_all
+                g = 0 if member[m, e] else 1
+                k = kfac[g, e]
+                for a in range(a_all):
+                    d = x[m, e, a] - mu[g, o + a]
+                    d2 = d * d
+                    ss[g, o + a] += d2
+                    dd[g, m, a] += k * d2
+
+    @njit(nogil=True, cache=True)
+    def _pair_chunk(x, member, count, kfac, n0, n1, tile, mean, ss, rows, dd, ss_sum):
+        """Mean and SS of the IN and OUT sets at examples n0..n1, written to rows ``rows[0]``
+        and ``rows[1]`` of mean and ss [R, N, A] (a row below 0: not written), every model's
+        down-date sums dd [2, M, A] and the SS summed over these examples ss_sum [2, A] (in
+        example order), by two sweeps of each cache-resident tile of ``tile`` examples (the
+        next tile prefetched during the second). Returns 0.0, or NaN where some value of the
+        chunk is not finite (the sum over all models shows it)."""
+        a_all = x.shape[2]
+        lt = tile * a_all
+        tot = np.empty(lt)
+        s_in = np.empty(lt)
+        mu = np.empty((2, lt))
+        sq = np.empty((2, lt))
+        bad = 0.0  # x * 0 is 0 for finite x, NaN for NaN and infinity
+        for t0 in range(n0, n1, tile):
+            nb = min(n1, t0 + tile) - t0
+            _pair_sums(x, member, t0, nb, tot, s_in)
+            for n in range(nb):
+                e, o = t0 + n, n * a_all
+                c_in, c_out = count[0, e], count[1, e]
+                i_in = 1.0 / c_in if c_in > 0 else 0.0
+                i_out = 1.0 / c_out if c_out > 0 else 0.0
+                for a in range(a_all):
+                    bad += tot[o + a] * 0.0
+                    mu[0, o + a] = s_in[o + a] * i_in
+                    mu[1, o + a] = (tot[o + a] - s_in[o + a]) * i_out
+            _pair_deviations(x, member, kfac, t0, nb, mu, sq, dd, n1)
+            for g in range(2):
+                r = rows[g]
+                for n in range(nb):
+                    for a in range(a_all):
+                        v = sq[g, n * a_all + a]
+                        ss_sum[g, a] += v
+                        if r >= 0:
+                            mean[r, t0 + n, a] = mu[g, n * a_all + a]
+                            ss[r, t0 + n, a] = v
+        return bad
+
+
+def pair_stats(signal: np.ndarray, member: np.ndarray):
+    """Mean and SS float64 [2, N, A] of the IN set (``member``) and the OUT set (the others)
+    at every example, and every target's down-date sums ``dd`` float64 [2, M, A]: over the
+    examples where the target is in the set, ``sum_n c / (c - 1) d^2`` (d: its value less
+    the set's mean, c > 1 the set's size; the term that removes the target's own value
+    from the set's SS). One read pass: two sweeps of each cache-resident tile, float64 sums.
+
+    Target m's pooled variance sum over its leave-one-out shadows is then
+    ``sum_n SS_n - dd[m]`` (a set of one model has SS = 0, so every example adds its SS).
+    """
+    m, n, a = signal.shape
+    mean = np.empty((2, n, a))
+    ss = np.empty((2, n, a))
+    dd, _, _ = pair_stats_into(signal, member, _kernels.column_counts(member), mean, ss, (0, 1))
+    return mean, ss, dd
+
+
+def pair_stats_into(signal, member, inside, mean, ss, rows):
+    """:func:`pair_stats` written into rows ``rows`` (IN, OUT; -1: not wanted) of float64 [R,
+    N, A] arrays ``mean`` and ``ss``, with ``inside`` int64 [N] the IN set's sizes.
+
+    Returns ``dd`` [2, M, A], the SS summed over examples [2, A], and whether every value of
+    the signal is finite (the sums over all models show it: a float64 sum of float32 values
+    is finite exactly when every value is)."""
+    m, n, a = signal.shape
+    member = np.ascontiguousarray(member, np.bool_)
+    count = np.stack([inside, m - inside]).astype(np.float64)
+    kfac = np.where(count > 1, count / np.maximum(count - 1.0, 1.0), 0.0)
+    tile = _kernels.prefetch_tile(m, a)
+    rows = np.asarray(rows, np.int64)
+
+    def one(n0, n1):
+        dd = np.zeros((2, m, a))
+        ss_sum = np.zeros((2, a))
+        bad = _pair_chunk(signal, member, count, kfac, n0, n1, tile, mean, ss, rows, dd, ss_sum)
+        return dd, ss_sum, bad
+
+    parts = _kernels._run(one, n)
+    dd, ss_sum, bad = parts[0]
+    for p in parts[1:]:  # in chunk order: the same sums for any number of threads
+        dd += p[0]
+        ss_sum += p[1]
+        bad += p[2]
+    return dd, ss_sum, bool(bad == 0.0)
+
+
+def _children(masks, count: np.ndarray) -> list:
+    """For each set, ``(parent, model [N], r [N])`` where it is another set less one model at
+    some examples (``r``: 1 where that ``model`` is removed), else None. Parents are strictly
+    larger, so no set is its own ancestor."""
+    out: list = []
+    for a in range(len(masks)):
+        found = None
+        for b in range(len(masks)):
+            extra = count[b] - count[a]
+            if b == a or extra.min() < 0 or extra.max() != 1:
+                continue
+            model = _kernels.one_more(masks[a], masks[b])  # None: a is not inside b
+            if model is None:
+                continue
+            found = (b, model, extra.astype(np.float64))  # at most one more model per example
+            break
+        out.append(found)
+    return out
+
+
+def stats_tree(signal: np.ndarray, masks, keep: np.ndarray | None = None, counts=None):
+    """count float64 [S, N], mean and SS float64 [S, N, A] of S sets of models (a sequence of
+    bool [M, N] masks or an [S, M, N] array; ``counts``: their sizes int [S, N] where known),
+    and the leave-one-out pooled sums ``pooled`` float64 [2, M, A] or None.
+
+    The sets that are no other set less one model are summed by the compiled kernel (one
+    read pass); each other set is an exact float64 down-date of its parent (its parent's
+    statistics with one model's value removed at some examples: an [N, A] computation).
+    Where ``keep`` is given and every such set is the IN set (``keep``) or the OUT set, one
+    fused sweep (:func:`pair_stats_into`, writing straight into the rows of those sets) also
+    gives every target's pooled variance sums over its leave-one-out shadows in the IN and
+    the OUT set, ``pooled[g, m] = sum_n SS_g - dd[g, m]`` (see :func:`pair_stats`);
+    otherwise ``pooled`` is None.
+
+    Raises DataError where the signal has a NaN or infinite value: the fused sweep's sums over
+    all models show it (a float64 sum of float32 values is finite exactly when every value is);
+    otherwise a separate read pass looks.
+    """
+    if counts is None:
+        counts = np.stack([_kernels.column_counts(mk) for mk in masks])
+    kids = _children(masks, counts)
+    roots = [i for i, k in enumerate(kids) if k is None]
+    count = np.asarray(counts, np.float64)
+    mean = np.empty((len(masks), *signal.shape[1:]))
+    ss = np.empty_like(mean)
+    side = None if keep is None else [_side(masks[i], keep) for i in roots]
+    pooled = None
+    if side is not None and None not in side and available():
+        rows = [roots[side.index(g)] if g in side else -1 for g in (0, 1)]
+        at = roots[0]  # the IN set's sizes from a root's (the IN or the OUT set's) counts
+        inside = np.asarray(counts[at] if side[0] == 0 else signal.shape[0] - counts[at], np.int64)
+        dd, ss_sum, finite = pair_stats_into(signal, keep, inside, mean, ss, rows)
+        _checks.check_finite(signal, finite)
+        pooled = ss_sum[:, None, :] - dd
+    else:
+        _checks.check_finite(signal)
+        roots_stats = _kernels.set_stats(signal, [masks[i] for i in roots], count[roots])
+        mean[roots], ss[roots] = roots_stats
+    done = set(roots)
+    while len(done) < len(kids):
+        for a, kid in enumerate(kids):
+            if a in done or kid[0] not in done:
+                continue
+            b, model, r = kid
+            _kernels.downdate(signal, model, r > 0, count[b], mean[b], ss[b], (mean[a], ss[a]))
+            done.add(a)
+    return count, mean, ss, pooled
+
+
+def _side(mask: np.ndarray, keep: np.ndarray) -> int | None:
+    """0 where ``mask`` is the IN set ``keep``, 1 where it is the OUT set, else None."""
+    if _kernels.same_masks(mask, keep):
+        return 0
+    return 1 if _kernels.same_masks(mask, keep, complement=True) else None
