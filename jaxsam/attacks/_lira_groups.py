@@ -93,8 +93,7 @@ class ShadowSets:
 def leave_one_out(member: np.ndarray) -> ShadowSets:
     """All other models of the group: one candidate (the whole group), the target left out."""
     m, n = member.shape
-    pick = np.zeros((m, n), np.int16 if m < 2**15 else np.int32)
-    return ShadowSets(member[None], pick, member, _kernels.column_counts(member)[None])
+    return ShadowSets(member[None], np.zeros((m, n), np.int16 if m < 2**15 else np.int32), member)
 
 
 def cut_to_smallest(member: np.ndarray) -> ShadowSets:

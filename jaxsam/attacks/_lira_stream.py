@@ -401,7 +401,7 @@ def _loo_keep(groups, var, masks) -> np.ndarray | None:
 def score_kernels(signal: np.ndarray, masks: list, families, opts: LiraOptions, counts=None):
     """Scores float32 [M, N], every pass by the compiled kernels (two read passes).
 
-    1. The distinct candidate sets' statistics (:func:`jaxsam.attacks._lira_kernels.
+    1. The distinct candidate sets' statistics (:func:`jaxsam.attacks._lira_stats_kernels.
        stats_tree`: one read pass for the sets that are no other set less one model,
        down-dates for the rest) in float64 with the signal read as float32. Where every
        variance family is a whole leave-one-out group (the defaults, cut or not: see
