@@ -157,6 +157,13 @@ if numba is not None:
         for i in range(lo - lo % step, hi, step):
             prefetch(arr, i)
 
+    @numba.njit(inline="always")
+    def prefetch_rows(x, m, e0, e1):
+        """:func:`prefetch_span` of the rows ``x[m, e0:e1, :]`` of a C-contiguous 3-D array
+        (``0 <= e0 <= e1 <= x.shape[1]``)."""
+        n_all, a_all = x.shape[1], x.shape[2]
+        prefetch_span(x, (m * n_all + e0) * a_all, (m * n_all + e1) * a_all)
+
     _P0, _P1, _P2, _P3, _P4, _P5 = _EXP_POLY
     _L0, _L1, _L2, _L3, _L4, _L5, _L6, _L7, _L8 = _LOG_POLY
 

@@ -135,8 +135,8 @@ if njit is not None:
         n_all, a_all = x.shape[1], x.shape[2]
         for n in range(b1 - b0):
             e = b0 + n
-            if e + AHEAD_EXAMPLES < n_all:  # the target's row, a few examples on
-                j = (m * n_all + e + AHEAD_EXAMPLES) * a_all
+            if e + AHEAD_EXAMPLES < n_all:  # a few examples on: the row's first and last line
+                j = (m * n_all + e + AHEAD_EXAMPLES) * a_all  # two hints: no loop
                 _fastmath.prefetch(x, j)
                 _fastmath.prefetch(x, j + a_all - 1)
             s = sets[pick[m, e]]
@@ -190,8 +190,8 @@ if njit is not None:
         for m in range(m_all):
             c = const[m]
             for e in range(n0, n1):
-                if e + AHEAD_EXAMPLES < n_all:  # the target's row, a few examples on
-                    j = (m * n_all + e + AHEAD_EXAMPLES) * a_all
+                if e + AHEAD_EXAMPLES < n_all:  # a few examples on: the row's first and last line
+                    j = (m * n_all + e + AHEAD_EXAMPLES) * a_all  # two hints: no loop
                     _fastmath.prefetch(x, j)
                     _fastmath.prefetch(x, j + a_all - 1)
                 so = sets_o[pick_o[m, e]]

@@ -28,18 +28,7 @@ except ImportError:  # pragma: no cover
 AHEAD_MODELS = 2
 
 
-def available() -> bool:
-    """True when the compiled kernels can run (see :func:`jaxsam.attacks._kernels.available`)."""
-    return njit is not None and _kernels.available()
-
-
 if njit is not None:
-
-    @njit(cache=True, inline="always")
-    def _prefetch_rows(x, m, e0, e1):
-        """Asks the lines of x[m, e0:e1, :] into L2 (x float32 [M, N, A], C-contiguous)."""
-        n_all, a_all = x.shape[1], x.shape[2]
-        _fastmath.prefetch_span(x, (m * n_all + e0) * a_all, (m * n_all + e1) * a_all)
 
     @njit(cache=True)
     def _pair_sums(x, member, t0, nb, tot, s_in):
@@ -51,7 +40,7 @@ if njit is not None:
         s_in[: nb * a_all] = 0.0
         for m in range(m_all):
             if m + AHEAD_MODELS < m_all:
-                _prefetch_rows(x, m + AHEAD_MODELS, t0, t0 + nb)
+                _fastmath.prefetch_rows(x, m + AHEAD_MODELS, t0, t0 + nb)
             for n in range(nb):
                 e, o = t0 + n, n * a_all
                 w = 1.0 if member[m, e] else 0.0
@@ -69,7 +58,7 @@ if njit is not None:
         ss[:, : nb * a_all] = 0.0
         t1 = t0 + nb
         for m in range(m_all):
-            _prefetch_rows(x, m, t1, min(n1, t1 + nb))
+            _fastmath.prefetch_rows(x, m, t1, min(n1, t1 + nb))
             for n in range(nb):
                 e, o = t0 + n, n * a_all
                 g = 0 if member[m, e] else 1
@@ -213,7 +202,7 @@ def stats_tree(signal: np.ndarray, masks, keep: np.ndarray | None = None, counts
     ss = np.empty_like(mean)
     side = None if keep is None else [_side(masks[i], keep) for i in roots]
     pooled = None
-    if side is not None and None not in side and available():
+    if side is not None and None not in side and _kernels.available():
         rows = [roots[side.index(g)] if g in side else -1 for g in (0, 1)]
         at = roots[0]  # the IN set's sizes from a root's (the IN or the OUT set's) counts
         inside = np.asarray(counts[at] if side[0] == 0 else signal.shape[0] - counts[at], np.int64)

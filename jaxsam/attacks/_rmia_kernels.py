@@ -98,9 +98,8 @@ if numba is not None:
         one, tiny, half = np.float32(1.0), np.float32(1e-30), np.float32(0.5)
         c0, c1 = np.float64(coef[0]), np.float64(coef[1])
         inv_a = one / np.float32(a_all)  # XLA divides by a constant as a product
-        n_all = x.shape[1]
         for m in range(x.shape[0]):
-            _fastmath.prefetch_span(x, (m * n_all + t1) * a_all, (m * n_all + t2) * a_all)
+            _fastmath.prefetch_rows(x, m, t1, t2)
             for n in range(t1 - t0):
                 e = t0 + n
                 co = j_out + np.int64(pick_out[m, e])

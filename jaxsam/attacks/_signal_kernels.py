@@ -55,7 +55,7 @@ if numba is not None:
         exp_moderate,
         exp_nonpositive,
         log_positive,
-        prefetch,
+        prefetch_span,
         wide_vectors,
     )
 
@@ -139,9 +139,7 @@ if numba is not None:
         for e0 in range(0, e_all, per):
             ne = min(per, e_all - e0)
             ahead = min((e0 + AHEAD * per) * a_all * c_all, whole.size)
-            for i in range(ahead - per * a_all * c_all, ahead, 16):  # a line = 16 float32
-                if i >= 0:
-                    prefetch(whole, i)
+            prefetch_span(whole, max(0, ahead - per * a_all * c_all), ahead)
             flat = z[e0 : e0 + ne].reshape(ne * a_all * c_all)
             res = out[e0 : e0 + ne].reshape(ne * a_all)
             yb = y[e0 : e0 + ne]
