@@ -115,6 +115,14 @@ if njit is not None:
         low = -(lg + ((_F(1.0) - w) - q) * (_F(2.0) - w))
         return h + _LN2 - lg if t >= _F(0.0) else low
 
+    @njit(cache=True, inline="always")
+    def _own_factor(f, inside):
+        """The location factor of a target: ``f`` (its set's c / (c - 1)) where it is inside
+        the set, else 1. The caller loads ``f`` whatever ``inside`` is, so that this is a
+        select, not a branch: ``inside`` is about as often true as not in no order, and a
+        mispredicted branch per (target, example) cost a third of the z values' time."""
+        return f if inside else _F(1.0)
+
     # The loops below index the arrays element by element: a slice (a view) would change the
     # reference count of the shared input arrays, an atomic operation that the two threads
     # contend for at every example.
@@ -140,7 +148,7 @@ if njit is not None:
                 _fastmath.prefetch(x, j)
                 _fastmath.prefetch(x, j + a_all - 1)
             s = sets[pick[m, e]]
-            f = fac[s, e] if inside[m, e] else _F(1.0)
+            f = _own_factor(fac[s, e], inside[m, e])
             for a in range(a_all):
                 z[n * a_all + a] = ((x[m, e, a] - hi[s, e, a]) - lo[s, e, a]) * f
 
@@ -195,11 +203,11 @@ if njit is not None:
                     _fastmath.prefetch(x, j)
                     _fastmath.prefetch(x, j + a_all - 1)
                 so = sets_o[pick_o[m, e]]
-                fo = fac[so, e] if in_o[m, e] else _F(1.0)
+                fo = _own_factor(fac[so, e], in_o[m, e])
                 total = _F(0.0)
                 if online:
                     si = sets_i[pick_i[m, e]]
-                    fi = fac[si, e] if in_i[m, e] else _F(1.0)
+                    fi = _own_factor(fac[si, e], in_i[m, e])
                     for a in range(a_all):
                         total += _online_term(
                             x[m, e, a], hi[so, e, a], lo[so, e, a], fo, w_out[m, a],
