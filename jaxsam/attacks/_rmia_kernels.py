@@ -10,7 +10,9 @@ twice: once for the candidate sets' float64 sums (the numbers of
 that is another less one model as that down-date), once for each target's ratio from its
 candidates' sums less its own value. The second sweep repeats the float32 operations of the JAX
 tile pass (``_rmia._ratio_tile``) in the same order, so the ratios, and with them the ranks,
-are the same to the bit (the tests check). No fast-math.
+are the same to the bit (the tests check). No fast-math. Both sweeps are compiled with
+:class:`jaxsam.attacks._fastmath.DistinctArrays` (none of their arrays overlaps another): the
+pass ran a tenth faster without LLVM's run-time overlap checks, with the same values.
 
 :func:`dominated`: the ranks, per target row an LSD radix sort of the ratios' order-preserving
 integer keys less the row's smallest key, in as few passes of at most :data:`DIGIT_BITS` bits
@@ -39,7 +41,7 @@ DIGIT_BITS = 13
 
 if numba is not None:
 
-    @njit(nogil=True, cache=True, error_model="numpy")
+    @njit(nogil=True, cache=True, error_model="numpy", pipeline_class=_fastmath.DistinctArrays)
     def _tile_sums(xf, roots, root_j, pair, t0, t1, a_all, acc):
         """Sums float64 [J + 1, tile * A] of the root sets at examples t0..t1 (into their
         candidates' rows), in model order; row J collects values of no root. ``pair``: the two
@@ -79,7 +81,7 @@ if numba is not None:
                     for a in range(a_all):
                         dst[a] -= src[a]
 
-    @njit(nogil=True, cache=True, error_model="numpy")
+    @njit(nogil=True, cache=True, error_model="numpy", pipeline_class=_fastmath.DistinctArrays)
     def _tile_ratios(x, sums, count, groups, j_out, coef, t0, t1, t2, rx, q):
         """rx[m, t0:t1] for every target m from float32 candidate sums [J, tile, A] and sizes
         [J, N]. groups = (pick_in, inside_in, pick_out, inside_out), [M, N] each; the OUT
