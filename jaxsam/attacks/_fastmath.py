@@ -107,6 +107,7 @@ if numba is not None:
                 pass
             return super().define_pipelines()
 
+
 if numba is not None:
     from llvmlite import ir
     from numba import types
