@@ -310,6 +310,8 @@ def real_full_disk(work: Path, cfg_file: Path, ref) -> tuple[bool | None, str]:
         ok = code == 2 and said and not runs.looks_complete(out)
         last = lines[-1] if lines else "no message"
         note = f"(exit {code}, {len(lines)} line(s): {last[last.find('failed') :][:60]}...)"
+        if len(lines) > 1:  # what else was printed, for the failure message
+            note += f" first: {lines[0][:120]!r}; all: {err[-1500:]!r}"
         (disk / "fill").unlink(missing_ok=True)
         ok = ok and runs.resume(out) == 0 and runs.same_run(out, ref)
         return ok, note
