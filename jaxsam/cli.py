@@ -107,6 +107,11 @@ def _quiet_broken_pipe() -> int:
     return 141
 
 
+# The name prefix of the compiled kernels' helper threads (``jaxsam.attacks._pool``), which
+# stay alive, idle, between passes and have nothing to report.
+KERNEL_HELPERS = "jaxsam-kernels"
+
+
 def _exit_before_threads_report(line: str) -> None:
     """Prints ``line`` and ends the process with status 2 at once when other threads are alive:
     those of a failed asynchronous write would otherwise print their tracebacks, at shutdown or
@@ -114,7 +119,12 @@ def _exit_before_threads_report(line: str) -> None:
     a copy of it), so no other thread's output can come before or after the one line."""
     import threading
 
-    if threading.active_count() <= 1:
+    others = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.name.startswith(KERNEL_HELPERS)
+    ]
+    if not others:  # the kernels' idle helper threads print nothing
         return
     sys.stdout.flush()
     sys.stderr.flush()

@@ -84,3 +84,27 @@ def test_a_forked_child_starts_its_own_helpers(two_threads):
     os.close(w)
     assert os.read(r, 1) == b"1"
     os.waitpid(pid, 0)
+
+
+def test_the_command_line_does_not_take_idle_helpers_for_a_failed_writes_threads(
+    two_threads, monkeypatch
+):
+    from jaxsam import cli
+
+    assert cli.KERNEL_HELPERS == _pool.THREAD_NAME
+    _pool.run(lambda a, b: a, 4, 1)  # a helper is alive, idle
+    assert any(t.name.startswith(_pool.THREAD_NAME) for t in threading.enumerate())
+    exits = []
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    cli._exit_before_threads_report("jaxsam train: error: cannot write x: the disk is full")
+    assert exits == []  # the ordinary path: the caller prints the line and returns 2
+    busy = threading.Event()
+    other = threading.Thread(target=busy.wait, name="orbax-writer", daemon=True)
+    other.start()
+    monkeypatch.setattr(cli.os, "dup2", lambda *a: None)  # keep the test's stderr
+    monkeypatch.setattr(cli.os, "write", lambda fd, b: len(b))
+    try:
+        cli._exit_before_threads_report("jaxsam train: error: cannot write x: the disk is full")
+    finally:
+        busy.set()
+    assert exits == [2]  # another thread could report: the one line, then out at once

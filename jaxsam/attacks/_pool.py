@@ -21,6 +21,10 @@ import itertools
 import os
 import threading
 
+# The helper threads' name prefix (the command line tells them from threads that may report a
+# failed write: ``jaxsam.cli.KERNEL_HELPERS``).
+THREAD_NAME = "jaxsam-kernels"
+
 _lock = threading.Lock()
 _helpers: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -35,7 +39,7 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
     with _lock:
         if _helpers is None:
             _helpers = concurrent.futures.ThreadPoolExecutor(
-                threads() - 1, thread_name_prefix="jaxsam-kernels"
+                threads() - 1, thread_name_prefix=THREAD_NAME
             )
         return _helpers
 
@@ -76,6 +80,7 @@ def run(fn, n: int, chunk: int) -> list:
     try:
         work()
     except BaseException as e:  # still wait for the helpers' chunks before raising
+        failed.set()  # (an interrupt between two chunks, too)
         error = e
     for h in helpers:
         if h.cancel():  # never started: it holds no chunk
