@@ -93,18 +93,20 @@ def test_the_command_line_does_not_take_idle_helpers_for_a_failed_writes_threads
 
     assert cli.KERNEL_HELPERS == _pool.THREAD_NAME
     _pool.run(lambda a, b: a, 4, 1)  # a helper is alive, idle
-    assert any(t.name.startswith(_pool.THREAD_NAME) for t in threading.enumerate())
-    exits = []
+    helpers = [t for t in threading.enumerate() if t.name.startswith(_pool.THREAD_NAME)]
+    assert helpers
+    alive = [threading.main_thread(), *helpers]  # this process's other threads left out
+    monkeypatch.setattr(threading, "enumerate", lambda: list(alive))
+    exits, written = [], []
     monkeypatch.setattr(cli.os, "_exit", exits.append)
-    cli._exit_before_threads_report("jaxsam train: error: cannot write x: the disk is full")
-    assert exits == []  # the ordinary path: the caller prints the line and returns 2
-    busy = threading.Event()
-    other = threading.Thread(target=busy.wait, name="orbax-writer", daemon=True)
-    other.start()
-    monkeypatch.setattr(cli.os, "dup2", lambda *a: None)  # keep the test's stderr
-    monkeypatch.setattr(cli.os, "write", lambda fd, b: len(b))
-    try:
-        cli._exit_before_threads_report("jaxsam train: error: cannot write x: the disk is full")
-    finally:
-        busy.set()
-    assert exits == [2]  # another thread could report: the one line, then out at once
+    monkeypatch.setattr(cli.os, "dup", lambda fd: 1000 + fd)  # keep the test's stderr
+    monkeypatch.setattr(cli.os, "open", lambda *a: 999)
+    monkeypatch.setattr(cli.os, "dup2", lambda *a: None)
+    monkeypatch.setattr(cli.os, "write", lambda fd, b: written.append(b) or len(b))
+    line = "jaxsam train: error: cannot write x: the disk is full"
+    cli._exit_before_threads_report(line)
+    assert exits == [] and written == []  # the ordinary path: the caller prints, returns 2
+    alive.append(threading.Thread(name="orbax-writer"))  # a thread that could report
+    cli._exit_before_threads_report(line)
+    assert exits == [2] and written == [(line + "\n").encode()]  # the one line, out at once
+    monkeypatch.undo()

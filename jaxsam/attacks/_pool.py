@@ -55,8 +55,9 @@ if hasattr(os, "register_at_fork"):
 
 def run(fn, n: int, chunk: int) -> list:
     """``[fn(n0, n1) for each chunk of examples n0..n1 of 0..n]``, on :func:`threads` threads
-    (the caller's among them). The first exception raised by ``fn`` is raised here, after
-    every chunk already started has finished; no chunk starts after it."""
+    (the caller's among them). An exception raised by ``fn`` (the calling thread's where both
+    threads raise) is raised here once every chunk already started has finished; no chunk
+    starts after it."""
     spans = [(s, min(n, s + chunk)) for s in range(0, n, chunk)]
     if threads() == 1 or len(spans) == 1:
         return [fn(*s) for s in spans]
