@@ -40,12 +40,15 @@ class ShadowSets:
       inside: bool [M, N]: target m itself is in that candidate (and must be left out).
       counts: int64 [J, N] or None: each candidate's number of models at each example, where
         the code that built the sets knows it (otherwise counted from ``masks`` when asked).
+      summary: int64 [M, 3] or None: :meth:`size_summary`, where the code that built the sets
+        knows it (otherwise computed when asked).
     """
 
     masks: np.ndarray
     pick: np.ndarray
     inside: np.ndarray
     counts: np.ndarray | None = None
+    summary: np.ndarray | None = None
     _memo: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def candidate_counts(self) -> np.ndarray:
@@ -78,7 +81,9 @@ class ShadowSets:
         """Per target the fewest, the most and the total of its shadows over the examples,
         int64 [M, 3] (computed once; one compiled sweep that never writes the [M, N] sizes)."""
         if "summary" not in self._memo:
-            if "sizes" in self._memo or not _kernels.available():
+            if self.summary is not None:
+                out = np.array(self.summary, np.int64)
+            elif "sizes" in self._memo or not _kernels.available():
                 size = self.sizes()
                 out = np.stack(
                     [size.min(axis=1), size.max(axis=1), size.sum(axis=1, dtype=np.int64)], axis=1
@@ -105,12 +110,9 @@ def cut_to_smallest(member: np.ndarray) -> ShadowSets:
     """
     if _kernels.available():
         masks, pick, inside, counts, t = _kernels.cut_sets(member)
-        out = ShadowSets(masks, pick, inside, counts)
         # every target has exactly t[m] shadows at every example: its summary without a sweep
-        summary = np.stack([t, t, t * member.shape[1]], axis=1).astype(np.int64)
-        summary.flags.writeable = False
-        out._memo["summary"] = summary
-        return out
+        summary = np.stack([t, t, t * member.shape[1]], axis=1)
+        return ShadowSets(masks, pick, inside, counts, summary)
     shadows = member.sum(axis=0)[None, :] - member  # [M, N]: group size without the target
     return _prefixes(member, shadows.min(axis=1, keepdims=True))
 
