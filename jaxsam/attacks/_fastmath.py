@@ -83,10 +83,17 @@ def clear_stale_kernels(cache_dir: Path | None = None) -> bool:
 if numba is not None:
     clear_stale_kernels()
 
-if numba is not None:
-    from numba.core import compiler as _compiler
+DistinctArrays = None  # njit(pipeline_class=None) is numba's default compiler
 
-    class DistinctArrays(_compiler.Compiler):
+if numba is not None:
+    try:
+        from numba.core.compiler import Compiler as _Compiler
+    except ImportError:  # pragma: no cover - a numba that moved it: the default compiler
+        _Compiler = None
+
+if numba is not None and _Compiler is not None:
+
+    class DistinctArrays(_Compiler):
         """numba's default compiler (``njit(pipeline_class=DistinctArrays)``), telling LLVM
         that the kernel's array arguments do not overlap: its pointer arguments are marked
         ``noalias``, as numba marks the kernels of its own ``parallel`` loops once it has shown
@@ -98,7 +105,8 @@ if numba is not None:
         statistics sweep's loops of A = 18 values per (model, example) those checks cost about
         as much as the arithmetic. Use it only on kernels whose callers never pass one array
         (or two views of one buffer) twice where the kernel writes either of them. The flag is
-        numba's own (``Flags.noalias``); a numba without it compiles the kernel as before."""
+        numba's own (``Flags.noalias``); a numba without it (or without this compiler class:
+        then ``DistinctArrays`` is None, numba's default) compiles the kernel as before."""
 
         def define_pipelines(self):
             try:
