@@ -145,10 +145,8 @@ if njit is not None:
         n_all, a_all = x.shape[1], x.shape[2]
         for n in range(b1 - b0):
             e = b0 + n
-            if e + AHEAD_EXAMPLES < n_all:  # a few examples on: the row's first and last line
-                j = (m * n_all + e + AHEAD_EXAMPLES) * a_all  # two hints: no loop
-                _fastmath.prefetch(x, j)
-                _fastmath.prefetch(x, j + a_all - 1)
+            if e + AHEAD_EXAMPLES < n_all:  # a few examples on
+                _fastmath.prefetch_row_ends(x, m, e + AHEAD_EXAMPLES)
             s = sets[pick[m, e]]
             f = _own_factor(fac[s, e], inside[m, e])
             for a in range(a_all):
@@ -200,10 +198,8 @@ if njit is not None:
         for m in range(m_all):
             c = const[m]
             for e in range(n0, n1):
-                if e + AHEAD_EXAMPLES < n_all:  # a few examples on: the row's first and last line
-                    j = (m * n_all + e + AHEAD_EXAMPLES) * a_all  # two hints: no loop
-                    _fastmath.prefetch(x, j)
-                    _fastmath.prefetch(x, j + a_all - 1)
+                if e + AHEAD_EXAMPLES < n_all:  # a few examples on
+                    _fastmath.prefetch_row_ends(x, m, e + AHEAD_EXAMPLES)
                 so = sets_o[pick_o[m, e]]
                 fo = _own_factor(fac[so, e], in_o[m, e])
                 total = _F(0.0)

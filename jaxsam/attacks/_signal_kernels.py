@@ -24,10 +24,11 @@ the block :data:`AHEAD` blocks on into the level-2 cache (``_fastmath.prefetch``
 exponentials leave the hardware prefetcher too few outstanding reads (the kernel ran 2.5x
 slower on such data than on cached data without it: 2.5 against 1.0 ns per logit per core).
 The hints go out one example's lines at a time in the block's scalar loop over its labels, not
-all 360 lines at the block's start, where they waited for free line-fill buffers (a tenth
-slower; the values are the same either way); and the kernel is compiled for 512-bit vectors
-where the CPU has them (``_fastmath.wide_vectors``: a third faster exponentials on AVX-512).
-C = 10 gets its own inlined copy of the block, so that the class sums unroll.
+all 360 lines at the block's start, where they waited for free line-fill buffers (5-10 %
+slower on N(0, 1) logits; the values are the same either way); and the kernel is compiled for
+512-bit vectors where the CPU has them (``_fastmath.wide_vectors``: a third faster
+exponentials on AVX-512). C = 10 gets its own inlined copy of the block, so that the class
+sums unroll.
 
 Rows whose logits are not all finite (NaN, +-inf) are not this kernel's to handle: it reports
 them and the caller recomputes the block with the XLA pass, which keeps IEEE semantics there.
