@@ -76,6 +76,40 @@ def test_cut_sets_match_numpy(numpy_path):
             np.testing.assert_array_equal(_lira_groups.cut_to_smallest(member).size_summary(), want)
 
 
+def test_cut_sets_of_exact_masks_skip_the_offsets_sweep(monkeypatch):
+    from jaxsam.attacks import _mask_kernels
+
+    rng = np.random.default_rng(3)
+    designs = _designs(rng)
+    exact, other = designs["exact"], designs["dropped"]
+    # a group of constant size with a model that is never in it: t is c there, not c - 1
+    never = _exact(rng, 12, 150, k=5)
+    never = np.concatenate([never, np.zeros((1, 150), bool)])
+    with monkeypatch.context() as general:  # every mask through the general sweep
+        general.setattr(_mask_kernels, "_exact_cut", lambda *args: None)
+        want = {i: _kernels.cut_sets(mk) for i, mk in enumerate((exact, ~exact, other, never))}
+    calls = []
+    real = _mask_kernels._prefix_lengths
+
+    def spy(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(_mask_kernels, "_prefix_lengths", spy)
+    for i, member in enumerate((exact, ~exact)):
+        got = _kernels.cut_sets(member, chunk=16)
+        assert not calls, "the exact masks took the general sweep"
+        assert len(got[0]) == 2 and np.array_equal(got[1], member)
+        for a, b in zip(got, want[i], strict=True):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+    for i, member in ((2, other), (3, never)):
+        got = _kernels.cut_sets(member)
+        assert calls, "masks that are not exact skipped the general sweep"
+        calls.clear()
+        for a, b in zip(got, want[i], strict=True):
+            assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("candidates", [1, 2, 3])
 def test_shadow_sizes_and_summary_for_any_number_of_candidates(candidates, numpy_path):
     """The sizes' kernels select one or two candidates' counts and gather from more."""
