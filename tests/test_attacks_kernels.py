@@ -85,9 +85,13 @@ def test_cut_sets_of_exact_masks_skip_the_offsets_sweep(monkeypatch):
     # a group of constant size with a model that is never in it: t is c there, not c - 1
     never = _exact(rng, 12, 150, k=5)
     never = np.concatenate([never, np.zeros((1, 150), bool)])
+    # groups of one model and of all but one at every example: the candidates are then the
+    # empty set and the group, or the group less one model and the group
+    ones = _exact(rng, 9, 80, k=1)
+    exacts = (exact, ~exact, ones, ~ones)
     with monkeypatch.context() as general:  # every mask through the general sweep
         general.setattr(_mask_kernels, "_exact_cut", lambda *args: None)
-        want = {i: _kernels.cut_sets(mk) for i, mk in enumerate((exact, ~exact, other, never))}
+        want = {i: _kernels.cut_sets(mk) for i, mk in enumerate((*exacts, other, never))}
     calls = []
     real = _mask_kernels._prefix_lengths
 
@@ -96,13 +100,13 @@ def test_cut_sets_of_exact_masks_skip_the_offsets_sweep(monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(_mask_kernels, "_prefix_lengths", spy)
-    for i, member in enumerate((exact, ~exact)):
+    for i, member in enumerate(exacts):
         got = _kernels.cut_sets(member, chunk=16)
         assert not calls, "the exact masks took the general sweep"
         assert len(got[0]) == 2 and np.array_equal(got[1], member)
         for a, b in zip(got, want[i], strict=True):
             assert a.dtype == b.dtype and np.array_equal(a, b)
-    for i, member in ((2, other), (3, never)):
+    for i, member in ((4, other), (5, never)):
         got = _kernels.cut_sets(member)
         assert calls, "masks that are not exact skipped the general sweep"
         calls.clear()

@@ -49,7 +49,7 @@ _LOG_POLY = tuple(
     for v in (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1)
     + (1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1)
 )
-_SQRT_HALF_BITS = np.int32(0x3F3504F3)  # the bits of float32(sqrt(1/2))
+_SQRT_HALF = _F(0.70710678118654752)
 _EXP_MIN = _F(-87.0)
 
 
@@ -233,12 +233,12 @@ if numba is not None:
     @numba.njit(inline="always", fastmath=FAST)
     def log_positive(x):
         """``log(x)`` of a finite, normal float32 ``x > 0``."""
-        # x = 2^e m with m in [sqrt(1/2), sqrt(2)), straight from the bits: less the bits of
-        # sqrt(1/2), the exponent field is e and the mantissa field is m's less sqrt(1/2)'s
-        # (four integer operations; every value fits int32, which keeps the vectors 32-bit)
-        ix = np.int32(_float_to_bits(x) - _SQRT_HALF_BITS)
-        ef = _F(np.int32(ix >> np.int32(23)))
-        m = _bits_to_float(np.int32((ix & np.int32(0x007FFFFF)) + _SQRT_HALF_BITS)) - _F(1.0)
+        bits = _float_to_bits(x)
+        e = (bits >> np.int32(23)) - np.int32(126)
+        m = _bits_to_float((bits & np.int32(0x007FFFFF)) | np.int32(0x3F000000))  # [1/2, 1)
+        low = m < _SQRT_HALF
+        ef = _F(e) - (_F(1.0) if low else _F(0.0))
+        m = (m + m if low else m) - _F(1.0)
         m2 = m * m
         p = _L0 * m + _L1
         for c in (_L2, _L3, _L4, _L5, _L6, _L7, _L8):
