@@ -209,16 +209,22 @@ if numba is not None:
     _P0, _P1, _P2, _P3, _P4, _P5 = _EXP_POLY
     _L0, _L1, _L2, _L3, _L4, _L5, _L6, _L7, _L8 = _LOG_POLY
 
+    @numba.njit(inline="always")
+    def exp_reduced(r):
+        """``exp(r)`` of a float32 ``|r| <= ln(2) / 2`` (the range-reduced argument): the
+        polynomial of the functions below, compiled with its caller's flags where inlined."""
+        r2 = r * r
+        p = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * r2
+        return p + r + _F(1.0)
+
     @numba.njit(inline="always", fastmath=FAST)
     def exp_nonpositive(x):
         """``exp(x)`` of a float32 ``x <= 0``; 0 below -87 (and for NaN)."""
         k = np.int32(max(x, _EXP_MIN) * _LOG2E - _F(0.5))  # round to nearest: x <= 0
         kf = _F(k)
         r = (x - kf * _LN2_HI) - kf * _LN2_LO
-        r2 = r * r
-        p = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * r2 + r + _F(1.0)
         scale = _bits_to_float((k + np.int32(127)) << np.int32(23))
-        return p * scale if x >= _EXP_MIN else _F(0.0)
+        return exp_reduced(r) * scale if x >= _EXP_MIN else _F(0.0)
 
     @numba.njit(inline="always", fastmath=FAST)
     def exp_moderate(x):
@@ -226,9 +232,7 @@ if numba is not None:
         k = np.int32(x * _LOG2E + _F(128.5)) - np.int32(128)  # round to nearest: x > -88
         kf = _F(k)
         r = (x - kf * _LN2_HI) - kf * _LN2_LO
-        r2 = r * r
-        p = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * r2 + r + _F(1.0)
-        return p * _bits_to_float((k + np.int32(127)) << np.int32(23))
+        return exp_reduced(r) * _bits_to_float((k + np.int32(127)) << np.int32(23))
 
     @numba.njit(inline="always", fastmath=FAST)
     def log_positive(x):

@@ -62,8 +62,9 @@ AHEAD_EXAMPLES = 32
 ONLINE, ONE_SIDED, DENSITY = 0, 1, 2
 
 _F = np.float32
-# erfcx(a) (1 + 2a) - 1 as a polynomial in q = (a - 2) / (a + 2), highest power first
-# (a Chebyshev least-squares fit of the float64 function over q in (-1, 1), in monomial form).
+# erfcx(a) (1 + 2a) as a polynomial in q = (a - 2) / (a + 2), highest power first (a Chebyshev
+# least-squares fit of the float64 function less 1 over q in (-1, 1), in monomial form, with
+# the 1 added back to the constant term: no separate + 1 in the kernel).
 _ERFCX = tuple(
     _F(c)
     for c in (
@@ -79,10 +80,9 @@ _ERFCX = tuple(
         1.6404945420e-01,
         -1.6603038353e-01,
         -9.2763762777e-02,
-        2.7697838143e-01,
+        1.27697838143,
     )
 )
-_ERFCX = _ERFCX[:-1] + (_F(np.float64(_ERFCX[-1]) + 1.0),)  # erfcx(a) (1 + 2a) itself
 _LN2 = _F(0.6931471805599453)
 _SQRT2 = _F(1.4142135623730951)
 _TWO_SQRT2 = _F(2.8284271247461903)
@@ -125,11 +125,8 @@ if njit is not None:
         y = h * -_LOG2E + _EXP_SHIFT
         kf = y - _EXP_SHIFT  # k, the integer nearest -h log2(e), exactly
         r = (-(kf * _fastmath._LN2_HI) - h) - kf * _fastmath._LN2_LO
-        r2 = r * r
-        p0, p1, p2, p3, p4, p5 = _fastmath._EXP_POLY
-        p = (((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * r2 + r + _F(1.0)
         scale = _fastmath._bits_to_float(_fastmath._float_to_bits(y) << np.int32(23))
-        return p * scale if h <= _EXP_LIMIT else _F(0.0)
+        return _fastmath.exp_reduced(r) * scale if h <= _EXP_LIMIT else _F(0.0)
 
     @njit(cache=True, error_model="numpy", inline="always")
     def _neg_log_sf(t):
