@@ -192,6 +192,33 @@ def test_stats_tree_with_keep_matches_the_general_sweep():
     assert _lira_stats_kernels.stats_tree(x, [other, ~keep], keep)[3] is None
 
 
+@pytest.mark.parametrize("exact", [True, False])
+def test_stats_tree_without_ss_gives_the_same_means_and_pooled_sums(exact, monkeypatch):
+    """want_ss=False: no per-example SS (None), the down-dated sets' means alone, and for
+    exact masks (one size per set) the one-accumulator second sweep: the same means to the
+    bit and the same pooled sums to float64 rounding as the sweep that keeps the SS."""
+    seen = []
+    real = _lira_stats_kernels._pair_chunk
+    spy = lambda *a: seen.append(a[-1]) or real(*a)  # noqa: E731  (a[-1]: fixed)
+    monkeypatch.setattr(_lira_stats_kernels, "_pair_chunk", spy)
+    rng = np.random.default_rng(16)
+    m, n = 11, 300
+    keep = np.argsort(rng.random((m, n)), axis=0) < 4 if exact else rng.random((m, n)) < 0.4
+    x = (rng.normal(size=(m, n, 3)) * 2 + 50).astype(np.float32)
+    # exact: the OUT set cut to its smallest size is a down-date of it; otherwise that cut is
+    # no IN or OUT set (the general sweep), so the IN and OUT sets alone
+    masks = [*_lira_groups.cut_to_smallest(~keep).masks, keep] if exact else [~keep, keep]
+    want = _lira_stats_kernels.stats_tree(x, masks, keep)
+    assert not any(seen)
+    seen.clear()
+    got = _lira_stats_kernels.stats_tree(x, masks, keep, want_ss=False)
+    assert got[2] is None and seen and all(f == exact for f in seen)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_allclose(got[3], want[3], rtol=1e-12)
+    assert not np.array_equal(got[3], np.zeros_like(got[3]))
+
+
 @pytest.mark.parametrize("kw", [{"online": True}, {"online": False}])
 def test_lira_default_takes_the_fused_sweep(kw, monkeypatch):
     calls = []
@@ -214,7 +241,7 @@ def test_separate_variance_sweep_gives_the_same_scores(monkeypatch):
     fused = lira_from_signal(x, keep)
     real, calls = _lira_stats_kernels.stats_tree, []
 
-    def no_fused(signal, masks, keep=None, counts=None):
+    def no_fused(signal, masks, keep=None, counts=None, want_ss=True):
         calls.append(keep is not None)
         return (*real(signal, masks, None, counts)[:3], None)
 

@@ -248,27 +248,31 @@ if numba is not None:
     @njit(nogil=True, cache=True)
     def _downdate(x, model, r, count_b, mean_b, ss_b, mean_a, ss_a):
         """Statistics [N, A] of a set that is set b less ``model[n]`` where ``r[n]``: an exact
-        float64 down-date (count_b: b's sizes). Elements are indexed one by one: a row view
-        per example would update the reference count of the arrays (five views per example
-        cost more than the arithmetic)."""
+        float64 down-date (count_b: b's sizes); ss_b and ss_a of no rows: the mean alone.
+        Elements are indexed one by one: a row view per example would update the reference
+        count of the arrays (five views per example cost more than the arithmetic)."""
         n_all, a_all = mean_b.shape
+        with_ss = ss_a.shape[0] > 0
         for n in range(n_all):
             c = count_b[n]
             if not r[n]:
                 for a in range(a_all):
                     mean_a[n, a] = mean_b[n, a]
-                    ss_a[n, a] = ss_b[n, a]
+                    if with_ss:
+                        ss_a[n, a] = ss_b[n, a]
             elif c <= 1:
                 for a in range(a_all):
                     mean_a[n, a] = 0.0
-                    ss_a[n, a] = 0.0
+                    if with_ss:
+                        ss_a[n, a] = 0.0
             else:
                 k = model[n]
                 fac = c / (c - 1.0)
                 for a in range(a_all):
                     d = x[k, n, a] - mean_b[n, a]
                     mean_a[n, a] = mean_b[n, a] - d / (c - 1.0)
-                    ss_a[n, a] = max(ss_b[n, a] - d * d * fac, 0.0)
+                    if with_ss:
+                        ss_a[n, a] = max(ss_b[n, a] - d * d * fac, 0.0)
 
     @njit(nogil=True, cache=True)
     def _variance_chunk(x, mean, ss, count, inside, n0, n1, tile):
@@ -372,11 +376,14 @@ def set_sums(signal: np.ndarray, masks: np.ndarray, count: np.ndarray) -> np.nda
 def downdate(signal, model, r, count_b, mean_b, ss_b, out=None):
     """Mean and SS float64 [N, A] of set b less model ``model[n]`` at the examples where
     ``r[n]`` (see :func:`jaxsam.attacks._lira_stats_kernels.stats_tree`), written into ``out``
-    (two float64 [N, A] arrays) when given."""
-    mean_a, ss_a = out if out is not None else (np.empty_like(mean_b), np.empty_like(ss_b))
+    (two float64 [N, A] arrays) when given. ``ss_b`` None: the mean alone (SS None)."""
+    mean_a = out[0] if out is not None else np.empty_like(mean_b)
+    none = np.empty((0, 0))  # no rows: the kernel writes no SS
+    ss_a = none if ss_b is None else out[1] if out is not None else np.empty_like(ss_b)
     r = np.ascontiguousarray(r, np.bool_)
-    _downdate(signal, np.ascontiguousarray(model, np.int64), r, count_b, mean_b, ss_b, mean_a, ss_a)
-    return mean_a, ss_a
+    model = np.ascontiguousarray(model, np.int64)
+    _downdate(signal, model, r, count_b, mean_b, none if ss_b is None else ss_b, mean_a, ss_a)
+    return mean_a, None if ss_b is None else ss_a
 
 
 def variance_sums(signal, mean, ss, count, inside) -> np.ndarray:

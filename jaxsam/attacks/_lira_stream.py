@@ -421,7 +421,9 @@ def score_kernels(signal: np.ndarray, masks: list, families, opts: LiraOptions, 
     var = [families[g][1] or families[g][0] for g in groups]
     js = [int(idx[0]) for _, idx in var]
     keep = _loo_keep(groups, var, masks)
-    count, mean, ss, pooled = _lira_stats_kernels.stats_tree(signal, masks, keep, counts)
+    count, mean, ss, pooled = _lira_stats_kernels.stats_tree(
+        signal, masks, keep, counts, want_ss=False
+    )
     if pooled is not None:  # leave-one-out variance families: the fused sweep's sums
         acc = pooled[[0 if g == "in" else 1 for g in groups]]
     else:
