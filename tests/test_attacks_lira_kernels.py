@@ -114,11 +114,13 @@ def test_score_pass_matches_jax_and_naive(design, kw, numpy_path, passes):
     np.testing.assert_allclose(got[targets], oracle, atol=4e-7 * scale, rtol=1e-5)
 
 
+@pytest.mark.parametrize("design", ["dropped", "exact"])
 @pytest.mark.parametrize("kw", KINDS)
-def test_score_pass_with_eighteen_queries(kw, numpy_path, passes):
-    """A = 18 (the published study's queries) runs its own copy of the quadratic loops."""
+def test_score_pass_with_eighteen_queries(kw, design, numpy_path, passes):
+    """A = 18 (the published study's queries) runs its own copy of the quadratic loops, and
+    with exact masks (two candidate sets) the one-sided test's vector z blocks."""
     rng = np.random.default_rng(17)
-    keep = _design("dropped", rng)
+    keep = _design(design, rng)
     m, n = keep.shape
     x = (rng.normal(size=(m, n, 18)) + 1.5 * keep[..., None]).astype(np.float32)
     got = lira_from_signal(x, keep, **kw)
@@ -126,6 +128,31 @@ def test_score_pass_with_eighteen_queries(kw, numpy_path, passes):
     with numpy_path():
         want = lira_from_signal(x, keep, **kw)
     np.testing.assert_allclose(got, want, atol=4e-7 * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.parametrize("queries", [1, 2, 18, 5])
+@pytest.mark.parametrize("n_sets", [1, 2])
+def test_vector_z_block_equals_the_scalar_loop(queries, n_sets):
+    """The vector z block (A in VECTOR_QUERIES; another A falls back to the scalar loop) gives
+    the scalar loop's z values to the bit, whichever of one or two sets (any rows of the
+    means) each example picks and whether the target is inside it."""
+    rng = np.random.default_rng(19)
+    m, n = 3, 70
+    x = rng.normal(size=(m, n, queries)).astype(np.float32)
+    hi = rng.normal(size=(3, n, queries)).astype(np.float32)
+    lo = (rng.normal(size=hi.shape) * 1e-8).astype(np.float32)
+    fac = (1.0 + rng.random((3, n))).astype(np.float32)
+    sets = np.array([2, 0][:n_sets], np.int64)
+    pick = rng.integers(0, n_sets, (m, n)).astype(np.int16)
+    inside = rng.random((m, n)) < 0.5
+    block = _lira_kernels.BLOCK
+    for t in range(m):
+        for b0 in range(0, n - block + 1, block):
+            want = np.empty(block * queries, np.float32)
+            got = np.full_like(want, np.nan)
+            _lira_kernels._z_block(x, hi, lo, fac, sets, pick, inside, t, b0, b0 + block, want)
+            _lira_kernels._z_full_block(x, hi, lo, fac, sets, pick, inside, t, b0, got)
+            np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
 
 
 def test_score_pass_far_tail_and_large_signal(numpy_path, passes):
