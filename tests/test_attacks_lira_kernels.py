@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import norm
 
 from jaxsam.attacks import (
+    _block_kernels,
     _lira_groups,
     _lira_kernels,
     _lira_stats_kernels,
@@ -153,6 +154,39 @@ def test_vector_z_block_equals_the_scalar_loop(queries, n_sets):
             _lira_kernels._z_block(x, hi, lo, fac, sets, pick, inside, t, b0, b0 + block, want)
             _lira_kernels._z_full_block(x, hi, lo, fac, sets, pick, inside, t, b0, got)
             np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+
+
+def test_fold_patterns_put_each_example_sum_in_its_lane():
+    """The transposing tree of block_scores, followed symbolically: 16 vectors (one per
+    example) of 16 partial sums end as one vector whose lane n adds example n's 16 partials,
+    each once."""
+    lanes = _block_kernels.LANES
+    vecs = [[{(n, i)} for i in range(lanes)] for n in range(lanes)]
+    for low, high in _block_kernels.fold_patterns():
+        nxt = []
+        for a, b in zip(vecs[0::2], vecs[1::2], strict=True):
+            pair = a + b
+            nxt.append([pair[lo] | pair[hi] for lo, hi in zip(low, high, strict=True)])
+        vecs = nxt
+    assert len(vecs) == 1
+    assert vecs[0] == [{(n, i) for i in range(lanes)} for n in range(lanes)]
+
+
+@pytest.mark.parametrize("queries", [1, 2, 18])
+def test_block_scores_write_each_example_score(queries):
+    """block_scores: out[m, b0 + n] = c + (example n's sum over its A queries) / A for the 16
+    examples of a block (rows far apart, so a value summed into another example's lane would
+    show), and nothing else of out written."""
+    rng = np.random.default_rng(20)
+    block = _lira_kernels.BLOCK
+    q = (rng.random((block, queries)) + 100.0 * np.arange(block)[:, None]).astype(np.float32)
+    out = np.full((3, 50), np.nan, np.float32)
+    c, count_a = np.float32(0.25), np.float32(queries)
+    _lira_kernels._full_block_scores(q.reshape(-1), out, 1, 17, c, count_a, queries)
+    want = c + q.astype(np.float64).sum(axis=1) / queries
+    np.testing.assert_allclose(out[1, 17 : 17 + block], want, rtol=2e-7)
+    out[1, 17 : 17 + block] = np.nan
+    assert np.isnan(out).all()
 
 
 def test_score_pass_far_tail_and_large_signal(numpy_path, passes):

@@ -39,29 +39,28 @@ writes a block's values first and sums them in :func:`_row_sums`. Each score is 
 one thread, so the scores do not depend on the number of threads.
 
 A block's z values come from a scalar loop per example (its candidate, its factor, then its A
-values), except where every example picks one of at most two candidate sets (exact masks) and
-A is one of jaxsam's query counts: then :func:`_z_rows` computes the block's 16 A values as A
-vectors of 16 lanes (LLVM IR written here: constant shuffles spread the 16 examples' factors
-and set choices over the lanes), with no per-example index arithmetic and the same float32
-operations (the same values to the bit): the one-sided score pass at 256 x 50,000 x 18 took
-0.23 s instead of 0.26.
+values) and its sums over queries from a reassociated loop per example, except where A is one
+of jaxsam's query counts (:data:`VECTOR_QUERIES`): then every full block's sums and scores are
+16-lane vector code (:mod:`jaxsam.attacks._block_kernels`), and so are its z values where each
+example picks one of at most two candidate sets (exact masks), with the same float32 operations
+(the same z values to the bit; the sums in another order). At 256 x 50,000 x 18 the one-sided
+score pass took 0.21 s instead of 0.26.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from jaxsam.attacks import _fastmath, _kernels
+from jaxsam.attacks import _block_kernels, _fastmath, _kernels
 
 try:  # pragma: no cover - exercised where numba is installed
-    from llvmlite import ir
-    from numba import njit, types
-    from numba.extending import intrinsic
+    from numba import njit
 except ImportError:  # pragma: no cover
     njit = None
 
-# Examples per block: the block's z values (BLOCK x A float32) stay in L1 between loops.
-BLOCK = 16
+# Examples per block: the block's z values (BLOCK x A float32) stay in L1 between loops; one
+# example per lane of the vector blocks (:mod:`jaxsam.attacks._block_kernels`).
+BLOCK = _block_kernels.LANES
 # Examples per chunk handed to a thread: the chunk's candidate means (hi and lo, 4 sets of
 # 1024 x A float32 at most: 590 KB at A = 18) stay in L2 while every target sweeps them, and
 # each target's row is read 72 KB at a time (256 examples, 18 KB at a time: the score pass
@@ -69,8 +68,9 @@ BLOCK = 16
 CHUNK = 1024
 # The score pass reads each target's row in order and asks its values this many examples on.
 AHEAD_EXAMPLES = 32
-# Numbers of queries whose full blocks get the vector z block (:func:`_z_rows`): jaxsam's own
-# query augmentations (1, 2 and 18); imported logits with another A take the scalar loop.
+# Numbers of queries whose full blocks get the vector code of :mod:`jaxsam.attacks.
+# _block_kernels`: jaxsam's own query augmentations; imported logits with another A take the
+# scalar loops (the vector code is compiled for each literal A).
 VECTOR_QUERIES = (1, 2, 18)
 
 # Score kinds (the ``mode`` argument of the kernel).
@@ -194,76 +194,11 @@ if njit is not None:
             for a in range(a_all):
                 z[n * a_all + a] = ((x[m, e, a] - hi[s, e, a]) - lo[s, e, a]) * f
 
-    @intrinsic(prefer_literal=True)
-    def _z_rows(typingctx, x, xo, hi, lo, h0, h1, fac, f0, f1, pick, inside, po, z, queries):
-        """:func:`_z_block` of one full block (BLOCK = 16 examples) where each example's set is
-        one of two (s0 or s1, picked 0 or 1), as A vectors of 16 lanes and no per-example
-        index arithmetic: lane i of vector j is value 16 j + i of the block, example (16 j +
-        i) // A, so each vector's factors and set choices are the block's 16 per-example ones
-        permuted by a constant pattern (one shuffle), and its means a lane-wise select of the
-        two sets' contiguous rows. The same float32 operations as the scalar loop: the same
-        values to the bit.
-
-        Flat indices into C-contiguous arrays: ``xo`` of x[m, b0, 0]; ``h0``, ``h1`` of
-        hi[s0, b0, 0] and hi[s1, b0, 0] (lo alike); ``f0``, ``f1`` of fac[s0, b0] and
-        fac[s1, b0]; ``po`` of pick[m, b0] and inside[m, b0]. ``queries``: A, a literal
-        (the shuffle patterns are constants). Writes z[:16 A]."""
-        if not isinstance(queries, types.IntegerLiteral):
-            return None
-        a_all = queries.literal_value
-        arrays = (x, hi, lo, fac, pick, inside, z)
-        if any(not isinstance(t, types.Array) or t.layout != "C" for t in arrays):
-            return None
-        if any(t.dtype != types.float32 for t in (x, hi, lo, fac, z)):
-            return None
-        lanes = BLOCK
-
-        def codegen(context, builder, sig, args):
-            def data(k):
-                return context.make_array(sig.args[k])(context, builder, args[k]).data
-
-            px, phi, plo, pfac, ppick, pins, pz = (data(k) for k in (0, 2, 3, 6, 9, 10, 12))
-            pxo, ph0, ph1, pf0, pf1, ppo = (args[k] for k in (1, 4, 5, 7, 8, 11))
-            i32 = ir.IntType(32)
-            vf = ir.VectorType(ir.FloatType(), lanes)
-            vi = ir.VectorType(i32, lanes)
-
-            def load(ptr, at, ty):
-                p = builder.bitcast(builder.gep(ptr, [at]), ty.as_pointer())
-                return builder.load(p, align=1)
-
-            def nonzero(v):
-                return builder.icmp_unsigned("!=", v, ir.Constant(v.type, None))
-
-            chosen = nonzero(load(ppick, ppo, ir.VectorType(ppick.type.pointee, lanes)))
-            own = nonzero(load(pins, ppo, ir.VectorType(pins.type.pointee, lanes)))
-            f = builder.select(chosen, load(pfac, pf1, vf), load(pfac, pf0, vf))
-            f = builder.select(own, f, ir.Constant(vf, [1.0] * lanes))  # _own_factor
-            chosen = builder.zext(chosen, vi)
-            for j in range(a_all):
-                pattern = ir.Constant(vi, [(lanes * j + i) // a_all for i in range(lanes)])
-                fj = builder.shuffle_vector(f, ir.Constant(vf, ir.Undefined), pattern)
-                cj = nonzero(builder.shuffle_vector(chosen, ir.Constant(vi, ir.Undefined), pattern))
-                off = ir.Constant(pxo.type, lanes * j)
-                xj = load(px, builder.add(pxo, off), vf)
-                h = builder.select(
-                    cj, load(phi, builder.add(ph1, off), vf), load(phi, builder.add(ph0, off), vf)
-                )
-                lo_j = builder.select(
-                    cj, load(plo, builder.add(ph1, off), vf), load(plo, builder.add(ph0, off), vf)
-                )
-                zj = builder.fmul(builder.fsub(builder.fsub(xj, h), lo_j), fj)
-                builder.store(zj, builder.bitcast(builder.gep(pz, [off]), vf.as_pointer()), align=1)
-            return context.get_dummy_value()
-
-        sig = types.void(x, xo, hi, lo, h0, h1, fac, f0, f1, pick, inside, po, z, queries)
-        return sig, codegen
-
     @njit(inline="always")
     def _z_full_block(x, hi, lo, fac, sets, pick, inside, m, b0, z):
         """:func:`_z_block` of the full block at b0 where there are at most two sets: by
-        :func:`_z_rows` where A is in :data:`VECTOR_QUERIES` (the rows two blocks on asked
-        from memory meanwhile), else by the scalar loop."""
+        ``_block_kernels.z_rows`` where A is in :data:`VECTOR_QUERIES` (the rows two blocks on
+        asked from memory meanwhile), else by the scalar loop."""
         n_all, a_all = x.shape[1], x.shape[2]
         if a_all != 1 and a_all != 2 and a_all != 18:  # VECTOR_QUERIES
             _z_block(x, hi, lo, fac, sets, pick, inside, m, b0, b0 + BLOCK, z)
@@ -273,14 +208,27 @@ if njit is not None:
         xo = (m * n_all + b0) * a_all
         if b0 + 3 * BLOCK <= n_all:
             _fastmath.prefetch_span(x, xo + 2 * BLOCK * a_all, xo + 3 * BLOCK * a_all)
-        h0, h1 = s0 * n_all + b0, s1 * n_all + b0
+        f0, f1 = s0 * n_all + b0, s1 * n_all + b0  # fac[s, b0]; hi[s, b0, 0] is A times that
         po = m * n_all + b0
+        rows = _block_kernels.z_rows
         if a_all == 18:
-            _z_rows(x, xo, hi, lo, h0 * 18, h1 * 18, fac, h0, h1, pick, inside, po, z, 18)
+            rows(x, xo, hi, lo, f0 * 18, f1 * 18, fac, f0, f1, pick, inside, po, z, 18)
         elif a_all == 2:
-            _z_rows(x, xo, hi, lo, h0 * 2, h1 * 2, fac, h0, h1, pick, inside, po, z, 2)
+            rows(x, xo, hi, lo, f0 * 2, f1 * 2, fac, f0, f1, pick, inside, po, z, 2)
         else:  # A = 1
-            _z_rows(x, xo, hi, lo, h0, h1, fac, h0, h1, pick, inside, po, z, 1)
+            rows(x, xo, hi, lo, f0, f1, fac, f0, f1, pick, inside, po, z, 1)
+
+    @njit(inline="always")
+    def _full_block_scores(q, out, m, b0, c, count_a, a_all):
+        """out[m, b0 : b0 + BLOCK] = c + (each example's sum of q over its A queries) / A by
+        ``_block_kernels.block_scores`` (A in :data:`VECTOR_QUERIES`, the caller checks)."""
+        oo = m * out.shape[1] + b0
+        if a_all == 18:
+            _block_kernels.block_scores(q, out, oo, c, count_a, 18)
+        elif a_all == 2:
+            _block_kernels.block_scores(q, out, oo, c, count_a, 2)
+        else:  # A = 1
+            _block_kernels.block_scores(q, out, oo, c, count_a, 1)
 
     @njit(cache=True, error_model="numpy", fastmath={"contract"})
     def _one_sided(z, isd, size, out):
@@ -366,8 +314,9 @@ if njit is not None:
 
     @njit(nogil=True, cache=True, error_model="numpy")
     def _one_sided_chunk(x, hi, lo, fac, g_out, w_out, const, n0, n1, out):
-        """One-sided offline scores out[m, n0:n1] of every target, a block at a time: the
-        block's z values, their -log P (one vectorised loop), then the sums over queries."""
+        """One-sided offline scores out[m, n0:n1] of every target (out C-contiguous), a block at
+        a time: the block's z values, their -log P (one vectorised loop), then the sums over
+        queries and the scores (see the module docstring for the vector blocks)."""
         m_all, n_all, a_all = x.shape
         lb = BLOCK * a_all
         z = np.empty(lb, np.float32)
@@ -376,18 +325,23 @@ if njit is not None:
         sums = np.empty(BLOCK, np.float32)
         count_a = _F(a_all)
         sets, pick, inside = g_out
-        two = sets.size <= 2  # then each example's set is one of two: the vector z block
-        _fastmath.wide_vectors()  # the vector z block's 16 lanes as one 512-bit register
+        vector = a_all == 1 or a_all == 2 or a_all == 18  # VECTOR_QUERIES
+        two = vector and sets.size <= 2  # each example's set one of two: the vector z values
+        _fastmath.wide_vectors()  # the vector blocks' 16 lanes as one 512-bit register
         for m in range(m_all):
             for i in range(lb):  # 1 / sd tiled over a block's examples
                 isd[i] = w_out[m, i % a_all]
             for b0 in range(n0, n1, BLOCK):
                 b1 = min(n1, b0 + BLOCK)
-                if two and b1 - b0 == BLOCK:
+                full = b1 - b0 == BLOCK
+                if two and full:
                     _z_full_block(x, hi, lo, fac, sets, pick, inside, m, b0, z)
                 else:
                     _z_block(x, hi, lo, fac, sets, pick, inside, m, b0, b1, z)
                 _one_sided(z, isd, (b1 - b0) * a_all, q)
+                if vector and full:
+                    _full_block_scores(q, out, m, b0, const[m], count_a, a_all)
+                    continue
                 _row_sums(q, a_all, b1 - b0, sums)
                 for n in range(b1 - b0):
                     out[m, b0 + n] = const[m] + sums[n] / count_a
