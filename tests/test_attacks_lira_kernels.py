@@ -173,20 +173,71 @@ def test_fold_patterns_put_each_example_sum_in_its_lane():
 
 
 @pytest.mark.parametrize("queries", [1, 2, 18])
-def test_block_scores_write_each_example_score(queries):
-    """block_scores: out[m, b0 + n] = c + (example n's sum over its A queries) / A for the 16
-    examples of a block (rows far apart, so a value summed into another example's lane would
-    show), and nothing else of out written."""
+def test_block_folds_sum_and_multiply_each_example(queries):
+    """block_folds: per example n of a block the sum of its A additive parts and the product
+    of its A mantissas (rows far apart, so a value folded into another example's lane would
+    show), and nothing past the 16 results written."""
     rng = np.random.default_rng(20)
     block = _lira_kernels.BLOCK
-    q = (rng.random((block, queries)) + 100.0 * np.arange(block)[:, None]).astype(np.float32)
-    out = np.full((3, 50), np.nan, np.float32)
-    c, count_a = np.float32(0.25), np.float32(queries)
-    _lira_kernels._full_block_scores(q.reshape(-1), out, 1, 17, c, count_a, queries)
-    want = c + q.astype(np.float64).sum(axis=1) / queries
-    np.testing.assert_allclose(out[1, 17 : 17 + block], want, rtol=2e-7)
-    out[1, 17 : 17 + block] = np.nan
-    assert np.isnan(out).all()
+    add = (rng.random((block, queries)) + 100.0 * np.arange(block)[:, None]).astype(np.float32)
+    mant = (1.0 + rng.random((block, queries))).astype(np.float32)
+    mant[3] = 1.0 + np.arange(queries) / 64.0  # no mantissa equal to another row's
+    sums = np.full(block + 4, np.nan, np.float32)
+    prods = np.full(block + 4, np.nan, np.float32)
+    _lira_kernels._full_block_folds(add.reshape(-1), mant.reshape(-1), sums, prods, queries)
+    np.testing.assert_allclose(sums[:block], add.astype(np.float64).sum(axis=1), rtol=2e-7)
+    np.testing.assert_allclose(prods[:block], mant.astype(np.float64).prod(axis=1), rtol=2e-6)
+    assert np.isnan(sums[block:]).all() and np.isnan(prods[block:]).all()
+
+
+def test_neg_log_sf_parts_within_float32_rounding_of_float64():
+    """The split test: b - log(m) is -log P[Z > t] to the accuracy of the per-value function
+    (m in [1, 2)), small values (t < -1) to a relative accuracy."""
+    t = np.concatenate(
+        [
+            np.linspace(-40, 40, 200_001),
+            np.geomspace(1e-30, 1e4, 2001),
+            -np.geomspace(1e-30, 40, 2001),
+        ]
+    ).astype(np.float32)
+    want = -norm.logsf(t.astype(np.float64))
+    mant, add = np.empty_like(t), np.empty_like(t)
+    _lira_kernels._one_sided_parts(t, np.ones_like(t), t.size, mant, add)
+    assert (mant >= 1.0).all() and (mant < 2.0).all()
+    got = add.astype(np.float64) - np.log(mant.astype(np.float64))
+    assert (np.abs(got - want) / np.maximum(1.0, np.abs(want))).max() < 3e-7
+    neg = (t < -1) & (t > -12.5)
+    rel = np.abs(got[neg] / want[neg] - 1)
+    assert (rel < 3e-7 + 1e-7 * t[neg].astype(np.float64) ** 2).all()
+    assert (got[t <= -13] < 1e-37).all()
+    edge = np.array([np.inf, -np.inf, 0.0, -0.0], np.float32)
+    m_e, a_e = np.empty_like(edge), np.empty_like(edge)
+    _lira_kernels._one_sided_parts(edge, np.ones_like(edge), 4, m_e, a_e)
+    assert a_e[0] == np.inf and a_e[1] == 0.0 and (m_e[1] == 1.0)
+    np.testing.assert_allclose(a_e[2:] - np.log(m_e[2:].astype(np.float64)), np.log(2.0), rtol=2e-7)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.2])
+def test_vector_block_scores_match_float64(scale):
+    """A full block's scores by the split test (parts, folds, one logarithm per example)
+    against c + the float64 mean of -log P over the queries: to float32 rounding of the score,
+    and rows whose every t is far below 0 (tiny scores) to a relative accuracy."""
+    rng = np.random.default_rng(21)
+    block, a = _lira_kernels.BLOCK, 18
+    t = (rng.normal(size=(block, a)) * 3 / scale).astype(np.float32)
+    t[:4] = -np.abs(t[:4]) - 2.0  # tiny scores
+    flat = t.reshape(-1)
+    mant, add = np.empty_like(flat), np.empty_like(flat)
+    _lira_kernels._one_sided_parts(flat, np.ones_like(flat), flat.size, mant, add)
+    sums, prods = np.empty(block, np.float32), np.empty(block, np.float32)
+    _lira_kernels._full_block_folds(add, mant, sums, prods, a)
+    out = np.full((2, block), np.nan, np.float32)
+    c = np.float32(0.0)
+    _lira_kernels._block_scores(sums, prods, out, 1, 0, c, np.float32(a))
+    want = -norm.logsf(t.astype(np.float64)).mean(axis=1)
+    got = out[1].astype(np.float64)
+    np.testing.assert_allclose(got, want, atol=3e-7 * max(1.0, want.max()))
+    np.testing.assert_allclose(got[:4], want[:4], rtol=1e-6)
 
 
 def test_score_pass_far_tail_and_large_signal(numpy_path, passes):

@@ -10,16 +10,16 @@ between): here they are written as explicit 16-lane vector code instead, for a l
 * :func:`z_rows`: the block's z values as A vectors; lane i of vector j is value 16 j + i of
   the block, example (16 j + i) // A, so each vector's per-example factors and set choices are
   the 16 examples' ones spread over the lanes by a constant shuffle.
-* :func:`block_scores`: the 16 sums over queries by a transposing tree (16 row vectors folded
-  pairwise: lane n ends up holding example n's sum) and the block's 16 scores
-  ``c + sum / A`` as one vector.
+* :func:`block_folds`: per example the sum of one array's A values and the product of
+  another's, by a transposing tree (16 row vectors folded pairwise: lane n ends up holding
+  example n's result): the one-sided test's additive terms and the mantissas whose logarithm
+  it takes once per example instead of once per value.
 
 The IR is target independent (``shufflevector``, ``select`` and plain float operations, no
 x86 intrinsic): LLVM lowers it to AVX-512 permutes and masks where the kernel is compiled with
 512-bit vectors (:func:`jaxsam.attacks._fastmath.wide_vectors`), to two 256-bit halves on
 AVX2, to NEON on ARM. z values are the same float32 operations as the scalar loop (the same
-values to the bit); the sums over queries are taken in another order (the scalar loop's sum is
-reassociated too), so scores may differ from it by a float32 rounding.
+values to the bit).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _arrays_ok(arrays, floats) -> bool:
 
 
 def fold_patterns(lanes: int = LANES) -> list:
-    """The shuffle patterns of :func:`block_scores`' transposing tree, level by level: for two
+    """The shuffle patterns of :func:`_fold`'s transposing tree, level by level: for two
     vectors whose lanes hold blocks of 2g partial sums (one block per example, g halving from
     lanes / 2 to 1), the lanes to add (``low``, ``high``: indices into the pair's 2 x lanes
     lanes) so that the sum holds blocks of g, the first vector's examples before the second's.
@@ -125,72 +125,67 @@ if intrinsic is not None:
         sig = types.void(x, xo, hi, lo, h0, h1, fac, f0, f1, pick, inside, po, z, queries)
         return sig, codegen
 
+    def _fold(builder, ptr, a_all, op, neutral):
+        """One 16-lane vector whose lane n is ``op`` over the A values q[n A : (n + 1) A] of
+        float32 ``ptr`` (example n of a block; op ``fadd`` or ``fmul``, ``neutral`` its
+        identity). Each example's values are loaded as row vectors, 16 values at a time (a last
+        partial chunk as the 16 values that end there, the lanes outside it set to neutral:
+        no load leaves the block), combined chunk-wise, then the 16 row vectors are folded
+        pairwise by :func:`fold_patterns` (4 levels of two shuffles and one op)."""
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        vf = ir.VectorType(ir.FloatType(), LANES)
+        vi, vb = ir.VectorType(i32, LANES), ir.VectorType(ir.IntType(1), LANES)
+        fill = ir.Constant(vf, [neutral] * LANES)
+
+        def part(start, keep):  # ptr[start : start + 16], neutral where not keep(i)
+            p = builder.bitcast(builder.gep(ptr, [ir.Constant(i64, start)]), vf.as_pointer())
+            v = builder.load(p, align=1)
+            mask = [keep(i) for i in range(LANES)]
+            return v if all(mask) else builder.select(ir.Constant(vb, mask), v, fill)
+
+        end = LANES * a_all
+        if a_all == 1:
+            return part(0, lambda i: True)
+        rows = []
+        for n in range(LANES):
+            row = None
+            for k in range(0, a_all, LANES):
+                w, at = min(LANES, a_all - k), a_all * n + k
+                if w == LANES:
+                    v = part(at, lambda i: True)
+                elif at + LANES <= end:  # the chunk's w values, then lanes past them
+                    v = part(at, lambda i, w=w: i < w)
+                else:  # the 16 values ending with the chunk's last: its w top lanes
+                    v = part(at + w - LANES, lambda i, w=w: i >= LANES - w)
+                row = v if row is None else op(row, v)
+            rows.append(row)
+        for low, high in fold_patterns():
+            lo_i, hi_i = ir.Constant(vi, low), ir.Constant(vi, high)
+            rows = [
+                op(builder.shuffle_vector(a, b, lo_i), builder.shuffle_vector(a, b, hi_i))
+                for a, b in zip(rows[0::2], rows[1::2], strict=True)
+            ]
+        return rows[0]
+
     @intrinsic(prefer_literal=True)
-    def block_scores(typingctx, q, out, oo, c, count_a, queries):
-        """out.flat[oo : oo + 16] = c + (the sum of q[n A : (n + 1) A]) / count_a for the 16
-        examples n of a block (float32 q [>= 16 A] in example order; ``queries``: A, a
-        literal). Each example's A values are loaded as row vectors (16 values at a time; a
-        last partial chunk as the 16 values that end there, keeping its lanes only, so no load
-        leaves the block), added chunk-wise, then the 16 row vectors are folded pairwise by
-        :func:`fold_patterns` (4 levels of two shuffles and an add) into one vector whose lane
-        n is example n's sum. 48 vector operations for A = 18, where the scalar loop's 16
-        horizontal sums took about 180."""
-        if not isinstance(queries, types.IntegerLiteral) or not _arrays_ok((q, out), (q, out)):
+    def block_folds(typingctx, add, mant, sums, prods, queries):
+        """sums[n] = the sum of add[n A : (n + 1) A] and prods[n] = the product of
+        mant[n A : (n + 1) A] for the 16 examples n of a block (float32, in example order;
+        ``queries``: A, a literal): :func:`_fold` of each, 2 x 48 vector operations for A = 18
+        where 16 horizontal sums of the scalar loop took about 180."""
+        arrays = (add, mant, sums, prods)
+        if not isinstance(queries, types.IntegerLiteral) or not _arrays_ok(arrays, arrays):
             return None
         a_all = queries.literal_value
 
         def codegen(context, builder, sig, args):
-            pq = context.make_array(sig.args[0])(context, builder, args[0]).data
-            po = context.make_array(sig.args[1])(context, builder, args[1]).data
-            i32, i64 = ir.IntType(32), ir.IntType(64)
+            def data(k):
+                return context.make_array(sig.args[k])(context, builder, args[k]).data
+
             vf = ir.VectorType(ir.FloatType(), LANES)
-            vi, vb = ir.VectorType(i32, LANES), ir.VectorType(ir.IntType(1), LANES)
-            zero = ir.Constant(vf, [0.0] * LANES)
-
-            def vector(ptr, at):
-                return builder.bitcast(builder.gep(ptr, [at]), vf.as_pointer())
-
-            def part(start, keep):  # q[start : start + 16], lanes where keep(i), else 0
-                v = builder.load(vector(pq, ir.Constant(i64, start)), align=1)
-                mask = [keep(i) for i in range(LANES)]
-                if all(mask):
-                    return v
-                return builder.select(ir.Constant(vb, mask), v, zero)
-
-            end = LANES * a_all
-            if a_all == 1:
-                total = builder.load(vector(pq, ir.Constant(i64, 0)), align=1)
-            else:
-                rows = []
-                for n in range(LANES):
-                    row = None
-                    for k in range(0, a_all, LANES):
-                        w, at = min(LANES, a_all - k), a_all * n + k
-                        if w == LANES:
-                            v = part(at, lambda i: True)
-                        elif at + LANES <= end:  # the chunk's w values, then lanes past them
-                            v = part(at, lambda i, w=w: i < w)
-                        else:  # the 16 values ending with the chunk's last: its w top lanes
-                            v = part(at + w - LANES, lambda i, w=w: i >= LANES - w)
-                        row = v if row is None else builder.fadd(row, v)
-                    rows.append(row)
-                for low, high in fold_patterns():
-                    lo_i, hi_i = ir.Constant(vi, low), ir.Constant(vi, high)
-                    rows = [
-                        builder.fadd(
-                            builder.shuffle_vector(a, b, lo_i), builder.shuffle_vector(a, b, hi_i)
-                        )
-                        for a, b in zip(rows[0::2], rows[1::2], strict=True)
-                    ]
-                total = rows[0]
-
-            def splat(value):
-                v = builder.insert_element(zero, value, ir.Constant(i32, 0))
-                return builder.shuffle_vector(v, zero, ir.Constant(vi, [0] * LANES))
-
-            # c + sum / A, as the scalar loop computes it from its sum
-            scores = builder.fadd(splat(args[3]), builder.fdiv(total, splat(args[4])))
-            builder.store(scores, vector(po, args[2]), align=1)
+            for src, dst, op, neutral in ((0, 2, builder.fadd, 0.0), (1, 3, builder.fmul, 1.0)):
+                folded = _fold(builder, data(src), a_all, op, neutral)
+                builder.store(folded, builder.bitcast(data(dst), vf.as_pointer()), align=1)
             return context.get_dummy_value()
 
-        return types.void(q, out, oo, c, count_a, queries), codegen
+        return types.void(add, mant, sums, prods, queries), codegen
