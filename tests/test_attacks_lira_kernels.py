@@ -184,10 +184,11 @@ def test_block_folds_sum_and_multiply_each_example(queries):
     mant[3] = 1.0 + np.arange(queries) / 64.0  # no mantissa equal to another row's
     sums = np.full(block + 4, np.nan, np.float32)
     prods = np.full(block + 4, np.nan, np.float32)
-    _lira_kernels._full_block_folds(add.reshape(-1), mant.reshape(-1), sums, prods, queries)
-    np.testing.assert_allclose(sums[:block], add.astype(np.float64).sum(axis=1), rtol=2e-7)
-    np.testing.assert_allclose(prods[:block], mant.astype(np.float64).prod(axis=1), rtol=2e-6)
-    assert np.isnan(sums[block:]).all() and np.isnan(prods[block:]).all()
+    _lira_kernels._full_block_folds(add.reshape(-1), mant.reshape(-1), sums, prods, 2, queries)
+    np.testing.assert_allclose(sums[2 : block + 2], add.astype(np.float64).sum(axis=1), rtol=2e-7)
+    np.testing.assert_allclose(prods[2 : block + 2], mant.astype(np.float64).prod(axis=1), rtol=2e-6)
+    rest = np.r_[0:2, block + 2 : block + 4]
+    assert np.isnan(sums[rest]).all() and np.isnan(prods[rest]).all()
 
 
 def test_neg_log_sf_parts_within_float32_rounding_of_float64():
@@ -230,10 +231,10 @@ def test_vector_block_scores_match_float64(scale):
     mant, add = np.empty_like(flat), np.empty_like(flat)
     _lira_kernels._one_sided_parts(flat, np.ones_like(flat), flat.size, mant, add)
     sums, prods = np.empty(block, np.float32), np.empty(block, np.float32)
-    _lira_kernels._full_block_folds(add, mant, sums, prods, a)
+    _lira_kernels._full_block_folds(add, mant, sums, prods, 0, a)
     out = np.full((2, block), np.nan, np.float32)
     c = np.float32(0.0)
-    _lira_kernels._block_scores(sums, prods, out, 1, 0, c, np.float32(a))
+    _lira_kernels._block_scores(sums, prods, out, 1, 0, block, c, np.float32(a))
     want = -norm.logsf(t.astype(np.float64)).mean(axis=1)
     got = out[1].astype(np.float64)
     np.testing.assert_allclose(got, want, atol=3e-7 * max(1.0, want.max()))

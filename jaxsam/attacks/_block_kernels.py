@@ -168,8 +168,8 @@ if intrinsic is not None:
         return rows[0]
 
     @intrinsic(prefer_literal=True)
-    def block_folds(typingctx, add, mant, sums, prods, queries):
-        """sums[n] = the sum of add[n A : (n + 1) A] and prods[n] = the product of
+    def block_folds(typingctx, add, mant, sums, prods, at, queries):
+        """sums[at + n] = the sum of add[n A : (n + 1) A] and prods[at + n] = the product of
         mant[n A : (n + 1) A] for the 16 examples n of a block (float32, in example order;
         ``queries``: A, a literal): :func:`_fold` of each, 2 x 48 vector operations for A = 18
         where 16 horizontal sums of the scalar loop took about 180."""
@@ -185,7 +185,8 @@ if intrinsic is not None:
             vf = ir.VectorType(ir.FloatType(), LANES)
             for src, dst, op, neutral in ((0, 2, builder.fadd, 0.0), (1, 3, builder.fmul, 1.0)):
                 folded = _fold(builder, data(src), a_all, op, neutral)
-                builder.store(folded, builder.bitcast(data(dst), vf.as_pointer()), align=1)
+                ptr = builder.bitcast(builder.gep(data(dst), [args[4]]), vf.as_pointer())
+                builder.store(folded, ptr, align=1)
             return context.get_dummy_value()
 
-        return types.void(add, mant, sums, prods, queries), codegen
+        return types.void(add, mant, sums, prods, at, queries), codegen

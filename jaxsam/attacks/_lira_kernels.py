@@ -265,14 +265,15 @@ if njit is not None:
             rows(x, xo, hi, lo, f0, f1, fac, f0, f1, pick, inside, po, z, 1)
 
     @njit(inline="always")
-    def _full_block_folds(add, mant, sums, prods, a_all):
-        """``_block_kernels.block_folds`` for A in :data:`VECTOR_QUERIES` (the caller checks)."""
+    def _full_block_folds(add, mant, sums, prods, at, a_all):
+        """``_block_kernels.block_folds`` into sums[at:] and prods[at:], for A in
+        :data:`VECTOR_QUERIES` (the caller checks)."""
         if a_all == 18:
-            _block_kernels.block_folds(add, mant, sums, prods, 18)
+            _block_kernels.block_folds(add, mant, sums, prods, at, 18)
         elif a_all == 2:
-            _block_kernels.block_folds(add, mant, sums, prods, 2)
+            _block_kernels.block_folds(add, mant, sums, prods, at, 2)
         else:  # A = 1
-            _block_kernels.block_folds(add, mant, sums, prods, 1)
+            _block_kernels.block_folds(add, mant, sums, prods, at, 1)
 
     @njit(cache=True, error_model="numpy", fastmath={"contract"})
     def _one_sided(z, isd, size, out):
@@ -291,14 +292,15 @@ if njit is not None:
         for i in range(size):
             mant[i], add[i] = _neg_log_sf_parts(z[i] * isd[i])
 
-    @njit(cache=True, error_model="numpy", inline="always")
-    def _block_scores(sums, prods, out, m, b0, c, count_a):
-        """out[m, b0 + n] = c + (sums[n] - log(prods[n])) / A for a block's examples n: each
-        example's -log P summed over its queries, from the sums of the additive parts and the
-        products of the mantissas (in [1, 2^A): no overflow for A < 128)."""
+    @njit(cache=True, error_model="numpy", pipeline_class=_fastmath.DistinctArrays)
+    def _block_scores(sums, prods, out, m, e0, count, c, count_a):
+        """out[m, e0 + n] = c + (sums[n] - log(prods[n])) / A for n < count: each example's
+        -log P summed over its queries, from the sums of the additive parts and the products
+        of the mantissas (in [1, 2^A): no overflow for A < 128); one vectorised loop over a
+        target's full blocks in the chunk (its arrays distinct: no overlap checks)."""
         _fastmath.wide_vectors()
-        for n in range(BLOCK):
-            out[m, b0 + n] = c + (sums[n] - _fastmath.log_positive(prods[n])) / count_a
+        for n in range(count):
+            out[m, e0 + n] = c + (sums[n] - _fastmath.log_positive(prods[n])) / count_a
 
     # The quadratic scores (online, density) sum a per-query term over the A queries of each
     # (target, example) in one loop. The term is its own function, compiled without fast-math:
@@ -385,11 +387,13 @@ if njit is not None:
         q = np.empty(lb, np.float32)
         mant = np.empty(lb, np.float32)
         sums = np.empty(BLOCK, np.float32)
-        prods = np.empty(BLOCK, np.float32)
+        ex_sums = np.empty(n1 - n0, np.float32)  # per example of the chunk's full blocks
+        ex_prods = np.empty(n1 - n0, np.float32)
         count_a = _F(a_all)
         sets, pick, inside = g_out
         vector = a_all == 1 or a_all == 2 or a_all == 18  # VECTOR_QUERIES
         two = vector and sets.size <= 2  # each example's set one of two: the vector z values
+        n_full = (n1 - n0) // BLOCK * BLOCK if vector else 0  # examples in full vector blocks
         _fastmath.wide_vectors()  # the vector blocks' 16 lanes as one 512-bit register
         for m in range(m_all):
             for i in range(lb):  # 1 / sd tiled over a block's examples
@@ -401,15 +405,16 @@ if njit is not None:
                     _z_full_block(x, hi, lo, fac, sets, pick, inside, m, b0, z)
                 else:
                     _z_block(x, hi, lo, fac, sets, pick, inside, m, b0, b1, z)
-                if vector and full:  # q: the additive parts
+                if vector and full:  # q: the additive parts; the scores after the blocks
                     _one_sided_parts(z, isd, lb, mant, q)
-                    _full_block_folds(q, mant, sums, prods, a_all)
-                    _block_scores(sums, prods, out, m, b0, const[m], count_a)
+                    _full_block_folds(q, mant, ex_sums, ex_prods, b0 - n0, a_all)
                     continue
                 _one_sided(z, isd, (b1 - b0) * a_all, q)
                 _row_sums(q, a_all, b1 - b0, sums)
                 for n in range(b1 - b0):
                     out[m, b0 + n] = const[m] + sums[n] / count_a
+            if n_full > 0:
+                _block_scores(ex_sums, ex_prods, out, m, n0, n_full, const[m], count_a)
 
 
 if njit is not None:
