@@ -186,7 +186,8 @@ def test_block_folds_sum_and_multiply_each_example(queries):
     prods = np.full(block + 4, np.nan, np.float32)
     _lira_kernels._full_block_folds(add.reshape(-1), mant.reshape(-1), sums, prods, 2, queries)
     np.testing.assert_allclose(sums[2 : block + 2], add.astype(np.float64).sum(axis=1), rtol=2e-7)
-    np.testing.assert_allclose(prods[2 : block + 2], mant.astype(np.float64).prod(axis=1), rtol=2e-6)
+    want_prods = mant.astype(np.float64).prod(axis=1)
+    np.testing.assert_allclose(prods[2 : block + 2], want_prods, rtol=2e-6)
     rest = np.r_[0:2, block + 2 : block + 4]
     assert np.isnan(sums[rest]).all() and np.isnan(prods[rest]).all()
 
