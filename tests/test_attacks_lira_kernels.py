@@ -49,14 +49,20 @@ def _neg_log_sf(t: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_neg_log_sf_within_float32_rounding_of_float64():
-    t = np.concatenate(
+def _t_grid() -> np.ndarray:
+    """float32 t values for the one-sided test's accuracy checks: dense on [-40, 40], and
+    geometric towards 0 and far out on both sides."""
+    return np.concatenate(
         [
             np.linspace(-40, 40, 200_001),
             np.geomspace(1e-30, 1e4, 2001),
             -np.geomspace(1e-30, 40, 2001),
         ]
     ).astype(np.float32)
+
+
+def test_neg_log_sf_within_float32_rounding_of_float64():
+    t = _t_grid()
     want = -norm.logsf(t.astype(np.float64))
     # the function on its own, and as the score pass runs it (its loop contracts multiplies
     # and adds into fused multiply-adds)
@@ -195,13 +201,7 @@ def test_block_folds_sum_and_multiply_each_example(queries):
 def test_neg_log_sf_parts_within_float32_rounding_of_float64():
     """The split test: b - log(m) is -log P[Z > t] to the accuracy of the per-value function
     (m in [1, 2)), small values (t < -1) to a relative accuracy."""
-    t = np.concatenate(
-        [
-            np.linspace(-40, 40, 200_001),
-            np.geomspace(1e-30, 1e4, 2001),
-            -np.geomspace(1e-30, 40, 2001),
-        ]
-    ).astype(np.float32)
+    t = _t_grid()
     want = -norm.logsf(t.astype(np.float64))
     mant, add = np.empty_like(t), np.empty_like(t)
     _lira_kernels._one_sided_parts(t, np.ones_like(t), t.size, mant, add)
