@@ -119,6 +119,23 @@ if numba is not None:
                 rank[n] += np.int32(row[n])
 
     @njit(nogil=True, cache=True)
+    def _exact_masks(member, t, n0, n1, masks, pick):
+        """Exact k-of-M masks, examples n0:n1: masks[0] the group's first t models, masks[1]
+        the group itself and pick the membership (int16), in one read of ``member``."""
+        m_all = member.shape[0]
+        w = n1 - n0
+        rank = np.zeros(w, np.int32)  # models of the group before model m, per example
+        first, whole = masks[0], masks[1]
+        for m in range(m_all):
+            row = member[m, n0:n1]
+            fr, wr, pr = first[m, n0:n1], whole[m, n0:n1], pick[m, n0:n1]
+            for n in range(w):
+                fr[n] = row[n] & (rank[n] < t)
+                wr[n] = row[n]
+                pr[n] = row[n]
+                rank[n] += np.int32(row[n])
+
+    @njit(nogil=True, cache=True)
     def _shadow_row(counts, pick, inside, m, row):
         """row[n] = counts[pick[m, n], n] - inside[m, n]: target m's shadows at every example
         (the candidate it picks, less itself; counts int32 [J, N]). One or two candidates
@@ -298,12 +315,10 @@ def _exact_cut(member: np.ndarray, counts: np.ndarray, t: np.ndarray, chunk: int
     c = int(counts[0])
     if not (0 < c < m and (counts == c).all() and (t == c - 1).all()):
         return None
-    base = np.full(n, c - 1, np.int64)
     masks = np.empty((2, m, n), np.bool_)
-    masks[1] = member
-    first = np.zeros(1, np.int64)
-    _pool.run(lambda n0, n1: _prefix_masks(member, base, first, n0, n1, masks[:1]), n, chunk)
-    pick = member.astype(small_int(m + 1))
+    pick = np.empty((m, n), small_int(m + 1))
+    _pool.run(lambda n0, n1: _exact_masks(member, np.int32(c - 1), n0, n1, masks, pick), n, chunk)
+    base = np.full(n, c - 1, np.int64)
     sizes = np.stack([base, base + 1])
     return masks, pick, member, sizes, t
 
