@@ -239,14 +239,14 @@ def mechanism_stats(logits, labels, keep, arrays: dict | None = None) -> dict:
     gap = a.get("in_out_gap")
     return {
         "memorization": {
-            "mean": float(np.nanmean(mem)),
-            "median": float(np.nanmedian(mem)),
+            "mean": _nan_stat(np.nanmean, mem),
+            "median": _nan_stat(np.nanmedian, mem),
             "fraction_above_0.5": float(np.nanmean(mem > 0.5)),
             "query": metrics.ACCURACY_QUERY,
         },
         "out_confidence_variance": {
-            "median": float(np.nanmedian(var)),
-            "mean": float(np.nanmean(var)),
+            "median": _nan_stat(np.nanmedian, var),
+            "mean": _nan_stat(np.nanmean, var),
             **(
                 {
                     "in_out_gap_mean": _num(np.nanmean(gap)),
@@ -264,6 +264,13 @@ VARIANCE_SCALE = (
     "logit-scaled confidence squared: the recipe sets this scale (e.g. label smoothing caps "
     "the confidence); compare relative_to_gap across recipes"
 )
+
+
+def _nan_stat(stat, x) -> float:
+    """``stat`` (``np.nanmean``, ``np.nanmedian``) of ``x``, NaN without NumPy's empty-slice
+    warning when ``x`` is empty or all NaN (e.g. no example with two OUT models)."""
+    x = np.asarray(x, np.float64)
+    return math.nan if np.isnan(x).all() else float(stat(x))
 
 
 def _num(x: float | np.floating) -> float | None:
@@ -309,8 +316,8 @@ def _subgroup_rows(
         rows[name] = {
             "n": int(g.sum()),
             "requested_n": rule[name]["requested_n"] if name in rule else int(g.sum()),
-            "memorization_mean": _num(np.nanmean(mem[g])) if g.any() else None,
-            "out_variance_median": _num(np.nanmedian(out_var[g])) if g.any() else None,
+            "memorization_mean": _num(_nan_stat(np.nanmean, mem[g])),
+            "out_variance_median": _num(_nan_stat(np.nanmedian, out_var[g])),
             "accuracy": acc[name],
             "tpr_at_fpr": t.get("tpr"),
             "fpr_realised": t.get("fpr"),

@@ -6,6 +6,7 @@ import importlib
 import json
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -348,3 +349,16 @@ def test_out_variance_relative_to_gap_is_scale_free_and_in_the_report_stats():
     s = analysis.analyze_run(logits, labels, keep)
     assert s["out_variance_relative_to_gap"] == pytest.approx(want)
     assert analysis.variance_relative_to_gap(np.full(3, np.nan), np.ones(3)) is None
+
+
+def test_mechanism_stats_of_undefined_variances_are_nan_without_numpy_warnings():
+    # Two models: no example has two OUT models, so every OUT variance is NaN.
+    nan, mem = np.full(5, np.nan), np.array([0.0, 0.5, np.nan, 1.0, 0.5])
+    arrays = {"memorization": mem, "out_variance": nan, "in_out_gap": nan}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NumPy's "All-NaN slice" would raise here
+        stats = analysis.mechanism_stats(None, None, None, arrays=arrays)
+    ocv = stats["out_confidence_variance"]
+    assert np.isnan(ocv["median"]) and np.isnan(ocv["mean"]) and "relative_to_gap" not in ocv
+    assert stats["memorization"]["mean"] == pytest.approx(0.5)
+    assert stats["memorization"]["median"] == pytest.approx(0.5)
