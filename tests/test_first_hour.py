@@ -70,7 +70,8 @@ def test_a_closed_pipe_ends_quietly_in_a_real_process():
         cwd=Path(__file__).resolve().parents[1],
     )
     proc.stdout.close()
-    err = proc.stderr.read().decode()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) in (0, 141)
     assert "Traceback" not in err and "BrokenPipeError" not in err
 

@@ -177,6 +177,13 @@ def _hold_lock(path: Path) -> subprocess.Popen:
     return proc
 
 
+def _release(holder: subprocess.Popen) -> None:
+    """Kills a :func:`_hold_lock` process (the kernel drops its lock) and closes its pipe."""
+    holder.kill()
+    holder.wait()
+    holder.stdout.close()
+
+
 def test_second_train_overwrite_while_training_exits_2_and_names_the_holder(work):
     cfg = runs.write_config(work / "long.json", **{"train.epochs": 100})
     out = work / "busy"
@@ -205,6 +212,7 @@ def test_second_train_overwrite_while_training_exits_2_and_names_the_holder(work
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
+        first.stderr.close()
 
 
 def test_a_live_unfinished_run_names_its_writer_before_any_advice(run_copy):
@@ -225,8 +233,7 @@ def test_a_live_unfinished_run_names_its_writer_before_any_advice(run_copy):
         with pytest.raises(RunDirError, match=f"another process is writing .*pid {holder.pid}"):
             train_and_export(cfg, run_copy, resume=True)
     finally:
-        holder.kill()
-        holder.wait()
+        _release(holder)
     assert other_writer(run_copy) is None  # the holder's lock went with it
 
 
@@ -246,8 +253,7 @@ def test_score_is_refused_while_another_process_holds_the_lock(run_copy):
         assert proc.returncode == 2
         assert f"pid {holder.pid}" in proc.stderr and "in use" in proc.stderr
     finally:
-        holder.kill()
-        holder.wait()
+        _release(holder)
     # A dead holder never blocks: its lock went with it.
     assert (run_copy / store.LOCK_FILE).exists()
     assert _jaxsam("score", str(run_copy), "--bootstrap", "0").returncode == 0
@@ -258,8 +264,7 @@ def test_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
     with store.run_lock(tmp_path, "train"), store.run_lock(tmp_path, "score"):
         pass
     holder = _hold_lock(tmp_path)  # another process can take it now
-    holder.kill()
-    holder.wait()
+    _release(holder)
 
 
 def test_waves_lock_their_own_work_directory(tmp_path):
@@ -274,8 +279,7 @@ def test_waves_lock_their_own_work_directory(tmp_path):
             with store.run_lock(work, "train"):
                 pass
     finally:
-        holder.kill()
-        holder.wait()
+        _release(holder)
 
 
 def test_score_of_a_missing_directory_creates_nothing(tmp_path):
