@@ -352,7 +352,7 @@ def test_out_variance_relative_to_gap_is_scale_free_and_in_the_report_stats():
 
 
 def test_mechanism_stats_of_undefined_variances_are_nan_without_numpy_warnings():
-    # Two models: no example has two OUT models, so every OUT variance is NaN.
+    # As in a run of two models: no example has two OUT models, every OUT variance is NaN.
     nan, mem = np.full(5, np.nan), np.array([0.0, 0.5, np.nan, 1.0, 0.5])
     arrays = {"memorization": mem, "out_variance": nan, "in_out_gap": nan}
     with warnings.catch_warnings():

@@ -121,7 +121,7 @@ if numba is not None:
     @njit(nogil=True, cache=True)
     def _exact_masks(member, t, n0, n1, masks, pick):
         """Exact k-of-M masks, examples n0:n1: masks[0] the group's first t models, masks[1]
-        the group itself and pick the membership (int16), in one read of ``member``."""
+        the group itself and pick the membership (its integer dtype), in one read of ``member``."""
         m_all = member.shape[0]
         w = n1 - n0
         rank = np.zeros(w, np.int32)  # models of the group before model m, per example
