@@ -205,3 +205,6 @@ def test_bad_input_is_refused():
         audit_bound("one_run", s, y[:2])
     with pytest.raises(ConfigError, match="inconsistent"):
         bounds.one_run_epsilon(10, 3, 4, 0.05, 0.0)
+    for seed in (-1, 2**32, True, 1.5):  # numpy's SeedSequence raised ValueError on -1
+        with pytest.raises(ConfigError, match=r"seed=.* is out of range.*\[0, 2\*\*32\)"):
+            audit_bound("one_run", s, y, seed=seed)

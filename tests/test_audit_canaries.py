@@ -190,6 +190,27 @@ def test_jaxsam_audit_end_to_end(audited_run, capsys):
     assert md.count("## Audit") == 1
 
 
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--seed", "-1"], "--seed -1 is out of range"),
+        (["--seed", str(2**32)], "in [0, 2**32), e.g. --seed 0"),
+        (["--significance", "0.7"], "--significance 0.7 is out of range"),
+    ],
+)
+def test_audit_flags_out_of_range_are_one_line_errors(audited_run, capsys, flags, fragment):
+    out = audited_run.path / "audit.json"
+
+    def written() -> bytes | None:
+        return out.read_bytes() if out.exists() else None
+
+    before = written()
+    assert cli.main(["audit", str(audited_run.path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1 and "Traceback" not in err
+    assert written() == before
+
+
 def test_audit_of_a_run_without_canaries_says_how(tiny_run, capsys):
     assert cli.main(["audit", str(tiny_run.path)]) == 2
     assert "audit.canaries" in capsys.readouterr().err

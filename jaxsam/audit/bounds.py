@@ -36,15 +36,15 @@ import scipy.special
 import scipy.stats
 from scipy.special import ndtr, ndtri
 
-from jaxsam.errors import ConfigError
+from jaxsam.errors import ConfigError, option
 
 
 def check_level(significance: float, delta: float) -> None:
     """Raises :class:`ConfigError` unless ``0 < significance < 0.5`` and ``0 <= delta < 1``."""
     if not (isinstance(significance, int | float) and 0.0 < significance < 0.5):
         raise ConfigError(
-            f"significance = {significance!r} is out of range; it must lie in (0, 0.5), "
-            "e.g. 0.05 for a 95% lower bound"
+            f"{option('significance', repr(significance))} is out of range; it must lie in "
+            f"(0, 0.5), e.g. {option('significance', '0.05')} for a 95% lower bound"
         )
     if not (isinstance(delta, int | float) and 0.0 <= delta < 1.0):
         raise ConfigError(f"delta = {delta!r} is out of range; it must lie in [0, 1), e.g. 1e-5")

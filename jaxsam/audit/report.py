@@ -56,8 +56,10 @@ def audit_run(
       audited: ``attack``, ``kind``, ``canaries``, ``targets``, ``references``, ``trials``.
 
     Raises:
-      ConfigError: the run has no canaries, an unknown attack or strategy, a bad level.
+      ConfigError: the run has no canaries, an unknown attack or strategy, a bad level or
+        seed.
     """
+    strategies.check_seed(seed)  # before the scoring, which may take a while
     cs = attack_lib.canary_scores(run, attack)
     eps_acc, delta, dp = _accountant(run)
     gaussian = dp is not None and float(dp.get("noise_multiplier") or 0.0) > 0.0

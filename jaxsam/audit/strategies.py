@@ -41,6 +41,7 @@ import numpy as np
 import scipy.special
 
 from jaxsam.audit import bounds
+from jaxsam.config import show as config_show
 from jaxsam.errors import ConfigError, option
 
 METHODS = ("one_run", "clopper_pearson", "fdp")
@@ -225,6 +226,16 @@ def _run_strategy(method, strategy, s, y, significance, delta, seed, k_bonferron
     return outs[order[SPLITS // 2]], significance / 2, None, [o.epsilon for o in outs]
 
 
+def check_seed(seed: int) -> None:
+    """Raises :class:`ConfigError` unless ``seed`` (the splits' seed) is an integer in
+    ``[0, 2**32)``, the range of ``audit.seed``."""
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32):
+        raise ConfigError(
+            f"{option('seed', config_show(seed))} is out of range; the seed of the splits is an "
+            f"integer in [0, 2**32), e.g. {option('seed', '0')}"
+        )
+
+
 def audit_bound(
     method: str,
     scores: np.ndarray,
@@ -257,7 +268,7 @@ def audit_bound(
       ``split_bounds`` / ``canary_row`` where they apply.
 
     Raises:
-      ConfigError: an unknown method or strategy, bad shapes or levels.
+      ConfigError: an unknown method or strategy, bad shapes or levels, a bad seed.
     """
     if method not in METHODS:
         raise ConfigError(f"audit method {method!r} is unknown; use one of {list(METHODS)}")
@@ -266,6 +277,7 @@ def audit_bound(
             f"threshold strategy {strategy!r} is unknown; use one of {list(STRATEGIES)}"
         )
     bounds.check_level(significance, delta)
+    check_seed(seed)
     s = np.asarray(scores, np.float64)
     y = np.asarray(member)
     if s.ndim != 2 or y.shape != s.shape or y.dtype != np.bool_:
