@@ -92,6 +92,17 @@ def test_out_dir_holding_a_different_run_is_refused(tiny_run, tmp_path, capsys):
     assert sorted(p.name for p in copy.iterdir()) == before
 
 
+def test_resume_with_another_out_is_refused(tiny_run, tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    assert cli.main(["train", "--resume", str(tiny_run.path), "--out", str(elsewhere)]) == 2
+    err = capsys.readouterr().err
+    assert "writes nothing to --out" in err and "drop --out" in err and err.count("\n") == 1
+    assert not elsewhere.exists()
+    # --out naming RUN itself is no conflict (this run is refused for being complete).
+    assert cli.main(["train", "--resume", str(tiny_run.path), "--out", str(tiny_run.path)]) == 2
+    assert "already complete" in capsys.readouterr().err
+
+
 def test_score_of_a_run_without_logits_says_so(tiny_run, tmp_path, capsys):
     copy = tmp_path / "nologits"
     shutil.copytree(tiny_run.path, copy)

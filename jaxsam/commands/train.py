@@ -48,6 +48,11 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.config is not None or args.set:
             raise ConfigError("--resume takes the config stored in the run; drop --config/--set")
+        if args.out is not None and args.out.resolve() != args.resume.resolve():
+            raise ConfigError(
+                f"--resume {args.resume} continues that run in place and writes nothing to "
+                f"--out {args.out}; drop --out (or copy the run there first and resume the copy)"
+            )
         cfg = store.read_config(args.resume)
         run = train_and_export(cfg, args.resume, resume=True, progress=progress)
     else:
