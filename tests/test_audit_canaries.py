@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -239,3 +240,121 @@ def test_dp_run_bounds_stay_below_the_accountant(tmp_path):
             assert audit["epsilon_accountant"] == eps
             for b in audit["bounds"]:
                 assert 0.0 <= b["epsilon_lower"] <= eps and b["below_accountant"]
+
+
+def _swap_first_target_and_reference(a: dict) -> None:
+    t, r = a["targets"][0], a["references"][0]
+    a["targets"] = sorted([r, *a["targets"][1:]])
+    a["references"] = sorted([t, *a["references"][1:]])
+
+
+def _drop_last_target(a: dict) -> None:
+    a["references"] = sorted([*a["references"], a["targets"].pop()])
+
+
+DAMAGED_AUDIT_RECORDS = [
+    # (what, edit of run.json's audit record, key named, problem named)
+    (
+        "duplicated target",
+        lambda a: a.update(targets=[a["targets"][0], *a["targets"][:-1]]),
+        "audit.targets",
+        "repeats an index",
+    ),
+    (
+        "negative canary",
+        lambda a: a["canaries"].__setitem__(0, -3),
+        "audit.canaries",
+        "index -3 outside [0, 400)",
+    ),
+    (
+        "canary beyond the pool",
+        lambda a: a["canaries"].__setitem__(0, 5000),
+        "audit.canaries",
+        "index 5000 outside",
+    ),
+    (
+        "target beyond the models",
+        lambda a: a["targets"].__setitem__(0, 99),
+        "audit.targets",
+        "index 99 outside [0, 8)",
+    ),
+    ("no targets", lambda a: a.pop("targets"), "audit.targets", "has no audit.targets key"),
+    (
+        "targets not a list",
+        lambda a: a.update(targets="all"),
+        "audit.targets",
+        "not a list of integer",
+    ),
+    (
+        "boolean index",
+        lambda a: a["targets"].__setitem__(0, True),
+        "audit.targets",
+        "not a list of integer",
+    ),
+    ("a target less", _drop_last_target, "audit.targets", "lists 3 targets, not the 4"),
+    (
+        "target and reference swapped",
+        _swap_first_target_and_reference,
+        "audit.references",
+        "a reference never does",
+    ),
+    (
+        "reference that is a target",
+        lambda a: a["references"].append(a["targets"][0]),
+        "audit.references",
+        "a target in audit.targets too",
+    ),
+    ("model left out", lambda a: a["references"].pop(), "audit.references", "leaves out model"),
+    ("a canary less", lambda a: a["canaries"].pop(), "audit.canaries", "lists 99 canaries"),
+    ("other kind", lambda a: a.update(kind="noise"), "audit.kind", "audit.kind = 'mislabel'"),
+]
+
+
+@pytest.mark.parametrize(
+    "edit, key, fragment",
+    [c[1:] for c in DAMAGED_AUDIT_RECORDS],
+    ids=[c[0] for c in DAMAGED_AUDIT_RECORDS],
+)
+def test_damaged_audit_record_is_refused_by_audit_and_score(
+    audited_run, tmp_path, capsys, edit, key, fragment
+):
+    """Before, these audited with a wrong reference set, read other examples, or crashed."""
+    copy = tmp_path / "run"
+    shutil.copytree(audited_run.path, copy)
+    info = json.loads((copy / "run.json").read_text())
+    edit(info["audit"])
+    (copy / "run.json").write_text(json.dumps(info))
+    store.write_digests(copy)  # an edit the digests agree with is refused all the same
+    before = sorted(p.name for p in copy.iterdir())
+    for argv in (["audit", str(copy)], ["score", str(copy), "--bootstrap", "0"]):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{copy / 'run.json'} " in err and key in err, err
+        assert fragment in err and "damaged" in err and "restore it or retrain" in err, err
+    assert sorted(p.name for p in copy.iterdir()) == before
+
+
+@pytest.mark.parametrize("canaries", [0, 100])
+def test_audit_record_and_config_disagree(audited_run, tmp_path, canaries):
+    copy = tmp_path / "run"
+    shutil.copytree(audited_run.path, copy)
+    info = json.loads((copy / "run.json").read_text())
+    if canaries:
+        del info["audit"]  # the config has canaries, run.json none
+        (copy / "run.json").write_text(json.dumps(info))
+    else:
+        cfg = json.loads((copy / "config.json").read_text())
+        cfg["audit"]["canaries"] = 0  # run.json has canaries, the config none
+        (copy / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DataError, match=rf"has (no|an) audit key .*audit.canaries = {canaries}"):
+        store.load_run(copy, verify=False)
+
+
+def test_added_canaries_must_be_the_last_pool_columns():
+    keep = np.zeros((4, 30), bool)
+    audit = _audit(kind="noise", canaries=5, targets=2)
+    record = {"kind": "noise", "canaries": [25, 26, 27, 28, 29], "targets": [0, 1]}
+    record["references"] = [2, 3]
+    assert canary_lib.record_problem(record, audit, keep) is None
+    record["canaries"] = [0, 26, 27, 28, 29]
+    assert "are not the last 5 pool examples" in canary_lib.record_problem(record, audit, keep)

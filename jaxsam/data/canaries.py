@@ -26,10 +26,12 @@ changes the pool or the masks.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from jaxsam.config import AuditConfig, Config
+from jaxsam.config import AuditConfig, Config, show
 from jaxsam.data.pool import Pool
 from jaxsam.errors import DataError
 
@@ -208,3 +210,87 @@ def header_fields(config: Config, keep: np.ndarray) -> dict:
     elif audit.kind == "duplicate":
         record["sources"] = _sources(audit, n).tolist()
     return {"audit": record}
+
+
+def _index_problem(value: Any, bound: int) -> str | None:
+    """What is wrong with a list of indices into ``range(bound)``, or None."""
+    if not isinstance(value, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in value
+    ):
+        return "is not a list of integer indices"
+    bad = [i for i in value if not 0 <= i < bound]
+    if bad:
+        return f"has index {bad[0]} outside [0, {bound})"
+    return "repeats an index" if len(set(value)) != len(value) else None
+
+
+def record_problem(record: Any, audit: AuditConfig, keep: np.ndarray) -> str | None:
+    """What is wrong with an audited run's header record (:func:`header_fields`), or None.
+
+    Checked: the types; ``kind`` is the config's; ``canaries`` are ``audit.canaries`` distinct
+    pool indices (added canaries: the last pool columns); ``targets`` are :func:`num_targets`
+    distinct model indices; ``references`` are exactly the other models, and no reference's
+    masks train on a canary; ``sources`` (when present) are one distinct index per canary into
+    the pool without added canaries. The words follow ``run.json``'s path, naming the key.
+    """
+    if not isinstance(record, dict):
+        return f"has audit = {show(record)}, not a JSON object"
+    for key in ("kind", "canaries", "targets", "references"):
+        if key not in record:
+            return f"has no audit.{key} key"
+    m, n = keep.shape
+    c, n_pool = audit.canaries, n - num_added(audit)
+
+    def has(key: str, problem: str) -> str:
+        return f"has audit.{key} = {show(record[key])}, which {problem}"
+
+    if record["kind"] != audit.kind:
+        return has("kind", f"is not config.json's audit.kind = {audit.kind!r}")
+    bounds = {"canaries": n, "targets": m, "references": m, "sources": n_pool}
+    for key, bound in bounds.items():
+        if key in record and (problem := _index_problem(record[key], bound)) is not None:
+            return has(key, problem)
+    canaries, tg, refs = record["canaries"], record["targets"], record["references"]
+    if len(canaries) != c:
+        return has("canaries", f"lists {len(canaries)} canaries, not audit.canaries = {c}")
+    if appended(audit) and sorted(canaries) != list(range(n_pool, n)):
+        return has("canaries", f"are not the last {c} pool examples ({audit.kind} adds them)")
+    if len(tg) != num_targets(audit, m):
+        return has("targets", f"lists {len(tg)} targets, not the {num_targets(audit, m)} of audit")
+    if shared := sorted(set(tg) & set(refs)):
+        return has("references", f"holds model {shared[0]}, a target in audit.targets too")
+    if left := sorted(set(range(m)) - set(tg) - set(refs)):
+        return has("references", f"leaves out model {left[0]}, which is no target either")
+    rows, cols = np.nonzero(keep[np.ix_(refs, canaries)])
+    if rows.size:
+        why = f"trained on canary {canaries[cols[0]]} (a reference never does)"
+        return has("references", f"holds model {refs[rows[0]]}, whose masks say it {why}")
+    if "sources" in record and len(record["sources"]) != c:
+        return has("sources", f"lists {len(record['sources'])} sources for {c} canaries")
+    return None
+
+
+def check_record(path: Path, info: dict, config: Config, keep: np.ndarray) -> None:
+    """Checks the ``audit`` record of the run header ``path/run.json`` (:func:`record_problem`)
+    against the run's config and masks ``keep`` [M, N']: the run reads its canaries and targets
+    from it, and the audit takes every model that is not a target for a reference.
+
+    A run whose config has canaries has the record; one whose config has none has none.
+
+    Raises:
+      DataError: naming ``run.json``, the key and what is wrong with it.
+    """
+    c = config.audit.canaries
+    if "audit" not in info:
+        problem = (
+            None if c == 0 else f"has no audit key though config.json has audit.canaries = {c}"
+        )
+    elif c == 0:
+        problem = "has an audit key though config.json has audit.canaries = 0"
+    else:
+        problem = record_problem(info["audit"], config.audit, keep)
+    if problem is not None:
+        raise DataError(
+            f"{path / 'run.json'} {problem}; the run directory is damaged or was edited: "
+            "restore it or retrain the run"
+        )

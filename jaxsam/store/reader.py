@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from jaxsam import config as config_lib
+from jaxsam.data import canaries as canary_lib
 from jaxsam.errors import ConfigError, RunDirError, action, option
 from jaxsam.store import paths
 from jaxsam.store.arrays import load_arrays
@@ -179,6 +180,8 @@ def load_run(path: str | Path, *, verify: bool = True) -> Run:
 
     Raises:
       RunDirError: naming the missing or damaged file and what to do.
+      DataError: an audited run's record in ``run.json`` does not fit its config and masks
+        (:func:`jaxsam.data.canaries.check_record`).
     """
     return _read_run(Path(path), verify=verify, require_complete=True)
 
@@ -219,6 +222,7 @@ def _read_run(path: Path, *, verify: bool, require_complete: bool) -> Run:
         )
     if masks_fingerprint(info["pool"]["fingerprint"], keep) != info["masks_fingerprint"]:
         raise RunDirError(f"{path / 'masks'} does not match the fingerprint in run.json; rerun")
+    canary_lib.check_record(path, info, config, keep)  # run.canaries, run.targets read it
     logits_info = read_json(path / "logits.json", "logits metadata")
     names = logits_info.get("query_names") if isinstance(logits_info, dict) else None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
