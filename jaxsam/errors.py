@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,12 @@ _ACTIONS = {
         "`jaxsam train --resume {run}`",
         "`jaxsam.pipeline.study.train_and_export(config, '{run}', resume=True)`",
     ),
+    "retrain": (
+        "`jaxsam train --out {run} --overwrite --config {run}/config.json "
+        "--set optim.learning_rate=LR`",
+        "`jaxsam.pipeline.study.train_and_export(jaxsam.config.replace(config, "
+        "**{{'optim.learning_rate': LR}}), '{run}', overwrite=True)`",
+    ),
     "train_wave": (
         "`jaxsam wave train {run} --models {first}:{stop}`",
         "`jaxsam.pipeline.waves.train_wave('{run}', {first}, {stop})`",
@@ -73,6 +79,8 @@ def action(name: str, **fields: Any) -> str:
 
     ``action("resume", run=RUN)``: resume the unfinished run RUN (``jaxsam train --resume RUN``
     on the command line, ``train_and_export(config, RUN, resume=True)`` from Python);
+    ``action("retrain", run=RUN)``: train RUN again in place from its own config with a
+    learning rate ``LR`` (a run that diverged: a resume would diverge again);
     ``action("train_wave", run=RUN, first=A, stop=B)``: train models ``A:B`` of a study in
     waves (``jaxsam wave train RUN --models A:B`` / ``train_wave(RUN, A, B)``).
     """
@@ -123,7 +131,15 @@ class WriteFailed(RunDirError):
 
 
 class DivergenceError(JaxsamError):
-    """A model's loss became NaN or infinite during training."""
+    """A model's loss became NaN or infinite during training.
+
+    Attributes:
+      models: the indices of the diverged models, as the raiser numbers them.
+    """
+
+    def __init__(self, message: str, *, models: Iterable[int] = ()):
+        super().__init__(message)
+        self.models = [int(i) for i in models]
 
 
 class Interrupted(Exception):

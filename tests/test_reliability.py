@@ -74,6 +74,106 @@ def test_failed_models_survive_a_resume(tmp_path):
     assert run.failed_models == [0]
 
 
+def _nan_in_models(models, step):
+    """A ``train_call`` hook planting NaN in each of ``models`` at ``step``."""
+    plants = [hooks.nan_in_model(m, step) for m in models]
+
+    def hook(out, **context):
+        for plant in plants:
+            out = plant(out, **context)
+        return out
+
+    return hook
+
+
+@pytest.mark.parametrize("diverged", [[0, 1, 2], [0, 1, 2, 3]])
+def test_exclude_with_fewer_than_two_models_left_fails_and_keeps_the_run(
+    tmp_path, capsys, diverged
+):
+    """Before, all but one (or every) model diverging under exclude finished a COMPLETE run."""
+    cfg = runs.tiny_config(**{"train.on_divergence": "exclude"})
+    out, k = tmp_path / "run", len(diverged)
+    with hooks.installed("train_call", _nan_in_models(diverged, 1)):
+        with pytest.raises(DivergenceError) as err:
+            train_and_export(cfg, out)
+    msg = str(err.value)
+    names = ", ".join(map(str, diverged))
+    assert f"{k} of 4 models diverged (models {names}), which leaves {4 - k} to score" in msg
+    assert "lower optim.learning_rate" in msg and "overwrite=True" in msg and "\n" not in msg
+    assert err.value.models == diverged
+    warnings = capsys.readouterr().out
+    assert warnings.count("diverged at step 1") == k and "set train.on_divergence" not in warnings
+    assert not (out / store.COMPLETE).exists() and (out / "config.json").is_file()
+    assert (out / "masks").is_dir() and (out / "checkpoints").is_dir()
+    info = store.read_run_info(out)
+    assert info["status"] == "diverged" and info["diverged"]["models"] == diverged
+    with pytest.raises(RunDirError, match=f"models {names} diverged.*retrain") as err:
+        store.load_run(out)
+    assert "resume=True" not in str(err.value)
+    with pytest.raises(DivergenceError, match=f"{k} of 4 models diverged"):
+        train_and_export(cfg, out, resume=True)  # the final checkpoint: nothing trained again
+    assert not (out / store.COMPLETE).exists()
+
+
+def test_finishing_a_study_with_fewer_than_two_models_left_is_refused(ref, tmp_path):
+    """The finish of a study trained in waves (finish_study) refuses it the same way."""
+    from jaxsam.pipeline.study import finish_study
+
+    out = tmp_path / "run"
+    shutil.copytree(ref.path, out)
+    (out / store.COMPLETE).unlink()
+    with pytest.raises(DivergenceError, match="3 of 4 models diverged"):
+        finish_study(
+            out,
+            ref.config,
+            logits=ref.logits,
+            labels=ref.labels,
+            keep=ref.keep,
+            test_logits=ref.test_logits,
+            test_labels=ref.test_labels,
+            final_batch_loss=np.zeros(4),
+            train_seconds=1.0,
+            steps=1,
+            steps_per_epoch=1,
+            failed_models=[0, 2, 3],
+        )
+    assert not (out / store.COMPLETE).exists()
+    assert store.read_run_info(out)["diverged"]["models"] == [0, 2, 3]
+
+
+def test_a_stopped_divergence_is_recorded_and_status_and_score_advise_retraining(tmp_path, capsys):
+    """Before, status and score advised `train --resume`, which diverges again identically."""
+    from jaxsam.cli import main
+
+    out = tmp_path / "run"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(config_lib.to_dict(runs.tiny_config())))
+    train = ["train", "--out", str(out), "--config", str(config), "--no-progress"]
+    with hooks.installed("train_call", hooks.nan_in_model(1, 3)):
+        assert main(train) == 2
+    err = capsys.readouterr().err
+    assert "model 1 diverged at step 3" in err and err.count("\n") == 1
+    retrain = f"jaxsam train --out {out} --overwrite --config {out}/config.json"
+    assert f"`{retrain} --set optim.learning_rate=LR`" in err
+    info = store.read_run_info(out)
+    assert info["status"] == "diverged"
+    assert info["diverged"] == {"models": [1], "learning_rate": 0.1, "on_divergence": "stop"}
+    assert main(["status", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "stopped: model 1 diverged" in shown and "--resume" not in shown
+    assert f"next: {retrain} --set optim.learning_rate=LR (LR below 0.1)" in shown
+    assert f"or: {retrain} --set train.on_divergence=exclude" in shown
+    assert main(["score", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"`{retrain} --set optim.learning_rate=LR`" in err and "--resume" not in err
+    assert "train.on_divergence = 'exclude'" in err and err.count("\n") == 1
+    # The advised command works (here without the planted NaN), from the run's own config.json.
+    again = f"{retrain} --set optim.learning_rate=0.05 --no-progress".split()
+    assert main(again[1:]) == 0
+    assert store.load_run(out).config.optim.learning_rate == 0.05
+    assert "diverged" not in store.read_run_info(out)
+
+
 @pytest.mark.parametrize("data, fragment", BAD_CONFIGS)
 def test_bad_config_is_rejected_with_key_path(data, fragment):
     with pytest.raises(ConfigError) as err:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from jaxsam.cli_options import command
+from jaxsam.store import models_words
 
 HELP = "show what is done in a run directory: waves done / missing, checkpoints"
 
@@ -40,15 +41,31 @@ def run(args: argparse.Namespace) -> int:
         print(f"  run checkpoints at steps {st['checkpoint_steps']}")
     if st["failed_models"]:
         print(f"  failed (excluded) models: {st['failed_models']}")
+    diverged = st.get("diverged")
+    if diverged is not None and not st["complete"]:
+        print(f"  stopped: {models_words(diverged['models'])} diverged (a resume diverges again)")
     if not st["complete"]:
-        if st["layout"] != "waves":
-            hints = [f"jaxsam train --resume {st['path']}"]
-        elif st["missing"]:  # one command per missing range (waves may run in parallel)
-            hints = [f"jaxsam wave train {st['path']} --models {span}" for span in st["missing"]]
-            hints.append(f"then: jaxsam wave finalize {st['path']}")
-        else:
-            hints = [f"jaxsam wave finalize {st['path']}"]
+        hints = _next_steps(st)
         print(f"  next: {hints[0]}")
         for hint in hints[1:]:
             print(f"        {hint}")
     return 0
+
+
+def _next_steps(st: dict) -> list[str]:
+    """The commands that finish the unfinished run of status ``st``, one a line."""
+    path, diverged = st["path"], st.get("diverged")
+    if diverged is not None:  # a resume would replay the same steps and diverge again
+        retrain = f"jaxsam train --out {path} --overwrite --config {path}/config.json"
+        lr = diverged["learning_rate"]
+        below = "" if lr is None else f" (LR below {lr:g})"
+        hints = [f"{retrain} --set optim.learning_rate=LR{below}"]
+        if diverged["on_divergence"] == "stop":
+            hints.append(f"or: {retrain} --set train.on_divergence=exclude")
+        return hints
+    if st["layout"] != "waves":
+        return [f"jaxsam train --resume {path}"]
+    if st["missing"]:  # one command per missing range (waves may run in parallel)
+        hints = [f"jaxsam wave train {path} --models {span}" for span in st["missing"]]
+        return [*hints, f"then: jaxsam wave finalize {path}"]
+    return [f"jaxsam wave finalize {path}"]

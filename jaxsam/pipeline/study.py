@@ -22,7 +22,7 @@ from jaxsam import store
 from jaxsam.config import Config
 from jaxsam.data import canaries as canary_lib
 from jaxsam.data.augment import query_names
-from jaxsam.errors import action
+from jaxsam.errors import DivergenceError, action
 from jaxsam.plan.study import StudyPlan, build_study, make_plan, study_header  # noqa: F401
 from jaxsam.train import preempt
 from jaxsam.train.loop import export_logits, train_ensemble
@@ -123,8 +123,12 @@ def finish_study(
 
     Returns:
       The finished run, read back through :func:`jaxsam.store.load_run`.
+
+    Raises:
+      DivergenceError: fewer than 2 models are left to score (:func:`check_enough_models`).
     """
     failed = [int(i) for i in failed_models]
+    check_enough_models(path, config, failed, keep.shape[0])
     cols = canary_lib.study_columns(config.audit, keep.shape[1])  # accuracies without canaries
     pick = (lambda a: a) if cols is None else (lambda a: a[:, cols])
     metrics = accuracy_metrics(
@@ -194,7 +198,10 @@ def train_and_export(
     Raises:
       RunExistsError: ``out`` already holds a run of this config (``finished`` says whether
         it is complete) and neither ``overwrite`` nor ``resume`` is set.
-      RunDirError, DivergenceError: see :func:`jaxsam.train.loop.train_ensemble`.
+      RunDirError, DivergenceError: see :func:`jaxsam.train.loop.train_ensemble`; a
+        divergence is recorded in ``out`` (:func:`record_divergence`), and so are fewer than 2
+        models left to score under ``train.on_divergence = 'exclude'``
+        (:func:`check_enough_models`).
       Interrupted: SIGTERM or SIGINT arrived (:mod:`jaxsam.train.preempt`); during training a
         checkpoint of the current call is written first, and the message says how to resume.
 
@@ -216,22 +223,76 @@ def train_and_export(
         _warn_sparse_masks(plan)
         with store.run_lock(out, "train --resume" if resume else "train"):
             start_study(plan, overwrite=overwrite)
-            result = train_ensemble(
-                plan.config,
-                plan.pool,
-                plan.keep,
-                setup=plan.setup,
-                execution=plan.execution,
-                run_dir=out,
-                resume=resume,
-                progress=progress,
-                desc=desc or f"{plan.config.optim.name} x{plan.num_models}",
-            )
+            try:
+                result = train_ensemble(
+                    plan.config,
+                    plan.pool,
+                    plan.keep,
+                    setup=plan.setup,
+                    execution=plan.execution,
+                    run_dir=out,
+                    resume=resume,
+                    progress=progress,
+                    desc=desc or f"{plan.config.optim.name} x{plan.num_models}",
+                )
+            except DivergenceError as e:  # train.on_divergence = 'stop'
+                raise record_divergence(out, plan.config, e.models, str(e)) from e
+            check_enough_models(out, plan.config, result.failed_models, plan.num_models)
             preempt.check(
                 f"training is done and its final checkpoint is in {out / 'checkpoints'}; write "
                 f"the logits with {action('resume', run=out)}"
             )
             return export_study(plan, result)
+
+
+def record_divergence(
+    path: Path, config: Config, models: Sequence[int], what: str
+) -> DivergenceError:
+    """Records in ``path/run.json`` that training stopped on diverged ``models`` and returns the
+    error to raise: ``what`` (what happened), then how to retrain the run.
+
+    The run directory keeps what was written; its status ``diverged`` (with a ``diverged``
+    record: the models, the learning rate and ``train.on_divergence``) makes ``jaxsam status``
+    and ``jaxsam score`` advise retraining with a lower learning rate rather than a resume,
+    which would replay the same steps and diverge again (:func:`jaxsam.store.divergence_hint`).
+    """
+    record = {
+        "models": sorted(int(i) for i in models),
+        "learning_rate": config.optim.learning_rate,
+        "on_divergence": config.train.on_divergence,
+    }
+    store.update_run_info(path, status="diverged", diverged=record)
+    return DivergenceError(
+        f"{what}; {path} is kept, not complete; retrain it in place with "
+        f"{action('retrain', run=path)}",
+        models=record["models"],
+    )
+
+
+def check_enough_models(
+    path: Path, config: Config, failed_models: Sequence[int], num_models: int
+) -> None:
+    """Refuses to finish a run in which fewer than 2 models did not diverge.
+
+    Under ``train.on_divergence = 'exclude'`` the diverged models are dropped from scoring; with
+    fewer than 2 left there is no study to score. The run is then recorded as diverged
+    (:func:`record_divergence`) and never marked complete.
+
+    Raises:
+      DivergenceError: naming the diverged models and how to retrain.
+    """
+    failed = sorted(int(i) for i in failed_models)
+    left = num_models - len(failed)
+    if left >= 2:
+        return
+    raise record_divergence(
+        path,
+        config,
+        failed,
+        f"{len(failed)} of {num_models} models diverged ({store.models_words(failed)}), which "
+        f"leaves {left} to score under train.on_divergence = 'exclude', fewer than 2: lower "
+        "optim.learning_rate",
+    )
 
 
 def _warn_sparse_masks(plan: StudyPlan) -> None:

@@ -356,6 +356,7 @@ def status(path: str | Path) -> dict:
         "waves_in_progress": wave_store.in_progress(path),
         "checkpoint_steps": wave_store.checkpoint_steps(path),
         "failed_models": info.get("failed_models", []),
+        "diverged": store.divergence(info),  # training stopped on these (None: it did not)
     }
 
 

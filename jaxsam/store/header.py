@@ -1,7 +1,9 @@
 """The run header ``RUN/run.json`` and the execution plan ``RUN/plan.json``.
 
 The header records the run-directory format and version, the study's shapes, the pool's
-origin and fingerprints, the masks fingerprint, the status and the failed models.
+origin and fingerprints, the masks fingerprint, the status and the failed models; a run whose
+training stopped on diverged models has status ``diverged`` and a ``diverged`` record
+(:func:`divergence`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from jaxsam import config as config_lib
-from jaxsam.errors import RunDirError
+from jaxsam.errors import RunDirError, action
 from jaxsam.store.files import read_json, write_json
 from jaxsam.store.masks import masks_fingerprint
 
@@ -112,3 +114,49 @@ def update_run_info(path: Path, **fields: Any) -> dict:
     info.update(fields)
     write_json(path / "run.json", info)
     return info
+
+
+def divergence(info: dict) -> dict | None:
+    """The ``diverged`` record of a run header whose training stopped on diverged models
+    (status ``diverged``): ``models`` (their indices), ``learning_rate`` and ``on_divergence``
+    (the config's), each None when missing; None for any other run."""
+    if info.get("status") != "diverged":
+        return None
+    record = info.get("diverged") if isinstance(info.get("diverged"), dict) else {}
+    models = record.get("models")
+    lr = record.get("learning_rate")
+    return {
+        "models": models if isinstance(models, list) else None,
+        "learning_rate": lr if isinstance(lr, int | float) and not isinstance(lr, bool) else None,
+        "on_divergence": record.get("on_divergence"),
+    }
+
+
+def models_words(models: list[int] | None, limit: int = 8) -> str:
+    """``model 3`` or ``models 0, 1, 2`` (the first ``limit``, then how many more)."""
+    if not models:
+        return "models"
+    if len(models) == 1:
+        return f"model {models[0]}"
+    more = f" and {len(models) - limit} more" if len(models) > limit else ""
+    return f"models {', '.join(str(i) for i in models[:limit])}{more}"
+
+
+def divergence_hint(path: Path, info: dict) -> str | None:
+    """What to do with a run whose training stopped on diverged models (:func:`divergence`),
+    or None for any other run. A resume would replay the same steps and diverge again, so the
+    fix is to train the run again with a lower learning rate (or, after ``train.on_divergence
+    = 'stop'``, to exclude the diverged models)."""
+    record = divergence(info)
+    if record is None:
+        return None
+    lr = record["learning_rate"]
+    now = "" if lr is None else f" (it was {lr:g})"
+    text = (
+        f"its training stopped because {models_words(record['models'])} diverged, and a resume "
+        f"would diverge again: retrain it with a lower optim.learning_rate LR{now}, "
+        f"{action('retrain', run=path)}"
+    )
+    if record["on_divergence"] == "stop":
+        text += ", or with train.on_divergence = 'exclude' to drop the diverged models"
+    return text

@@ -16,7 +16,13 @@ from jaxsam.store import paths
 from jaxsam.store.arrays import load_arrays
 from jaxsam.store.digests import verify_digests
 from jaxsam.store.files import read_json, write_json
-from jaxsam.store.header import COMPLETE, RUN_FORMAT, RUN_VERSION, check_run_header
+from jaxsam.store.header import (
+    COMPLETE,
+    RUN_FORMAT,
+    RUN_VERSION,
+    check_run_header,
+    divergence_hint,
+)
 from jaxsam.store.masks import load_masks, masks_fingerprint
 
 
@@ -200,6 +206,8 @@ def _read_run(path: Path, *, verify: bool, require_complete: bool) -> Run:
             f"{path} has run-directory version {info.get('version')}, this jaxsam reads "
             f"{RUN_VERSION}; use the jaxsam version that wrote it"
         )
+    if require_complete and not (path / COMPLETE).exists() and divergence_hint(path, info):
+        raise RunDirError(f"{path} is not complete: {divergence_hint(path, info)}")
     if require_complete and not (path / COMPLETE).exists():
         missing = [n for n in ("logits", "logits.json", "metrics.json") if not (path / n).exists()]
         raise RunDirError(

@@ -103,12 +103,18 @@ def _check_divergence(
         lr = float(setup.schedule(s))
         msg = (
             f"model {int(i)} diverged at step {s} (learning rate {lr:.4g}): its loss is "
-            f"{loss_hist[i, first]}; lower optim.learning_rate "
-            "or set train.on_divergence = 'exclude' to drop diverged models"
+            f"{loss_hist[i, first]}"
         )
         if policy == "stop":
-            raise DivergenceError(msg)
-        print(f"warning: {msg}; excluded from scoring", flush=True)
+            raise DivergenceError(
+                f"{msg}; lower optim.learning_rate or set train.on_divergence = 'exclude' to "
+                "drop diverged models",
+                models=[int(i)],
+            )
+        print(
+            f"warning: {msg}; excluded from scoring (lower optim.learning_rate to keep it)",
+            flush=True,
+        )
         new.append(int(i))
     return new
 
