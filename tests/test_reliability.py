@@ -167,6 +167,10 @@ def test_a_stopped_divergence_is_recorded_and_status_and_score_advise_retraining
     err = capsys.readouterr().err
     assert f"`{retrain} --set optim.learning_rate=LR`" in err and "--resume" not in err
     assert "train.on_divergence = 'exclude'" in err and err.count("\n") == 1
+    assert main(train) == 2  # the same command again: the run is there, a resume no help
+    err = capsys.readouterr().err
+    assert "holds an unfinished run" in err and f"`{retrain} --set optim.learning_rate=LR`" in err
+    assert "--resume" not in err
     # The advised command works (here without the planted NaN), from the run's own config.json.
     again = f"{retrain} --set optim.learning_rate=0.05 --no-progress".split()
     assert main(again[1:]) == 0

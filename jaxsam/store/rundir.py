@@ -23,7 +23,7 @@ from jaxsam.errors import (
 from jaxsam.optim import registry  # a plain table: loads no jax
 from jaxsam.store.digests import DIGESTED_FILES, DIGESTS
 from jaxsam.store.disk import dir_bytes
-from jaxsam.store.header import COMPLETE, RUN_FORMAT
+from jaxsam.store.header import COMPLETE, RUN_FORMAT, divergence_hint, has_run
 from jaxsam.store.lock import LOCK_FILE, check_no_other_writer
 
 
@@ -240,9 +240,14 @@ def check_run_dir(
             f"choose another {option('out', None)} or pass {option('overwrite')} to replace it"
         )
     if not (path / COMPLETE).exists():
+        diverged = _divergence_hint(path)  # a resume would diverge again
         raise RunExistsError(
-            f"{path} holds an unfinished run of this config; continue it with "
-            f"{action('resume', run=path)} or pass {option('overwrite')} to start over",
+            f"{path} holds an unfinished run of this config; "
+            + (
+                diverged
+                or f"continue it with {action('resume', run=path)} or pass {option('overwrite')} "
+                "to start over"
+            ),
             finished=False,
         )
     raise RunExistsError(
@@ -250,6 +255,18 @@ def check_run_dir(
         f"or pass {option('overwrite')} to train it again",
         finished=True,
     )
+
+
+def _divergence_hint(path: Path) -> str | None:
+    """:func:`jaxsam.store.header.divergence_hint` of the run in ``path`` (None when its header
+    is missing or unreadable: the other checks name that)."""
+    try:
+        raw = json_problem((path / "run.json").read_bytes()) if has_run(path) else None
+    except OSError:
+        return None
+    if not isinstance(raw, tuple) or not isinstance(raw[0], dict):
+        return None
+    return divergence_hint(path, raw[0])
 
 
 def _existing_config(path: Path) -> Any:
