@@ -110,8 +110,8 @@ def test_exclude_with_fewer_than_two_models_left_fails_and_keeps_the_run(
     with pytest.raises(RunDirError, match=f"models {names} diverged.*retrain") as err:
         store.load_run(out)
     assert "resume=True" not in str(err.value)
-    with pytest.raises(DivergenceError, match=f"{k} of 4 models diverged"):
-        train_and_export(cfg, out, resume=True)  # the final checkpoint: nothing trained again
+    with pytest.raises(RunDirError, match=f"cannot be resumed: .*models {names} diverged"):
+        train_and_export(cfg, out, resume=True)  # refused before anything is trained again
     assert not (out / store.COMPLETE).exists()
 
 
@@ -171,6 +171,10 @@ def test_a_stopped_divergence_is_recorded_and_status_and_score_advise_retraining
     err = capsys.readouterr().err
     assert "holds an unfinished run" in err and f"`{retrain} --set optim.learning_rate=LR`" in err
     assert "--resume" not in err
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 2  # would diverge again
+    err = capsys.readouterr().err
+    assert "cannot be resumed: its training stopped because model 1 diverged" in err
+    assert f"`{retrain} --set optim.learning_rate=LR`" in err and err.count("\n") == 1
     # The advised command works (here without the planted NaN), from the run's own config.json.
     again = f"{retrain} --set optim.learning_rate=0.05 --no-progress".split()
     assert main(again[1:]) == 0

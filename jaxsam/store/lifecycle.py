@@ -27,6 +27,7 @@ from jaxsam.store.header import (
     RUN_FORMAT,
     RUN_VERSION,
     check_same_study,
+    divergence_hint,
     update_run_info,
 )
 from jaxsam.store.lock import LOCK_FILE
@@ -196,7 +197,8 @@ def check_resumable(
       it was being started (config written, masks or header not yet): start it again in place.
 
     Raises:
-      RunDirError: no run, a finished run, another config, or other pool / masks.
+      RunDirError: no run, a finished run, another config, other pool / masks, or a run
+        whose training stopped on diverged models (retrain it: a resume would diverge again).
     """
     if not path.is_dir() or not (path / "config.json").is_file():
         raise RunDirError(
@@ -213,7 +215,11 @@ def check_resumable(
     check_writable(path)
     if not (path / "run.json").is_file():
         return False
-    check_same_study(path, read_json(path / "run.json", "run header"), pool_origin, keep)
+    info = read_json(path / "run.json", "run header")
+    check_same_study(path, info, pool_origin, keep)
+    diverged = divergence_hint(path, info)  # a resume would replay the same steps
+    if diverged:
+        raise RunDirError(f"{path} cannot be resumed: {diverged}")
     return True
 
 
