@@ -26,7 +26,7 @@ import numpy as np
 from jaxsam import analysis, plots, store
 from jaxsam import memorization as memo
 from jaxsam.errors import DataError
-from jaxsam.scoring import kept_models
+from jaxsam.pipeline.score import scorable_models
 
 
 def _unique_names(runs: Sequence) -> list[str]:
@@ -58,7 +58,7 @@ class _KeptModels:
     study's examples (a run's canaries, ``run.canaries``, are left out: docs/audit.md)."""
 
     def __init__(self, run):
-        ok = kept_models(getattr(run, "failed_models", None) or [], np.shape(run.keep)[0])
+        ok = scorable_models(run, "analyze")
         n = np.shape(run.keep)[1]
         canaries = getattr(run, "canaries", None)
         cols = (  # a slice copies nothing for a run without canaries

@@ -17,6 +17,7 @@ from jaxsam.store.digests import verify_digests
 from jaxsam.store.files import read_json, write_json
 from jaxsam.store.header import COMPLETE, RUN_FORMAT, RUN_VERSION, check_run_header
 from jaxsam.store.masks import load_masks, masks_fingerprint
+from jaxsam.store.values import check_logit_arrays
 
 
 @dataclasses.dataclass
@@ -86,6 +87,7 @@ class Run:
             raise RunDirError(f"labels in {self.path / 'logits'} differ from the masks' labels")
         arrays["logits"] = lg.astype(np.float32)
         arrays["test_logits"] = arrays["test_logits"].astype(np.float32)
+        check_logit_arrays(self.path, arrays, len(self.query_names), self.failed_models)
         return arrays
 
     @property
