@@ -85,7 +85,10 @@ def add_parser(subparsers) -> None:
         "--tie-seed", type=int, default=0, help="seed of the tie-break order (default 0)"
     )
     p.add_argument(
-        "--min-influence", type=float, default=0.0, help="entropy ignores influences <= this"
+        "--min-influence",
+        type=float,
+        default=0.0,
+        help="entropy ignores influences <= this, in [0, 1) (default 0)",
     )
     add_no_verify_option(p)
 

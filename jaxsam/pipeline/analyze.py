@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxsam import analysis, plots, store
 from jaxsam import memorization as memo
-from jaxsam.errors import DataError
+from jaxsam.errors import ConfigError, DataError, option
 from jaxsam.pipeline.score import scorable_models
 
 
@@ -77,6 +77,31 @@ class _KeptModels:
         self.scores = None if scores is None else scores[ok][:, cols]
 
 
+def check_options(min_influence: float, tie_seed: int) -> None:
+    """Refuses a ``min_influence`` outside ``[0, 1)`` (or NaN) and a negative ``tie_seed``.
+
+    Influences are differences of probabilities, in ``[-1, 1]``: the entropy needs the positive
+    ones (a threshold below 0 would mix in negative weights), and one of 1 or more leaves none.
+
+    Raises:
+      ConfigError: naming the value and the range.
+    """
+    if isinstance(min_influence, bool) or not isinstance(min_influence, int | float | np.number):
+        raise ConfigError(f"min_influence = {min_influence!r} is not a number")
+    if not 0 <= min_influence < 1:  # NaN fails too
+        raise ConfigError(
+            f"min_influence = {min_influence} is outside [0, 1): influences are differences "
+            f"of probabilities and the entropy takes the positive ones above it; pass "
+            f"{option('min_influence', 'X')} with 0 <= X < 1 (default 0, 0.15 for "
+            "high-influence pairs)"
+        )
+    if isinstance(tie_seed, bool) or not isinstance(tie_seed, int | np.integer) or tie_seed < 0:
+        raise ConfigError(
+            f"tie_seed = {tie_seed!r} is not an integer >= 0; pass {option('tie_seed', 'S')} "
+            "with S >= 0 (default 0)"
+        )
+
+
 def analyze_runs(
     runs: Sequence,
     out_dir: str | Path,
@@ -104,6 +129,7 @@ def analyze_runs(
     """
     if not runs:
         raise DataError("no runs to analyze; pass at least one run directory.")
+    check_options(min_influence, tie_seed)
     names = _unique_names(runs)
     runs = [_KeptModels(r) for r in runs]
     # Shared subgroups: average memorization over runs on the same pool (same labels).

@@ -193,6 +193,7 @@ def score_outputs(
     columns, its per-example table has a ``canary`` column, and report.md keeps the audit
     section of ``jaxsam audit``.
     """
+    metrics.check_bootstrap(bootstrap)  # before any work: a bad count is refused at once
     full = run
     run, cols = study_view(run)
     scored = _score_outputs(run, attacks, bootstrap, equal_groups)
