@@ -111,6 +111,7 @@ def analyze_runs(
     ties: str = "rank",
     tie_seed: int = 0,
     min_influence: float = 0.0,
+    overwrite: bool = False,
 ) -> dict:
     """Analyses loaded runs and writes ``out_dir/analysis.json`` and ``out_dir/plots/*.png``.
 
@@ -123,6 +124,9 @@ def analyze_runs(
       typical_quantile, atypical_quantile, ties, tie_seed: the subgroups
         (:func:`jaxsam.subgroups.split_by_memorization`).
       min_influence: see :func:`jaxsam.analysis.influence_entropy`.
+      overwrite: replace an earlier analysis in an ``out_dir`` that is not a run directory
+        (:func:`jaxsam.store.check_analysis_out`: files analyze did not write are never
+        replaced).
 
     Returns:
       The dict written to ``analysis.json``: run name -> summary, plus ``"_plots"`` (file names).
@@ -130,6 +134,7 @@ def analyze_runs(
     if not runs:
         raise DataError("no runs to analyze; pass at least one run directory.")
     check_options(min_influence, tie_seed)
+    store.check_analysis_out(out_dir, overwrite=overwrite)
     names = _unique_names(runs)
     runs = [_KeptModels(r) for r in runs]
     # Shared subgroups: average memorization over runs on the same pool (same labels).

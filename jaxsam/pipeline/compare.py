@@ -11,8 +11,39 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jaxsam import metrics, plots, store
+from jaxsam.errors import ConfigError, option
 from jaxsam.pipeline.score import score_run
 from jaxsam.scoring import kept_models
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")  # what matplotlib writes and a reader opens
+HTML_SUFFIXES = (".html", ".htm")
+
+
+def check_output_file(path: str | Path, name: str, suffixes: Sequence[str]) -> Path:
+    """Refuses an output file path that is a directory or does not end in one of ``suffixes``.
+
+    Args:
+      path: where the file goes.
+      name: the option that gave it (``plot``, ``html``), for messages.
+      suffixes: the allowed endings (``PLOT_SUFFIXES``, ``HTML_SUFFIXES``).
+
+    Raises:
+      ConfigError: naming the path, what is wrong and the allowed endings; nothing is written.
+    """
+    path = Path(path)
+    allowed = ", ".join(suffixes)
+    if path.is_dir():
+        raise ConfigError(
+            f"{option(name, None)} {path} is a directory; pass a file path ending in {allowed} "
+            f"(e.g. {path / ('compare' + suffixes[0])})"
+        )
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(
+            f"{option(name, None)} {path} "
+            f"{f'ends in {path.suffix}' if path.suffix else 'has no extension'}; the file must "
+            f"end in {allowed} (e.g. {path.with_suffix(suffixes[0])})"
+        )
+    return path
 
 
 def load_reports(paths: Sequence[Path], verify: bool = True) -> list[tuple[str, dict, store.Run]]:
@@ -33,12 +64,13 @@ def load_reports(paths: Sequence[Path], verify: bool = True) -> list[tuple[str, 
 
 def plot_comparison(
     named: Sequence[tuple[str, dict, store.Run]], path: Path, attack: str = "lira_online"
-) -> None:
+) -> Path:
     """Log-log ROC of ``attack`` for each (label, report, run), from the runs' saved scores.
 
     Each curve pools the kept models' scores (failed models dropped); runs scored without
-    ``attack`` are left out.
+    ``attack`` are left out. ``path`` must end in one of :data:`PLOT_SUFFIXES`; returns it.
     """
+    path = check_output_file(path, "plot", PLOT_SUFFIXES)
     curves = {}
     for label, _, run in named:
         scores = store.load_arrays(run.path / "scores", "scores")
@@ -49,6 +81,7 @@ def plot_comparison(
         curves[label] = (fpr, tpr)  # plot_roc adds each curve's AUC to its label
     path.parent.mkdir(parents=True, exist_ok=True)
     plots.plot_roc(curves, path, title=f"{attack}: " + " vs ".join(n for n, _, _ in named))
+    return path
 
 
 def write_compare_html(
@@ -63,6 +96,7 @@ def write_compare_html(
 
     from jaxsam import report_html
 
+    path = check_output_file(path, "html", HTML_SUFFIXES)
     figures = {}
     if any(attack in (rep.get("attacks") or {}) for _, rep, _ in named):
         with tempfile.TemporaryDirectory(prefix="jaxsam-compare-") as tmp:
