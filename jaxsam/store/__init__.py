@@ -92,6 +92,7 @@ from jaxsam.store.header import (
     update_run_info,
     write_plan,
 )
+from jaxsam.store.health import run_problems
 from jaxsam.store.lifecycle import (
     begin_run,
     check_resumable,
