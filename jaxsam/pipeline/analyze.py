@@ -167,7 +167,11 @@ def analyze_runs(
             min_influence=min_influence,
         )
         summaries[name]["run_dir"] = str(r.path)
-    out_dir = Path(out_dir)
+    return _write_outputs(Path(out_dir), summaries, arrays)
+
+
+def _write_outputs(out_dir: Path, summaries: dict, arrays: dict) -> dict:
+    """Writes the figures under ``out_dir/plots/``, then ``analysis.json``; returns the latter."""
     figures = store.plots_dir(out_dir)
     with store.write_errors(figures, "plots"):
         written = [
