@@ -108,3 +108,23 @@ def test_analyze_refuses_a_run_with_too_few_models_as_score_does(
         assert cli.main([command, str(path), "--no-verify"]) == 2
         _one_line_error(capsys, f"{left} of 4 models are left to {command}")
     assert not (path / "analysis.json").exists() and not (path / "report.json").exists()
+
+
+def test_a_directory_that_is_no_run_is_named_so(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    for command in ("score", "analyze", "compare"):
+        assert cli.main([command, str(tmp_path)]) == 2
+        _one_line_error(capsys, f"{tmp_path} is not a jaxsam run directory")
+    assert cli.main(["score", str(tmp_path / "nope")]) == 2
+    _one_line_error(capsys, "does not exist")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("folder", ["masks", "logits"])
+def test_a_run_without_its_masks_or_logits_says_restore_or_retrain(
+    tiny_run, tmp_path, capsys, folder
+):
+    path = _copy(tiny_run, tmp_path)
+    shutil.rmtree(path / folder)
+    assert cli.main(["score", str(path), "--no-verify"]) == 2
+    _one_line_error(capsys, f"{folder} is missing ({folder}); the run is damaged: restore the")
