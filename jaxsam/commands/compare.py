@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from jaxsam.cli_options import add_no_verify_option, command
@@ -44,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if args.html is not None:
         compare.check_output_file(args.html, "html", compare.HTML_SUFFIXES)
     named = compare.load_reports(args.runs, verify=not args.no_verify)
+    mismatch = compare.pool_mismatch(named)
+    if mismatch:
+        print(f"warning: {mismatch}", file=sys.stderr)
     print(report.compare_table([(n, rep) for n, rep, _ in named], markdown=args.markdown))
     if args.plot is not None:
         print(f"wrote {compare.plot_comparison(named, args.plot)}")

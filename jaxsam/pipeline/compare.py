@@ -62,6 +62,39 @@ def load_reports(paths: Sequence[Path], verify: bool = True) -> list[tuple[str, 
     ]
 
 
+def pool_mismatch(named: Sequence[tuple[str, dict, store.Run]]) -> str | None:
+    """Why the runs' ``diff`` columns are no paired difference, or None when all share a pool.
+
+    A difference from the first run, and its bootstrap interval (resamples of the same
+    example indices in both runs), pair the runs example by example: that holds only when
+    they score the same pool (run.json ``pool``: dataset, split, examples and labels, by its
+    fingerprint).
+    """
+
+    def pool(run: store.Run) -> dict:
+        p = run.info.get("pool")
+        return p if isinstance(p, dict) else {}
+
+    first_label, _, first = named[0]
+    ref = pool(first)
+    for label, _, run in named[1:]:
+        other = pool(run)
+        if other.get("fingerprint") == ref.get("fingerprint") and ref.get("fingerprint"):
+            continue
+        what = [
+            f"{k} {ref.get(k)!r} vs {other.get(k)!r}"
+            for k in ("dataset", "pool_split", "pool_size")
+            if ref.get(k) != other.get(k)
+        ]
+        return (
+            f"{label} scores another pool than {first_label} "
+            f"({', '.join(what) or 'same size, other examples or labels'}): its diff column "
+            "subtracts values of other examples, and the interval, which pairs resamples by "
+            "example index, does not hold; read the runs' own values and intervals"
+        )
+    return None
+
+
 def plot_comparison(
     named: Sequence[tuple[str, dict, store.Run]], path: Path, attack: str = "lira_online"
 ) -> Path:
