@@ -85,7 +85,15 @@ def add_parser(subparsers) -> None:
         "--tie-seed", type=int, default=0, help="seed of the tie-break order (default 0)"
     )
     p.add_argument(
-        "--min-influence", type=float, default=0.0, help="entropy ignores influences <= this"
+        "--min-influence",
+        type=float,
+        default=0.0,
+        help="entropy ignores influences <= this, in [0, 1) (default 0)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier analysis in --out (never files analyze did not write)",
     )
     add_no_verify_option(p)
 
@@ -169,6 +177,8 @@ def _print_table(result: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point: loads ``args.runs`` with ``jaxsam.store.load_run`` and analyses them."""
     out = Path(args.out) if args.out else Path(args.runs[0])
+    if args.out:  # before the lock file goes in (a run directory is checked when it loads)
+        store.check_analysis_out(out, overwrite=args.overwrite)
     with store.run_lock(out, "analyze", create=bool(args.out)):  # one writer of out at a time
         runs = [store.load_run(Path(p), verify=not args.no_verify) for p in args.runs]
         return _analyze(runs, out, args)
@@ -178,6 +188,7 @@ def _analyze(runs: list, out: Path, args: argparse.Namespace) -> int:
     from jaxsam.pipeline.analyze import analyze_runs
 
     options = ("typical_quantile", "atypical_quantile", "ties", "tie_seed", "min_influence")
+    options += ("overwrite",)
     result = analyze_runs(runs, out, **{name: getattr(args, name) for name in options})
     _print_table(result)
     print(f"wrote {out / 'analysis.json'} and {', '.join(result['_plots'])}")

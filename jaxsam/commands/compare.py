@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from jaxsam.cli_options import add_no_verify_option, command
@@ -22,29 +23,34 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--plot",
         type=Path,
-        help="also write a log-log ROC comparison PNG (LiRA online) to this path",
+        metavar="FILE",
+        help="also write a log-log ROC comparison (LiRA online) to FILE (.png, .pdf or .svg)",
     )
     p.add_argument(
         "--html",
         type=Path,
         metavar="FILE",
-        help="also write the comparison as one self-contained HTML page (tables, ROC embedded)",
+        help="also write the comparison as one self-contained HTML page (tables, ROC embedded) "
+        "to FILE (.html or .htm)",
     )
     add_no_verify_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from jaxsam import report
-    from jaxsam.pipeline.compare import load_reports, plot_comparison
+    from jaxsam.pipeline import compare
 
-    named = load_reports(args.runs, verify=not args.no_verify)
+    if args.plot is not None:  # before any run is scored: a bad path writes nothing
+        compare.check_output_file(args.plot, "plot", compare.PLOT_SUFFIXES)
+    if args.html is not None:
+        compare.check_output_file(args.html, "html", compare.HTML_SUFFIXES)
+    named = compare.load_reports(args.runs, verify=not args.no_verify)
+    mismatch = compare.pool_mismatch(named)
+    if mismatch:
+        print(f"warning: {mismatch}", file=sys.stderr)
     print(report.compare_table([(n, rep) for n, rep, _ in named], markdown=args.markdown))
     if args.plot is not None:
-        plot_comparison(named, args.plot)
-        print(f"wrote {args.plot}")
+        print(f"wrote {compare.plot_comparison(named, args.plot)}")
     if args.html is not None:
-        from jaxsam.pipeline.compare import write_compare_html
-
-        write_compare_html(named, args.html)
-        print(f"wrote {args.html}")
+        print(f"wrote {compare.write_compare_html(named, args.html)}")
     return 0

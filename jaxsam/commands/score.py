@@ -33,7 +33,7 @@ def add_parser(subparsers) -> None:
         "--bootstrap",
         type=int,
         default=200,
-        help="bootstrap resamples for confidence intervals (0: none)",
+        help="bootstrap resamples for confidence intervals (0: none; at most 100000)",
     )
     p.add_argument(
         "--csv",

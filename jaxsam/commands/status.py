@@ -1,4 +1,7 @@
-"""``jaxsam status RUN``: what is done in a run directory (waves, checkpoints, complete)."""
+"""``jaxsam status RUN``: what is done in a run directory (waves, checkpoints, complete).
+
+Exit status 0; 1 when a complete run is DAMAGED (a file of digests.json missing or of another
+size, config.json or run.json unreadable); 2 when RUN holds no run."""
 
 from __future__ import annotations
 
@@ -22,9 +25,19 @@ def run(args: argparse.Namespace) -> int:
     from jaxsam.pipeline.waves import status
 
     st = status(args.run_dir)
+    damage = _damage(args.run_dir) if st["complete"] else []
     if args.json:
-        print(json.dumps(st, indent=2))
-        return 0
+        print(json.dumps({**st, "damaged": damage}, indent=2))
+        return 1 if damage else 0
+    if damage:  # a complete run whose files are gone or changed: say what, and the fix
+        print(f"{st['path']}: DAMAGED; {damage[0]}")
+        for problem in damage[1:]:
+            print(f"  also: {problem}")
+        print(
+            f"  fix: restore {st['path']} from a copy, or retrain it (jaxsam train --config "
+            f"CONFIG --out {st['path']} --overwrite)"
+        )
+        return 1
     state = "COMPLETE" if st["complete"] else "not complete"
     print(
         f"{st['path']}: {state}; {st['models_done']}/{st['models']} models have logits "
@@ -69,3 +82,10 @@ def _next_steps(st: dict) -> list[str]:
         hints = [f"jaxsam wave train {path} --models {span}" for span in st["missing"]]
         return [*hints, f"then: jaxsam wave finalize {path}"]
     return [f"jaxsam wave finalize {path}"]
+
+
+def _damage(path: Path) -> list[str]:
+    """What is wrong with a complete run, cheaply (:func:`jaxsam.store.run_problems`)."""
+    from jaxsam.store import run_problems
+
+    return run_problems(path)

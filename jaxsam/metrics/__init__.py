@@ -27,9 +27,12 @@ from jaxsam.metrics.accuracy import (
 from jaxsam.metrics.roc import (
     DEFAULT_FPRS,
     HEADLINE_FPRS,
+    MAX_BOOTSTRAP,
     _auc,  # noqa: F401 (private, read by plots)
     _tpr_at,  # noqa: F401 (private, read by experiments/claims.py)
     bootstrap,
+    check_bootstrap,
+    check_fprs,
     flag_weights,
     fpr_key,
     operating_point,
@@ -57,10 +60,13 @@ __all__ = [
     "EXACT_INTERVAL_CONDITION",
     "EXACT_INTERVAL_METHOD",
     "HEADLINE_FPRS",
+    "MAX_BOOTSTRAP",
     "OPERATING_FPRS",
     "ZERO_FP_WORDS",
     "accuracy_per_model",
     "bootstrap",
+    "check_bootstrap",
+    "check_fprs",
     "correct_predictions",
     "exact_interval",
     "flag_weights",

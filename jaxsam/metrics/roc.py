@@ -23,12 +23,59 @@ from typing import Any
 
 import numpy as np
 
-from jaxsam.errors import DataError
+from jaxsam.errors import ConfigError, DataError, option
 
 # The FPRs of the paper's tables (attack TPR at 1% and 0.1%), and every FPR ``jaxsam score``
 # reports. ``analyze`` reports per-subgroup TPR at the headline FPRs.
 HEADLINE_FPRS = (1e-2, 1e-3)
 DEFAULT_FPRS = (*HEADLINE_FPRS, 1e-4, 1e-5)
+
+
+# The most bootstrap resamples asked for: each resample re-sorts the pooled [M, N] scores of
+# every attack (8) and of every class, and report.json keeps every resample, so the time and
+# the report grow with it; 10,000 already puts the resampling error far below the interval.
+MAX_BOOTSTRAP = 100_000
+
+
+def check_bootstrap(num_samples: Any, seed: Any = 0) -> None:
+    """Refuses a number of bootstrap resamples outside ``[0, MAX_BOOTSTRAP]`` or a bad seed.
+
+    Raises:
+      ConfigError: naming the value and the range (``option("bootstrap")``'s words).
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer):
+        raise ConfigError(
+            f"bootstrap = {num_samples!r} is not an integer; pass {option('bootstrap', 'B')} "
+            "with a whole number of resamples (0: no intervals)"
+        )
+    if num_samples < 0:
+        raise ConfigError(
+            f"bootstrap = {num_samples} resamples is negative; pass "
+            f"{option('bootstrap', 'B')} with B >= 0 (0: no intervals, default 200)"
+        )
+    if num_samples > MAX_BOOTSTRAP:
+        raise ConfigError(
+            f"bootstrap = {num_samples:,} resamples is more than the {MAX_BOOTSTRAP:,} jaxsam "
+            f"allows: each resample re-sorts every attack's pooled scores and report.json keeps "
+            f"each one, so it would take {num_samples / 200:,.0f}x the default's time; pass "
+            f"{option('bootstrap', 'B')} with B <= {MAX_BOOTSTRAP:,} (10,000 is plenty)"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"bootstrap seed = {seed!r} must be an integer >= 0")
+
+
+def check_fprs(fprs: Sequence[float]) -> None:
+    """Refuses FPRs that are not numbers strictly between 0 and 1 (and an empty list).
+
+    Raises:
+      ConfigError: naming the first bad FPR.
+    """
+    values = list(fprs)
+    if not values:
+        raise ConfigError("fprs is empty; pass at least one FPR in (0, 1), e.g. 0.01")
+    for f in values:
+        if isinstance(f, bool) or not isinstance(f, int | float | np.number) or not 0 < f < 1:
+            raise ConfigError(f"fprs holds {f!r}; every FPR must be a number in (0, 1), e.g. 0.01")
 
 
 def fpr_key(f: float) -> str:
@@ -207,6 +254,7 @@ def roc_metrics(scores: Any, is_member: Any, *, fprs: Sequence[float] = DEFAULT_
       ``fpr_support`` {str(fpr): {"false_positives_allowed": fpr * num_nonmembers,
       "resolvable": bool}}; ``lowest_resolvable_fpr`` (1 / num_nonmembers).
     """
+    check_fprs(fprs)
     s, y = _check(scores, is_member)
     fpr, tpr = _Sorted(s, y).curve()
     n_neg = int((~y).sum())
@@ -284,6 +332,8 @@ def bootstrap(
       dict ``{metric: {"low", "high", "samples": [B floats]}}`` for ``auc``, ``advantage`` and
       ``tpr@<fpr>`` for each fpr, plus ``num_samples``, ``seed``, ``level``.
     """
+    check_bootstrap(num_samples, seed)
+    check_fprs(fprs)
     s, y = _check(scores, is_member)
     s2 = np.asarray(scores, np.float64)
     if s2.ndim != 2:

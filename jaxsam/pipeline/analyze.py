@@ -25,8 +25,8 @@ import numpy as np
 
 from jaxsam import analysis, plots, store
 from jaxsam import memorization as memo
-from jaxsam.errors import DataError
-from jaxsam.scoring import kept_models
+from jaxsam.errors import ConfigError, DataError, option
+from jaxsam.pipeline.score import scorable_models
 
 
 def _unique_names(runs: Sequence) -> list[str]:
@@ -58,7 +58,7 @@ class _KeptModels:
     study's examples (a run's canaries, ``run.canaries``, are left out: docs/audit.md)."""
 
     def __init__(self, run):
-        ok = kept_models(getattr(run, "failed_models", None) or [], np.shape(run.keep)[0])
+        ok = scorable_models(run, "analyze")
         n = np.shape(run.keep)[1]
         canaries = getattr(run, "canaries", None)
         cols = (  # a slice copies nothing for a run without canaries
@@ -77,6 +77,31 @@ class _KeptModels:
         self.scores = None if scores is None else scores[ok][:, cols]
 
 
+def check_options(min_influence: float, tie_seed: int) -> None:
+    """Refuses a ``min_influence`` outside ``[0, 1)`` (or NaN) and a negative ``tie_seed``.
+
+    Influences are differences of probabilities, in ``[-1, 1]``: the entropy needs the positive
+    ones (a threshold below 0 would mix in negative weights), and one of 1 or more leaves none.
+
+    Raises:
+      ConfigError: naming the value and the range.
+    """
+    if isinstance(min_influence, bool) or not isinstance(min_influence, int | float | np.number):
+        raise ConfigError(f"min_influence = {min_influence!r} is not a number")
+    if not 0 <= min_influence < 1:  # NaN fails too
+        raise ConfigError(
+            f"min_influence = {min_influence} is outside [0, 1): influences are differences "
+            f"of probabilities and the entropy takes the positive ones above it; pass "
+            f"{option('min_influence', 'X')} with 0 <= X < 1 (default 0, 0.15 for "
+            "high-influence pairs)"
+        )
+    if isinstance(tie_seed, bool) or not isinstance(tie_seed, int | np.integer) or tie_seed < 0:
+        raise ConfigError(
+            f"tie_seed = {tie_seed!r} is not an integer >= 0; pass {option('tie_seed', 'S')} "
+            "with S >= 0 (default 0)"
+        )
+
+
 def analyze_runs(
     runs: Sequence,
     out_dir: str | Path,
@@ -86,6 +111,7 @@ def analyze_runs(
     ties: str = "rank",
     tie_seed: int = 0,
     min_influence: float = 0.0,
+    overwrite: bool = False,
 ) -> dict:
     """Analyses loaded runs and writes ``out_dir/analysis.json`` and ``out_dir/plots/*.png``.
 
@@ -98,12 +124,17 @@ def analyze_runs(
       typical_quantile, atypical_quantile, ties, tie_seed: the subgroups
         (:func:`jaxsam.subgroups.split_by_memorization`).
       min_influence: see :func:`jaxsam.analysis.influence_entropy`.
+      overwrite: replace an earlier analysis in an ``out_dir`` that is not a run directory
+        (:func:`jaxsam.store.check_analysis_out`: files analyze did not write are never
+        replaced).
 
     Returns:
       The dict written to ``analysis.json``: run name -> summary, plus ``"_plots"`` (file names).
     """
     if not runs:
         raise DataError("no runs to analyze; pass at least one run directory.")
+    check_options(min_influence, tie_seed)
+    store.check_analysis_out(out_dir, overwrite=overwrite)
     names = _unique_names(runs)
     runs = [_KeptModels(r) for r in runs]
     # Shared subgroups: average memorization over runs on the same pool (same labels).
@@ -136,7 +167,11 @@ def analyze_runs(
             min_influence=min_influence,
         )
         summaries[name]["run_dir"] = str(r.path)
-    out_dir = Path(out_dir)
+    return _write_outputs(Path(out_dir), summaries, arrays)
+
+
+def _write_outputs(out_dir: Path, summaries: dict, arrays: dict) -> dict:
+    """Writes the figures under ``out_dir/plots/``, then ``analysis.json``; returns the latter."""
     figures = store.plots_dir(out_dir)
     with store.write_errors(figures, "plots"):
         written = [

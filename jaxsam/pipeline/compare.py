@@ -11,8 +11,39 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jaxsam import metrics, plots, store
+from jaxsam.errors import ConfigError, option
 from jaxsam.pipeline.score import score_run
 from jaxsam.scoring import kept_models
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")  # what matplotlib writes and a reader opens
+HTML_SUFFIXES = (".html", ".htm")
+
+
+def check_output_file(path: str | Path, name: str, suffixes: Sequence[str]) -> Path:
+    """Refuses an output file path that is a directory or does not end in one of ``suffixes``.
+
+    Args:
+      path: where the file goes.
+      name: the option that gave it (``plot``, ``html``), for messages.
+      suffixes: the allowed endings (``PLOT_SUFFIXES``, ``HTML_SUFFIXES``).
+
+    Raises:
+      ConfigError: naming the path, what is wrong and the allowed endings; nothing is written.
+    """
+    path = Path(path)
+    allowed = ", ".join(suffixes)
+    if path.is_dir():
+        raise ConfigError(
+            f"{option(name, None)} {path} is a directory; pass a file path ending in {allowed} "
+            f"(e.g. {path / ('compare' + suffixes[0])})"
+        )
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(
+            f"{option(name, None)} {path} "
+            f"{f'ends in {path.suffix}' if path.suffix else 'has no extension'}; the file must "
+            f"end in {allowed} (e.g. {path.with_suffix(suffixes[0])})"
+        )
+    return path
 
 
 def load_reports(paths: Sequence[Path], verify: bool = True) -> list[tuple[str, dict, store.Run]]:
@@ -31,14 +62,48 @@ def load_reports(paths: Sequence[Path], verify: bool = True) -> list[tuple[str, 
     ]
 
 
+def pool_mismatch(named: Sequence[tuple[str, dict, store.Run]]) -> str | None:
+    """Why the runs' ``diff`` columns are no paired difference, or None when all share a pool.
+
+    A difference from the first run, and its bootstrap interval (resamples of the same
+    example indices in both runs), pair the runs example by example: that holds only when
+    they score the same pool (run.json ``pool``: dataset, split, examples and labels, by its
+    fingerprint).
+    """
+
+    def pool(run: store.Run) -> dict:
+        p = run.info.get("pool")
+        return p if isinstance(p, dict) else {}
+
+    first_label, _, first = named[0]
+    ref = pool(first)
+    for label, _, run in named[1:]:
+        other = pool(run)
+        if other.get("fingerprint") == ref.get("fingerprint") and ref.get("fingerprint"):
+            continue
+        what = [
+            f"{k} {ref.get(k)!r} vs {other.get(k)!r}"
+            for k in ("dataset", "pool_split", "pool_size")
+            if ref.get(k) != other.get(k)
+        ]
+        return (
+            f"{label} scores another pool than {first_label} "
+            f"({', '.join(what) or 'same size, other examples or labels'}): its diff column "
+            "subtracts values of other examples, and the interval, which pairs resamples by "
+            "example index, does not hold; read the runs' own values and intervals"
+        )
+    return None
+
+
 def plot_comparison(
     named: Sequence[tuple[str, dict, store.Run]], path: Path, attack: str = "lira_online"
-) -> None:
+) -> Path:
     """Log-log ROC of ``attack`` for each (label, report, run), from the runs' saved scores.
 
     Each curve pools the kept models' scores (failed models dropped); runs scored without
-    ``attack`` are left out.
+    ``attack`` are left out. ``path`` must end in one of :data:`PLOT_SUFFIXES`; returns it.
     """
+    path = check_output_file(path, "plot", PLOT_SUFFIXES)
     curves = {}
     for label, _, run in named:
         scores = store.load_arrays(run.path / "scores", "scores")
@@ -49,6 +114,7 @@ def plot_comparison(
         curves[label] = (fpr, tpr)  # plot_roc adds each curve's AUC to its label
     path.parent.mkdir(parents=True, exist_ok=True)
     plots.plot_roc(curves, path, title=f"{attack}: " + " vs ".join(n for n, _, _ in named))
+    return path
 
 
 def write_compare_html(
@@ -63,6 +129,7 @@ def write_compare_html(
 
     from jaxsam import report_html
 
+    path = check_output_file(path, "html", HTML_SUFFIXES)
     figures = {}
     if any(attack in (rep.get("attacks") or {}) for _, rep, _ in named):
         with tempfile.TemporaryDirectory(prefix="jaxsam-compare-") as tmp:

@@ -54,6 +54,27 @@ def run_summary(run: store.Run) -> dict:
     }
 
 
+def scorable_models(run: store.Run, what: str = "score") -> np.ndarray:
+    """Bool [M]: the models of ``run`` that are scored (or analysed): all but its failed ones.
+
+    The one check of ``jaxsam score`` and ``jaxsam analyze`` (``what``: the word for the
+    messages) that enough models are left.
+
+    Raises:
+      TooFewModelsError: fewer than 2 models are left (e.g. every model diverged under
+        ``train.on_divergence = 'exclude'``).
+    """
+    failed = list(getattr(run, "failed_models", None) or [])
+    ok = scoring.kept_models(failed, np.shape(run.keep)[0])
+    if ok.sum() < 2:
+        raise TooFewModelsError(
+            f"{run.path}: {int(ok.sum())} of {ok.size} models are left to {what} (failed models "
+            f"{failed} in run.json); membership scoring and analysis need at least 2: retrain "
+            "with a lower optim.learning_rate or more masks.models"
+        )
+    return ok
+
+
 def kept_heldout_accuracy(run: store.Run, ok: np.ndarray) -> float | None:
     """Mean accuracy (identity view) of the kept models ``ok`` (bool [M]) on the held-out split.
 
@@ -172,6 +193,7 @@ def score_outputs(
     columns, its per-example table has a ``canary`` column, and report.md keeps the audit
     section of ``jaxsam audit``.
     """
+    metrics.check_bootstrap(bootstrap)  # before any work: a bad count is refused at once
     full = run
     run, cols = study_view(run)
     scored = _score_outputs(run, attacks, bootstrap, equal_groups)
@@ -194,13 +216,7 @@ def _score_outputs(
     run: store.Run, attacks: list[str] | None, bootstrap: int, equal_groups: str | bool = "auto"
 ) -> ScoredRun:
     """:func:`score_outputs` of a run without canaries (or a :func:`study_view`)."""
-    ok = scoring.kept_models(run.failed_models, run.keep.shape[0])
-    if ok.sum() < 2:
-        raise TooFewModelsError(
-            f"{run.path}: {int(ok.sum())} of {ok.size} models are left to score (failed models "
-            f"{run.failed_models} in run.json); membership scoring needs at least 2: retrain "
-            "with a lower optim.learning_rate or more masks.models"
-        )
+    ok = scorable_models(run)
     result = scoring.score(
         run.logits,
         run.labels,

@@ -95,6 +95,7 @@ from jaxsam.store.header import (
     update_run_info,
     write_plan,
 )
+from jaxsam.store.health import run_problems
 from jaxsam.store.lifecycle import (
     begin_run,
     check_resumable,
@@ -106,7 +107,13 @@ from jaxsam.store.lock import LOCK_FILE, check_no_other_writer, run_lock
 from jaxsam.store.lock import held as lock_held
 from jaxsam.store.masks import load_masks, masks_fingerprint, repair_masks
 from jaxsam.store.reader import Run, is_complete, load_run, read_config
-from jaxsam.store.reports import REPORT_FILES, plots_dir, write_analysis, write_report_files
+from jaxsam.store.reports import (
+    REPORT_FILES,
+    check_analysis_out,
+    plots_dir,
+    write_analysis,
+    write_report_files,
+)
 from jaxsam.store.rundir import (
     ASIDE_PREFIX,
     OWN_NAMES,

@@ -33,13 +33,15 @@ def _digested_paths(path: Path) -> list[str]:
 
 
 def write_digests(path: Path) -> dict[str, str]:
-    """Writes ``RUN/digests.json``: the sha256 of every metadata file and array file of the run.
+    """Writes ``RUN/digests.json``: the sha256 and size of every metadata and array file.
 
     Called by :func:`finish_run` once everything else is written (just before ``COMPLETE``).
     Returns the digests (relative path -> hex sha256).
     """
-    files = {name: sha256_file(path / name) for name in _digested_paths(path)}
-    write_json(path / DIGESTS, {"algorithm": "sha256", "files": files})
+    names = _digested_paths(path)
+    files = {name: sha256_file(path / name) for name in names}
+    sizes = {name: (path / name).stat().st_size for name in names}  # for `jaxsam status`
+    write_json(path / DIGESTS, {"algorithm": "sha256", "files": files, "sizes": sizes})
     return files
 
 

@@ -23,7 +23,11 @@ from jaxsam.store.header import (
     check_run_header,
     divergence_hint,
 )
-from jaxsam.store.masks import load_masks, masks_fingerprint
+from jaxsam.store.masks import masks_fingerprint
+from jaxsam.store.values import check_logit_arrays
+
+# What to do when a finished run lacks masks/ or logits/.
+_RESTORE = "the run is damaged: restore the folder from a copy of the run, or retrain the run"
 
 
 @dataclasses.dataclass
@@ -78,7 +82,7 @@ class Run:
 
     @functools.cached_property
     def _logit_arrays(self) -> dict[str, np.ndarray]:
-        arrays = load_arrays(self.path / "logits", "logits")
+        arrays = load_arrays(self.path / "logits", "logits", missing=_RESTORE)
         for key in ("logits", "labels", "test_logits", "test_labels"):
             if key not in arrays:
                 raise RunDirError(f"{self.path / 'logits'} has no '{key}' array; rerun the job")
@@ -93,6 +97,7 @@ class Run:
             raise RunDirError(f"labels in {self.path / 'logits'} differ from the masks' labels")
         arrays["logits"] = lg.astype(np.float32)
         arrays["test_logits"] = arrays["test_logits"].astype(np.float32)
+        check_logit_arrays(self.path, arrays, len(self.query_names), self.failed_models)
         return arrays
 
     @property
@@ -198,6 +203,11 @@ def _read_run(path: Path, *, verify: bool, require_complete: bool) -> Run:
         raise RunDirError(
             f"run directory {path} does not exist; pass the {option('out', None)} of a jaxsam run"
         )
+    if not (path / "run.json").exists() and not (path / "config.json").exists():
+        raise RunDirError(
+            f"{path} is not a jaxsam run directory (it has no run.json or config.json); pass "
+            f"the {option('out', None)} of a jaxsam run"
+        )
     info = read_json(path / "run.json", "run header")
     if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
         raise RunDirError(f"{path} is not a jaxsam run directory (run.json has no jaxsam format)")
@@ -216,7 +226,7 @@ def _read_run(path: Path, *, verify: bool, require_complete: bool) -> Run:
         )
     check_run_header(path, info)
     config = read_config(path)
-    masks = load_masks(path)
+    masks = load_arrays(path / "masks", "masks", missing=_RESTORE)
     if any(k not in masks for k in ("keep", "ids", "labels")) or masks["keep"].ndim != 2:
         raise RunDirError(
             f"{path / 'masks'} holds no [M, N] 'keep' mask with its 'ids' and 'labels'; rerun "

@@ -11,10 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from jaxsam.errors import RunDirError, json_problem, option
 from jaxsam.store import paths
 from jaxsam.store.arrays import save_arrays
 from jaxsam.store.files import write_errors, write_json
-from jaxsam.store.lock import run_lock
+from jaxsam.store.lock import LOCK_FILE, run_lock
+from jaxsam.store.rundir import _looks_like_run
 
 REPORT_FILES = ("report.json", "report.md", "scores")
 
@@ -105,3 +107,55 @@ def write_analysis(out_dir: str | Path, result: dict) -> Path:
         paths.check_no_links(out_dir, "analysis.json")
         write_json(path, result, allow_nan=False)
     return path
+
+
+ANALYSIS_FILES = ("analysis.json", "plots")  # what ``jaxsam analyze`` writes into its out
+
+
+def _is_analysis(path: Path) -> bool:
+    """Whether ``path`` is an ``analysis.json`` that ``jaxsam analyze`` wrote."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        parsed = json_problem(path.read_bytes())
+    except OSError:
+        return False
+    return not isinstance(parsed, str) and isinstance(parsed[0], dict) and "_plots" in parsed[0]
+
+
+def check_analysis_out(out_dir: str | Path, *, overwrite: bool = False) -> None:
+    """Refuses an output directory in which ``jaxsam analyze`` would replace files it did not
+    write, or an earlier analysis without ``overwrite``.
+
+    A new or empty directory takes the analysis, and so does a jaxsam run directory (whose
+    analysis is replaced, as ``jaxsam analyze RUN`` does). Any other directory must hold only
+    an earlier jaxsam analysis (``analysis.json`` and ``plots/``), replaced with ``overwrite``.
+
+    Raises:
+      RunDirError: naming what is in the way and the fix; nothing is written.
+    """
+    out = Path(out_dir)
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise RunDirError(
+            f"{out} exists and is not a directory; analyze writes analysis.json and plots/ into "
+            f"a directory: choose another {option('out', None)}"
+        )
+    entries = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+    if not entries or _looks_like_run(out):
+        return
+    foreign = [n for n in entries if n not in ANALYSIS_FILES]
+    if foreign or not _is_analysis(out / "analysis.json"):
+        shown = ", ".join((foreign or entries)[:5])
+        raise RunDirError(
+            f"{out} is not empty and holds no jaxsam analysis (it holds {shown}, which jaxsam "
+            f"did not write); analyze only ever replaces its own analysis.json and plots: "
+            f"choose another {option('out', None)} (a new or empty directory), or move those "
+            "files out yourself"
+        )
+    if not overwrite:
+        raise RunDirError(
+            f"{out} holds an earlier jaxsam analysis (analysis.json, plots/); pass "
+            f"{option('overwrite')} to replace it, or choose another {option('out', None)}"
+        )
