@@ -352,3 +352,32 @@ def test_import_detects_the_mask_design(tmp_path, capsys):
         assert rep["reference_groups"]["rule"] == (
             "leave_one_out" if design == "bernoulli" else "cut"
         )
+
+
+def test_a_successful_import_prints_only_its_own_line(tmp_path):
+    # Orbax finishes every save with an OCDBT merge, whatever use_ocdbt says: the logits folder
+    # (written without OCDBT) used to add "WARNING:absl: ... Skipping merge of OCDBT
+    # checkpoints" to every import. A fresh process: the warning reaches stderr only there.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    keep, lg, y = _synthetic()
+    paths = _save(tmp_path, keep=keep, logits=lg, labels=y)
+    argv = ["import-logits", "--out", str(tmp_path / "run")]
+    for name, p in paths.items():
+        argv += [f"--{name}", str(p)]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxsam", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "imported 8 models" in proc.stdout
+    for noise in ("Skipping merge", "WARNING:absl", "Traceback"):
+        assert noise not in proc.stderr, proc.stderr[-2000:]
