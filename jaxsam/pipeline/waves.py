@@ -101,13 +101,15 @@ def check_wave_study(path: Path) -> None:
     Raises:
       RunDirError: naming the run's state and what to do instead.
     """
-    if not store.has_run(path) or store.read_run_info(path).get("layout") == "waves":
+    info = store.read_run_info(path) if store.has_run(path) else {"layout": "waves"}
+    if info.get("layout") == "waves":
         return
     new_study = f"train a study in waves into a new directory (another {option('out', None)})"
+    how = "imported with import-logits" if "provenance" in info else "trained in one piece"
     if store.is_complete(path):
         raise RunDirError(
-            f"{path} is already complete (trained in one piece, not in waves): nothing to "
-            f"train or finalize; score it as it is, or {new_study}"
+            f"{path} is already complete ({how}, not in waves): nothing to train or finalize; "
+            f"score it as it is, or {new_study}"
         )
     raise RunDirError(
         f"{path} is an unfinished run trained in one piece (not in waves); continue it with "
