@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 import types
 from collections.abc import Iterator
@@ -184,8 +185,8 @@ def quiet_failed_reads() -> Iterator[types.SimpleNamespace]:
             previous(unraisable)
 
     def except_hook(kind, value, tb) -> None:  # tensorstore's threads print through it
-        if not _abandoned_read(value):
-            previous_except(kind, value, tb)
+        if threading.current_thread() is threading.main_thread() or not _abandoned_read(value):
+            previous_except(kind, value, tb)  # the main thread's own errors always show
 
     sys.unraisablehook, sys.excepthook = hook, except_hook
     try:
