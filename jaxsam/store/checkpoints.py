@@ -323,7 +323,12 @@ class Checkpoints:
 
     def restore(self, like: EnsembleState) -> Restored | None:
         """The newest intact checkpoint (see :func:`restore_latest`), or None."""
+        import sys
+
+        hook = sys.unraisablehook
         restored = restore_latest(self.manager, like, self.fingerprint)
+        if sys.unraisablehook is not hook:  # a damaged one's reads may still report: keep the
+            self._keep_quiet = True  # hook of quiet_failed_reads when closing
         if restored is not None:
             self.last_good = restored.step
         return restored
