@@ -481,7 +481,7 @@ def from_dict(data: Mapping) -> Config:
 
 def load(path: str | Path) -> Config:
     """Reads a JSON config file (such as a run directory's ``config.json``)."""
-    return from_dict(read_json_file(path, "config file", "pass an existing JSON file"))
+    return from_dict(read_json_file(path, "config file", "pass an existing JSON file", dict))
 
 
 def replace(config: Config, **overrides: Any) -> Config:

@@ -157,22 +157,36 @@ class Interrupted(Exception):
 # JSON input (config files, run-directory metadata, experiment specs): one-line problems.
 
 
-def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:
+_JSON_KINDS = {dict: "a JSON object", list: "a JSON array", str: "a string", bool: "a boolean"}
+
+
+def read_json_file(
+    path: str | Path, what: str, missing_hint: str, expect: type | None = None
+) -> Any:
     """Parses the JSON file ``path``, or raises a :class:`ConfigError` naming ``what`` it is.
 
     Args:
       path: the file.
       what: what the file is, for messages (``config file``, ``experiment spec``).
       missing_hint: what to do when the file does not exist.
+      expect: the Python type the JSON value must have (``dict``: a JSON object); None: any.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist; {missing_hint}")
-    return parse_json_file(
+    value = parse_json_file(
         path,
         lambda why: ConfigError(f"cannot read {what} {path} ({why}); check its permissions"),
         lambda problem: ConfigError(f"{what} {path} {problem}"),
     )
+    if expect is not None and not isinstance(value, expect):
+        got = "null" if value is None else _JSON_KINDS.get(type(value), "a number")
+        raise ConfigError(
+            f"{what} {path} holds {got}, not {_JSON_KINDS.get(expect, expect.__name__)}; write "
+            f"it as {_JSON_KINDS.get(expect, expect.__name__)}"
+            + (' of sections, e.g. {"train": {"epochs": 10}}' if expect is dict else "")
+        )
+    return value
 
 
 def parse_json_file(

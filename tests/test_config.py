@@ -52,3 +52,21 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         config_lib.load(bad)
+
+
+@pytest.mark.parametrize(
+    "text, kind", [("[1, 2]", "a JSON array"), ('"x"', "a string"), ("3", "a number")]
+)
+def test_a_config_file_that_is_no_object_is_named(tmp_path, capsys, text, kind):
+    # Used to say "config must be a JSON object, got list", naming no file.
+    from jaxsam.cli import main
+
+    path = tmp_path / "study.json"
+    path.write_text(text)
+    msg = f"config file {path} holds {kind}, not a JSON object; write it as a JSON object"
+    with pytest.raises(ConfigError, match=msg.replace(".", r"\.").replace("[", r"\[")):
+        config_lib.load(path)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(path) in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -8,7 +8,7 @@ import pytest
 
 from jaxsam.config import DataConfig
 from jaxsam.data import files, load_pool
-from jaxsam.data.pool import select_indices
+from jaxsam.data.pool import make_pool, select_indices
 from jaxsam.errors import DataError
 
 
@@ -132,6 +132,47 @@ def test_npz_errors(tmp_path):
         load_pool(DataConfig(dataset=f"npz:{tmp_path / 'obj.npz'}", test_split=None))
     with pytest.raises(DataError, match="does not exist"):
         load_pool(DataConfig(dataset=f"npz:{tmp_path / 'missing.npz'}"))
+
+
+def _labels_npz(tmp_path, y_test, **extra):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    path = tmp_path / "labels.npz"
+    np.savez(path, x=x, y=np.arange(60) % 5, x_test=x[:10], y_test=y_test, **extra)
+    return path
+
+
+def test_held_out_labels_above_the_pools_classes_are_refused(tmp_path):
+    # Without a stored num_classes the class count is the pool's: held-out label 7 used to
+    # widen the logits to 8 classes and give a held-out accuracy of 0.
+    path = _labels_npz(tmp_path, np.full(10, 7))
+    msg = r"labels.npz: y_test holds labels 7..7 that never occur in y \(0..4\); .*num_classes=C"
+    with pytest.raises(DataError, match=msg):
+        load_pool(DataConfig(dataset=f"npz:{path}"))
+    with pytest.raises(DataError, match=r"pool's 30 rows of y .*raise data.pool_size"):
+        load_pool(DataConfig(dataset=f"npz:{path}", pool_size=30))
+    # A stored class count declares the classes: label 7 of 8 is legal.
+    path = _labels_npz(tmp_path, np.full(10, 7), num_classes=np.array(8))
+    assert load_pool(DataConfig(dataset=f"npz:{path}")).num_classes == 8
+    path = _labels_npz(tmp_path, np.arange(10) % 5)
+    assert load_pool(DataConfig(dataset=f"npz:{path}")).num_classes == 5
+
+
+def test_idx_held_out_labels_above_the_pools_classes_are_refused(tmp_path):
+    _idx_dir(tmp_path, gz=False)
+    y = np.full(20, 3, np.uint8)
+    y[4] = 12
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", y, gz=False)
+    with pytest.raises(DataError, match=r"t10k-labels file holds labels 12..12 that never occur "):
+        load_pool(DataConfig(dataset=f"idx:{tmp_path}"))
+
+
+def test_make_pool_infers_the_classes_from_the_pool():
+    x = np.zeros((10, 3), np.float32)
+    with pytest.raises(DataError, match=r"arrays/test holds labels 3..9 .*pass num_classes=C"):
+        make_pool(x, np.arange(10) % 3, test_x=x, test_y=np.arange(10))
+    pool = make_pool(x, np.arange(10) % 3, test_x=x, test_y=np.arange(10), num_classes=10)
+    assert pool.num_classes == 10
 
 
 def test_select_indices_same_split_is_disjoint():

@@ -352,3 +352,74 @@ def test_import_detects_the_mask_design(tmp_path, capsys):
         assert rep["reference_groups"]["rule"] == (
             "leave_one_out" if design == "bernoulli" else "cut"
         )
+
+
+def test_a_successful_import_prints_only_its_own_line(tmp_path):
+    # Orbax finishes every save with an OCDBT merge, whatever use_ocdbt says: the logits folder
+    # (written without OCDBT) used to add "WARNING:absl: ... Skipping merge of OCDBT
+    # checkpoints" to every import. A fresh process: the warning reaches stderr only there.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    keep, lg, y = _synthetic()
+    paths = _save(tmp_path, keep=keep, logits=lg, labels=y)
+    argv = ["import-logits", "--out", str(tmp_path / "run")]
+    for name, p in paths.items():
+        argv += [f"--{name}", str(p)]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxsam", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "imported 8 models" in proc.stdout
+    for noise in ("Skipping merge", "WARNING:absl", "Traceback"):
+        assert noise not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_unreadable_inputs_name_what_is_wrong(tmp_path, capsys):
+    # numpy called a text file and a truncated file "pickled (object) data", a directory was
+    # "missing", transposed masks were blamed on the logits, and --min-models 0 named no flag.
+    keep, lg, y = _synthetic()
+    paths = _save(tmp_path, keep=keep, logits=lg, labels=y)
+    text, short, folder = tmp_path / "text.npy", tmp_path / "short.npy", tmp_path / "dir.npy"
+    text.write_text("0.1, 0.2, 0.3\n")
+    short.write_bytes(paths["logits"].read_bytes()[:4000])
+    folder.mkdir()
+    np.save(tmp_path / "keep_t.npy", keep.T)
+    cases = {
+        "text": ({"logits": text}, (), "text.npy (logits) is not a .npy file"),
+        "truncated": ({"logits": short}, (), "short.npy (logits) is truncated: its header says"),
+        "directory": ({"logits": folder}, (), "dir.npy (logits) is a directory, not a .npy"),
+        "transposed": ({"keep": tmp_path / "keep_t.npy"}, (), "the masks look transposed"),
+        "min models": ({}, ("--min-models", "0"), "--min-models 0 asks for no IN or OUT"),
+    }
+    for case, (changes, extra, message) in cases.items():
+        out = tmp_path / f"run-{case.replace(' ', '-')}"
+        assert _import(paths | changes, out, *extra) == 2, case
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, (case, err)
+        assert "pickled" not in err and "mmap" not in err and "does not exist" not in err
+        assert not out.exists()
+
+
+def test_lira_models_at_different_epochs_are_imported_with_a_warning(tmp_path, capsys):
+    keep, lg, _ = _lira_dir(tmp_path / "exp")
+    (tmp_path / "exp" / "experiment-3_8" / "logits" / f"{10:010d}.npy").unlink()
+    out = tmp_path / "run"
+    assert main(["import-logits", "--lira-dir", str(tmp_path / "exp"), "--out", str(out)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("warning:")]
+    assert len(lines) == 1, lines
+    assert (
+        "epoch 5: experiment-3_8; epoch 10: experiment-0_8, experiment-1_8, experiment-2_8"
+        in lines[0]
+    )
+    assert "and 4 more" in lines[0] and "--epoch E" in lines[0]
+    epochs = [f["epoch"] for f in store.load_run(out).info["provenance"]["files"]["models"]]
+    assert epochs == [10, 10, 10, 5, 10, 10, 10, 10]

@@ -112,3 +112,16 @@ def test_shapes_only_plan_of_a_known_dataset_counts_added_canaries():
     audit = {**base, "audit.canaries": 50, "audit.kind": "noise", "audit.targets": 2}
     with_c = plan_lib.memory_estimate(tiny_config(**audit), activations=False)
     assert with_c.pool_size == plain.pool_size + 50 == 1050
+
+
+def test_a_batch_larger_than_every_training_subset_is_warned_about(capsys):
+    # Legal (it trains), but each batch repeats a model's ~150 examples hundreds of times.
+    from jaxsam.plan import make_plan
+
+    make_plan(tiny_config(**{"train.batch_size": 100000}))
+    out = capsys.readouterr().out
+    assert "warning: train.batch_size = 100000 is larger than every model's training subset" in out
+    largest = out.split("(at most ")[1].split(" examples")[0]
+    assert 100 < int(largest) < 200 and f"set train.batch_size to at most {largest}" in out
+    make_plan(tiny_config())  # batch 32: no warning
+    assert "warning" not in capsys.readouterr().out

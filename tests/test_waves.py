@@ -174,3 +174,35 @@ def test_status_and_finalize_name_the_exact_missing_ranges(tmp_path, capsys):
     assert main(["wave", "finalize", str(out)]) == 2
     err = capsys.readouterr().err
     assert "--models 0:1" in err and "--models 2:4" in err and "A:B" not in err
+
+
+def _tree(path):
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_wave_steps_refuse_a_run_trained_in_one_piece(full_run, tmp_path, capsys):
+    # `wave train` used to write waves/ into a complete run (status then said 2/8 models had
+    # logits) and `wave run` retrained it wave by wave, replacing its logits.
+    import shutil
+
+    from jaxsam.cli import main
+
+    out = tmp_path / "run"
+    shutil.copytree(full_run.path, out)
+    before = _tree(out)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(jaxsam.config.to_dict(_cfg())))
+    for argv in (
+        ["wave", "train", str(out), "--models", "0:2", "--no-progress"],
+        ["wave", "finalize", str(out)],
+        ["wave", "run", "--config", str(cfg), "--out", str(out), "--wave-size", "2"],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"{out} is already complete (trained in one piece, not in waves)" in err, argv
+        assert "another --out" in err and len(err.strip().splitlines()) == 1
+    assert _tree(out) == before and not (out / "waves").exists()
+    (out / "COMPLETE").unlink()
+    with pytest.raises(RunDirError, match=r"unfinished run trained in one piece.*resume=True"):
+        waves.train_wave(out, 0, 2)
+    assert not (out / "waves").exists()

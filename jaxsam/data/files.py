@@ -103,7 +103,33 @@ def load_idx_split(directory: str | Path, split: str) -> tuple[np.ndarray, np.nd
     return x, y.astype(np.int32)
 
 
+def idx_labels(directory: str | Path) -> tuple:
+    """How messages name the labels of an ``idx:`` split, and the fix for held-out labels
+    that never occur in the pool: ``(where, name, fix)``, the ``labels`` of
+    ``sources._pool_from_full``."""
+
+    def name(split: str) -> str:
+        return f"the {IDX_SPLITS.get(split, split)}-labels file"
+
+    fix = "the splits must share one set of classes: fix or replace the held-out labels file"
+    return str(directory), name, fix
+
+
 NPZ_SPLITS = {"train": ("x", "y"), "test": ("x_test", "y_test")}
+
+
+def npz_labels(path: str | Path) -> tuple:
+    """How messages name the labels of an ``npz:`` split, and the fix for held-out labels
+    that never occur in the pool (see :func:`idx_labels`)."""
+
+    def name(split: str) -> str:
+        return NPZ_SPLITS.get(split, ("", split))[1]
+
+    fix = (
+        "fix those labels, or store the number of classes in the file "
+        "(numpy.savez(..., num_classes=C)) when the pool lacks some"
+    )
+    return str(path), name, fix
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:

@@ -201,6 +201,33 @@ def _check_splits(x, y, test_x, test_y, dataset: str, pool_split: str, test_spli
     return test_x, test_y
 
 
+def check_held_out_classes(
+    y: np.ndarray, test_y: np.ndarray, pool_what: str, test_what: str, fix: str
+) -> None:
+    """Refuses held-out labels above every pool label, where the class count is inferred.
+
+    The number of classes of a source that does not store it is the pool's largest label + 1;
+    a held-out label above it is a class no model trains on (it used to widen the logits and
+    give a held-out accuracy of 0).
+
+    Args:
+      y: [N] pool labels; test_y: [T] held-out labels.
+      pool_what, test_what: what the two label arrays are, for the message.
+      fix: what to do instead (the end of the message).
+
+    Raises:
+      DataError: naming the labels that never occur in the pool, and ``fix``.
+    """
+    if not (y.size and test_y.size):
+        return
+    above = test_y[test_y > y.max()]
+    if above.size:
+        raise DataError(
+            f"{test_what} holds labels {int(above.min())}..{int(above.max())} that never occur "
+            f"in {pool_what} ({int(y.min())}..{int(y.max())}); {fix}"
+        )
+
+
 def make_pool(
     x: np.ndarray,
     y: np.ndarray,
@@ -248,8 +275,15 @@ def make_pool(
     test_x, test_y, test_ids = test_x[tsel], test_y[tsel], test_ids[tsel]
     y = y.astype(np.int32)
     test_y = test_y.astype(np.int32)
-    if num_classes is None:
-        num_classes = int(max(y.max(initial=0), test_y.max(initial=0))) + 1
+    if num_classes is None:  # the pool's classes: a held-out label above them is refused
+        check_held_out_classes(
+            y,
+            test_y,
+            f"the pool's labels of {dataset}/{pool_split}",
+            f"{dataset}/{test_split}",
+            "fix the held-out labels, or pass num_classes=C when the pool lacks classes",
+        )
+        num_classes = int(y.max(initial=0)) + 1
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise DataError(
             f"{dataset}: labels must lie in [0, {num_classes}); got {y.min()}..{y.max()}"

@@ -20,7 +20,7 @@ import numpy as np
 from jaxsam.config import DataConfig, show
 from jaxsam.data import files
 from jaxsam.data.embedded import load_digits_split
-from jaxsam.data.pool import Pool, make_pool, select_indices
+from jaxsam.data.pool import Pool, check_held_out_classes, make_pool, select_indices
 from jaxsam.errors import ConfigError, DataError
 
 EMBEDDED = ("digits",)
@@ -44,8 +44,15 @@ def check_dataset(name: str) -> None:
         )
 
 
-def _pool_from_full(cfg: DataConfig, load_split, num_classes: int | None, kind: str | None) -> Pool:
-    """Builds the pool from a ``load_split(split) -> (x, y, ids)`` that reads whole splits."""
+def _pool_from_full(
+    cfg: DataConfig, load_split, num_classes: int | None, kind: str | None, labels=None
+) -> Pool:
+    """Builds the pool from a ``load_split(split) -> (x, y, ids)`` that reads whole splits.
+
+    ``labels``: for a source that does not store its number of classes, ``(where, name,
+    fix)``: the source for messages, ``name(split)`` what the labels of ``split`` are called,
+    ``fix`` what to do about held-out labels that never occur in the pool (:func:`_check_classes`).
+    """
     x, y, ids = load_split(cfg.pool_split)
     same = cfg.test_split == cfg.pool_split
     tx = ty = tids = None
@@ -57,6 +64,8 @@ def _pool_from_full(cfg: DataConfig, load_split, num_classes: int | None, kind: 
         tx, ty, tids = x[tsel], y[tsel], ids[tsel]
     elif tx is not None:
         tx, ty, tids = tx[tsel], ty[tsel], tids[tsel]
+    if num_classes is None and labels is not None and ty is not None:
+        _check_classes(cfg, y[sel], ty, *labels)
     return make_pool(
         x[sel],
         y[sel],
@@ -70,6 +79,21 @@ def _pool_from_full(cfg: DataConfig, load_split, num_classes: int | None, kind: 
         pool_split=cfg.pool_split,
         test_split=cfg.test_split,
     )
+
+
+def _check_classes(
+    cfg: DataConfig, y: np.ndarray, ty: np.ndarray, where: str, name, fix: str
+) -> None:
+    """:func:`check_held_out_classes` in the source's own words (``name(split)``: its labels)."""
+    pool_what = name(cfg.pool_split)
+    test_what = name(cfg.test_split)
+    if cfg.test_split == cfg.pool_split:
+        test_what = f"the held-out part of {test_what}"
+    test_what = f"{where}: {test_what}"
+    if cfg.pool_size is not None:
+        pool_what = f"the pool's {cfg.pool_size} rows of {pool_what}"
+        fix += ", or raise data.pool_size so that the pool holds every class"
+    check_held_out_classes(y, ty, pool_what, test_what, fix)
 
 
 def _select(cfg: DataConfig, n_pool: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,13 +175,21 @@ def load_pool(cfg: DataConfig) -> Pool:
     if name.startswith("idx:"):
         directory = name[len("idx:") :]
         return _pool_from_full(
-            cfg, lambda s: _with_ids(*files.load_idx_split(directory, s)), None, "image"
+            cfg,
+            lambda s: _with_ids(*files.load_idx_split(directory, s)),
+            None,
+            "image",
+            files.idx_labels(directory),
         )
     if name.startswith("npz:"):
         path = name[len("npz:") :]
         arrays = files.load_npz(path)
         n_cls = int(arrays["num_classes"]) if "num_classes" in arrays else None
         return _pool_from_full(
-            cfg, lambda s: _with_ids(*files.npz_split(arrays, s, path)), n_cls, None
+            cfg,
+            lambda s: _with_ids(*files.npz_split(arrays, s, path)),
+            n_cls,
+            None,
+            files.npz_labels(path),
         )
     return _load_tfds(cfg)

@@ -77,8 +77,16 @@ def load_npy(path: str | Path, what: str, *, mmap: bool = True) -> np.ndarray:
       DataError: the file is missing, not a ``.npy`` array, or holds Python objects.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(
+            f"{path} ({what}) is a directory, not a .npy file; pass the .npy file (the published "
+            f"LiRA code's log directory goes to {option('lira_dir', 'EXPDIR')})"
+        )
     if not path.is_file():
         raise DataError(f"{path} ({what}) does not exist; pass an existing .npy file")
+    problem = _npy_problem(path)
+    if problem is not None:
+        raise DataError(f"{path} ({what}) {problem}")
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as e:
@@ -94,6 +102,43 @@ def load_npy(path: str | Path, what: str, *, mmap: bool = True) -> np.ndarray:
     if not isinstance(arr, np.ndarray):  # an .npz archive
         raise DataError(f"{path} ({what}) is an .npz archive; pass one .npy array per option")
     return arr
+
+
+def _npy_problem(path: Path) -> str | None:
+    """What is wrong with ``path`` as a ``.npy`` file, read from its header (None: nothing).
+
+    Named before numpy's own errors, which call a text file and a truncated one "pickled
+    (object) data" and "mmap length is greater than file size".
+    """
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(fmt.MAGIC_PREFIX)) != fmt.MAGIC_PREFIX:
+                f.seek(0)
+                if f.read(2) == b"PK":
+                    return None  # a zip: an .npz archive, named after loading
+                return (
+                    "is not a .npy file (it does not start with NumPy's header: a text file, or "
+                    "another format?); save the array with numpy.save"
+                )
+            f.seek(0)
+            version = fmt.read_magic(f)
+            read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+            if version not in read:
+                return None  # a newer header: numpy's load decides
+            shape, _, dtype = read[version](f)
+            data = path.stat().st_size - f.tell()
+    except (OSError, ValueError, SyntaxError) as e:
+        return f"has a damaged .npy header ({e}); save the array again with numpy.save"
+    if dtype.hasobject:
+        return "holds Python objects (dtype object); save a numeric array with numpy.save"
+    want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if data < want:
+        return (
+            f"is truncated: its header says {dtype} {tuple(shape)} ({want:,} bytes) but only "
+            f"{data:,} bytes follow; copy the file again, or save it again with numpy.save"
+        )
+    return None
 
 
 def _file_record(path: Path, arr: np.ndarray) -> dict:
@@ -286,13 +331,23 @@ def check_arrays(
             "(held-out logits need their labels), or neither"
         )
     if min_models < 1:
-        raise DataError(f"min_models = {min_models}; it must be >= 1 (an IN and an OUT model)")
+        raise DataError(
+            f"{option('min_models', str(min_models))} asks for no IN or OUT model at all; pass "
+            f"{option('min_models', '1')} or more (every example needs an IN and an OUT model; "
+            "the default 2 is what LiRA's equal groups need)"
+        )
     keep = _as_keep(np.asarray(keep), nm["keep"])
     m, n = keep.shape
     if m < 2:
         raise DataError(
             f"{nm['keep']} has M={m} model(s); membership scoring needs M >= 2 (each target is "
             "scored against the other models): import more models"
+        )
+    lshape = tuple(getattr(logits, "shape", ()))
+    if m != n and len(lshape) in (3, 4) and lshape[:2] == (n, m):
+        raise DataError(
+            f"{nm['keep']} has shape {keep.shape} but {nm['logits']} {lshape}: the masks look "
+            f"transposed; they must be bool [M={n}, N={m}], one row per model: save keep.T"
         )
     logits = _as_logits(logits, nm["logits"], m, n, "N")
     _check_finite(logits, nm["logits"])

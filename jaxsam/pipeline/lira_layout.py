@@ -106,7 +106,33 @@ def _chosen_models(expdir: Path, epoch: int | None, skip_incomplete: bool):
             f"{expdir} has {len(chosen)} model(s) with logits; membership scoring needs at least "
             "2: train and run inference for more models"
         )
+    _warn_mixed_epochs(chosen)
     return chosen, skipped
+
+
+def _warn_mixed_epochs(chosen: list) -> None:
+    """Prints a one-line warning when the chosen models' (latest) epochs differ.
+
+    Such models are imported as they are (run.json records each one's epoch), but models at
+    different epochs are not exchangeable shadow models; the warning names them by epoch.
+    """
+    by_epoch: dict[int, list[str]] = {}
+    for d, e, _ in chosen:
+        by_epoch.setdefault(int(e), []).append(d.name)
+    if len(by_epoch) < 2:
+        return
+
+    def names(dirs: list[str]) -> str:
+        more = f" and {len(dirs) - 3} more" if len(dirs) > 3 else ""
+        return ", ".join(dirs[:3]) + more
+
+    groups = "; ".join(f"epoch {e}: {names(by_epoch[e])}" for e in sorted(by_epoch))
+    print(
+        f"warning: the models' latest epochs differ ({groups}); they are imported as they are "
+        f"(run.json records each model's epoch): pass {option('epoch', 'E')} to take one epoch "
+        "from every model",
+        flush=True,
+    )
 
 
 def _read_keeps(chosen: list) -> tuple[list[np.ndarray], list[dict]]:

@@ -84,10 +84,37 @@ def init_study(
 
 
 def open_study(path: str | Path) -> StudyPlan:
-    """Re-opens a run directory made by :func:`init_study` (or ``jaxsam train``): its plan,
-    rebuilt from the stored config and checked against its fingerprints
-    (:func:`jaxsam.plan.study.open_plan`)."""
+    """Re-opens a run directory made by :func:`init_study` (or ``jaxsam train --wave-size``):
+    its plan, rebuilt from the stored config and checked against its fingerprints
+    (:func:`jaxsam.plan.study.open_plan`); a run trained in one piece is refused
+    (:func:`check_wave_study`)."""
+    check_wave_study(Path(path))
     return open_plan(path)
+
+
+def check_wave_study(path: Path) -> None:
+    """Refuses a run that ``jaxsam train`` trained (or is training) in one piece.
+
+    Waves written into such a run mixed with its own logits: a complete run then counted 2 of
+    its 8 models as done, and finalizing asked to train the other 6 again.
+
+    Raises:
+      RunDirError: naming the run's state and what to do instead.
+    """
+    info = store.read_run_info(path) if store.has_run(path) else {"layout": "waves"}
+    if info.get("layout") == "waves":
+        return
+    new_study = f"train a study in waves into a new directory (another {option('out', None)})"
+    how = "imported with import-logits" if "provenance" in info else "trained in one piece"
+    if store.is_complete(path):
+        raise RunDirError(
+            f"{path} is already complete ({how}, not in waves): nothing to train or finalize; "
+            f"score it as it is, or {new_study}"
+        )
+    raise RunDirError(
+        f"{path} is an unfinished run trained in one piece (not in waves); continue it with "
+        f"{action('resume', run=path)}, or {new_study}"
+    )
 
 
 def train_rows(
@@ -280,6 +307,7 @@ def finalize(path: str | Path, *, keep_waves: bool = True):
 
 def _finalize(path: Path, keep_waves: bool):
     """:func:`finalize` under the run's lock."""
+    check_wave_study(path)
     info = store.read_run_info(path)
     config = store.read_config(path)
     m = int(info["models"])

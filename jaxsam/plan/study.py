@@ -124,6 +124,8 @@ def make_plan(
     if load_data:
         pool, keep = build_study(config)  # data errors: before anything is written
         spe = steps_per_epoch(keep, config.train.batch_size)
+        if mode == "new":
+            warn_batch_over_subsets(config.train.batch_size, keep)
     else:
         pool, keep = memory.pool_shapes(config), None
         spe = memory.steps_per_epoch_estimate(
@@ -158,6 +160,24 @@ def make_plan(
         mode=mode,
         started=started,
     )
+
+
+def warn_batch_over_subsets(batch_size: int, keep: np.ndarray) -> None:
+    """Prints a one-line warning when the batch is larger than every model's training subset.
+
+    Legal, but each batch then wraps around a model's subset (:mod:`jaxsam.train.batches`):
+    ``train.batch_size = 100000`` on subsets of ~50 examples repeats each one ~2000 times in a
+    batch, in one step per epoch.
+    """
+    largest = int(keep.sum(axis=1).max()) if keep.size else 0
+    if 0 < largest < batch_size:
+        print(
+            f"warning: train.batch_size = {batch_size} is larger than every model's training "
+            f"subset (at most {largest} examples): each batch repeats a model's subset about "
+            f"{batch_size / largest:.0f} times, in one step per epoch; set train.batch_size to "
+            f"at most {largest}",
+            flush=True,
+        )
 
 
 def _check_out(

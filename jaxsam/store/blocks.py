@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import mmap
 import shutil
 from collections.abc import Callable, Iterator
@@ -122,6 +123,18 @@ def stacked(paths: list[Path], load: Callable[[Path], np.ndarray], dtype=None) -
     return ModelBlocks(shape, dtype, read)
 
 
+class _NoMergeWarning(logging.Filter):
+    """Drops orbax's warning that a checkpoint written without OCDBT has no OCDBT files to
+    merge: orbax (0.12) finishes every PyTree save with that merge whatever ``use_ocdbt``
+    says, so the warning came with every import and meant nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Skipping merge of OCDBT checkpoints" not in record.getMessage()
+
+
+_NO_MERGE_WARNING = _NoMergeWarning()
+
+
 def save_arrays_streamed(
     path: Path,
     small: dict[str, np.ndarray],
@@ -145,7 +158,12 @@ def save_arrays_streamed(
     if tmp.exists():
         shutil.rmtree(tmp)
     ckpt = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_ocdbt=False))
-    ckpt.save(tmp.absolute(), {k: np.asarray(v) for k, v in small.items()})
+    absl_log = logging.getLogger("absl")
+    absl_log.addFilter(_NO_MERGE_WARNING)
+    try:
+        ckpt.save(tmp.absolute(), {k: np.asarray(v) for k, v in small.items()})
+    finally:
+        absl_log.removeFilter(_NO_MERGE_WARNING)
     for name, arr in big.items():
         _add_entry(tmp / "_METADATA", name)
         spec = {

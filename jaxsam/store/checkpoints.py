@@ -38,7 +38,12 @@ from jaxsam import hooks
 from jaxsam.config import Config
 from jaxsam.errors import RunDirError, WriteFailed, action, option
 from jaxsam.store import paths
-from jaxsam.store.files import DropThreadTracebacks, drop_closed_loop, move_aside_damaged
+from jaxsam.store.files import (
+    DropThreadTracebacks,
+    drop_closed_loop,
+    move_aside_damaged,
+    quiet_failed_reads,
+)
 from jaxsam.store.rundir import stable_dict
 
 if TYPE_CHECKING:
@@ -213,6 +218,15 @@ def restore_latest(manager, like: EnsembleState, fingerprint: str | None = None)
 
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state_tree(like))
     manager.reload()
+    with quiet_failed_reads() as quiet:  # a damaged checkpoint: one warning, no tracebacks
+        return _restore_newest(manager, like, abstract, fingerprint, quiet)
+
+
+def _restore_newest(manager, like: EnsembleState, abstract, fingerprint: str | None, quiet):
+    """:func:`restore_latest`'s loop over the steps, newest first (``quiet``: from
+    :func:`~jaxsam.store.files.quiet_failed_reads`, told when a read failed)."""
+    import orbax.checkpoint as ocp
+
     for step in sorted(manager.all_steps(), reverse=True):
         problem = None
         try:
@@ -249,6 +263,7 @@ def restore_latest(manager, like: EnsembleState, fingerprint: str | None = None)
                 problem = "its arrays differ from what was saved (digest mismatch)"
         if problem is None:
             return Restored(state, meta)
+        quiet.failed = True
         moved = _set_aside(manager, step)
         _warn(
             f"checkpoint at step {step} is damaged: {problem}; moved it to {moved} and falling "
@@ -308,7 +323,12 @@ class Checkpoints:
 
     def restore(self, like: EnsembleState) -> Restored | None:
         """The newest intact checkpoint (see :func:`restore_latest`), or None."""
+        import sys
+
+        hook = sys.unraisablehook
         restored = restore_latest(self.manager, like, self.fingerprint)
+        if sys.unraisablehook is not hook:  # a damaged one's reads may still report: keep the
+            self._keep_quiet = True  # hook of quiet_failed_reads when closing
         if restored is not None:
             self.last_good = restored.step
         return restored

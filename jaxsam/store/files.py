@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import json
 import logging
 import os
 import sys
 import tempfile
+import threading
 import time
+import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +154,50 @@ def drop_closed_loop(previous):
             previous(unraisable)
 
     return hook
+
+
+def _abandoned_read(value: BaseException) -> bool:
+    """Whether an error reported outside the caller comes from the reads of a failed restore."""
+    if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+        return True
+    return str(value).startswith("Encountered error while reading array index")
+
+
+@contextlib.contextmanager
+def quiet_failed_reads() -> Iterator[types.SimpleNamespace]:
+    """While the block restores arrays that may be damaged, drops the reports of failed reads.
+
+    When one array of an orbax restore cannot be read, orbax abandons the reads of the others
+    suspended; as each is collected it reports the error again (``Exception ignored in:
+    <coroutine ...>`` and some 60 lines of TensorStore spec), and tensorstore's callbacks into
+    the closed event loop print ``RuntimeError: Event loop is closed``. The caller reports the
+    damage on one line. On exit the abandoned reads are collected while the hooks still drop
+    their reports; everything else reaches the previous ``sys.unraisablehook`` /
+    ``sys.excepthook``. Yields a namespace: a caller that caught a failed read sets its
+    ``failed`` (a block that raises counts as failed too); the hooks then stay, because the
+    failed read's callbacks may still come after the block.
+    """
+    previous, previous_except = sys.unraisablehook, sys.excepthook
+    state = types.SimpleNamespace(failed=False)
+
+    def hook(unraisable) -> None:
+        if not _abandoned_read(unraisable.exc_value):
+            previous(unraisable)
+
+    def except_hook(kind, value, tb) -> None:  # tensorstore's threads print through it
+        if threading.current_thread() is threading.main_thread() or not _abandoned_read(value):
+            previous_except(kind, value, tb)  # the main thread's own errors always show
+
+    sys.unraisablehook, sys.excepthook = hook, except_hook
+    try:
+        yield state
+    except BaseException:
+        state.failed = True
+        raise
+    finally:
+        gc.collect()
+        if not state.failed:
+            sys.unraisablehook, sys.excepthook = previous, previous_except
 
 
 def move_aside_damaged(root: Path, rel: str) -> Path | None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from jaxsam.errors import RunDirError
 from jaxsam.store.arrays import load_arrays, save_arrays
-from jaxsam.store.files import move_aside_damaged
+from jaxsam.store.files import move_aside_damaged, quiet_failed_reads
 
 
 def load_masks(path: str | Path) -> dict[str, np.ndarray]:
@@ -32,7 +32,8 @@ def repair_masks(path: Path, keep: np.ndarray, ids: np.ndarray, labels: np.ndarr
     """
     problem = None
     try:
-        stored = load_masks(path)
+        with quiet_failed_reads():
+            stored = load_masks(path)
     except RunDirError as e:
         problem = f"they cannot be read ({str(e)[:160]})"
     else:
