@@ -157,6 +157,28 @@ def tiny_config(**overrides) -> config_lib.Config:
     return config_lib.replace(config_lib.Config(), **base)
 
 
+def one_line_error(capsys, fragment: str) -> str:
+    """The captured stderr of a refused command: one line, no traceback, holding ``fragment``."""
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert fragment in err, err
+    return err
+
+
+def unscored_copy(run_path, dest):
+    """A copy of the run directory ``run_path`` at ``dest`` without its scores, reports and
+    analysis (as training leaves it before ``jaxsam score``)."""
+    import shutil
+    from pathlib import Path
+
+    dest = Path(dest)
+    shutil.copytree(run_path, dest)
+    for name in ("report.json", "report.md", "scores", "analysis.json", "plots"):
+        p = dest / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    return dest
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A finished tiny SGD run directory (trained once per session)."""

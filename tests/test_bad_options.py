@@ -8,30 +8,18 @@ crashed (ValueError).
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from jaxsam import cli, metrics
 from jaxsam.errors import ConfigError
 
-
-def _one_line_error(capsys, fragment: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert fragment in err, err
-    return err
+from .conftest import one_line_error, unscored_copy
 
 
 @pytest.fixture
 def run_copy(tiny_run, tmp_path):
-    path = tmp_path / "run"
-    shutil.copytree(tiny_run.path, path)
-    for name in ("report.json", "report.md", "scores", "analysis.json", "plots"):
-        p = path / name
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    return path
+    return unscored_copy(tiny_run.path, tmp_path / "run")
 
 
 @pytest.mark.parametrize(
@@ -44,7 +32,7 @@ def run_copy(tiny_run, tmp_path):
 )
 def test_score_refuses_a_bootstrap_out_of_range(run_copy, capsys, value, fragment):
     assert cli.main(["score", str(run_copy), "--bootstrap", value]) == 2
-    _one_line_error(capsys, fragment)
+    one_line_error(capsys, fragment)
     assert not (run_copy / "report.json").exists()
 
 
@@ -60,7 +48,7 @@ def test_score_refuses_a_bootstrap_out_of_range(run_copy, capsys, value, fragmen
 def test_analyze_refuses_options_out_of_range(run_copy, tmp_path, capsys, args, fragment):
     out = tmp_path / "analysis"
     assert cli.main(["analyze", str(run_copy), "--out", str(out), *args]) == 2
-    _one_line_error(capsys, fragment)
+    one_line_error(capsys, fragment)
     assert not (out / "analysis.json").exists() and not (out / "plots").exists()
 
 

@@ -193,16 +193,20 @@ def test_a_run_of_an_unlisted_model_name_still_loads(custom_run, tmp_path):
 @pytest.mark.usefixtures("not_importable")
 def test_resume_and_wave_train_without_the_module_say_so(custom_run, tmp_path, capsys):
     out, _ = custom_run
-    copy = tmp_path / "unfinished"
-    shutil.copytree(out, copy)
-    (copy / "COMPLETE").unlink()
-    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
-    for args in (["train", "--resume", str(copy)], ["wave", "train", str(copy), "--models", "0:2"]):
-        assert cli.main(args) == 2
+    for layout, args in (("one_piece", ["train", "--resume"]), ("waves", ["wave", "train"])):
+        copy = tmp_path / layout
+        shutil.copytree(out, copy)
+        (copy / "COMPLETE").unlink()
+        if layout == "waves":  # an unfinished study trained in waves (wave steps refuse others)
+            info = json.loads((copy / "run.json").read_text())
+            (copy / "run.json").write_text(json.dumps({**info, "layout": "waves"}))
+        before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+        extra = ["--models", "0:2"] if layout == "waves" else []
+        assert cli.main([*args, str(copy), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err
         assert f"model.name = '{MODULE}:make'" in err and "PYTHONPATH" in err
-    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
+        assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
 
 
 @pytest.mark.usefixtures("importable")

@@ -17,21 +17,11 @@ import pytest
 
 from jaxsam import cli, store
 
-
-def _one_line_error(capsys, fragment: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert fragment in err, err
-    return err
+from .conftest import one_line_error, unscored_copy
 
 
 def _copy(tiny_run, tmp_path: Path) -> Path:
-    path = tmp_path / "run"
-    shutil.copytree(tiny_run.path, path)
-    for name in ("report.json", "report.md", "scores", "analysis.json", "plots"):
-        p = path / name
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    return path
+    return unscored_copy(tiny_run.path, tmp_path / "run")
 
 
 def _edit_arrays(path: Path, folder: str, edit) -> None:
@@ -91,7 +81,7 @@ def test_damaged_logits_are_refused_in_one_line(tiny_run, tmp_path, capsys, comm
     extra = ["--bootstrap", "0"] if command == "score" else []
     args = [command, str(path), "--no-verify", *extra]
     assert cli.main(args) == 2
-    err = _one_line_error(capsys, fragment)
+    err = one_line_error(capsys, fragment)
     assert "the run is damaged" in err or "restore the run" in err, err
     for name in ("report.json", "scores", "analysis.json", "plots"):
         assert not (path / name).exists(), name
@@ -106,7 +96,7 @@ def test_analyze_refuses_a_run_with_too_few_models_as_score_does(
     store.update_run_info(path, failed_models=failed)
     for command in ("score", "analyze"):
         assert cli.main([command, str(path), "--no-verify"]) == 2
-        _one_line_error(capsys, f"{left} of 4 models are left to {command}")
+        one_line_error(capsys, f"{left} of 4 models are left to {command}")
     assert not (path / "analysis.json").exists() and not (path / "report.json").exists()
 
 
@@ -114,9 +104,9 @@ def test_a_directory_that_is_no_run_is_named_so(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     for command in ("score", "analyze", "compare"):
         assert cli.main([command, str(tmp_path)]) == 2
-        _one_line_error(capsys, f"{tmp_path} is not a jaxsam run directory")
+        one_line_error(capsys, f"{tmp_path} is not a jaxsam run directory")
     assert cli.main(["score", str(tmp_path / "nope")]) == 2
-    _one_line_error(capsys, "does not exist")
+    one_line_error(capsys, "does not exist")
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
@@ -127,4 +117,4 @@ def test_a_run_without_its_masks_or_logits_says_restore_or_retrain(
     path = _copy(tiny_run, tmp_path)
     shutil.rmtree(path / folder)
     assert cli.main(["score", str(path), "--no-verify"]) == 2
-    _one_line_error(capsys, f"{folder} is missing ({folder}); the run is damaged: restore the")
+    one_line_error(capsys, f"{folder} is missing ({folder}); the run is damaged: restore the")

@@ -22,16 +22,9 @@ from jaxsam import config as config_lib
 from jaxsam.data.pool import make_pool
 from jaxsam.errors import DataError
 
-from .conftest import tiny_config
+from .conftest import one_line_error, tiny_config
 
 ROOT = Path(__file__).parents[1]
-
-
-def _one_line_error(capsys, fragment: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert fragment in err, err
-    return err
 
 
 def _edit_json(path: Path, edit) -> None:
@@ -71,7 +64,7 @@ def test_damaged_run_header_is_one_line_exit_2(tiny_run, tmp_path, capsys, name,
         (copy / f).unlink(missing_ok=True)
     _edit_json(copy / name, edit)
     assert cli.main(["score", str(copy), "--no-verify"]) == 2
-    _one_line_error(capsys, fragment)
+    one_line_error(capsys, fragment)
     assert not (copy / "report.json").exists()
 
 
@@ -80,7 +73,7 @@ def test_all_models_failed_names_them(tiny_run, tmp_path, capsys):
     shutil.copytree(tiny_run.path, copy)
     _edit_json(copy / "run.json", _set("failed_models", [0, 1, 2, 3]))
     assert cli.main(["score", str(copy), "--no-verify"]) == 2
-    _one_line_error(capsys, "0 of 4 models are left to score")
+    one_line_error(capsys, "0 of 4 models are left to score")
 
 
 def _deep(path):
@@ -108,7 +101,7 @@ def test_garbage_config_file_is_one_line_exit_2(tmp_path, capsys, write, fragmen
     write(cfg)
     out = tmp_path / "run"
     assert cli.main(["train", "--config", str(cfg), "--out", str(out)]) == 2
-    _one_line_error(capsys, fragment)
+    one_line_error(capsys, fragment)
     assert not out.exists()
 
 
@@ -128,7 +121,7 @@ def test_garbage_config_file_is_one_line_exit_2(tmp_path, capsys, write, fragmen
 def test_bad_set_values_are_one_line_exit_2(tmp_path, capsys, assignment, fragment):
     out = tmp_path / "run"
     assert cli.main(["train", "--set", assignment, "--out", str(out), "--no-progress"]) == 2
-    err = _one_line_error(capsys, fragment)
+    err = one_line_error(capsys, fragment)
     assert len(err) < 400  # a 5000-digit value is not echoed back whole
     assert not out.exists()
 
@@ -146,7 +139,7 @@ def test_garbage_config_json_inside_out_is_refused_untouched(tmp_path, capsys, c
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps(config_lib.to_dict(tiny_config())))
     assert cli.main(["train", "--config", str(cfg), "--out", str(out), "--no-progress"]) == 2
-    _one_line_error(capsys, "holds no readable jaxsam run")
+    one_line_error(capsys, "holds no readable jaxsam run")
     assert [p.name for p in out.iterdir() if p.name != store.LOCK_FILE] == ["config.json"]
     assert (out / "config.json").read_bytes() == content
 

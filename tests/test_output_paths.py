@@ -9,28 +9,17 @@ replaced any ``analysis.json`` and ``plots/*.png`` it found there.
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
 from jaxsam import cli
 
-
-def _one_line_error(capsys, fragment: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert fragment in err, err
-    return err
+from .conftest import one_line_error, unscored_copy
 
 
 @pytest.fixture
 def run_copy(tiny_run, tmp_path):
-    path = tmp_path / "run"
-    shutil.copytree(tiny_run.path, path)
-    for name in ("report.json", "report.md", "scores", "analysis.json", "plots"):
-        p = path / name
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    return path
+    return unscored_copy(tiny_run.path, tmp_path / "run")
 
 
 @pytest.mark.parametrize(
@@ -48,7 +37,7 @@ def test_compare_refuses_bad_output_files(run_copy, tmp_path, capsys, flag, name
     if name == "DIR":
         target.mkdir()
     assert cli.main(["compare", str(run_copy), flag, str(target)]) == 2
-    _one_line_error(capsys, f"{flag} {target} {fragment}")
+    one_line_error(capsys, f"{flag} {target} {fragment}")
     assert not (run_copy / "report.json").exists()  # refused before scoring the run
     assert not target.with_suffix(".png").exists() and not target.with_name("DIR.png").exists()
 
@@ -66,7 +55,7 @@ def test_analyze_out_keeps_a_users_own_files(run_copy, tmp_path, capsys):
     (out / "plots" / "subgroups.png").write_bytes(b"my figure")
     for extra in ([], ["--overwrite"]):
         assert cli.main(["analyze", str(run_copy), "--out", str(out), *extra]) == 2
-        _one_line_error(capsys, "holds no jaxsam analysis (it holds analysis.json, plots")
+        one_line_error(capsys, "holds no jaxsam analysis (it holds analysis.json, plots")
     assert json.loads((out / "analysis.json").read_text()) == {"mine": 1}
     assert (out / "plots" / "subgroups.png").read_bytes() == b"my figure"
     assert not (out / ".jaxsam.lock").exists()
@@ -79,7 +68,7 @@ def test_analyze_out_replaces_an_earlier_analysis_only_with_overwrite(run_copy, 
     (out / "analysis.json").write_text(json.dumps({**json.loads(first), "note": "kept"}))
     capsys.readouterr()
     assert cli.main(["analyze", str(run_copy), "--out", str(out)]) == 2
-    _one_line_error(
+    one_line_error(
         capsys, "holds an earlier jaxsam analysis (analysis.json, plots/); pass --overwrite"
     )
     assert "note" in json.loads((out / "analysis.json").read_text())
@@ -93,5 +82,5 @@ def test_analyze_out_that_is_a_file_is_refused(run_copy, tmp_path, capsys):
     out = tmp_path / "analysis.json"
     out.write_text("mine")
     assert cli.main(["analyze", str(run_copy), "--out", str(out)]) == 2
-    _one_line_error(capsys, "exists and is not a directory")
+    one_line_error(capsys, "exists and is not a directory")
     assert out.read_text() == "mine"
