@@ -103,6 +103,25 @@ def test_resume_with_another_out_is_refused(tiny_run, tmp_path, capsys):
     assert "already complete" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--overwrite"], "--overwrite would start it over; drop one of them"),
+        (["--wave-size", "2"], "so --wave-size would be ignored"),
+        (["--distributed"], "so --distributed would be ignored"),
+        (["--num-processes", "2"], "so --num-processes would be ignored"),
+    ],
+)
+def test_resume_refuses_the_options_it_would_ignore(tiny_run, capsys, extra, fragment):
+    """--overwrite, --wave-size and the multi-process options were ignored by --resume."""
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in tiny_run.path.iterdir())
+    assert cli.main(["train", "--resume", str(tiny_run.path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1
+    assert "already complete" not in err  # refused for the option, before the run is read
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in tiny_run.path.iterdir()) == before
+
+
 def test_score_of_a_run_without_logits_says_so(tiny_run, tmp_path, capsys):
     copy = tmp_path / "nologits"
     shutil.copytree(tiny_run.path, copy)

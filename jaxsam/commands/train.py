@@ -41,6 +41,32 @@ def add_parser(subparsers) -> None:
     add_distributed_options(p)
 
 
+def _check_resume_options(args: argparse.Namespace) -> None:
+    """Refuses the options that ``--resume`` would otherwise ignore without a word."""
+    if args.overwrite:
+        raise ConfigError(
+            f"--resume {args.resume} continues that run and --overwrite would start it over; "
+            "drop one of them"
+        )
+    waves = [
+        flag
+        for flag, given in (
+            ("--wave-size", args.wave_size),
+            ("--distributed", args.distributed),
+            ("--coordinator", args.coordinator is not None),
+            ("--num-processes", args.num_processes is not None),
+            ("--process-id", args.process_id is not None),
+        )
+        if given
+    ]
+    if waves:
+        raise ConfigError(
+            f"--resume continues a run trained in one piece in one process, so {waves[0]} "
+            "would be ignored; a study trained in waves (or by several processes) continues "
+            f"wave by wave: `jaxsam status {args.resume}` prints the commands"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from jaxsam.pipeline.study import train_and_export
 
@@ -53,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--resume {args.resume} continues that run in place and writes nothing to "
                 f"--out {args.out}; drop --out (or copy the run there first and resume the copy)"
             )
+        _check_resume_options(args)
         cfg = store.read_config(args.resume)
         run = train_and_export(cfg, args.resume, resume=True, progress=progress)
     else:
