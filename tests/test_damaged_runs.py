@@ -108,6 +108,7 @@ def test_a_directory_that_is_no_run_is_named_so(tmp_path, capsys):
     assert cli.main(["score", str(tmp_path / "nope")]) == 2
     one_line_error(capsys, "does not exist")
     assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # not even a lock file
 
 
 @pytest.mark.parametrize("folder", ["masks", "logits"])

@@ -114,7 +114,8 @@ def run_lock(path: str | Path, what: str, *, create: bool = True) -> Iterator[Pa
     Args:
       path: the run directory (or a wave's work directory).
       what: what the holder does, for the message another process gets (e.g. ``train``).
-      create: create ``path`` when it is missing; else a missing ``path`` is an error.
+      create: create ``path`` when it is missing; else a missing ``path``, or one that holds
+        no run (neither ``run.json`` nor ``config.json``), is an error and no lock file is made.
 
     Raises:
       RunDirError: another process holds the lock (naming it), ``path`` is not a directory, or
@@ -128,6 +129,11 @@ def run_lock(path: str | Path, what: str, *, create: bool = True) -> Iterator[Pa
     if not create and not path.is_dir():
         raise RunDirError(
             f"run directory {path} does not exist; pass the directory of a jaxsam run"
+        )
+    if not create and not any((path / name).exists() for name in ("run.json", "config.json")):
+        raise RunDirError(  # before the lock file goes in: a stray directory is left as it was
+            f"{path} is not a jaxsam run directory (it has no run.json or config.json); pass "
+            "the directory of a jaxsam run"
         )
     key = str(path.resolve())
     if key in _held:
