@@ -38,6 +38,7 @@ import numpy as np
 from jaxsam import __version__, metrics, store
 from jaxsam import config as config_lib
 from jaxsam.errors import DataError, option
+from jaxsam.store import values
 from jaxsam.store.blocks import ModelBlocks, blocks_of
 
 IMPORTED_DATASET = "imported"
@@ -200,16 +201,14 @@ def _as_logits(logits, name: str, m: int, rows: int, axis: str) -> ModelBlocks:
 
 
 def _check_finite(logits: ModelBlocks, name: str) -> None:
-    """Raises naming the first (model, example) with a NaN or infinite logit; block by block."""
-    for a, block in logits.blocks():
-        bad = ~np.isfinite(block)
-        if bad.any():
-            mi, ex = (int(i) for i in np.argwhere(bad)[0][:2])
-            raise DataError(
-                f"{name} holds {int(bad[mi].sum())} NaN or infinite value(s) for model {a + mi} "
-                f"(first at example {ex}); that model diverged or its export failed: leave it "
-                "out of every file, or recompute its logits"
-            )
+    """Raises naming the models with a NaN or infinite logit and each one's first example (the
+    words of a run's own check, :func:`jaxsam.store.values.describe_nonfinite`); block by block."""
+    found = values.nonfinite_models(logits.blocks())
+    if found:
+        raise DataError(
+            f"{name} holds {values.describe_nonfinite(found)}; a model diverged or its export "
+            "failed: leave it out of every file, or recompute its logits"
+        )
 
 
 def correct_predictions(logits: ModelBlocks, labels: np.ndarray) -> np.ndarray:
