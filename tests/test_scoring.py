@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxsam import metrics
-from jaxsam.errors import ConfigError
+from jaxsam.errors import ConfigError, DataError
 from jaxsam.scoring import ATTACKS, score
 
 
@@ -62,6 +62,21 @@ def test_exclude_models(run):
     assert a.report["models"] == 6 and a.report["excluded_models"] == [2, 5]
     np.testing.assert_array_equal(a.scores["lira_online"], b.scores["lira_online"])
     np.testing.assert_array_equal(a.scores["lira_online"], c.scores["lira_online"])
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_nan_logits_are_named_by_model_and_example(run, attack):
+    """The signal check used to say only "signal has NaN or infinite values", and the threshold
+    and calibrated-loss attacks scored NaN logits without a word."""
+    logits, y, keep = run
+    bad = logits.copy()
+    bad[5, 17, 1, 0] = np.nan  # a NaN logit makes every signal of (5, 17, view 1) NaN
+    bad[2, 40, 0, 3] = np.nan  # view 0, which the threshold attacks read
+    with pytest.raises(DataError) as err:
+        score(bad, y, keep, attacks=[attack], bootstrap=0)
+    msg = str(err.value)
+    assert "models 2 (first at example 40), 5 (first at example 17)" in msg, msg
+    assert "exclude_models=MODELS" in msg and "\n" not in msg
 
 
 def test_unknown_attack(run):

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from jaxsam.attacks import _kernels
-from jaxsam.errors import ConfigError, DataError
+from jaxsam.errors import ConfigError, DataError, option
 
 
 def check_logits(logits: Any, labels: Any, keep: Any) -> tuple[int, int, int, int]:
@@ -67,7 +67,26 @@ def check_finite(signal: np.ndarray, finite: bool | None = None) -> None:
     if finite is None:
         finite = _kernels.all_finite(signal) if _kernels.available() else np.isfinite(signal).all()
     if not finite:
-        raise DataError("signal has NaN or infinite values; check the logits for diverged models")
+        raise DataError(f"signal has {_where_nonfinite(signal)}")
+
+
+def _where_nonfinite(signal: np.ndarray, limit: int = 3) -> str:
+    """Words for where ``signal`` [M, N, ...] is not finite: how many values, the models (the
+    first ``limit``) and each one's first example, and the fix. Runs only on that error path."""
+    bad = ~np.isfinite(signal)
+    if bad.ndim < 2:
+        return f"{int(bad.sum())} NaN or infinite value(s); check the logits"
+    models = np.nonzero(bad.reshape(bad.shape[0], -1).any(axis=1))[0]
+    firsts = [
+        f"{int(m)} (first at example {int(np.argwhere(bad[m])[0][0])})" for m in models[:limit]
+    ]
+    more = f" and {models.size - limit} more" if models.size > limit else ""
+    noun = "model" if models.size == 1 else "models"
+    return (
+        f"{int(bad.sum())} NaN or infinite value(s) for {noun} {', '.join(firsts)}{more} "
+        "(indices among the models scored): their logits diverged or are damaged; recompute "
+        f"them, or leave them out with {option('exclude_models', 'MODELS')}"
+    )
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

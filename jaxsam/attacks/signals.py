@@ -128,8 +128,9 @@ def _confidence(P: _Parts):
 
 def _entropy(P: _Parts):
     # sum_i p_i (-log p_i): non-negative terms; p_i = 0 terms are 0 even where -log p_i = inf.
+    # (Tested as p == 0, not p > 0, so that a NaN logit gives a NaN entropy, not 0.)
     xp = P.xp
-    return xp.sum(xp.where(P.p > 0, P.p * P.neg_logp, 0.0), axis=-1)
+    return xp.sum(xp.where(P.p == 0, 0.0, P.p * P.neg_logp), axis=-1)
 
 
 def _mentr(P: _Parts):

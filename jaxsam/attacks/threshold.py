@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxsam.attacks import _reference
 from jaxsam.attacks import signals as _signals
-from jaxsam.attacks._checks import check_keep, check_logits
+from jaxsam.attacks._checks import check_finite, check_keep, check_logits
 
 Array = Any
 
@@ -68,6 +68,7 @@ def threshold_scores(attack: str, signal: Array, query: int | None = 0) -> np.nd
         )
     sign = THRESHOLD_SIGNALS[attack][1]
     sig = np.asarray(signal)
+    check_finite(sig)  # NaN would rank anywhere: the logits are damaged, whichever query is read
     if query is None:
         if attack == "confidence":
             return _logit_of_mean_probability(sig).astype(np.float32)
@@ -146,6 +147,7 @@ def calibrated_loss_from_signal(
     loss = np.asarray(loss, np.float64)
     m, n, a = loss.shape
     keep = check_keep(keep, m, n)
+    check_finite(loss)
     rule = _reference.resolve(equal_groups, keep)
     sets = rule.sets(keep, "out")
     _reference.check_sizes(keep, {"out": sets}, rule, "the calibrated loss attack", {"out": 1})
