@@ -158,3 +158,14 @@ def test_demo_runs_end_to_end_on_a_tiny_setting(tmp_path, capsys):
     for opt in ("sgd", "sam"):
         assert (out / opt / "report.json").is_file()
     assert (out / "roc_compare.png").stat().st_size > 1000
+
+
+def test_resume_of_a_path_that_holds_no_run_says_so(tmp_path, capsys):
+    """It said `config.json is missing ...; the run directory is incomplete or damaged`."""
+    assert cli.main(["train", "--resume", str(tmp_path / "nope")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli.main(["train", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a jaxsam run directory" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

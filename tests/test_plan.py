@@ -125,3 +125,5 @@ def test_a_batch_larger_than_every_training_subset_is_warned_about(capsys):
     assert 100 < int(largest) < 200 and f"set train.batch_size to at most {largest}" in out
     make_plan(tiny_config())  # batch 32: no warning
     assert "warning" not in capsys.readouterr().out
+    make_plan(tiny_config(**{"train.batch_size": int(largest) + 10}))  # under twice: no warning
+    assert "warning" not in capsys.readouterr().out

@@ -60,3 +60,23 @@ def test_status_reports_a_damaged_run(tiny_run, tmp_path, capsys, damage, fragme
     assert "fix: restore" in out and "COMPLETE" not in out, out
     assert cli.main(["status", str(path), "--json"]) == 1
     assert any(fragment in p for p in json.loads(capsys.readouterr().out)["damaged"])
+
+
+@pytest.mark.parametrize("damage", [_rm_masks, _garble_config])
+def test_the_advised_retrain_of_a_damaged_run_works(tiny_run, tmp_path, capsys, damage):
+    """The fix line said `--overwrite` for a run whose config.json is garbage, which train
+    refuses (it replaces only a directory that still reads as a jaxsam run)."""
+    path = tmp_path / "run"
+    shutil.copytree(tiny_run.path, path)
+    config = tmp_path / "config.json"
+    shutil.copy(path / "config.json", config)
+    damage(path)
+    assert cli.main(["status", str(path)]) == 1
+    fix = capsys.readouterr().out.split("fix: ")[1]
+    command = fix.split("(jaxsam ")[1].split(")")[0].split()
+    command = [str(config) if a == "CONFIG" else a for a in command]
+    if "remove it and retrain" in fix:
+        shutil.rmtree(path)
+    assert cli.main([*command, "--no-progress"]) == 0, capsys.readouterr().err
+    assert cli.main(["status", str(path)]) == 0
+    assert "COMPLETE" in capsys.readouterr().out

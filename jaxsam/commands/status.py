@@ -33,10 +33,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{st['path']}: DAMAGED; {damage[0]}")
         for problem in damage[1:]:
             print(f"  also: {problem}")
-        print(
-            f"  fix: restore {st['path']} from a copy, or retrain it (jaxsam train --config "
-            f"CONFIG --out {st['path']} --overwrite)"
-        )
+        print(f"  fix: {_fix(Path(st['path']))}")
         return 1
     state = "COMPLETE" if st["complete"] else "not complete"
     print(
@@ -82,6 +79,26 @@ def _next_steps(st: dict) -> list[str]:
         hints = [f"jaxsam wave train {path} --models {span}" for span in st["missing"]]
         return [*hints, f"then: jaxsam wave finalize {path}"]
     return [f"jaxsam wave finalize {path}"]
+
+
+def _fix(path: Path) -> str:
+    """How to mend a DAMAGED run: restore it, or retrain it (``--overwrite`` replaces only a
+    directory whose config.json still reads as a jaxsam config; otherwise the user removes it)."""
+    from jaxsam.errors import JaxsamError
+    from jaxsam.store import read_config
+
+    try:
+        read_config(path)
+    except JaxsamError:
+        return (
+            f"restore {path} from a copy, or remove it and retrain "
+            f"(jaxsam train --config CONFIG --out {path}): with its config.json unreadable, "
+            "--overwrite does not replace it"
+        )
+    return (
+        f"restore {path} from a copy, or retrain it "
+        f"(jaxsam train --config {path}/config.json --out {path} --overwrite)"
+    )
 
 
 def _damage(path: Path) -> list[str]:
