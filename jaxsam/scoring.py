@@ -124,6 +124,13 @@ def kept_models(exclude_models: Any, m: int) -> np.ndarray:
     return use
 
 
+def _mean_of_defined(values: np.ndarray) -> float:
+    """Mean of the non-NaN ``values``; NaN (with no RuntimeWarning) when there is none, e.g.
+    the OUT accuracy of masks in which every model trains on every example."""
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else float("nan")
+
+
 def accuracy(logits: Any, labels: Any, keep: Any) -> dict:
     """Per-model accuracy on query 0 (identity) over IN points and OUT (pool non-member) points.
 
@@ -138,8 +145,8 @@ def accuracy(logits: Any, labels: Any, keep: Any) -> dict:
     tr = metrics.accuracy_per_model(correct, keep)
     te = metrics.accuracy_per_model(correct, ~keep)
     out = {
-        "train": float(np.nanmean(tr)),
-        "out": float(np.nanmean(te)),
+        "train": _mean_of_defined(tr),
+        "out": _mean_of_defined(te),
         "per_model": {"train": [float(x) for x in tr], "out": [float(x) for x in te]},
     }
     out["test"] = out["out"]  # deprecated alias, kept one version

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxsam import metrics
-from jaxsam.errors import ConfigError, DataError
+from jaxsam.errors import ConfigError, DataError, JaxsamError
 from jaxsam.scoring import ATTACKS, score
 
 
@@ -77,6 +77,22 @@ def test_nan_logits_are_named_by_model_and_example(run, attack):
     msg = str(err.value)
     assert "models 2 (first at example 40), 5 (first at example 17)" in msg, msg
     assert "exclude_models=MODELS" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("attack", ["lira_online", "rmia", "calibrated_loss"])
+def test_masks_with_every_example_in_every_model_are_refused_clearly(run, attack):
+    """All-IN masks leaked a "Mean of empty slice" RuntimeWarning and named a `pkeep=1.0` the
+    user never set ("leaves no usable number of models")."""
+    import warnings
+
+    logits, y, _ = run
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NumPy RuntimeWarning on the way
+        with pytest.raises(JaxsamError) as err:  # TooFewModelsError or, for RMIA, DataError
+            score(logits, y, np.ones(logits.shape[:2], bool), attacks=[attack], bootstrap=0)
+    msg = str(err.value)
+    assert "pkeep=1.0 leaves" not in msg and "\n" not in msg, msg
+    assert "must leave every example in some models and out of others" in msg, msg
 
 
 def test_unknown_attack(run):

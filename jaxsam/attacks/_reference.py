@@ -302,14 +302,23 @@ def _message(keep, rule, attack, need, group, tgt, ex, size, hint) -> str:
             f"examples with fewer (imported logits: import them again with "
             f"`{option('drop_sparse')}`) or add models. "
         )
-    if rule.cut:
-        best = smallest_exact_models(pkeep, n_in, n_out, need.get("any", 0))
-        text += f"With exact masks and pkeep={pkeep:.2f} the smallest M that works is {best}: "
-    else:
-        best = smallest_independent_models(pkeep, n_in, n_out, n)
-        text += (
-            f"With independent masks, pkeep={pkeep:.2f} and N={n} examples the smallest M that "
-            f"works (for 95% of draws) is {best}: "
+    try:
+        if rule.cut:
+            best = smallest_exact_models(pkeep, n_in, n_out, need.get("any", 0))
+            text += f"With exact masks and pkeep={pkeep:.2f} the smallest M that works is {best}: "
+        else:
+            best = smallest_independent_models(pkeep, n_in, n_out, n)
+            text += (
+                f"With independent masks, pkeep={pkeep:.2f} and N={n} examples the smallest M "
+                f"that works (for 95% of draws) is {best}: "
+            )
+    except ConfigError:  # no M works: the masks (all IN, or all OUT) leave no group to compare
+        side = "IN" if pkeep >= 0.5 else "OUT"
+        return text + (
+            f"The masks put {pkeep:.1%} of the (model, example) pairs in the models' training "
+            f"sets, so almost every example is {side} in every model and no number of models "
+            "works: the masks must leave every example in some models and out of others "
+            "(masks.pkeep strictly between 0 and 1, 0.5 as usual)."
         )
     text += "train more models" + (f", or {hint}" if hint else "")
     off = "--equal-groups off" if on_command_line() else "equal_groups=False"

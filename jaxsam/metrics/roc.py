@@ -95,7 +95,13 @@ def _check(scores: Any, is_member: Any) -> tuple[np.ndarray, np.ndarray]:
         raise DataError("scores contain NaN; check the attack inputs for diverged models")
     y = y.astype(bool)
     if y.all() or not y.any():
-        raise DataError("is_member must contain both members and non-members; check the masks")
+        none = "non-member" if y.all() else "member"
+        raise DataError(
+            f"is_member holds no {none} (the masks put every (model, example) pair "
+            f"{'in' if y.all() else 'out of'} training): a membership ROC needs both; the masks "
+            "must leave every example in some models and out of others (masks.pkeep strictly "
+            "between 0 and 1)"
+        )
     return s, y
 
 
