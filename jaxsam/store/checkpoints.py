@@ -41,6 +41,7 @@ from jaxsam.store import paths
 from jaxsam.store.files import (
     DropThreadTracebacks,
     drop_closed_loop,
+    error_words,
     move_aside_damaged,
     quiet_failed_reads,
 )
@@ -234,7 +235,7 @@ def _restore_newest(manager, like: EnsembleState, abstract, fingerprint: str | N
                 "meta"
             ]
         except Exception as e:  # damaged metadata
-            meta, problem = None, f"its metadata is unreadable ({type(e).__name__})"
+            meta, problem = None, f"its metadata is unreadable ({error_words(e)})"
         if meta is not None and fingerprint is not None and meta.get("fingerprint") != fingerprint:
             raise RunDirError(
                 f"checkpoint {manager.directory}/{step} was written for other masks, models or "
@@ -247,7 +248,7 @@ def _restore_newest(manager, like: EnsembleState, abstract, fingerprint: str | N
                     step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
                 )["state"]
             except Exception as e:  # orbax / tensorstore raise many types for damaged data
-                problem = f"its arrays are unreadable ({type(e).__name__})"
+                problem = f"its arrays are unreadable ({error_words(e)})"
         if problem is None:
             state = like.replace(
                 step=jnp.asarray(tree["step"], jnp.int32),

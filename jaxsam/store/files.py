@@ -163,6 +163,35 @@ def _abandoned_read(value: BaseException) -> bool:
     return str(value).startswith("Encountered error while reading array index")
 
 
+def error_words(e: BaseException, limit: int = 120) -> str:
+    """``Type: first line`` of an error, cut at a word near ``limit`` characters: orbax wraps
+    a damaged array's read error in a bare ``Exception`` whose text carries tensorstore's
+    (long) message, of which the start says what failed."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+# Words of tensorstore's read errors in the reports of a failed restore's abandoned reads.
+_READ_ERRORS = ("Error reading", "Error opening", "OUT_OF_RANGE", "DATA_LOSS")
+
+
+class _DropAbandonedFutures(logging.Filter):
+    """Drops asyncio's ``Future exception was never retrieved`` for a tensorstore read error:
+    the futures of a failed restore's other reads, which nothing awaits any more."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" {record.exc_info[1]}"
+        abandoned = "exception was never retrieved" in text
+        return not (abandoned and any(word in text for word in _READ_ERRORS))
+
+
+_ABANDONED_FUTURES = _DropAbandonedFutures()
+
+
 @contextlib.contextmanager
 def quiet_failed_reads() -> Iterator[types.SimpleNamespace]:
     """While the block restores arrays that may be damaged, drops the reports of failed reads.
@@ -172,10 +201,12 @@ def quiet_failed_reads() -> Iterator[types.SimpleNamespace]:
     <coroutine ...>`` and some 60 lines of TensorStore spec), and tensorstore's callbacks into
     the closed event loop print ``RuntimeError: Event loop is closed``. The caller reports the
     damage on one line. On exit the abandoned reads are collected while the hooks still drop
-    their reports; everything else reaches the previous ``sys.unraisablehook`` /
-    ``sys.excepthook``. Yields a namespace: a caller that caught a failed read sets its
-    ``failed`` (a block that raises counts as failed too); the hooks then stay, because the
-    failed read's callbacks may still come after the block.
+    their reports; asyncio's ``Future exception was never retrieved`` of those reads (logged,
+    not raised) is dropped by a filter on the ``asyncio`` logger; everything else reaches the
+    previous ``sys.unraisablehook`` / ``sys.excepthook`` and the logger. Yields a namespace:
+    a caller that caught a failed read sets its ``failed`` (a block that raises counts as
+    failed too); the hooks and the filter then stay, because the failed read's callbacks may
+    still come after the block.
     """
     previous, previous_except = sys.unraisablehook, sys.excepthook
     state = types.SimpleNamespace(failed=False)
@@ -189,6 +220,7 @@ def quiet_failed_reads() -> Iterator[types.SimpleNamespace]:
             previous_except(kind, value, tb)  # the main thread's own errors always show
 
     sys.unraisablehook, sys.excepthook = hook, except_hook
+    logging.getLogger("asyncio").addFilter(_ABANDONED_FUTURES)  # once: filters are a set
     try:
         yield state
     except BaseException:
@@ -198,6 +230,7 @@ def quiet_failed_reads() -> Iterator[types.SimpleNamespace]:
         gc.collect()
         if not state.failed:
             sys.unraisablehook, sys.excepthook = previous, previous_except
+            logging.getLogger("asyncio").removeFilter(_ABANDONED_FUTURES)
 
 
 def move_aside_damaged(root: Path, rel: str) -> Path | None:

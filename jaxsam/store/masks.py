@@ -9,7 +9,7 @@ import numpy as np
 
 from jaxsam.errors import RunDirError
 from jaxsam.store.arrays import load_arrays, save_arrays
-from jaxsam.store.files import move_aside_damaged, quiet_failed_reads
+from jaxsam.store.files import error_words, move_aside_damaged, quiet_failed_reads
 
 
 def load_masks(path: str | Path) -> dict[str, np.ndarray]:
@@ -35,7 +35,7 @@ def repair_masks(path: Path, keep: np.ndarray, ids: np.ndarray, labels: np.ndarr
         with quiet_failed_reads():
             stored = load_masks(path)
     except RunDirError as e:
-        problem = f"they cannot be read ({str(e)[:160]})"
+        problem = f"they cannot be read ({error_words(e, 160)})"
     else:
         for key, want, dtype in (
             ("keep", keep, bool),
