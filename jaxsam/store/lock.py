@@ -107,6 +107,26 @@ def _lock_soon(f, tries: int = 5, wait_s: float = 0.02) -> None:
             time.sleep(wait_s)
 
 
+def _check_lock_dir(path: Path, create: bool) -> None:
+    """Refuses a ``path`` that is a file; without ``create``, also one that does not exist or
+    holds no run (checked before the lock file goes in: a stray directory is left as it was)."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(
+            f"{path} exists and is not a directory; choose another {option('out', None)}"
+        )
+    if create:
+        return
+    if not path.is_dir():
+        raise RunDirError(
+            f"run directory {path} does not exist; pass the directory of a jaxsam run"
+        )
+    if not any((path / name).exists() for name in ("run.json", "config.json")):
+        raise RunDirError(
+            f"{path} is not a jaxsam run directory (it has no run.json or config.json); pass "
+            "the directory of a jaxsam run"
+        )
+
+
 @contextlib.contextmanager
 def run_lock(path: str | Path, what: str, *, create: bool = True) -> Iterator[Path]:
     """Holds the exclusive lock of directory ``path`` for the block.
@@ -122,19 +142,7 @@ def run_lock(path: str | Path, what: str, *, create: bool = True) -> Iterator[Pa
         the lock file cannot be created.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunDirError(
-            f"{path} exists and is not a directory; choose another {option('out', None)}"
-        )
-    if not create and not path.is_dir():
-        raise RunDirError(
-            f"run directory {path} does not exist; pass the directory of a jaxsam run"
-        )
-    if not create and not any((path / name).exists() for name in ("run.json", "config.json")):
-        raise RunDirError(  # before the lock file goes in: a stray directory is left as it was
-            f"{path} is not a jaxsam run directory (it has no run.json or config.json); pass "
-            "the directory of a jaxsam run"
-        )
+    _check_lock_dir(path, create)
     key = str(path.resolve())
     if key in _held:
         _held[key][1] += 1
