@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxsam import analysis
+from jaxsam import analysis, store
 from jaxsam import memorization as memo
 from jaxsam.commands import analyze as analyze_cmd
 from jaxsam.errors import ConfigError, command_line
@@ -289,6 +289,8 @@ def test_analyze_command_uses_store(tmp_path, monkeypatch, capsys):
     fakes = {}
     for n in ("a", "b"):
         (tmp_path / n).mkdir()
+        # a run directory to the lock and to analyze's out check (load_run is faked)
+        (tmp_path / n / "run.json").write_text(json.dumps({"format": store.RUN_FORMAT}))
         fakes[str(tmp_path / n)] = _FakeRun(tmp_path / n, "sgd", rng, with_test=False)
     monkeypatch.setattr(analyze_cmd.store, "load_run", lambda p, verify=True: fakes[str(p)])
     parser = argparse.ArgumentParser()
