@@ -16,8 +16,6 @@ import numpy as np
 
 from jaxsam.errors import RunDirError
 
-BLOCK_ELEMENTS = 1 << 24  # values checked for finiteness at a time (a 16 MiB mask)
-
 _DAMAGED = "the run is damaged: restore it from a copy or retrain it"
 
 
@@ -50,14 +48,6 @@ def describe_nonfinite(found: Sequence[tuple[int, int, int]], limit: int = 3) ->
     total = sum(count for _, count, _ in found)
     noun = "model" if len(found) == 1 else "models"
     return f"{total} NaN or infinite value(s) for {noun} {', '.join(parts)}{more}"
-
-
-def _model_blocks(arr: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
-    """``arr [M, ...]`` in blocks of about :data:`BLOCK_ELEMENTS` values (whole models)."""
-    per_model = max(1, int(np.prod(arr.shape[1:])))
-    k = max(1, BLOCK_ELEMENTS // per_model)
-    for a in range(0, arr.shape[0], k):
-        yield a, arr[a : a + k]
 
 
 def _check_labels(labels: np.ndarray, where: Path, name: str, classes: int) -> None:
@@ -110,7 +100,7 @@ def check_logit_arrays(
     _check_labels(arrays["labels"], where, "pool labels", c)
     _check_labels(tlab, where, "held-out labels (test_labels)", c)
     for name, arr in (("pool logits", lg), ("held-out logits (test_logits)", tl)):
-        found = nonfinite_models(_model_blocks(arr), skip=failed)
+        found = nonfinite_models([(0, arr)], skip=failed)  # one model at a time
         if found:
             raise RunDirError(
                 f"{where} holds {name} with {describe_nonfinite(found)}, not listed as failed "
