@@ -82,11 +82,7 @@ def run(args: argparse.Namespace) -> int:
         _check_resume_options(args)
         if not args.resume.is_dir():
             raise ConfigError(f"--resume {args.resume}: no such directory; pass a run directory")
-        if not any((args.resume / name).exists() for name in ("config.json", "run.json")):
-            raise ConfigError(
-                f"--resume {args.resume} is not a jaxsam run directory (it has no config.json or "
-                "run.json); pass the --out of the run to continue"
-            )
+        store.require_run_path(args.resume)
         cfg = store.read_config(args.resume)
         run = train_and_export(cfg, args.resume, resume=True, progress=progress)
     else:

@@ -106,6 +106,7 @@ from jaxsam.store.lifecycle import (
 from jaxsam.store.lock import LOCK_FILE, check_no_other_writer, run_lock
 from jaxsam.store.lock import held as lock_held
 from jaxsam.store.masks import load_masks, masks_fingerprint, repair_masks
+from jaxsam.store.paths import require_run_path
 from jaxsam.store.reader import Run, is_complete, load_run, read_config
 from jaxsam.store.reports import (
     REPORT_FILES,

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from jaxsam.errors import RunDirError, on_command_line, option
+from jaxsam.store.paths import require_run_path
 
 LOCK_FILE = ".jaxsam.lock"
 
@@ -114,17 +115,8 @@ def _check_lock_dir(path: Path, create: bool) -> None:
         raise RunDirError(
             f"{path} exists and is not a directory; choose another {option('out', None)}"
         )
-    if create:
-        return
-    if not path.is_dir():
-        raise RunDirError(
-            f"run directory {path} does not exist; pass the directory of a jaxsam run"
-        )
-    if not any((path / name).exists() for name in ("run.json", "config.json")):
-        raise RunDirError(
-            f"{path} is not a jaxsam run directory (it has no run.json or config.json); pass "
-            "the directory of a jaxsam run"
-        )
+    if not create:
+        require_run_path(path)
 
 
 @contextlib.contextmanager

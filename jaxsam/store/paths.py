@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jaxsam.errors import RunDirError
+from jaxsam.errors import RunDirError, option
 
 
 def _refuse(link: Path) -> RunDirError:
@@ -74,3 +74,21 @@ def ensure_dir(root: str | Path, rel: str | Path) -> Path:
     path = Path(root) / rel
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def require_run_path(path: Path) -> None:
+    """Refuses a ``path`` that does not exist, or holds no run (neither ``run.json`` nor
+    ``config.json``), before anything reads or writes there (no lock file goes in).
+
+    Raises:
+      RunDirError: naming the path and what to pass instead.
+    """
+    if not path.is_dir():
+        raise RunDirError(
+            f"run directory {path} does not exist; pass the {option('out', None)} of a jaxsam run"
+        )
+    if not any((path / name).exists() for name in ("run.json", "config.json")):
+        raise RunDirError(
+            f"{path} is not a jaxsam run directory (it has no run.json or config.json); pass "
+            f"the {option('out', None)} of a jaxsam run"
+        )

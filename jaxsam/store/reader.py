@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxsam import config as config_lib
 from jaxsam.data import canaries as canary_lib
-from jaxsam.errors import ConfigError, RunDirError, action, option
+from jaxsam.errors import ConfigError, RunDirError, action
 from jaxsam.store import paths
 from jaxsam.store.arrays import load_arrays
 from jaxsam.store.digests import verify_digests
@@ -199,15 +199,7 @@ def load_run(path: str | Path, *, verify: bool = True) -> Run:
 
 def _read_run(path: Path, *, verify: bool, require_complete: bool) -> Run:
     """:func:`load_run`; ``require_complete=False`` checks a run before ``COMPLETE`` exists."""
-    if not path.is_dir():
-        raise RunDirError(
-            f"run directory {path} does not exist; pass the {option('out', None)} of a jaxsam run"
-        )
-    if not (path / "run.json").exists() and not (path / "config.json").exists():
-        raise RunDirError(
-            f"{path} is not a jaxsam run directory (it has no run.json or config.json); pass "
-            f"the {option('out', None)} of a jaxsam run"
-        )
+    paths.require_run_path(path)
     info = read_json(path / "run.json", "run header")
     if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
         raise RunDirError(f"{path} is not a jaxsam run directory (run.json has no jaxsam format)")
@@ -216,9 +208,10 @@ def _read_run(path: Path, *, verify: bool, require_complete: bool) -> Run:
             f"{path} has run-directory version {info.get('version')}, this jaxsam reads "
             f"{RUN_VERSION}; use the jaxsam version that wrote it"
         )
-    if require_complete and not (path / COMPLETE).exists() and divergence_hint(path, info):
-        raise RunDirError(f"{path} is not complete: {divergence_hint(path, info)}")
-    if require_complete and not (path / COMPLETE).exists():
+    complete = (path / COMPLETE).exists()
+    if require_complete and not complete and (diverged := divergence_hint(path, info)):
+        raise RunDirError(f"{path} is not complete: {diverged}")
+    if require_complete and not complete:
         missing = [n for n in ("logits", "logits.json", "metrics.json") if not (path / n).exists()]
         raise RunDirError(
             f"{path} is not complete (missing: {', '.join(missing) or 'COMPLETE marker'}); "
